@@ -10,9 +10,11 @@
 //!                                                               └──▶ HTTP status (REST)
 //! ```
 
+mod duration;
 mod error;
 mod query_id;
 
+pub use duration::parse_duration;
 pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry};
 pub use query_id::{CoordinatorId, QueryId, QueryIdGenerator, QueryIdParseError};
 

@@ -2,6 +2,7 @@
 
 use flotilla_proto::FlotillaError;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// One response of the statement protocol.
@@ -16,9 +17,10 @@ pub struct QueryResults {
     pub next_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<Vec<Column>>,
-    /// Never present without `columns`.
+    /// Never present without `columns`. Kept as raw JSON (an array of rows) so a server
+    /// serialises each page once and a client parses it only when it reads the rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Vec<Vec<Value>>>,
+    pub data: Option<Box<RawValue>>,
     pub stats: StatementStats,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<QueryError>,
@@ -28,6 +30,16 @@ pub struct QueryResults {
     pub update_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_count: Option<i64>,
+}
+
+impl QueryResults {
+    /// The rows of `data`, parsed.
+    pub fn rows(&self) -> Result<Vec<Vec<Value>>, serde_json::Error> {
+        match &self.data {
+            Some(raw) => serde_json::from_str(raw.get()),
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 /// A result column: name, Trino type name and its structured signature.

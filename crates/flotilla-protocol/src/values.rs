@@ -142,13 +142,12 @@ where
 
 fn encode_array(array: &ArrayRef, trino_type: &TrinoType) -> Result<Vec<Value>, EncodeError> {
     let data_type = array.data_type();
-    if let DataType::Dictionary(_, value_type) | DataType::RunEndEncoded(_, _) = data_type {
-        let target = match data_type {
-            DataType::Dictionary(_, value_type) => value_type.as_ref().clone(),
-            DataType::RunEndEncoded(_, values) => values.data_type().clone(),
-            _ => unreachable!("matched above"),
-        };
-        let _ = value_type;
+    let unpacked = match data_type {
+        DataType::Dictionary(_, value_type) => Some(value_type.as_ref().clone()),
+        DataType::RunEndEncoded(_, values) => Some(values.data_type().clone()),
+        _ => None,
+    };
+    if let Some(target) = unpacked {
         return encode_array(&cast(array, &target)?, trino_type);
     }
     let values = match trino_type {

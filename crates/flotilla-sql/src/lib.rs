@@ -1,1 +1,26 @@
-//! flotilla-sql
+//! Flotilla's SQL layer: Trino's SQL surface on Apache DataFusion.
+//!
+//! ```text
+//!  SQL text ─▶ statement::parse_statement ─┬─ SHOW / SET SESSION / USE / PREPARE / ... ─▶ show, session
+//!                                          └─ query (sqlparser AST) ─▶ DataFusion plan ─▶ stream
+//!                         catalogs: tpch (generated), system, information_schema per catalog
+//! ```
+//!
+//! [`Engine::execute`] is the entry point: it runs one statement for one [`SqlSession`] and
+//! returns a [`StatementResult`] (an Arrow stream plus the session changes for the protocol's
+//! response headers). Errors are [`flotilla_proto::FlotillaError`]s with Trino's codes,
+//! classified once in [`error`]. Catalogs are configured Trino-style ([`catalog::Catalogs`]).
+
+pub mod catalog;
+mod engine;
+pub mod error;
+mod functions;
+pub mod progress;
+pub mod session;
+mod show;
+pub mod statement;
+mod types;
+
+pub use engine::{bind_parameters, Engine, SessionChanges, StatementResult};
+pub use progress::{plan_progress, PeakMemoryPool, PlanProgress};
+pub use session::SqlSession;

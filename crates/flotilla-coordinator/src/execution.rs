@@ -1,0 +1,107 @@
+//! The task that runs one query: plans it with the engine, encodes its batches into pages of
+//! Trino JSON rows and feeds them to the query's bounded page channel.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use flotilla_proto::{ErrorCode, FlotillaError};
+use flotilla_protocol::{encode_batch, Column, TrinoType};
+use flotilla_sql::{Engine, SqlSession};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::query::{Page, Query, QueryState, TARGET_PAGE_BYTES};
+
+/// Runs `query` to completion, failure, cancellation or its time limit.
+pub async fn run_query(engine: Engine, query: Arc<Query>, pages: mpsc::Sender<Page>) {
+    let cancel = query.cancel.clone();
+    let session = SqlSession::from(&query.session);
+    let limit = match session.max_run_time() {
+        Ok(limit) => limit,
+        Err(error) => return query.fail(error),
+    };
+    let work = execute(&engine, &query, &session, pages);
+    tokio::select! {
+        outcome = work => match outcome {
+            Ok(()) => query.transition(QueryState::Finished),
+            Err(error) => query.fail(error),
+        },
+        _ = cancel.cancelled() => {
+            // `fail` or a cancel request already recorded why.
+        }
+        _ = tokio::time::sleep(limit) => query.fail(FlotillaError::new(
+            ErrorCode::ExceededTimeLimit,
+            format!("Query exceeded maximum time limit of {}", humanize(limit)),
+        )),
+    }
+}
+
+fn humanize(limit: std::time::Duration) -> String {
+    format!("{:.2}s", limit.as_secs_f64())
+}
+
+async fn execute(engine: &Engine, query: &Arc<Query>, session: &SqlSession, pages: mpsc::Sender<Page>) -> Result<(), FlotillaError> {
+    query.transition(QueryState::Planning);
+    let result = engine.execute(session, &query.sql).await?;
+    let types = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| TrinoType::from_arrow(f.data_type()).map_err(|e| FlotillaError::not_supported(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let columns = result
+        .schema
+        .fields()
+        .iter()
+        .zip(&types)
+        .map(|(field, trino_type)| Column {
+            name: field.name().clone(),
+            type_name: trino_type.to_string(),
+            type_signature: trino_type.signature(),
+        })
+        .collect();
+    {
+        let mut status = query.status.lock();
+        status.columns = Some(columns);
+        status.column_types = types.clone();
+        status.update_type = result.update_type.clone();
+        status.update_count = result.update_count;
+        status.changes = result.changes.clone();
+        status.plan = result.plan.clone();
+        status.memory = Some(result.memory.clone());
+    }
+    query.transition(QueryState::Running);
+
+    let mut stream = result.stream;
+    let mut buffer: Vec<u8> = Vec::with_capacity(TARGET_PAGE_BYTES);
+    let mut rows_in_buffer = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| flotilla_sql::error::from_datafusion(&e))?;
+        let rows = encode_batch(&batch, &types).map_err(|e| FlotillaError::internal(e.to_string()))?;
+        query.status.lock().output_rows += rows.len() as u64;
+        for row in rows {
+            buffer.push(if rows_in_buffer == 0 { b'[' } else { b',' });
+            serde_json::to_writer(&mut buffer, &row).map_err(|e| FlotillaError::internal(e.to_string()))?;
+            rows_in_buffer += 1;
+            if buffer.len() >= TARGET_PAGE_BYTES {
+                send_page(&pages, &mut buffer, &mut rows_in_buffer).await?;
+            }
+        }
+        // Hand over what a batch produced rather than holding it for the next batch, so
+        // the first rows reach the client early.
+        if rows_in_buffer > 0 {
+            send_page(&pages, &mut buffer, &mut rows_in_buffer).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn send_page(pages: &mpsc::Sender<Page>, buffer: &mut Vec<u8>, rows_in_buffer: &mut usize) -> Result<(), FlotillaError> {
+    buffer.push(b']');
+    let text = String::from_utf8(std::mem::take(buffer)).map_err(|e| FlotillaError::internal(e.to_string()))?;
+    let rows = RawValue::from_string(text).map_err(|e| FlotillaError::internal(e.to_string()))?;
+    let page = Page { rows, row_count: *rows_in_buffer };
+    *rows_in_buffer = 0;
+    // The receiver lives as long as the query; a closed channel means it was cancelled.
+    pages.send(page).await.map_err(|_| FlotillaError::new(ErrorCode::UserCanceled, "Query was canceled"))
+}

@@ -1,0 +1,61 @@
+//! The coordinator's REST API: Trino's client protocol (`/v1/statement`), the query API
+//! (`/v1/query`) and node information (`/v1/info`).
+
+mod info;
+mod query_api;
+mod statement;
+pub mod uris;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::Coordinator;
+
+/// An HTTP-level failure: Trino answers these with a status and a plain-text reason.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.status, [("content-type", "text/plain; charset=utf-8")], self.message).into_response()
+    }
+}
+
+/// All routes of a coordinator.
+pub fn router(coordinator: Arc<Coordinator>) -> Router {
+    // Large enough that an over-long SQL text reaches the query (and fails it with
+    // QUERY_TEXT_TOO_LARGE) instead of being cut off by the transport.
+    let body_limit = coordinator.manager.config().max_query_length.saturating_mul(4).max(1 << 20);
+    Router::new()
+        .route("/v1/statement", axum::routing::post(statement::submit))
+        .route("/v1/statement/{phase}/{query_id}/{slug}/{token}", get(statement::fetch).delete(statement::cancel))
+        .route("/v1/query", get(query_api::list))
+        .route("/v1/query/{query_id}", get(query_api::info).delete(query_api::kill).head(query_api::exists))
+        .route("/v1/info", get(info::info))
+        .route("/v1/info/state", get(info::state))
+        .route("/v1/status", get(info::status))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(coordinator)
+}

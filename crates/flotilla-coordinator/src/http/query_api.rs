@@ -1,0 +1,101 @@
+//! `/v1/query`: the queries this coordinator knows, one query's details, and kill.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use flotilla_proto::{ErrorCode, QueryId};
+use flotilla_protocol::QueryError;
+use serde_json::{json, Value};
+
+use super::HttpError;
+use crate::query::Query;
+use crate::Coordinator;
+
+fn summary(query: &Query, self_uri: &str) -> Value {
+    let stats = query.stats();
+    let status = query.status.lock();
+    json!({
+        "queryId": query.id.to_string(),
+        "state": status.state.as_str(),
+        "query": query.sql,
+        "self": format!("{self_uri}/v1/query/{}", query.id),
+        "session": {
+            "user": query.session.user,
+            "source": query.session.source,
+            "catalog": query.session.catalog,
+            "schema": query.session.schema,
+            "timeZone": query.session.time_zone,
+            "clientTags": query.session.client_tags,
+            "systemProperties": query.session.properties,
+        },
+        "queryStats": {
+            "createTime": query.created_at.to_rfc3339(),
+            "executionStartTime": status.started_at.map(|t| t.to_rfc3339()),
+            "endTime": status.ended_at.map(|t| t.to_rfc3339()),
+            "queuedTimeMillis": stats.queued_time_millis,
+            "elapsedTimeMillis": stats.elapsed_time_millis,
+            "cpuTimeMillis": stats.cpu_time_millis,
+            "totalSplits": stats.total_splits,
+            "completedSplits": stats.completed_splits,
+            "processedRows": stats.processed_rows,
+            "outputRows": status.output_rows,
+            "peakMemoryBytes": stats.peak_memory_bytes,
+        },
+        "errorType": status.error.as_ref().map(|e| e.code.error_type().as_str()),
+        "errorCode": status.error.as_ref().map(|e| json!({"code": e.code.code(), "name": e.code.name(), "type": e.code.error_type().as_str()})),
+        "failureInfo": status.error.as_ref().map(|e| QueryError::from(e).failure_info),
+    })
+}
+
+fn self_uri(coordinator: &Coordinator, request_headers: &HeaderMap) -> String {
+    let fallback = coordinator.identity.lock().http_uri.trim_start_matches("http://").to_string();
+    super::uris::QueryUris::from_headers(request_headers, &fallback)
+        .map(|u| u.base().to_string())
+        .unwrap_or_else(|_| coordinator.identity.lock().http_uri.clone())
+}
+
+fn find(coordinator: &Coordinator, query_id: &str) -> Result<Arc<Query>, HttpError> {
+    let id: QueryId = query_id.parse().map_err(|_| HttpError::not_found(format!("Query not found: {query_id}")))?;
+    coordinator.manager.get(&id).ok_or_else(|| HttpError::not_found(format!("Query not found: {query_id}")))
+}
+
+pub async fn list(
+    State(coordinator): State<Arc<Coordinator>>,
+    UrlQuery(parameters): UrlQuery<HashMap<String, String>>,
+    request_headers: HeaderMap,
+) -> Json<Vec<Value>> {
+    let base = self_uri(&coordinator, &request_headers);
+    let wanted = parameters.get("state").map(|s| s.to_ascii_uppercase());
+    Json(
+        coordinator
+            .manager
+            .registry()
+            .all()
+            .iter()
+            .filter(|q| wanted.as_deref().is_none_or(|s| q.state().as_str() == s))
+            .map(|q| summary(q, &base))
+            .collect(),
+    )
+}
+
+pub async fn info(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(query_id): Path<String>,
+    request_headers: HeaderMap,
+) -> Result<Json<Value>, HttpError> {
+    let query = find(&coordinator, &query_id)?;
+    Ok(Json(summary(&query, &self_uri(&coordinator, &request_headers))))
+}
+
+pub async fn exists(State(coordinator): State<Arc<Coordinator>>, Path(query_id): Path<String>) -> Result<StatusCode, HttpError> {
+    find(&coordinator, &query_id).map(|_| StatusCode::OK)
+}
+
+pub async fn kill(State(coordinator): State<Arc<Coordinator>>, Path(query_id): Path<String>) -> Result<StatusCode, HttpError> {
+    let query = find(&coordinator, &query_id)?;
+    coordinator.manager.cancel(&query.id, ErrorCode::UserCanceled, "Query was canceled");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,97 @@
+//! The base URI clients should use for follow-up requests: from `X-Forwarded-Proto/Host/Port`
+//! when a proxy set them, else the request's own `Host`, so `nextUri` keeps the client on the
+//! address it used (a load balancer, a gateway).
+
+use axum::http::HeaderMap;
+use flotilla_proto::QueryId;
+
+/// Builds `nextUri` and `infoUri` for one request.
+#[derive(Debug, Clone)]
+pub struct QueryUris {
+    base: String,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or(v).trim()).filter(|v| !v.is_empty())
+}
+
+/// A host (with optional port) made only of characters hosts can have, so nothing a client
+/// sends can inject into the URIs we hand back.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}
+
+impl QueryUris {
+    /// From request headers; `fallback_host` is this server's own address.
+    pub fn from_headers(headers: &HeaderMap, fallback_host: &str) -> Result<Self, String> {
+        let scheme = match header(headers, "x-forwarded-proto") {
+            Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
+            Some(proto) if proto.eq_ignore_ascii_case("http") => "http",
+            Some(other) => return Err(format!("invalid X-Forwarded-Proto '{other}'")),
+            None => "http",
+        };
+        let host = header(headers, "x-forwarded-host").or_else(|| header(headers, "host")).unwrap_or(fallback_host);
+        if !valid_host(host) {
+            return Err(format!("invalid host '{host}'"));
+        }
+        let host = match header(headers, "x-forwarded-port") {
+            Some(port) => {
+                let port: u16 = port.parse().map_err(|_| format!("invalid X-Forwarded-Port '{port}'"))?;
+                let without_port = match host.rsplit_once(':') {
+                    Some((name, maybe_port)) if !host.ends_with(']') && maybe_port.bytes().all(|b| b.is_ascii_digit()) => name,
+                    _ => host,
+                };
+                format!("{without_port}:{port}")
+            }
+            None => host.to_string(),
+        };
+        Ok(Self { base: format!("{scheme}://{host}") })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn next_uri(&self, phase: &str, id: &QueryId, slug: &str, token: u64) -> String {
+        format!("{}/v1/statement/{phase}/{id}/{slug}/{token}", self.base)
+    }
+
+    pub fn info_uri(&self, id: &QueryId) -> String {
+        format!("{}/v1/query/{id}", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn forwarded_headers_win_over_host() {
+        let uris = QueryUris::from_headers(
+            &headers(&[("host", "10.0.0.1:8080"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "trino.example.com"), ("x-forwarded-port", "443")]),
+            "127.0.0.1:8080",
+        )
+        .unwrap();
+        assert_eq!(uris.base(), "https://trino.example.com:443");
+        let uris = QueryUris::from_headers(&headers(&[("host", "lb:9000"), ("x-forwarded-port", "8443")]), "x").unwrap();
+        assert_eq!(uris.base(), "http://lb:8443");
+        let uris = QueryUris::from_headers(&headers(&[]), "127.0.0.1:8080").unwrap();
+        assert_eq!(uris.base(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn hostile_hosts_are_rejected() {
+        assert!(QueryUris::from_headers(&headers(&[("host", "evil.com/path?x=")]), "x").is_err());
+        assert!(QueryUris::from_headers(&headers(&[("x-forwarded-proto", "gopher")]), "x").is_err());
+        assert!(QueryUris::from_headers(&headers(&[("x-forwarded-port", "99999")]), "x").is_err());
+    }
+}

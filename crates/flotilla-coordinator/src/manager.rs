@@ -1,0 +1,216 @@
+//! The queries this coordinator owns: creation (id, slug, execution task), lookup, cancel,
+//! and the background loop that abandons queries whose client went away and expires old
+//! ones, so the registry stays bounded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::{ErrorCode, FlotillaError, QueryId, QueryIdGenerator};
+use flotilla_protocol::ClientSession;
+use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource};
+use flotilla_sql::Engine;
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CoordinatorConfig;
+use crate::execution::run_query;
+use crate::query::{Query, QueryState, PAGE_BUFFER};
+
+/// Queries by id; shared with the `system.runtime` tables.
+#[derive(Debug, Default)]
+pub struct QueryRegistry {
+    queries: Mutex<HashMap<QueryId, Arc<Query>>>,
+}
+
+impl QueryRegistry {
+    pub fn get(&self, id: &QueryId) -> Option<Arc<Query>> {
+        self.queries.lock().get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Query>> {
+        let mut queries: Vec<Arc<Query>> = self.queries.lock().values().cloned().collect();
+        queries.sort_by_key(|q| q.created);
+        queries
+    }
+
+    fn insert(&self, query: Arc<Query>) {
+        self.queries.lock().insert(query.id.clone(), query);
+    }
+
+    fn remove(&self, ids: &[QueryId]) {
+        let mut queries = self.queries.lock();
+        for id in ids {
+            queries.remove(id);
+        }
+    }
+}
+
+/// What this node says about itself in `/v1/info` and `system.runtime.nodes`.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    pub node_id: String,
+    pub environment: String,
+    pub http_uri: String,
+    pub started: std::time::Instant,
+}
+
+/// Serves the `system.runtime` tables from this coordinator's own state.
+#[derive(Debug)]
+pub struct LocalRuntime {
+    pub registry: Arc<QueryRegistry>,
+    pub identity: Arc<Mutex<NodeIdentity>>,
+}
+
+impl RuntimeSource for LocalRuntime {
+    fn nodes(&self) -> Vec<NodeRow> {
+        let identity = self.identity.lock();
+        vec![NodeRow {
+            node_id: identity.node_id.clone(),
+            http_uri: identity.http_uri.clone(),
+            node_version: flotilla_proto::FLOTILLA_VERSION.to_string(),
+            coordinator: true,
+            state: "active".into(),
+        }]
+    }
+
+    fn queries(&self) -> Vec<QueryRow> {
+        self.registry
+            .all()
+            .into_iter()
+            .map(|q| {
+                let status = q.status.lock();
+                QueryRow {
+                    query_id: q.id.to_string(),
+                    state: status.state.as_str().to_string(),
+                    user: q.session.user.clone(),
+                    source: q.session.source.clone(),
+                    query: q.sql.clone(),
+                    created: q.created_at,
+                    started: status.started_at,
+                    end: status.ended_at,
+                    error_type: status.error.as_ref().map(|e| e.code.error_type().as_str().to_string()),
+                    error_code: status.error.as_ref().map(|e| e.code.name().to_string()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Creates and tracks this coordinator's queries.
+#[derive(Debug)]
+pub struct QueryManager {
+    engine: Engine,
+    ids: QueryIdGenerator,
+    registry: Arc<QueryRegistry>,
+    config: CoordinatorConfig,
+}
+
+fn new_slug() -> String {
+    let mut rng = rand::rng();
+    format!("y{:016x}", rng.random::<u64>())
+}
+
+impl QueryManager {
+    pub fn new(engine: Engine, ids: QueryIdGenerator, registry: Arc<QueryRegistry>, config: CoordinatorConfig) -> Self {
+        Self { engine, ids, registry, config }
+    }
+
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    pub fn registry(&self) -> &Arc<QueryRegistry> {
+        &self.registry
+    }
+
+    /// Registers a query and starts running it; too long a text fails the query (as Trino
+    /// does) rather than the request.
+    pub fn create(&self, session: ClientSession, sql: String) -> Arc<Query> {
+        let (sender, receiver) = mpsc::channel(PAGE_BUFFER);
+        let too_long = sql.chars().count() > self.config.max_query_length;
+        let query = Arc::new(Query::new(self.ids.next(), sql, session, receiver, new_slug()));
+        self.registry.insert(query.clone());
+        if too_long {
+            query.fail(FlotillaError::new(
+                ErrorCode::QueryTextTooLarge,
+                format!("Query text length ({}) exceeds the maximum length ({})", query.sql.chars().count(), self.config.max_query_length),
+            ));
+            return query;
+        }
+        tokio::spawn(run_query(self.engine.clone(), query.clone(), sender));
+        query
+    }
+
+    pub fn get(&self, id: &QueryId) -> Option<Arc<Query>> {
+        self.registry.get(id)
+    }
+
+    /// Cancels a query; false when it does not exist.
+    pub fn cancel(&self, id: &QueryId, code: ErrorCode, message: &str) -> bool {
+        match self.registry.get(id) {
+            Some(query) => {
+                query.fail(FlotillaError::new(code, message));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One pass of housekeeping: abandon queries nobody polls, expire finished ones.
+    pub fn sweep(&self) {
+        let queries = self.registry.all();
+        for query in &queries {
+            if !query.state().is_done() && query.idle_for() > self.config.client_timeout {
+                query.fail(FlotillaError::new(
+                    ErrorCode::AbandonedQuery,
+                    format!("Query {} was abandoned by the client, as it may have exited or stopped checking for query results", query.id),
+                ));
+            }
+        }
+        let mut expirable: Vec<&Arc<Query>> = queries
+            .iter()
+            .filter(|q| {
+                let status = q.status.lock();
+                status.state.is_done() && (status.delivered || q.idle_for() > self.config.client_timeout)
+            })
+            .collect();
+        let mut expired: Vec<QueryId> = Vec::new();
+        // Oldest first: drop what exceeds the history size, then what outlived its age.
+        let excess = expirable.len().saturating_sub(self.config.max_history);
+        expired.extend(expirable.drain(..excess).map(|q| q.id.clone()));
+        expired.extend(
+            expirable
+                .iter()
+                .filter(|q| q.status.lock().ended.is_some_and(|e| e.elapsed() > self.config.min_expire_age))
+                .map(|q| q.id.clone()),
+        );
+        self.registry.remove(&expired);
+    }
+
+    /// Runs [`Self::sweep`] every second until `shutdown`.
+    pub async fn sweep_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => self.sweep(),
+            }
+        }
+    }
+
+    /// Fails every running query (on shutdown).
+    pub fn fail_all(&self, message: &str) {
+        for query in self.registry.all() {
+            if !query.state().is_done() {
+                query.fail(FlotillaError::new(ErrorCode::ServerShuttingDown, message));
+            }
+        }
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.registry.all().iter().filter(|q| q.state() == QueryState::Running).count()
+    }
+}

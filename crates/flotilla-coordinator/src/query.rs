@@ -1,0 +1,261 @@
+//! One query on its owning coordinator: its state machine, the pages of results the
+//! execution task produces (through a bounded channel, so a slow client slows execution
+//! instead of filling memory), and the idempotent page cursor the protocol serves.
+//!
+//! ```text
+//!  execution task ── Page ──▶ bounded channel ──▶ ResultCursor (token n, cached response)
+//!        │ state, columns, error                         ▲ GET nextUri (token n or n+1)
+//!        └──────────────────▶ QueryStatus ◀──────────────┘
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use datafusion::physical_plan::ExecutionPlan;
+use flotilla_proto::{FlotillaError, QueryId};
+use flotilla_protocol::{Column, ClientSession, QueryError, QueryResults, StatementStats, TrinoType};
+use flotilla_sql::{plan_progress, PeakMemoryPool, SessionChanges};
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// Pages buffered between the execution task and the client.
+pub const PAGE_BUFFER: usize = 4;
+/// Target size of one page of JSON rows.
+pub const TARGET_PAGE_BYTES: usize = 1 << 20;
+
+/// Trino's query states, as clients see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryState {
+    Queued,
+    Planning,
+    Running,
+    Finished,
+    Failed,
+}
+
+impl QueryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryState::Queued => "QUEUED",
+            QueryState::Planning => "PLANNING",
+            QueryState::Running => "RUNNING",
+            QueryState::Finished => "FINISHED",
+            QueryState::Failed => "FAILED",
+        }
+    }
+
+    pub fn is_done(self) -> bool {
+        matches!(self, QueryState::Finished | QueryState::Failed)
+    }
+}
+
+/// Rows already serialised as a JSON array, with their count.
+#[derive(Debug)]
+pub struct Page {
+    pub rows: Box<RawValue>,
+    pub row_count: usize,
+}
+
+/// What the execution task learns about the query; read by every response.
+#[derive(Debug)]
+pub struct QueryStatus {
+    pub state: QueryState,
+    pub columns: Option<Vec<Column>>,
+    pub column_types: Vec<TrinoType>,
+    pub error: Option<FlotillaError>,
+    pub update_type: Option<String>,
+    pub update_count: Option<i64>,
+    pub changes: SessionChanges,
+    pub plan: Option<Arc<dyn ExecutionPlan>>,
+    pub memory: Option<Arc<PeakMemoryPool>>,
+    pub started: Option<Instant>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended: Option<Instant>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub output_rows: u64,
+    /// The final response (no `nextUri`) has been produced.
+    pub delivered: bool,
+}
+
+/// The page cursor: the last response served (so a retry gets the same bytes) and the
+/// receiving end of the page channel.
+#[derive(Debug)]
+pub struct ResultCursor {
+    pub last_token: u64,
+    pub last_response: Arc<CachedResponse>,
+    pub pages: mpsc::Receiver<Page>,
+    /// A page taken from the channel to look past it, not served yet.
+    pub pending: Option<Page>,
+    pub exhausted: bool,
+}
+
+/// A response as served, so re-asking a token returns the same page.
+#[derive(Debug)]
+pub struct CachedResponse {
+    pub body: bytes::Bytes,
+    pub changes: SessionChanges,
+}
+
+/// A query owned by this coordinator.
+#[derive(Debug)]
+pub struct Query {
+    pub id: QueryId,
+    pub slug: String,
+    pub sql: String,
+    pub session: ClientSession,
+    pub created: Instant,
+    pub created_at: DateTime<Utc>,
+    pub status: Mutex<QueryStatus>,
+    pub cursor: tokio::sync::Mutex<ResultCursor>,
+    /// Woken when the state changes (planning done, failure, end of data).
+    pub state_changed: Notify,
+    pub cancel: CancellationToken,
+    /// Last time a client asked about this query (for abandonment).
+    pub last_heartbeat: Mutex<Instant>,
+}
+
+impl Query {
+    pub fn new(id: QueryId, sql: String, session: ClientSession, pages: mpsc::Receiver<Page>, slug: String) -> Self {
+        let now = Instant::now();
+        Query {
+            id,
+            slug,
+            sql,
+            session,
+            created: now,
+            created_at: Utc::now(),
+            status: Mutex::new(QueryStatus {
+                state: QueryState::Queued,
+                columns: None,
+                column_types: Vec::new(),
+                error: None,
+                update_type: None,
+                update_count: None,
+                changes: SessionChanges::default(),
+                plan: None,
+                memory: None,
+                started: None,
+                started_at: None,
+                ended: None,
+                ended_at: None,
+                output_rows: 0,
+                delivered: false,
+            }),
+            cursor: tokio::sync::Mutex::new(ResultCursor {
+                last_token: 0,
+                last_response: Arc::new(CachedResponse { body: bytes::Bytes::new(), changes: SessionChanges::default() }),
+                pages,
+                pending: None,
+                exhausted: false,
+            }),
+            state_changed: Notify::new(),
+            cancel: CancellationToken::new(),
+            last_heartbeat: Mutex::new(now),
+        }
+    }
+
+    pub fn state(&self) -> QueryState {
+        self.status.lock().state
+    }
+
+    pub fn touch(&self) {
+        *self.last_heartbeat.lock() = Instant::now();
+    }
+
+    /// Moves to `state` unless the query has already ended.
+    pub fn transition(&self, state: QueryState) {
+        let mut status = self.status.lock();
+        if status.state.is_done() {
+            return;
+        }
+        status.state = state;
+        if state == QueryState::Running && status.started.is_none() {
+            status.started = Some(Instant::now());
+            status.started_at = Some(Utc::now());
+        }
+        if state.is_done() {
+            status.ended = Some(Instant::now());
+            status.ended_at = Some(Utc::now());
+        }
+        drop(status);
+        self.state_changed.notify_waiters();
+    }
+
+    /// Ends the query with an error, unless it has already ended.
+    pub fn fail(&self, error: FlotillaError) {
+        {
+            let mut status = self.status.lock();
+            if status.state.is_done() {
+                return;
+            }
+            status.error = Some(error);
+        }
+        self.transition(QueryState::Failed);
+        self.cancel.cancel();
+    }
+
+    /// The statistics block of a response.
+    pub fn stats(&self) -> StatementStats {
+        let status = self.status.lock();
+        let now = Instant::now();
+        let end = status.ended.unwrap_or(now);
+        let queued_until = status.started.unwrap_or(end);
+        let progress = status.plan.as_ref().map(plan_progress).unwrap_or_default();
+        let done = status.state.is_done();
+        let total_splits = progress.total_splits;
+        StatementStats {
+            state: status.state.as_str().to_string(),
+            queued: status.state == QueryState::Queued,
+            scheduled: matches!(status.state, QueryState::Running | QueryState::Finished),
+            progress_percentage: (status.state == QueryState::Finished).then_some(100.0),
+            running_percentage: None,
+            nodes: 1,
+            total_splits,
+            queued_splits: 0,
+            running_splits: if done { 0 } else if status.state == QueryState::Running { total_splits } else { 0 },
+            completed_splits: if done { total_splits } else { 0 },
+            cpu_time_millis: progress.cpu_nanos / 1_000_000,
+            wall_time_millis: status.started.map(|s| end.saturating_duration_since(s).as_millis() as u64).unwrap_or(0),
+            queued_time_millis: queued_until.saturating_duration_since(self.created).as_millis() as u64,
+            elapsed_time_millis: end.saturating_duration_since(self.created).as_millis() as u64,
+            processed_rows: if progress.processed_rows > 0 { progress.processed_rows } else { status.output_rows },
+            processed_bytes: progress.processed_bytes,
+            physical_input_bytes: progress.processed_bytes,
+            physical_written_bytes: 0,
+            peak_memory_bytes: status.memory.as_ref().map(|m| m.peak() as u64).unwrap_or(0),
+            spilled_bytes: 0,
+        }
+    }
+
+    /// A response document: status fields plus, optionally, one page of data.
+    pub fn results(&self, uris: &crate::http::uris::QueryUris, next_token: Option<u64>, page: Option<Page>) -> QueryResults {
+        let stats = self.stats();
+        let status = self.status.lock();
+        let mut results = QueryResults {
+            id: self.id.to_string(),
+            info_uri: uris.info_uri(&self.id),
+            partial_cancel_uri: None,
+            next_uri: None,
+            columns: status.columns.clone(),
+            data: page.map(|p| p.rows),
+            stats,
+            error: status.error.as_ref().map(QueryError::from),
+            warnings: Vec::new(),
+            update_type: status.update_type.clone(),
+            update_count: status.update_count,
+        };
+        if let Some(token) = next_token {
+            let phase = if matches!(status.state, QueryState::Queued) { "queued" } else { "executing" };
+            results.next_uri = Some(uris.next_uri(phase, &self.id, &self.slug, token));
+        }
+        results
+    }
+
+    /// How long the query has been idle from the client's side.
+    pub fn idle_for(&self) -> Duration {
+        self.last_heartbeat.lock().elapsed()
+    }
+}

@@ -1,0 +1,205 @@
+//! Catalogs as Trino configures them: one `etc/catalog/NAME.properties` file per catalog with
+//! `connector.name=...`, plus the built-in `system` catalog, and Trino's per-catalog
+//! `information_schema` added to every one of them.
+//!
+//! ```text
+//!  etc/catalog/*.properties ──▶ Catalogs::load ──▶ { tpch: TpchCatalog, ... }
+//!                                                      │ provider_list(runtime)
+//!                                                      ▼
+//!        DataFusion CatalogProviderList: each catalog + information_schema, and `system`
+//! ```
+
+mod information_schema;
+mod properties;
+pub mod system;
+pub mod tpch;
+mod virtual_table;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProviderList};
+
+pub use information_schema::{trino_type_name as information_schema_type_name, WithInformationSchema};
+pub use properties::{parse_properties, Properties};
+pub use system::{NodeRow, QueryRow, RuntimeSource, SYSTEM_CATALOG};
+
+/// Catalog configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// The catalog directory or a file in it could not be read.
+    #[error("failed to read {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    /// A line of a properties file is not `key=value`.
+    #[error("{path}:{line}: expected key=value, got '{text}'")]
+    Syntax { path: PathBuf, line: usize, text: String },
+    /// `connector.name` is absent.
+    #[error("{path}: connector.name is required")]
+    MissingConnector { path: PathBuf },
+    /// `connector.name` names a connector Flotilla does not have.
+    #[error("{path}: unknown connector '{connector}' (available: tpch)")]
+    UnknownConnector { path: PathBuf, connector: String },
+    /// A property the connector does not know.
+    #[error("{path}: unknown property '{key}' for connector {connector}")]
+    UnknownProperty { path: PathBuf, connector: String, key: String },
+    /// A property value the connector cannot use.
+    #[error("invalid value for {key}: {message}")]
+    InvalidProperty { key: String, message: String },
+    /// The catalog name is reserved or not a valid identifier.
+    #[error("invalid catalog name '{0}': use lowercase letters, digits and '_', and not 'system'")]
+    InvalidName(String),
+}
+
+/// One configured catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub connector: String,
+    pub provider: Arc<dyn CatalogProvider>,
+}
+
+/// The configured catalogs (not counting `system`).
+#[derive(Debug, Clone, Default)]
+pub struct Catalogs {
+    entries: BTreeMap<String, CatalogEntry>,
+}
+
+impl Catalogs {
+    /// The built-in defaults: a `tpch` catalog with Trino's default column naming.
+    pub fn defaults() -> Self {
+        let mut catalogs = Catalogs::default();
+        catalogs.insert(CatalogEntry {
+            name: "tpch".into(),
+            connector: "tpch".into(),
+            provider: Arc::new(tpch::TpchCatalog::new(tpch::ColumnNaming::Simplified)),
+        });
+        catalogs
+    }
+
+    /// Loads every `*.properties` file of `dir`; the file name (without extension) is the
+    /// catalog name.
+    pub fn load_dir(dir: &Path) -> Result<Self, CatalogError> {
+        let io = |e: std::io::Error| CatalogError::Io { path: dir.to_path_buf(), message: e.to_string() };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "properties"))
+            .collect();
+        files.sort();
+        let mut catalogs = Catalogs::default();
+        for path in files {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| CatalogError::Io { path: path.clone(), message: e.to_string() })?;
+            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            let properties = parse_properties(&path, &text)?;
+            catalogs.insert(Self::build(&path, &name, properties)?);
+        }
+        Ok(catalogs)
+    }
+
+    /// Builds one catalog from its properties.
+    pub fn build(path: &Path, name: &str, mut properties: Properties) -> Result<CatalogEntry, CatalogError> {
+        let valid_name = !name.is_empty()
+            && name != SYSTEM_CATALOG
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid_name {
+            return Err(CatalogError::InvalidName(name.to_string()));
+        }
+        let connector = properties
+            .remove("connector.name")
+            .ok_or_else(|| CatalogError::MissingConnector { path: path.to_path_buf() })?;
+        let provider: Arc<dyn CatalogProvider> = match connector.as_str() {
+            "tpch" => {
+                let naming = match properties.remove("tpch.column-naming") {
+                    Some(value) => tpch::ColumnNaming::parse(&value)?,
+                    None => tpch::ColumnNaming::Simplified,
+                };
+                Arc::new(tpch::TpchCatalog::new(naming))
+            }
+            other => {
+                return Err(CatalogError::UnknownConnector { path: path.to_path_buf(), connector: other.to_string() })
+            }
+        };
+        if let Some(key) = properties.keys().next() {
+            return Err(CatalogError::UnknownProperty { path: path.to_path_buf(), connector, key: key.clone() });
+        }
+        Ok(CatalogEntry { name: name.to_string(), connector, provider })
+    }
+
+    pub fn insert(&mut self, entry: CatalogEntry) {
+        self.entries.insert(entry.name.clone(), entry);
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.entries.values()
+    }
+
+    /// The catalogs DataFusion resolves names against: each configured catalog and `system`,
+    /// all with an `information_schema`.
+    pub fn provider_list(&self, runtime: Arc<dyn RuntimeSource>) -> Arc<dyn CatalogProviderList> {
+        let list = MemoryCatalogProviderList::new();
+        let mut all: Vec<(String, String, Arc<dyn CatalogProvider>)> = self
+            .entries
+            .values()
+            .map(|e| (e.name.clone(), e.connector.clone(), e.provider.clone()))
+            .collect();
+        let listing: Arc<Vec<(String, String, Arc<dyn CatalogProvider>)>> = Arc::new({
+            let mut with_system = all.clone();
+            // `system` lists itself too; it is added below once it exists.
+            with_system.sort_by(|a, b| a.0.cmp(&b.0));
+            with_system
+        });
+        let system: Arc<dyn CatalogProvider> = Arc::new(system::SystemCatalog::new(listing, runtime));
+        all.push((SYSTEM_CATALOG.to_string(), SYSTEM_CATALOG.to_string(), system));
+        for (name, _, provider) in all {
+            list.register_catalog(name.clone(), Arc::new(WithInformationSchema::new(name, provider)));
+        }
+        Arc::new(list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> Properties {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn tpch_catalog_builds_with_column_naming() {
+        let entry = Catalogs::build(
+            Path::new("etc/catalog/tpch.properties"),
+            "tpch",
+            props(&[("connector.name", "tpch"), ("tpch.column-naming", "STANDARD")]),
+        )
+        .unwrap();
+        assert_eq!(entry.connector, "tpch");
+    }
+
+    #[test]
+    fn bad_catalog_files_are_rejected_with_the_reason() {
+        let path = Path::new("x.properties");
+        assert!(matches!(
+            Catalogs::build(path, "x", props(&[])),
+            Err(CatalogError::MissingConnector { .. })
+        ));
+        assert!(matches!(
+            Catalogs::build(path, "x", props(&[("connector.name", "hive")])),
+            Err(CatalogError::UnknownConnector { .. })
+        ));
+        assert!(matches!(
+            Catalogs::build(path, "x", props(&[("connector.name", "tpch"), ("tpch.bogus", "1")])),
+            Err(CatalogError::UnknownProperty { .. })
+        ));
+        assert!(matches!(
+            Catalogs::build(path, "system", props(&[("connector.name", "tpch")])),
+            Err(CatalogError::InvalidName(_))
+        ));
+        assert!(matches!(
+            Catalogs::build(path, "x", props(&[("connector.name", "tpch"), ("tpch.column-naming", "odd")])),
+            Err(CatalogError::InvalidProperty { .. })
+        ));
+    }
+}

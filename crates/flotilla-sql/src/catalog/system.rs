@@ -1,0 +1,293 @@
+//! The `system` catalog, as Trino tools expect it: `runtime.nodes` and `runtime.queries`
+//! (from the node that plans the query, through [`RuntimeSource`]), `jdbc.*` for JDBC/ODBC
+//! metadata calls, and `metadata.catalogs` / `metadata.table_comments`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::datasource::TableType;
+
+use super::information_schema::INFORMATION_SCHEMA;
+use super::virtual_table::{optional_text, rows_to_table, text};
+
+pub const SYSTEM_CATALOG: &str = "system";
+
+/// A node as `system.runtime.nodes` lists it.
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    pub node_id: String,
+    pub http_uri: String,
+    pub node_version: String,
+    pub coordinator: bool,
+    pub state: String,
+}
+
+/// A query as `system.runtime.queries` lists it.
+#[derive(Debug, Clone)]
+pub struct QueryRow {
+    pub query_id: String,
+    pub state: String,
+    pub user: String,
+    pub source: Option<String>,
+    pub query: String,
+    pub created: DateTime<Utc>,
+    pub started: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub error_type: Option<String>,
+    pub error_code: Option<String>,
+}
+
+/// Where the runtime tables get their rows: the coordinator implements it.
+pub trait RuntimeSource: std::fmt::Debug + Send + Sync {
+    fn nodes(&self) -> Vec<NodeRow>;
+    fn queries(&self) -> Vec<QueryRow>;
+}
+
+type CatalogListing = Arc<Vec<(String, String, Arc<dyn CatalogProvider>)>>;
+
+/// The `system` catalog.
+#[derive(Debug)]
+pub struct SystemCatalog {
+    catalogs: CatalogListing,
+    runtime: Arc<dyn RuntimeSource>,
+}
+
+impl SystemCatalog {
+    pub fn new(catalogs: CatalogListing, runtime: Arc<dyn RuntimeSource>) -> Self {
+        Self { catalogs, runtime }
+    }
+}
+
+const SCHEMAS: &[(&str, &[&str])] = &[
+    ("jdbc", &["catalogs", "schemas", "table_types", "tables"]),
+    ("metadata", &["catalogs", "table_comments"]),
+    ("runtime", &["nodes", "queries"]),
+];
+
+impl CatalogProvider for SystemCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        SCHEMAS.iter().map(|(name, _)| name.to_string()).collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        let (schema_name, tables) = SCHEMAS.iter().find(|(n, _)| *n == name)?;
+        Some(Arc::new(SystemSchema {
+            name: schema_name,
+            tables,
+            catalogs: self.catalogs.clone(),
+            runtime: self.runtime.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct SystemSchema {
+    name: &'static str,
+    tables: &'static [&'static str],
+    catalogs: CatalogListing,
+    runtime: Arc<dyn RuntimeSource>,
+}
+
+fn varchar(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true)
+}
+
+fn timestamp(name: &str) -> Field {
+    Field::new(name, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true)
+}
+
+fn timestamp_value(value: Option<DateTime<Utc>>) -> ScalarValue {
+    ScalarValue::TimestampMillisecond(value.map(|v| v.timestamp_millis()), Some("UTC".into()))
+}
+
+impl SystemSchema {
+    /// All catalog names, `system` included, sorted.
+    fn catalog_names(&self) -> Vec<(String, String)> {
+        let mut names: Vec<(String, String)> =
+            self.catalogs.iter().map(|(name, connector, _)| (name.clone(), connector.clone())).collect();
+        names.push((SYSTEM_CATALOG.to_string(), SYSTEM_CATALOG.to_string()));
+        names.sort();
+        names
+    }
+
+    /// (catalog, schema, table, kind) for every table of the non-system catalogs.
+    async fn all_tables(&self) -> Result<Vec<(String, String, String, TableType)>> {
+        let mut tables = Vec::new();
+        for (catalog_name, _, catalog) in self.catalogs.iter() {
+            let mut schema_names = catalog.schema_names();
+            schema_names.sort();
+            for schema_name in schema_names {
+                let Some(schema) = catalog.schema(&schema_name) else { continue };
+                let mut names = schema.table_names();
+                names.sort();
+                for table_name in names {
+                    let kind = schema.table_type(&table_name).await?.unwrap_or(TableType::Base);
+                    tables.push((catalog_name.clone(), schema_name.clone(), table_name, kind));
+                }
+            }
+        }
+        Ok(tables)
+    }
+
+    async fn build(&self, table: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let (schema, rows): (SchemaRef, Vec<Vec<ScalarValue>>) = match (self.name, table) {
+            ("runtime", "nodes") => (
+                Arc::new(Schema::new(vec![
+                    varchar("node_id"),
+                    varchar("http_uri"),
+                    varchar("node_version"),
+                    Field::new("coordinator", DataType::Boolean, true),
+                    varchar("state"),
+                ])),
+                self.runtime
+                    .nodes()
+                    .into_iter()
+                    .map(|n| {
+                        vec![
+                            text(n.node_id),
+                            text(n.http_uri),
+                            text(n.node_version),
+                            ScalarValue::Boolean(Some(n.coordinator)),
+                            text(n.state),
+                        ]
+                    })
+                    .collect(),
+            ),
+            ("runtime", "queries") => (
+                Arc::new(Schema::new(vec![
+                    varchar("query_id"),
+                    varchar("state"),
+                    varchar("user"),
+                    varchar("source"),
+                    varchar("query"),
+                    timestamp("created"),
+                    timestamp("started"),
+                    timestamp("end"),
+                    varchar("error_type"),
+                    varchar("error_code"),
+                ])),
+                self.runtime
+                    .queries()
+                    .into_iter()
+                    .map(|q| {
+                        vec![
+                            text(q.query_id),
+                            text(q.state),
+                            text(q.user),
+                            optional_text(q.source),
+                            text(q.query),
+                            timestamp_value(Some(q.created)),
+                            timestamp_value(q.started),
+                            timestamp_value(q.end),
+                            optional_text(q.error_type),
+                            optional_text(q.error_code),
+                        ]
+                    })
+                    .collect(),
+            ),
+            ("jdbc", "catalogs") | ("metadata", "catalogs") => {
+                let names = self.catalog_names();
+                if self.name == "jdbc" {
+                    (
+                        Arc::new(Schema::new(vec![varchar("table_cat")])),
+                        names.into_iter().map(|(name, _)| vec![text(name)]).collect(),
+                    )
+                } else {
+                    (
+                        Arc::new(Schema::new(vec![varchar("catalog_name"), varchar("connector_id"), varchar("connector_name")])),
+                        names
+                            .into_iter()
+                            .map(|(name, connector)| vec![text(name.clone()), text(name), text(connector)])
+                            .collect(),
+                    )
+                }
+            }
+            ("jdbc", "schemas") => {
+                let mut rows = Vec::new();
+                for (catalog_name, _, catalog) in self.catalogs.iter() {
+                    let mut names = catalog.schema_names();
+                    names.push(INFORMATION_SCHEMA.to_string());
+                    names.sort();
+                    for name in names {
+                        rows.push(vec![text(name), text(catalog_name.clone())]);
+                    }
+                }
+                (Arc::new(Schema::new(vec![varchar("table_schem"), varchar("table_catalog")])), rows)
+            }
+            ("jdbc", "table_types") => (
+                Arc::new(Schema::new(vec![varchar("table_type")])),
+                vec![vec![text("TABLE")], vec![text("VIEW")]],
+            ),
+            ("jdbc", "tables") => {
+                let rows = self
+                    .all_tables()
+                    .await?
+                    .into_iter()
+                    .map(|(catalog, schema, table, kind)| {
+                        let none = || optional_text(None::<String>);
+                        let kind = if kind == TableType::View { "VIEW" } else { "TABLE" };
+                        vec![text(catalog), text(schema), text(table), text(kind), none(), none(), none(), none(), none(), none()]
+                    })
+                    .collect();
+                (
+                    Arc::new(Schema::new(vec![
+                        varchar("table_cat"),
+                        varchar("table_schem"),
+                        varchar("table_name"),
+                        varchar("table_type"),
+                        varchar("remarks"),
+                        varchar("type_cat"),
+                        varchar("type_schem"),
+                        varchar("type_name"),
+                        varchar("self_referencing_col_name"),
+                        varchar("ref_generation"),
+                    ])),
+                    rows,
+                )
+            }
+            ("metadata", "table_comments") => {
+                let rows = self
+                    .all_tables()
+                    .await?
+                    .into_iter()
+                    .map(|(catalog, schema, table, _)| {
+                        vec![text(catalog), text(schema), text(table), optional_text(None::<String>)]
+                    })
+                    .collect();
+                (
+                    Arc::new(Schema::new(vec![
+                        varchar("catalog_name"),
+                        varchar("schema_name"),
+                        varchar("table_name"),
+                        varchar("comment"),
+                    ])),
+                    rows,
+                )
+            }
+            _ => return Ok(None),
+        };
+        rows_to_table(schema, rows).map(Some)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.tables.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if !self.tables.contains(&name) {
+            return Ok(None);
+        }
+        self.build(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.contains(&name)
+    }
+}

@@ -1,0 +1,475 @@
+//! The engine: runs one statement for one session and hands back a stream of Arrow batches,
+//! plus the session changes the statement made (for the protocol's response headers).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{CatalogProviderList, TableProvider};
+use datafusion::execution::memory_pool::UnboundedMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{collect, execute_stream, ExecutionPlan};
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{visit_expressions, visit_expressions_mut, Expr, Statement, Value};
+use flotilla_proto::{ErrorCode, FlotillaError};
+
+use crate::catalog::{Catalogs, RuntimeSource};
+use crate::error::from_datafusion;
+use crate::functions::trino_functions;
+use crate::progress::PeakMemoryPool;
+use crate::session::{session_property, SqlSession, SESSION_PROPERTIES};
+use crate::show;
+use crate::statement::{parse_statement, TrinoStatement};
+use crate::types::TrinoTypePlanner;
+
+/// Names DataFusion resolves unqualified tables against when the session has no catalog or
+/// schema; errors naming them become Trino's `MISSING_CATALOG_NAME`/`MISSING_SCHEMA_NAME`.
+const UNSET_CATALOG: &str = "$no_session_catalog";
+const UNSET_SCHEMA: &str = "$no_session_schema";
+
+/// How a statement changed the client's session; the protocol turns these into
+/// `X-Trino-Set-*` response headers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionChanges {
+    pub set_catalog: Option<String>,
+    pub set_schema: Option<String>,
+    pub set_session: Vec<(String, String)>,
+    pub clear_session: Vec<String>,
+    pub added_prepare: Vec<(String, String)>,
+    pub deallocated_prepare: Vec<String>,
+    pub started_transaction_id: Option<String>,
+    pub clear_transaction_id: bool,
+}
+
+/// A statement that has been planned and started.
+pub struct StatementResult {
+    pub schema: SchemaRef,
+    pub stream: SendableRecordBatchStream,
+    /// Trino's `updateType` for statements that are not queries (`SET SESSION`, `USE`, ...).
+    pub update_type: Option<String>,
+    pub update_count: Option<i64>,
+    pub changes: SessionChanges,
+    /// The physical plan, for progress figures; absent for metadata statements.
+    pub plan: Option<Arc<dyn ExecutionPlan>>,
+    pub memory: Arc<PeakMemoryPool>,
+}
+
+impl std::fmt::Debug for StatementResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatementResult")
+            .field("schema", &self.schema)
+            .field("update_type", &self.update_type)
+            .field("changes", &self.changes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Plans and runs statements over a fixed set of catalogs.
+#[derive(Clone)]
+pub struct Engine {
+    catalogs: Arc<dyn CatalogProviderList>,
+    base: SessionState,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("catalogs", &self.catalogs.catalog_names()).finish()
+    }
+}
+
+fn df_error(error: datafusion::error::DataFusionError) -> FlotillaError {
+    from_datafusion(&error)
+}
+
+impl Engine {
+    pub fn new(catalogs: &Catalogs, runtime: Arc<dyn RuntimeSource>) -> Self {
+        let catalog_list = catalogs.provider_list(runtime);
+        let mut config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(UNSET_CATALOG, UNSET_SCHEMA);
+        let options = config.options_mut();
+        options.sql_parser.support_varchar_with_length = true;
+        options.sql_parser.map_string_types_to_utf8view = false;
+        options.execution.time_zone = Some("UTC".to_string());
+        let mut base = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_catalog_list(catalog_list.clone())
+            .with_type_planner(Arc::new(TrinoTypePlanner))
+            .build();
+        for function in trino_functions() {
+            // Replacing a built-in of the same name (version) is the point.
+            let _ = datafusion::execution::FunctionRegistry::register_udf(&mut base, function);
+        }
+        Self { catalogs: catalog_list, base }
+    }
+
+    pub fn catalog_list(&self) -> &Arc<dyn CatalogProviderList> {
+        &self.catalogs
+    }
+
+    /// A DataFusion session for one statement of `session`.
+    fn session_state(&self, session: &SqlSession, memory: Arc<PeakMemoryPool>) -> Result<SessionState, FlotillaError> {
+        let mut config = self.base.config().clone();
+        let options = config.options_mut();
+        options.catalog.default_catalog = session.catalog.clone().unwrap_or_else(|| UNSET_CATALOG.to_string());
+        options.catalog.default_schema = session.schema.clone().unwrap_or_else(|| UNSET_SCHEMA.to_string());
+        if let Some(zone) = &session.time_zone {
+            options.execution.time_zone = Some(zone.clone());
+        }
+        let partitions: usize = session.property("task_concurrency")?.parse().map_err(|_| {
+            FlotillaError::new(ErrorCode::InvalidSessionProperty, "task_concurrency must be a positive integer")
+        })?;
+        options.execution.target_partitions = partitions;
+        let runtime = RuntimeEnvBuilder::new().with_memory_pool(memory).build_arc().map_err(df_error)?;
+        Ok(SessionStateBuilder::new_from_existing(self.base.clone()).with_config(config).with_runtime_env(runtime).build())
+    }
+
+    /// Parses, plans and starts one statement.
+    pub async fn execute(&self, session: &SqlSession, sql: &str) -> Result<StatementResult, FlotillaError> {
+        session.validate()?;
+        let statement = parse_statement(sql)?;
+        self.execute_parsed(session, statement).await
+    }
+
+    fn execute_parsed<'a>(
+        &'a self,
+        session: &'a SqlSession,
+        statement: TrinoStatement,
+    ) -> futures::future::BoxFuture<'a, Result<StatementResult, FlotillaError>> {
+        Box::pin(async move {
+            let memory = Arc::new(PeakMemoryPool::new(Arc::new(UnboundedMemoryPool::default())));
+            match statement {
+                TrinoStatement::Other(statement) => self.run_query(session, *statement, memory).await,
+                TrinoStatement::Explain { analyze, sql } => self.explain(session, &sql, analyze, memory).await,
+                TrinoStatement::ShowCatalogs { like } => rows(show::catalogs(&self.catalogs, like.as_deref())?, memory),
+                TrinoStatement::ShowSchemas { catalog, like } => {
+                    rows(show::schemas(&self.catalogs, session, catalog.as_deref(), like.as_deref())?, memory)
+                }
+                TrinoStatement::ShowTables { schema, like } => {
+                    rows(show::tables(&self.catalogs, session, &schema, like.as_deref())?, memory)
+                }
+                TrinoStatement::ShowColumns { table } => {
+                    let provider = self.resolve_table(session, &table).await?;
+                    rows(show::columns(provider.as_ref()), memory)
+                }
+                TrinoStatement::ShowFunctions { like } => rows(show::functions(&self.base, like.as_deref())?, memory),
+                TrinoStatement::ShowSession { like } => rows(show::session(session, like.as_deref())?, memory),
+                TrinoStatement::SetSession { name, value } => {
+                    let property = session_property(&name)?;
+                    let value = literal_text(&value).ok_or_else(|| {
+                        FlotillaError::new(ErrorCode::InvalidSessionProperty, format!("value of {name} must be a literal"))
+                    })?;
+                    property.validate(&value)?;
+                    let changes = SessionChanges { set_session: vec![(name, value)], ..Default::default() };
+                    done("SET SESSION", changes, memory)
+                }
+                TrinoStatement::ResetSession { name } => {
+                    session_property(&name)?;
+                    done("RESET SESSION", SessionChanges { clear_session: vec![name], ..Default::default() }, memory)
+                }
+                TrinoStatement::Use { catalog, schema } => {
+                    let catalog_name = catalog.clone().or_else(|| session.catalog.clone()).ok_or_else(|| {
+                        FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
+                    })?;
+                    let provider = self.catalogs.catalog(&catalog_name).ok_or_else(|| catalog_not_found(&catalog_name))?;
+                    if provider.schema(&schema).is_none() {
+                        return Err(schema_not_found(&catalog_name, &schema));
+                    }
+                    let changes = SessionChanges { set_catalog: Some(catalog_name), set_schema: Some(schema), ..Default::default() };
+                    done("USE", changes, memory)
+                }
+                TrinoStatement::Prepare { name, sql } => {
+                    done("PREPARE", SessionChanges { added_prepare: vec![(name, sql)], ..Default::default() }, memory)
+                }
+                TrinoStatement::Deallocate { name } => {
+                    prepared(session, &name)?;
+                    done("DEALLOCATE", SessionChanges { deallocated_prepare: vec![name], ..Default::default() }, memory)
+                }
+                TrinoStatement::Execute { name, parameters } => {
+                    let sql = prepared(session, &name)?.to_string();
+                    self.execute_parsed(session, bind_parameters(parse_statement(&sql)?, &parameters)?).await
+                }
+                TrinoStatement::ExecuteImmediate { sql, parameters } => {
+                    self.execute_parsed(session, bind_parameters(parse_statement(&sql)?, &parameters)?).await
+                }
+                TrinoStatement::DescribeOutput { name } => {
+                    let sql = prepared(session, &name)?.to_string();
+                    let schema = self.output_schema(session, &sql, memory.clone()).await?;
+                    rows(show::describe_output(&schema), memory)
+                }
+                TrinoStatement::DescribeInput { name } => {
+                    let sql = prepared(session, &name)?.to_string();
+                    let statement = numbered_placeholders(parse_statement(&sql)?)?;
+                    let TrinoStatement::Other(statement) = statement else {
+                        return rows(show::describe_input(&BTreeMap::new()), memory);
+                    };
+                    let state = self.session_state(session, memory.clone())?;
+                    let plan = self.plan_logical(&state, session, *statement).await?;
+                    let types = plan.get_parameter_types().map_err(df_error)?;
+                    rows(show::describe_input(&types.into_iter().collect()), memory)
+                }
+                TrinoStatement::StartTransaction => {
+                    let id = format!("{:032x}", rand_id());
+                    done("START TRANSACTION", SessionChanges { started_transaction_id: Some(id), ..Default::default() }, memory)
+                }
+                TrinoStatement::Commit => done("COMMIT", SessionChanges { clear_transaction_id: true, ..Default::default() }, memory),
+                TrinoStatement::Rollback => {
+                    done("ROLLBACK", SessionChanges { clear_transaction_id: true, ..Default::default() }, memory)
+                }
+            }
+        })
+    }
+
+    async fn plan_logical(
+        &self,
+        state: &SessionState,
+        session: &SqlSession,
+        statement: Statement,
+    ) -> Result<datafusion::logical_expr::LogicalPlan, FlotillaError> {
+        if !matches!(statement, Statement::Query(_)) {
+            let kind = statement.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase();
+            return Err(FlotillaError::not_supported(format!("This statement is not supported: {kind}")));
+        }
+        state
+            .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(|e| missing_names(df_error(e), session))
+    }
+
+    async fn plan_physical(
+        &self,
+        state: &SessionState,
+        session: &SqlSession,
+        statement: Statement,
+    ) -> Result<Arc<dyn ExecutionPlan>, FlotillaError> {
+        let logical = self.plan_logical(state, session, statement).await?;
+        state.create_physical_plan(&logical).await.map_err(df_error)
+    }
+
+    async fn run_query(
+        &self,
+        session: &SqlSession,
+        statement: Statement,
+        memory: Arc<PeakMemoryPool>,
+    ) -> Result<StatementResult, FlotillaError> {
+        let state = self.session_state(session, memory.clone())?;
+        let plan = self.plan_physical(&state, session, statement).await?;
+        let stream = execute_stream(plan.clone(), state.task_ctx()).map_err(df_error)?;
+        Ok(StatementResult {
+            schema: plan.schema(),
+            stream,
+            update_type: None,
+            update_count: None,
+            changes: SessionChanges::default(),
+            plan: Some(plan),
+            memory,
+        })
+    }
+
+    async fn output_schema(&self, session: &SqlSession, sql: &str, memory: Arc<PeakMemoryPool>) -> Result<SchemaRef, FlotillaError> {
+        let TrinoStatement::Other(statement) = numbered_placeholders(parse_statement(sql)?)? else {
+            return Ok(Arc::new(Schema::empty()));
+        };
+        let state = self.session_state(session, memory)?;
+        let plan = self.plan_logical(&state, session, *statement).await?;
+        Ok(Arc::new(plan.schema().as_arrow().clone()))
+    }
+
+    async fn explain(&self, session: &SqlSession, sql: &str, analyze: bool, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+        let TrinoStatement::Other(statement) = parse_statement(sql)? else {
+            return Err(FlotillaError::not_supported("EXPLAIN supports queries only"));
+        };
+        let state = self.session_state(session, memory.clone())?;
+        let logical = self.plan_logical(&state, session, *statement).await?;
+        let optimized = state.optimize(&logical).map_err(df_error)?;
+        let physical = state.create_physical_plan(&logical).await.map_err(df_error)?;
+        let text = if analyze {
+            collect(physical.clone(), state.task_ctx()).await.map_err(df_error)?;
+            format!("{}", DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(true))
+        } else {
+            format!(
+                "Logical plan:\n{}\n\nPhysical plan:\n{}",
+                optimized.display_indent(),
+                DisplayableExecutionPlan::new(physical.as_ref()).indent(true)
+            )
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new("Query Plan", DataType::Utf8, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![text])) as ArrayRef])
+            .map_err(|e| FlotillaError::internal(e.to_string()))?;
+        rows(batch, memory)
+    }
+
+    async fn resolve_table(&self, session: &SqlSession, name: &[String]) -> Result<Arc<dyn TableProvider>, FlotillaError> {
+        let (catalog, schema, table) = match name {
+            [table] => (session.catalog.clone(), session.schema.clone(), table.clone()),
+            [schema, table] => (session.catalog.clone(), Some(schema.clone()), table.clone()),
+            [catalog, schema, table] => (Some(catalog.clone()), Some(schema.clone()), table.clone()),
+            _ => return Err(FlotillaError::new(ErrorCode::SyntaxError, format!("too many dots in table name '{}'", name.join(".")))),
+        };
+        let catalog = catalog.ok_or_else(|| {
+            FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
+        })?;
+        let schema = schema.ok_or_else(|| {
+            FlotillaError::new(ErrorCode::MissingSchemaName, "Schema must be specified when session schema is not set")
+        })?;
+        let catalog_provider = self.catalogs.catalog(&catalog).ok_or_else(|| catalog_not_found(&catalog))?;
+        let schema_provider = catalog_provider.schema(&schema).ok_or_else(|| schema_not_found(&catalog, &schema))?;
+        schema_provider
+            .table(&table)
+            .await
+            .map_err(df_error)?
+            .ok_or_else(|| FlotillaError::new(ErrorCode::TableNotFound, format!("Table '{catalog}.{schema}.{table}' does not exist")))
+    }
+}
+
+fn rand_id() -> u128 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    nanos ^ (std::process::id() as u128) << 64
+}
+
+pub(crate) fn catalog_not_found(name: &str) -> FlotillaError {
+    FlotillaError::new(ErrorCode::CatalogNotFound, format!("Catalog '{name}' not found"))
+}
+
+pub(crate) fn schema_not_found(catalog: &str, schema: &str) -> FlotillaError {
+    FlotillaError::new(ErrorCode::SchemaNotFound, format!("Schema '{catalog}.{schema}' does not exist"))
+}
+
+/// Turns errors about the placeholder defaults into Trino's "must be specified" errors.
+fn missing_names(error: FlotillaError, session: &SqlSession) -> FlotillaError {
+    if session.catalog.is_none() && error.message.contains(UNSET_CATALOG) {
+        return FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set");
+    }
+    if session.schema.is_none() && error.message.contains(UNSET_SCHEMA) {
+        return FlotillaError::new(ErrorCode::MissingSchemaName, "Schema must be specified when session schema is not set");
+    }
+    error
+}
+
+fn prepared<'a>(session: &'a SqlSession, name: &str) -> Result<&'a str, FlotillaError> {
+    session
+        .prepared_statements
+        .get(name)
+        .map(String::as_str)
+        .ok_or_else(|| FlotillaError::new(ErrorCode::NotFound, format!("Prepared statement not found: {name}")))
+}
+
+/// The text of a literal (`'1h'`, `4`, `true`) for `SET SESSION`.
+fn literal_text(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Value(value) => match &value.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            Value::Number(n, _) => Some(n.to_string()),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        Expr::UnaryOp { op, expr } => literal_text(expr).map(|v| format!("{op}{v}")),
+        _ => None,
+    }
+}
+
+fn is_positional_placeholder(expr: &Expr) -> bool {
+    matches!(expr, Expr::Value(v) if matches!(&v.value, Value::Placeholder(p) if p == "?"))
+}
+
+/// Replaces each `?` of a statement, in order, with the given expressions.
+pub fn bind_parameters(statement: TrinoStatement, parameters: &[Expr]) -> Result<TrinoStatement, FlotillaError> {
+    let TrinoStatement::Other(mut statement) = statement else {
+        if parameters.is_empty() {
+            return Ok(statement);
+        }
+        return Err(FlotillaError::new(ErrorCode::InvalidParameterUsage, "only queries take parameters"));
+    };
+    let mut expected = 0usize;
+    let _ = visit_expressions(statement.as_ref(), |expr| {
+        if is_positional_placeholder(expr) {
+            expected += 1;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    if expected != parameters.len() {
+        return Err(FlotillaError::new(
+            ErrorCode::InvalidParameterUsage,
+            format!("Incorrect number of parameters: expected {expected} but found {}", parameters.len()),
+        ));
+    }
+    let mut next = parameters.iter();
+    let _ = visit_expressions_mut(statement.as_mut(), |expr| {
+        if is_positional_placeholder(expr) {
+            if let Some(parameter) = next.next() {
+                *expr = Expr::Nested(Box::new(parameter.clone()));
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    Ok(TrinoStatement::Other(statement))
+}
+
+/// Renames `?` placeholders to `$1..$n`, so DataFusion can infer their types.
+fn numbered_placeholders(statement: TrinoStatement) -> Result<TrinoStatement, FlotillaError> {
+    let TrinoStatement::Other(mut statement) = statement else { return Ok(statement) };
+    let mut index = 0;
+    let _ = visit_expressions_mut(statement.as_mut(), |expr| {
+        if let Expr::Value(value) = expr {
+            if let Value::Placeholder(p) = &mut value.value {
+                if p == "?" {
+                    index += 1;
+                    *p = format!("${index}");
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    Ok(TrinoStatement::Other(statement))
+}
+
+fn rows(batch: RecordBatch, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+    let schema = batch.schema();
+    let stream = MemoryStream::try_new(vec![batch], schema.clone(), None).map_err(df_error)?;
+    Ok(StatementResult {
+        schema,
+        stream: Box::pin(stream),
+        update_type: None,
+        update_count: None,
+        changes: SessionChanges::default(),
+        plan: None,
+        memory,
+    })
+}
+
+/// A statement that only changes the session: Trino answers with one `result` row, `true`.
+fn done(update_type: &str, changes: SessionChanges, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+    let schema = Arc::new(Schema::new(vec![Field::new("result", DataType::Boolean, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(BooleanArray::from(vec![true])) as ArrayRef])
+        .map_err(|e| FlotillaError::internal(e.to_string()))?;
+    let mut result = rows(batch, memory)?;
+    result.update_type = Some(update_type.to_string());
+    result.changes = changes;
+    Ok(result)
+}
+
+/// Session properties for `SHOW SESSION` (name, value, default, type, description).
+pub(crate) fn session_rows(session: &SqlSession) -> Vec<[String; 5]> {
+    SESSION_PROPERTIES
+        .iter()
+        .map(|p| {
+            let default = (p.default)();
+            let value = session.properties.get(p.name).cloned().unwrap_or_else(|| default.clone());
+            [p.name.to_string(), value, default, p.type_name.to_string(), p.description.to_string()]
+        })
+        .collect()
+}
+
+/// Used by `DESCRIBE INPUT` to number parameters.
+pub(crate) fn int64_array(values: Vec<i64>) -> ArrayRef {
+    Arc::new(Int64Array::from(values))
+}

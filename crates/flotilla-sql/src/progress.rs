@@ -1,0 +1,111 @@
+//! What a running statement reports about itself: its peak memory (a pool wrapper that
+//! remembers the high-water mark) and progress read from the physical plan's live metrics.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use datafusion::execution::memory_pool::{MemoryLimit, MemoryPool, MemoryReservation};
+use datafusion::physical_plan::ExecutionPlan;
+
+/// A memory pool that remembers the most it ever had reserved.
+#[derive(Debug)]
+pub struct PeakMemoryPool {
+    inner: Arc<dyn MemoryPool>,
+    peak: AtomicUsize,
+}
+
+impl PeakMemoryPool {
+    pub fn new(inner: Arc<dyn MemoryPool>) -> Self {
+        Self { inner, peak: AtomicUsize::new(0) }
+    }
+
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn note(&self) {
+        self.peak.fetch_max(self.inner.reserved(), Ordering::Relaxed);
+    }
+}
+
+impl fmt::Display for PeakMemoryPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peak-tracking({})", self.inner)
+    }
+}
+
+impl MemoryPool for PeakMemoryPool {
+    fn name(&self) -> &str {
+        "peak-tracking"
+    }
+
+    fn register(&self, consumer: &datafusion::execution::memory_pool::MemoryConsumer) {
+        self.inner.register(consumer)
+    }
+
+    fn unregister(&self, consumer: &datafusion::execution::memory_pool::MemoryConsumer) {
+        self.inner.unregister(consumer)
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.inner.grow(reservation, additional);
+        self.note();
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.inner.shrink(reservation, shrink)
+    }
+
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+        self.inner.try_grow(reservation, additional)?;
+        self.note();
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        self.inner.memory_limit()
+    }
+}
+
+/// Progress figures of a physical plan, read from its metrics (which operators update while
+/// they run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanProgress {
+    /// Partitions of the leaf operators: Trino's splits.
+    pub total_splits: u64,
+    /// Rows the leaf operators have produced so far.
+    pub processed_rows: u64,
+    /// Bytes the leaf operators have read, where they report it.
+    pub processed_bytes: u64,
+    /// CPU time across operators, in nanoseconds.
+    pub cpu_nanos: u64,
+}
+
+pub fn plan_progress(plan: &Arc<dyn ExecutionPlan>) -> PlanProgress {
+    fn walk(plan: &Arc<dyn ExecutionPlan>, progress: &mut PlanProgress) {
+        let metrics = plan.metrics();
+        if let Some(metrics) = &metrics {
+            progress.cpu_nanos += metrics.elapsed_compute().unwrap_or(0) as u64;
+        }
+        let children = plan.children();
+        if children.is_empty() {
+            progress.total_splits += plan.properties().output_partitioning().partition_count() as u64;
+            if let Some(metrics) = metrics {
+                progress.processed_rows += metrics.output_rows().unwrap_or(0) as u64;
+                progress.processed_bytes += metrics.sum_by_name("bytes_scanned").map(|v| v.as_usize()).unwrap_or(0) as u64;
+            }
+        }
+        for child in children {
+            walk(child, progress);
+        }
+    }
+    let mut progress = PlanProgress::default();
+    walk(plan, &mut progress);
+    progress
+}

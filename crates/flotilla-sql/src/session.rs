@@ -1,0 +1,145 @@
+//! The SQL session a statement runs in, and the session properties Flotilla honours, each
+//! declared once with its type, default and description (`SHOW SESSION` lists them).
+
+use std::collections::BTreeMap;
+
+use flotilla_proto::{parse_duration, ErrorCode, FlotillaError};
+use flotilla_protocol::ClientSession;
+
+/// What a statement needs from the client's session.
+#[derive(Debug, Clone, Default)]
+pub struct SqlSession {
+    pub user: String,
+    pub source: Option<String>,
+    pub catalog: Option<String>,
+    pub schema: Option<String>,
+    pub time_zone: Option<String>,
+    pub properties: BTreeMap<String, String>,
+    pub prepared_statements: BTreeMap<String, String>,
+}
+
+impl From<&ClientSession> for SqlSession {
+    fn from(client: &ClientSession) -> Self {
+        SqlSession {
+            user: client.user.clone(),
+            source: client.source.clone(),
+            catalog: client.catalog.clone(),
+            schema: client.schema.clone(),
+            time_zone: client.time_zone.clone(),
+            properties: client.properties.clone(),
+            prepared_statements: client.prepared_statements.clone(),
+        }
+    }
+}
+
+/// One session property.
+#[derive(Debug)]
+pub struct SessionProperty {
+    pub name: &'static str,
+    /// The Trino type `SHOW SESSION` reports.
+    pub type_name: &'static str,
+    pub default: fn() -> String,
+    pub description: &'static str,
+    validate: fn(&str) -> Result<(), String>,
+}
+
+fn validate_duration(value: &str) -> Result<(), String> {
+    parse_duration(value).map(|_| ())
+}
+
+fn validate_positive_integer(value: &str) -> Result<(), String> {
+    match value.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(()),
+        _ => Err(format!("'{value}' is not a positive integer")),
+    }
+}
+
+fn default_task_concurrency() -> String {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string()
+}
+
+/// Every session property Flotilla honours.
+pub const SESSION_PROPERTIES: &[SessionProperty] = &[
+    SessionProperty {
+        name: "query_max_run_time",
+        type_name: "varchar",
+        default: || "100d".to_string(),
+        description: "Maximum run time of a query, queued time included (EXCEEDED_TIME_LIMIT past it)",
+        validate: validate_duration,
+    },
+    SessionProperty {
+        name: "task_concurrency",
+        type_name: "integer",
+        default: default_task_concurrency,
+        description: "Parallel partitions per operator (DataFusion target_partitions)",
+        validate: validate_positive_integer,
+    },
+];
+
+/// Looks a property up, or fails as Trino does for an unknown name.
+pub fn session_property(name: &str) -> Result<&'static SessionProperty, FlotillaError> {
+    SESSION_PROPERTIES
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| FlotillaError::new(ErrorCode::InvalidSessionProperty, format!("Session property '{name}' does not exist")))
+}
+
+impl SessionProperty {
+    pub fn validate(&self, value: &str) -> Result<(), FlotillaError> {
+        (self.validate)(value).map_err(|message| {
+            FlotillaError::new(ErrorCode::InvalidSessionProperty, format!("{} is invalid: {message}", self.name))
+        })
+    }
+}
+
+impl SqlSession {
+    /// The effective value of a property: the session's, else the default.
+    pub fn property(&self, name: &str) -> Result<String, FlotillaError> {
+        let property = session_property(name)?;
+        match self.properties.get(name) {
+            Some(value) => {
+                property.validate(value)?;
+                Ok(value.clone())
+            }
+            None => Ok((property.default)()),
+        }
+    }
+
+    /// `query_max_run_time`.
+    pub fn max_run_time(&self) -> Result<std::time::Duration, FlotillaError> {
+        let value = self.property("query_max_run_time")?;
+        parse_duration(&value).map_err(|m| FlotillaError::new(ErrorCode::InvalidSessionProperty, m))
+    }
+
+    /// Checks every property the client sent, so a bad one fails the query up front.
+    pub fn validate(&self) -> Result<(), FlotillaError> {
+        for name in self.properties.keys() {
+            self.property(name)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_invalid_properties_are_rejected() {
+        let mut session = SqlSession::default();
+        session.properties.insert("nope".into(), "1".into());
+        assert_eq!(session.validate().unwrap_err().code, ErrorCode::InvalidSessionProperty);
+        let mut session = SqlSession::default();
+        session.properties.insert("task_concurrency".into(), "0".into());
+        assert_eq!(session.validate().unwrap_err().code, ErrorCode::InvalidSessionProperty);
+    }
+
+    #[test]
+    fn defaults_apply_when_unset() {
+        let session = SqlSession::default();
+        assert_eq!(session.max_run_time().unwrap(), std::time::Duration::from_secs(100 * 86_400));
+        let mut session = SqlSession::default();
+        session.properties.insert("query_max_run_time".into(), "2s".into());
+        assert_eq!(session.max_run_time().unwrap(), std::time::Duration::from_secs(2));
+    }
+}

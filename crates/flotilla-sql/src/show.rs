@@ -1,0 +1,188 @@
+//! The result tables of `SHOW ...` and `DESCRIBE ...`, with Trino's column names.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::{CatalogProviderList, TableProvider};
+use datafusion::execution::session_state::SessionState;
+use flotilla_proto::{ErrorCode, FlotillaError};
+
+use crate::catalog::information_schema_type_name;
+use crate::engine::{catalog_not_found, int64_array, schema_not_found, session_rows};
+use crate::session::SqlSession;
+
+/// SQL `LIKE` with `%` and `_`.
+pub fn like_matches(pattern: &str, text: &str) -> bool {
+    fn matches(pattern: &[char], text: &[char]) -> bool {
+        match pattern.split_first() {
+            None => text.is_empty(),
+            Some(('%', rest)) => (0..=text.len()).any(|skip| matches(rest, &text[skip..])),
+            Some(('_', rest)) => !text.is_empty() && matches(rest, &text[1..]),
+            Some((c, rest)) => text.first() == Some(c) && matches(rest, &text[1..]),
+        }
+    }
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    matches(&pattern, &text)
+}
+
+fn text_columns(names: &[&str], rows: Vec<Vec<Option<String>>>) -> Result<RecordBatch, FlotillaError> {
+    let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect::<Vec<_>>()));
+    let columns: Vec<ArrayRef> = (0..names.len())
+        .map(|i| Arc::new(StringArray::from(rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>())) as ArrayRef)
+        .collect();
+    RecordBatch::try_new(schema, columns).map_err(|e| FlotillaError::internal(e.to_string()))
+}
+
+fn single_column(name: &str, mut values: Vec<String>, like: Option<&str>) -> Result<RecordBatch, FlotillaError> {
+    values.retain(|v| like.is_none_or(|p| like_matches(p, v)));
+    values.sort();
+    text_columns(&[name], values.into_iter().map(|v| vec![Some(v)]).collect())
+}
+
+pub fn catalogs(list: &Arc<dyn CatalogProviderList>, like: Option<&str>) -> Result<RecordBatch, FlotillaError> {
+    single_column("Catalog", list.catalog_names(), like)
+}
+
+pub fn schemas(
+    list: &Arc<dyn CatalogProviderList>,
+    session: &SqlSession,
+    catalog: Option<&str>,
+    like: Option<&str>,
+) -> Result<RecordBatch, FlotillaError> {
+    let catalog = catalog.map(str::to_string).or_else(|| session.catalog.clone()).ok_or_else(|| {
+        FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
+    })?;
+    let provider = list.catalog(&catalog).ok_or_else(|| catalog_not_found(&catalog))?;
+    single_column("Schema", provider.schema_names(), like)
+}
+
+pub fn tables(
+    list: &Arc<dyn CatalogProviderList>,
+    session: &SqlSession,
+    schema: &[String],
+    like: Option<&str>,
+) -> Result<RecordBatch, FlotillaError> {
+    let (catalog, schema) = match schema {
+        [] => (session.catalog.clone(), session.schema.clone()),
+        [schema] => (session.catalog.clone(), Some(schema.clone())),
+        [catalog, schema] => (Some(catalog.clone()), Some(schema.clone())),
+        _ => return Err(FlotillaError::new(ErrorCode::SyntaxError, "too many dots in schema name")),
+    };
+    let catalog = catalog.ok_or_else(|| {
+        FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
+    })?;
+    let schema = schema.ok_or_else(|| {
+        FlotillaError::new(ErrorCode::MissingSchemaName, "Schema must be specified when session schema is not set")
+    })?;
+    let provider = list.catalog(&catalog).ok_or_else(|| catalog_not_found(&catalog))?;
+    let schema_provider = provider.schema(&schema).ok_or_else(|| schema_not_found(&catalog, &schema))?;
+    single_column("Table", schema_provider.table_names(), like)
+}
+
+pub fn columns(table: &dyn TableProvider) -> RecordBatch {
+    let rows = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| vec![Some(f.name().clone()), Some(information_schema_type_name(f.data_type())), Some(String::new()), Some(String::new())])
+        .collect();
+    // Four text columns of equal length cannot fail to form a batch.
+    text_columns(&["Column", "Type", "Extra", "Comment"], rows).expect("valid batch")
+}
+
+pub fn functions(state: &SessionState, like: Option<&str>) -> Result<RecordBatch, FlotillaError> {
+    let mut entries: BTreeMap<String, (&str, Option<String>)> = BTreeMap::new();
+    for (name, udf) in state.scalar_functions() {
+        entries.insert(name.clone(), ("scalar", udf.documentation().map(|d| d.description.clone())));
+    }
+    for (name, udf) in state.aggregate_functions() {
+        entries.insert(name.clone(), ("aggregate", udf.documentation().map(|d| d.description.clone())));
+    }
+    for (name, udf) in state.window_functions() {
+        entries.insert(name.clone(), ("window", udf.documentation().map(|d| d.description.clone())));
+    }
+    let rows = entries
+        .into_iter()
+        .filter(|(name, _)| like.is_none_or(|p| like_matches(p, name)))
+        .map(|(name, (kind, description))| vec![Some(name), Some(kind.to_string()), description])
+        .collect();
+    text_columns(&["Function", "Function Type", "Description"], rows)
+}
+
+pub fn session(session: &SqlSession, like: Option<&str>) -> Result<RecordBatch, FlotillaError> {
+    let rows = session_rows(session)
+        .into_iter()
+        .filter(|row| like.is_none_or(|p| like_matches(p, &row[0])))
+        .map(|row| row.into_iter().map(Some).collect())
+        .collect();
+    text_columns(&["Name", "Value", "Default", "Type", "Description"], rows)
+}
+
+pub fn describe_output(schema: &Schema) -> RecordBatch {
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let types: Vec<String> = schema.fields().iter().map(|f| information_schema_type_name(f.data_type())).collect();
+    let count = names.len();
+    let empty = || Arc::new(StringArray::from(vec![String::new(); count])) as ArrayRef;
+    let out_schema = Arc::new(Schema::new(vec![
+        Field::new("Column Name", DataType::Utf8, false),
+        Field::new("Catalog", DataType::Utf8, false),
+        Field::new("Schema", DataType::Utf8, false),
+        Field::new("Table", DataType::Utf8, false),
+        Field::new("Type", DataType::Utf8, false),
+        Field::new("Type Size", DataType::Int64, true),
+        Field::new("Aliased", DataType::Boolean, false),
+    ]));
+    RecordBatch::try_new(
+        out_schema,
+        vec![
+            Arc::new(StringArray::from(names)),
+            empty(),
+            empty(),
+            empty(),
+            Arc::new(StringArray::from(types)),
+            Arc::new(datafusion::arrow::array::Int64Array::from(vec![None::<i64>; count])),
+            Arc::new(BooleanArray::from(vec![false; count])),
+        ],
+    )
+    .expect("columns match the schema")
+}
+
+pub fn describe_input(types: &BTreeMap<String, Option<DataType>>) -> RecordBatch {
+    // `$1`, `$2`, ... sorted by number, not text.
+    let mut parameters: Vec<(i64, String)> = types
+        .iter()
+        .filter_map(|(name, data_type)| {
+            let position: i64 = name.trim_start_matches('$').parse().ok()?;
+            let type_name = data_type.as_ref().map(information_schema_type_name).unwrap_or_else(|| "unknown".into());
+            Some((position - 1, type_name))
+        })
+        .collect();
+    parameters.sort();
+    let schema = Arc::new(Schema::new(vec![Field::new("Position", DataType::Int64, false), Field::new("Type", DataType::Utf8, false)]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            int64_array(parameters.iter().map(|(p, _)| *p).collect()),
+            Arc::new(StringArray::from(parameters.into_iter().map(|(_, t)| t).collect::<Vec<_>>())),
+        ],
+    )
+    .expect("columns match the schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns() {
+        assert!(like_matches("t%", "tiny"));
+        assert!(like_matches("%f1", "sf1"));
+        assert!(like_matches("s_1", "sf1"));
+        assert!(!like_matches("s_1", "sf10"));
+        assert!(like_matches("%", ""));
+        assert!(!like_matches("a", ""));
+    }
+}

@@ -1,0 +1,85 @@
+//! Integration tests: real roles on loopback, driven over HTTP. One test binary for the
+//! whole workspace.
+
+mod harness;
+mod protocol;
+mod sql_surface;
+
+use serde_json::Value;
+
+/// A raw protocol client for tests that look at individual requests.
+pub struct Http {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Http {
+    pub fn new(base: &str) -> Self {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap();
+        Self { client, base: base.to_string() }
+    }
+
+    pub fn post(&self, sql: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}/v1/statement", self.base)).header("X-Trino-User", "test").body(sql.to_string())
+    }
+
+    /// Submits and follows `nextUri` to the end; returns every response document.
+    pub async fn run_with(&self, request: reqwest::RequestBuilder) -> Vec<Value> {
+        let first: Value = request.send().await.unwrap().json().await.unwrap();
+        let mut responses = vec![first];
+        while let Some(next) = responses.last().unwrap().get("nextUri").and_then(Value::as_str).map(str::to_string) {
+            let response = self.client.get(&next).send().await.unwrap();
+            assert_eq!(response.status(), 200, "GET {next}");
+            responses.push(response.json().await.unwrap());
+            assert!(responses.len() < 10_000, "query never ended");
+        }
+        responses
+    }
+
+    pub async fn run(&self, sql: &str) -> Vec<Value> {
+        self.run_with(self.post(sql)).await
+    }
+
+    /// Runs a query that must succeed; returns (column names, rows).
+    pub async fn rows(&self, sql: &str) -> (Vec<String>, Vec<Vec<Value>>) {
+        let responses = self.run(sql).await;
+        let last = responses.last().unwrap();
+        assert!(last.get("error").is_none(), "{sql}: {}", last["error"]);
+        collect(&responses)
+    }
+
+    pub async fn rows_with(&self, request: reqwest::RequestBuilder) -> (Vec<String>, Vec<Vec<Value>>) {
+        let responses = self.run_with(request).await;
+        let last = responses.last().unwrap();
+        assert!(last.get("error").is_none(), "{}", last["error"]);
+        collect(&responses)
+    }
+
+    /// Runs a query that must fail; returns its error object.
+    pub async fn error(&self, sql: &str) -> Value {
+        self.error_with(self.post(sql)).await
+    }
+
+    pub async fn error_with(&self, request: reqwest::RequestBuilder) -> Value {
+        let sql = "request";
+        let responses = self.run_with(request).await;
+        let last = responses.last().unwrap().clone();
+        assert!(last.get("error").is_some(), "{sql} did not fail");
+        last["error"].clone()
+    }
+}
+
+pub fn collect(responses: &[Value]) -> (Vec<String>, Vec<Vec<Value>>) {
+    let mut columns = Vec::new();
+    let mut rows = Vec::new();
+    for response in responses {
+        if let Some(data) = response.get("data") {
+            assert!(response.get("columns").is_some(), "data without columns: {response}");
+            rows.extend(data.as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()));
+        }
+        if let Some(found) = response.get("columns") {
+            columns = found.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+        }
+    }
+    (columns, rows)
+}
