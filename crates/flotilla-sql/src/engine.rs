@@ -232,8 +232,10 @@ impl Engine {
         &self,
         state: &SessionState,
         session: &SqlSession,
-        statement: Statement,
+        mut statement: Statement,
     ) -> Result<datafusion::logical_expr::LogicalPlan, FlotillaError> {
+        crate::rewrite::name_unnamed_columns(&mut statement);
+        crate::rewrite::type_decimal_literals(&mut statement);
         if !matches!(statement, Statement::Query(_)) {
             let kind = statement.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase();
             return Err(FlotillaError::not_supported(format!("This statement is not supported: {kind}")));
@@ -241,7 +243,28 @@ impl Engine {
         state
             .statement_to_plan(DFStatement::Statement(Box::new(statement)))
             .await
-            .map_err(|e| missing_names(df_error(e), session))
+            .map_err(|e| self.refine_not_found(missing_names(df_error(e), session), session))
+    }
+
+    /// DataFusion reports a missing catalog or schema as a missing table; name what is
+    /// actually missing, as Trino does.
+    fn refine_not_found(&self, error: FlotillaError, session: &SqlSession) -> FlotillaError {
+        if error.code != ErrorCode::TableNotFound {
+            return error;
+        }
+        let Some(name) = error.message.split('\'').nth(1) else { return error };
+        let parts: Vec<&str> = name.split('.').collect();
+        let (catalog, schema) = match parts.as_slice() {
+            [catalog, schema, _] => (Some(catalog.to_string()), Some(schema.to_string())),
+            [schema, _] => (session.catalog.clone(), Some(schema.to_string())),
+            _ => (session.catalog.clone(), session.schema.clone()),
+        };
+        let (Some(catalog), Some(schema)) = (catalog, schema) else { return error };
+        match self.catalogs.catalog(&catalog) {
+            None => catalog_not_found(&catalog),
+            Some(provider) if provider.schema(&schema).is_none() => schema_not_found(&catalog, &schema),
+            Some(_) => error,
+        }
     }
 
     async fn plan_physical(

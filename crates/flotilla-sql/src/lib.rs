@@ -16,6 +16,7 @@ mod engine;
 pub mod error;
 mod functions;
 pub mod progress;
+mod rewrite;
 pub mod session;
 mod show;
 pub mod statement;

@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_carry_a_location() {
-        let error = parse_statement("SELECT * FROM\nWHERE").unwrap_err();
+        let error = parse_statement("SELECT (1\nFROM t").unwrap_err();
         assert_eq!(error.code, ErrorCode::SyntaxError);
         assert_eq!(error.location.map(|l| l.line), Some(2));
         let error = parse_statement("SET SESSION x 1").unwrap_err();

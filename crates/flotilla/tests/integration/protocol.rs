@@ -200,7 +200,7 @@ async fn forwarded_headers_shape_next_uri() {
 async fn errors_carry_trino_names_and_locations() {
     let cluster = TestCluster::start_default().await;
     let http = Http::new(&cluster.url());
-    let syntax = http.error("SELECT * FROM\nWHERE x").await;
+    let syntax = http.error("SELECT (1\nFROM t").await;
     assert_eq!(syntax["errorName"], "SYNTAX_ERROR");
     assert_eq!(syntax["errorType"], "USER_ERROR");
     assert_eq!(syntax["errorCode"], 1);
