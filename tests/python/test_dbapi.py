@@ -44,15 +44,25 @@ def test_stats_are_reported(connect):
     assert stats["totalSplits"] >= 1
 
 
-def test_cancel_stops_a_running_query(connect):
+def test_cancel_stops_a_running_query(connect, server):
+    import requests
+
     cursor = connect().cursor()
-    cursor.execute("SELECT count(*) FROM tpch.sf1000.lineitem")
-    timer = threading.Timer(0.5, cursor.cancel)
+    # execute() blocks until the first row arrives, so the cancel comes from another thread,
+    # as it would from a UI's cancel button.
+    timer = threading.Timer(1.0, cursor.cancel)
     timer.start()
-    with pytest.raises(trino.exceptions.TrinoUserError) as failure:
+    try:
+        cursor.execute("SELECT count(*) FROM tpch.sf1000.lineitem")
         cursor.fetchall()
-    timer.cancel()
-    assert failure.value.error_name == "USER_CANCELED"
+    except trino.exceptions.TrinoUserError as error:
+        assert error.error_name == "USER_CANCELED"
+    finally:
+        timer.cancel()
+    assert cursor.query_id is not None
+    info = requests.get(f"{server}/v1/query/{cursor.query_id}", timeout=10).json()
+    assert info["state"] == "FAILED"
+    assert info["errorCode"]["name"] == "USER_CANCELED"
 
 
 def test_errors_surface_with_trino_names(connect):

@@ -104,7 +104,13 @@ impl Client {
         put("x-trino-client-capabilities", "PARAMETRIC_DATETIME");
         let join = |map: &BTreeMap<String, String>| {
             map.iter()
-                .map(|(k, v)| format!("{}={}", flotilla_protocol::headers::url_encode(k), flotilla_protocol::headers::url_encode(v)))
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        flotilla_protocol::headers::url_encode(k),
+                        flotilla_protocol::headers::url_encode(v)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -149,7 +155,11 @@ impl Client {
         }
     }
 
-    async fn send(&self, request: impl Fn() -> reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, ClientError> {
+    async fn send(
+        &self,
+        request: impl Fn() -> reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -170,14 +180,21 @@ impl Client {
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
         if !status.is_success() {
-            return Err(ClientError::Http { status: status.as_u16(), body: String::from_utf8_lossy(&body).into_owned() });
+            return Err(ClientError::Http {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
         }
         self.apply_session_headers(&headers);
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Runs one statement to its end, calling `progress` with each response's stats.
-    pub async fn run(&mut self, sql: &str, mut progress: impl FnMut(&StatementStats)) -> Result<QueryOutcome, ClientError> {
+    pub async fn run(
+        &mut self,
+        sql: &str,
+        mut progress: impl FnMut(&StatementStats),
+    ) -> Result<QueryOutcome, ClientError> {
         let url = format!("{}/v1/statement", self.server);
         let headers = self.headers();
         let body = sql.to_string();

@@ -118,7 +118,11 @@ pub fn run(args: SqlArgs) -> ExitCode {
                     }
                 }
             }
-            if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         None => interactive(&runtime, &mut client, format, show_progress),
     }
@@ -153,7 +157,12 @@ async fn run_one(client: &mut Client, sql: &str, format: OutputFormat, show_prog
     }
 }
 
-fn interactive(runtime: &tokio::runtime::Runtime, client: &mut Client, format: OutputFormat, show_progress: bool) -> ExitCode {
+fn interactive(
+    runtime: &tokio::runtime::Runtime,
+    client: &mut Client,
+    format: OutputFormat,
+    show_progress: bool,
+) -> ExitCode {
     let mut editor = match rustyline::DefaultEditor::new() {
         Ok(editor) => editor,
         Err(error) => {
@@ -175,7 +184,9 @@ fn interactive(runtime: &tokio::runtime::Runtime, client: &mut Client, format: O
         match editor.readline(&prompt) {
             Ok(line) => {
                 let trimmed = line.trim();
-                if pending.is_empty() && matches!(trimmed.to_ascii_lowercase().as_str(), "quit" | "exit" | "quit;" | "exit;") {
+                if pending.is_empty()
+                    && matches!(trimmed.to_ascii_lowercase().as_str(), "quit" | "exit" | "quit;" | "exit;")
+                {
                     break;
                 }
                 pending.push_str(&line);

@@ -32,7 +32,11 @@ impl OutputFormat {
             "TSV_HEADER" => OutputFormat::TsvHeader,
             "JSON" => OutputFormat::Json,
             "NULL" => OutputFormat::Null,
-            other => return Err(format!("unknown output format '{other}' (ALIGNED, VERTICAL, CSV, CSV_HEADER, TSV, TSV_HEADER, JSON, NULL)")),
+            other => {
+                return Err(format!(
+                    "unknown output format '{other}' (ALIGNED, VERTICAL, CSV, CSV_HEADER, TSV, TSV_HEADER, JSON, NULL)"
+                ))
+            }
         })
     }
 }
@@ -90,7 +94,11 @@ pub fn render(out: &mut impl Write, result: &QueryOutcome, format: OutputFormat)
         }
         OutputFormat::Csv | OutputFormat::CsvHeader => {
             if format == OutputFormat::CsvHeader {
-                writeln!(out, "{}", names.iter().map(|n| format!("\"{}\"", n.replace('"', "\"\""))).collect::<Vec<_>>().join(","))?;
+                writeln!(
+                    out,
+                    "{}",
+                    names.iter().map(|n| format!("\"{}\"", n.replace('"', "\"\""))).collect::<Vec<_>>().join(",")
+                )?;
             }
             for row in &result.rows {
                 writeln!(out, "{}", row.iter().map(csv_field).collect::<Vec<_>>().join(","))?;

@@ -16,13 +16,29 @@ pub struct Setting {
 
 /// Every setting the coordinator reads.
 pub const SETTINGS: &[Setting] = &[
-    Setting { name: "coordinator", default: "true", doc: "Whether this node runs the coordinator role (must be true for `flotilla coordinator`)" },
+    Setting {
+        name: "coordinator",
+        default: "true",
+        doc: "Whether this node runs the coordinator role (must be true for `flotilla coordinator`)",
+    },
     Setting { name: "http-server.http.port", default: "8080", doc: "Port of the client REST API" },
     Setting { name: "node.environment", default: "flotilla", doc: "Environment name reported in /v1/info" },
     Setting { name: "node.id", default: "(random)", doc: "Node id reported in /v1/info and system.runtime.nodes" },
-    Setting { name: "query.max-length", default: "1000000", doc: "Longest SQL text accepted, in characters (QUERY_TEXT_TOO_LARGE past it)" },
-    Setting { name: "query.client.timeout", default: "5m", doc: "A query whose client stops polling for this long is abandoned (ABANDONED_QUERY)" },
-    Setting { name: "query.max-history", default: "100", doc: "Finished queries kept for /v1/query and system.runtime.queries" },
+    Setting {
+        name: "query.max-length",
+        default: "1000000",
+        doc: "Longest SQL text accepted, in characters (QUERY_TEXT_TOO_LARGE past it)",
+    },
+    Setting {
+        name: "query.client.timeout",
+        default: "5m",
+        doc: "A query whose client stops polling for this long is abandoned (ABANDONED_QUERY)",
+    },
+    Setting {
+        name: "query.max-history",
+        default: "100",
+        doc: "Finished queries kept for /v1/query and system.runtime.queries",
+    },
     Setting { name: "query.min-expire-age", default: "15m", doc: "How long a finished query is kept at least" },
 ];
 
@@ -81,7 +97,8 @@ impl CoordinatorConfig {
                 }
                 "http-server.http.port" => self.http_port = value.parse().map_err(|e| invalid(format!("{e}")))?,
                 "node.environment" => {
-                    let valid = !value.is_empty() && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                    let valid = !value.is_empty()
+                        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
                     if !valid {
                         return Err(invalid("use lowercase letters, digits and '_'".into()));
                     }

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use flotilla_proto::{ErrorCode, FlotillaError};
 use flotilla_protocol::{encode_batch, Column, TrinoType};
 use flotilla_sql::{Engine, SqlSession};
+use futures::StreamExt;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
@@ -40,7 +40,12 @@ fn humanize(limit: std::time::Duration) -> String {
     format!("{:.2}s", limit.as_secs_f64())
 }
 
-async fn execute(engine: &Engine, query: &Arc<Query>, session: &SqlSession, pages: mpsc::Sender<Page>) -> Result<(), FlotillaError> {
+async fn execute(
+    engine: &Engine,
+    query: &Arc<Query>,
+    session: &SqlSession,
+    pages: mpsc::Sender<Page>,
+) -> Result<(), FlotillaError> {
     query.transition(QueryState::Planning);
     let result = engine.execute(session, &query.sql).await?;
     let types = result
@@ -69,6 +74,7 @@ async fn execute(engine: &Engine, query: &Arc<Query>, session: &SqlSession, page
         status.changes = result.changes.clone();
         status.plan = result.plan.clone();
         status.memory = Some(result.memory.clone());
+        status.scans = Some(result.scans.clone());
     }
     query.transition(QueryState::Running);
 
@@ -96,7 +102,11 @@ async fn execute(engine: &Engine, query: &Arc<Query>, session: &SqlSession, page
     Ok(())
 }
 
-async fn send_page(pages: &mpsc::Sender<Page>, buffer: &mut Vec<u8>, rows_in_buffer: &mut usize) -> Result<(), FlotillaError> {
+async fn send_page(
+    pages: &mpsc::Sender<Page>,
+    buffer: &mut Vec<u8>,
+    rows_in_buffer: &mut usize,
+) -> Result<(), FlotillaError> {
     buffer.push(b']');
     let text = String::from_utf8(std::mem::take(buffer)).map_err(|e| FlotillaError::internal(e.to_string()))?;
     let rows = RawValue::from_string(text).map_err(|e| FlotillaError::internal(e.to_string()))?;

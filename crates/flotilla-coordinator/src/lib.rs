@@ -46,7 +46,11 @@ impl Coordinator {
     }
 
     /// Binds `address` (port 0 picks a free one) and starts serving.
-    pub async fn start(config: CoordinatorConfig, catalogs: Catalogs, address: SocketAddr) -> std::io::Result<RunningCoordinator> {
+    pub async fn start(
+        config: CoordinatorConfig,
+        catalogs: Catalogs,
+        address: SocketAddr,
+    ) -> std::io::Result<RunningCoordinator> {
         let listener = TcpListener::bind(address).await?;
         let local = listener.local_addr()?;
         let id = CoordinatorId::random();
@@ -60,14 +64,17 @@ impl Coordinator {
         let runtime = Arc::new(LocalRuntime { registry: registry.clone(), identity: identity.clone() });
         let engine = Engine::new(&catalogs, runtime);
         let manager = Arc::new(QueryManager::new(engine, QueryIdGenerator::new(id.clone()), registry, config));
-        let coordinator = Arc::new(Coordinator { id, manager: manager.clone(), identity, shutting_down: AtomicBool::new(false) });
+        let coordinator =
+            Arc::new(Coordinator { id, manager: manager.clone(), identity, shutting_down: AtomicBool::new(false) });
 
         let shutdown = CancellationToken::new();
         let sweeper = tokio::spawn(manager.sweep_loop(shutdown.clone()));
         let app = http::router(coordinator.clone());
         let server_shutdown = shutdown.clone();
         let server = tokio::spawn(async move {
-            let result = axum::serve(listener, app).with_graceful_shutdown(async move { server_shutdown.cancelled().await }).await;
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+                .await;
             if let Err(error) = result {
                 tracing::error!(%error, "coordinator http server failed");
             }

@@ -136,7 +136,11 @@ impl QueryManager {
         if too_long {
             query.fail(FlotillaError::new(
                 ErrorCode::QueryTextTooLarge,
-                format!("Query text length ({}) exceeds the maximum length ({})", query.sql.chars().count(), self.config.max_query_length),
+                format!(
+                    "Query text length ({}) exceeds the maximum length ({})",
+                    query.sql.chars().count(),
+                    self.config.max_query_length
+                ),
             ));
             return query;
         }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use datafusion::physical_plan::ExecutionPlan;
 use flotilla_proto::{FlotillaError, QueryId};
-use flotilla_protocol::{Column, ClientSession, QueryError, QueryResults, StatementStats, TrinoType};
-use flotilla_sql::{plan_progress, PeakMemoryPool, SessionChanges};
+use flotilla_protocol::{ClientSession, Column, QueryError, QueryResults, StatementStats, TrinoType};
+use flotilla_sql::{plan_progress, PeakMemoryPool, PlanProgress, ScanCounters, SessionChanges};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
@@ -71,6 +71,7 @@ pub struct QueryStatus {
     pub changes: SessionChanges,
     pub plan: Option<Arc<dyn ExecutionPlan>>,
     pub memory: Option<Arc<PeakMemoryPool>>,
+    pub scans: Option<Arc<ScanCounters>>,
     pub started: Option<Instant>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended: Option<Instant>,
@@ -137,6 +138,7 @@ impl Query {
                 changes: SessionChanges::default(),
                 plan: None,
                 memory: None,
+                scans: None,
                 started: None,
                 started_at: None,
                 ended: None,
@@ -146,7 +148,10 @@ impl Query {
             }),
             cursor: tokio::sync::Mutex::new(ResultCursor {
                 last_token: 0,
-                last_response: Arc::new(CachedResponse { body: bytes::Bytes::new(), changes: SessionChanges::default() }),
+                last_response: Arc::new(CachedResponse {
+                    body: bytes::Bytes::new(),
+                    changes: SessionChanges::default(),
+                }),
                 pages,
                 pending: None,
                 exhausted: false,
@@ -203,7 +208,10 @@ impl Query {
         let now = Instant::now();
         let end = status.ended.unwrap_or(now);
         let queued_until = status.started.unwrap_or(end);
-        let progress = status.plan.as_ref().map(plan_progress).unwrap_or_default();
+        let progress = match (&status.plan, &status.scans) {
+            (Some(plan), Some(scans)) => plan_progress(plan, scans),
+            _ => PlanProgress::default(),
+        };
         let done = status.state.is_done();
         let total_splits = progress.total_splits;
         StatementStats {
@@ -215,7 +223,13 @@ impl Query {
             nodes: 1,
             total_splits,
             queued_splits: 0,
-            running_splits: if done { 0 } else if status.state == QueryState::Running { total_splits } else { 0 },
+            running_splits: if done {
+                0
+            } else if status.state == QueryState::Running {
+                total_splits
+            } else {
+                0
+            },
             completed_splits: if done { total_splits } else { 0 },
             cpu_time_millis: progress.cpu_nanos / 1_000_000,
             wall_time_millis: status.started.map(|s| end.saturating_duration_since(s).as_millis() as u64).unwrap_or(0),
@@ -231,7 +245,12 @@ impl Query {
     }
 
     /// A response document: status fields plus, optionally, one page of data.
-    pub fn results(&self, uris: &crate::http::uris::QueryUris, next_token: Option<u64>, page: Option<Page>) -> QueryResults {
+    pub fn results(
+        &self,
+        uris: &crate::http::uris::QueryUris,
+        next_token: Option<u64>,
+        page: Option<Page>,
+    ) -> QueryResults {
         let stats = self.stats();
         let status = self.status.lock();
         let mut results = QueryResults {

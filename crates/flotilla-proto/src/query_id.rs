@@ -19,9 +19,7 @@ impl CoordinatorId {
     /// A fresh random id; a restarted process gets a new one, so ids never alias.
     pub fn random() -> Self {
         let mut rng = rand::rng();
-        let id = (0..COORDINATOR_ID_LEN)
-            .map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char)
-            .collect();
+        let id = (0..COORDINATOR_ID_LEN).map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char).collect();
         Self(id)
     }
 
@@ -34,8 +32,8 @@ impl FromStr for CoordinatorId {
     type Err = QueryIdParseError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let valid = text.len() == COORDINATOR_ID_LEN
-            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let valid =
+            text.len() == COORDINATOR_ID_LEN && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !valid {
             return Err(QueryIdParseError(format!(
                 "coordinator id must be {COORDINATOR_ID_LEN} lowercase letters or digits, got '{text}'"
@@ -141,7 +139,14 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "x", "20260101_000000_00000_ABCDE", "20260101_000000_00000_abc", "2026_000000_00000_abcde", "../../etc"] {
+        for bad in [
+            "",
+            "x",
+            "20260101_000000_00000_ABCDE",
+            "20260101_000000_00000_abc",
+            "2026_000000_00000_abcde",
+            "../../etc",
+        ] {
             assert!(bad.parse::<QueryId>().is_err(), "{bad}");
         }
     }

@@ -75,11 +75,7 @@ pub fn url_encode(text: &str) -> String {
     utf8_percent_encode(text, COMPONENT).to_string()
 }
 
-fn parse_pairs(
-    header: &str,
-    values: &[&str],
-    into: &mut BTreeMap<String, String>,
-) -> Result<(), HeaderError> {
+fn parse_pairs(header: &str, values: &[&str], into: &mut BTreeMap<String, String>) -> Result<(), HeaderError> {
     for item in values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|i| !i.is_empty()) {
         let Some((name, value)) = item.split_once('=') else {
             return Err(HeaderError::Malformed { header: header.to_string(), item: item.to_string() });

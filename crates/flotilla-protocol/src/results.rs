@@ -124,10 +124,7 @@ pub struct Warning {
 
 impl From<&FlotillaError> for QueryError {
     fn from(error: &FlotillaError) -> Self {
-        let location = error.location.map(|l| ErrorLocationJson {
-            line_number: l.line,
-            column_number: l.column,
-        });
+        let location = error.location.map(|l| ErrorLocationJson { line_number: l.line, column_number: l.column });
         QueryError {
             message: error.message.clone(),
             error_code: error.code.code(),

@@ -19,7 +19,10 @@ pub enum TrinoType {
     BigInt,
     Real,
     Double,
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     Varchar,
     Varbinary,
     Date,
@@ -70,20 +73,15 @@ impl TrinoType {
             | DataType::Decimal128(p, s)
             | DataType::Decimal256(p, s) => TrinoType::Decimal { precision: *p, scale: *s },
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => TrinoType::Varchar,
-            DataType::Binary
-            | DataType::LargeBinary
-            | DataType::BinaryView
-            | DataType::FixedSizeBinary(_) => TrinoType::Varbinary,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+                TrinoType::Varbinary
+            }
             DataType::Date32 | DataType::Date64 => TrinoType::Date,
             DataType::Time32(unit) | DataType::Time64(unit) => TrinoType::Time(precision_of(unit)),
             DataType::Timestamp(unit, None) => TrinoType::Timestamp(precision_of(unit)),
-            DataType::Timestamp(unit, Some(_)) => {
-                TrinoType::TimestampWithTimeZone(precision_of(unit))
-            }
+            DataType::Timestamp(unit, Some(_)) => TrinoType::TimestampWithTimeZone(precision_of(unit)),
             DataType::Interval(IntervalUnit::YearMonth) => TrinoType::IntervalYearToMonth,
-            DataType::Interval(IntervalUnit::DayTime) | DataType::Duration(_) => {
-                TrinoType::IntervalDayToSecond
-            }
+            DataType::Interval(IntervalUnit::DayTime) | DataType::Duration(_) => TrinoType::IntervalDayToSecond,
             // Month-day-nano intervals mix units Trino keeps in separate types; they are
             // rendered as text (e.g. `3 mons 2 days`) rather than guessed into one of them.
             DataType::Interval(IntervalUnit::MonthDayNano) => TrinoType::Varchar,
@@ -95,10 +93,11 @@ impl TrinoType {
                 TrinoType::Array(Box::new(TrinoType::from_arrow(field.data_type())?))
             }
             DataType::Struct(fields) => TrinoType::Row(
-                fields
-                    .iter()
-                    .map(|f| Ok((f.name().clone(), TrinoType::from_arrow(f.data_type())?)))
-                    .collect::<Result<_, TypeError>>()?,
+                fields.iter().map(|f| Ok((f.name().clone(), TrinoType::from_arrow(f.data_type())?))).collect::<Result<
+                    _,
+                    TypeError,
+                >>(
+                )?,
             ),
             DataType::Map(entries, _) => match entries.data_type() {
                 DataType::Struct(kv) if kv.len() == 2 => TrinoType::Map(
@@ -211,10 +210,7 @@ mod tests {
             (DataType::Decimal128(15, 2), "decimal(15,2)"),
             (DataType::Date32, "date"),
             (DataType::Timestamp(TimeUnit::Millisecond, None), "timestamp(3)"),
-            (
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                "timestamp(6) with time zone",
-            ),
+            (DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), "timestamp(6) with time zone"),
             (DataType::Binary, "varbinary"),
             (DataType::Interval(IntervalUnit::YearMonth), "interval year to month"),
             (DataType::Null, "unknown"),
@@ -237,10 +233,7 @@ mod tests {
         assert_eq!(signature["arguments"][0]["kind"], "NAMED_TYPE");
         assert_eq!(signature["arguments"][0]["value"]["fieldName"]["name"], "a");
         assert_eq!(signature["arguments"][1]["value"]["typeSignature"]["rawType"], "array");
-        assert_eq!(
-            signature["arguments"][1]["value"]["typeSignature"]["arguments"][0]["value"]["rawType"],
-            "varchar"
-        );
+        assert_eq!(signature["arguments"][1]["value"]["typeSignature"]["arguments"][0]["value"]["rawType"], "varchar");
     }
 
     #[test]

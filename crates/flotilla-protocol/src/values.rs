@@ -5,15 +5,13 @@
 
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, DurationMicrosecondType, DurationMillisecondType,
-    DurationNanosecondType, DurationSecondType, Float64Type, Int64Type, IntervalDayTimeType,
-    IntervalUnit, IntervalYearMonthType, Time64NanosecondType, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    DataType, Date32Type, Decimal128Type, DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType,
+    DurationSecondType, Float64Type, Int64Type, IntervalDayTimeType, IntervalUnit, IntervalYearMonthType,
+    Time64NanosecondType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
 };
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -34,8 +32,7 @@ pub enum EncodeError {
 
 /// Encodes a batch as rows of JSON values; `types` are the batch's columns' Trino types.
 pub fn encode_batch(batch: &RecordBatch, types: &[TrinoType]) -> Result<Vec<Vec<Value>>, EncodeError> {
-    let mut rows: Vec<Vec<Value>> =
-        (0..batch.num_rows()).map(|_| Vec::with_capacity(batch.num_columns())).collect();
+    let mut rows: Vec<Vec<Value>> = (0..batch.num_rows()).map(|_| Vec::with_capacity(batch.num_columns())).collect();
     for (column, trino_type) in batch.columns().iter().zip(types) {
         for (row, value) in rows.iter_mut().zip(encode_array(column, trino_type)?) {
             row.push(value);
@@ -126,8 +123,7 @@ fn day_to_second(total_millis: i64) -> Value {
     let millis = total_millis.unsigned_abs();
     let days = millis / 86_400_000;
     let rest = millis % 86_400_000;
-    let (hours, minutes, seconds, ms) =
-        (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
+    let (hours, minutes, seconds, ms) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
     Value::String(format!("{sign}{days} {hours:02}:{minutes:02}:{seconds:02}.{ms:03}"))
 }
 
@@ -135,9 +131,7 @@ fn collect<T>(array: &dyn Array, mut value: impl FnMut(usize) -> T) -> Vec<Value
 where
     T: Into<Value>,
 {
-    (0..array.len())
-        .map(|i| if array.is_null(i) { Value::Null } else { value(i).into() })
-        .collect()
+    (0..array.len()).map(|i| if array.is_null(i) { Value::Null } else { value(i).into() }).collect()
 }
 
 fn encode_array(array: &ArrayRef, trino_type: &TrinoType) -> Result<Vec<Value>, EncodeError> {
@@ -165,9 +159,7 @@ fn encode_array(array: &ArrayRef, trino_type: &TrinoType) -> Result<Vec<Value>, 
             let widened = cast(array, &DataType::Float32)?;
             let floats = widened.as_primitive::<datafusion::arrow::datatypes::Float32Type>();
             // Through the shortest decimal text so 0.1f32 reads 0.1, not 0.10000000149.
-            collect(array, |i| {
-                float_value(floats.value(i).to_string().parse::<f64>().unwrap_or(f64::NAN))
-            })
+            collect(array, |i| float_value(floats.value(i).to_string().parse::<f64>().unwrap_or(f64::NAN)))
         }
         TrinoType::Double => {
             let floats = array.as_primitive::<Float64Type>();
@@ -263,12 +255,8 @@ fn encode_array(array: &ArrayRef, trino_type: &TrinoType) -> Result<Vec<Value>, 
                     match unit {
                         TimeUnit::Second => array.as_primitive::<DurationSecondType>().value(i) * 1000,
                         TimeUnit::Millisecond => array.as_primitive::<DurationMillisecondType>().value(i),
-                        TimeUnit::Microsecond => {
-                            array.as_primitive::<DurationMicrosecondType>().value(i) / 1000
-                        }
-                        TimeUnit::Nanosecond => {
-                            array.as_primitive::<DurationNanosecondType>().value(i) / 1_000_000
-                        }
+                        TimeUnit::Microsecond => array.as_primitive::<DurationMicrosecondType>().value(i) / 1000,
+                        TimeUnit::Nanosecond => array.as_primitive::<DurationNanosecondType>().value(i) / 1_000_000,
                     }
                 };
                 collect(array, |i| day_to_second(millis(i)))
@@ -348,8 +336,8 @@ fn display_values(array: &ArrayRef) -> Result<Vec<Value>, EncodeError> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{
-        BinaryArray, Date32Array, Decimal128Array, Float64Array, Int32Array, IntervalYearMonthArray,
-        ListArray, StringArray, StructArray, TimestampMillisecondArray,
+        BinaryArray, Date32Array, Decimal128Array, Float64Array, Int32Array, IntervalYearMonthArray, ListArray,
+        StringArray, StructArray, TimestampMillisecondArray,
     };
     use datafusion::arrow::datatypes::{Field, Int32Type};
     use serde_json::json;
@@ -362,19 +350,15 @@ mod tests {
 
     #[test]
     fn decimals_are_strings_with_their_scale() {
-        let array = Decimal128Array::from(vec![Some(12345), Some(-5), Some(0), None])
-            .with_precision_and_scale(10, 2)
-            .unwrap();
+        let array =
+            Decimal128Array::from(vec![Some(12345), Some(-5), Some(0), None]).with_precision_and_scale(10, 2).unwrap();
         assert_eq!(encode(Arc::new(array)), vec![json!("123.45"), json!("-0.05"), json!("0.00"), Value::Null]);
     }
 
     #[test]
     fn non_finite_doubles_are_strings() {
         let array = Float64Array::from(vec![1.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY]);
-        assert_eq!(
-            encode(Arc::new(array)),
-            vec![json!(1.5), json!("NaN"), json!("Infinity"), json!("-Infinity")]
-        );
+        assert_eq!(encode(Arc::new(array)), vec![json!(1.5), json!("NaN"), json!("Infinity"), json!("-Infinity")]);
     }
 
     #[test]
@@ -393,29 +377,20 @@ mod tests {
             encode(Arc::new(TimestampMillisecondArray::from(vec![millis]).with_timezone("America/New_York"))),
             vec![json!("2001-08-21 23:04:05.321 America/New_York")]
         );
-        assert_eq!(
-            encode(Arc::new(TimestampMillisecondArray::from(vec![-1]))),
-            vec![json!("1969-12-31 23:59:59.999")]
-        );
+        assert_eq!(encode(Arc::new(TimestampMillisecondArray::from(vec![-1]))), vec![json!("1969-12-31 23:59:59.999")]);
         assert_eq!(encode(Arc::new(BinaryArray::from(vec![&b"hi"[..]]))), vec![json!("aGk=")]);
     }
 
     #[test]
     fn intervals_use_trino_text() {
-        assert_eq!(
-            encode(Arc::new(IntervalYearMonthArray::from(vec![14, -3]))),
-            vec![json!("1-2"), json!("-0-3")]
-        );
+        assert_eq!(encode(Arc::new(IntervalYearMonthArray::from(vec![14, -3]))), vec![json!("1-2"), json!("-0-3")]);
         assert_eq!(day_to_second(93_784_005), json!("1 02:03:04.005"));
         assert_eq!(day_to_second(-1500), json!("-0 00:00:01.500"));
     }
 
     #[test]
     fn arrays_and_rows_are_json_arrays() {
-        let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
-            Some(vec![Some(1), None]),
-            None,
-        ]);
+        let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(vec![Some(1), None]), None]);
         assert_eq!(encode(Arc::new(list)), vec![json!([1, null]), Value::Null]);
         let row = StructArray::from(vec![
             (Arc::new(Field::new("a", DataType::Int32, true)), Arc::new(Int32Array::from(vec![7])) as ArrayRef),

@@ -22,7 +22,7 @@ use flotilla_proto::{ErrorCode, FlotillaError};
 use crate::catalog::{Catalogs, RuntimeSource};
 use crate::error::from_datafusion;
 use crate::functions::trino_functions;
-use crate::progress::PeakMemoryPool;
+use crate::progress::{PeakMemoryPool, ScanCounters};
 use crate::session::{session_property, SqlSession, SESSION_PROPERTIES};
 use crate::show;
 use crate::statement::{parse_statement, TrinoStatement};
@@ -58,6 +58,8 @@ pub struct StatementResult {
     /// The physical plan, for progress figures; absent for metadata statements.
     pub plan: Option<Arc<dyn ExecutionPlan>>,
     pub memory: Arc<PeakMemoryPool>,
+    /// Input read by the connectors so far.
+    pub scans: Arc<ScanCounters>,
 }
 
 impl std::fmt::Debug for StatementResult {
@@ -117,7 +119,16 @@ impl Engine {
 
     /// A DataFusion session for one statement of `session`.
     fn session_state(&self, session: &SqlSession, memory: Arc<PeakMemoryPool>) -> Result<SessionState, FlotillaError> {
-        let mut config = self.base.config().clone();
+        self.session_state_counting(session, memory, Arc::new(ScanCounters::default()))
+    }
+
+    fn session_state_counting(
+        &self,
+        session: &SqlSession,
+        memory: Arc<PeakMemoryPool>,
+        scans: Arc<ScanCounters>,
+    ) -> Result<SessionState, FlotillaError> {
+        let mut config = self.base.config().clone().with_extension(scans);
         let options = config.options_mut();
         options.catalog.default_catalog = session.catalog.clone().unwrap_or_else(|| UNSET_CATALOG.to_string());
         options.catalog.default_schema = session.schema.clone().unwrap_or_else(|| UNSET_SCHEMA.to_string());
@@ -129,7 +140,10 @@ impl Engine {
         })?;
         options.execution.target_partitions = partitions;
         let runtime = RuntimeEnvBuilder::new().with_memory_pool(memory).build_arc().map_err(df_error)?;
-        Ok(SessionStateBuilder::new_from_existing(self.base.clone()).with_config(config).with_runtime_env(runtime).build())
+        Ok(SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .build())
     }
 
     /// Parses, plans and starts one statement.
@@ -165,7 +179,10 @@ impl Engine {
                 TrinoStatement::SetSession { name, value } => {
                     let property = session_property(&name)?;
                     let value = literal_text(&value).ok_or_else(|| {
-                        FlotillaError::new(ErrorCode::InvalidSessionProperty, format!("value of {name} must be a literal"))
+                        FlotillaError::new(
+                            ErrorCode::InvalidSessionProperty,
+                            format!("value of {name} must be a literal"),
+                        )
                     })?;
                     property.validate(&value)?;
                     let changes = SessionChanges { set_session: vec![(name, value)], ..Default::default() };
@@ -177,13 +194,21 @@ impl Engine {
                 }
                 TrinoStatement::Use { catalog, schema } => {
                     let catalog_name = catalog.clone().or_else(|| session.catalog.clone()).ok_or_else(|| {
-                        FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
+                        FlotillaError::new(
+                            ErrorCode::MissingCatalogName,
+                            "Catalog must be specified when session catalog is not set",
+                        )
                     })?;
-                    let provider = self.catalogs.catalog(&catalog_name).ok_or_else(|| catalog_not_found(&catalog_name))?;
+                    let provider =
+                        self.catalogs.catalog(&catalog_name).ok_or_else(|| catalog_not_found(&catalog_name))?;
                     if provider.schema(&schema).is_none() {
                         return Err(schema_not_found(&catalog_name, &schema));
                     }
-                    let changes = SessionChanges { set_catalog: Some(catalog_name), set_schema: Some(schema), ..Default::default() };
+                    let changes = SessionChanges {
+                        set_catalog: Some(catalog_name),
+                        set_schema: Some(schema),
+                        ..Default::default()
+                    };
                     done("USE", changes, memory)
                 }
                 TrinoStatement::Prepare { name, sql } => {
@@ -218,9 +243,15 @@ impl Engine {
                 }
                 TrinoStatement::StartTransaction => {
                     let id = format!("{:032x}", rand_id());
-                    done("START TRANSACTION", SessionChanges { started_transaction_id: Some(id), ..Default::default() }, memory)
+                    done(
+                        "START TRANSACTION",
+                        SessionChanges { started_transaction_id: Some(id), ..Default::default() },
+                        memory,
+                    )
                 }
-                TrinoStatement::Commit => done("COMMIT", SessionChanges { clear_transaction_id: true, ..Default::default() }, memory),
+                TrinoStatement::Commit => {
+                    done("COMMIT", SessionChanges { clear_transaction_id: true, ..Default::default() }, memory)
+                }
                 TrinoStatement::Rollback => {
                     done("ROLLBACK", SessionChanges { clear_transaction_id: true, ..Default::default() }, memory)
                 }
@@ -283,7 +314,8 @@ impl Engine {
         statement: Statement,
         memory: Arc<PeakMemoryPool>,
     ) -> Result<StatementResult, FlotillaError> {
-        let state = self.session_state(session, memory.clone())?;
+        let scans = Arc::new(ScanCounters::default());
+        let state = self.session_state_counting(session, memory.clone(), scans.clone())?;
         let plan = self.plan_physical(&state, session, statement).await?;
         let stream = execute_stream(plan.clone(), state.task_ctx()).map_err(df_error)?;
         Ok(StatementResult {
@@ -294,10 +326,16 @@ impl Engine {
             changes: SessionChanges::default(),
             plan: Some(plan),
             memory,
+            scans,
         })
     }
 
-    async fn output_schema(&self, session: &SqlSession, sql: &str, memory: Arc<PeakMemoryPool>) -> Result<SchemaRef, FlotillaError> {
+    async fn output_schema(
+        &self,
+        session: &SqlSession,
+        sql: &str,
+        memory: Arc<PeakMemoryPool>,
+    ) -> Result<SchemaRef, FlotillaError> {
         let TrinoStatement::Other(statement) = numbered_placeholders(parse_statement(sql)?)? else {
             return Ok(Arc::new(Schema::empty()));
         };
@@ -306,7 +344,13 @@ impl Engine {
         Ok(Arc::new(plan.schema().as_arrow().clone()))
     }
 
-    async fn explain(&self, session: &SqlSession, sql: &str, analyze: bool, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+    async fn explain(
+        &self,
+        session: &SqlSession,
+        sql: &str,
+        analyze: bool,
+        memory: Arc<PeakMemoryPool>,
+    ) -> Result<StatementResult, FlotillaError> {
         let TrinoStatement::Other(statement) = parse_statement(sql)? else {
             return Err(FlotillaError::not_supported("EXPLAIN supports queries only"));
         };
@@ -330,26 +374,36 @@ impl Engine {
         rows(batch, memory)
     }
 
-    async fn resolve_table(&self, session: &SqlSession, name: &[String]) -> Result<Arc<dyn TableProvider>, FlotillaError> {
+    async fn resolve_table(
+        &self,
+        session: &SqlSession,
+        name: &[String],
+    ) -> Result<Arc<dyn TableProvider>, FlotillaError> {
         let (catalog, schema, table) = match name {
             [table] => (session.catalog.clone(), session.schema.clone(), table.clone()),
             [schema, table] => (session.catalog.clone(), Some(schema.clone()), table.clone()),
             [catalog, schema, table] => (Some(catalog.clone()), Some(schema.clone()), table.clone()),
-            _ => return Err(FlotillaError::new(ErrorCode::SyntaxError, format!("too many dots in table name '{}'", name.join(".")))),
+            _ => {
+                return Err(FlotillaError::new(
+                    ErrorCode::SyntaxError,
+                    format!("too many dots in table name '{}'", name.join(".")),
+                ))
+            }
         };
         let catalog = catalog.ok_or_else(|| {
-            FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
+            FlotillaError::new(
+                ErrorCode::MissingCatalogName,
+                "Catalog must be specified when session catalog is not set",
+            )
         })?;
         let schema = schema.ok_or_else(|| {
             FlotillaError::new(ErrorCode::MissingSchemaName, "Schema must be specified when session schema is not set")
         })?;
         let catalog_provider = self.catalogs.catalog(&catalog).ok_or_else(|| catalog_not_found(&catalog))?;
         let schema_provider = catalog_provider.schema(&schema).ok_or_else(|| schema_not_found(&catalog, &schema))?;
-        schema_provider
-            .table(&table)
-            .await
-            .map_err(df_error)?
-            .ok_or_else(|| FlotillaError::new(ErrorCode::TableNotFound, format!("Table '{catalog}.{schema}.{table}' does not exist")))
+        schema_provider.table(&table).await.map_err(df_error)?.ok_or_else(|| {
+            FlotillaError::new(ErrorCode::TableNotFound, format!("Table '{catalog}.{schema}.{table}' does not exist"))
+        })
     }
 }
 
@@ -370,10 +424,16 @@ pub(crate) fn schema_not_found(catalog: &str, schema: &str) -> FlotillaError {
 /// Turns errors about the placeholder defaults into Trino's "must be specified" errors.
 fn missing_names(error: FlotillaError, session: &SqlSession) -> FlotillaError {
     if session.catalog.is_none() && error.message.contains(UNSET_CATALOG) {
-        return FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set");
+        return FlotillaError::new(
+            ErrorCode::MissingCatalogName,
+            "Catalog must be specified when session catalog is not set",
+        );
     }
     if session.schema.is_none() && error.message.contains(UNSET_SCHEMA) {
-        return FlotillaError::new(ErrorCode::MissingSchemaName, "Schema must be specified when session schema is not set");
+        return FlotillaError::new(
+            ErrorCode::MissingSchemaName,
+            "Schema must be specified when session schema is not set",
+        );
     }
     error
 }
@@ -466,11 +526,16 @@ fn rows(batch: RecordBatch, memory: Arc<PeakMemoryPool>) -> Result<StatementResu
         changes: SessionChanges::default(),
         plan: None,
         memory,
+        scans: Arc::new(ScanCounters::default()),
     })
 }
 
 /// A statement that only changes the session: Trino answers with one `result` row, `true`.
-fn done(update_type: &str, changes: SessionChanges, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+fn done(
+    update_type: &str,
+    changes: SessionChanges,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
     let schema = Arc::new(Schema::new(vec![Field::new("result", DataType::Boolean, false)]));
     let batch = RecordBatch::try_new(schema, vec![Arc::new(BooleanArray::from(vec![true])) as ArrayRef])
         .map_err(|e| FlotillaError::internal(e.to_string()))?;

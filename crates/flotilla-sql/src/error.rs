@@ -30,8 +30,11 @@ pub fn syntax_error(error: &ParserError) -> FlotillaError {
         ParserError::RecursionLimitExceeded => "statement is too deeply nested".to_string(),
     };
     let location = location_in(&message).unwrap_or(ErrorLocation { line: 1, column: 1 });
-    FlotillaError::new(ErrorCode::SyntaxError, format!("line {}:{}: {}", location.line, location.column, without_location(&message)))
-        .with_location(location)
+    FlotillaError::new(
+        ErrorCode::SyntaxError,
+        format!("line {}:{}: {}", location.line, location.column, without_location(&message)),
+    )
+    .with_location(location)
 }
 
 fn classify_arrow(error: &ArrowError) -> ErrorCode {
@@ -47,10 +50,10 @@ fn classify_arrow(error: &ArrowError) -> ErrorCode {
 
 /// Maps a DataFusion error to a Flotilla error with the closest Trino code.
 pub fn from_datafusion(error: &DataFusionError) -> FlotillaError {
-    let location = error.diagnostic().and_then(|d| d.span).map(|span| ErrorLocation {
-        line: span.start.line as u32,
-        column: span.start.column as u32,
-    });
+    let location = error
+        .diagnostic()
+        .and_then(|d| d.span)
+        .map(|span| ErrorLocation { line: span.start.line as u32, column: span.start.column as u32 });
     let root = error.find_root();
     let message = root.message().trim().to_string();
     let lower = message.to_ascii_lowercase();
@@ -73,9 +76,14 @@ pub fn from_datafusion(error: &DataFusionError) -> FlotillaError {
                 ErrorCode::TableNotFound
             } else if lower.starts_with("invalid function") {
                 ErrorCode::FunctionNotFound
-            } else if lower.contains("no function matches") || lower.contains("coercion") || lower.contains("cannot infer common") {
+            } else if lower.contains("no function matches")
+                || lower.contains("coercion")
+                || lower.contains("cannot infer common")
+            {
                 ErrorCode::TypeMismatch
-            } else if lower.contains("must appear in the group by clause") || lower.contains("projection references non-aggregate") {
+            } else if lower.contains("must appear in the group by clause")
+                || lower.contains("projection references non-aggregate")
+            {
                 ErrorCode::ExpressionNotAggregate
             } else {
                 ErrorCode::GenericUserError

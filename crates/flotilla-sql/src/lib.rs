@@ -23,5 +23,5 @@ pub mod statement;
 mod types;
 
 pub use engine::{bind_parameters, Engine, SessionChanges, StatementResult};
-pub use progress::{plan_progress, PeakMemoryPool, PlanProgress};
+pub use progress::{plan_progress, PeakMemoryPool, PlanProgress, ScanCounters};
 pub use session::SqlSession;

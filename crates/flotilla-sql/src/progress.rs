@@ -73,6 +73,29 @@ impl MemoryPool for PeakMemoryPool {
     }
 }
 
+/// Rows and bytes that connectors have read for one statement: Trino's processed input.
+/// Each statement's session carries one as a config extension; scans add to it as they go.
+#[derive(Debug, Default)]
+pub struct ScanCounters {
+    rows: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl ScanCounters {
+    pub fn add(&self, rows: usize, bytes: usize) {
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
 /// Progress figures of a physical plan, read from its metrics (which operators update while
 /// they run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -87,7 +110,9 @@ pub struct PlanProgress {
     pub cpu_nanos: u64,
 }
 
-pub fn plan_progress(plan: &Arc<dyn ExecutionPlan>) -> PlanProgress {
+/// Progress of a running plan: splits and CPU from the plan's metrics, input figures from
+/// the connectors' counters.
+pub fn plan_progress(plan: &Arc<dyn ExecutionPlan>, scans: &ScanCounters) -> PlanProgress {
     fn walk(plan: &Arc<dyn ExecutionPlan>, progress: &mut PlanProgress) {
         let metrics = plan.metrics();
         if let Some(metrics) = &metrics {
@@ -98,7 +123,8 @@ pub fn plan_progress(plan: &Arc<dyn ExecutionPlan>) -> PlanProgress {
             progress.total_splits += plan.properties().output_partitioning().partition_count() as u64;
             if let Some(metrics) = metrics {
                 progress.processed_rows += metrics.output_rows().unwrap_or(0) as u64;
-                progress.processed_bytes += metrics.sum_by_name("bytes_scanned").map(|v| v.as_usize()).unwrap_or(0) as u64;
+                progress.processed_bytes +=
+                    metrics.sum_by_name("bytes_scanned").map(|v| v.as_usize()).unwrap_or(0) as u64;
             }
         }
         for child in children {
@@ -107,5 +133,7 @@ pub fn plan_progress(plan: &Arc<dyn ExecutionPlan>) -> PlanProgress {
     }
     let mut progress = PlanProgress::default();
     walk(plan, &mut progress);
+    progress.processed_rows = progress.processed_rows.max(scans.rows());
+    progress.processed_bytes = progress.processed_bytes.max(scans.bytes());
     progress
 }

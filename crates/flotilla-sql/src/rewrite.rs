@@ -51,7 +51,8 @@ fn literal_decimal_type(text: &str) -> Option<(u64, u64)> {
 pub fn type_decimal_literals(statement: &mut Statement) {
     let _ = visit_expressions_mut(statement, |expr| {
         if let Expr::TypedString(typed) = expr {
-            if let DataType::Decimal(ExactNumberInfo::None) | DataType::Numeric(ExactNumberInfo::None) = typed.data_type {
+            if let DataType::Decimal(ExactNumberInfo::None) | DataType::Numeric(ExactNumberInfo::None) = typed.data_type
+            {
                 let text = match &typed.value.value {
                     Value::SingleQuotedString(text) => Some(text.clone()),
                     _ => None,
@@ -84,7 +85,8 @@ mod tests {
 
     #[test]
     fn unnamed_expressions_get_positional_names() {
-        let mut statement = Parser::parse_sql(&GenericDialect {}, "SELECT 1, a, t.b, count(*) AS c, a + 1 FROM t").unwrap().remove(0);
+        let mut statement =
+            Parser::parse_sql(&GenericDialect {}, "SELECT 1, a, t.b, count(*) AS c, a + 1 FROM t").unwrap().remove(0);
         name_unnamed_columns(&mut statement);
         assert_eq!(statement.to_string(), "SELECT 1 AS _col0, a, t.b, count(*) AS c, a + 1 AS _col4 FROM t");
     }

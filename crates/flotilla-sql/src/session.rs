@@ -78,10 +78,9 @@ pub const SESSION_PROPERTIES: &[SessionProperty] = &[
 
 /// Looks a property up, or fails as Trino does for an unknown name.
 pub fn session_property(name: &str) -> Result<&'static SessionProperty, FlotillaError> {
-    SESSION_PROPERTIES
-        .iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| FlotillaError::new(ErrorCode::InvalidSessionProperty, format!("Session property '{name}' does not exist")))
+    SESSION_PROPERTIES.iter().find(|p| p.name == name).ok_or_else(|| {
+        FlotillaError::new(ErrorCode::InvalidSessionProperty, format!("Session property '{name}' does not exist"))
+    })
 }
 
 impl SessionProperty {

@@ -87,7 +87,14 @@ pub fn columns(table: &dyn TableProvider) -> RecordBatch {
         .schema()
         .fields()
         .iter()
-        .map(|f| vec![Some(f.name().clone()), Some(information_schema_type_name(f.data_type())), Some(String::new()), Some(String::new())])
+        .map(|f| {
+            vec![
+                Some(f.name().clone()),
+                Some(information_schema_type_name(f.data_type())),
+                Some(String::new()),
+                Some(String::new()),
+            ]
+        })
         .collect();
     // Four text columns of equal length cannot fail to form a batch.
     text_columns(&["Column", "Type", "Extra", "Comment"], rows).expect("valid batch")
@@ -161,7 +168,10 @@ pub fn describe_input(types: &BTreeMap<String, Option<DataType>>) -> RecordBatch
         })
         .collect();
     parameters.sort();
-    let schema = Arc::new(Schema::new(vec![Field::new("Position", DataType::Int64, false), Field::new("Type", DataType::Utf8, false)]));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("Position", DataType::Int64, false),
+        Field::new("Type", DataType::Utf8, false),
+    ]));
     RecordBatch::try_new(
         schema,
         vec![

@@ -7,32 +7,72 @@ use datafusion::sql::sqlparser::ast::{Expr, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
-use flotilla_proto::{FlotillaError, ErrorCode};
+use flotilla_proto::{ErrorCode, FlotillaError};
 
 use crate::error::syntax_error;
 
 /// A parsed statement.
 #[derive(Debug, Clone)]
 pub enum TrinoStatement {
-    ShowCatalogs { like: Option<String> },
-    ShowSchemas { catalog: Option<String>, like: Option<String> },
-    ShowTables { schema: Vec<String>, like: Option<String> },
-    ShowColumns { table: Vec<String> },
-    ShowFunctions { like: Option<String> },
-    ShowSession { like: Option<String> },
-    SetSession { name: String, value: Expr },
-    ResetSession { name: String },
-    Use { catalog: Option<String>, schema: String },
-    Prepare { name: String, sql: String },
-    Execute { name: String, parameters: Vec<Expr> },
-    ExecuteImmediate { sql: String, parameters: Vec<Expr> },
-    Deallocate { name: String },
-    DescribeOutput { name: String },
-    DescribeInput { name: String },
+    ShowCatalogs {
+        like: Option<String>,
+    },
+    ShowSchemas {
+        catalog: Option<String>,
+        like: Option<String>,
+    },
+    ShowTables {
+        schema: Vec<String>,
+        like: Option<String>,
+    },
+    ShowColumns {
+        table: Vec<String>,
+    },
+    ShowFunctions {
+        like: Option<String>,
+    },
+    ShowSession {
+        like: Option<String>,
+    },
+    SetSession {
+        name: String,
+        value: Expr,
+    },
+    ResetSession {
+        name: String,
+    },
+    Use {
+        catalog: Option<String>,
+        schema: String,
+    },
+    Prepare {
+        name: String,
+        sql: String,
+    },
+    Execute {
+        name: String,
+        parameters: Vec<Expr>,
+    },
+    ExecuteImmediate {
+        sql: String,
+        parameters: Vec<Expr>,
+    },
+    Deallocate {
+        name: String,
+    },
+    DescribeOutput {
+        name: String,
+    },
+    DescribeInput {
+        name: String,
+    },
     StartTransaction,
     Commit,
     Rollback,
-    Explain { analyze: bool, sql: String },
+    Explain {
+        analyze: bool,
+        sql: String,
+    },
     /// Anything else, parsed by sqlparser.
     Other(Box<Statement>),
 }
@@ -193,11 +233,13 @@ pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
         return Ok(TrinoStatement::ShowCatalogs { like: cursor.optional_like()? });
     }
     if cursor.keywords(&["SHOW", "SCHEMAS"]) {
-        let catalog = if cursor.keywords(&["FROM"]) || cursor.keywords(&["IN"]) { Some(cursor.identifier()?) } else { None };
+        let catalog =
+            if cursor.keywords(&["FROM"]) || cursor.keywords(&["IN"]) { Some(cursor.identifier()?) } else { None };
         return Ok(TrinoStatement::ShowSchemas { catalog, like: cursor.optional_like()? });
     }
     if cursor.keywords(&["SHOW", "TABLES"]) {
-        let schema = if cursor.keywords(&["FROM"]) || cursor.keywords(&["IN"]) { cursor.qualified_name()? } else { vec![] };
+        let schema =
+            if cursor.keywords(&["FROM"]) || cursor.keywords(&["IN"]) { cursor.qualified_name()? } else { vec![] };
         return Ok(TrinoStatement::ShowTables { schema, like: cursor.optional_like()? });
     }
     if cursor.keywords(&["SHOW", "COLUMNS", "FROM"]) || cursor.keywords(&["SHOW", "COLUMNS", "IN"]) {
@@ -254,12 +296,14 @@ pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
     }
     if cursor.keywords(&["EXECUTE", "IMMEDIATE"]) {
         let sql = cursor.string_literal()?;
-        let parameters = if cursor.keywords(&["USING"]) { cursor.expressions()? } else { cursor.expect_end().map(|_| vec![])? };
+        let parameters =
+            if cursor.keywords(&["USING"]) { cursor.expressions()? } else { cursor.expect_end().map(|_| vec![])? };
         return Ok(TrinoStatement::ExecuteImmediate { sql, parameters });
     }
     if cursor.keywords(&["EXECUTE"]) {
         let name = cursor.identifier()?;
-        let parameters = if cursor.keywords(&["USING"]) { cursor.expressions()? } else { cursor.expect_end().map(|_| vec![])? };
+        let parameters =
+            if cursor.keywords(&["USING"]) { cursor.expressions()? } else { cursor.expect_end().map(|_| vec![])? };
         return Ok(TrinoStatement::Execute { name, parameters });
     }
     if cursor.keywords(&["DEALLOCATE", "PREPARE"]) {
@@ -307,9 +351,14 @@ pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
             loop {
                 let option = cursor.peek_word(0).unwrap_or_default();
                 let value = cursor.peek_word(1).unwrap_or_default();
-                let accepted = matches!((option.as_str(), value.as_str()), ("FORMAT", "TEXT") | ("TYPE", "LOGICAL") | ("TYPE", "DISTRIBUTED"));
+                let accepted = matches!(
+                    (option.as_str(), value.as_str()),
+                    ("FORMAT", "TEXT") | ("TYPE", "LOGICAL") | ("TYPE", "DISTRIBUTED")
+                );
                 if !accepted {
-                    return Err(FlotillaError::not_supported(format!("EXPLAIN option {option} {value} is not supported")));
+                    return Err(FlotillaError::not_supported(format!(
+                        "EXPLAIN option {option} {value} is not supported"
+                    )));
                 }
                 cursor.position += 2;
                 match cursor.tokens.get(cursor.position).map(|t| &t.token) {
@@ -345,15 +394,25 @@ mod tests {
     #[test]
     fn recognises_show_statements() {
         assert!(matches!(parse("SHOW CATALOGS"), TrinoStatement::ShowCatalogs { like: None }));
-        assert!(matches!(parse("show schemas from tpch like 't%'"), TrinoStatement::ShowSchemas { catalog: Some(c), like: Some(l) } if c == "tpch" && l == "t%"));
-        assert!(matches!(parse("SHOW TABLES IN tpch.tiny"), TrinoStatement::ShowTables { schema, .. } if schema == ["tpch", "tiny"]));
-        assert!(matches!(parse("DESCRIBE tpch.tiny.nation"), TrinoStatement::ShowColumns { table } if table.len() == 3));
-        assert!(matches!(parse("SHOW COLUMNS FROM \"Nation\""), TrinoStatement::ShowColumns { table } if table == ["Nation"]));
+        assert!(
+            matches!(parse("show schemas from tpch like 't%'"), TrinoStatement::ShowSchemas { catalog: Some(c), like: Some(l) } if c == "tpch" && l == "t%")
+        );
+        assert!(
+            matches!(parse("SHOW TABLES IN tpch.tiny"), TrinoStatement::ShowTables { schema, .. } if schema == ["tpch", "tiny"])
+        );
+        assert!(
+            matches!(parse("DESCRIBE tpch.tiny.nation"), TrinoStatement::ShowColumns { table } if table.len() == 3)
+        );
+        assert!(
+            matches!(parse("SHOW COLUMNS FROM \"Nation\""), TrinoStatement::ShowColumns { table } if table == ["Nation"])
+        );
     }
 
     #[test]
     fn recognises_session_and_prepared_statements() {
-        assert!(matches!(parse("SET SESSION query_max_run_time = '1h'"), TrinoStatement::SetSession { name, .. } if name == "query_max_run_time"));
+        assert!(
+            matches!(parse("SET SESSION query_max_run_time = '1h'"), TrinoStatement::SetSession { name, .. } if name == "query_max_run_time")
+        );
         assert!(matches!(parse("USE tpch.tiny"), TrinoStatement::Use { catalog: Some(_), schema } if schema == "tiny"));
         match parse("PREPARE st1 FROM SELECT ? + 1") {
             TrinoStatement::Prepare { name, sql } => {
@@ -362,12 +421,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse("EXECUTE st1 USING 1, 'a'"), TrinoStatement::Execute { parameters, .. } if parameters.len() == 2));
-        assert!(matches!(parse("EXECUTE IMMEDIATE 'SELECT ''x'', ?' USING 2"), TrinoStatement::ExecuteImmediate { sql, parameters } if sql == "SELECT 'x', ?" && parameters.len() == 1));
+        assert!(
+            matches!(parse("EXECUTE st1 USING 1, 'a'"), TrinoStatement::Execute { parameters, .. } if parameters.len() == 2)
+        );
+        assert!(
+            matches!(parse("EXECUTE IMMEDIATE 'SELECT ''x'', ?' USING 2"), TrinoStatement::ExecuteImmediate { sql, parameters } if sql == "SELECT 'x', ?" && parameters.len() == 1)
+        );
         assert!(matches!(parse("DEALLOCATE PREPARE st1"), TrinoStatement::Deallocate { .. }));
         assert!(matches!(parse("DESCRIBE OUTPUT st1"), TrinoStatement::DescribeOutput { .. }));
         assert!(matches!(parse("START TRANSACTION ISOLATION LEVEL READ COMMITTED"), TrinoStatement::StartTransaction));
-        assert!(matches!(parse("EXPLAIN (TYPE DISTRIBUTED) SELECT 1"), TrinoStatement::Explain { analyze: false, sql } if sql == "SELECT 1"));
+        assert!(
+            matches!(parse("EXPLAIN (TYPE DISTRIBUTED) SELECT 1"), TrinoStatement::Explain { analyze: false, sql } if sql == "SELECT 1")
+        );
     }
 
     #[test]

@@ -64,8 +64,14 @@ mod tests {
         let planner = TrinoTypePlanner;
         let plan = |t: SqlType| planner.plan_type_field(&t).unwrap().map(|f| f.data_type().clone());
         assert_eq!(plan(SqlType::Varbinary(None)), Some(DataType::Binary));
-        assert_eq!(plan(SqlType::Timestamp(Some(3), TimezoneInfo::None)), Some(DataType::Timestamp(TimeUnit::Millisecond, None)));
-        assert_eq!(plan(SqlType::Timestamp(Some(2), TimezoneInfo::None)), Some(DataType::Timestamp(TimeUnit::Millisecond, None)));
+        assert_eq!(
+            plan(SqlType::Timestamp(Some(3), TimezoneInfo::None)),
+            Some(DataType::Timestamp(TimeUnit::Millisecond, None))
+        );
+        assert_eq!(
+            plan(SqlType::Timestamp(Some(2), TimezoneInfo::None)),
+            Some(DataType::Timestamp(TimeUnit::Millisecond, None))
+        );
         assert_eq!(plan(SqlType::BigInt(None)), None);
     }
 }

@@ -31,6 +31,10 @@ pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
         coordinator.apply(&path.display().to_string(), &properties).map_err(|e| e.to_string())?;
     }
     let catalog_dir = dir.join("catalog");
-    let catalogs = if catalog_dir.is_dir() { Catalogs::load_dir(&catalog_dir).map_err(|e| e.to_string())? } else { Catalogs::defaults() };
+    let catalogs = if catalog_dir.is_dir() {
+        Catalogs::load_dir(&catalog_dir).map_err(|e| e.to_string())?
+    } else {
+        Catalogs::defaults()
+    };
     Ok(Setup { coordinator, catalogs })
 }

@@ -90,11 +90,17 @@ pub async fn info(
     Ok(Json(summary(&query, &self_uri(&coordinator, &request_headers))))
 }
 
-pub async fn exists(State(coordinator): State<Arc<Coordinator>>, Path(query_id): Path<String>) -> Result<StatusCode, HttpError> {
+pub async fn exists(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(query_id): Path<String>,
+) -> Result<StatusCode, HttpError> {
     find(&coordinator, &query_id).map(|_| StatusCode::OK)
 }
 
-pub async fn kill(State(coordinator): State<Arc<Coordinator>>, Path(query_id): Path<String>) -> Result<StatusCode, HttpError> {
+pub async fn kill(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(query_id): Path<String>,
+) -> Result<StatusCode, HttpError> {
     let query = find(&coordinator, &query_id)?;
     coordinator.manager.cancel(&query.id, ErrorCode::UserCanceled, "Query was canceled");
     Ok(StatusCode::NO_CONTENT)

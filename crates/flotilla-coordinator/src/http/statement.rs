@@ -41,9 +41,11 @@ pub async fn submit(
         return Err(HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down"));
     }
     let uris = uris(&coordinator, &request_headers)?;
-    let session = ClientSession::from_headers(request_headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())))
-        .map_err(|e| HttpError::bad_request(e.to_string()))?;
-    let sql = String::from_utf8(body.to_vec()).map_err(|_| HttpError::bad_request("SQL statement is not valid UTF-8"))?;
+    let session =
+        ClientSession::from_headers(request_headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())))
+            .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let sql =
+        String::from_utf8(body.to_vec()).map_err(|_| HttpError::bad_request("SQL statement is not valid UTF-8"))?;
     if sql.trim().is_empty() {
         return Err(HttpError::bad_request("SQL statement is empty"));
     }
@@ -61,7 +63,8 @@ fn find_query(coordinator: &Coordinator, phase: &str, query_id: &str, slug: &str
         return Err(HttpError::not_found("Not found"));
     }
     let id: QueryId = query_id.parse().map_err(|_| HttpError::not_found(format!("Query not found: {query_id}")))?;
-    let query = coordinator.manager.get(&id).ok_or_else(|| HttpError::not_found(format!("Query not found: {query_id}")))?;
+    let query =
+        coordinator.manager.get(&id).ok_or_else(|| HttpError::not_found(format!("Query not found: {query_id}")))?;
     if query.slug != slug {
         return Err(HttpError::not_found(format!("Query not found: {query_id}")));
     }
@@ -87,7 +90,10 @@ pub async fn fetch(
         return Ok(respond(&cursor.last_response));
     }
     if token < cursor.last_token {
-        return Err(HttpError::new(StatusCode::GONE, format!("Page {token} of query {query_id} is gone (current token is {})", cursor.last_token)));
+        return Err(HttpError::new(
+            StatusCode::GONE,
+            format!("Page {token} of query {query_id} is gone (current token is {})", cursor.last_token),
+        ));
     }
     if token > cursor.last_token + 1 {
         return Err(HttpError::not_found(format!("Invalid token {token} for query {query_id}")));
@@ -109,7 +115,13 @@ pub async fn cancel(
 
 /// Produces the response for token `token` (one past the last served), waiting up to
 /// `max_wait` for data or the end of the query.
-async fn next_response(query: &Query, uris: &QueryUris, cursor: &mut ResultCursor, token: u64, max_wait: Duration) -> Arc<CachedResponse> {
+async fn next_response(
+    query: &Query,
+    uris: &QueryUris,
+    cursor: &mut ResultCursor,
+    token: u64,
+    max_wait: Duration,
+) -> Arc<CachedResponse> {
     let deadline = tokio::time::Instant::now() + max_wait;
     let next = Some(token + 1);
     loop {
@@ -142,7 +154,13 @@ async fn next_response(query: &Query, uris: &QueryUris, cursor: &mut ResultCurso
 
 /// A response carrying `page`; when it is the last one, it is also the final response, which
 /// saves the client a round trip.
-fn page_response(query: &Query, uris: &QueryUris, cursor: &mut ResultCursor, token: u64, page: Page) -> Arc<CachedResponse> {
+fn page_response(
+    query: &Query,
+    uris: &QueryUris,
+    cursor: &mut ResultCursor,
+    token: u64,
+    page: Page,
+) -> Arc<CachedResponse> {
     match cursor.pages.try_recv() {
         Ok(following) => cursor.pending = Some(following),
         Err(TryRecvError::Disconnected) => cursor.exhausted = true,
@@ -152,7 +170,13 @@ fn page_response(query: &Query, uris: &QueryUris, cursor: &mut ResultCursor, tok
     build_response(query, uris, cursor, if last { None } else { Some(token + 1) }, Some(page))
 }
 
-fn build_response(query: &Query, uris: &QueryUris, _cursor: &mut ResultCursor, next_token: Option<u64>, page: Option<Page>) -> Arc<CachedResponse> {
+fn build_response(
+    query: &Query,
+    uris: &QueryUris,
+    _cursor: &mut ResultCursor,
+    next_token: Option<u64>,
+    page: Option<Page>,
+) -> Arc<CachedResponse> {
     let results = query.results(uris, next_token, page);
     let body = serde_json::to_vec(&results).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     let changes = query.status.lock().changes.clone();

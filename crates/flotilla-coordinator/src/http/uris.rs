@@ -12,7 +12,11 @@ pub struct QueryUris {
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or(v).trim()).filter(|v| !v.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(',').next().unwrap_or(v).trim())
+        .filter(|v| !v.is_empty())
 }
 
 /// A host (with optional port) made only of characters hosts can have, so nothing a client
@@ -38,7 +42,11 @@ impl QueryUris {
             Some(port) => {
                 let port: u16 = port.parse().map_err(|_| format!("invalid X-Forwarded-Port '{port}'"))?;
                 let without_port = match host.rsplit_once(':') {
-                    Some((name, maybe_port)) if !host.ends_with(']') && maybe_port.bytes().all(|b| b.is_ascii_digit()) => name,
+                    Some((name, maybe_port))
+                        if !host.ends_with(']') && maybe_port.bytes().all(|b| b.is_ascii_digit()) =>
+                    {
+                        name
+                    }
                     _ => host,
                 };
                 format!("{without_port}:{port}")
@@ -77,12 +85,18 @@ mod tests {
     #[test]
     fn forwarded_headers_win_over_host() {
         let uris = QueryUris::from_headers(
-            &headers(&[("host", "10.0.0.1:8080"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "trino.example.com"), ("x-forwarded-port", "443")]),
+            &headers(&[
+                ("host", "10.0.0.1:8080"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "trino.example.com"),
+                ("x-forwarded-port", "443"),
+            ]),
             "127.0.0.1:8080",
         )
         .unwrap();
         assert_eq!(uris.base(), "https://trino.example.com:443");
-        let uris = QueryUris::from_headers(&headers(&[("host", "lb:9000"), ("x-forwarded-port", "8443")]), "x").unwrap();
+        let uris =
+            QueryUris::from_headers(&headers(&[("host", "lb:9000"), ("x-forwarded-port", "8443")]), "x").unwrap();
         assert_eq!(uris.base(), "http://lb:8443");
         let uris = QueryUris::from_headers(&headers(&[]), "127.0.0.1:8080").unwrap();
         assert_eq!(uris.base(), "http://127.0.0.1:8080");

@@ -159,7 +159,9 @@ fn own_schema(name: &str) -> Option<SchemaRef> {
             varchar("comment"),
             varchar("extra_info"),
         ],
-        "views" => vec![varchar("table_catalog"), varchar("table_schema"), varchar("table_name"), varchar("view_definition")],
+        "views" => {
+            vec![varchar("table_catalog"), varchar("table_schema"), varchar("table_name"), varchar("view_definition")]
+        }
         _ => return None,
     };
     Some(Arc::new(Schema::new(fields)))

@@ -139,11 +139,8 @@ impl Catalogs {
     /// all with an `information_schema`.
     pub fn provider_list(&self, runtime: Arc<dyn RuntimeSource>) -> Arc<dyn CatalogProviderList> {
         let list = MemoryCatalogProviderList::new();
-        let mut all: Vec<(String, String, Arc<dyn CatalogProvider>)> = self
-            .entries
-            .values()
-            .map(|e| (e.name.clone(), e.connector.clone(), e.provider.clone()))
-            .collect();
+        let mut all: Vec<(String, String, Arc<dyn CatalogProvider>)> =
+            self.entries.values().map(|e| (e.name.clone(), e.connector.clone(), e.provider.clone())).collect();
         let listing: Arc<Vec<(String, String, Arc<dyn CatalogProvider>)>> = Arc::new({
             let mut with_system = all.clone();
             // `system` lists itself too; it is added below once it exists.
@@ -181,10 +178,7 @@ mod tests {
     #[test]
     fn bad_catalog_files_are_rejected_with_the_reason() {
         let path = Path::new("x.properties");
-        assert!(matches!(
-            Catalogs::build(path, "x", props(&[])),
-            Err(CatalogError::MissingConnector { .. })
-        ));
+        assert!(matches!(Catalogs::build(path, "x", props(&[])), Err(CatalogError::MissingConnector { .. })));
         assert!(matches!(
             Catalogs::build(path, "x", props(&[("connector.name", "hive")])),
             Err(CatalogError::UnknownConnector { .. })

@@ -198,7 +198,11 @@ impl SystemSchema {
                     )
                 } else {
                     (
-                        Arc::new(Schema::new(vec![varchar("catalog_name"), varchar("connector_id"), varchar("connector_name")])),
+                        Arc::new(Schema::new(vec![
+                            varchar("catalog_name"),
+                            varchar("connector_id"),
+                            varchar("connector_name"),
+                        ])),
                         names
                             .into_iter()
                             .map(|(name, connector)| vec![text(name.clone()), text(name), text(connector)])
@@ -218,10 +222,9 @@ impl SystemSchema {
                 }
                 (Arc::new(Schema::new(vec![varchar("table_schem"), varchar("table_catalog")])), rows)
             }
-            ("jdbc", "table_types") => (
-                Arc::new(Schema::new(vec![varchar("table_type")])),
-                vec![vec![text("TABLE")], vec![text("VIEW")]],
-            ),
+            ("jdbc", "table_types") => {
+                (Arc::new(Schema::new(vec![varchar("table_type")])), vec![vec![text("TABLE")], vec![text("VIEW")]])
+            }
             ("jdbc", "tables") => {
                 let rows = self
                     .all_tables()
@@ -230,7 +233,18 @@ impl SystemSchema {
                     .map(|(catalog, schema, table, kind)| {
                         let none = || optional_text(None::<String>);
                         let kind = if kind == TableType::View { "VIEW" } else { "TABLE" };
-                        vec![text(catalog), text(schema), text(table), text(kind), none(), none(), none(), none(), none(), none()]
+                        vec![
+                            text(catalog),
+                            text(schema),
+                            text(table),
+                            text(kind),
+                            none(),
+                            none(),
+                            none(),
+                            none(),
+                            none(),
+                            none(),
+                        ]
                     })
                     .collect();
                 (

@@ -19,15 +19,15 @@ use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 use tpchgen::generators::{
-    CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
-    PartSuppGenerator, RegionGenerator, SupplierGenerator,
+    CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator, PartSuppGenerator,
+    RegionGenerator, SupplierGenerator,
 };
 use tpchgen_arrow::{
-    CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RegionArrow,
-    SupplierArrow,
+    CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RegionArrow, SupplierArrow,
 };
 
 use crate::catalog::CatalogError;
+use crate::progress::ScanCounters;
 
 /// Schemas listed by `SHOW SCHEMAS`, as Trino lists them; any other `sfN` also resolves.
 const LISTED_SCHEMAS: &[(&str, f64)] = &[
@@ -160,14 +160,34 @@ impl TpchTable {
         }
         let emit = &mut emit;
         match self {
-            TpchTable::Nation => drive(NationArrow::new(NationGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit),
-            TpchTable::Region => drive(RegionArrow::new(RegionGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit),
-            TpchTable::Part => drive(PartArrow::new(PartGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit),
-            TpchTable::Supplier => drive(SupplierArrow::new(SupplierGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit),
-            TpchTable::PartSupp => drive(PartSuppArrow::new(PartSuppGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit),
-            TpchTable::Customer => drive(CustomerArrow::new(CustomerGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit),
-            TpchTable::Orders => drive(OrderArrow::new(OrderGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit),
-            TpchTable::LineItem => drive(LineItemArrow::new(LineItemGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit),
+            TpchTable::Nation => {
+                drive(NationArrow::new(NationGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit)
+            }
+            TpchTable::Region => {
+                drive(RegionArrow::new(RegionGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit)
+            }
+            TpchTable::Part => {
+                drive(PartArrow::new(PartGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit)
+            }
+            TpchTable::Supplier => drive(
+                SupplierArrow::new(SupplierGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE),
+                emit,
+            ),
+            TpchTable::PartSupp => drive(
+                PartSuppArrow::new(PartSuppGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE),
+                emit,
+            ),
+            TpchTable::Customer => drive(
+                CustomerArrow::new(CustomerGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE),
+                emit,
+            ),
+            TpchTable::Orders => {
+                drive(OrderArrow::new(OrderGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE), emit)
+            }
+            TpchTable::LineItem => drive(
+                LineItemArrow::new(LineItemGenerator::new(scale, part, part_count)).with_batch_size(BATCH_SIZE),
+                emit,
+            ),
         }
     }
 }
@@ -221,9 +241,8 @@ impl SchemaProvider for TpchSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        Ok(TpchTable::from_name(name).map(|table| {
-            Arc::new(TpchTableProvider::new(table, self.scale, self.naming)) as Arc<dyn TableProvider>
-        }))
+        Ok(TpchTable::from_name(name)
+            .map(|table| Arc::new(TpchTableProvider::new(table, self.scale, self.naming)) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -310,7 +329,8 @@ impl PartitionStream for TpchPartition {
         &self.schema
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let counters = ctx.session_config().get_extension::<ScanCounters>();
         let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
         let sender = builder.tx();
         let (table, scale, part, part_count) = (self.table, self.scale, self.part, self.part_count);
@@ -318,6 +338,9 @@ impl PartitionStream for TpchPartition {
         // Generation is CPU work: it runs on the blocking pool and stops when the reader drops.
         builder.spawn_blocking(move || {
             table.generate(scale, part, part_count, |batch| {
+                if let Some(counters) = &counters {
+                    counters.add(batch.num_rows(), batch.get_array_memory_size());
+                }
                 // Same columns in the same order; only the names may differ.
                 let renamed = RecordBatch::try_new(schema.clone(), batch.columns().to_vec());
                 let message = renamed.map_err(DataFusionError::from);

@@ -16,7 +16,8 @@ async fn info_endpoints_describe_the_node() {
     assert!(info["nodeVersion"]["version"].is_string());
     assert!(info["environment"].is_string());
     assert!(info["uptime"].is_string());
-    let state: Value = http.client.get(format!("{}/v1/info/state", cluster.url())).send().await.unwrap().json().await.unwrap();
+    let state: Value =
+        http.client.get(format!("{}/v1/info/state", cluster.url())).send().await.unwrap().json().await.unwrap();
     assert_eq!(state, "ACTIVE");
     cluster.shutdown().await;
 }
@@ -39,14 +40,30 @@ async fn a_query_goes_from_queued_to_executing_and_ends() {
     assert!(last.get("nextUri").is_none());
     for response in &responses {
         assert!(response["id"].is_string() && response["infoUri"].is_string() && response["stats"].is_object());
-        for key in ["queued", "scheduled", "nodes", "totalSplits", "queuedSplits", "runningSplits", "completedSplits", "cpuTimeMillis", "wallTimeMillis", "queuedTimeMillis", "elapsedTimeMillis", "processedRows", "processedBytes", "peakMemoryBytes"] {
+        for key in [
+            "queued",
+            "scheduled",
+            "nodes",
+            "totalSplits",
+            "queuedSplits",
+            "runningSplits",
+            "completedSplits",
+            "cpuTimeMillis",
+            "wallTimeMillis",
+            "queuedTimeMillis",
+            "elapsedTimeMillis",
+            "processedRows",
+            "processedBytes",
+            "peakMemoryBytes",
+        ] {
             assert!(response["stats"].get(key).is_some(), "stats.{key} missing");
         }
     }
     let (columns, rows) = crate::collect(&responses);
     assert_eq!(columns, vec!["one", "two"]);
     assert_eq!(rows, vec![vec![Value::from(1), Value::from("x")]]);
-    let executing = responses.iter().filter_map(|r| r.get("nextUri")).filter_map(Value::as_str).any(|u| u.contains("/executing/"));
+    let executing =
+        responses.iter().filter_map(|r| r.get("nextUri")).filter_map(Value::as_str).any(|u| u.contains("/executing/"));
     assert!(executing || responses.len() == 2, "no executing/ URI in {responses:?}");
     cluster.shutdown().await;
 }
@@ -108,7 +125,8 @@ async fn delete_next_uri_cancels_the_query() {
     let cluster = TestCluster::start_default().await;
     let http = Http::new(&cluster.url());
     // Large enough to still be running when the cancel arrives.
-    let first: Value = http.post("SELECT count(*) FROM tpch.sf100.lineitem").send().await.unwrap().json().await.unwrap();
+    let first: Value =
+        http.post("SELECT count(*) FROM tpch.sf100.lineitem").send().await.unwrap().json().await.unwrap();
     let next = first["nextUri"].as_str().unwrap().to_string();
     let deleted = http.client.delete(&next).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
@@ -123,13 +141,15 @@ async fn delete_next_uri_cancels_the_query() {
 async fn query_resource_supports_get_head_and_delete() {
     let cluster = TestCluster::start_default().await;
     let http = Http::new(&cluster.url());
-    let first: Value = http.post("SELECT count(*) FROM tpch.sf100.lineitem").send().await.unwrap().json().await.unwrap();
+    let first: Value =
+        http.post("SELECT count(*) FROM tpch.sf100.lineitem").send().await.unwrap().json().await.unwrap();
     let info_uri = first["infoUri"].as_str().unwrap().to_string();
     let info: Value = http.client.get(&info_uri).send().await.unwrap().json().await.unwrap();
     assert_eq!(info["queryId"], first["id"]);
     assert_eq!(info["session"]["user"], "test");
     assert_eq!(http.client.head(&info_uri).send().await.unwrap().status(), 200);
-    let list: Value = http.client.get(format!("{}/v1/query", cluster.url())).send().await.unwrap().json().await.unwrap();
+    let list: Value =
+        http.client.get(format!("{}/v1/query", cluster.url())).send().await.unwrap().json().await.unwrap();
     assert!(list.as_array().unwrap().iter().any(|q| q["queryId"] == first["id"]));
     assert_eq!(http.client.delete(&info_uri).send().await.unwrap().status(), 204);
     let responses = http.run_with(http.client.get(first["nextUri"].as_str().unwrap())).await;
@@ -222,7 +242,8 @@ async fn errors_carry_trino_names_and_locations() {
 async fn a_query_nobody_polls_is_abandoned() {
     let cluster = TestCluster::builder().config(|c| c.client_timeout = std::time::Duration::from_secs(1)).start().await;
     let http = Http::new(&cluster.url());
-    let first: Value = http.post("SELECT count(*) FROM tpch.sf1000.lineitem").send().await.unwrap().json().await.unwrap();
+    let first: Value =
+        http.post("SELECT count(*) FROM tpch.sf1000.lineitem").send().await.unwrap().json().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let info: Value = http.client.get(first["infoUri"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
     assert_eq!(info["state"], "FAILED");

@@ -19,11 +19,18 @@ async fn show_statements_list_catalogs_schemas_tables_and_columns() {
     assert_eq!(column(&rows, 0), vec!["system", "tpch"]);
     let (_, rows) = http.rows("SHOW SCHEMAS FROM tpch").await;
     let schemas = column(&rows, 0);
-    assert!(schemas.contains(&"tiny".to_string()) && schemas.contains(&"sf1".to_string()) && schemas.contains(&"information_schema".to_string()));
+    assert!(
+        schemas.contains(&"tiny".to_string())
+            && schemas.contains(&"sf1".to_string())
+            && schemas.contains(&"information_schema".to_string())
+    );
     let (_, rows) = http.rows("SHOW SCHEMAS FROM tpch LIKE 'sf1%'").await;
     assert!(column(&rows, 0).iter().all(|s| s.starts_with("sf1")));
     let (_, rows) = http.rows("SHOW TABLES FROM tpch.tiny").await;
-    assert_eq!(column(&rows, 0), vec!["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]);
+    assert_eq!(
+        column(&rows, 0),
+        vec!["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
+    );
     let (names, rows) = http.rows("DESCRIBE tpch.tiny.nation").await;
     assert_eq!(names, vec!["Column", "Type", "Extra", "Comment"]);
     assert_eq!(column(&rows, 0), vec!["nationkey", "name", "regionkey", "comment"]);
@@ -59,7 +66,9 @@ async fn session_statements_answer_with_trino_headers() {
     assert_eq!(http.error("SET SESSION query_max_run_time = 'soon'").await["errorName"], "INVALID_SESSION_PROPERTY");
 
     let (_, rows) = http
-        .rows_with(http.post("SELECT count(*) FROM nation").header("X-Trino-Catalog", "tpch").header("X-Trino-Schema", "tiny"))
+        .rows_with(
+            http.post("SELECT count(*) FROM nation").header("X-Trino-Catalog", "tpch").header("X-Trino-Schema", "tiny"),
+        )
         .await;
     assert_eq!(rows, vec![vec![json!(25)]]);
     cluster.shutdown().await;
@@ -81,15 +90,15 @@ async fn prepared_statements_round_trip_through_headers() {
         .error_with(http.post("EXECUTE my_query USING 1").header("X-Trino-Prepared-Statement", added.clone()))
         .await;
     assert_eq!(error["errorName"], "INVALID_PARAMETER_USAGE");
-    let (names, rows) = http
-        .rows_with(http.post("DESCRIBE OUTPUT my_query").header("X-Trino-Prepared-Statement", added.clone()))
-        .await;
+    let (names, rows) =
+        http.rows_with(http.post("DESCRIBE OUTPUT my_query").header("X-Trino-Prepared-Statement", added.clone())).await;
     assert_eq!(names[0], "Column Name");
     assert_eq!(rows.len(), 2);
     let (_, rows) = http.rows("EXECUTE IMMEDIATE 'SELECT ? * 2' USING 21").await;
     assert_eq!(rows, vec![vec![json!(42)]]);
     assert_eq!(http.error("EXECUTE missing").await["errorName"], "NOT_FOUND");
-    let responses = http.run_with(http.post("DEALLOCATE PREPARE my_query").header("X-Trino-Prepared-Statement", added)).await;
+    let responses =
+        http.run_with(http.post("DEALLOCATE PREPARE my_query").header("X-Trino-Prepared-Statement", added)).await;
     assert_eq!(responses.last().unwrap()["updateType"], "DEALLOCATE");
     cluster.shutdown().await;
 }
@@ -141,7 +150,8 @@ async fn metadata_tables_use_trino_column_names() {
     assert!(rows.iter().any(|r| r[1] == "decimal(15,2)"));
     let (_, rows) = http.rows("SELECT count(*) FROM tpch.information_schema.tables WHERE table_schema = 'tiny' AND table_type = 'BASE TABLE'").await;
     assert_eq!(rows, vec![vec![json!(8)]]);
-    let (_, rows) = http.rows("SELECT schema_name FROM tpch.information_schema.schemata WHERE schema_name = 'tiny'").await;
+    let (_, rows) =
+        http.rows("SELECT schema_name FROM tpch.information_schema.schemata WHERE schema_name = 'tiny'").await;
     assert_eq!(rows.len(), 1);
     let (_, rows) = http.rows("SELECT comment FROM system.metadata.table_comments WHERE catalog_name = 'tpch' AND schema_name = 'tiny' AND table_name = 'nation'").await;
     assert_eq!(rows, vec![vec![Value::Null]]);
@@ -181,7 +191,21 @@ async fn values_are_encoded_as_trino_clients_expect() {
     );
     let columns = responses.iter().find_map(|r| r.get("columns")).unwrap();
     let types: Vec<&str> = columns.as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
-    assert_eq!(types, vec!["decimal(4,2)", "double", "date", "timestamp(6)", "varbinary", "array(bigint)", "real", "boolean", "bigint", "timestamp(3)"]);
+    assert_eq!(
+        types,
+        vec![
+            "decimal(4,2)",
+            "double",
+            "date",
+            "timestamp(6)",
+            "varbinary",
+            "array(bigint)",
+            "real",
+            "boolean",
+            "bigint",
+            "timestamp(3)"
+        ]
+    );
     assert_eq!(columns[0]["typeSignature"]["rawType"], "decimal");
     cluster.shutdown().await;
 }
