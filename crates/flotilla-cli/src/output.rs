@@ -62,12 +62,15 @@ fn tsv_field(value: &Value) -> String {
 }
 
 pub fn render(out: &mut impl Write, result: &QueryOutcome, format: OutputFormat) -> std::io::Result<()> {
-    if result.columns.is_empty() || (result.update_type.is_some() && format == OutputFormat::Aligned) {
-        if let Some(update_type) = &result.update_type {
-            if format == OutputFormat::Aligned {
-                writeln!(out, "{update_type}")?;
-            }
+    // Statements that are not queries print their update type, in aligned output only, as
+    // the Trino CLI does.
+    if let Some(update_type) = &result.update_type {
+        if format == OutputFormat::Aligned {
+            writeln!(out, "{update_type}")?;
         }
+        return Ok(());
+    }
+    if result.columns.is_empty() {
         return Ok(());
     }
     let names: Vec<&str> = result.columns.iter().map(|c| c.name.as_str()).collect();

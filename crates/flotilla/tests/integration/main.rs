@@ -1,6 +1,8 @@
 //! Integration tests: real roles on loopback, driven over HTTP. One test binary for the
 //! whole workspace.
 
+mod cli;
+mod docs;
 mod harness;
 mod protocol;
 mod sql_surface;

@@ -1,0 +1,79 @@
+//! `flotilla sql` against a running coordinator: batch mode, output formats, session
+//! state carried between statements, and failures reported with a non-zero exit.
+
+use std::process::Command;
+
+use crate::harness::TestCluster;
+
+fn flotilla_sql(url: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["sql", "--server", url, "--user", "cli-test", "--no-progress"])
+        .args(extra)
+        .output()
+        .expect("flotilla runs")
+}
+
+#[tokio::test]
+async fn batch_mode_prints_csv_and_keeps_session_state() {
+    let cluster = TestCluster::start_default().await;
+    let url = cluster.url();
+    let output = tokio::task::spawn_blocking(move || {
+        flotilla_sql(
+            &url,
+            &[
+                "--output-format",
+                "CSV_HEADER",
+                "--execute",
+                "USE tpch.tiny; SELECT name FROM nation WHERE nationkey < 2 ORDER BY nationkey",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "\"name\"\n\"ALGERIA\"\n\"ARGENTINA\"\n");
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn failures_exit_non_zero_with_the_trino_message() {
+    let cluster = TestCluster::start_default().await;
+    let url = cluster.url();
+    let output =
+        tokio::task::spawn_blocking(move || flotilla_sql(&url, &["--execute", "SELECT * FROM tpch.tiny.nope"]))
+            .await
+            .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Table 'tpch.tiny.nope' does not exist"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn json_output_has_one_object_per_row() {
+    let cluster = TestCluster::start_default().await;
+    let url = cluster.url();
+    let output = tokio::task::spawn_blocking(move || {
+        flotilla_sql(
+            &url,
+            &[
+                "--output-format",
+                "JSON",
+                "--execute",
+                "SELECT regionkey, name FROM tpch.tiny.region ORDER BY regionkey LIMIT 2",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        lines,
+        vec![
+            serde_json::json!({"regionkey": 0, "name": "AFRICA"}),
+            serde_json::json!({"regionkey": 1, "name": "AMERICA"})
+        ]
+    );
+    cluster.shutdown().await;
+}
