@@ -20,14 +20,16 @@ pub const PREPARED_STATEMENT: &str = "x-trino-prepared-statement";
 pub const TRANSACTION_ID: &str = "x-trino-transaction-id";
 pub const TRACE_TOKEN: &str = "x-trino-trace-token";
 
-pub const SET_CATALOG: &str = "X-Trino-Set-Catalog";
-pub const SET_SCHEMA: &str = "X-Trino-Set-Schema";
-pub const SET_SESSION: &str = "X-Trino-Set-Session";
-pub const CLEAR_SESSION: &str = "X-Trino-Clear-Session";
-pub const ADDED_PREPARE: &str = "X-Trino-Added-Prepare";
-pub const DEALLOCATED_PREPARE: &str = "X-Trino-Deallocated-Prepare";
-pub const STARTED_TRANSACTION_ID: &str = "X-Trino-Started-Transaction-Id";
-pub const CLEAR_TRANSACTION_ID: &str = "X-Trino-Clear-Transaction-Id";
+// Response headers. Header names are case-insensitive; lowercase is what HTTP/2 requires
+// and what `http::HeaderName` stores.
+pub const SET_CATALOG: &str = "x-trino-set-catalog";
+pub const SET_SCHEMA: &str = "x-trino-set-schema";
+pub const SET_SESSION: &str = "x-trino-set-session";
+pub const CLEAR_SESSION: &str = "x-trino-clear-session";
+pub const ADDED_PREPARE: &str = "x-trino-added-prepare";
+pub const DEALLOCATED_PREPARE: &str = "x-trino-deallocated-prepare";
+pub const STARTED_TRANSACTION_ID: &str = "x-trino-started-transaction-id";
+pub const CLEAR_TRANSACTION_ID: &str = "x-trino-clear-transaction-id";
 
 /// Everything `quote_plus`/`URLEncoder` would escape.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'*');

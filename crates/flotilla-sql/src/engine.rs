@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, TableProvider};
 use datafusion::execution::memory_pool::UnboundedMemoryPool;
@@ -23,7 +23,7 @@ use crate::catalog::{Catalogs, RuntimeSource};
 use crate::error::from_datafusion;
 use crate::functions::trino_functions;
 use crate::progress::{PeakMemoryPool, ScanCounters};
-use crate::session::{session_property, SqlSession, SESSION_PROPERTIES};
+use crate::session::{session_property, SqlSession};
 use crate::show;
 use crate::statement::{parse_statement, TrinoStatement};
 use crate::types::TrinoTypePlanner;
@@ -242,7 +242,7 @@ impl Engine {
                     rows(show::describe_input(&types.into_iter().collect()), memory)
                 }
                 TrinoStatement::StartTransaction => {
-                    let id = format!("{:032x}", rand_id());
+                    let id = format!("{:032x}", rand::random::<u128>());
                     done(
                         "START TRANSACTION",
                         SessionChanges { started_transaction_id: Some(id), ..Default::default() },
@@ -407,12 +407,6 @@ impl Engine {
     }
 }
 
-fn rand_id() -> u128 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    nanos ^ (std::process::id() as u128) << 64
-}
-
 pub(crate) fn catalog_not_found(name: &str) -> FlotillaError {
     FlotillaError::new(ErrorCode::CatalogNotFound, format!("Catalog '{name}' not found"))
 }
@@ -543,21 +537,4 @@ fn done(
     result.update_type = Some(update_type.to_string());
     result.changes = changes;
     Ok(result)
-}
-
-/// Session properties for `SHOW SESSION` (name, value, default, type, description).
-pub(crate) fn session_rows(session: &SqlSession) -> Vec<[String; 5]> {
-    SESSION_PROPERTIES
-        .iter()
-        .map(|p| {
-            let default = (p.default)();
-            let value = session.properties.get(p.name).cloned().unwrap_or_else(|| default.clone());
-            [p.name.to_string(), value, default, p.type_name.to_string(), p.description.to_string()]
-        })
-        .collect()
-}
-
-/// Used by `DESCRIBE INPUT` to number parameters.
-pub(crate) fn int64_array(values: Vec<i64>) -> ArrayRef {
-    Arc::new(Int64Array::from(values))
 }

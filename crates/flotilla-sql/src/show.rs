@@ -10,8 +10,8 @@ use datafusion::execution::session_state::SessionState;
 use flotilla_proto::{ErrorCode, FlotillaError};
 
 use crate::catalog::information_schema_type_name;
-use crate::engine::{catalog_not_found, int64_array, schema_not_found, session_rows};
-use crate::session::SqlSession;
+use crate::engine::{catalog_not_found, schema_not_found};
+use crate::session::{SqlSession, SESSION_PROPERTIES};
 
 /// SQL `LIKE` with `%` and `_`.
 pub fn like_matches(pattern: &str, text: &str) -> bool {
@@ -120,10 +120,17 @@ pub fn functions(state: &SessionState, like: Option<&str>) -> Result<RecordBatch
 }
 
 pub fn session(session: &SqlSession, like: Option<&str>) -> Result<RecordBatch, FlotillaError> {
-    let rows = session_rows(session)
-        .into_iter()
-        .filter(|row| like.is_none_or(|p| like_matches(p, &row[0])))
-        .map(|row| row.into_iter().map(Some).collect())
+    let rows = SESSION_PROPERTIES
+        .iter()
+        .filter(|p| like.is_none_or(|pattern| like_matches(pattern, p.name)))
+        .map(|p| {
+            let default = (p.default)();
+            let value = session.properties.get(p.name).cloned().unwrap_or_else(|| default.clone());
+            [p.name.to_string(), value, default, p.type_name.to_string(), p.description.to_string()]
+                .into_iter()
+                .map(Some)
+                .collect()
+        })
         .collect();
     text_columns(&["Name", "Value", "Default", "Type", "Description"], rows)
 }
@@ -175,7 +182,9 @@ pub fn describe_input(types: &BTreeMap<String, Option<DataType>>) -> RecordBatch
     RecordBatch::try_new(
         schema,
         vec![
-            int64_array(parameters.iter().map(|(p, _)| *p).collect()),
+            Arc::new(datafusion::arrow::array::Int64Array::from(
+                parameters.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            )),
             Arc::new(StringArray::from(parameters.into_iter().map(|(_, t)| t).collect::<Vec<_>>())),
         ],
     )

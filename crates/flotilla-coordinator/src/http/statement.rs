@@ -51,7 +51,7 @@ pub async fn submit(
     }
     let query = coordinator.manager.create(session, sql);
     let mut cursor = query.cursor.lock().await;
-    let response = build_response(&query, &uris, &mut cursor, Some(1), None);
+    let response = build_response(&query, &uris, Some(1), None);
     cursor.last_token = 0;
     cursor.last_response = response.clone();
     Ok(respond(&response))
@@ -127,7 +127,7 @@ async fn next_response(
     loop {
         let state_changed = query.state_changed.notified();
         if query.state() == QueryState::Failed {
-            return build_response(query, uris, cursor, None, None);
+            return build_response(query, uris, None, None);
         }
         if let Some(page) = cursor.pending.take() {
             return page_response(query, uris, cursor, token, page);
@@ -139,15 +139,15 @@ async fn next_response(
                     cursor.exhausted = true;
                     continue;
                 }
-                Err(_) => return build_response(query, uris, cursor, next, None),
+                Err(_) => return build_response(query, uris, next, None),
             }
         }
         if query.state() == QueryState::Finished {
-            return build_response(query, uris, cursor, None, None);
+            return build_response(query, uris, None, None);
         }
         // Data is exhausted but the task has not recorded its outcome yet.
         if tokio::time::timeout_at(deadline, state_changed).await.is_err() {
-            return build_response(query, uris, cursor, next, None);
+            return build_response(query, uris, next, None);
         }
     }
 }
@@ -167,18 +167,18 @@ fn page_response(
         Err(TryRecvError::Empty) => {}
     }
     let last = cursor.exhausted && cursor.pending.is_none() && query.state() == QueryState::Finished;
-    build_response(query, uris, cursor, if last { None } else { Some(token + 1) }, Some(page))
+    build_response(query, uris, if last { None } else { Some(token + 1) }, Some(page))
 }
 
 fn build_response(
     query: &Query,
     uris: &QueryUris,
-    _cursor: &mut ResultCursor,
     next_token: Option<u64>,
     page: Option<Page>,
 ) -> Arc<CachedResponse> {
     let results = query.results(uris, next_token, page);
-    let body = serde_json::to_vec(&results).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    // Plain structs, string-keyed maps and already-valid raw JSON: serialising cannot fail.
+    let body = serde_json::to_vec(&results).expect("query results serialize");
     let changes = query.status.lock().changes.clone();
     if next_token.is_none() {
         query.status.lock().delivered = true;
@@ -187,22 +187,10 @@ fn build_response(
 }
 
 fn add_header(response_headers: &mut HeaderMap, name: &'static str, value: &str) {
+    // Values come from identifiers and URL-encoded text; one that is still not a valid header
+    // value is left out rather than failing the response.
     if let Ok(value) = HeaderValue::from_str(value) {
-        response_headers.append(HeaderName::from_static(leak_lower(name)), value);
-    }
-}
-
-/// Header names are declared in Trino's capitalisation; `HeaderName` wants lowercase.
-fn leak_lower(name: &'static str) -> &'static str {
-    match name {
-        headers::SET_CATALOG => "x-trino-set-catalog",
-        headers::SET_SCHEMA => "x-trino-set-schema",
-        headers::SET_SESSION => "x-trino-set-session",
-        headers::CLEAR_SESSION => "x-trino-clear-session",
-        headers::ADDED_PREPARE => "x-trino-added-prepare",
-        headers::DEALLOCATED_PREPARE => "x-trino-deallocated-prepare",
-        headers::STARTED_TRANSACTION_ID => "x-trino-started-transaction-id",
-        _ => "x-trino-clear-transaction-id",
+        response_headers.append(HeaderName::from_static(name), value);
     }
 }
 
