@@ -140,10 +140,13 @@ impl Engine {
         })?;
         options.execution.target_partitions = partitions;
         let runtime = RuntimeEnvBuilder::new().with_memory_pool(memory).build_arc().map_err(df_error)?;
-        Ok(SessionStateBuilder::new_from_existing(self.base.clone())
+        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_config(config)
             .with_runtime_env(runtime)
-            .build())
+            .build();
+        // Fixes now()/current_timestamp for the statement, as DataFusion's own SQL entry does.
+        state.mark_start_execution();
+        Ok(state)
     }
 
     /// Parses, plans and starts one statement.

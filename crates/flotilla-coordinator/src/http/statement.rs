@@ -170,12 +170,7 @@ fn page_response(
     build_response(query, uris, if last { None } else { Some(token + 1) }, Some(page))
 }
 
-fn build_response(
-    query: &Query,
-    uris: &QueryUris,
-    next_token: Option<u64>,
-    page: Option<Page>,
-) -> Arc<CachedResponse> {
+fn build_response(query: &Query, uris: &QueryUris, next_token: Option<u64>, page: Option<Page>) -> Arc<CachedResponse> {
     let results = query.results(uris, next_token, page);
     // Plain structs, string-keyed maps and already-valid raw JSON: serialising cannot fail.
     let body = serde_json::to_vec(&results).expect("query results serialize");

@@ -19,6 +19,10 @@ async fn info_endpoints_describe_the_node() {
     let state: Value =
         http.client.get(format!("{}/v1/info/state", cluster.url())).send().await.unwrap().json().await.unwrap();
     assert_eq!(state, "ACTIVE");
+    let status: Value =
+        http.client.get(format!("{}/v1/status", cluster.url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["coordinator"], true);
+    assert!(status["nodeId"].is_string());
     cluster.shutdown().await;
 }
 

@@ -159,6 +159,8 @@ async fn metadata_tables_use_trino_column_names() {
     assert_eq!(rows, vec![vec![json!(true), json!("active")]]);
     let (_, rows) = http.rows("SELECT count(*) FROM system.runtime.queries WHERE query LIKE '%runtime.queries%'").await;
     assert_eq!(rows, vec![vec![json!(1)]]);
+    let (_, rows) = http.rows("SELECT now() IS NOT NULL, current_date IS NOT NULL").await;
+    assert_eq!(rows, vec![vec![json!(true), json!(true)]]);
     let (_, rows) = http.rows("SELECT version()").await;
     assert_eq!(rows, vec![vec![json!(flotilla_proto::FLOTILLA_VERSION)]]);
     cluster.shutdown().await;
