@@ -110,10 +110,17 @@ impl SqlSession {
         parse_duration(&value).map_err(|m| FlotillaError::new(ErrorCode::InvalidSessionProperty, m))
     }
 
-    /// Checks every property the client sent, so a bad one fails the query up front.
+    /// Checks every property the client sent, and its time zone, so a bad one fails the
+    /// query up front.
     pub fn validate(&self) -> Result<(), FlotillaError> {
         for name in self.properties.keys() {
             self.property(name)?;
+        }
+        if let Some(zone) = &self.time_zone {
+            let known = zone.parse::<chrono_tz::Tz>().is_ok() || zone.parse::<chrono::FixedOffset>().is_ok();
+            if !known {
+                return Err(FlotillaError::user(format!("Time zone not supported: {zone}")));
+            }
         }
         Ok(())
     }
@@ -131,6 +138,16 @@ mod tests {
         let mut session = SqlSession::default();
         session.properties.insert("task_concurrency".into(), "0".into());
         assert_eq!(session.validate().unwrap_err().code, ErrorCode::InvalidSessionProperty);
+    }
+
+    #[test]
+    fn time_zones_are_checked() {
+        let mut session = SqlSession { time_zone: Some("Europe/Berlin".into()), ..Default::default() };
+        assert!(session.validate().is_ok());
+        session.time_zone = Some("+05:30".into());
+        assert!(session.validate().is_ok());
+        session.time_zone = Some("Mars/Olympus".into());
+        assert_eq!(session.validate().unwrap_err().message, "Time zone not supported: Mars/Olympus");
     }
 
     #[test]
