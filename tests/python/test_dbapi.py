@@ -2,6 +2,7 @@
 import datetime
 import math
 import threading
+from zoneinfo import ZoneInfo
 from decimal import Decimal
 
 import pytest
@@ -101,7 +102,9 @@ def test_every_supported_type_round_trips(connect):
           CAST(1.5 AS real), CAST(2.25 AS double), nan(), infinity(),
           DECIMAL '12.30', 'text', X'CAFE',
           DATE '2001-08-22', TIMESTAMP '2001-08-22 03:04:05.321', CAST(TIMESTAMP '2001-08-22 03:04:05.321' AS timestamp(3)),
-          ARRAY[1, 2], named_struct('a', 1, 'b', 'x'), CAST(NULL AS varchar)
+          ARRAY[1, 2], named_struct('a', 1, 'b', 'x'), CAST(NULL AS varchar),
+          MAP(ARRAY['k'], ARRAY[7]), TIME '03:04:05.123',
+          CAST(TIMESTAMP '2001-08-22 03:04:05.321' AS timestamp(3) with time zone)
         """
     )
     row = cursor.fetchall()[0]
@@ -114,6 +117,8 @@ def test_every_supported_type_round_trips(connect):
         datetime.datetime(2001, 8, 22, 3, 4, 5, 321000),
         datetime.datetime(2001, 8, 22, 3, 4, 5, 321000),
         [1, 2], (1, "x"), None,
+        {"k": 7}, datetime.time(3, 4, 5, 123000),
+        datetime.datetime(2001, 8, 22, 3, 4, 5, 321000, tzinfo=ZoneInfo("UTC")),
     ]
     assert len(row) == len(expected)
     for index, (got, want) in enumerate(zip(row, expected)):
@@ -128,3 +133,5 @@ def test_every_supported_type_round_trips(connect):
     assert types[9] == "decimal(4,2)"
     assert types[14] == "timestamp(3)"
     assert types[16] == "row(a bigint, b varchar)"
+    assert types[18] == "map(varchar, bigint)"
+    assert types[20] == "timestamp(3) with time zone"
