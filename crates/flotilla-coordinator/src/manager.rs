@@ -144,7 +144,21 @@ impl QueryManager {
             ));
             return query;
         }
-        tokio::spawn(run_query(self.engine.clone(), query.clone(), sender));
+        let watched = query.clone();
+        let execution = std::panic::AssertUnwindSafe(run_query(self.engine.clone(), query.clone(), sender));
+        tokio::spawn(async move {
+            // A bug that panics while running one query fails that query; it must not leave
+            // the client polling a query that will never end.
+            if let Err(panic) = futures::FutureExt::catch_unwind(execution).await {
+                let detail = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                tracing::error!(query_id = %watched.id, %detail, "query execution panicked");
+                watched.fail(FlotillaError::internal(format!("query execution failed unexpectedly: {detail}")));
+            }
+        });
         query
     }
 
