@@ -6,6 +6,7 @@ mod docs;
 mod harness;
 mod protocol;
 mod sql_surface;
+mod sqllogic;
 
 use serde_json::Value;
 
