@@ -5,31 +5,26 @@ use std::process::Command;
 
 use crate::harness::TestCluster;
 
-fn flotilla_sql(url: &str, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["sql", "--server", url, "--user", "cli-test", "--no-progress"])
-        .args(extra)
-        .output()
-        .expect("flotilla runs")
+/// Runs `flotilla sql` against the cluster, off the async runtime.
+async fn flotilla_sql(cluster: &TestCluster, extra: &[&str]) -> std::process::Output {
+    let url = cluster.url();
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(["sql", "--server", &url, "--user", "cli-test", "--no-progress"])
+            .args(&extra)
+            .output()
+            .expect("flotilla runs")
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
 async fn batch_mode_prints_csv_and_keeps_session_state() {
     let cluster = TestCluster::start_default().await;
-    let url = cluster.url();
-    let output = tokio::task::spawn_blocking(move || {
-        flotilla_sql(
-            &url,
-            &[
-                "--output-format",
-                "CSV_HEADER",
-                "--execute",
-                "USE tpch.tiny; SELECT name FROM nation WHERE nationkey < 2 ORDER BY nationkey",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let sql = "USE tpch.tiny; SELECT name FROM nation WHERE nationkey < 2 ORDER BY nationkey";
+    let output = flotilla_sql(&cluster, &["--output-format", "CSV_HEADER", "--execute", sql]).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout), "\"name\"\n\"ALGERIA\"\n\"ARGENTINA\"\n");
     cluster.shutdown().await;
@@ -38,11 +33,7 @@ async fn batch_mode_prints_csv_and_keeps_session_state() {
 #[tokio::test]
 async fn failures_exit_non_zero_with_the_trino_message() {
     let cluster = TestCluster::start_default().await;
-    let url = cluster.url();
-    let output =
-        tokio::task::spawn_blocking(move || flotilla_sql(&url, &["--execute", "SELECT * FROM tpch.tiny.nope"]))
-            .await
-            .unwrap();
+    let output = flotilla_sql(&cluster, &["--execute", "SELECT * FROM tpch.tiny.nope"]).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("Table 'tpch.tiny.nope' does not exist"));
     cluster.shutdown().await;
@@ -51,20 +42,8 @@ async fn failures_exit_non_zero_with_the_trino_message() {
 #[tokio::test]
 async fn json_output_has_one_object_per_row() {
     let cluster = TestCluster::start_default().await;
-    let url = cluster.url();
-    let output = tokio::task::spawn_blocking(move || {
-        flotilla_sql(
-            &url,
-            &[
-                "--output-format",
-                "JSON",
-                "--execute",
-                "SELECT regionkey, name FROM tpch.tiny.region ORDER BY regionkey LIMIT 2",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let sql = "SELECT regionkey, name FROM tpch.tiny.region ORDER BY regionkey LIMIT 2";
+    let output = flotilla_sql(&cluster, &["--output-format", "JSON", "--execute", sql]).await;
     assert!(output.status.success());
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
