@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flotilla_protocol::headers::url_decode;
-use flotilla_protocol::{Column, QueryError, QueryResults, StatementStats};
+use flotilla_protocol::{ClientSession, Column, QueryError, QueryResults, StatementStats};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
@@ -33,18 +33,6 @@ pub enum ClientError {
     Query { query_id: String, error: Box<QueryError> },
 }
 
-/// The client's session, sent with every request.
-#[derive(Debug, Clone, Default)]
-pub struct Session {
-    pub user: String,
-    pub source: Option<String>,
-    pub catalog: Option<String>,
-    pub schema: Option<String>,
-    pub properties: BTreeMap<String, String>,
-    pub prepared: BTreeMap<String, String>,
-    pub transaction_id: Option<String>,
-}
-
 /// The result of one statement.
 #[derive(Debug, Clone, Default)]
 pub struct QueryOutcome {
@@ -61,7 +49,8 @@ pub struct QueryOutcome {
 pub struct Client {
     http: reqwest::Client,
     server: String,
-    pub session: Session,
+    /// The session sent with every request, as the server last changed it.
+    pub session: ClientSession,
     /// `nextUri` of the statement running now, for cancel.
     current: Option<String>,
 }
@@ -81,7 +70,12 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|source| ClientError::Transport { url: server.clone(), source })?;
-        Ok(Self { http, server, session: Session { user: user.to_string(), ..Default::default() }, current: None })
+        Ok(Self {
+            http,
+            server,
+            session: ClientSession { user: user.to_string(), ..Default::default() },
+            current: None,
+        })
     }
 
     fn headers(&self) -> HeaderMap {
@@ -101,6 +95,12 @@ impl Client {
         if let Some(schema) = &self.session.schema {
             put("x-trino-schema", schema);
         }
+        if let Some(zone) = &self.session.time_zone {
+            put("x-trino-time-zone", zone);
+        }
+        if !self.session.client_tags.is_empty() {
+            put("x-trino-client-tags", &self.session.client_tags.join(","));
+        }
         put("x-trino-client-capabilities", "PARAMETRIC_DATETIME");
         let join = |map: &BTreeMap<String, String>| {
             map.iter()
@@ -117,8 +117,8 @@ impl Client {
         if !self.session.properties.is_empty() {
             put("x-trino-session", &join(&self.session.properties));
         }
-        if !self.session.prepared.is_empty() {
-            put("x-trino-prepared-statement", &join(&self.session.prepared));
+        if !self.session.prepared_statements.is_empty() {
+            put("x-trino-prepared-statement", &join(&self.session.prepared_statements));
         }
         put("x-trino-transaction-id", self.session.transaction_id.as_deref().unwrap_or("NONE"));
         headers
@@ -141,11 +141,11 @@ impl Client {
         }
         for pair in header_values(headers, "x-trino-added-prepare") {
             if let Some((name, sql)) = pair.split_once('=') {
-                self.session.prepared.insert(url_decode(name.trim()), url_decode(sql.trim()));
+                self.session.prepared_statements.insert(url_decode(name.trim()), url_decode(sql.trim()));
             }
         }
         for name in header_values(headers, "x-trino-deallocated-prepare") {
-            self.session.prepared.remove(&url_decode(name.trim()));
+            self.session.prepared_statements.remove(&url_decode(name.trim()));
         }
         if let Some(id) = header_values(headers, "x-trino-started-transaction-id").pop() {
             self.session.transaction_id = Some(id);
