@@ -16,35 +16,22 @@ pub fn write_parquet(scale: f64, output: &Path) -> Result<(), String> {
     for table in TpchTable::ALL {
         let path = output.join(format!("{}.parquet", table.name()));
         let file = File::create(&path).map_err(|e| format!("failed to create {}: {e}", path.display()))?;
-        let mut writer: Option<ArrowWriter<File>> = None;
+        let mut writer = ArrowWriter::try_new(file, table.standard_schema(), None)
+            .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
         let mut failure: Option<String> = None;
-        let mut file = Some(file);
         table
-            .generate(scale, 1, 1, |batch| {
-                if writer.is_none() {
-                    match ArrowWriter::try_new(file.take().expect("file is used once"), batch.schema(), None) {
-                        Ok(created) => writer = Some(created),
-                        Err(e) => {
-                            failure = Some(e.to_string());
-                            return false;
-                        }
-                    }
+            .generate(scale, 1, 1, |batch| match writer.write(&batch) {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    false
                 }
-                if let Some(w) = writer.as_mut() {
-                    if let Err(e) = w.write(&batch) {
-                        failure = Some(e.to_string());
-                        return false;
-                    }
-                }
-                true
             })
             .map_err(|e| e.to_string())?;
         if let Some(message) = failure {
             return Err(format!("failed to write {}: {message}", path.display()));
         }
-        if let Some(w) = writer {
-            w.close().map_err(|e| format!("failed to finish {}: {e}", path.display()))?;
-        }
+        writer.close().map_err(|e| format!("failed to finish {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

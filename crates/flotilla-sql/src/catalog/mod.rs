@@ -139,17 +139,13 @@ impl Catalogs {
     /// all with an `information_schema`.
     pub fn provider_list(&self, runtime: Arc<dyn RuntimeSource>) -> Arc<dyn CatalogProviderList> {
         let list = MemoryCatalogProviderList::new();
-        let mut all: Vec<(String, String, Arc<dyn CatalogProvider>)> =
+        // The system tables list the configured catalogs (sorted by name, as `entries` is);
+        // they add `system` itself where Trino lists it.
+        let configured: Vec<(String, String, Arc<dyn CatalogProvider>)> =
             self.entries.values().map(|e| (e.name.clone(), e.connector.clone(), e.provider.clone())).collect();
-        let listing: Arc<Vec<(String, String, Arc<dyn CatalogProvider>)>> = Arc::new({
-            let mut with_system = all.clone();
-            // `system` lists itself too; it is added below once it exists.
-            with_system.sort_by(|a, b| a.0.cmp(&b.0));
-            with_system
-        });
-        let system: Arc<dyn CatalogProvider> = Arc::new(system::SystemCatalog::new(listing, runtime));
-        all.push((SYSTEM_CATALOG.to_string(), SYSTEM_CATALOG.to_string(), system));
-        for (name, _, provider) in all {
+        let system: Arc<dyn CatalogProvider> = Arc::new(system::SystemCatalog::new(Arc::new(configured), runtime));
+        let providers = self.entries.values().map(|e| (e.name.clone(), e.provider.clone()));
+        for (name, provider) in providers.chain([(SYSTEM_CATALOG.to_string(), system)]) {
             list.register_catalog(name.clone(), Arc::new(WithInformationSchema::new(name, provider)));
         }
         Arc::new(list)

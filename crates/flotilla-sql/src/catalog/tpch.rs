@@ -111,7 +111,8 @@ impl TpchTable {
         Self::ALL.into_iter().find(|t| t.name() == name)
     }
 
-    fn standard_schema(self) -> SchemaRef {
+    /// The schema tpchgen produces, with the specification's (`STANDARD`) column names.
+    pub fn standard_schema(self) -> SchemaRef {
         match self {
             TpchTable::Nation => NationArrow::schema_ref(),
             TpchTable::Region => RegionArrow::schema_ref(),
