@@ -62,19 +62,7 @@ pub fn trino_type_name(data_type: &DataType) -> String {
 impl InformationSchema {
     /// Every (schema, table name, provider) of the catalog, information_schema included.
     async fn all_tables(&self) -> Result<Vec<(String, String, Arc<dyn TableProvider>)>> {
-        let mut tables = Vec::new();
-        let mut schema_names = self.catalog.schema_names();
-        schema_names.sort();
-        for schema_name in schema_names {
-            let Some(schema) = self.catalog.schema(&schema_name) else { continue };
-            let mut names = schema.table_names();
-            names.sort();
-            for table_name in names {
-                if let Some(table) = schema.table(&table_name).await? {
-                    tables.push((schema_name.clone(), table_name, table));
-                }
-            }
-        }
+        let mut tables = super::catalog_tables(self.catalog.as_ref()).await?;
         // The information_schema's own tables are listed by shape only, which needs no
         // rows (and so no recursion into this listing).
         for table_name in TABLES {

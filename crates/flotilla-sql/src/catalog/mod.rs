@@ -152,6 +152,27 @@ impl Catalogs {
     }
 }
 
+/// Every table of a catalog as (schema, table, provider), sorted by schema then table; the
+/// one walk behind the metadata tables of `information_schema` and `system`.
+pub(crate) async fn catalog_tables(
+    catalog: &dyn CatalogProvider,
+) -> datafusion::common::Result<Vec<(String, String, Arc<dyn datafusion::catalog::TableProvider>)>> {
+    let mut tables = Vec::new();
+    let mut schema_names = catalog.schema_names();
+    schema_names.sort();
+    for schema_name in schema_names {
+        let Some(schema) = catalog.schema(&schema_name) else { continue };
+        let mut names = schema.table_names();
+        names.sort();
+        for table_name in names {
+            if let Some(table) = schema.table(&table_name).await? {
+                tables.push((schema_name.clone(), table_name, table));
+            }
+        }
+    }
+    Ok(tables)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

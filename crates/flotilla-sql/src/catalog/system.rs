@@ -118,16 +118,8 @@ impl SystemSchema {
     async fn all_tables(&self) -> Result<Vec<(String, String, String, TableType)>> {
         let mut tables = Vec::new();
         for (catalog_name, _, catalog) in self.catalogs.iter() {
-            let mut schema_names = catalog.schema_names();
-            schema_names.sort();
-            for schema_name in schema_names {
-                let Some(schema) = catalog.schema(&schema_name) else { continue };
-                let mut names = schema.table_names();
-                names.sort();
-                for table_name in names {
-                    let kind = schema.table_type(&table_name).await?.unwrap_or(TableType::Base);
-                    tables.push((catalog_name.clone(), schema_name.clone(), table_name, kind));
-                }
+            for (schema_name, table_name, table) in super::catalog_tables(catalog.as_ref()).await? {
+                tables.push((catalog_name.clone(), schema_name, table_name, table.table_type()));
             }
         }
         Ok(tables)

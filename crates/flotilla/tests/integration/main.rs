@@ -39,6 +39,24 @@ impl Http {
         responses
     }
 
+    /// Submits and follows `nextUri` to the end; returns the last response's headers, which
+    /// carry the session changes a statement made.
+    pub async fn final_headers(&self, request: reqwest::RequestBuilder) -> reqwest::header::HeaderMap {
+        let first: Value = request.send().await.unwrap().json().await.unwrap();
+        let mut next = first["nextUri"].as_str().expect("a statement has at least one follow-up").to_string();
+        for _ in 0..10_000 {
+            let response = self.client.get(&next).send().await.unwrap();
+            assert_eq!(response.status(), 200, "GET {next}");
+            let headers = response.headers().clone();
+            let body: Value = response.json().await.unwrap();
+            match body.get("nextUri").and_then(Value::as_str) {
+                Some(uri) => next = uri.to_string(),
+                None => return headers,
+            }
+        }
+        panic!("query never ended");
+    }
+
     pub async fn run(&self, sql: &str) -> Vec<Value> {
         self.run_with(self.post(sql)).await
     }

@@ -53,15 +53,12 @@ async fn session_statements_answer_with_trino_headers() {
     let http = Http::new(&cluster.url());
     let responses = http.run_with(http.post("USE tpch.tiny")).await;
     assert_eq!(responses.last().unwrap()["updateType"], "USE");
-    let response = http.post("USE tpch.tiny").send().await.unwrap();
-    let first: Value = response.json().await.unwrap();
-    let last = http.client.get(first["nextUri"].as_str().unwrap()).send().await.unwrap();
-    assert_eq!(last.headers()["x-trino-set-catalog"], "tpch");
-    assert_eq!(last.headers()["x-trino-set-schema"], "tiny");
+    let headers = http.final_headers(http.post("USE tpch.tiny")).await;
+    assert_eq!(headers["x-trino-set-catalog"], "tpch");
+    assert_eq!(headers["x-trino-set-schema"], "tiny");
 
-    let first: Value = http.post("SET SESSION query_max_run_time = '1h'").send().await.unwrap().json().await.unwrap();
-    let last = http.client.get(first["nextUri"].as_str().unwrap()).send().await.unwrap();
-    assert_eq!(last.headers()["x-trino-set-session"], "query_max_run_time=1h");
+    let headers = http.final_headers(http.post("SET SESSION query_max_run_time = '1h'")).await;
+    assert_eq!(headers["x-trino-set-session"], "query_max_run_time=1h");
     assert_eq!(http.error("SET SESSION no_such_property = 1").await["errorName"], "INVALID_SESSION_PROPERTY");
     assert_eq!(http.error("SET SESSION query_max_run_time = 'soon'").await["errorName"], "INVALID_SESSION_PROPERTY");
 
@@ -78,9 +75,8 @@ async fn session_statements_answer_with_trino_headers() {
 async fn prepared_statements_round_trip_through_headers() {
     let cluster = TestCluster::start_default().await;
     let http = Http::new(&cluster.url());
-    let first: Value = http.post("PREPARE my_query FROM SELECT ? + 1, ?").send().await.unwrap().json().await.unwrap();
-    let last = http.client.get(first["nextUri"].as_str().unwrap()).send().await.unwrap();
-    let added = last.headers()["x-trino-added-prepare"].to_str().unwrap().to_string();
+    let headers = http.final_headers(http.post("PREPARE my_query FROM SELECT ? + 1, ?")).await;
+    let added = headers["x-trino-added-prepare"].to_str().unwrap().to_string();
     assert!(added.starts_with("my_query="), "{added}");
     let (_, rows) = http
         .rows_with(http.post("EXECUTE my_query USING 41, 'x'").header("X-Trino-Prepared-Statement", added.clone()))
@@ -107,9 +103,8 @@ async fn prepared_statements_round_trip_through_headers() {
 async fn transactions_and_explain_are_accepted() {
     let cluster = TestCluster::start_default().await;
     let http = Http::new(&cluster.url());
-    let first: Value = http.post("START TRANSACTION").send().await.unwrap().json().await.unwrap();
-    let last = http.client.get(first["nextUri"].as_str().unwrap()).send().await.unwrap();
-    assert!(last.headers().contains_key("x-trino-started-transaction-id"));
+    let headers = http.final_headers(http.post("START TRANSACTION")).await;
+    assert!(headers.contains_key("x-trino-started-transaction-id"));
     assert_eq!(http.run("COMMIT").await.last().unwrap()["updateType"], "COMMIT");
     assert_eq!(http.run("ROLLBACK").await.last().unwrap()["updateType"], "ROLLBACK");
     let (names, rows) = http.rows("EXPLAIN SELECT count(*) FROM tpch.tiny.orders").await;
