@@ -3,19 +3,26 @@
 //! Anything that crosses a process boundary and is not specific to one protocol lives here:
 //! the closed set of error codes ([`ErrorCode`]) that every transport maps once, the
 //! [`FlotillaError`] that carries such a code across hops, and the identifiers whose shape
-//! other roles rely on ([`QueryId`], [`CoordinatorId`]).
+//! other roles rely on ([`QueryId`], [`CoordinatorId`]); the cluster's control messages
+//! ([`cluster`]), the node-level settings ([`config`]) and internal-call authentication
+//! ([`internal_auth`]).
 //!
 //! ```text
 //!   engine / coordinator ──FlotillaError{code, message, location}──▶ protocol (Trino JSON)
 //!                                                               └──▶ HTTP status (REST)
 //! ```
 
+pub mod cluster;
+pub mod config;
 mod duration;
 mod error;
+pub mod internal_auth;
 mod query_id;
 
+pub use config::{ConfigError, NodeConfig, Setting, NODE_SETTINGS};
 pub use duration::parse_duration;
 pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry};
+pub use internal_auth::{InternalAuth, InternalAuthError, INTERNAL_BEARER_HEADER};
 pub use query_id::{CoordinatorId, QueryId, QueryIdGenerator, QueryIdParseError};
 
 /// The version every node reports in `/v1/info` and `SELECT version()`.

@@ -1,5 +1,59 @@
-//! The resource manager role: discovery, heartbeats and the cluster's shared view.
+//! The resource manager role: discovery, the cluster's state from heartbeats, and the view
+//! every coordinator schedules and admits from.
 //!
-//! Not implemented yet (see the resource-manager issue): this crate holds the role's place in
-//! the workspace so the layout shows the architecture. No `flotilla resource-manager`
-//! command exists until it is built.
+//! ```text
+//!   worker / coordinator / resource manager                 coordinator
+//!     Heartbeater ──POST heartbeat (every 1s, to every RM)──▶ ┌────────────────────┐
+//!                 ◀──ack: report version, live RM list────── │  ClusterState      │──GET view──▶ ClusterViewClient
+//!                                                            │  (soft, per RM)    │              (cached, fails over)
+//!                           peer sync (changed records) ◀──▶ └────────────────────┘
+//!                                                               other resource managers
+//! ```
+//!
+//! Design (the choices that keep Presto's resource-manager failures away):
+//! - **Every resource manager is a full primary.** There is no leader and no consensus: the
+//!   state is soft and rebuilt from heartbeats. Nodes heartbeat every resource manager they
+//!   know (the `discovery.uri` seeds plus the live list each ack returns), so in the normal
+//!   case every RM hears every node directly.
+//! - **Peers share what they hear.** Each RM pushes to every live peer the records changed
+//!   since that peer last acknowledged (a per-peer cursor over a local change counter), so a
+//!   node that reached only one RM is still known to all, a lost push is repeated, and a
+//!   peer cut off for a while gets everything it missed when the link heals. A restarted
+//!   peer (new instance id) is sent everything. RMs find each other the same way nodes do:
+//!   a resource manager announces itself like any node, so there is no separate setting to
+//!   make two RMs sync.
+//! - **No flapping.** Records merge by (incarnation, sequence number), so duplicates and
+//!   reordering never move a node backwards; liveness is judged from local receive times,
+//!   and a relayed record carries how long ago its sender heard the node, so a relay never
+//!   makes a silent node look alive.
+//! - **Deltas, not records.** A coordinator sends a query's identity (user, SQL text, ...)
+//!   once per RM and afterwards only its changing progress, as a delta against the version
+//!   the RM acknowledged; an RM that missed a delta (or restarted) answers "full report
+//!   please" instead of guessing.
+//! - **Never in the query path.** Coordinators read a cached view and keep the last good
+//!   one, with its age, when no RM answers; nothing here blocks admission.
+//!
+//! Entry points: [`ResourceManager`] (the role: [`ResourceManager::router`] for its HTTP
+//! API, [`ResourceManager::spawn_background`] for peer sync and sweeping), [`Heartbeater`]
+//! (run by every node), [`ClusterViewClient`] (run by coordinators). All internal calls are
+//! signed with the shared secret ([`flotilla_proto::InternalAuth`]).
+
+mod agent;
+mod config;
+mod http_client;
+pub mod node;
+mod peer;
+mod role;
+mod server;
+pub mod state;
+mod view_client;
+
+pub use agent::{HeartbeatSource, Heartbeater};
+pub use config::{ResourceManagerConfig, SETTINGS};
+pub use http_client::InternalClient;
+pub use node::{info_routes, LocalNode};
+pub use peer::{HttpPeerTransport, PeerTransport};
+pub use role::{heartbeater, require_secret, serve_http, start_resource_manager, RunningNode};
+pub use server::{ResourceManager, INTERNAL_CALL_TIMEOUT};
+pub use state::{ClusterState, StateConfig};
+pub use view_client::{ClusterViewClient, ViewSnapshot};

@@ -1,0 +1,259 @@
+//! Settings every role shares: how a setting is declared, how a bad one is reported, and
+//! the node-level settings (identity, labels, discovery, internal secret) that every
+//! process of a cluster reads from `node.properties` / `config.properties`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::parse_duration;
+
+/// One setting of `config.properties` / `node.properties`, declared once; the README's
+/// configuration table lists the same declarations.
+#[derive(Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    /// Which roles read it.
+    pub roles: &'static str,
+    pub doc: &'static str,
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A key no role knows.
+    #[error("{file}: unknown property '{key}'")]
+    UnknownKey { file: String, key: String },
+    /// A value of the wrong form.
+    #[error("{file}: invalid value '{value}' for {key}: {message}")]
+    InvalidValue { file: String, key: String, value: String, message: String },
+    /// Settings that do not work together.
+    #[error("invalid configuration: {0}")]
+    Inconsistent(String),
+}
+
+impl ConfigError {
+    pub fn invalid(file: &str, key: &str, value: &str, message: impl Into<String>) -> Self {
+        ConfigError::InvalidValue {
+            file: file.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses `value` with `FromStr`, reporting the key on failure.
+pub fn parse_value<T: std::str::FromStr>(file: &str, key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| ConfigError::invalid(file, key, value, e.to_string()))
+}
+
+/// Parses a Trino duration (`500ms`, `5s`, `1m`), reporting the key on failure.
+pub fn parse_duration_value(file: &str, key: &str, value: &str) -> Result<Duration, ConfigError> {
+    parse_duration(value).map_err(|message| ConfigError::invalid(file, key, value, message))
+}
+
+/// Node-level settings, read by every role.
+pub const NODE_SETTINGS: &[Setting] = &[
+    Setting {
+        name: "coordinator",
+        default: "(by subcommand)",
+        roles: "all",
+        doc: "Accepted for Trino compatibility; the subcommand decides the role, and `coordinator=false` is refused by `flotilla coordinator`",
+    },
+    Setting {
+        name: "http-server.http.port",
+        default: "8080",
+        roles: "all",
+        doc: "Port of the node's HTTP server (client API on coordinators, internal API on every role)",
+    },
+    Setting {
+        name: "node.environment",
+        default: "flotilla",
+        roles: "all",
+        doc: "Environment name; nodes of another environment are refused by the resource managers",
+    },
+    Setting { name: "node.id", default: "(random)", roles: "all", doc: "Node id, unique in the cluster and kept across restarts" },
+    Setting { name: "node.warehouse", default: "default", roles: "worker", doc: "Warehouse the worker belongs to" },
+    Setting {
+        name: "node.worker-group",
+        default: "default",
+        roles: "worker",
+        doc: "Worker group (inside its warehouse) the worker belongs to",
+    },
+    Setting {
+        name: "discovery.uri",
+        default: "(none)",
+        roles: "all",
+        doc: "Resource manager URL(s), comma-separated, or one load-balanced URL; a coordinator without it runs its own embedded resource manager",
+    },
+    Setting {
+        name: "discovery.heartbeat-interval",
+        default: "1s",
+        roles: "all",
+        doc: "How often a node heartbeats every resource manager it knows",
+    },
+    Setting {
+        name: "internal-communication.shared-secret",
+        default: "(none)",
+        roles: "all",
+        doc: "Secret every internal call is signed with; required once `discovery.uri` is set",
+    },
+];
+
+/// The node-level settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub http_port: u16,
+    pub environment: String,
+    pub node_id: Option<String>,
+    pub warehouse: String,
+    pub worker_group: String,
+    pub discovery_uris: Vec<String>,
+    pub heartbeat_interval: Duration,
+    pub shared_secret: Option<String>,
+    /// `coordinator=` as written, if it was.
+    pub coordinator_flag: Option<bool>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            http_port: 8080,
+            environment: "flotilla".into(),
+            node_id: None,
+            warehouse: "default".into(),
+            worker_group: "default".into(),
+            discovery_uris: Vec::new(),
+            heartbeat_interval: Duration::from_secs(1),
+            shared_secret: None,
+            coordinator_flag: None,
+        }
+    }
+}
+
+fn valid_label(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// Splits and checks a `discovery.uri` value.
+pub fn parse_discovery_uris(value: &str) -> Result<Vec<String>, String> {
+    let mut uris = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some(rest) = part.strip_prefix("http://").or_else(|| part.strip_prefix("https://")) else {
+            return Err(format!("'{part}' is not an http:// or https:// URL"));
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("'{part}' has no host"));
+        }
+        uris.push(part.trim_end_matches('/').to_string());
+    }
+    if uris.is_empty() {
+        return Err("no URL given".into());
+    }
+    Ok(uris)
+}
+
+impl NodeConfig {
+    /// Applies one property; `Ok(false)` when the key is not a node setting.
+    pub fn apply(&mut self, file: &str, key: &str, value: &str) -> Result<bool, ConfigError> {
+        let invalid = |message: &str| ConfigError::invalid(file, key, value, message);
+        match key {
+            "coordinator" => self.coordinator_flag = Some(parse_value(file, key, value)?),
+            "http-server.http.port" => self.http_port = parse_value(file, key, value)?,
+            "node.environment" => {
+                let valid = !value.is_empty()
+                    && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    return Err(invalid("use lowercase letters, digits and '_'"));
+                }
+                self.environment = value.to_string();
+            }
+            "node.id" => {
+                if !valid_label(value) {
+                    return Err(invalid("use letters, digits, '-', '_' and '.'"));
+                }
+                self.node_id = Some(value.to_string());
+            }
+            "node.warehouse" | "node.worker-group" => {
+                if !valid_label(value) {
+                    return Err(invalid("use letters, digits, '-', '_' and '.'"));
+                }
+                if key == "node.warehouse" {
+                    self.warehouse = value.to_string();
+                } else {
+                    self.worker_group = value.to_string();
+                }
+            }
+            "discovery.uri" => self.discovery_uris = parse_discovery_uris(value).map_err(|m| invalid(&m))?,
+            "discovery.heartbeat-interval" => {
+                let interval = parse_duration_value(file, key, value)?;
+                if interval < Duration::from_millis(50) || interval > Duration::from_secs(60) {
+                    return Err(invalid("must be between 50ms and 60s"));
+                }
+                self.heartbeat_interval = interval;
+            }
+            "internal-communication.shared-secret" => {
+                if value.len() < crate::internal_auth::MIN_SECRET_LENGTH {
+                    return Err(ConfigError::InvalidValue {
+                        file: file.to_string(),
+                        key: key.to_string(),
+                        value: "(hidden)".to_string(),
+                        message: format!("must be at least {} characters", crate::internal_auth::MIN_SECRET_LENGTH),
+                    });
+                }
+                self.shared_secret = Some(value.to_string());
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Applies every property of a file, rejecting keys that neither this nor `other`
+    /// (the role's own settings) knows.
+    pub fn apply_all(
+        &mut self,
+        file: &str,
+        properties: &BTreeMap<String, String>,
+        mut other: impl FnMut(&str, &str) -> Result<bool, ConfigError>,
+    ) -> Result<(), ConfigError> {
+        for (key, value) in properties {
+            if !self.apply(file, key, value)? && !other(key, value)? {
+                return Err(ConfigError::UnknownKey { file: file.to_string(), key: key.clone() });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_uris_are_split_and_checked() {
+        assert_eq!(
+            parse_discovery_uris("http://a:1, http://b:2/").unwrap(),
+            vec!["http://a:1".to_string(), "http://b:2".to_string()]
+        );
+        assert!(parse_discovery_uris("a:1").is_err());
+        assert!(parse_discovery_uris(" , ").is_err());
+        assert!(parse_discovery_uris("http://").is_err());
+    }
+
+    #[test]
+    fn node_settings_are_validated() {
+        let mut config = NodeConfig::default();
+        assert!(config.apply("f", "node.warehouse", "etl").unwrap());
+        assert_eq!(config.warehouse, "etl");
+        assert!(!config.apply("f", "query.max-history", "1").unwrap());
+        assert!(config.apply("f", "node.worker-group", "a b").is_err());
+        let error = config.apply("f", "internal-communication.shared-secret", "short").unwrap_err();
+        assert!(!error.to_string().contains("short"), "the secret is not echoed: {error}");
+        assert!(config.apply("f", "discovery.heartbeat-interval", "10ms").is_err());
+        assert!(config.apply("f", "coordinator", "maybe").is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! The heartbeat loop every node runs: about once a second (and soon after a coordinator's
+//! query changes state) it sends its announcement, its load and, for coordinators, a delta
+//! of its queries to every resource manager it knows.
+//!
+//! The resource managers it knows are the `discovery.uri` seeds until a resource manager
+//! answers; from then on, the live list the answers carry. The seeds come back into use
+//! only when none of the learned ones answers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_proto::cluster::{
+    CoordinatorReport, Heartbeat, HeartbeatAck, NodeAnnouncement, ReportedState, WorkerLoad, HEARTBEAT_PATH,
+};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::http_client::InternalClient;
+
+/// The shortest gap between two heartbeats when woken early.
+const MIN_GAP: Duration = Duration::from_millis(100);
+
+/// What a node reports in its heartbeats.
+pub trait HeartbeatSource: Send + Sync + 'static {
+    fn state(&self) -> ReportedState {
+        ReportedState::Active
+    }
+
+    fn worker_load(&self) -> Option<WorkerLoad> {
+        None
+    }
+
+    /// A coordinator's queries changed since `base_version` (0: all of them).
+    fn coordinator_report(&self, _base_version: u64) -> Option<CoordinatorReport> {
+        None
+    }
+}
+
+/// What one resource manager has acknowledged.
+#[derive(Debug, Default, Clone)]
+struct TargetState {
+    instance: String,
+    acknowledged_version: u64,
+}
+
+#[derive(Debug, Default)]
+struct Targets {
+    learned: BTreeSet<String>,
+    acknowledged: HashMap<String, TargetState>,
+    last_success: Option<Instant>,
+}
+
+/// A node's heartbeat loop.
+pub struct Heartbeater {
+    announcement: NodeAnnouncement,
+    seeds: Vec<String>,
+    client: InternalClient,
+    source: Arc<dyn HeartbeatSource>,
+    interval: Duration,
+    wake: Arc<Notify>,
+    seq: std::sync::atomic::AtomicU64,
+    targets: Mutex<Targets>,
+}
+
+impl std::fmt::Debug for Heartbeater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Heartbeater").field("node", &self.announcement.node_id).field("seeds", &self.seeds).finish()
+    }
+}
+
+impl Heartbeater {
+    pub fn new(
+        announcement: NodeAnnouncement,
+        seeds: Vec<String>,
+        client: InternalClient,
+        source: Arc<dyn HeartbeatSource>,
+        interval: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            announcement,
+            seeds,
+            client,
+            source,
+            interval,
+            wake: Arc::new(Notify::new()),
+            seq: std::sync::atomic::AtomicU64::new(0),
+            targets: Mutex::new(Targets::default()),
+        })
+    }
+
+    /// Notified to send the next heartbeat soon (a query changed state).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The resource managers heartbeats go to now.
+    pub fn targets(&self) -> Vec<String> {
+        let targets = self.targets.lock();
+        let learned_works = targets.last_success.is_some_and(|at| at.elapsed() < self.interval * 3);
+        if !targets.learned.is_empty() && learned_works {
+            return targets.learned.iter().cloned().collect();
+        }
+        let mut all: BTreeSet<String> = self.seeds.iter().cloned().collect();
+        all.extend(targets.learned.iter().cloned());
+        all.into_iter().collect()
+    }
+
+    /// Sends one round of heartbeats; returns how many resource managers answered.
+    pub async fn beat_once(&self, state: ReportedState) -> usize {
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let worker = self.source.worker_load();
+        let targets = self.targets();
+        let sends = targets.iter().map(|target| {
+            let base = self.targets.lock().acknowledged.get(target).map(|t| t.acknowledged_version).unwrap_or(0);
+            let heartbeat = Heartbeat {
+                node: self.announcement.clone(),
+                seq,
+                state,
+                worker: worker.clone(),
+                coordinator: self.source.coordinator_report(base),
+            };
+            async move {
+                let result: Result<HeartbeatAck, String> = self.client.post(target, HEARTBEAT_PATH, &heartbeat).await;
+                (target.clone(), result)
+            }
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut answered = 0;
+        let mut learned = BTreeSet::new();
+        let mut targets = self.targets.lock();
+        for (target, result) in results {
+            match result {
+                Ok(ack) => {
+                    answered += 1;
+                    learned.extend(ack.resource_managers.iter().cloned());
+                    let entry = targets.acknowledged.entry(target).or_default();
+                    if entry.instance != ack.instance {
+                        entry.instance = ack.instance.clone();
+                    }
+                    entry.acknowledged_version = ack.acknowledged_version.unwrap_or(0);
+                }
+                Err(error) => {
+                    tracing::debug!(resource_manager = %target, %error, "heartbeat failed");
+                    // Whatever it acknowledged may be lost with it: start over when it is back.
+                    targets.acknowledged.remove(&target);
+                }
+            }
+        }
+        if answered > 0 {
+            targets.last_success = Some(Instant::now());
+            if !learned.is_empty() {
+                targets.learned = learned;
+            }
+        }
+        answered
+    }
+
+    /// Heartbeats until `shutdown`, then sends a last one saying the node is shutting down.
+    pub fn spawn(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let mut last_warning: Option<Instant> = None;
+            loop {
+                let started = Instant::now();
+                let answered = agent.beat_once(agent.source.state()).await;
+                if answered == 0 && last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
+                    tracing::warn!(targets = ?agent.targets(), "no resource manager answered the heartbeat");
+                    last_warning = Some(Instant::now());
+                }
+                let next = started + agent.interval;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(next.into()) => {}
+                    _ = agent.wake.notified() => {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep_until((started + MIN_GAP).into()) => {}
+                        }
+                    }
+                }
+            }
+            agent.beat_once(ReportedState::ShuttingDown).await;
+        })
+    }
+}

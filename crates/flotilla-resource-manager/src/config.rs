@@ -1,0 +1,82 @@
+//! Resource manager settings, each declared once (the README's table lists [`SETTINGS`]).
+
+use std::time::Duration;
+
+use flotilla_proto::config::{parse_duration_value, parse_value, ConfigError, Setting};
+
+use crate::state::StateConfig;
+
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "resource-manager.node-status-timeout",
+        default: "5s",
+        roles: "resource-manager",
+        doc: "A node with no heartbeat for this long is marked dead",
+    },
+    Setting {
+        name: "resource-manager.node-expiration-timeout",
+        default: "10m",
+        roles: "resource-manager",
+        doc: "A dead node's record is dropped after this long without a heartbeat",
+    },
+    Setting {
+        name: "resource-manager.query-history",
+        default: "1000",
+        roles: "resource-manager",
+        doc: "Finished queries of the whole cluster kept in the view",
+    },
+    Setting {
+        name: "resource-manager.peer-sync-interval",
+        default: "500ms",
+        roles: "resource-manager",
+        doc: "How often a resource manager pushes what changed to each peer",
+    },
+];
+
+#[derive(Debug, Clone)]
+pub struct ResourceManagerConfig {
+    pub state: StateConfig,
+    pub peer_sync_interval: Duration,
+}
+
+impl Default for ResourceManagerConfig {
+    fn default() -> Self {
+        Self { state: StateConfig::default(), peer_sync_interval: Duration::from_millis(500) }
+    }
+}
+
+impl ResourceManagerConfig {
+    /// Applies one property; `Ok(false)` when the key is not a resource manager setting.
+    pub fn apply(&mut self, file: &str, key: &str, value: &str) -> Result<bool, ConfigError> {
+        match key {
+            "resource-manager.node-status-timeout" => self.state.node_timeout = parse_duration_value(file, key, value)?,
+            "resource-manager.node-expiration-timeout" => {
+                self.state.node_expiry = parse_duration_value(file, key, value)?
+            }
+            "resource-manager.query-history" => self.state.query_history = parse_value(file, key, value)?,
+            "resource-manager.peer-sync-interval" => self.peer_sync_interval = parse_duration_value(file, key, value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Checks the settings against each other and the heartbeat interval.
+    pub fn validate(&self, heartbeat_interval: Duration) -> Result<(), ConfigError> {
+        if self.state.node_timeout < heartbeat_interval * 2 {
+            return Err(ConfigError::Inconsistent(format!(
+                "resource-manager.node-status-timeout ({:?}) must be at least twice discovery.heartbeat-interval ({:?})",
+                self.state.node_timeout, heartbeat_interval
+            )));
+        }
+        if self.state.node_expiry < self.state.node_timeout {
+            return Err(ConfigError::Inconsistent(
+                "resource-manager.node-expiration-timeout must not be shorter than resource-manager.node-status-timeout"
+                    .into(),
+            ));
+        }
+        if self.peer_sync_interval.is_zero() {
+            return Err(ConfigError::Inconsistent("resource-manager.peer-sync-interval must be positive".into()));
+        }
+        Ok(())
+    }
+}

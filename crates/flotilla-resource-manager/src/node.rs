@@ -1,0 +1,132 @@
+//! What every node of every role has in common: its identity (announced to the resource
+//! managers) and the node information endpoints Trino tools and load balancers check.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use flotilla_proto::cluster::{NodeAnnouncement, NodeRole, ReportedState};
+use flotilla_proto::NodeConfig;
+use serde_json::{json, Value};
+
+/// This process as a node of the cluster.
+#[derive(Debug)]
+pub struct LocalNode {
+    pub node_id: String,
+    /// Random per process start.
+    pub instance: String,
+    pub start_time_ms: i64,
+    pub started: Instant,
+    pub environment: String,
+    pub roles: Vec<NodeRole>,
+    pub http_uri: String,
+    pub warehouse: String,
+    pub worker_group: String,
+    shutting_down: AtomicBool,
+}
+
+fn random_hex(len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len).map(|_| format!("{:x}", rng.random::<u8>() & 0xf)).collect()
+}
+
+impl LocalNode {
+    /// `default_id_prefix` names the node when `node.id` is not set (with a random suffix).
+    pub fn new(config: &NodeConfig, roles: Vec<NodeRole>, http_uri: String, default_id_prefix: &str) -> Arc<Self> {
+        let node_id = config.node_id.clone().unwrap_or_else(|| format!("{default_id_prefix}-{}", random_hex(6)));
+        Arc::new(Self {
+            node_id,
+            instance: random_hex(16),
+            start_time_ms: chrono::Utc::now().timestamp_millis(),
+            started: Instant::now(),
+            environment: config.environment.clone(),
+            roles,
+            http_uri,
+            warehouse: config.warehouse.clone(),
+            worker_group: config.worker_group.clone(),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn announcement(&self) -> NodeAnnouncement {
+        NodeAnnouncement {
+            node_id: self.node_id.clone(),
+            instance: self.instance.clone(),
+            start_time_ms: self.start_time_ms,
+            roles: self.roles.clone(),
+            http_uri: self.http_uri.clone(),
+            data_uri: None,
+            version: flotilla_proto::FLOTILLA_VERSION.to_string(),
+            environment: self.environment.clone(),
+            warehouse: self.warehouse.clone(),
+            worker_group: self.worker_group.clone(),
+        }
+    }
+
+    pub fn is_coordinator(&self) -> bool {
+        self.roles.contains(&NodeRole::Coordinator)
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    pub fn reported_state(&self) -> ReportedState {
+        if self.shutting_down() {
+            ReportedState::ShuttingDown
+        } else {
+            ReportedState::Active
+        }
+    }
+
+    /// Trino's uptime spelling.
+    pub fn uptime(&self) -> String {
+        format!("{:.2}s", self.started.elapsed().as_secs_f64())
+    }
+
+    /// `/v1/status` fields every role reports; roles add their own.
+    pub fn status(&self) -> serde_json::Map<String, Value> {
+        let Value::Object(map) = json!({
+            "nodeId": self.node_id,
+            "nodeVersion": {"version": flotilla_proto::FLOTILLA_VERSION},
+            "environment": self.environment,
+            "coordinator": self.is_coordinator(),
+            "roles": self.roles,
+            "uptime": self.uptime(),
+            "externalAddress": self.http_uri,
+            "warehouse": self.warehouse,
+            "workerGroup": self.worker_group,
+            "processors": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        }) else {
+            unreachable!("json! of an object literal is an object")
+        };
+        map
+    }
+}
+
+/// `/v1/info` and `/v1/info/state`, as Trino serves them.
+pub fn info_routes(node: Arc<LocalNode>) -> Router {
+    Router::new().route("/v1/info", get(info)).route("/v1/info/state", get(state)).with_state(node)
+}
+
+async fn info(State(node): State<Arc<LocalNode>>) -> Json<Value> {
+    Json(json!({
+        "nodeVersion": {"version": flotilla_proto::FLOTILLA_VERSION},
+        "environment": node.environment,
+        "coordinator": node.is_coordinator(),
+        "starting": false,
+        "uptime": node.uptime(),
+    }))
+}
+
+async fn state(State(node): State<Arc<LocalNode>>) -> Json<Value> {
+    Json(json!(if node.shutting_down() { "SHUTTING_DOWN" } else { "ACTIVE" }))
+}

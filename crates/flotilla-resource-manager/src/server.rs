@@ -1,0 +1,165 @@
+//! The resource manager's internal HTTP API (heartbeat, peer sync, cluster view), all of it
+//! behind the shared-secret check, and its background loop (peer pushes, sweeping).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flotilla_proto::cluster::{
+    ClusterView, Heartbeat, HeartbeatAck, PeerSync, CLUSTER_VIEW_PATH, HEARTBEAT_PATH, PEER_SYNC_PATH,
+};
+use flotilla_proto::{InternalAuth, INTERNAL_BEARER_HEADER};
+use parking_lot::{Mutex, RwLock};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ResourceManagerConfig;
+use crate::peer::PeerTransport;
+use crate::state::ClusterState;
+
+/// Peer pushes can carry many records; heartbeats and view requests stay small.
+const PEER_SYNC_BODY_LIMIT: usize = 64 << 20;
+
+/// One resource manager.
+#[derive(Debug)]
+pub struct ResourceManager {
+    state: Mutex<ClusterState>,
+    auth: Arc<InternalAuth>,
+    config: ResourceManagerConfig,
+    transport: Arc<dyn PeerTransport>,
+    /// The live resource managers, refreshed by the background loop (not per heartbeat:
+    /// that would cost a scan of every node per heartbeat).
+    resource_managers: RwLock<Arc<Vec<String>>>,
+}
+
+fn epoch_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl ResourceManager {
+    pub fn new(
+        node_id: &str,
+        instance: &str,
+        environment: &str,
+        config: ResourceManagerConfig,
+        auth: Arc<InternalAuth>,
+        transport: Arc<dyn PeerTransport>,
+    ) -> Arc<Self> {
+        let state = ClusterState::new(node_id, instance, environment, config.state.clone());
+        Arc::new(Self {
+            state: Mutex::new(state),
+            auth,
+            config,
+            transport,
+            resource_managers: RwLock::new(Arc::new(Vec::new())),
+        })
+    }
+
+    /// The internal routes; every one requires a valid internal token.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(HEARTBEAT_PATH, post(heartbeat))
+            .route(PEER_SYNC_PATH, post(peer_sync).layer(DefaultBodyLimit::max(PEER_SYNC_BODY_LIMIT)))
+            .route(CLUSTER_VIEW_PATH, get(view))
+            .route_layer(middleware::from_fn_with_state(self.auth.clone(), require_internal_auth))
+            .with_state(self.clone())
+    }
+
+    /// The current view.
+    pub fn view(&self) -> ClusterView {
+        self.state.lock().view(Instant::now(), epoch_ms())
+    }
+
+    /// Applies a heartbeat as the HTTP handler does (also used by benchmarks).
+    pub fn handle_heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatAck, String> {
+        let mut state = self.state.lock();
+        let acknowledged_version = state.apply_heartbeat(heartbeat, Instant::now()).map_err(|e| e.to_string())?;
+        Ok(HeartbeatAck {
+            resource_manager: state.node_id().to_string(),
+            instance: state.instance().to_string(),
+            acknowledged_version,
+            resource_managers: self.resource_managers.read().as_ref().clone(),
+        })
+    }
+
+    /// Starts peer sync and sweeping; they stop when `shutdown` fires.
+    pub fn spawn_background(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(manager.config.peer_sync_interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                manager.tick().await;
+            }
+        })
+    }
+
+    /// One round: sweep, refresh the resource manager list, push changes to every peer.
+    pub async fn tick(&self) {
+        let now = Instant::now();
+        let peers = {
+            let mut state = self.state.lock();
+            state.sweep(now);
+            *self.resource_managers.write() = Arc::new(state.live_resource_managers(now));
+            state.live_peers(now)
+        };
+        let pushes = peers.into_iter().filter_map(|(peer_id, peer_instance, peer_uri)| {
+            let (sync, upto, since) = self.state.lock().prepare_sync(&peer_id, &peer_instance, now)?;
+            Some(async move {
+                let result = self.transport.push(&peer_id, &peer_uri, &sync).await;
+                (peer_id, upto, since, result)
+            })
+        });
+        for (peer_id, upto, since, result) in futures::future::join_all(pushes).await {
+            match result {
+                Ok(ack) => self.state.lock().sync_acknowledged(&peer_id, &ack, upto, since),
+                Err(error) => tracing::debug!(peer = %peer_id, %error, "peer push failed; it will be repeated"),
+            }
+        }
+    }
+}
+
+/// Refuses internal calls without a valid token, and logs them.
+async fn require_internal_auth(State(auth): State<Arc<InternalAuth>>, request: Request<Body>, next: Next) -> Response {
+    let header = request.headers().get(INTERNAL_BEARER_HEADER).and_then(|v| v.to_str().ok());
+    match auth.verify(header) {
+        Ok(_caller) => next.run(request).await,
+        Err(error) => {
+            tracing::warn!(path = %request.uri().path(), %error, "refused internal request");
+            (StatusCode::UNAUTHORIZED, format!("{error}\n")).into_response()
+        }
+    }
+}
+
+async fn heartbeat(State(manager): State<Arc<ResourceManager>>, Json(heartbeat): Json<Heartbeat>) -> Response {
+    match manager.handle_heartbeat(heartbeat) {
+        Ok(ack) => Json(ack).into_response(),
+        Err(message) => (StatusCode::BAD_REQUEST, message).into_response(),
+    }
+}
+
+async fn peer_sync(State(manager): State<Arc<ResourceManager>>, Json(sync): Json<PeerSync>) -> Response {
+    // Merging a large push is CPU work: keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || manager.state.lock().apply_peer_sync(sync, Instant::now())).await;
+    match result {
+        Ok(ack) => Json(ack).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("peer sync failed: {error}")).into_response(),
+    }
+}
+
+async fn view(State(manager): State<Arc<ResourceManager>>) -> Json<ClusterView> {
+    Json(manager.view())
+}
+
+/// How long internal calls may take before they count as failed.
+pub const INTERNAL_CALL_TIMEOUT: Duration = Duration::from_secs(2);
