@@ -202,12 +202,11 @@ fn main() -> Result<(), String> {
     }
     server_runtime.block_on(running.shutdown());
     if let Some(output) = &args.output {
-        let header = "# Benchmarks\n\nProduced by `cargo run --release -p flotilla-bench -- --output BENCHMARKS.md` \
+        let header = "Produced by `cargo run --release -p flotilla-bench -- --output BENCHMARKS.md` \
             (a release build; the shared machines are noisy, so compare the ratios within one run, \
             not absolute figures across runs). Ratio = Flotilla time / DataFusion time: the cost of \
             the protocol (JSON encoding, HTTP round trips) and of Flotilla's layers over the same engine.\n\n";
-        std::fs::write(output, format!("{header}{report}"))
-            .map_err(|e| format!("failed to write {}: {e}", output.display()))?;
+        flotilla_bench::write_section(output, "queries", &format!("{header}{report}"))?;
         println!("wrote {}", output.display());
     }
     Ok(())

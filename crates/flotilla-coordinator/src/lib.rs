@@ -10,6 +10,7 @@
 //! Entry points: [`Coordinator::start`] binds and serves, returning a [`RunningCoordinator`]
 //! whose `shutdown` stops every background task it started. Settings are in [`config`].
 
+mod cluster;
 pub mod config;
 mod execution;
 pub mod http;
@@ -17,70 +18,112 @@ mod manager;
 mod query;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use flotilla_proto::{CoordinatorId, QueryIdGenerator};
+use flotilla_proto::cluster::NodeRole;
+use flotilla_proto::{CoordinatorId, InternalAuth, QueryIdGenerator};
+use flotilla_resource_manager::{
+    heartbeater, serve_http, ClusterViewClient, HttpPeerTransport, InternalClient, LocalNode, ResourceManager,
+    INTERNAL_CALL_TIMEOUT,
+};
 use flotilla_sql::catalog::Catalogs;
 use flotilla_sql::Engine;
-use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ConfigError, CoordinatorConfig, SETTINGS};
-pub use manager::{LocalRuntime, NodeIdentity, QueryManager, QueryRegistry};
+pub use cluster::{ClusterRuntime, QueryReporter};
+pub use config::{CoordinatorConfig, SETTINGS};
+pub use manager::{QueryManager, QueryRegistry};
 
 /// One coordinator's shared state.
 #[derive(Debug)]
 pub struct Coordinator {
     pub id: CoordinatorId,
     pub manager: Arc<QueryManager>,
-    pub identity: Arc<Mutex<NodeIdentity>>,
-    shutting_down: AtomicBool,
+    pub local: Arc<LocalNode>,
+    /// The resource managers' view, cached.
+    pub view: Arc<ClusterViewClient>,
 }
 
 impl Coordinator {
     pub fn shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
+        self.local.shutting_down()
     }
 
     /// Binds `address` (port 0 picks a free one) and starts serving.
+    ///
+    /// With `discovery.uri` set, the coordinator joins those resource managers; without it,
+    /// it runs an embedded resource manager on its own port (a one-process cluster), so the
+    /// cluster view always comes from the same mechanism.
     pub async fn start(
         config: CoordinatorConfig,
         catalogs: Catalogs,
         address: SocketAddr,
     ) -> std::io::Result<RunningCoordinator> {
+        let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+        let embedded = config.node.discovery_uris.is_empty();
+        let secret = match (&config.node.shared_secret, embedded) {
+            (Some(secret), _) => secret.clone(),
+            (None, true) => InternalAuth::generate_secret(),
+            (None, false) => flotilla_resource_manager::require_secret(&config.node)?.to_string(),
+        };
         let listener = TcpListener::bind(address).await?;
-        let local = listener.local_addr()?;
+        let local_address = listener.local_addr()?;
+        let url = format!("http://{local_address}");
         let id = CoordinatorId::random();
-        let identity = Arc::new(Mutex::new(NodeIdentity {
-            node_id: config.node_id.clone().unwrap_or_else(|| format!("coordinator-{id}")),
-            environment: config.environment.clone(),
-            http_uri: format!("http://{local}"),
-            started: std::time::Instant::now(),
-        }));
+        let mut roles = vec![NodeRole::Coordinator];
+        if embedded {
+            roles.push(NodeRole::ResourceManager);
+        }
+        let local = LocalNode::new(&config.node, roles, url.clone(), &format!("coordinator-{id}"));
+        let auth = Arc::new(InternalAuth::new(&secret, &local.node_id).map_err(invalid)?);
+        let client = InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT);
+        let seeds = if embedded { vec![url.clone()] } else { config.node.discovery_uris.clone() };
+        let view = ClusterViewClient::new(seeds.clone(), client.clone(), config.node.heartbeat_interval);
+
         let registry = Arc::new(QueryRegistry::default());
-        let runtime = Arc::new(LocalRuntime { registry: registry.clone(), identity: identity.clone() });
+        let runtime = Arc::new(ClusterRuntime { local: local.clone(), registry: registry.clone(), view: view.clone() });
         let engine = Engine::new(&catalogs, runtime);
-        let manager = Arc::new(QueryManager::new(engine, QueryIdGenerator::new(id.clone()), registry, config));
+        let node_config = config.node.clone();
+        let embedded_config = config.resource_manager.clone();
+        if embedded {
+            embedded_config.validate(node_config.heartbeat_interval).map_err(|e| invalid(e.to_string()))?;
+        }
+        let manager = Arc::new(QueryManager::new(engine, QueryIdGenerator::new(id.clone()), registry.clone(), config));
         let coordinator =
-            Arc::new(Coordinator { id, manager: manager.clone(), identity, shutting_down: AtomicBool::new(false) });
+            Arc::new(Coordinator { id, manager: manager.clone(), local: local.clone(), view: view.clone() });
 
         let shutdown = CancellationToken::new();
-        let sweeper = tokio::spawn(manager.sweep_loop(shutdown.clone()));
-        let app = http::router(coordinator.clone());
-        let server_shutdown = shutdown.clone();
-        let server = tokio::spawn(async move {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-                .await;
-            if let Err(error) = result {
-                tracing::error!(%error, "coordinator http server failed");
-            }
-        });
-        tracing::info!(address = %local, coordinator = %coordinator.id, "coordinator started");
-        Ok(RunningCoordinator { coordinator, address: local, shutdown, tasks: vec![sweeper, server] })
+        let mut tasks = vec![tokio::spawn(manager.clone().sweep_loop(shutdown.clone()))];
+        let mut app = http::router(coordinator.clone());
+        if embedded {
+            let resource_manager = ResourceManager::new(
+                &local.node_id,
+                &local.instance,
+                &local.environment,
+                embedded_config,
+                auth.clone(),
+                Arc::new(HttpPeerTransport::new(client)),
+            );
+            app = app.merge(resource_manager.router());
+            tasks.push(resource_manager.spawn_background(shutdown.clone()));
+        }
+        tasks.push(serve_http(listener, app, shutdown.clone()));
+
+        let reporter = Arc::new(QueryReporter::new(local.clone(), registry.clone()));
+        let agent = heartbeater(&local, auth, seeds, reporter, &node_config);
+        registry.notify_changes(agent.waker());
+        // Join before serving clients, so the first `/v1/node` already lists this node; a
+        // resource manager that does not answer yet is no reason not to start.
+        agent.beat_once(local.reported_state()).await;
+        if let Err(error) = view.refresh().await {
+            tracing::warn!(%error, "no cluster view yet; starting anyway");
+        }
+        tasks.push(agent.spawn(shutdown.clone()));
+        tasks.push(view.spawn(shutdown.clone()));
+        tracing::info!(address = %local_address, coordinator = %coordinator.id, embedded_resource_manager = embedded, "coordinator started");
+        Ok(RunningCoordinator { coordinator, address: local_address, shutdown, tasks })
     }
 }
 
@@ -102,7 +145,7 @@ impl RunningCoordinator {
 
     /// Stops accepting queries, fails the running ones and waits for the server to stop.
     pub async fn shutdown(self) {
-        self.coordinator.shutting_down.store(true, Ordering::Relaxed);
+        self.coordinator.local.begin_shutdown();
         self.coordinator.manager.fail_all("Coordinator is shutting down");
         self.shutdown.cancel();
         for task in self.tasks {

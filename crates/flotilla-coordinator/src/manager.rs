@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use flotilla_proto::{ErrorCode, FlotillaError, QueryId, QueryIdGenerator};
 use flotilla_protocol::ClientSession;
-use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource};
 use flotilla_sql::Engine;
 use parking_lot::Mutex;
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CoordinatorConfig;
@@ -23,9 +22,16 @@ use crate::query::{Query, QueryState, PAGE_BUFFER};
 #[derive(Debug, Default)]
 pub struct QueryRegistry {
     queries: Mutex<HashMap<QueryId, Arc<Query>>>,
+    /// Woken whenever a query changes state, so the heartbeat reporting it goes out soon.
+    changed: std::sync::OnceLock<Arc<Notify>>,
 }
 
 impl QueryRegistry {
+    /// Wakes `notify` on every state change of a query created from now on.
+    pub fn notify_changes(&self, notify: Arc<Notify>) {
+        let _ = self.changed.set(notify);
+    }
+
     pub fn get(&self, id: &QueryId) -> Option<Arc<Query>> {
         self.queries.lock().get(id).cloned()
     }
@@ -45,57 +51,6 @@ impl QueryRegistry {
         for id in ids {
             queries.remove(id);
         }
-    }
-}
-
-/// What this node says about itself in `/v1/info` and `system.runtime.nodes`.
-#[derive(Debug, Clone)]
-pub struct NodeIdentity {
-    pub node_id: String,
-    pub environment: String,
-    pub http_uri: String,
-    pub started: std::time::Instant,
-}
-
-/// Serves the `system.runtime` tables from this coordinator's own state.
-#[derive(Debug)]
-pub struct LocalRuntime {
-    pub registry: Arc<QueryRegistry>,
-    pub identity: Arc<Mutex<NodeIdentity>>,
-}
-
-impl RuntimeSource for LocalRuntime {
-    fn nodes(&self) -> Vec<NodeRow> {
-        let identity = self.identity.lock();
-        vec![NodeRow {
-            node_id: identity.node_id.clone(),
-            http_uri: identity.http_uri.clone(),
-            node_version: flotilla_proto::FLOTILLA_VERSION.to_string(),
-            coordinator: true,
-            state: "active".into(),
-        }]
-    }
-
-    fn queries(&self) -> Vec<QueryRow> {
-        self.registry
-            .all()
-            .into_iter()
-            .map(|q| {
-                let status = q.status.lock();
-                QueryRow {
-                    query_id: q.id.to_string(),
-                    state: status.state.as_str().to_string(),
-                    user: q.session.user.clone(),
-                    source: q.session.source.clone(),
-                    query: q.sql.clone(),
-                    created: q.created_at,
-                    started: status.started_at,
-                    end: status.ended_at,
-                    error_type: status.error.as_ref().map(|e| e.code.error_type().as_str().to_string()),
-                    error_code: status.error.as_ref().map(|e| e.code.name().to_string()),
-                }
-            })
-            .collect()
     }
 }
 
@@ -131,7 +86,9 @@ impl QueryManager {
     pub fn create(&self, session: ClientSession, sql: String) -> Arc<Query> {
         let (sender, receiver) = mpsc::channel(PAGE_BUFFER);
         let too_long = sql.chars().count() > self.config.max_query_length;
-        let query = Arc::new(Query::new(self.ids.next(), sql, session, receiver, new_slug()));
+        let mut query = Query::new(self.ids.next(), sql, session, receiver, new_slug());
+        query.on_change = self.registry.changed.get().cloned();
+        let query = Arc::new(query);
         self.registry.insert(query.clone());
         if too_long {
             query.fail(FlotillaError::new(

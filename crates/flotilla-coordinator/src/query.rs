@@ -116,6 +116,8 @@ pub struct Query {
     pub cancel: CancellationToken,
     /// Last time a client asked about this query (for abandonment).
     pub last_heartbeat: Mutex<Instant>,
+    /// Also woken on state changes: the coordinator's heartbeat reports them.
+    pub on_change: Option<Arc<Notify>>,
 }
 
 impl Query {
@@ -159,6 +161,7 @@ impl Query {
             state_changed: Notify::new(),
             cancel: CancellationToken::new(),
             last_heartbeat: Mutex::new(now),
+            on_change: None,
         }
     }
 
@@ -187,6 +190,9 @@ impl Query {
         }
         drop(status);
         self.state_changed.notify_waiters();
+        if let Some(on_change) = &self.on_change {
+            on_change.notify_one();
+        }
     }
 
     /// Ends the query with an error, unless it has already ended.

@@ -14,12 +14,14 @@
 
 pub mod cluster;
 pub mod config;
+mod data_size;
 mod duration;
 mod error;
 pub mod internal_auth;
 mod query_id;
 
 pub use config::{ConfigError, NodeConfig, Setting, NODE_SETTINGS};
+pub use data_size::parse_data_size;
 pub use duration::parse_duration;
 pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry};
 pub use internal_auth::{InternalAuth, InternalAuthError, INTERNAL_BEARER_HEADER};

@@ -2,9 +2,12 @@
 //! query changes state) it sends its announcement, its load and, for coordinators, a delta
 //! of its queries to every resource manager it knows.
 //!
-//! The resource managers it knows are the `discovery.uri` seeds until a resource manager
-//! answers; from then on, the live list the answers carry. The seeds come back into use
-//! only when none of the learned ones answers.
+//! The resource managers it knows are the `discovery.uri` seeds plus the live list the
+//! answers carry. A seed that answers as a resource manager already reached through the
+//! learned list (a load balancer in front of them, or the same host under another name) is
+//! skipped, and probed again every [`SEED_REPROBE_ROUNDS`] rounds; a seed that is down
+//! keeps being tried, so a resource manager restarted with no peers of its own is found
+//! again by the nodes configured with it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,6 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http_client::InternalClient;
+
+/// How often a seed found redundant is heartbeated anyway, in rounds.
+pub const SEED_REPROBE_ROUNDS: u64 = 10;
 
 /// The shortest gap between two heartbeats when woken early.
 const MIN_GAP: Duration = Duration::from_millis(100);
@@ -50,7 +56,8 @@ struct TargetState {
 struct Targets {
     learned: BTreeSet<String>,
     acknowledged: HashMap<String, TargetState>,
-    last_success: Option<Instant>,
+    /// Which resource manager (node id) answered at each address in the last round.
+    answered_as: HashMap<String, String>,
 }
 
 /// A node's heartbeat loop.
@@ -98,13 +105,20 @@ impl Heartbeater {
 
     /// The resource managers heartbeats go to now.
     pub fn targets(&self) -> Vec<String> {
+        let round = self.seq.load(std::sync::atomic::Ordering::Relaxed);
         let targets = self.targets.lock();
-        let learned_works = targets.last_success.is_some_and(|at| at.elapsed() < self.interval * 3);
-        if !targets.learned.is_empty() && learned_works {
-            return targets.learned.iter().cloned().collect();
+        let reached_through_learned: BTreeSet<&String> =
+            targets.learned.iter().filter_map(|uri| targets.answered_as.get(uri)).collect();
+        let mut all: BTreeSet<String> = targets.learned.clone();
+        for seed in &self.seeds {
+            let redundant = targets
+                .answered_as
+                .get(seed)
+                .is_some_and(|id| reached_through_learned.contains(id) && !targets.learned.contains(seed));
+            if !redundant || round % SEED_REPROBE_ROUNDS == 0 {
+                all.insert(seed.clone());
+            }
         }
-        let mut all: BTreeSet<String> = self.seeds.iter().cloned().collect();
-        all.extend(targets.learned.iter().cloned());
         all.into_iter().collect()
     }
 
@@ -136,6 +150,7 @@ impl Heartbeater {
                 Ok(ack) => {
                     answered += 1;
                     learned.extend(ack.resource_managers.iter().cloned());
+                    targets.answered_as.insert(target.clone(), ack.resource_manager.clone());
                     let entry = targets.acknowledged.entry(target).or_default();
                     if entry.instance != ack.instance {
                         entry.instance = ack.instance.clone();
@@ -146,14 +161,12 @@ impl Heartbeater {
                     tracing::debug!(resource_manager = %target, %error, "heartbeat failed");
                     // Whatever it acknowledged may be lost with it: start over when it is back.
                     targets.acknowledged.remove(&target);
+                    targets.answered_as.remove(&target);
                 }
             }
         }
-        if answered > 0 {
-            targets.last_success = Some(Instant::now());
-            if !learned.is_empty() {
-                targets.learned = learned;
-            }
+        if answered > 0 && !learned.is_empty() {
+            targets.learned = learned;
         }
         answered
     }

@@ -10,25 +10,25 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "resource-manager.node-status-timeout",
         default: "5s",
-        roles: "resource-manager",
+        roles: "resource-manager (and a coordinator's embedded one)",
         doc: "A node with no heartbeat for this long is marked dead",
     },
     Setting {
         name: "resource-manager.node-expiration-timeout",
         default: "10m",
-        roles: "resource-manager",
+        roles: "resource-manager (and a coordinator's embedded one)",
         doc: "A dead node's record is dropped after this long without a heartbeat",
     },
     Setting {
         name: "resource-manager.query-history",
         default: "1000",
-        roles: "resource-manager",
+        roles: "resource-manager (and a coordinator's embedded one)",
         doc: "Finished queries of the whole cluster kept in the view",
     },
     Setting {
         name: "resource-manager.peer-sync-interval",
         default: "500ms",
-        roles: "resource-manager",
+        roles: "resource-manager (and a coordinator's embedded one)",
         doc: "How often a resource manager pushes what changed to each peer",
     },
 ];

@@ -1,22 +1,48 @@
 //! Reads a Trino-style `etc/` directory: `config.properties` and `node.properties` for the
-//! role's settings, `catalog/*.properties` for catalogs. Without a directory (or without
-//! `catalog/`), the built-in defaults apply: the `tpch` catalog (and `system`).
+//! settings of every role, `catalog/*.properties` for catalogs. Without a directory (or
+//! without `catalog/`), the built-in defaults apply: the `tpch` catalog (and `system`).
+//!
+//! One `etc/` may serve every role (as `flotilla up` does): a key is accepted when any role
+//! declares it, and each role reads the keys it knows.
 
 use std::path::Path;
 
 use flotilla_coordinator::CoordinatorConfig;
+use flotilla_proto::config::{ConfigError, Setting};
+use flotilla_proto::NodeConfig;
+use flotilla_resource_manager::ResourceManagerConfig;
 use flotilla_sql::catalog::{parse_properties, Catalogs};
+use flotilla_worker::WorkerConfig;
 
 /// Everything a process needs from `etc/`.
 pub struct Setup {
+    pub node: NodeConfig,
     pub coordinator: CoordinatorConfig,
+    pub resource_manager: ResourceManagerConfig,
+    pub worker: WorkerConfig,
     pub catalogs: Catalogs,
 }
 
+/// Every declared setting of every role, in the order the README lists them.
+pub fn all_settings() -> Vec<&'static Setting> {
+    flotilla_proto::NODE_SETTINGS
+        .iter()
+        .chain(flotilla_coordinator::SETTINGS)
+        .chain(flotilla_resource_manager::SETTINGS)
+        .chain(flotilla_worker::SETTINGS)
+        .collect()
+}
+
 pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
-    let mut coordinator = CoordinatorConfig::default();
+    let mut setup = Setup {
+        node: NodeConfig::default(),
+        coordinator: CoordinatorConfig::default(),
+        resource_manager: ResourceManagerConfig::default(),
+        worker: WorkerConfig::default(),
+        catalogs: Catalogs::defaults(),
+    };
     let Some(dir) = etc_dir else {
-        return Ok(Setup { coordinator, catalogs: Catalogs::defaults() });
+        return Ok(setup);
     };
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
@@ -28,13 +54,18 @@ pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| format!("failed to read {}: {e}", path.display()))?;
         let properties = parse_properties(&path, &text).map_err(|e| e.to_string())?;
-        coordinator.apply(&path.display().to_string(), &properties).map_err(|e| e.to_string())?;
+        let file = path.display().to_string();
+        let Setup { node, coordinator, resource_manager, worker, .. } = &mut setup;
+        node.apply_all(&file, &properties, |key, value| -> Result<bool, ConfigError> {
+            Ok(coordinator.apply(&file, key, value)?
+                || resource_manager.apply(&file, key, value)?
+                || worker.apply(&file, key, value)?)
+        })
+        .map_err(|e| e.to_string())?;
     }
     let catalog_dir = dir.join("catalog");
-    let catalogs = if catalog_dir.is_dir() {
-        Catalogs::load_dir(&catalog_dir).map_err(|e| e.to_string())?
-    } else {
-        Catalogs::defaults()
-    };
-    Ok(Setup { coordinator, catalogs })
+    if catalog_dir.is_dir() {
+        setup.catalogs = Catalogs::load_dir(&catalog_dir).map_err(|e| e.to_string())?;
+    }
+    Ok(setup)
 }

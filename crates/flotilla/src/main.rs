@@ -1,14 +1,18 @@
 //! `flotilla`: one binary for every role. This file only parses the command line and hands
 //! over to the role crates.
 
-mod etc;
 mod tpch_gen;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use flotilla::etc;
+use flotilla::local_cluster::{LocalCluster, LocalClusterSpec, SECRET_ENV};
+use flotilla_proto::config::parse_discovery_uris;
+use tokio_util::sync::CancellationToken;
 
 /// Flotilla: a distributed SQL engine that speaks the Trino client protocol.
 #[derive(Debug, Parser)]
@@ -20,30 +24,38 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start Flotilla locally with no configuration, serving clients at http://localhost:8080.
+    /// Start a local cluster as separate processes (resource managers, a coordinator,
+    /// workers) and serve clients at http://localhost:8080 until Ctrl-C.
     Up {
         /// Port for clients (Trino's default is 8080).
         #[arg(long, default_value_t = 8080)]
         port: u16,
-        /// A Trino-style etc/ directory (config.properties, node.properties, catalog/*.properties).
+        /// A Trino-style etc/ directory, used by every process.
         #[arg(long)]
         etc_dir: Option<PathBuf>,
-        /// Address to listen on.
+        /// Address every process listens on.
         #[arg(long, default_value = "127.0.0.1")]
         bind: IpAddr,
+        /// Number of resource managers.
+        #[arg(long, default_value_t = 2)]
+        resource_managers: usize,
+        /// Number of workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Number of coordinators (the first takes --port, the others free ports).
+        #[arg(long, default_value_t = 1)]
+        coordinators: usize,
+        /// Directory for the cluster's logs (and later its data); created if missing.
+        #[arg(long, default_value = ".flotilla")]
+        data_dir: PathBuf,
     },
-    /// Run a coordinator: the Trino REST API, planning and execution.
-    Coordinator {
-        /// A Trino-style etc/ directory (config.properties, node.properties, catalog/*.properties).
-        #[arg(long)]
-        etc_dir: Option<PathBuf>,
-        /// Port for clients; overrides http-server.http.port.
-        #[arg(long)]
-        port: Option<u16>,
-        /// Address to listen on.
-        #[arg(long, default_value = "0.0.0.0")]
-        bind: IpAddr,
-    },
+    /// Run a coordinator: the Trino REST API, planning and execution. Without
+    /// discovery.uri it runs its own embedded resource manager.
+    Coordinator(NodeArgs),
+    /// Run a resource manager: discovery and the cluster's shared view.
+    ResourceManager(NodeArgs),
+    /// Run a worker: joins the cluster and reports its load.
+    Worker(NodeArgs),
     /// Terminal client for the Trino protocol (works against Flotilla and Trino).
     Sql(flotilla_cli::SqlArgs),
     /// Write the TPC-H tables as Parquet files, generated with tpchgen (for tests and benchmarks).
@@ -55,6 +67,35 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+}
+
+/// Options every role takes; they override `etc/`.
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// A Trino-style etc/ directory (config.properties, node.properties, catalog/*.properties).
+    #[arg(long)]
+    etc_dir: Option<PathBuf>,
+    /// Port to listen on; overrides http-server.http.port (0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Overrides node.id.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Overrides discovery.uri (comma-separated resource manager URLs).
+    #[arg(long)]
+    discovery_uri: Option<String>,
+    /// Overrides node.warehouse.
+    #[arg(long)]
+    warehouse: Option<String>,
+    /// Overrides node.worker-group.
+    #[arg(long)]
+    worker_group: Option<String>,
+    /// Shut down when stdin closes (used by `flotilla up`, so no node outlives it).
+    #[arg(long, hide = true)]
+    exit_with_stdin: bool,
 }
 
 fn init_logging() {
@@ -74,23 +115,99 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Up { port, etc_dir, bind } => serve(etc_dir, Some(port), bind),
-        Command::Coordinator { etc_dir, port, bind } => serve(etc_dir, port, bind),
+        Command::Up { port, etc_dir, bind, resource_managers, workers, coordinators, data_dir } => {
+            let spec = LocalClusterSpec {
+                resource_managers,
+                coordinators: coordinators.max(1),
+                workers,
+                coordinator_port: port,
+                bind,
+                etc_dir: etc_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
+                log_dir: data_dir.join("logs"),
+                one_resource_manager_each: false,
+                env: Vec::new(),
+            };
+            up(spec)
+        }
+        Command::Coordinator(args) => run_role(Role::Coordinator, args),
+        Command::ResourceManager(args) => run_role(Role::ResourceManager, args),
+        Command::Worker(args) => run_role(Role::Worker, args),
     }
 }
 
-fn serve(etc_dir: Option<PathBuf>, port: Option<u16>, bind: IpAddr) -> ExitCode {
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Coordinator,
+    ResourceManager,
+    Worker,
+}
+
+/// Resolves when the process should stop: Ctrl-C, SIGTERM, or (with `--exit-with-stdin`)
+/// stdin closing.
+async fn stop_requested(exit_with_stdin: bool) {
+    let stdin_closed = CancellationToken::new();
+    if exit_with_stdin {
+        let token = stdin_closed.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            token.cancel();
+        });
+    }
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+        _ = stdin_closed.cancelled() => {}
+    }
+}
+
+fn run_role(role: Role, args: NodeArgs) -> ExitCode {
     init_logging();
-    let setup = match etc::load(etc_dir.as_deref()) {
+    let mut setup = match etc::load(args.etc_dir.as_deref()) {
         Ok(setup) => setup,
         Err(error) => {
             eprintln!("invalid configuration: {error}");
             return ExitCode::from(2);
         }
     };
-    let mut config = setup.coordinator;
-    if let Some(port) = port {
-        config.http_port = port;
+    let node = &mut setup.node;
+    if let Some(port) = args.port {
+        node.http_port = port;
+    }
+    if let Some(node_id) = args.node_id {
+        node.node_id = Some(node_id);
+    }
+    if let Some(uris) = args.discovery_uri {
+        match parse_discovery_uris(&uris) {
+            Ok(uris) => node.discovery_uris = uris,
+            Err(error) => {
+                eprintln!("invalid --discovery-uri: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(warehouse) = args.warehouse {
+        node.warehouse = warehouse;
+    }
+    if let Some(worker_group) = args.worker_group {
+        node.worker_group = worker_group;
+    }
+    if let Ok(secret) = std::env::var(SECRET_ENV) {
+        node.shared_secret = Some(secret);
+    }
+    if matches!(role, Role::Coordinator) && node.coordinator_flag == Some(false) {
+        eprintln!("invalid configuration: coordinator=false in config.properties, but this is `flotilla coordinator`");
+        return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -100,18 +217,159 @@ fn serve(etc_dir: Option<PathBuf>, port: Option<u16>, bind: IpAddr) -> ExitCode 
         }
     };
     runtime.block_on(async move {
-        let address = SocketAddr::new(bind, config.http_port);
-        let running = match flotilla_coordinator::Coordinator::start(config, setup.catalogs, address).await {
+        let address = SocketAddr::new(args.bind, setup.node.http_port);
+        let started = match role {
+            Role::Coordinator => {
+                let mut config = setup.coordinator;
+                config.node = setup.node;
+                config.resource_manager = setup.resource_manager;
+                flotilla_coordinator::Coordinator::start(config, setup.catalogs, address)
+                    .await
+                    .map(Running::Coordinator)
+            }
+            Role::ResourceManager => {
+                flotilla_resource_manager::start_resource_manager(setup.node, setup.resource_manager, address)
+                    .await
+                    .map(Running::Node)
+            }
+            Role::Worker => flotilla_worker::start(setup.node, setup.worker, address).await.map(Running::Node),
+        };
+        let running = match started {
             Ok(running) => running,
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
+                eprintln!("invalid configuration: {error}");
+                return ExitCode::from(2);
+            }
             Err(error) => {
                 eprintln!("failed to listen on {address}: {error}");
                 return ExitCode::FAILURE;
             }
         };
-        eprintln!("Flotilla is serving Trino clients at {}", running.url());
-        let _ = tokio::signal::ctrl_c().await;
+        if let Running::Coordinator(coordinator) = &running {
+            eprintln!("Flotilla is serving Trino clients at {}", coordinator.url());
+        }
+        let (role_name, node_id, url) = running.describe(role);
+        eprintln!("flotilla {role_name} {node_id}{}{url}", flotilla::local_cluster::READY_MARKER);
+        stop_requested(args.exit_with_stdin).await;
         eprintln!("shutting down");
         running.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// A started role.
+enum Running {
+    Coordinator(flotilla_coordinator::RunningCoordinator),
+    Node(flotilla_resource_manager::RunningNode),
+}
+
+impl Running {
+    fn describe(&self, role: Role) -> (&'static str, String, String) {
+        let name = match role {
+            Role::Coordinator => "coordinator",
+            Role::ResourceManager => "resource-manager",
+            Role::Worker => "worker",
+        };
+        match self {
+            Running::Coordinator(c) => (name, c.coordinator.local.node_id.clone(), c.url()),
+            Running::Node(n) => (name, n.local.node_id.clone(), n.url()),
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Running::Coordinator(c) => c.shutdown().await,
+            Running::Node(n) => n.shutdown().await,
+        }
+    }
+}
+
+/// Waits until the coordinator's `/v1/node` lists `expected` live nodes.
+async fn wait_until_listed(coordinator: &str, expected: usize, within: Duration) -> Result<(), String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + within;
+    let mut listed = 0;
+    while std::time::Instant::now() < deadline {
+        if let Ok(response) = client.get(format!("{coordinator}/v1/node")).send().await {
+            if let Ok(nodes) = response.json::<Vec<serde_json::Value>>().await {
+                listed = nodes.len();
+                if listed >= expected {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("the coordinator lists {listed} of {expected} nodes after {within:?}"))
+}
+
+/// `flotilla up`: starts the processes, prints the endpoints, and stops them all on Ctrl-C
+/// or SIGTERM.
+fn up(spec: LocalClusterSpec) -> ExitCode {
+    let binary = match std::env::current_exe() {
+        Ok(binary) => binary,
+        Err(error) => {
+            eprintln!("cannot find the flotilla binary: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "starting {} resource manager(s), {} coordinator(s), {} worker(s); logs in {}",
+        spec.resource_managers,
+        spec.coordinators,
+        spec.workers,
+        spec.log_dir.display()
+    );
+    let mut cluster = match LocalCluster::start(&binary, &spec) {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            eprintln!("failed to start the local cluster: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (kind, processes) in [
+        ("resource manager", &cluster.resource_managers),
+        ("coordinator", &cluster.coordinators),
+        ("worker", &cluster.workers),
+    ] {
+        for process in processes {
+            eprintln!("  {kind:<17} {:<20} {}", process.spec.node_id, process.url);
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("failed to start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let coordinator_url = cluster.coordinators[0].url.clone();
+    let expected = spec.resource_managers + spec.coordinators + spec.workers;
+    if let Err(error) = runtime.block_on(wait_until_listed(&coordinator_url, expected, Duration::from_secs(30))) {
+        eprintln!("the cluster did not come together: {error}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("Flotilla is serving Trino clients at {coordinator_url}");
+    eprintln!("Try: flotilla sql --server {coordinator_url} --execute 'SELECT * FROM system.runtime.nodes'");
+    runtime.block_on(async {
+        // A node that exits on its own is reported, not restarted: losing one is something
+        // the cluster should ride out, and a local cluster is where people try that.
+        let mut reported = std::collections::BTreeSet::new();
+        let watch = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                for process in cluster.all() {
+                    if !process.is_running() && reported.insert(process.spec.node_id.clone()) {
+                        eprintln!("{} exited (log: {})", process.spec.node_id, process.log_path.display());
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = stop_requested(false) => eprintln!("stopping the local cluster"),
+            _ = watch => {}
+        }
+    });
+    cluster.stop(Duration::from_secs(10));
+    ExitCode::SUCCESS
 }

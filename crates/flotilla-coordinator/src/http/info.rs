@@ -1,44 +1,81 @@
-//! `/v1/info`, `/v1/info/state` and `/v1/status`: what a client or load balancer checks
-//! before sending work.
+//! Node and cluster information: `/v1/info`, `/v1/info/state` and `/v1/status` (what a
+//! client or load balancer checks before sending work), `/v1/node` and `/v1/node/failed`
+//! (the cluster's nodes, from the resource managers' view) and `/v1/cluster` (cluster
+//! statistics, as Presto serves them).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use flotilla_proto::cluster::{NodeRole, NodeView};
 use serde_json::{json, Value};
 
 use crate::Coordinator;
 
-fn uptime(coordinator: &Coordinator) -> String {
-    format!("{:.2}s", coordinator.identity.lock().started.elapsed().as_secs_f64())
-}
-
-pub async fn info(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
-    let identity = coordinator.identity.lock().clone();
-    Json(json!({
-        "nodeVersion": {"version": flotilla_proto::FLOTILLA_VERSION},
-        "environment": identity.environment,
-        "coordinator": true,
-        "starting": false,
-        "uptime": uptime(&coordinator),
-    }))
-}
-
-pub async fn state(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
-    let state = if coordinator.shutting_down() { "SHUTTING_DOWN" } else { "ACTIVE" };
-    Json(json!(state))
-}
-
 pub async fn status(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
-    let identity = coordinator.identity.lock().clone();
+    let mut status = coordinator.local.status();
+    status.insert("runningQueries".into(), coordinator.manager.running_count().into());
+    Json(Value::Object(status))
+}
+
+fn node_json(node: &NodeView) -> Value {
+    json!({
+        "uri": node.node.http_uri,
+        "nodeId": node.node.node_id,
+        "roles": node.node.roles,
+        "state": node.state.trino_name(),
+        "nodeVersion": {"version": node.node.version},
+        "environment": node.node.environment,
+        "warehouse": node.node.warehouse,
+        "workerGroup": node.node.worker_group,
+        "startTime": chrono::DateTime::from_timestamp_millis(node.node.start_time_ms).map(|t| t.to_rfc3339()),
+        "lastHeartbeatAgeMillis": node.last_heartbeat_age_ms,
+        "load": node.worker,
+    })
+}
+
+fn nodes(coordinator: &Coordinator, live: bool) -> Vec<Value> {
+    let Some(snapshot) = coordinator.view.snapshot() else {
+        return Vec::new();
+    };
+    snapshot.view.nodes.iter().filter(|n| n.state.is_live() == live).map(node_json).collect()
+}
+
+/// The live nodes of the cluster.
+pub async fn node_list(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<Value>> {
+    Json(nodes(&coordinator, true))
+}
+
+/// Nodes the resource managers have marked dead and not dropped yet.
+pub async fn failed_nodes(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<Value>> {
+    Json(nodes(&coordinator, false))
+}
+
+/// Cluster statistics from the resource managers' view, with the view's age.
+pub async fn cluster(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
+    let Some(snapshot) = coordinator.view.snapshot() else {
+        return Json(json!({
+            "viewAgeMillis": Value::Null,
+            "viewError": coordinator.view.last_error(),
+        }));
+    };
+    let view = &snapshot.view;
+    let count_state = |state: &str| view.queries.iter().filter(|q| q.progress.state == state).count();
+    let workers: Vec<&NodeView> = view.live_with_role(NodeRole::Worker).collect();
     Json(json!({
-        "nodeId": identity.node_id,
-        "nodeVersion": {"version": flotilla_proto::FLOTILLA_VERSION},
-        "environment": identity.environment,
-        "coordinator": true,
-        "uptime": uptime(&coordinator),
-        "externalAddress": identity.http_uri,
-        "processors": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "runningQueries": coordinator.manager.running_count(),
+        "runningQueries": count_state("RUNNING") + count_state("PLANNING"),
+        "blockedQueries": 0,
+        "queuedQueries": count_state("QUEUED"),
+        "activeCoordinators": view.live_with_role(NodeRole::Coordinator).count(),
+        "activeResourceManagers": view.live_with_role(NodeRole::ResourceManager).count(),
+        "activeWorkers": workers.len(),
+        "runningDrivers": workers.iter().filter_map(|w| w.worker.as_ref()).map(|l| l.running_tasks as u64).sum::<u64>(),
+        "totalAvailableProcessors": workers.iter().filter_map(|w| w.worker.as_ref()).map(|l| l.processors as u64).sum::<u64>(),
+        "reservedMemory": view.memory.reserved_bytes,
+        "totalMemory": view.memory.pool_bytes,
+        "totalCpuTimeSecs": view.queries.iter().map(|q| q.progress.cpu_time_ms).sum::<u64>() / 1000,
+        "viewAgeMillis": snapshot.age().as_millis() as u64,
+        "viewResourceManager": view.resource_manager,
+        "viewError": coordinator.view.last_error(),
     }))
 }

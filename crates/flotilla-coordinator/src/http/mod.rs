@@ -1,5 +1,6 @@
 //! The coordinator's REST API: Trino's client protocol (`/v1/statement`), the query API
-//! (`/v1/query`) and node information (`/v1/info`).
+//! (`/v1/query`), node information (`/v1/info`) and the cluster's nodes (`/v1/node`,
+//! `/v1/cluster`).
 
 mod info;
 mod query_api;
@@ -53,9 +54,11 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/statement/{phase}/{query_id}/{slug}/{token}", get(statement::fetch).delete(statement::cancel))
         .route("/v1/query", get(query_api::list))
         .route("/v1/query/{query_id}", get(query_api::info).delete(query_api::kill).head(query_api::exists))
-        .route("/v1/info", get(info::info))
-        .route("/v1/info/state", get(info::state))
         .route("/v1/status", get(info::status))
+        .route("/v1/node", get(info::node_list))
+        .route("/v1/node/failed", get(info::failed_nodes))
+        .route("/v1/cluster", get(info::cluster))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(coordinator)
+        .with_state(coordinator.clone())
+        .merge(flotilla_resource_manager::info_routes(coordinator.local.clone()))
 }

@@ -51,10 +51,10 @@ fn summary(query: &Query, self_uri: &str) -> Value {
 }
 
 fn self_uri(coordinator: &Coordinator, request_headers: &HeaderMap) -> String {
-    let fallback = coordinator.identity.lock().http_uri.trim_start_matches("http://").to_string();
+    let fallback = coordinator.local.http_uri.trim_start_matches("http://").to_string();
     super::uris::QueryUris::from_headers(request_headers, &fallback)
         .map(|u| u.base().to_string())
-        .unwrap_or_else(|_| coordinator.identity.lock().http_uri.clone())
+        .unwrap_or_else(|_| coordinator.local.http_uri.clone())
 }
 
 fn find(coordinator: &Coordinator, query_id: &str) -> Result<Arc<Query>, HttpError> {

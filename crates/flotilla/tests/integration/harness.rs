@@ -77,3 +77,102 @@ impl Drop for TestCluster {
         }
     }
 }
+
+/// Builds a [`ProcessCluster`]: real `flotilla` processes (resource managers, coordinators,
+/// workers) on loopback, started the way `flotilla up` starts them.
+pub struct ProcessClusterBuilder {
+    spec: flotilla::local_cluster::LocalClusterSpec,
+    log_dir: TempDir,
+}
+
+impl ProcessClusterBuilder {
+    pub fn resource_managers(mut self, count: usize) -> Self {
+        self.spec.resource_managers = count;
+        self
+    }
+
+    pub fn coordinators(mut self, count: usize) -> Self {
+        self.spec.coordinators = count;
+        self
+    }
+
+    pub fn workers(mut self, count: usize) -> Self {
+        self.spec.workers = count;
+        self
+    }
+
+    /// Node i is configured with resource manager i % N only.
+    pub fn one_resource_manager_each(mut self) -> Self {
+        self.spec.one_resource_manager_each = true;
+        self
+    }
+
+    pub fn start(self) -> ProcessCluster {
+        let cluster =
+            flotilla::local_cluster::LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_flotilla")), &self.spec)
+                .unwrap_or_else(|error| panic!("cluster starts: {error}"));
+        ProcessCluster { cluster, _logs: self.log_dir }
+    }
+}
+
+/// A cluster of processes; dropping it (even on a failed assertion) stops every process.
+pub struct ProcessCluster {
+    pub cluster: flotilla::local_cluster::LocalCluster,
+    _logs: TempDir,
+}
+
+impl ProcessCluster {
+    pub fn builder() -> ProcessClusterBuilder {
+        let logs = TempDir::new("flotilla-cluster");
+        let spec = flotilla::local_cluster::LocalClusterSpec {
+            resource_managers: 1,
+            coordinators: 1,
+            workers: 0,
+            coordinator_port: 0,
+            bind: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
+            etc_dir: None,
+            log_dir: logs.path.clone(),
+            one_resource_manager_each: false,
+            env: vec![("RUST_LOG".into(), "info".into())],
+        };
+        ProcessClusterBuilder { spec, log_dir: logs }
+    }
+
+    /// A signed client for internal endpoints, holding this cluster's secret.
+    pub fn internal_client(&self) -> flotilla_resource_manager::InternalClient {
+        let auth = flotilla_proto::InternalAuth::new(&self.cluster.secret, "test-harness").unwrap();
+        flotilla_resource_manager::InternalClient::new(std::sync::Arc::new(auth), std::time::Duration::from_secs(5))
+    }
+
+    pub fn coordinator_url(&self) -> String {
+        self.cluster.coordinators[0].url.clone()
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let unique = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        );
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for inspection", self.path.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -2,6 +2,7 @@
 //! whole workspace.
 
 mod cli;
+mod cluster;
 mod docs;
 mod harness;
 mod protocol;

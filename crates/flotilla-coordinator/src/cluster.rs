@@ -1,0 +1,205 @@
+//! The coordinator as a member of the cluster: what it reports about its queries in its
+//! heartbeats ([`QueryReporter`]), and the `system.runtime` tables served from the
+//! resource managers' view ([`ClusterRuntime`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use flotilla_proto::cluster::{
+    truncate_query_text, CoordinatorReport, NodeRole, QueryIdentity, QueryProgress, QuerySummary, QueryUpdate,
+    ReportedState, ResourceGroupUsage,
+};
+use flotilla_proto::QueryId;
+use flotilla_resource_manager::{ClusterViewClient, HeartbeatSource, LocalNode};
+use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource};
+use parking_lot::Mutex;
+
+use crate::manager::QueryRegistry;
+use crate::query::{Query, QueryState};
+
+/// Every query runs in Trino's default resource group until resource groups are
+/// configurable (their own issue).
+pub const DEFAULT_RESOURCE_GROUP: &str = "global";
+/// Every query runs in the default warehouse until the `warehouse` session property exists.
+pub const DEFAULT_WAREHOUSE: &str = "default";
+
+#[derive(Debug)]
+struct Tracked {
+    created_version: u64,
+    version: u64,
+    progress: QueryProgress,
+}
+
+#[derive(Debug, Default)]
+struct ReporterState {
+    version: u64,
+    tracked: HashMap<QueryId, Tracked>,
+}
+
+/// Builds the query part of the coordinator's heartbeats: each query's identity once, then
+/// its progress whenever it changed, as a delta against what a resource manager has
+/// acknowledged.
+#[derive(Debug)]
+pub struct QueryReporter {
+    local: Arc<LocalNode>,
+    registry: Arc<QueryRegistry>,
+    state: Mutex<ReporterState>,
+}
+
+fn progress_of(query: &Query) -> QueryProgress {
+    let stats = query.stats();
+    let status = query.status.lock();
+    QueryProgress {
+        state: status.state.as_str().to_string(),
+        start_time_ms: status.started_at.map(|t| t.timestamp_millis()),
+        end_time_ms: status.ended_at.map(|t| t.timestamp_millis()),
+        cpu_time_ms: stats.cpu_time_millis,
+        peak_memory_bytes: stats.peak_memory_bytes,
+        progress_percentage: stats.progress_percentage,
+        error_code: status.error.as_ref().map(|e| e.code.name().to_string()),
+    }
+}
+
+fn identity_of(query: &Query) -> QueryIdentity {
+    QueryIdentity {
+        query_id: query.id.to_string(),
+        user: query.session.user.clone(),
+        source: query.session.source.clone(),
+        resource_group: DEFAULT_RESOURCE_GROUP.to_string(),
+        warehouse: DEFAULT_WAREHOUSE.to_string(),
+        query: truncate_query_text(&query.sql),
+        create_time_ms: query.created_at.timestamp_millis(),
+    }
+}
+
+impl QueryReporter {
+    pub fn new(local: Arc<LocalNode>, registry: Arc<QueryRegistry>) -> Self {
+        Self { local, registry, state: Mutex::new(ReporterState::default()) }
+    }
+
+    /// Brings the tracked progress up to date, giving changed queries a new version.
+    fn refresh(&self, state: &mut ReporterState) -> Vec<Arc<Query>> {
+        let queries = self.registry.all();
+        let mut live = std::collections::HashSet::with_capacity(queries.len());
+        for query in &queries {
+            live.insert(query.id.clone());
+            let progress = progress_of(query);
+            match state.tracked.get_mut(&query.id) {
+                Some(tracked) if tracked.progress == progress => {}
+                Some(tracked) => {
+                    state.version += 1;
+                    tracked.version = state.version;
+                    tracked.progress = progress;
+                }
+                None => {
+                    state.version += 1;
+                    let version = state.version;
+                    state.tracked.insert(query.id.clone(), Tracked { created_version: version, version, progress });
+                }
+            }
+        }
+        // Expired here; the resource managers keep their own bounded history.
+        state.tracked.retain(|id, _| live.contains(id));
+        queries
+    }
+}
+
+impl HeartbeatSource for QueryReporter {
+    fn state(&self) -> ReportedState {
+        self.local.reported_state()
+    }
+
+    fn coordinator_report(&self, base_version: u64) -> Option<CoordinatorReport> {
+        let mut state = self.state.lock();
+        let queries = self.refresh(&mut state);
+        let mut report = CoordinatorReport { base_version, version: state.version, ..Default::default() };
+        let mut groups: BTreeMap<&str, ResourceGroupUsage> = BTreeMap::new();
+        for query in &queries {
+            let Some(tracked) = state.tracked.get(&query.id) else { continue };
+            let usage = groups.entry(DEFAULT_RESOURCE_GROUP).or_insert_with(|| ResourceGroupUsage {
+                resource_group: DEFAULT_RESOURCE_GROUP.to_string(),
+                queued: 0,
+                running: 0,
+            });
+            match query.state() {
+                QueryState::Queued => usage.queued += 1,
+                QueryState::Planning | QueryState::Running => usage.running += 1,
+                QueryState::Finished | QueryState::Failed => {}
+            }
+            if tracked.created_version > base_version {
+                report.new_queries.push(QuerySummary {
+                    identity: identity_of(query),
+                    progress: tracked.progress.clone(),
+                    coordinator: self.local.node_id.clone(),
+                    version: tracked.version,
+                });
+            } else if tracked.version > base_version {
+                report.updates.push(QueryUpdate {
+                    query_id: query.id.to_string(),
+                    version: tracked.version,
+                    progress: tracked.progress.clone(),
+                });
+            }
+        }
+        report.resource_groups = groups.into_values().filter(|g| g.queued + g.running > 0).collect();
+        Some(report)
+    }
+}
+
+/// Serves `system.runtime.nodes` from the cluster view and `system.runtime.queries` from
+/// this coordinator's queries (the cluster-wide query list is the many-coordinators issue).
+#[derive(Debug)]
+pub struct ClusterRuntime {
+    pub local: Arc<LocalNode>,
+    pub registry: Arc<QueryRegistry>,
+    pub view: Arc<ClusterViewClient>,
+}
+
+impl RuntimeSource for ClusterRuntime {
+    fn nodes(&self) -> Vec<NodeRow> {
+        let Some(snapshot) = self.view.snapshot() else {
+            // No resource manager has answered yet: this coordinator is all it knows.
+            return vec![NodeRow {
+                node_id: self.local.node_id.clone(),
+                http_uri: self.local.http_uri.clone(),
+                node_version: flotilla_proto::FLOTILLA_VERSION.to_string(),
+                coordinator: true,
+                state: "active".into(),
+            }];
+        };
+        snapshot
+            .view
+            .nodes
+            .iter()
+            .map(|node| NodeRow {
+                node_id: node.node.node_id.clone(),
+                http_uri: node.node.http_uri.clone(),
+                node_version: node.node.version.clone(),
+                coordinator: node.node.has_role(NodeRole::Coordinator),
+                state: node.state.trino_name().to_string(),
+            })
+            .collect()
+    }
+
+    fn queries(&self) -> Vec<QueryRow> {
+        self.registry
+            .all()
+            .into_iter()
+            .map(|q| {
+                let status = q.status.lock();
+                QueryRow {
+                    query_id: q.id.to_string(),
+                    state: status.state.as_str().to_string(),
+                    user: q.session.user.clone(),
+                    source: q.session.source.clone(),
+                    query: q.sql.clone(),
+                    created: q.created_at,
+                    started: status.started_at,
+                    end: status.ended_at,
+                    error_type: status.error.as_ref().map(|e| e.code.error_type().as_str().to_string()),
+                    error_code: status.error.as_ref().map(|e| e.code.name().to_string()),
+                }
+            })
+            .collect()
+    }
+}
