@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flotilla_proto::cluster::{
-    ClusterView, Heartbeat, HeartbeatAck, PeerSync, CLUSTER_VIEW_PATH, HEARTBEAT_PATH, PEER_SYNC_PATH,
+    ClusterView, Heartbeat, HeartbeatAck, PeerSync, PeerSyncAck, CLUSTER_VIEW_PATH, HEARTBEAT_PATH, PEER_SYNC_PATH,
 };
 use flotilla_proto::{InternalAuth, INTERNAL_BEARER_HEADER};
 use parking_lot::{Mutex, RwLock};
@@ -88,6 +88,11 @@ impl ResourceManager {
         })
     }
 
+    /// Merges a peer's push as the HTTP handler does.
+    pub fn handle_peer_sync(&self, sync: PeerSync) -> PeerSyncAck {
+        self.state.lock().apply_peer_sync(sync, Instant::now())
+    }
+
     /// Starts peer sync and sweeping; they stop when `shutdown` fires.
     pub fn spawn_background(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
         let manager = self.clone();
@@ -150,7 +155,7 @@ async fn heartbeat(State(manager): State<Arc<ResourceManager>>, Json(heartbeat):
 
 async fn peer_sync(State(manager): State<Arc<ResourceManager>>, Json(sync): Json<PeerSync>) -> Response {
     // Merging a large push is CPU work: keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || manager.state.lock().apply_peer_sync(sync, Instant::now())).await;
+    let result = tokio::task::spawn_blocking(move || manager.handle_peer_sync(sync)).await;
     match result {
         Ok(ack) => Json(ack).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("peer sync failed: {error}")).into_response(),
@@ -163,3 +168,6 @@ async fn view(State(manager): State<Arc<ResourceManager>>) -> Json<ClusterView> 
 
 /// How long internal calls may take before they count as failed.
 pub const INTERNAL_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests;

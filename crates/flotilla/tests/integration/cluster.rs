@@ -101,6 +101,26 @@ async fn resource_managers_share_every_node_survive_failures_and_never_flap() {
     assert_eq!(cluster_stats["activeWorkers"], 3, "{cluster_stats}");
     assert_eq!(cluster_stats["activeResourceManagers"], 3, "{cluster_stats}");
 
+    // The coordinator's queries reach every resource manager (in full once, then as deltas).
+    let responses = http.run("SELECT 'reported' AS marker").await;
+    let query_id = responses[0]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for rm in &rm_urls {
+        loop {
+            let view = view(&client, rm).await.unwrap();
+            let found = view.queries.iter().find(|q| q.identity.query_id == query_id);
+            if let Some(query) = found.filter(|q| q.progress.state == "FINISHED") {
+                assert_eq!(query.identity.user, "test");
+                assert_eq!(query.identity.query, "SELECT 'reported' AS marker");
+                assert_eq!(query.coordinator, "coordinator-1");
+                assert!(query.progress.end_time_ms.is_some());
+                break;
+            }
+            assert!(Instant::now() < deadline, "{rm} never saw {query_id} finish: {found:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     // Kill the resource manager the coordinator was configured with: the coordinator keeps
     // answering from the others, and the others mark it dead.
     let killed = cluster.cluster.resource_managers[0].spec.node_id.clone();
