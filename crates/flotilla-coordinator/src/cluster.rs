@@ -157,15 +157,11 @@ pub struct ClusterRuntime {
 
 impl RuntimeSource for ClusterRuntime {
     fn nodes(&self) -> Vec<NodeRow> {
+        // Before any resource manager has answered (start-up waits for the first view, so
+        // only when none is reachable) the cluster's membership is unknown: no rows, and
+        // `/v1/cluster` says why.
         let Some(snapshot) = self.view.snapshot() else {
-            // No resource manager has answered yet: this coordinator is all it knows.
-            return vec![NodeRow {
-                node_id: self.local.node_id.clone(),
-                http_uri: self.local.http_uri.clone(),
-                node_version: flotilla_proto::FLOTILLA_VERSION.to_string(),
-                coordinator: true,
-                state: "active".into(),
-            }];
+            return Vec::new();
         };
         snapshot
             .view

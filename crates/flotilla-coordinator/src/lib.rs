@@ -7,6 +7,11 @@
 //!     └──GET nextUri ◀── ResultCursor (idempotent tokens) ◀── bounded channel ◀───┘
 //! ```
 //!
+//! As a member of the cluster it heartbeats the resource managers ([`QueryReporter`]: its
+//! queries as deltas, its resource-group counts) and serves `/v1/node`, `/v1/cluster` and
+//! `system.runtime.nodes` from their view, cached by a `ClusterViewClient`
+//! ([`ClusterRuntime`]). Without `discovery.uri` it runs an embedded resource manager.
+//!
 //! Entry points: [`Coordinator::start`] binds and serves, returning a [`RunningCoordinator`]
 //! whose `shutdown` stops every background task it started. Settings are in [`config`].
 

@@ -72,7 +72,10 @@ pub fn heartbeater(
     source: Arc<dyn HeartbeatSource>,
     config: &NodeConfig,
 ) -> Arc<Heartbeater> {
-    let client = InternalClient::new(auth, INTERNAL_CALL_TIMEOUT);
+    // A heartbeat that takes longer than the interval is late anyway, and a resource manager
+    // that does not answer must not hold up the next round to the others.
+    let timeout = config.heartbeat_interval.clamp(std::time::Duration::from_millis(200), INTERNAL_CALL_TIMEOUT);
+    let client = InternalClient::new(auth, timeout);
     Heartbeater::new(local.announcement(), seeds, client, source, config.heartbeat_interval)
 }
 
