@@ -1,6 +1,7 @@
 //! Drives one resource manager with simulated heartbeats: N workers at 1 Hz each, plus
-//! coordinators reporting 1,000 new queries/s (and their completion as deltas), and
-//! records the resource manager's CPU per heartbeat, request latency and memory.
+//! coordinators reporting 1,000 new queries/s (and their completion as deltas) and fetching
+//! the cluster view once a second each, as real coordinators do; records the resource
+//! manager's CPU per heartbeat, request latency and memory.
 //!
 //! The resource manager runs in a child process (this binary with `--serve`) on a
 //! single-threaded runtime, so its CPU and memory are read from /proc apart from the load
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use flotilla_proto::cluster::{
     CoordinatorReport, Heartbeat, NodeAnnouncement, NodeRole, QueryIdentity, QueryProgress, QuerySummary, QueryUpdate,
-    ReportedState, WorkerLoad, HEARTBEAT_PATH,
+    ReportedState, WorkerLoad, CLUSTER_VIEW_PATH, HEARTBEAT_PATH,
 };
 use flotilla_proto::{InternalAuth, NodeConfig};
 use flotilla_resource_manager::{InternalClient, ResourceManagerConfig};
@@ -129,6 +130,8 @@ fn query(coordinator: usize, n: u64, state: &str) -> QuerySummary {
 
 struct PhaseResult {
     workers: usize,
+    view_latency: Histogram<u64>,
+    view_bytes: usize,
     heartbeats: u64,
     failures: u64,
     seconds: f64,
@@ -159,6 +162,7 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
     let mut failures = 0u64;
     let mut heartbeats = 0u64;
     let (sender, mut results) = tokio::sync::mpsc::unbounded_channel::<Result<u64, String>>();
+    let (view_sender, mut view_results) = tokio::sync::mpsc::unbounded_channel::<(u64, usize)>();
     let total_seconds = args.seconds + 1;
     let mut cpu_start = 0.0;
     let mut measured_from = Instant::now();
@@ -175,6 +179,21 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
             heartbeats = 0;
         }
         let second_start = Instant::now();
+        for c in 0..coordinators {
+            // Each coordinator refreshes its cached view once a second.
+            let client = client.clone();
+            let url = url.clone();
+            let view_sender = view_sender.clone();
+            let due = second_start + Duration::from_secs_f64(c as f64 / coordinators as f64);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(due.into()).await;
+                let started = Instant::now();
+                if let Ok(view) = client.get::<serde_json::Value>(&url, CLUSTER_VIEW_PATH).await {
+                    let bytes = serde_json::to_vec(&view).map(|v| v.len()).unwrap_or(0);
+                    let _ = view_sender.send((started.elapsed().as_micros() as u64, bytes));
+                }
+            });
+        }
         let beats = workers + coordinators;
         for i in 0..beats {
             // Spread the second's heartbeats evenly, as 1 Hz nodes with random phases would.
@@ -248,7 +267,15 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
         }
     }
     let _ = limit.acquire_many(args.concurrency as u32).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     drop(sender);
+    drop(view_sender);
+    let mut view_latency = Histogram::<u64>::new(3).unwrap();
+    let mut view_bytes = 0;
+    while let Some((micros, bytes)) = view_results.recv().await {
+        view_latency.record(micros.max(1)).ok();
+        view_bytes = view_bytes.max(bytes);
+    }
     while let Some(result) = results.recv().await {
         match result {
             Ok(micros) => {
@@ -263,7 +290,17 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
     let rss = rss_bytes(pid);
     drop(child.stdin.take());
     let _ = child.wait();
-    Ok(PhaseResult { workers, heartbeats, failures, seconds, cpu_seconds: cpu, rss_bytes: rss, latency })
+    Ok(PhaseResult {
+        workers,
+        view_latency,
+        view_bytes,
+        heartbeats,
+        failures,
+        seconds,
+        cpu_seconds: cpu,
+        rss_bytes: rss,
+        latency,
+    })
 }
 
 fn main() -> Result<(), String> {
@@ -273,7 +310,7 @@ fn main() -> Result<(), String> {
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let mut table = String::from(
-        "| simulated workers | heartbeats/s handled | failed | RM CPU per heartbeat | RM CPU (cores) | p50 latency | p99 latency | RM memory (RSS) |\n|---|---|---|---|---|---|---|---|\n",
+        "| simulated workers | heartbeats/s handled | failed | RM CPU per heartbeat | RM CPU (cores) | heartbeat p50 | heartbeat p99 | view size | view fetch p99 | RM memory (RSS) |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for &workers in &args.workers {
         let result = runtime.block_on(phase(&args, workers))?;
@@ -281,7 +318,7 @@ fn main() -> Result<(), String> {
         let per_beat_us = result.cpu_seconds * 1e6 / result.heartbeats.max(1) as f64;
         let cores = result.cpu_seconds / result.seconds;
         let line = format!(
-            "| {} | {:.0} | {} | {:.1} µs | {:.2} | {:.2} ms | {:.2} ms | {:.0} MiB |",
+            "| {} | {:.0} | {} | {:.1} µs | {:.2} | {:.2} ms | {:.2} ms | {:.1} MiB | {:.1} ms | {:.0} MiB |",
             result.workers,
             rate,
             result.failures,
@@ -289,6 +326,8 @@ fn main() -> Result<(), String> {
             cores,
             result.latency.value_at_quantile(0.5) as f64 / 1000.0,
             result.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            result.view_bytes as f64 / (1 << 20) as f64,
+            result.view_latency.value_at_quantile(0.99) as f64 / 1000.0,
             result.rss_bytes as f64 / (1 << 20) as f64,
         );
         println!("{line}");
@@ -299,8 +338,8 @@ fn main() -> Result<(), String> {
         let section = format!(
             "## Resource manager heartbeats\n\nProduced by `cargo run --release -p flotilla-bench --bin rm-heartbeats -- --output BENCHMARKS.md`. \
              One resource manager (child process, single-threaded runtime: one core at most) receives heartbeats from N simulated workers at 1 Hz \
-             plus 10 simulated coordinators reporting {} new queries/s in full and their completion as deltas, over signed loopback HTTP, \
-             {} s per phase after 1 s of warm-up. CPU is the resource manager process's (from /proc); latency is per request at the client \
+             plus 10 simulated coordinators reporting {} new queries/s in full and their completion as deltas and each fetching the cluster view once a second, over signed loopback HTTP, \
+             {} s per phase after 1 s of warm-up. CPU is the resource manager process's (from /proc), view fetches included, divided by heartbeats; latency is per request at the client \
              (HTTP included); the load generator shares the machine's other core.\n\n{table}\n",
             args.queries_per_second, args.seconds
         );
