@@ -36,7 +36,13 @@ pub struct ResourceManager {
     /// The live resource managers, refreshed by the background loop (not per heartbeat:
     /// that would cost a scan of every node per heartbeat).
     resource_managers: RwLock<Arc<Vec<String>>>,
+    /// The last serialized view: every coordinator fetches the view about once a second,
+    /// so with many coordinators one serialization serves several of them.
+    serialized_view: Mutex<Option<(Instant, bytes::Bytes)>>,
 }
+
+/// How long a serialized view is served again before it is rebuilt.
+const VIEW_REUSE: Duration = Duration::from_millis(200);
 
 fn epoch_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -58,6 +64,7 @@ impl ResourceManager {
             config,
             transport,
             resource_managers: RwLock::new(Arc::new(Vec::new())),
+            serialized_view: Mutex::new(None),
         })
     }
 
@@ -74,6 +81,20 @@ impl ResourceManager {
     /// The current view.
     pub fn view(&self) -> ClusterView {
         self.state.lock().view(Instant::now(), epoch_ms())
+    }
+
+    /// The view as JSON, reused for [`VIEW_REUSE`] (its age tells the reader how old it is).
+    fn serialized_view(&self) -> Result<bytes::Bytes, String> {
+        let mut cached = self.serialized_view.lock();
+        if let Some((built, body)) = cached.as_ref() {
+            if built.elapsed() < VIEW_REUSE {
+                return Ok(body.clone());
+            }
+        }
+        let body =
+            bytes::Bytes::from(serde_json::to_vec(&self.view()).map_err(|e| format!("view not serializable: {e}"))?);
+        *cached = Some((Instant::now(), body.clone()));
+        Ok(body)
     }
 
     /// Applies a heartbeat as the HTTP handler does (also used by benchmarks).
@@ -162,8 +183,13 @@ async fn peer_sync(State(manager): State<Arc<ResourceManager>>, Json(sync): Json
     }
 }
 
-async fn view(State(manager): State<Arc<ResourceManager>>) -> Json<ClusterView> {
-    Json(manager.view())
+async fn view(State(manager): State<Arc<ResourceManager>>) -> Response {
+    let result = tokio::task::spawn_blocking(move || manager.serialized_view()).await;
+    match result {
+        Ok(Ok(body)) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("view failed: {error}")).into_response(),
+    }
 }
 
 /// How long internal calls may take before they count as failed.
