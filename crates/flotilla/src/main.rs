@@ -11,7 +11,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use flotilla::etc;
 use flotilla::local_cluster::{LocalCluster, LocalClusterSpec, SECRET_ENV};
-use flotilla_proto::config::parse_discovery_uris;
 use tokio_util::sync::CancellationToken;
 
 /// Flotilla: a distributed SQL engine that speaks the Trino client protocol.
@@ -184,26 +183,20 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
     if let Some(port) = args.port {
         node.http_port = port;
     }
-    if let Some(node_id) = args.node_id {
-        node.node_id = Some(node_id);
-    }
-    if let Some(uris) = args.discovery_uri {
-        match parse_discovery_uris(&uris) {
-            Ok(uris) => node.discovery_uris = uris,
-            Err(error) => {
-                eprintln!("invalid --discovery-uri: {error}");
-                return ExitCode::from(2);
-            }
+    // Flags and the secret's environment variable go through the same checks as etc/.
+    let overrides = [
+        ("--node-id", "node.id", args.node_id),
+        ("--discovery-uri", "discovery.uri", args.discovery_uri),
+        ("--warehouse", "node.warehouse", args.warehouse),
+        ("--worker-group", "node.worker-group", args.worker_group),
+        (SECRET_ENV, "internal-communication.shared-secret", std::env::var(SECRET_ENV).ok()),
+    ];
+    for (source, key, value) in overrides {
+        let Some(value) = value else { continue };
+        if let Err(error) = node.apply(source, key, &value) {
+            eprintln!("invalid configuration: {error}");
+            return ExitCode::from(2);
         }
-    }
-    if let Some(warehouse) = args.warehouse {
-        node.warehouse = warehouse;
-    }
-    if let Some(worker_group) = args.worker_group {
-        node.worker_group = worker_group;
-    }
-    if let Ok(secret) = std::env::var(SECRET_ENV) {
-        node.shared_secret = Some(secret);
     }
     if matches!(role, Role::Coordinator) && node.coordinator_flag == Some(false) {
         eprintln!("invalid configuration: coordinator=false in config.properties, but this is `flotilla coordinator`");
