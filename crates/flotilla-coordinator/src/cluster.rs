@@ -2,12 +2,12 @@
 //! heartbeats ([`QueryReporter`]), and the `system.runtime` tables served from the
 //! resource managers' view ([`ClusterRuntime`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use flotilla_proto::cluster::{
     truncate_query_text, CoordinatorReport, NodeRole, QueryIdentity, QueryProgress, QuerySummary, QueryUpdate,
-    ReportedState, ResourceGroupUsage,
+    ResourceGroupUsage,
 };
 use flotilla_proto::QueryId;
 use flotilla_resource_manager::{ClusterViewClient, HeartbeatSource, LocalNode};
@@ -105,44 +105,49 @@ impl QueryReporter {
 }
 
 impl HeartbeatSource for QueryReporter {
-    fn state(&self) -> ReportedState {
-        self.local.reported_state()
-    }
-
-    fn coordinator_report(&self, base_version: u64) -> Option<CoordinatorReport> {
+    fn coordinator_reports(&self, base_versions: &[u64]) -> Option<Vec<CoordinatorReport>> {
         let mut state = self.state.lock();
         let queries = self.refresh(&mut state);
-        let mut report = CoordinatorReport { base_version, version: state.version, ..Default::default() };
-        let mut groups: BTreeMap<&str, ResourceGroupUsage> = BTreeMap::new();
+        let mut usage =
+            ResourceGroupUsage { resource_group: DEFAULT_RESOURCE_GROUP.to_string(), queued: 0, running: 0 };
         for query in &queries {
-            let Some(tracked) = state.tracked.get(&query.id) else { continue };
-            let usage = groups.entry(DEFAULT_RESOURCE_GROUP).or_insert_with(|| ResourceGroupUsage {
-                resource_group: DEFAULT_RESOURCE_GROUP.to_string(),
-                queued: 0,
-                running: 0,
-            });
             match query.state() {
                 QueryState::Queued => usage.queued += 1,
                 QueryState::Planning | QueryState::Running => usage.running += 1,
                 QueryState::Finished | QueryState::Failed => {}
             }
-            if tracked.created_version > base_version {
-                report.new_queries.push(QuerySummary {
-                    identity: identity_of(query),
-                    progress: tracked.progress.clone(),
-                    coordinator: self.local.node_id.clone(),
-                    version: tracked.version,
-                });
-            } else if tracked.version > base_version {
-                report.updates.push(QueryUpdate {
-                    query_id: query.id.to_string(),
-                    version: tracked.version,
-                    progress: tracked.progress.clone(),
-                });
-            }
         }
-        report.resource_groups = groups.into_values().filter(|g| g.queued + g.running > 0).collect();
-        Some(report)
+        let resource_groups = if usage.queued + usage.running > 0 { vec![usage] } else { Vec::new() };
+        let reports = base_versions
+            .iter()
+            .map(|&base_version| {
+                let mut report = CoordinatorReport {
+                    base_version,
+                    version: state.version,
+                    resource_groups: resource_groups.clone(),
+                    ..Default::default()
+                };
+                for query in &queries {
+                    let Some(tracked) = state.tracked.get(&query.id) else { continue };
+                    if tracked.created_version > base_version {
+                        report.new_queries.push(QuerySummary {
+                            identity: identity_of(query),
+                            progress: tracked.progress.clone(),
+                            coordinator: self.local.node_id.clone(),
+                            version: tracked.version,
+                        });
+                    } else if tracked.version > base_version {
+                        report.updates.push(QueryUpdate {
+                            query_id: query.id.to_string(),
+                            version: tracked.version,
+                            progress: tracked.progress.clone(),
+                        });
+                    }
+                }
+                report
+            })
+            .collect();
+        Some(reports)
     }
 }
 

@@ -28,8 +28,7 @@ use std::sync::Arc;
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{CoordinatorId, InternalAuth, QueryIdGenerator};
 use flotilla_resource_manager::{
-    heartbeater, serve_http, ClusterViewClient, HttpPeerTransport, InternalClient, LocalNode, ResourceManager,
-    INTERNAL_CALL_TIMEOUT,
+    heartbeater, serve_http, ClusterViewClient, InternalClient, LocalNode, ResourceManager, INTERNAL_CALL_TIMEOUT,
 };
 use flotilla_sql::catalog::Catalogs;
 use flotilla_sql::Engine;
@@ -85,7 +84,7 @@ impl Coordinator {
         let auth = Arc::new(InternalAuth::new(&secret, &local.node_id).map_err(invalid)?);
         let client = InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT);
         let seeds = if embedded { vec![url.clone()] } else { config.node.discovery_uris.clone() };
-        let view = ClusterViewClient::new(seeds.clone(), client.clone(), config.node.heartbeat_interval);
+        let view = ClusterViewClient::new(seeds.clone(), client, config.node.heartbeat_interval);
 
         let registry = Arc::new(QueryRegistry::default());
         let runtime = Arc::new(ClusterRuntime { local: local.clone(), registry: registry.clone(), view: view.clone() });
@@ -103,14 +102,7 @@ impl Coordinator {
         let mut tasks = vec![tokio::spawn(manager.clone().sweep_loop(shutdown.clone()))];
         let mut app = http::router(coordinator.clone());
         if embedded {
-            let resource_manager = ResourceManager::new(
-                &local.node_id,
-                &local.instance,
-                &local.environment,
-                embedded_config,
-                auth.clone(),
-                Arc::new(HttpPeerTransport::new(client)),
-            );
+            let resource_manager = ResourceManager::for_node(&local, embedded_config, auth.clone());
             app = app.merge(resource_manager.router());
             tasks.push(resource_manager.spawn_background(shutdown.clone()));
         }
@@ -121,7 +113,7 @@ impl Coordinator {
         registry.notify_changes(agent.waker());
         // Join before serving clients, so the first `/v1/node` already lists this node; a
         // resource manager that does not answer yet is no reason not to start.
-        agent.beat_once(local.reported_state()).await;
+        agent.beat_once().await;
         if let Err(error) = view.refresh().await {
             tracing::warn!(%error, "no cluster view yet; starting anyway");
         }

@@ -249,12 +249,11 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeartbeatAck {
-    /// The answering resource manager's node id and instance: a new instance means it
-    /// restarted and has lost what it was told before.
+    /// The answering resource manager's node id (tells a load-balanced seed from an address
+    /// the node already heartbeats).
     pub resource_manager: String,
-    pub instance: String,
     /// The coordinator report's version now acknowledged; `None` asks for a full report
-    /// (the delta's base was not known here).
+    /// (the delta's base was not known here, for example because it restarted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_version: Option<u64>,
     /// HTTP URIs of the live resource managers, so nodes learn all of them.

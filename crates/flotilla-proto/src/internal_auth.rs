@@ -73,9 +73,7 @@ impl InternalAuth {
 
     /// A fresh random secret (for a local cluster).
     pub fn generate_secret() -> String {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        (0..48).map(|_| format!("{:x}", rng.random::<u8>() & 0xf)).collect()
+        crate::random_hex(48)
     }
 
     /// The token to send, renewed when it is close to expiring.

@@ -25,7 +25,7 @@ pub use data_size::parse_data_size;
 pub use duration::parse_duration;
 pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry};
 pub use internal_auth::{InternalAuth, InternalAuthError, INTERNAL_BEARER_HEADER};
-pub use query_id::{CoordinatorId, QueryId, QueryIdGenerator, QueryIdParseError};
+pub use query_id::{random_hex, CoordinatorId, QueryId, QueryIdGenerator, QueryIdParseError};
 
 /// The version every node reports in `/v1/info` and `SELECT version()`.
 pub const FLOTILLA_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -121,6 +121,12 @@ impl QueryIdGenerator {
     }
 }
 
+/// `len` random lowercase hex digits (node instance ids, generated secrets).
+pub fn random_hex(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len).map(|_| char::from_digit(rng.random_range(0..16u32), 16).unwrap_or('0')).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http_client::InternalClient;
+use crate::node::LocalNode;
 
 /// How often a seed found redundant is heartbeated anyway, in rounds.
 pub const SEED_REPROBE_ROUNDS: u64 = 10;
@@ -29,39 +30,34 @@ pub const SEED_REPROBE_ROUNDS: u64 = 10;
 /// The shortest gap between two heartbeats when woken early.
 const MIN_GAP: Duration = Duration::from_millis(100);
 
-/// What a node reports in its heartbeats.
+/// What a node reports in its heartbeats besides who it is and its state (which come
+/// from its [`LocalNode`]). `()` reports nothing more (a resource manager).
 pub trait HeartbeatSource: Send + Sync + 'static {
-    fn state(&self) -> ReportedState {
-        ReportedState::Active
-    }
-
     fn worker_load(&self) -> Option<WorkerLoad> {
         None
     }
 
-    /// A coordinator's queries changed since `base_version` (0: all of them).
-    fn coordinator_report(&self, _base_version: u64) -> Option<CoordinatorReport> {
+    /// A coordinator's reports for one round: for each base version (what one resource
+    /// manager acknowledged; 0 asks for everything), the queries changed since. Called once
+    /// per round, so the coordinator looks at its queries once however many resource
+    /// managers there are. `None` for nodes that are not coordinators.
+    fn coordinator_reports(&self, _base_versions: &[u64]) -> Option<Vec<CoordinatorReport>> {
         None
     }
-}
-
-/// What one resource manager has acknowledged.
-#[derive(Debug, Default, Clone)]
-struct TargetState {
-    instance: String,
-    acknowledged_version: u64,
 }
 
 #[derive(Debug, Default)]
 struct Targets {
     learned: BTreeSet<String>,
-    acknowledged: HashMap<String, TargetState>,
+    /// The coordinator report version each resource manager acknowledged.
+    acknowledged: HashMap<String, u64>,
     /// Which resource manager (node id) answered at each address in the last round.
     answered_as: HashMap<String, String>,
 }
 
 /// A node's heartbeat loop.
 pub struct Heartbeater {
+    local: Arc<LocalNode>,
     announcement: NodeAnnouncement,
     seeds: Vec<String>,
     client: InternalClient,
@@ -72,6 +68,8 @@ pub struct Heartbeater {
     targets: Mutex<Targets>,
 }
 
+impl HeartbeatSource for () {}
+
 impl std::fmt::Debug for Heartbeater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Heartbeater").field("node", &self.announcement.node_id).field("seeds", &self.seeds).finish()
@@ -80,14 +78,15 @@ impl std::fmt::Debug for Heartbeater {
 
 impl Heartbeater {
     pub fn new(
-        announcement: NodeAnnouncement,
+        local: Arc<LocalNode>,
         seeds: Vec<String>,
         client: InternalClient,
         source: Arc<dyn HeartbeatSource>,
         interval: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
-            announcement,
+            announcement: local.announcement(),
+            local,
             seeds,
             client,
             source,
@@ -122,19 +121,28 @@ impl Heartbeater {
         all.into_iter().collect()
     }
 
-    /// Sends one round of heartbeats; returns how many resource managers answered.
-    pub async fn beat_once(&self, state: ReportedState) -> usize {
+    /// Sends one round of heartbeats with the node's current state; returns how many
+    /// resource managers answered.
+    pub async fn beat_once(&self) -> usize {
+        self.beat(self.local.reported_state()).await
+    }
+
+    async fn beat(&self, state: ReportedState) -> usize {
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let worker = self.source.worker_load();
         let targets = self.targets();
+        let bases: Vec<u64> = {
+            let known = self.targets.lock();
+            targets.iter().map(|t| known.acknowledged.get(t).copied().unwrap_or(0)).collect()
+        };
+        let mut reports = self.source.coordinator_reports(&bases).map(Vec::into_iter);
         let sends = targets.iter().map(|target| {
-            let base = self.targets.lock().acknowledged.get(target).map(|t| t.acknowledged_version).unwrap_or(0);
             let heartbeat = Heartbeat {
                 node: self.announcement.clone(),
                 seq,
                 state,
                 worker: worker.clone(),
-                coordinator: self.source.coordinator_report(base),
+                coordinator: reports.as_mut().and_then(Iterator::next),
             };
             async move {
                 let result: Result<HeartbeatAck, String> = self.client.post(target, HEARTBEAT_PATH, &heartbeat).await;
@@ -151,11 +159,7 @@ impl Heartbeater {
                     answered += 1;
                     learned.extend(ack.resource_managers.iter().cloned());
                     targets.answered_as.insert(target.clone(), ack.resource_manager.clone());
-                    let entry = targets.acknowledged.entry(target).or_default();
-                    if entry.instance != ack.instance {
-                        entry.instance = ack.instance.clone();
-                    }
-                    entry.acknowledged_version = ack.acknowledged_version.unwrap_or(0);
+                    targets.acknowledged.insert(target, ack.acknowledged_version.unwrap_or(0));
                 }
                 Err(error) => {
                     tracing::debug!(resource_manager = %target, %error, "heartbeat failed");
@@ -178,7 +182,7 @@ impl Heartbeater {
             let mut last_warning: Option<Instant> = None;
             loop {
                 let started = Instant::now();
-                let answered = agent.beat_once(agent.source.state()).await;
+                let answered = agent.beat_once().await;
                 if answered == 0 && last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
                     tracing::warn!(targets = ?agent.targets(), "no resource manager answered the heartbeat");
                     last_warning = Some(Instant::now());
@@ -195,7 +199,7 @@ impl Heartbeater {
                     }
                 }
             }
-            agent.beat_once(ReportedState::ShuttingDown).await;
+            agent.beat(ReportedState::ShuttingDown).await;
         })
     }
 }

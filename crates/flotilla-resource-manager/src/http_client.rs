@@ -27,10 +27,6 @@ impl InternalClient {
         Self { http, auth, timeout }
     }
 
-    pub fn auth(&self) -> &Arc<InternalAuth> {
-        &self.auth
-    }
-
     /// POSTs `body` as JSON to `base` + `path` and decodes the JSON answer.
     pub async fn post<B: Serialize, R: DeserializeOwned>(&self, base: &str, path: &str, body: &B) -> Result<R, String> {
         let request = self.http.post(format!("{base}{path}")).json(body);

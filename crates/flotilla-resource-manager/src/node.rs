@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use flotilla_proto::cluster::{NodeAnnouncement, NodeRole, ReportedState};
-use flotilla_proto::NodeConfig;
+use flotilla_proto::{random_hex, NodeConfig};
 use serde_json::{json, Value};
 
 /// This process as a node of the cluster.
@@ -26,12 +26,6 @@ pub struct LocalNode {
     pub warehouse: String,
     pub worker_group: String,
     shutting_down: AtomicBool,
-}
-
-fn random_hex(len: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..len).map(|_| format!("{:x}", rng.random::<u8>() & 0xf)).collect()
 }
 
 impl LocalNode {

@@ -16,7 +16,6 @@ use crate::agent::{HeartbeatSource, Heartbeater};
 use crate::config::ResourceManagerConfig;
 use crate::http_client::InternalClient;
 use crate::node::{info_routes, LocalNode};
-use crate::peer::HttpPeerTransport;
 use crate::server::{ResourceManager, INTERNAL_CALL_TIMEOUT};
 
 /// A started node; [`RunningNode::shutdown`] stops everything it started.
@@ -66,7 +65,7 @@ pub fn require_secret(config: &NodeConfig) -> std::io::Result<&str> {
 
 /// Builds the signed client and heartbeat loop of a node.
 pub fn heartbeater(
-    local: &LocalNode,
+    local: &Arc<LocalNode>,
     auth: Arc<InternalAuth>,
     seeds: Vec<String>,
     source: Arc<dyn HeartbeatSource>,
@@ -76,15 +75,7 @@ pub fn heartbeater(
     // that does not answer must not hold up the next round to the others.
     let timeout = config.heartbeat_interval.clamp(std::time::Duration::from_millis(200), INTERNAL_CALL_TIMEOUT);
     let client = InternalClient::new(auth, timeout);
-    Heartbeater::new(local.announcement(), seeds, client, source, config.heartbeat_interval)
-}
-
-struct StateOnly(Arc<LocalNode>);
-
-impl HeartbeatSource for StateOnly {
-    fn state(&self) -> flotilla_proto::cluster::ReportedState {
-        self.0.reported_state()
-    }
+    Heartbeater::new(local.clone(), seeds, client, source, config.heartbeat_interval)
 }
 
 /// Runs the resource manager role on `address`.
@@ -101,15 +92,7 @@ pub async fn start_resource_manager(
     let url = format!("http://{local_address}");
     let local = LocalNode::new(&node_config, vec![NodeRole::ResourceManager], url.clone(), "resource-manager");
     let auth = Arc::new(InternalAuth::new(secret, &local.node_id).map_err(invalid)?);
-    let client = InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT);
-    let manager = ResourceManager::new(
-        &local.node_id,
-        &local.instance,
-        &local.environment,
-        config,
-        auth.clone(),
-        Arc::new(HttpPeerTransport::new(client)),
-    );
+    let manager = ResourceManager::for_node(&local, config, auth.clone());
     let status_node = local.clone();
     let router = manager
         .router()
@@ -121,8 +104,8 @@ pub async fn start_resource_manager(
     // A resource manager announces itself like any node: to its peers, and to itself.
     let mut seeds = node_config.discovery_uris.clone();
     seeds.push(url);
-    let agent = heartbeater(&local, auth, seeds, Arc::new(StateOnly(local.clone())), &node_config);
-    agent.beat_once(local.reported_state()).await;
+    let agent = heartbeater(&local, auth, seeds, Arc::new(()), &node_config);
+    agent.beat_once().await;
     let beating = agent.spawn(shutdown.clone());
     tracing::info!(address = %local_address, node = %local.node_id, "resource manager started");
     Ok(RunningNode { local, address: local_address, shutdown, tasks: vec![beating, background, server] })

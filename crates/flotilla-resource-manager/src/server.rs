@@ -20,7 +20,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ResourceManagerConfig;
-use crate::peer::PeerTransport;
+use crate::http_client::InternalClient;
+use crate::node::LocalNode;
+use crate::peer::{HttpPeerTransport, PeerTransport};
 use crate::state::ClusterState;
 
 /// Peer pushes can carry many records; heartbeats and view requests stay small.
@@ -68,6 +70,12 @@ impl ResourceManager {
         })
     }
 
+    /// The resource manager of `local` (its identity), pushing to peers over signed HTTP.
+    pub fn for_node(local: &LocalNode, config: ResourceManagerConfig, auth: Arc<InternalAuth>) -> Arc<Self> {
+        let transport = HttpPeerTransport::new(InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT));
+        Self::new(&local.node_id, &local.instance, &local.environment, config, auth, Arc::new(transport))
+    }
+
     /// The internal routes; every one requires a valid internal token.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
@@ -83,7 +91,8 @@ impl ResourceManager {
         self.state.lock().view(Instant::now(), epoch_ms())
     }
 
-    /// The view as JSON, reused for [`VIEW_REUSE`] (its age tells the reader how old it is).
+    /// The view as JSON, reused for [`VIEW_REUSE`]: a coordinator's view may be that much
+    /// older than the age it counts from its fetch.
     fn serialized_view(&self) -> Result<bytes::Bytes, String> {
         let mut cached = self.serialized_view.lock();
         if let Some((built, body)) = cached.as_ref() {
@@ -97,13 +106,12 @@ impl ResourceManager {
         Ok(body)
     }
 
-    /// Applies a heartbeat as the HTTP handler does (also used by benchmarks).
+    /// Applies a heartbeat as the HTTP handler does.
     pub fn handle_heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatAck, String> {
         let mut state = self.state.lock();
         let acknowledged_version = state.apply_heartbeat(heartbeat, Instant::now()).map_err(|e| e.to_string())?;
         Ok(HeartbeatAck {
             resource_manager: state.node_id().to_string(),
-            instance: state.instance().to_string(),
             acknowledged_version,
             resource_managers: self.resource_managers.read().as_ref().clone(),
         })

@@ -197,13 +197,13 @@ impl ClusterState {
         let node_id = heartbeat.node.node_id.clone();
         let instance = heartbeat.node.instance.clone();
         let report = heartbeat.coordinator;
-        let previous_groups = self.nodes.get(&node_id).map(|n| n.record.resource_groups.clone()).unwrap_or_default();
         let record = NodeRecord {
             node: heartbeat.node,
             seq: heartbeat.seq,
             state: heartbeat.state,
             worker: heartbeat.worker,
-            resource_groups: report.as_ref().map(|r| r.resource_groups.clone()).unwrap_or(previous_groups),
+            // Coordinators report their groups in every heartbeat; other nodes have none.
+            resource_groups: report.as_ref().map(|r| r.resource_groups.clone()).unwrap_or_default(),
         };
         let merge = self.merge_node(record, now);
         let Some(report) = report else {
@@ -325,12 +325,6 @@ impl ClusterState {
             }
         }
         cursor.version = cursor.version.max(upto);
-    }
-
-    /// The instance a peer had when it last acknowledged (a different one means it
-    /// restarted and must be sent everything).
-    pub fn peer_instance(&self, peer: &str) -> Option<&str> {
-        self.peers.get(peer).map(|c| c.instance.as_str())
     }
 
     fn node_state(&self, entry: &NodeEntry, now: Instant) -> NodeState {
@@ -471,11 +465,7 @@ impl ClusterState {
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
-
-    pub fn query_count(&self) -> usize {
-        self.queries.len()
-    }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -52,7 +52,7 @@ pub async fn start(node_config: NodeConfig, config: WorkerConfig, address: Socke
     let shutdown = CancellationToken::new();
     let server = serve_http(listener, router, shutdown.clone());
     let agent = heartbeater(&local, auth, node_config.discovery_uris.clone(), load, &node_config);
-    agent.beat_once(local.reported_state()).await;
+    agent.beat_once().await;
     let beating = agent.spawn(shutdown.clone());
     tracing::info!(
         address = %local_address,

@@ -1,11 +1,14 @@
 //! What a worker reports in its heartbeats: its memory pool (DataFusion's, which tasks
 //! will reserve from), CPU load sampled with `sysinfo`, and running tasks.
+//!
+//! No task runs on a worker until distributed execution lands, so the pool's reservation,
+//! the running task count and the per-query reservations are zero for now; that issue
+//! hands this pool to the tasks' runtime and counts them.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
-use flotilla_proto::cluster::{ReportedState, WorkerLoad};
+use flotilla_proto::cluster::WorkerLoad;
 use flotilla_resource_manager::{HeartbeatSource, LocalNode};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -16,7 +19,6 @@ pub struct WorkerLoadSource {
     local: Arc<LocalNode>,
     pool: Arc<dyn MemoryPool>,
     pool_bytes: u64,
-    running_tasks: AtomicU32,
     system: Mutex<System>,
     pid: Pid,
     processors: u32,
@@ -35,25 +37,10 @@ impl WorkerLoadSource {
             local,
             pool: Arc::new(GreedyMemoryPool::new(pool_bytes as usize)),
             pool_bytes,
-            running_tasks: AtomicU32::new(0),
             system: Mutex::new(System::new()),
             pid: sysinfo::get_current_pid().unwrap_or(Pid::from_u32(std::process::id())),
             processors,
         }
-    }
-
-    /// The pool tasks reserve their memory from.
-    pub fn memory_pool(&self) -> Arc<dyn MemoryPool> {
-        self.pool.clone()
-    }
-
-    /// Counts a task while it runs.
-    pub fn task_started(&self) {
-        self.running_tasks.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn task_finished(&self) {
-        self.running_tasks.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn sample(&self) -> WorkerLoad {
@@ -76,8 +63,7 @@ impl WorkerLoadSource {
             process_cpu_load: process_cpu.clamp(0.0, 1.0),
             system_cpu_load: system_cpu.clamp(0.0, 1.0),
             processors: self.processors,
-            running_tasks: self.running_tasks.load(Ordering::Relaxed),
-            // Per-query reservations appear once tasks run here (distributed execution).
+            running_tasks: 0,
             query_memory: Vec::new(),
         }
     }
@@ -96,10 +82,6 @@ impl WorkerLoadSource {
 }
 
 impl HeartbeatSource for WorkerLoadSource {
-    fn state(&self) -> ReportedState {
-        self.local.reported_state()
-    }
-
     fn worker_load(&self) -> Option<WorkerLoad> {
         Some(self.sample())
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use flotilla::etc;
-use flotilla::local_cluster::{LocalCluster, LocalClusterSpec, SECRET_ENV};
+use flotilla::local_cluster::{LocalCluster, LocalClusterSpec, Role, READY_MARKER, SECRET_ENV};
 use tokio_util::sync::CancellationToken;
 
 /// Flotilla: a distributed SQL engine that speaks the Trino client protocol.
@@ -134,13 +134,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Role {
-    Coordinator,
-    ResourceManager,
-    Worker,
-}
-
 /// Resolves when the process should stop: Ctrl-C, SIGTERM, or (with `--exit-with-stdin`)
 /// stdin closing.
 async fn stop_requested(exit_with_stdin: bool) {
@@ -241,8 +234,8 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
         if let Running::Coordinator(coordinator) = &running {
             eprintln!("Flotilla is serving Trino clients at {}", coordinator.url());
         }
-        let (role_name, node_id, url) = running.describe(role);
-        eprintln!("flotilla {role_name} {node_id}{}{url}", flotilla::local_cluster::READY_MARKER);
+        let (node_id, url) = running.describe();
+        eprintln!("flotilla {} {node_id}{READY_MARKER}{url}", role.subcommand());
         stop_requested(args.exit_with_stdin).await;
         eprintln!("shutting down");
         running.shutdown().await;
@@ -257,15 +250,11 @@ enum Running {
 }
 
 impl Running {
-    fn describe(&self, role: Role) -> (&'static str, String, String) {
-        let name = match role {
-            Role::Coordinator => "coordinator",
-            Role::ResourceManager => "resource-manager",
-            Role::Worker => "worker",
-        };
+    /// (node id, URL)
+    fn describe(&self) -> (String, String) {
         match self {
-            Running::Coordinator(c) => (name, c.coordinator.local.node_id.clone(), c.url()),
-            Running::Node(n) => (name, n.local.node_id.clone(), n.url()),
+            Running::Coordinator(c) => (c.coordinator.local.node_id.clone(), c.url()),
+            Running::Node(n) => (n.local.node_id.clone(), n.url()),
         }
     }
 

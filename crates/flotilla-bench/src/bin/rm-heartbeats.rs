@@ -108,10 +108,14 @@ fn announcement(node_id: String, role: NodeRole) -> NodeAnnouncement {
     }
 }
 
+fn query_id(coordinator: usize, n: u64) -> String {
+    format!("20261122_000000_{n:05}_c{coordinator:04}")
+}
+
 fn query(coordinator: usize, n: u64, state: &str) -> QuerySummary {
     QuerySummary {
         identity: QueryIdentity {
-            query_id: format!("20261122_000000_{n:05}_c{coordinator:04}"),
+            query_id: query_id(coordinator, n),
             user: "bench".into(),
             source: Some("rm-heartbeats".into()),
             resource_group: "global".into(),
@@ -133,16 +137,38 @@ fn query(coordinator: usize, n: u64, state: &str) -> QuerySummary {
     }
 }
 
+/// Heartbeat outcomes: latencies of those handled, and how many failed.
+struct Tally {
+    latency: Histogram<u64>,
+    handled: u64,
+    failures: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        // Three significant digits is a valid histogram configuration.
+        Self { latency: Histogram::new(3).expect("valid histogram"), handled: 0, failures: 0 }
+    }
+
+    fn record(&mut self, result: Result<u64, String>) {
+        match result {
+            Ok(micros) => {
+                self.handled += 1;
+                self.latency.record(micros.max(1)).ok();
+            }
+            Err(_) => self.failures += 1,
+        }
+    }
+}
+
 struct PhaseResult {
     workers: usize,
     view_latency: Histogram<u64>,
     view_bytes: usize,
-    heartbeats: u64,
-    failures: u64,
+    tally: Tally,
     seconds: f64,
     cpu_seconds: f64,
     rss_bytes: u64,
-    latency: Histogram<u64>,
 }
 
 async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
@@ -163,9 +189,7 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
     let coordinators = 10usize;
     let queries_per_beat = (args.queries_per_second / coordinators) as u64;
     let limit = Arc::new(Semaphore::new(args.concurrency));
-    let mut latency = Histogram::<u64>::new(3).unwrap();
-    let mut failures = 0u64;
-    let mut heartbeats = 0u64;
+    let mut tally = Tally::new();
     let (sender, mut results) = tokio::sync::mpsc::unbounded_channel::<Result<u64, String>>();
     let (view_sender, mut view_results) = tokio::sync::mpsc::unbounded_channel::<(u64, usize)>();
     let total_seconds = args.seconds + 1;
@@ -174,14 +198,10 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
     for second in 0..total_seconds {
         if second == 1 {
             // Warm-up over: every node is known, connections are open.
-            while let Ok(result) = results.try_recv() {
-                let _ = result;
-            }
+            while results.try_recv().is_ok() {}
             cpu_start = cpu_seconds(pid);
             measured_from = Instant::now();
-            latency.reset();
-            failures = 0;
-            heartbeats = 0;
+            tally = Tally::new();
         }
         let second_start = Instant::now();
         for c in 0..coordinators {
@@ -231,13 +251,9 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
                     new_queries: (first..first + queries_per_beat).map(|n| query(c, n, "RUNNING")).collect(),
                     updates: (first.saturating_sub(queries_per_beat)..first)
                         .map(|n| QueryUpdate {
-                            query_id: query(c, n, "").identity.query_id,
+                            query_id: query_id(c, n),
                             version: n * 2 + 1,
-                            progress: QueryProgress {
-                                state: "FINISHED".into(),
-                                end_time_ms: Some(2),
-                                ..query(c, n, "FINISHED").progress
-                            },
+                            progress: QueryProgress { end_time_ms: Some(2), ..query(c, n, "FINISHED").progress },
                         })
                         .collect(),
                     resource_groups: Vec::new(),
@@ -261,13 +277,7 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
                 let _ = sender.send(result.map(|_| started.elapsed().as_micros() as u64));
             });
             while let Ok(result) = results.try_recv() {
-                match result {
-                    Ok(micros) => {
-                        heartbeats += 1;
-                        latency.record(micros.max(1)).ok();
-                    }
-                    Err(_) => failures += 1,
-                }
+                tally.record(result);
             }
         }
     }
@@ -278,35 +288,19 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     drop(sender);
     drop(view_sender);
-    let mut view_latency = Histogram::<u64>::new(3).unwrap();
+    let mut view_latency = Histogram::<u64>::new(3).expect("valid histogram");
     let mut view_bytes = 0;
     while let Some((micros, bytes)) = view_results.recv().await {
         view_latency.record(micros.max(1)).ok();
         view_bytes = view_bytes.max(bytes);
     }
     while let Some(result) = results.recv().await {
-        match result {
-            Ok(micros) => {
-                heartbeats += 1;
-                latency.record(micros.max(1)).ok();
-            }
-            Err(_) => failures += 1,
-        }
+        tally.record(result);
     }
     let rss = rss_bytes(pid);
     drop(child.stdin.take());
     let _ = child.wait();
-    Ok(PhaseResult {
-        workers,
-        view_latency,
-        view_bytes,
-        heartbeats,
-        failures,
-        seconds,
-        cpu_seconds: cpu,
-        rss_bytes: rss,
-        latency,
-    })
+    Ok(PhaseResult { workers, view_latency, view_bytes, tally, seconds, cpu_seconds: cpu, rss_bytes: rss })
 }
 
 fn main() -> Result<(), String> {
@@ -326,18 +320,18 @@ fn main() -> Result<(), String> {
     );
     for &workers in &args.workers {
         let result = runtime.block_on(phase(&args, workers))?;
-        let rate = result.heartbeats as f64 / result.seconds;
-        let per_beat_us = result.cpu_seconds * 1e6 / result.heartbeats.max(1) as f64;
+        let rate = result.tally.handled as f64 / result.seconds;
+        let per_beat_us = result.cpu_seconds * 1e6 / result.tally.handled.max(1) as f64;
         let cores = result.cpu_seconds / result.seconds;
         let line = format!(
             "| {} | {:.0} | {} | {:.1} µs | {:.2} | {:.2} ms | {:.2} ms | {:.1} MiB | {:.1} ms | {:.0} MiB |",
             result.workers,
             rate,
-            result.failures,
+            result.tally.failures,
             per_beat_us,
             cores,
-            result.latency.value_at_quantile(0.5) as f64 / 1000.0,
-            result.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            result.tally.latency.value_at_quantile(0.5) as f64 / 1000.0,
+            result.tally.latency.value_at_quantile(0.99) as f64 / 1000.0,
             result.view_bytes as f64 / (1 << 20) as f64,
             result.view_latency.value_at_quantile(0.99) as f64 / 1000.0,
             result.rss_bytes as f64 / (1 << 20) as f64,

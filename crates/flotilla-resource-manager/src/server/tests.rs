@@ -64,18 +64,7 @@ impl PeerTransport for Link {
 }
 
 fn announcement(node_id: &str, role: NodeRole) -> NodeAnnouncement {
-    NodeAnnouncement {
-        node_id: node_id.into(),
-        instance: "i1".into(),
-        start_time_ms: 1,
-        roles: vec![role],
-        http_uri: format!("mem://{node_id}"),
-        data_uri: None,
-        version: "test".into(),
-        environment: "test".into(),
-        warehouse: "default".into(),
-        worker_group: "default".into(),
-    }
+    crate::state::tests::announcement(node_id, "i1", 1, role)
 }
 
 fn states(manager: &ResourceManager) -> BTreeMap<String, NodeState> {

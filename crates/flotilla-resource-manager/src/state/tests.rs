@@ -6,7 +6,8 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 
-fn announcement(node_id: &str, instance: &str, start: i64, role: NodeRole) -> NodeAnnouncement {
+/// A node announcement for tests (shared with the server tests).
+pub(crate) fn announcement(node_id: &str, instance: &str, start: i64, role: NodeRole) -> NodeAnnouncement {
     NodeAnnouncement {
         node_id: node_id.into(),
         instance: instance.into(),

@@ -53,12 +53,23 @@ fn all_active(cluster: &ProcessCluster) -> BTreeMap<String, NodeState> {
         .collect()
 }
 
-async fn coordinator_node_count(http: &Http) -> usize {
+async fn live_nodes(http: &Http) -> usize {
     let nodes: Vec<Value> =
         http.client.get(format!("{}/v1/node", http.base)).send().await.unwrap().json().await.unwrap();
-    let (_, rows) = http.rows("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'").await;
-    assert_eq!(rows[0][0].as_u64().unwrap() as usize, nodes.len(), "/v1/node and system.runtime.nodes agree");
     nodes.len()
+}
+
+/// The coordinator's count of live nodes; `/v1/node` and `system.runtime.nodes` must agree
+/// whenever the view did not change between the reads.
+async fn coordinator_node_count(http: &Http) -> usize {
+    loop {
+        let before = live_nodes(http).await;
+        let (_, rows) = http.rows("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'").await;
+        if before == live_nodes(http).await {
+            assert_eq!(rows[0][0].as_u64().unwrap() as usize, before, "/v1/node and system.runtime.nodes agree");
+            return before;
+        }
+    }
 }
 
 /// The coordinator refreshes its view about once a second: wait for it to catch up.
