@@ -1,7 +1,9 @@
-"""Starts a real Flotilla coordinator (the `flotilla` binary) on loopback for the tests.
+"""Starts real Flotilla servers (the `flotilla` binary) on loopback for the tests: a
+single coordinator (`server`), and a cluster of one resource manager, one coordinator and
+three workers started by `flotilla up` (`cluster_server`).
 
-The binary comes from $FLOTILLA_BIN (set by scripts/test). The server listens on a free
-port picked by the OS and is stopped when the session ends, whatever the outcome.
+The binary comes from $FLOTILLA_BIN (set by scripts/test). Servers listen on free ports
+picked by the OS and are stopped when the session ends, whatever the outcome.
 """
 import os
 import re
@@ -14,9 +16,9 @@ import pytest
 BIN = os.environ.get("FLOTILLA_BIN", "target/debug/flotilla")
 
 
-def _start(etc_dir):
+def _start(command):
     process = subprocess.Popen(
-        [BIN, "coordinator", "--etc-dir", str(etc_dir), "--port", "0", "--bind", "127.0.0.1"],
+        command,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -35,26 +37,46 @@ def _start(etc_dir):
     threading.Thread(target=read, daemon=True).start()
     if not ready.wait(60) or "url" not in found:
         process.kill()
-        raise RuntimeError("flotilla coordinator did not start")
+        raise RuntimeError(f"{command[1]} did not start")
     return process, found["url"]
 
 
+def _stop(process):
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def etc_dir(tmp_path_factory):
     etc = tmp_path_factory.mktemp("etc")
     (etc / "catalog").mkdir()
     (etc / "catalog" / "tpch.properties").write_text("connector.name=tpch\ntpch.column-naming=STANDARD\n")
     (etc / "catalog" / "tpch_simplified.properties").write_text("connector.name=tpch\n")
-    process, url = _start(etc)
+    return etc
+
+
+@pytest.fixture(scope="session")
+def server(etc_dir):
+    process, url = _start([BIN, "coordinator", "--etc-dir", str(etc_dir), "--port", "0", "--bind", "127.0.0.1"])
     try:
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def cluster_server(etc_dir, tmp_path_factory):
+    data = tmp_path_factory.mktemp("cluster")
+    command = [BIN, "up", "--etc-dir", str(etc_dir), "--port", "0", "--resource-managers", "1", "--workers", "3"]
+    process, url = _start(command + ["--data-dir", str(data)])
+    try:
+        yield url
+    finally:
+        _stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -70,19 +92,34 @@ def tpch_parquet(tmp_path_factory):
     return out
 
 
-@pytest.fixture()
-def connect(host_port):
+def _connector(url):
     import trino
 
-    host, port = host_port
+    host, port = url.removeprefix("http://").rsplit(":", 1)
     opened = []
 
     def make(**kwargs):
         kwargs.setdefault("user", "test")
-        connection = trino.dbapi.connect(host=host, port=port, **kwargs)
+        connection = trino.dbapi.connect(host=host, port=int(port), **kwargs)
         opened.append(connection)
         return connection
 
+    return make, opened
+
+
+@pytest.fixture()
+def connect(server):
+    make, opened = _connector(server)
+    yield make
+    for connection in opened:
+        connection.close()
+
+
+@pytest.fixture(params=["single coordinator", "3 workers"])
+def connect_any(request):
+    """Connections to the single coordinator, then to the cluster with three workers."""
+    url = request.getfixturevalue("server" if request.param == "single coordinator" else "cluster_server")
+    make, opened = _connector(url)
     yield make
     for connection in opened:
         connection.close()

@@ -12,6 +12,7 @@ use flotilla_proto::cluster::{
 use flotilla_proto::QueryId;
 use flotilla_resource_manager::{ClusterViewClient, HeartbeatSource, LocalNode};
 use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource};
+use flotilla_worker::WorkerLoadSource;
 use parking_lot::Mutex;
 
 use crate::manager::QueryRegistry;
@@ -43,6 +44,8 @@ struct ReporterState {
 pub struct QueryReporter {
     local: Arc<LocalNode>,
     registry: Arc<QueryRegistry>,
+    /// This node's load as a worker (with `node-scheduler.include-coordinator`).
+    worker: Option<Arc<WorkerLoadSource>>,
     state: Mutex<ReporterState>,
 }
 
@@ -73,8 +76,8 @@ fn identity_of(query: &Query) -> QueryIdentity {
 }
 
 impl QueryReporter {
-    pub fn new(local: Arc<LocalNode>, registry: Arc<QueryRegistry>) -> Self {
-        Self { local, registry, state: Mutex::new(ReporterState::default()) }
+    pub fn new(local: Arc<LocalNode>, registry: Arc<QueryRegistry>, worker: Option<Arc<WorkerLoadSource>>) -> Self {
+        Self { local, registry, worker, state: Mutex::new(ReporterState::default()) }
     }
 
     /// Brings the tracked progress up to date, giving changed queries a new version.
@@ -105,6 +108,10 @@ impl QueryReporter {
 }
 
 impl HeartbeatSource for QueryReporter {
+    fn worker_load(&self) -> Option<flotilla_proto::cluster::WorkerLoad> {
+        self.worker.as_ref().and_then(|worker| worker.worker_load())
+    }
+
     fn coordinator_reports(&self, base_versions: &[u64]) -> Option<Vec<CoordinatorReport>> {
         let mut state = self.state.lock();
         let queries = self.refresh(&mut state);

@@ -34,6 +34,12 @@ pub const SETTINGS: &[Setting] = &[
         roles: "coordinator",
         doc: "How long a finished query is kept at least",
     },
+    Setting {
+        name: "node-scheduler.include-coordinator",
+        default: "true",
+        roles: "coordinator",
+        doc: "The coordinator also runs tasks, as a worker of its warehouse and worker group (set false when dedicated workers exist)",
+    },
 ];
 
 /// The coordinator's configuration.
@@ -46,6 +52,10 @@ pub struct CoordinatorConfig {
     pub client_timeout: Duration,
     pub max_history: usize,
     pub min_expire_age: Duration,
+    /// `node-scheduler.include-coordinator`.
+    pub include_coordinator: bool,
+    /// The worker settings of this node's own data plane (with `include_coordinator`).
+    pub worker: flotilla_worker::WorkerConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -57,6 +67,8 @@ impl Default for CoordinatorConfig {
             client_timeout: Duration::from_secs(300),
             max_history: 100,
             min_expire_age: Duration::from_secs(900),
+            include_coordinator: true,
+            worker: flotilla_worker::WorkerConfig::default(),
         }
     }
 }
@@ -69,6 +81,7 @@ impl CoordinatorConfig {
             "query.client.timeout" => self.client_timeout = parse_duration_value(file, key, value)?,
             "query.max-history" => self.max_history = parse_value(file, key, value)?,
             "query.min-expire-age" => self.min_expire_age = parse_duration_value(file, key, value)?,
+            "node-scheduler.include-coordinator" => self.include_coordinator = parse_value(file, key, value)?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -11,20 +11,38 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::query::{Page, Query, QueryState, TARGET_PAGE_BYTES};
+use crate::scheduler::Scheduler;
 
 /// Runs `query` to completion, failure, cancellation or its time limit.
-pub async fn run_query(engine: Engine, query: Arc<Query>, pages: mpsc::Sender<Page>) {
+pub async fn run_query(engine: Engine, scheduler: Arc<Scheduler>, query: Arc<Query>, pages: mpsc::Sender<Page>) {
     let cancel = query.cancel.clone();
-    let session = SqlSession::from(&query.session);
+    let mut session = SqlSession::from(&query.session);
+    session.query_id = Some(query.id.to_string());
+    run(&engine, &scheduler, &query, &session, pages, cancel).await;
+    // The query's tasks are gone from the workers once its stream is dropped; what stays is
+    // where they ran, for the query's stats (kept by the scheduler until copied here).
+    let id = query.id.to_string();
+    query.status.lock().tasks = scheduler.placements(&id);
+    scheduler.forget(&id);
+}
+
+async fn run(
+    engine: &Engine,
+    scheduler: &Scheduler,
+    query: &Arc<Query>,
+    session: &SqlSession,
+    pages: mpsc::Sender<Page>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
     let limit = match session.max_run_time() {
         Ok(limit) => limit,
         Err(error) => return query.fail(error),
     };
-    let work = execute(&engine, &query, &session, pages);
+    let work = execute(engine, query, session, pages);
     tokio::select! {
         outcome = work => match outcome {
             Ok(()) => query.transition(QueryState::Finished),
-            Err(error) => query.fail(error),
+            Err(error) => query.fail(scheduler.name_workers(error)),
         },
         _ = cancel.cancelled() => {
             // `fail` or a cancel request already recorded why.

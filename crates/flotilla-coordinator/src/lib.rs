@@ -21,17 +21,20 @@ mod execution;
 pub mod http;
 mod manager;
 mod query;
+pub mod scheduler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use flotilla_proto::cluster::NodeRole;
-use flotilla_proto::{CoordinatorId, InternalAuth, QueryIdGenerator};
+use flotilla_proto::{CoordinatorId, InternalAuth, NodeConfig, QueryIdGenerator};
 use flotilla_resource_manager::{
     heartbeater, serve_http, ClusterViewClient, InternalClient, LocalNode, ResourceManager, INTERNAL_CALL_TIMEOUT,
 };
 use flotilla_sql::catalog::Catalogs;
 use flotilla_sql::Engine;
+use flotilla_worker::flight::FlightChannels;
+use flotilla_worker::{DataPlane, WorkerLoadSource};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 pub use cluster::{ClusterRuntime, QueryReporter};
 pub use config::{CoordinatorConfig, SETTINGS};
 pub use manager::{QueryManager, QueryRegistry};
+pub use scheduler::{Scheduler, SchedulerDistributor, TaskPlacement};
 
 /// One coordinator's shared state.
 #[derive(Debug)]
@@ -76,30 +80,55 @@ impl Coordinator {
         let local_address = listener.local_addr()?;
         let url = format!("http://{local_address}");
         let id = CoordinatorId::random();
+        let node_id = config.node.node_id.clone().unwrap_or_else(|| format!("coordinator-{id}"));
+        let auth = Arc::new(InternalAuth::new(&secret, &node_id).map_err(invalid)?);
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
         let mut roles = vec![NodeRole::Coordinator];
         if embedded {
             roles.push(NodeRole::ResourceManager);
         }
-        let local = LocalNode::new(&config.node, roles, url.clone(), &format!("coordinator-{id}"));
-        let auth = Arc::new(InternalAuth::new(&secret, &local.node_id).map_err(invalid)?);
+        // With include-coordinator, this node is also a worker: the same data plane as
+        // `flotilla worker`, in this process.
+        let plane = if config.include_coordinator {
+            let data_address = SocketAddr::new(address.ip(), config.worker.data_port);
+            let pool = config.worker.memory_pool_bytes();
+            let (plane, server) = DataPlane::start(data_address, pool, auth.clone(), shutdown.clone()).await?;
+            tasks.push(server);
+            roles.push(NodeRole::Worker);
+            Some(plane)
+        } else {
+            None
+        };
+        let node_config = NodeConfig { node_id: Some(node_id), ..config.node.clone() };
+        let data_uri = plane.as_ref().map(|p| p.url.clone());
+        let local = LocalNode::new(&node_config, roles, url.clone(), data_uri, "coordinator");
         let client = InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT);
         let seeds = if embedded { vec![url.clone()] } else { config.node.discovery_uris.clone() };
         let view = ClusterViewClient::new(seeds.clone(), client, config.node.heartbeat_interval);
 
         let registry = Arc::new(QueryRegistry::default());
         let runtime = Arc::new(ClusterRuntime { local: local.clone(), registry: registry.clone(), view: view.clone() });
-        let engine = Engine::new(&catalogs, runtime);
+        let channels = FlightChannels::new(auth.clone());
+        let scheduler = Scheduler::new(view.clone(), channels);
+        let engine =
+            Engine::new(&catalogs, runtime).with_distributor(Arc::new(SchedulerDistributor(scheduler.clone())));
         let node_config = config.node.clone();
         let embedded_config = config.resource_manager.clone();
         if embedded {
             embedded_config.validate(node_config.heartbeat_interval).map_err(|e| invalid(e.to_string()))?;
         }
-        let manager = Arc::new(QueryManager::new(engine, QueryIdGenerator::new(id.clone()), registry.clone(), config));
+        let manager = Arc::new(QueryManager::new(
+            engine,
+            scheduler.clone(),
+            QueryIdGenerator::new(id.clone()),
+            registry.clone(),
+            config,
+        ));
         let coordinator =
             Arc::new(Coordinator { id, manager: manager.clone(), local: local.clone(), view: view.clone() });
 
-        let shutdown = CancellationToken::new();
-        let mut tasks = vec![tokio::spawn(manager.clone().sweep_loop(shutdown.clone()))];
+        tasks.push(tokio::spawn(manager.clone().sweep_loop(shutdown.clone())));
         let mut app = http::router(coordinator.clone());
         if embedded {
             let resource_manager = ResourceManager::for_node(&local, embedded_config, auth.clone());
@@ -108,7 +137,8 @@ impl Coordinator {
         }
         tasks.push(serve_http(listener, app, shutdown.clone()));
 
-        let reporter = Arc::new(QueryReporter::new(local.clone(), registry.clone()));
+        let worker_load = plane.as_ref().map(|plane| Arc::new(WorkerLoadSource::new(local.clone(), plane)));
+        let reporter = Arc::new(QueryReporter::new(local.clone(), registry.clone(), worker_load));
         let agent = heartbeater(&local, auth, seeds, reporter, &node_config);
         registry.notify_changes(agent.waker());
         // Join before serving clients, so the first `/v1/node` already lists this node; a

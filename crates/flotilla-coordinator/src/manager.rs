@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::CoordinatorConfig;
 use crate::execution::run_query;
 use crate::query::{Query, QueryState, PAGE_BUFFER};
+use crate::scheduler::Scheduler;
 
 /// Queries by id; shared with the `system.runtime` tables.
 #[derive(Debug, Default)]
@@ -58,6 +59,7 @@ impl QueryRegistry {
 #[derive(Debug)]
 pub struct QueryManager {
     engine: Engine,
+    scheduler: Arc<Scheduler>,
     ids: QueryIdGenerator,
     registry: Arc<QueryRegistry>,
     config: CoordinatorConfig,
@@ -69,8 +71,18 @@ fn new_slug() -> String {
 }
 
 impl QueryManager {
-    pub fn new(engine: Engine, ids: QueryIdGenerator, registry: Arc<QueryRegistry>, config: CoordinatorConfig) -> Self {
-        Self { engine, ids, registry, config }
+    pub fn new(
+        engine: Engine,
+        scheduler: Arc<Scheduler>,
+        ids: QueryIdGenerator,
+        registry: Arc<QueryRegistry>,
+        config: CoordinatorConfig,
+    ) -> Self {
+        Self { engine, scheduler, ids, registry, config }
+    }
+
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
     }
 
     pub fn config(&self) -> &CoordinatorConfig {
@@ -102,7 +114,8 @@ impl QueryManager {
             return query;
         }
         let watched = query.clone();
-        let execution = std::panic::AssertUnwindSafe(run_query(self.engine.clone(), query.clone(), sender));
+        let execution =
+            std::panic::AssertUnwindSafe(run_query(self.engine.clone(), self.scheduler.clone(), query.clone(), sender));
         tokio::spawn(async move {
             // A bug that panics while running one query fails that query; it must not leave
             // the client polling a query that will never end.

@@ -77,6 +77,8 @@ pub struct QueryStatus {
     pub ended: Option<Instant>,
     pub ended_at: Option<DateTime<Utc>>,
     pub output_rows: u64,
+    /// Where the query's tasks ran (set when it ends; the scheduler knows while it runs).
+    pub tasks: Vec<crate::scheduler::TaskPlacement>,
     /// The final response (no `nextUri`) has been produced.
     pub delivered: bool,
 }
@@ -146,6 +148,7 @@ impl Query {
                 ended: None,
                 ended_at: None,
                 output_rows: 0,
+                tasks: Vec::new(),
                 delivered: false,
             }),
             cursor: tokio::sync::Mutex::new(ResultCursor {

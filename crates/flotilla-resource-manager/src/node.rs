@@ -23,6 +23,8 @@ pub struct LocalNode {
     pub environment: String,
     pub roles: Vec<NodeRole>,
     pub http_uri: String,
+    /// Where this node's worker service listens, when it runs tasks.
+    pub data_uri: Option<String>,
     pub warehouse: String,
     pub worker_group: String,
     shutting_down: AtomicBool,
@@ -30,7 +32,13 @@ pub struct LocalNode {
 
 impl LocalNode {
     /// `default_id_prefix` names the node when `node.id` is not set (with a random suffix).
-    pub fn new(config: &NodeConfig, roles: Vec<NodeRole>, http_uri: String, default_id_prefix: &str) -> Arc<Self> {
+    pub fn new(
+        config: &NodeConfig,
+        roles: Vec<NodeRole>,
+        http_uri: String,
+        data_uri: Option<String>,
+        default_id_prefix: &str,
+    ) -> Arc<Self> {
         let node_id = config.node_id.clone().unwrap_or_else(|| format!("{default_id_prefix}-{}", random_hex(6)));
         Arc::new(Self {
             node_id,
@@ -40,6 +48,7 @@ impl LocalNode {
             environment: config.environment.clone(),
             roles,
             http_uri,
+            data_uri,
             warehouse: config.warehouse.clone(),
             worker_group: config.worker_group.clone(),
             shutting_down: AtomicBool::new(false),
@@ -53,7 +62,7 @@ impl LocalNode {
             start_time_ms: self.start_time_ms,
             roles: self.roles.clone(),
             http_uri: self.http_uri.clone(),
-            data_uri: None,
+            data_uri: self.data_uri.clone(),
             version: flotilla_proto::FLOTILLA_VERSION.to_string(),
             environment: self.environment.clone(),
             warehouse: self.warehouse.clone(),

@@ -11,15 +11,16 @@ use datafusion::execution::memory_pool::UnboundedMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{collect, execute_stream, ExecutionPlan};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{visit_expressions, visit_expressions_mut, Expr, Statement, Value};
+use datafusion_distributed::{display_plan_ascii, explain_analyze, DistributedMetricsFormat, SessionStateBuilderExt};
 use flotilla_proto::{ErrorCode, FlotillaError};
 
 use crate::catalog::{Catalogs, RuntimeSource};
+use crate::distributed::{is_distributable, with_flotilla_operators, Distributor};
 use crate::error::from_datafusion;
 use crate::functions::trino_functions;
 use crate::progress::{PeakMemoryPool, ScanCounters};
@@ -77,6 +78,8 @@ impl std::fmt::Debug for StatementResult {
 pub struct Engine {
     catalogs: Arc<dyn CatalogProviderList>,
     base: SessionState,
+    /// Places distributable statements on workers; without one, everything runs here.
+    distributor: Option<Arc<dyn Distributor>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -110,7 +113,14 @@ impl Engine {
             // Replacing a built-in of the same name (version) is the point.
             let _ = datafusion::execution::FunctionRegistry::register_udf(&mut base, function);
         }
-        Self { catalogs: catalog_list, base }
+        Self { catalogs: catalog_list, base, distributor: None }
+    }
+
+    /// Runs statements that read only worker-readable tables across the workers that
+    /// `distributor` picks.
+    pub fn with_distributor(mut self, distributor: Arc<dyn Distributor>) -> Self {
+        self.distributor = Some(distributor);
+        self
     }
 
     pub fn catalog_list(&self) -> &Arc<dyn CatalogProviderList> {
@@ -165,7 +175,9 @@ impl Engine {
             let memory = Arc::new(PeakMemoryPool::new(Arc::new(UnboundedMemoryPool::default())));
             match statement {
                 TrinoStatement::Other(statement) => self.run_query(session, *statement, memory).await,
-                TrinoStatement::Explain { analyze, sql } => self.explain(session, &sql, analyze, memory).await,
+                TrinoStatement::Explain { analyze, logical, sql } => {
+                    self.explain(session, &sql, analyze, logical, memory).await
+                }
                 TrinoStatement::ShowCatalogs { like } => rows(show::catalogs(&self.catalogs, like.as_deref())?, memory),
                 TrinoStatement::ShowSchemas { catalog, like } => {
                     rows(show::schemas(&self.catalogs, session, catalog.as_deref(), like.as_deref())?, memory)
@@ -301,14 +313,24 @@ impl Engine {
         }
     }
 
+    /// Plans a query for execution: across the workers when it reads only tables they can
+    /// read and a distributor is set, else here. Returns the session it must run in.
     async fn plan_physical(
         &self,
-        state: &SessionState,
+        state: SessionState,
         session: &SqlSession,
         statement: Statement,
-    ) -> Result<Arc<dyn ExecutionPlan>, FlotillaError> {
-        let logical = self.plan_logical(state, session, statement).await?;
-        state.create_physical_plan(&logical).await.map_err(df_error)
+    ) -> Result<(SessionState, Arc<dyn ExecutionPlan>), FlotillaError> {
+        let logical = self.plan_logical(&state, session, statement).await?;
+        let state = match &self.distributor {
+            Some(distributor) if is_distributable(&logical) => {
+                let builder = distributor.distribute(SessionStateBuilder::new_from_existing(state), session)?;
+                with_flotilla_operators(builder).with_distributed_planner().build()
+            }
+            _ => state,
+        };
+        let plan = state.create_physical_plan(&logical).await.map_err(df_error)?;
+        Ok((state, plan))
     }
 
     async fn run_query(
@@ -319,7 +341,7 @@ impl Engine {
     ) -> Result<StatementResult, FlotillaError> {
         let scans = Arc::new(ScanCounters::default());
         let state = self.session_state_counting(session, memory.clone(), scans.clone())?;
-        let plan = self.plan_physical(&state, session, statement).await?;
+        let (state, plan) = self.plan_physical(state, session, statement).await?;
         let stream = execute_stream(plan.clone(), state.task_ctx()).map_err(df_error)?;
         Ok(StatementResult {
             schema: plan.schema(),
@@ -352,24 +374,24 @@ impl Engine {
         session: &SqlSession,
         sql: &str,
         analyze: bool,
+        logical_only: bool,
         memory: Arc<PeakMemoryPool>,
     ) -> Result<StatementResult, FlotillaError> {
         let TrinoStatement::Other(statement) = parse_statement(sql)? else {
             return Err(FlotillaError::not_supported("EXPLAIN supports queries only"));
         };
         let state = self.session_state(session, memory.clone())?;
-        let logical = self.plan_logical(&state, session, *statement).await?;
-        let optimized = state.optimize(&logical).map_err(df_error)?;
-        let physical = state.create_physical_plan(&logical).await.map_err(df_error)?;
-        let text = if analyze {
-            collect(physical.clone(), state.task_ctx()).await.map_err(df_error)?;
-            format!("{}", DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(true))
+        let text = if logical_only {
+            let logical = self.plan_logical(&state, session, *statement).await?;
+            state.optimize(&logical).map_err(df_error)?.display_indent().to_string()
         } else {
-            format!(
-                "Logical plan:\n{}\n\nPhysical plan:\n{}",
-                optimized.display_indent(),
-                DisplayableExecutionPlan::new(physical.as_ref()).indent(true)
-            )
+            let (state, physical) = self.plan_physical(state, session, *statement).await?;
+            if analyze {
+                collect(physical.clone(), state.task_ctx()).await.map_err(df_error)?;
+                explain_analyze(physical, DistributedMetricsFormat::Aggregated).await.map_err(df_error)?
+            } else {
+                display_plan_ascii(physical.as_ref(), false)
+            }
         };
         let schema = Arc::new(Schema::new(vec![Field::new("Query Plan", DataType::Utf8, false)]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![text])) as ArrayRef])

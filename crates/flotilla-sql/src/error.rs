@@ -48,8 +48,16 @@ fn classify_arrow(error: &ArrowError) -> ErrorCode {
     }
 }
 
+/// How a worker that cannot be reached is described (by the data plane's client), also
+/// after the error has travelled through another worker as text: `REMOTE_HOST_GONE`.
+pub const WORKER_GONE_PHRASE: &str = "is unreachable or gone";
+
 /// Maps a DataFusion error to a Flotilla error with the closest Trino code.
 pub fn from_datafusion(error: &DataFusionError) -> FlotillaError {
+    let text = error.to_string();
+    if let Some(at) = text.find("Worker ").filter(|_| text.contains(WORKER_GONE_PHRASE)) {
+        return FlotillaError::new(ErrorCode::RemoteHostGone, text[at..].trim().to_string());
+    }
     let location = error
         .diagnostic()
         .and_then(|d| d.span)

@@ -12,6 +12,7 @@
 //! classified once in [`error`]. Catalogs are configured Trino-style ([`catalog::Catalogs`]).
 
 pub mod catalog;
+pub mod distributed;
 mod engine;
 pub mod error;
 mod functions;
@@ -22,6 +23,7 @@ mod show;
 pub mod statement;
 mod types;
 
+pub use distributed::Distributor;
 pub use engine::{bind_parameters, Engine, SessionChanges, StatementResult};
 pub use progress::{plan_progress, PeakMemoryPool, PlanProgress, ScanCounters};
 pub use session::SqlSession;

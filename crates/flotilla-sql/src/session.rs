@@ -16,6 +16,9 @@ pub struct SqlSession {
     pub time_zone: Option<String>,
     pub properties: BTreeMap<String, String>,
     pub prepared_statements: BTreeMap<String, String>,
+    /// The query the statement belongs to, when a coordinator runs it (names its tasks on
+    /// the workers).
+    pub query_id: Option<String>,
 }
 
 impl From<&ClientSession> for SqlSession {
@@ -28,6 +31,7 @@ impl From<&ClientSession> for SqlSession {
             time_zone: client.time_zone.clone(),
             properties: client.properties.clone(),
             prepared_statements: client.prepared_statements.clone(),
+            query_id: None,
         }
     }
 }
@@ -54,6 +58,17 @@ fn validate_positive_integer(value: &str) -> Result<(), String> {
     }
 }
 
+fn validate_name(value: &str) -> Result<(), String> {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("'{value}' is not a valid name (letters, digits, '_' and '-')"))
+    }
+}
+
 fn default_task_concurrency() -> String {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string()
 }
@@ -73,6 +88,13 @@ pub const SESSION_PROPERTIES: &[SessionProperty] = &[
         default: default_task_concurrency,
         description: "Parallel partitions per operator (DataFusion target_partitions)",
         validate: validate_positive_integer,
+    },
+    SessionProperty {
+        name: "warehouse",
+        type_name: "varchar",
+        default: || "default".to_string(),
+        description: "Warehouse whose workers run the query (node.warehouse of the workers)",
+        validate: validate_name,
     },
 ];
 

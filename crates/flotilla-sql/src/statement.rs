@@ -71,6 +71,9 @@ pub enum TrinoStatement {
     Rollback,
     Explain {
         analyze: bool,
+        /// `TYPE LOGICAL`: the logical plan only; otherwise the plan as it runs, stages
+        /// and all (Trino's default, `TYPE DISTRIBUTED`).
+        logical: bool,
         sql: String,
     },
     /// Anything else, parsed by sqlparser.
@@ -344,6 +347,7 @@ pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
     if cursor.keywords(&["EXPLAIN"]) {
         let analyze = cursor.keywords(&["ANALYZE"]);
         let _verbose = cursor.keywords(&["VERBOSE"]);
+        let mut logical = false;
         if matches!(cursor.tokens.get(cursor.position).map(|t| &t.token), Some(Token::LParen)) {
             // `(TYPE ..., FORMAT ...)`: only the text format of the distributed/logical plan
             // exists; other options are rejected rather than ignored.
@@ -360,6 +364,7 @@ pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
                         "EXPLAIN option {option} {value} is not supported"
                     )));
                 }
+                logical |= (option.as_str(), value.as_str()) == ("TYPE", "LOGICAL");
                 cursor.position += 2;
                 match cursor.tokens.get(cursor.position).map(|t| &t.token) {
                     Some(Token::Comma) => cursor.position += 1,
@@ -371,7 +376,7 @@ pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
                 }
             }
         }
-        return Ok(TrinoStatement::Explain { analyze, sql: cursor.rest().to_string() });
+        return Ok(TrinoStatement::Explain { analyze, logical, sql: cursor.rest().to_string() });
     }
 
     let dialect = dialect();
@@ -431,7 +436,7 @@ mod tests {
         assert!(matches!(parse("DESCRIBE OUTPUT st1"), TrinoStatement::DescribeOutput { .. }));
         assert!(matches!(parse("START TRANSACTION ISOLATION LEVEL READ COMMITTED"), TrinoStatement::StartTransaction));
         assert!(
-            matches!(parse("EXPLAIN (TYPE DISTRIBUTED) SELECT 1"), TrinoStatement::Explain { analyze: false, sql } if sql == "SELECT 1")
+            matches!(parse("EXPLAIN (TYPE DISTRIBUTED) SELECT 1"), TrinoStatement::Explain { analyze: false, logical: false, sql } if sql == "SELECT 1")
         );
     }
 

@@ -3,17 +3,27 @@
 use flotilla_proto::config::{ConfigError, Setting};
 use flotilla_proto::parse_data_size;
 
-pub const SETTINGS: &[Setting] = &[Setting {
-    name: "memory.pool-size",
-    default: "(half the machine's memory)",
-    roles: "worker",
-    doc: "Size of the worker's query memory pool, as a data size (`4GB`)",
-}];
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "memory.pool-size",
+        default: "(half the machine's memory)",
+        roles: "worker",
+        doc: "Size of the node's query memory pool, as a data size (`4GB`)",
+    },
+    Setting {
+        name: "worker.data-port",
+        default: "0 (a free port)",
+        roles: "worker",
+        doc: "Port of the worker service (tasks and their Arrow Flight data), announced to the cluster",
+    },
+];
 
 #[derive(Debug, Clone, Default)]
 pub struct WorkerConfig {
     /// `None`: half of the machine's memory.
     pub memory_pool_bytes: Option<u64>,
+    /// 0: any free port.
+    pub data_port: u16,
 }
 
 impl WorkerConfig {
@@ -26,6 +36,10 @@ impl WorkerConfig {
                     return Err(ConfigError::invalid(file, key, value, "must be positive"));
                 }
                 self.memory_pool_bytes = Some(bytes);
+            }
+            "worker.data-port" => {
+                self.data_port =
+                    value.parse().map_err(|_| ConfigError::invalid(file, key, value, "expected a port number"))?;
             }
             _ => return Ok(false),
         }

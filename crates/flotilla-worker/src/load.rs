@@ -1,24 +1,23 @@
-//! What a worker reports in its heartbeats: its memory pool (DataFusion's, which tasks
-//! will reserve from), CPU load sampled with `sysinfo`, and running tasks.
-//!
-//! No task runs on a worker until distributed execution lands, so the pool's reservation,
-//! the running task count and the per-query reservations are zero for now; that issue
-//! hands this pool to the tasks' runtime and counts them.
+//! What a worker reports in its heartbeats: its memory pool (the one its tasks reserve
+//! from), CPU load sampled with `sysinfo`, its running tasks and memory per query.
 
 use std::sync::Arc;
 
-use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+use datafusion::execution::memory_pool::MemoryPool;
 use flotilla_proto::cluster::WorkerLoad;
 use flotilla_resource_manager::{HeartbeatSource, LocalNode};
 use parking_lot::Mutex;
 use serde_json::Value;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
+use crate::execution::{DataPlane, TaskTracker};
+
 /// The worker's load, read at each heartbeat.
 pub struct WorkerLoadSource {
     local: Arc<LocalNode>,
     pool: Arc<dyn MemoryPool>,
     pool_bytes: u64,
+    tracker: Arc<TaskTracker>,
     system: Mutex<System>,
     pid: Pid,
     processors: u32,
@@ -31,12 +30,13 @@ impl std::fmt::Debug for WorkerLoadSource {
 }
 
 impl WorkerLoadSource {
-    pub fn new(local: Arc<LocalNode>, pool_bytes: u64) -> Self {
+    pub fn new(local: Arc<LocalNode>, plane: &DataPlane) -> Self {
         let processors = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
         Self {
             local,
-            pool: Arc::new(GreedyMemoryPool::new(pool_bytes as usize)),
-            pool_bytes,
+            pool: plane.pool.clone(),
+            pool_bytes: plane.pool_bytes,
+            tracker: plane.tracker.clone(),
             system: Mutex::new(System::new()),
             pid: sysinfo::get_current_pid().unwrap_or(Pid::from_u32(std::process::id())),
             processors,
@@ -63,8 +63,8 @@ impl WorkerLoadSource {
             process_cpu_load: process_cpu.clamp(0.0, 1.0),
             system_cpu_load: system_cpu.clamp(0.0, 1.0),
             processors: self.processors,
-            running_tasks: 0,
-            query_memory: Vec::new(),
+            running_tasks: self.tracker.running_tasks() as u32,
+            query_memory: self.tracker.query_memory(),
         }
     }
 
@@ -77,6 +77,13 @@ impl WorkerLoadSource {
         status.insert("processCpuLoad".into(), load.process_cpu_load.into());
         status.insert("systemCpuLoad".into(), load.system_cpu_load.into());
         status.insert("runningTasks".into(), load.running_tasks.into());
+        let queries: Vec<Value> = self
+            .tracker
+            .queries()
+            .into_iter()
+            .map(|q| serde_json::json!({"queryId": q.query_id, "tasks": q.tasks, "reservedBytes": q.reserved_bytes}))
+            .collect();
+        status.insert("queries".into(), Value::Array(queries));
         Value::Object(status)
     }
 }

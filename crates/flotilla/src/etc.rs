@@ -5,6 +5,7 @@
 //! One `etc/` may serve every role (as `flotilla up` does): a key is accepted when any role
 //! declares it, and each role reads the keys it knows.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use flotilla_coordinator::CoordinatorConfig;
@@ -33,6 +34,20 @@ pub fn all_settings() -> Vec<&'static Setting> {
         .collect()
 }
 
+impl Setup {
+    /// Applies properties from `source` (a file, or `--set` flags) to whichever roles
+    /// declare them; a key no role declares is an error.
+    pub fn apply_all(&mut self, source: &str, properties: &BTreeMap<String, String>) -> Result<(), String> {
+        let Setup { node, coordinator, resource_manager, worker, .. } = self;
+        node.apply_all(source, properties, |key, value| -> Result<bool, ConfigError> {
+            Ok(coordinator.apply(source, key, value)?
+                || resource_manager.apply(source, key, value)?
+                || worker.apply(source, key, value)?)
+        })
+        .map_err(|e| e.to_string())
+    }
+}
+
 pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
     let mut setup = Setup {
         node: NodeConfig::default(),
@@ -55,13 +70,7 @@ pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("failed to read {}: {e}", path.display()))?;
         let properties = parse_properties(&path, &text).map_err(|e| e.to_string())?;
         let file = path.display().to_string();
-        let Setup { node, coordinator, resource_manager, worker, .. } = &mut setup;
-        node.apply_all(&file, &properties, |key, value| -> Result<bool, ConfigError> {
-            Ok(coordinator.apply(&file, key, value)?
-                || resource_manager.apply(&file, key, value)?
-                || worker.apply(&file, key, value)?)
-        })
-        .map_err(|e| e.to_string())?;
+        setup.apply_all(&file, &properties)?;
     }
     let catalog_dir = dir.join("catalog");
     if catalog_dir.is_dir() {

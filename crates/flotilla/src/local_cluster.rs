@@ -52,6 +52,8 @@ pub struct NodeSpec {
     pub etc_dir: Option<PathBuf>,
     pub warehouse: Option<String>,
     pub worker_group: Option<String>,
+    /// Configuration properties set on the command line (`--set KEY=VALUE`).
+    pub settings: Vec<(String, String)>,
     /// Extra environment (for example `RUST_LOG`).
     pub env: Vec<(String, String)>,
 }
@@ -67,6 +69,7 @@ impl NodeSpec {
             etc_dir: None,
             warehouse: None,
             worker_group: None,
+            settings: Vec::new(),
             env: Vec::new(),
         }
     }
@@ -127,6 +130,9 @@ impl NodeProcess {
         }
         if let Some(worker_group) = &spec.worker_group {
             command.args(["--worker-group", worker_group]);
+        }
+        for (key, value) in &spec.settings {
+            command.args(["--set", &format!("{key}={value}")]);
         }
         for (key, value) in &spec.env {
             command.env(key, value);
@@ -228,6 +234,9 @@ pub struct LocalClusterSpec {
     pub log_dir: PathBuf,
     /// When true, node i knows only resource manager i % N; otherwise every node knows all.
     pub one_resource_manager_each: bool,
+    /// (warehouse, worker group) of each worker, in order; workers past the list keep the
+    /// configured labels.
+    pub worker_labels: Vec<(String, String)>,
     pub env: Vec<(String, String)>,
 }
 
@@ -282,6 +291,10 @@ impl LocalCluster {
             let mut coordinator = node(Role::Coordinator, format!("coordinator-{}", i + 1));
             coordinator.port = if i == 0 { spec.coordinator_port } else { 0 };
             coordinator.discovery = discovery_for(index);
+            if spec.workers > 0 {
+                // Dedicated workers run the tasks; the coordinator only plans and gathers.
+                coordinator.settings.push(("node-scheduler.include-coordinator".into(), "false".into()));
+            }
             index += 1;
             let process = cluster.spawn(&coordinator)?;
             cluster.coordinators.push(process);
@@ -289,6 +302,10 @@ impl LocalCluster {
         for i in 0..spec.workers {
             let mut worker = node(Role::Worker, format!("worker-{}", i + 1));
             worker.discovery = discovery_for(index);
+            if let Some((warehouse, group)) = spec.worker_labels.get(i) {
+                worker.warehouse = Some(warehouse.clone());
+                worker.worker_group = Some(group.clone());
+            }
             index += 1;
             let process = cluster.spawn(&worker)?;
             cluster.workers.push(process);

@@ -92,9 +92,17 @@ struct NodeArgs {
     /// Overrides node.worker-group.
     #[arg(long)]
     worker_group: Option<String>,
+    /// Sets any configuration property, as if in config.properties (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    set: Vec<(String, String)>,
     /// Shut down when stdin closes (used by `flotilla up`, so no node outlives it).
     #[arg(long, hide = true)]
     exit_with_stdin: bool,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got '{text}'"))?;
+    Ok((key.trim().to_string(), value.trim().to_string()))
 }
 
 fn init_logging() {
@@ -124,6 +132,7 @@ fn main() -> ExitCode {
                 etc_dir: etc_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
                 log_dir: data_dir.join("logs"),
                 one_resource_manager_each: false,
+                worker_labels: Vec::new(),
                 env: Vec::new(),
             };
             up(spec)
@@ -172,6 +181,11 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let flags: std::collections::BTreeMap<String, String> = args.set.into_iter().collect();
+    if let Err(error) = setup.apply_all("--set", &flags) {
+        eprintln!("invalid configuration: {error}");
+        return ExitCode::from(2);
+    }
     let node = &mut setup.node;
     if let Some(port) = args.port {
         node.http_port = port;
@@ -209,6 +223,7 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
                 let mut config = setup.coordinator;
                 config.node = setup.node;
                 config.resource_manager = setup.resource_manager;
+                config.worker = setup.worker;
                 flotilla_coordinator::Coordinator::start(config, setup.catalogs, address)
                     .await
                     .map(Running::Coordinator)

@@ -14,9 +14,17 @@ use super::HttpError;
 use crate::query::Query;
 use crate::Coordinator;
 
-fn summary(query: &Query, self_uri: &str) -> Value {
+fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
     let stats = query.stats();
     let status = query.status.lock();
+    // The scheduler knows the placements while the query runs; they move to the query when
+    // it ends (copied before the scheduler forgets them, so one of the two has them).
+    let placements = match status.tasks.is_empty() {
+        true => coordinator.manager.scheduler().placements(&query.id.to_string()),
+        false => status.tasks.clone(),
+    };
+    let tasks: Vec<Value> =
+        placements.iter().map(|t| json!({"stage": t.stage, "task": t.task, "nodeId": t.node_id})).collect();
     json!({
         "queryId": query.id.to_string(),
         "state": status.state.as_str(),
@@ -44,6 +52,7 @@ fn summary(query: &Query, self_uri: &str) -> Value {
             "outputRows": status.output_rows,
             "peakMemoryBytes": stats.peak_memory_bytes,
         },
+        "tasks": tasks,
         "errorType": status.error.as_ref().map(|e| e.code.error_type().as_str()),
         "errorCode": status.error.as_ref().map(|e| json!({"code": e.code.code(), "name": e.code.name(), "type": e.code.error_type().as_str()})),
         "failureInfo": status.error.as_ref().map(|e| QueryError::from(e).failure_info),
@@ -76,7 +85,7 @@ pub async fn list(
             .all()
             .iter()
             .filter(|q| wanted.as_deref().is_none_or(|s| q.state().as_str() == s))
-            .map(|q| summary(q, &base))
+            .map(|q| summary(&coordinator, q, &base))
             .collect(),
     )
 }
@@ -87,7 +96,7 @@ pub async fn info(
     request_headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
     let query = find(&coordinator, &query_id)?;
-    Ok(Json(summary(&query, &self_uri(&coordinator, &request_headers))))
+    Ok(Json(summary(&coordinator, &query, &self_uri(&coordinator, &request_headers))))
 }
 
 pub async fn exists(

@@ -13,6 +13,7 @@ mod information_schema;
 mod properties;
 pub mod system;
 pub mod tpch;
+pub mod tpch_scan;
 mod virtual_table;
 
 use std::collections::BTreeMap;

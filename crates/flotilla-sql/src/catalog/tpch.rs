@@ -1,6 +1,7 @@
 //! The `tpch` connector: Trino's layout (schemas `tiny`, `sf1`, `sf100`, ... and any `sfN`),
 //! with the eight TPC-H tables generated on the fly by `tpchgen`, each scan partition
 //! generating its own share of the rows (tpchgen's `part`/`part_count`), so nothing is stored.
+//! Scans are [`TpchScanExec`]s, which the distributed planner splits across tasks.
 //!
 //! Column names follow Trino's `tpch.column-naming`: `SIMPLIFIED` (default, `orderkey`) or
 //! `STANDARD` (`l_orderkey`).
@@ -13,10 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 use tpchgen::generators::{
     CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator, PartSuppGenerator,
@@ -26,8 +24,8 @@ use tpchgen_arrow::{
     CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RegionArrow, SupplierArrow,
 };
 
+use crate::catalog::tpch_scan::{Part, TpchScanExec, TpchScanSpec};
 use crate::catalog::CatalogError;
-use crate::progress::ScanCounters;
 
 /// Schemas listed by `SHOW SCHEMAS`, as Trino lists them; any other `sfN` also resolves.
 const LISTED_SCHEMAS: &[(&str, f64)] = &[
@@ -107,7 +105,7 @@ impl TpchTable {
         }
     }
 
-    fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.name() == name)
     }
 
@@ -125,8 +123,23 @@ impl TpchTable {
         }
     }
 
+    /// The schema with the column names of `naming`.
+    pub fn schema(self, naming: ColumnNaming) -> SchemaRef {
+        let standard = self.standard_schema();
+        match naming {
+            ColumnNaming::Standard => standard,
+            ColumnNaming::Simplified => Arc::new(Schema::new(
+                standard
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_name(simplified_name(f.name())))
+                    .collect::<Vec<_>>(),
+            )),
+        }
+    }
+
     /// Approximate row count, to size partitions.
-    fn approximate_rows(self, scale: f64) -> f64 {
+    pub(crate) fn approximate_rows(self, scale: f64) -> f64 {
         match self {
             TpchTable::Nation => 25.0,
             TpchTable::Region => 5.0,
@@ -256,23 +269,13 @@ impl SchemaProvider for TpchSchema {
 pub struct TpchTableProvider {
     table: TpchTable,
     scale: f64,
+    naming: ColumnNaming,
     schema: SchemaRef,
 }
 
 impl TpchTableProvider {
     pub fn new(table: TpchTable, scale: f64, naming: ColumnNaming) -> Self {
-        let standard = table.standard_schema();
-        let schema = match naming {
-            ColumnNaming::Standard => standard,
-            ColumnNaming::Simplified => Arc::new(Schema::new(
-                standard
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_name(simplified_name(f.name())))
-                    .collect::<Vec<_>>(),
-            )),
-        };
-        Self { table, scale, schema }
+        Self { table, scale, naming, schema: table.schema(naming) }
     }
 
     fn partition_count(&self, target_partitions: usize) -> usize {
@@ -298,57 +301,16 @@ impl TableProvider for TpchTableProvider {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let part_count = self.partition_count(state.config().target_partitions());
-        let partitions = (1..=part_count)
-            .map(|part| {
-                Arc::new(TpchPartition {
-                    table: self.table,
-                    scale: self.scale,
-                    part: part as i32,
-                    part_count: part_count as i32,
-                    schema: self.schema.clone(),
-                }) as Arc<dyn PartitionStream>
-            })
-            .collect();
-        let exec = StreamingTableExec::try_new(self.schema.clone(), partitions, projection, [], false, limit)?;
-        Ok(Arc::new(exec))
-    }
-}
-
-/// One generating partition of a scan.
-#[derive(Debug)]
-struct TpchPartition {
-    table: TpchTable,
-    scale: f64,
-    part: i32,
-    part_count: i32,
-    schema: SchemaRef,
-}
-
-impl PartitionStream for TpchPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let counters = ctx.session_config().get_extension::<ScanCounters>();
-        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
-        let sender = builder.tx();
-        let (table, scale, part, part_count) = (self.table, self.scale, self.part, self.part_count);
-        let schema = self.schema.clone();
-        // Generation is CPU work: it runs on the blocking pool and stops when the reader drops.
-        builder.spawn_blocking(move || {
-            table.generate(scale, part, part_count, |batch| {
-                if let Some(counters) = &counters {
-                    counters.add(batch.num_rows(), batch.get_array_memory_size());
-                }
-                // Same columns in the same order; only the names may differ.
-                let renamed = RecordBatch::try_new(schema.clone(), batch.columns().to_vec());
-                let message = renamed.map_err(DataFusionError::from);
-                sender.blocking_send(message).is_ok()
-            })
-        });
-        builder.build()
+        let part_count = self.partition_count(state.config().target_partitions()) as i32;
+        let spec = TpchScanSpec {
+            table: self.table.name().to_string(),
+            scale: self.scale,
+            standard_names: self.naming == ColumnNaming::Standard,
+            projection: projection.cloned(),
+            limit,
+            partitions: (1..=part_count).map(|part| Part { part, count: part_count }).collect(),
+        };
+        Ok(Arc::new(TpchScanExec::try_new(spec)?))
     }
 }
 

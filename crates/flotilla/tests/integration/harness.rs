@@ -107,6 +107,12 @@ impl ProcessClusterBuilder {
         self
     }
 
+    /// (warehouse, worker group) of each worker, in order.
+    pub fn worker_labels(mut self, labels: &[(&str, &str)]) -> Self {
+        self.spec.worker_labels = labels.iter().map(|(w, g)| (w.to_string(), g.to_string())).collect();
+        self
+    }
+
     pub fn start(self) -> ProcessCluster {
         let cluster =
             flotilla::local_cluster::LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_flotilla")), &self.spec)
@@ -133,6 +139,7 @@ impl ProcessCluster {
             etc_dir: None,
             log_dir: logs.path.clone(),
             one_resource_manager_each: false,
+            worker_labels: Vec::new(),
             env: vec![("RUST_LOG".into(), "info".into())],
         };
         ProcessClusterBuilder { spec, log_dir: logs }

@@ -3,8 +3,10 @@
 
 mod cli;
 mod cluster;
+mod distributed;
 mod docs;
 mod harness;
+mod plans;
 mod protocol;
 mod sql_surface;
 mod sqllogic;

@@ -1,0 +1,281 @@
+//! Where a distributed statement's tasks run.
+//!
+//! A query runs in one warehouse (session property `warehouse`). From the resource
+//! managers' view the scheduler takes that warehouse's live workers (state active, a data
+//! URI announced; draining and dead workers get nothing), groups them by worker group, and
+//! picks the least-loaded group: fewest running tasks per worker, then least memory in use.
+//! Loads are the view's, corrected by what this coordinator has placed since each worker's
+//! last heartbeat in the view, so a burst of queries does not pile onto the group that
+//! looked idle a second ago. Each stage's tasks are then spread over the group's workers,
+//! least-loaded first. A warehouse without a live worker fails the query with
+//! `NO_NODES_AVAILABLE`.
+//!
+//! The view can lag a dead worker by up to `resource-manager.node-status-timeout`; a task
+//! placed on it fails the query with `REMOTE_HOST_GONE` naming it ([`Scheduler::name_workers`]),
+//! and the next query no longer sees it once the view has caught up.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::common::Result as DfResult;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion_distributed::{
+    ChannelResolver, DistributedExt, RouteTasksEvent, RouteTasksEventResponse, RouteTasksHandler, WorkerResolver,
+};
+use flotilla_proto::cluster::{NodeRole, NodeState, NodeView};
+use flotilla_proto::{ErrorCode, FlotillaError};
+use flotilla_resource_manager::ClusterViewClient;
+use flotilla_sql::{Distributor, SqlSession};
+use flotilla_worker::flight::FlightChannels;
+use flotilla_worker::QUERY_ID_HEADER;
+use http::{HeaderMap, HeaderValue};
+use parking_lot::Mutex;
+use url::Url;
+
+/// Most tasks a stage gets, at least: `datafusion-distributed` runs a stage whose producer
+/// and consumer both have one task in the coordinator, so a worker group of one worker still
+/// gets two tasks per large stage (both on that worker) and does the query's work itself.
+const MIN_TASKS_PER_STAGE: usize = 2;
+
+/// How long a placement is remembered to correct the view (well past a heartbeat).
+const PLACEMENT_MEMORY: Duration = Duration::from_secs(30);
+
+/// One task placed on a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPlacement {
+    /// Order in which the stage was routed (the first routed stage is 0).
+    pub stage: usize,
+    pub task: usize,
+    pub node_id: String,
+}
+
+#[derive(Debug)]
+struct Placed {
+    at: Instant,
+    node_id: String,
+}
+
+/// A worker as the scheduler sees it.
+#[derive(Debug, Clone)]
+struct Candidate {
+    node_id: String,
+    url: Url,
+    group: String,
+    running_tasks: f64,
+    memory_fraction: f64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    recent: VecDeque<Placed>,
+    /// Workers a query found unreachable, and when: skipped until they heartbeat again.
+    suspects: HashMap<String, Instant>,
+    /// Placements per query, for its stats and the tests.
+    queries: HashMap<String, Vec<TaskPlacement>>,
+}
+
+/// Chooses workers for this coordinator's distributed statements.
+#[derive(Debug)]
+pub struct Scheduler {
+    view: Arc<ClusterViewClient>,
+    channels: Arc<FlightChannels>,
+    state: Mutex<State>,
+}
+
+impl Scheduler {
+    pub fn new(view: Arc<ClusterViewClient>, channels: Arc<FlightChannels>) -> Arc<Self> {
+        Arc::new(Self { view, channels, state: Mutex::new(State::default()) })
+    }
+
+    /// The live workers of `warehouse`, with loads corrected by recent placements.
+    fn candidates(&self, warehouse: &str) -> Vec<Candidate> {
+        let Some(snapshot) = self.view.snapshot() else { return Vec::new() };
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        while state.recent.front().is_some_and(|p| now.duration_since(p.at) > PLACEMENT_MEMORY) {
+            state.recent.pop_front();
+        }
+        snapshot
+            .view
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Active && n.node.has_role(NodeRole::Worker))
+            .filter(|n| n.node.warehouse == warehouse)
+            .filter_map(|n| {
+                let url = Url::parse(n.node.data_uri.as_deref()?).ok()?;
+                // When the worker's last heartbeat in the view was sent, by our clock.
+                let reported_at = snapshot.fetched.checked_sub(Duration::from_millis(n.last_heartbeat_age_ms));
+                let suspect =
+                    state.suspects.get(&n.node.node_id).is_some_and(|at| reported_at.is_none_or(|t| t <= *at));
+                if suspect {
+                    return None;
+                }
+                let since = state
+                    .recent
+                    .iter()
+                    .filter(|p| p.node_id == n.node.node_id && reported_at.is_none_or(|t| p.at > t))
+                    .count();
+                Some(candidate(n, url, since))
+            })
+            .collect()
+    }
+
+    /// The least-loaded worker group of `warehouse`, its workers least-loaded first.
+    fn pick_group(&self, warehouse: &str) -> Result<Vec<Candidate>, FlotillaError> {
+        let mut groups: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+        for candidate in self.candidates(warehouse) {
+            groups.entry(candidate.group.clone()).or_default().push(candidate);
+        }
+        let score = |workers: &Vec<Candidate>| {
+            let n = workers.len() as f64;
+            let tasks = workers.iter().map(|w| w.running_tasks).sum::<f64>() / n;
+            let memory = workers.iter().map(|w| w.memory_fraction).sum::<f64>() / n;
+            (tasks, memory)
+        };
+        let (_, mut workers) = groups
+            .into_iter()
+            .min_by(|(_, a), (_, b)| score(a).partial_cmp(&score(b)).unwrap_or(std::cmp::Ordering::Equal))
+            .ok_or_else(|| {
+                FlotillaError::new(
+                    ErrorCode::NoNodesAvailable,
+                    format!("No worker nodes available in warehouse '{warehouse}'"),
+                )
+            })?;
+        workers.sort_by(|a, b| load_order(a, b));
+        Ok(workers)
+    }
+
+    /// Records the tasks of one stage on `workers`, in order.
+    fn record(&self, query_id: &str, workers: &[Candidate]) {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let placements = state.queries.entry(query_id.to_string()).or_default();
+        let stage = placements.last().map(|p| p.stage + 1).unwrap_or(0);
+        for (task, worker) in workers.iter().enumerate() {
+            placements.push(TaskPlacement { stage, task, node_id: worker.node_id.clone() });
+        }
+        state.recent.extend(workers.iter().map(|w| Placed { at: now, node_id: w.node_id.clone() }));
+    }
+
+    /// Where the tasks of `query_id` were placed.
+    pub fn placements(&self, query_id: &str) -> Vec<TaskPlacement> {
+        self.state.lock().queries.get(query_id).cloned().unwrap_or_default()
+    }
+
+    /// Forgets a finished query's placements.
+    pub fn forget(&self, query_id: &str) {
+        self.state.lock().queries.remove(query_id);
+    }
+
+    /// Names the workers in an error by node id as well as URL; a worker found gone is not
+    /// given new tasks until a heartbeat newer than the failure shows it alive.
+    pub fn name_workers(&self, mut error: FlotillaError) -> FlotillaError {
+        let Some(snapshot) = self.view.snapshot() else { return error };
+        for node in &snapshot.view.nodes {
+            let Some(uri) = node.node.data_uri.as_deref() else { continue };
+            for form in [format!("{uri}/"), uri.to_string()] {
+                if error.message.contains(&form) {
+                    error.message = error.message.replace(&form, &format!("{} ({uri})", node.node.node_id));
+                    if error.code == ErrorCode::RemoteHostGone {
+                        self.state.lock().suspects.insert(node.node.node_id.clone(), Instant::now());
+                    }
+                    break;
+                }
+            }
+        }
+        error
+    }
+}
+
+fn candidate(node: &NodeView, url: Url, placed_since: usize) -> Candidate {
+    let (tasks, memory) = match &node.worker {
+        Some(load) if load.memory_pool_bytes > 0 => {
+            (load.running_tasks as f64, load.memory_reserved_bytes as f64 / load.memory_pool_bytes as f64)
+        }
+        Some(load) => (load.running_tasks as f64, 0.0),
+        None => (0.0, 0.0),
+    };
+    Candidate {
+        node_id: node.node.node_id.clone(),
+        url,
+        group: node.node.worker_group.clone(),
+        running_tasks: tasks + placed_since as f64,
+        memory_fraction: memory,
+    }
+}
+
+fn load_order(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    (a.running_tasks, a.memory_fraction)
+        .partial_cmp(&(b.running_tasks, b.memory_fraction))
+        .unwrap_or(std::cmp::Ordering::Equal)
+        .then_with(|| a.node_id.cmp(&b.node_id))
+}
+
+/// The URLs of one statement's worker group.
+#[derive(Debug, Clone)]
+struct GroupUrls(Vec<Url>);
+
+impl WorkerResolver for GroupUrls {
+    fn get_urls(&self) -> DfResult<Vec<Url>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Routes each stage of one statement: tasks go to the group's workers least-loaded first,
+/// counting the tasks of the statement's earlier stages.
+struct StatementRouter {
+    scheduler: Arc<Scheduler>,
+    query_id: String,
+    workers: Mutex<Vec<Candidate>>,
+}
+
+impl RouteTasksHandler for StatementRouter {
+    fn handle(&self, event: RouteTasksEvent) -> Option<DfResult<RouteTasksEventResponse>> {
+        let mut workers = self.workers.lock();
+        let mut chosen = Vec::with_capacity(event.task_count);
+        for _ in 0..event.task_count {
+            workers.sort_by(load_order);
+            let worker = workers.first_mut()?;
+            worker.running_tasks += 1.0;
+            chosen.push(worker.clone());
+        }
+        self.scheduler.record(&self.query_id, &chosen);
+        Some(Ok(RouteTasksEventResponse::new(chosen.into_iter().map(|w| w.url).collect())))
+    }
+}
+
+/// The scheduler as the engine's distributor.
+#[derive(Debug, Clone)]
+pub struct SchedulerDistributor(pub Arc<Scheduler>);
+
+impl Distributor for SchedulerDistributor {
+    fn distribute(
+        &self,
+        builder: SessionStateBuilder,
+        session: &SqlSession,
+    ) -> Result<SessionStateBuilder, FlotillaError> {
+        let scheduler = &self.0;
+        let warehouse = session.property("warehouse")?;
+        let workers = scheduler.pick_group(&warehouse)?;
+        let query_id = session.query_id.clone().unwrap_or_else(|| "unknown".to_string());
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(&query_id) {
+            headers.insert(QUERY_ID_HEADER, value);
+        }
+        let urls = GroupUrls(workers.iter().map(|w| w.url.clone()).collect());
+        let task_limit = workers.len().max(MIN_TASKS_PER_STAGE);
+        builder
+            .with_distributed_worker_resolver(urls)
+            .with_distributed_channel_resolver(scheduler.channels.clone() as Arc<dyn ChannelResolver + Send + Sync>)
+            .with_distributed_route_tasks_handler(StatementRouter {
+                scheduler: scheduler.clone(),
+                query_id,
+                workers: Mutex::new(workers),
+            })
+            .with_distributed_passthrough_headers(headers)
+            .and_then(|b| b.with_distributed_max_tasks_per_stage(task_limit))
+            .and_then(|b| b.with_distributed_metrics_collection(true))
+            .map_err(|e| flotilla_sql::error::from_datafusion(&e))
+    }
+}

@@ -1,0 +1,191 @@
+//! What the SQL layer adds to `datafusion-distributed` so that queries run across workers.
+//!
+//! The distributed planner itself (stages cut at repartitions, broadcast of small join build
+//! sides, coalesce to the head stage that runs on the coordinator, Arrow Flight between
+//! tasks) is `datafusion-distributed`'s; this module gives it what is ours:
+//!
+//! - [`FlotillaCodec`]: how our own operators ([`TpchScanExec`]) travel to workers;
+//! - task counts and splitting for our sources: a `tpch` scan is split by giving each task
+//!   a disjoint set of tpchgen parts, so scans scale with workers and read no storage;
+//! - [`is_distributable`]: a statement is distributed only when every table it reads can be
+//!   read on a worker (the `system` and `information_schema` tables live on the coordinator);
+//! - [`Distributor`]: the coordinator's hook that picks the workers of a statement;
+//! - [`worker_session_state`]: the session a worker executes its tasks in (the same
+//!   functions as the coordinator, so plans decode the same).
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_distributed::{
+    DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec, ScaleUpLeafNodeEvent,
+    ScaleUpLeafNodeEventResponse,
+};
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use flotilla_proto::FlotillaError;
+
+use crate::catalog::tpch::TpchTableProvider;
+use crate::catalog::tpch_scan::{TpchScanExec, TpchScanSpec};
+use crate::functions::trino_functions;
+use crate::session::SqlSession;
+
+/// Rows one task of a scan should generate at least; smaller tables get fewer tasks, and a
+/// table below it is read by one task.
+pub const MIN_ROWS_PER_TASK: usize = 10_000;
+
+/// Chooses the workers of one distributed statement (the coordinator implements it).
+pub trait Distributor: Send + Sync + fmt::Debug {
+    /// Adds the worker resolver, routing and channels for `session`'s statement to `builder`.
+    /// Fails (`NO_NODES_AVAILABLE`) when the statement's warehouse has no live worker.
+    fn distribute(
+        &self,
+        builder: SessionStateBuilder,
+        session: &SqlSession,
+    ) -> std::result::Result<SessionStateBuilder, FlotillaError>;
+}
+
+/// Whether every table a plan reads can be read on a worker (and it reads at least one).
+pub fn is_distributable(plan: &LogicalPlan) -> bool {
+    let mut tables = 0usize;
+    let mut local_only = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            tables += 1;
+            let on_workers = source_as_provider(&scan.source).is_ok_and(|provider| provider.is::<TpchTableProvider>());
+            if !on_workers {
+                local_only = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables > 0 && !local_only
+}
+
+/// Adds our codec and our sources' task handlers to a session, on coordinators and workers.
+pub fn with_flotilla_operators(builder: SessionStateBuilder) -> SessionStateBuilder {
+    builder
+        .with_distributed_user_codec(FlotillaCodec)
+        .with_distributed_desired_task_count_handler(tpch_task_count)
+        .with_distributed_scale_up_leaf_node_handler(tpch_scale_up)
+}
+
+/// The session a worker runs a task in: the worker's runtime and the distributed settings
+/// the coordinator sent (already in `builder`), plus our functions and operators.
+pub fn worker_session_state(builder: SessionStateBuilder) -> SessionState {
+    let mut state = with_flotilla_operators(builder).build();
+    for function in trino_functions() {
+        let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, function);
+    }
+    state
+}
+
+fn tpch_task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskCountEventResponse>> {
+    let scan = event.plan.downcast_ref::<TpchScanExec>()?;
+    let rows = scan.approximate_rows();
+    Some(Ok(if rows < 2 * MIN_ROWS_PER_TASK {
+        DesiredTaskCountEventResponse::maximum(1)
+    } else {
+        DesiredTaskCountEventResponse::desired(rows / MIN_ROWS_PER_TASK)
+    }))
+}
+
+fn tpch_scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
+    let scan = event.plan.downcast_ref::<TpchScanExec>()?;
+    let leaf = scan.split(event.task_count).and_then(|variants| {
+        DistributedLeafExec::try_new(
+            event.plan.clone(),
+            variants.into_iter().map(|scan| Arc::new(scan) as Arc<dyn ExecutionPlan>),
+        )
+    });
+    Some(leaf.map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))))
+}
+
+/// Encodes Flotilla's own operators for the trip to a worker: a tag, then JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct FlotillaCodec;
+
+const TPCH_SCAN_TAG: &[u8] = b"flotilla.tpch_scan:";
+
+impl PhysicalExtensionCodec for FlotillaCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(body) = buf.strip_prefix(TPCH_SCAN_TAG) else {
+            return Err(DataFusionError::Internal("unknown Flotilla operator in a distributed plan".into()));
+        };
+        if !inputs.is_empty() {
+            return Err(DataFusionError::Internal("a tpch scan has no inputs".into()));
+        }
+        let spec: TpchScanSpec = serde_json::from_slice(body)
+            .map_err(|e| DataFusionError::Internal(format!("malformed tpch scan in a distributed plan: {e}")))?;
+        Ok(Arc::new(TpchScanExec::try_new(spec)?))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let Some(scan) = node.downcast_ref::<TpchScanExec>() else {
+            return Err(DataFusionError::NotImplemented(format!("{} cannot run on a worker", node.name())));
+        };
+        buf.extend_from_slice(TPCH_SCAN_TAG);
+        serde_json::to_writer(&mut *buf, scan.spec()).map_err(|e| DataFusionError::Internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::tpch_scan::Part;
+
+    fn scan(table: &str, scale: f64, partitions: i32) -> TpchScanExec {
+        TpchScanExec::try_new(TpchScanSpec {
+            table: table.into(),
+            scale,
+            standard_names: false,
+            projection: Some(vec![0, 1]),
+            limit: None,
+            partitions: (1..=partitions).map(|part| Part { part, count: partitions }).collect(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn splits_cover_every_part_once() {
+        let variants = scan("orders", 1.0, 3).split(4).unwrap();
+        let mut parts: Vec<Part> = variants.iter().flat_map(|v| v.spec().partitions.clone()).collect();
+        assert!(variants.iter().all(|v| v.spec().partitions.len() == 3));
+        parts.sort_by_key(|p| p.part);
+        assert_eq!(parts, (1..=12).map(|part| Part { part, count: 12 }).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn small_tables_take_one_task_large_ones_many() {
+        let config = datafusion::prelude::SessionConfig::new();
+        let count = |plan: Arc<dyn ExecutionPlan>| {
+            let event = DesiredTaskCountEvent { plan: &plan, session_config: &config };
+            tpch_task_count(event).unwrap().unwrap().task_count
+        };
+        assert!(matches!(
+            count(Arc::new(scan("nation", 1.0, 1))),
+            datafusion_distributed::TaskCountAnnotation::Maximum(1)
+        ));
+        assert!(matches!(
+            count(Arc::new(scan("lineitem", 1.0, 4))),
+            datafusion_distributed::TaskCountAnnotation::Desired(600)
+        ));
+    }
+}

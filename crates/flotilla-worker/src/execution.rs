@@ -1,0 +1,344 @@
+//! Where a worker runs its tasks: `datafusion-distributed`'s [`Worker`] with our session
+//! (functions, operators, authenticated channels to the other workers), one memory pool
+//! for the whole node, and a [`TaskTracker`] that knows which queries have tasks and memory
+//! here.
+//!
+//! A task lives as long as the coordinator channel its coordinator opened for it (the plan
+//! arrives on it; the task's metrics leave on it when it ends): a tower layer on the worker
+//! service ([`TaskCountingLayer`]) counts these calls per query, from the request to the
+//! moment the response stream is dropped, whether the query finished, was cancelled or the
+//! coordinator went away. The task's memory reservations go through a [`QueryPool`] that
+//! charges them to the query, so the heartbeat reports memory per query and a finished query
+//! provably holds no memory here.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::SessionState;
+use datafusion_distributed::{ChannelResolver, DistributedExt, Worker, WorkerQueryContext, WorkerSessionBuilder};
+use flotilla_proto::cluster::QueryMemory;
+use flotilla_proto::InternalAuth;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::InterceptorLayer;
+
+use crate::flight::{authenticate, FlightChannels};
+
+/// The header that tells a worker which query a task belongs to (set by the coordinator
+/// on every data-plane call of the query).
+pub const QUERY_ID_HEADER: &str = "x-flotilla-query-id";
+
+#[derive(Debug, Default)]
+struct QueryUsage {
+    tasks: usize,
+    reserved: Arc<AtomicUsize>,
+}
+
+/// Tasks and memory per query on this node.
+#[derive(Debug, Default)]
+pub struct TaskTracker {
+    queries: Mutex<HashMap<String, QueryUsage>>,
+}
+
+/// Figures for one query on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryTasks {
+    pub query_id: String,
+    pub tasks: usize,
+    pub reserved_bytes: usize,
+}
+
+impl TaskTracker {
+    fn start_task(self: &Arc<Self>, query_id: &str) -> TaskGuard {
+        self.queries.lock().entry(query_id.to_string()).or_default().tasks += 1;
+        TaskGuard { tracker: self.clone(), query_id: query_id.to_string() }
+    }
+
+    /// The counter a query's reservations on this node are charged to.
+    fn memory_of(&self, query_id: &str) -> Arc<AtomicUsize> {
+        self.queries.lock().entry(query_id.to_string()).or_default().reserved.clone()
+    }
+
+    /// Queries with tasks or memory here; forgets those with neither.
+    pub fn queries(&self) -> Vec<QueryTasks> {
+        let mut queries = self.queries.lock();
+        queries.retain(|_, usage| usage.tasks > 0 || usage.reserved.load(Ordering::Relaxed) > 0);
+        let mut list: Vec<QueryTasks> = queries
+            .iter()
+            .map(|(id, usage)| QueryTasks {
+                query_id: id.clone(),
+                tasks: usage.tasks,
+                reserved_bytes: usage.reserved.load(Ordering::Relaxed),
+            })
+            .collect();
+        list.sort_by(|a, b| a.query_id.cmp(&b.query_id));
+        list
+    }
+
+    pub fn running_tasks(&self) -> usize {
+        self.queries.lock().values().map(|u| u.tasks).sum()
+    }
+
+    pub fn query_memory(&self) -> Vec<QueryMemory> {
+        self.queries()
+            .into_iter()
+            .filter(|q| q.reserved_bytes > 0)
+            .map(|q| QueryMemory { query_id: q.query_id, reserved_bytes: q.reserved_bytes as u64 })
+            .collect()
+    }
+}
+
+/// Held by a task's call; the task stops counting when the call is over.
+pub struct TaskGuard {
+    tracker: Arc<TaskTracker>,
+    query_id: String,
+}
+
+impl fmt::Debug for TaskGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskGuard").field("query_id", &self.query_id).finish()
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let mut queries = self.tracker.queries.lock();
+        if let Some(usage) = queries.get_mut(&self.query_id) {
+            usage.tasks = usage.tasks.saturating_sub(1);
+        }
+    }
+}
+
+/// The node's pool, charging each reservation to one query as well.
+#[derive(Debug)]
+pub struct QueryPool {
+    inner: Arc<dyn MemoryPool>,
+    reserved: Arc<AtomicUsize>,
+}
+
+impl fmt::Display for QueryPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "query({})", self.inner)
+    }
+}
+
+impl MemoryPool for QueryPool {
+    fn name(&self) -> &str {
+        "query"
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.inner.register(consumer)
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.inner.unregister(consumer)
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.inner.grow(reservation, additional);
+        self.reserved.fetch_add(additional, Ordering::Relaxed);
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.inner.shrink(reservation, shrink);
+        self.reserved.fetch_sub(shrink, Ordering::Relaxed);
+    }
+
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+        self.inner.try_grow(reservation, additional)?;
+        self.reserved.fetch_add(additional, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        self.inner.memory_limit()
+    }
+}
+
+/// Builds each task's session.
+struct TaskSessions {
+    runtime: Arc<RuntimeEnv>,
+    tracker: Arc<TaskTracker>,
+    channels: Arc<FlightChannels>,
+}
+
+fn query_id_of(headers: &http::HeaderMap) -> &str {
+    headers.get(QUERY_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("unknown")
+}
+
+#[async_trait]
+impl WorkerSessionBuilder for TaskSessions {
+    async fn build_session_state(&self, ctx: WorkerQueryContext) -> Result<SessionState, DataFusionError> {
+        let reserved = self.tracker.memory_of(query_id_of(&ctx.headers));
+        let pool = Arc::new(QueryPool { inner: self.runtime.memory_pool.clone(), reserved });
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime).with_memory_pool(pool).build_arc()?;
+        let channels = self.channels.clone() as Arc<dyn ChannelResolver + Send + Sync>;
+        let builder = ctx.builder.with_runtime_env(runtime).with_distributed_channel_resolver(channels);
+        Ok(flotilla_sql::distributed::worker_session_state(builder))
+    }
+}
+
+/// The path of the call that carries one task's life.
+const TASK_CALL_SUFFIX: &str = "/CoordinatorChannel";
+
+/// Counts open task calls per query on the worker service.
+#[derive(Debug, Clone)]
+pub struct TaskCountingLayer {
+    tracker: Arc<TaskTracker>,
+}
+
+impl<S> tower::Layer<S> for TaskCountingLayer {
+    type Service = TaskCounting<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TaskCounting { inner, tracker: self.tracker.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskCounting<S> {
+    inner: S,
+    tracker: Arc<TaskTracker>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for TaskCounting<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, std::result::Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let guard = request
+            .uri()
+            .path()
+            .ends_with(TASK_CALL_SUFFIX)
+            .then(|| self.tracker.start_task(query_id_of(request.headers())));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match guard {
+                Some(guard) => response.map(|body| tonic::body::Body::new(GuardedBody { body, _guard: guard })),
+                None => response,
+            })
+        })
+    }
+}
+
+/// A response body that ends the task when it is dropped.
+struct GuardedBody {
+    body: tonic::body::Body,
+    _guard: TaskGuard,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A node's task execution: the worker service, its pool and its tasks.
+#[derive(Clone)]
+pub struct DataPlane {
+    pub worker: Worker,
+    pub tracker: Arc<TaskTracker>,
+    pub pool: Arc<dyn MemoryPool>,
+    pub pool_bytes: u64,
+    /// Where the worker service listens (`http://host:port`), announced as the node's data URI.
+    pub url: String,
+    /// For calling other workers.
+    pub channels: Arc<FlightChannels>,
+}
+
+impl fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataPlane").field("url", &self.url).field("pool_bytes", &self.pool_bytes).finish()
+    }
+}
+
+impl DataPlane {
+    /// Binds the worker service on `address` (port 0 picks a free one) and serves it until
+    /// `shutdown`.
+    pub async fn start(
+        address: SocketAddr,
+        pool_bytes: u64,
+        auth: Arc<InternalAuth>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<(DataPlane, JoinHandle<()>)> {
+        let listener = TcpListener::bind(address).await?;
+        let local = listener.local_addr()?;
+        // Spilling operators (sort, aggregation) share the pool fairly instead of failing.
+        let pool: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(pool_bytes as usize));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool.clone())
+            .build_arc()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tracker = Arc::new(TaskTracker::default());
+        let channels = FlightChannels::new(auth.clone());
+        let sessions = TaskSessions { runtime: runtime.clone(), tracker: tracker.clone(), channels: channels.clone() };
+        let worker = Worker::from_session_builder(sessions)
+            .with_runtime_env(runtime)
+            .with_version(flotilla_proto::FLOTILLA_VERSION);
+        let service = worker.clone().into_worker_server();
+        let incoming = tokio_stream_listener(listener);
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(crate::flight::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(crate::flight::KEEPALIVE_TIMEOUT))
+            .layer(InterceptorLayer::new(authenticate(auth)))
+            .layer(TaskCountingLayer { tracker: tracker.clone() })
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await });
+        let handle = tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "worker data service failed");
+            }
+        });
+        let url = format!("http://{local}");
+        Ok((DataPlane { worker, tracker, pool, pool_bytes, url, channels }, handle))
+    }
+}
+
+fn tokio_stream_listener(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let next = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        Some((next, listener))
+    })
+}

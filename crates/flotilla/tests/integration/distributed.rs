@@ -1,0 +1,161 @@
+//! Distributed execution with real processes: placement by warehouse and worker group,
+//! load-aware choice of the group, cancellation that frees every task, and a worker dying
+//! in the middle of a query.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::ProcessCluster;
+use crate::Http;
+
+/// A query that runs for minutes: every stage busy on every worker it is given.
+const LONG_QUERY: &str = "SELECT count(*) FROM tpch.sf1000.lineitem WHERE quantity > 1";
+
+async fn get_json(http: &Http, url: &str) -> Value {
+    http.client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// Waits until the coordinator lists `count` live nodes.
+async fn wait_for_nodes(http: &Http, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = get_json(http, &format!("{}/v1/node", http.base)).await;
+        let seen = nodes.as_array().map(Vec::len).unwrap_or(0);
+        if seen == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the coordinator lists {seen} nodes, expected {count}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn in_warehouse(http: &Http, sql: &str, warehouse: &str) -> reqwest::RequestBuilder {
+    http.post(sql).header("X-Trino-Session", format!("warehouse={warehouse}"))
+}
+
+/// Node ids the query's tasks were placed on.
+async fn task_nodes(http: &Http, query_id: &str) -> BTreeSet<String> {
+    let info = get_json(http, &format!("{}/v1/query/{query_id}", http.base)).await;
+    info["tasks"].as_array().unwrap().iter().map(|t| t["nodeId"].as_str().unwrap().to_string()).collect()
+}
+
+/// Submits a query and follows it until its tasks are placed; returns (query id, the
+/// response to continue from).
+async fn start_until_placed(http: &Http, request: reqwest::RequestBuilder) -> (String, Value) {
+    let mut response: Value = request.send().await.unwrap().json().await.unwrap();
+    let id = response["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while task_nodes(http, &id).await.is_empty() {
+        assert!(response.get("error").is_none(), "{}", response["error"]);
+        assert!(Instant::now() < deadline, "the query's tasks were never placed");
+        if let Some(next) = response["nextUri"].as_str() {
+            response = get_json(http, next).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (id, response)
+}
+
+/// Follows `response` to the end; returns the final document.
+async fn finish(http: &Http, mut response: Value) -> Value {
+    while let Some(next) = response["nextUri"].as_str().map(str::to_string) {
+        response = get_json(http, &next).await;
+    }
+    response
+}
+
+/// A worker's `/v1/status`.
+async fn worker_status(http: &Http, worker_url: &str) -> Value {
+    get_json(http, &format!("{worker_url}/v1/status")).await
+}
+
+/// Waits until no worker holds a task or memory of any query.
+async fn wait_until_idle(http: &Http, workers: &[String], within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let mut busy = Vec::new();
+        for url in workers {
+            let status = worker_status(http, url).await;
+            if status["runningTasks"].as_u64() != Some(0) || !status["queries"].as_array().unwrap().is_empty() {
+                busy.push(status);
+            }
+        }
+        if busy.is_empty() {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "workers still hold tasks after {within:?}: {busy:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_stay_in_their_warehouse_avoid_busy_groups_and_cancel_cleanly() {
+    let cluster = ProcessCluster::builder()
+        .workers(4)
+        .worker_labels(&[("a", "g1"), ("a", "g2"), ("b", "g1"), ("b", "g2")])
+        .start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 6).await;
+    let workers: Vec<String> = cluster.cluster.workers.iter().map(|w| w.url.clone()).collect();
+
+    // Warehouse b's query runs on b's workers only, and gives the right answer.
+    let responses = http.run_with(in_warehouse(&http, "SELECT count(*) FROM tpch.tiny.lineitem", "b")).await;
+    let id = responses[0]["id"].as_str().unwrap().to_string();
+    let (_, rows) = crate::collect(&responses);
+    assert_eq!(rows, vec![vec![Value::from(60175)]]);
+    let used = task_nodes(&http, &id).await;
+    let info = get_json(&http, &format!("{}/v1/query/{id}", http.base)).await;
+    assert!(!used.is_empty(), "the query ran on workers: {info}");
+    assert!(used.iter().all(|n| n == "worker-3" || n == "worker-4"), "warehouse b used {used:?}");
+    // A finished query leaves nothing behind on any worker.
+    wait_until_idle(&http, &workers, Duration::from_secs(5)).await;
+
+    // A warehouse without workers is a clear error.
+    let error = http.error_with(in_warehouse(&http, "SELECT count(*) FROM tpch.tiny.orders", "nowhere")).await;
+    assert_eq!(error["errorName"], "NO_NODES_AVAILABLE", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("nowhere"), "{error}");
+
+    // A long query occupies one group of warehouse a; the next query goes to the other.
+    let (long_id, long_response) = start_until_placed(&http, in_warehouse(&http, LONG_QUERY, "a")).await;
+    let busy = task_nodes(&http, &long_id).await;
+    assert_eq!(busy.len(), 1, "one worker per group in warehouse a: {busy:?}");
+    let short = http.run_with(in_warehouse(&http, "SELECT count(*) FROM tpch.tiny.orders", "a")).await;
+    let (_, rows) = crate::collect(&short);
+    assert_eq!(rows, vec![vec![Value::from(15000)]]);
+    let short_used = task_nodes(&http, short[0]["id"].as_str().unwrap()).await;
+    assert!(short_used.is_disjoint(&busy), "the short query avoided the busy group: {short_used:?} vs {busy:?}");
+    assert!(short_used.iter().all(|n| n == "worker-1" || n == "worker-2"), "warehouse a: {short_used:?}");
+
+    // The long query really runs on its worker; cancelling it frees its tasks and memory.
+    let busy_url = &workers[if busy.contains("worker-1") { 0 } else { 1 }];
+    let status = worker_status(&http, busy_url).await;
+    assert!(status["runningTasks"].as_u64().unwrap() > 0, "{status}");
+    let next = long_response["nextUri"].as_str().expect("the long query is still running").to_string();
+    let cancelled = http.client.delete(&next).send().await.unwrap();
+    assert!(cancelled.status().is_success(), "cancel: {}", cancelled.status());
+    let freed = wait_until_idle(&http, &workers, Duration::from_secs(3)).await;
+    eprintln!("cancel freed every task within {freed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dying_fails_its_query_by_name_and_the_next_query_runs_on_the_rest() {
+    let mut cluster = ProcessCluster::builder().workers(3).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 5).await;
+
+    let (id, response) = start_until_placed(&http, http.post(LONG_QUERY)).await;
+    let used = task_nodes(&http, &id).await;
+    assert!(used.contains("worker-2"), "the query uses every worker: {used:?}");
+    cluster.cluster.workers[1].kill();
+
+    let last = tokio::time::timeout(Duration::from_secs(30), finish(&http, response)).await.expect("the query ends");
+    let error = &last["error"];
+    assert_eq!(error["errorName"], "REMOTE_HOST_GONE", "{last}");
+    assert!(error["message"].as_str().unwrap().contains("worker-2"), "the error names the worker: {error}");
+
+    // The next query succeeds right away on the workers that are left.
+    let (_, rows) = http.rows("SELECT count(*), sum(totalprice) > 0 FROM tpch.tiny.orders").await;
+    assert_eq!(rows, vec![vec![Value::from(15000), Value::from(true)]]);
+}

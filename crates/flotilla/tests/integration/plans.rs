@@ -1,0 +1,102 @@
+//! The distributed plans of the 22 TPC-H queries at `sf1` over three workers, pinned as
+//! snapshots (`crates/flotilla/tests/plans/qNN.txt`). A planner change that moves a stage
+//! boundary, a broadcast or a task count shows up here as a diff; after checking it, refresh
+//! the files with `FLOTILLA_UPDATE_PLANS=1 cargo nextest run --workspace -E 'test(tpch_distributed_plans)'`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion_distributed::{DistributedExt, WorkerResolver};
+use flotilla_proto::FlotillaError;
+use flotilla_sql::catalog::{Catalogs, NodeRow, QueryRow, RuntimeSource};
+use flotilla_sql::{Distributor, Engine, SqlSession};
+use futures::TryStreamExt;
+
+#[derive(Debug)]
+struct NoRuntime;
+
+impl RuntimeSource for NoRuntime {
+    fn nodes(&self) -> Vec<NodeRow> {
+        Vec::new()
+    }
+
+    fn queries(&self) -> Vec<QueryRow> {
+        Vec::new()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Workers(Vec<url::Url>);
+
+impl WorkerResolver for Workers {
+    fn get_urls(&self) -> datafusion::common::Result<Vec<url::Url>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Three workers that are never called: EXPLAIN plans without running.
+#[derive(Debug)]
+struct ThreeWorkers;
+
+impl Distributor for ThreeWorkers {
+    fn distribute(&self, builder: SessionStateBuilder, _: &SqlSession) -> Result<SessionStateBuilder, FlotillaError> {
+        let urls = (1..=3).map(|i| url::Url::parse(&format!("http://worker-{i}:1")).unwrap()).collect();
+        Ok(builder.with_distributed_worker_resolver(Workers(urls)))
+    }
+}
+
+fn queries_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tpch/queries")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_distributed_plans_are_pinned() {
+    let etc = crate::harness::TempDir::new("flotilla-plans");
+    std::fs::write(etc.path.join("tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n").unwrap();
+    let catalogs = Catalogs::load_dir(&etc.path).unwrap();
+    let engine = Engine::new(&catalogs, Arc::new(NoRuntime)).with_distributor(Arc::new(ThreeWorkers));
+    let mut session = SqlSession { catalog: Some("tpch".into()), schema: Some("sf1".into()), ..Default::default() };
+    // Plans depend on the partitions per operator; fix them rather than take the machine's.
+    session.properties.insert("task_concurrency".into(), "4".into());
+
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plans");
+    let update = std::env::var_os("FLOTILLA_UPDATE_PLANS").is_some();
+    let mut mismatched = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(queries_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    paths.sort();
+    assert_eq!(paths.len(), 22);
+    for path in paths {
+        let sql = std::fs::read_to_string(&path).unwrap();
+        let result = engine.execute(&session, &format!("EXPLAIN (TYPE DISTRIBUTED) {sql}")).await.unwrap();
+        let batches: Vec<_> = result.stream.try_collect().await.unwrap();
+        let column = batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::StringArray>();
+        let plan = column.unwrap().value(0).to_string();
+        assert!(
+            plan.contains("DistributedExec") && plan.contains("Stage 1"),
+            "{} runs on the workers:\n{plan}",
+            path.display()
+        );
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let snapshot = snapshots.join(format!("{name}.txt"));
+        if update {
+            std::fs::create_dir_all(&snapshots).unwrap();
+            std::fs::write(&snapshot, &plan).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&snapshot) {
+            Ok(pinned) if pinned == plan => {}
+            Ok(pinned) => mismatched.push(format!("{name}:\n--- pinned\n{pinned}\n--- now\n{plan}")),
+            Err(_) => mismatched.push(format!("{name}: no snapshot at {}", snapshot.display())),
+        }
+    }
+    assert!(
+        mismatched.is_empty(),
+        "distributed plans changed (FLOTILLA_UPDATE_PLANS=1 to accept):\n{}",
+        mismatched.join("\n")
+    );
+}
