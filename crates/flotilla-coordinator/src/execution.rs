@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use datafusion_distributed::{rewrite_distributed_plan_with_metrics, DistributedExec, DistributedMetricsFormat};
 use flotilla_proto::{ErrorCode, FlotillaError};
 use flotilla_protocol::{encode_batch, Column, TrinoType};
 use flotilla_sql::{Engine, SqlSession};
@@ -117,7 +118,25 @@ async fn execute(
             send_page(&pages, &mut buffer, &mut rows_in_buffer).await?;
         }
     }
+    collect_task_metrics(query).await;
     Ok(())
+}
+
+/// How long a finished query waits for its tasks' metrics (each task pushes them over its
+/// coordinator channel as it closes, so they are normally there within milliseconds).
+const TASK_METRICS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Puts the workers' task metrics into a distributed query's plan, so its final stats
+/// (processed rows and bytes, CPU, splits) count the work done on the workers.
+async fn collect_task_metrics(query: &Query) {
+    let plan = query.status.lock().plan.clone();
+    let Some(plan) = plan.filter(|p| p.is::<DistributedExec>()) else { return };
+    let rewrite = rewrite_distributed_plan_with_metrics(plan, DistributedMetricsFormat::Aggregated);
+    match tokio::time::timeout(TASK_METRICS_WAIT, rewrite).await {
+        Ok(Ok(with_metrics)) => query.status.lock().plan = Some(with_metrics),
+        Ok(Err(error)) => tracing::warn!(query_id = %query.id, %error, "task metrics could not be merged"),
+        Err(_) => tracing::warn!(query_id = %query.id, "task metrics did not all arrive in time"),
+    }
 }
 
 async fn send_page(
