@@ -1,5 +1,6 @@
 //! What the benchmark binaries share: writing their own section of `BENCHMARKS.md`
-//! without touching the others' (each binary owns the text between its markers).
+//! without touching the others' (each binary owns the text between its markers), and
+//! reading a process's CPU time.
 
 use std::path::Path;
 
@@ -16,6 +17,16 @@ pub fn write_section(path: &Path, name: &str, content: &str) -> Result<(), Strin
         _ => format!("{}\n{section}", existing.trim_end_matches('\n').to_string() + "\n"),
     };
     std::fs::write(path, updated).map_err(|e| format!("failed to write {}: {e}", path.display()))
+}
+
+/// utime + stime of a process, in seconds (Linux, from /proc).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
 }
 
 #[cfg(test)]

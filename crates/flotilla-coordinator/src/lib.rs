@@ -110,7 +110,8 @@ impl Coordinator {
         let registry = Arc::new(QueryRegistry::default());
         let runtime = Arc::new(ClusterRuntime { local: local.clone(), registry: registry.clone(), view: view.clone() });
         let channels = FlightChannels::new(auth.clone());
-        let scheduler = Scheduler::new(view.clone(), channels);
+        let own_worker = plane.as_ref().map(|_| local.node_id.clone());
+        let scheduler = Scheduler::new(view.clone(), channels, own_worker);
         let engine =
             Engine::new(&catalogs, runtime).with_distributor(Arc::new(SchedulerDistributor(scheduler.clone())));
         let node_config = config.node.clone();

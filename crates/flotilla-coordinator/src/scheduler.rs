@@ -8,7 +8,9 @@
 //! last heartbeat in the view, so a burst of queries does not pile onto the group that
 //! looked idle a second ago. Each stage's tasks are then spread over the group's workers,
 //! least-loaded first. A warehouse without a live worker fails the query with
-//! `NO_NODES_AVAILABLE`.
+//! `NO_NODES_AVAILABLE`. When the chosen group is this coordinator alone
+//! (`node-scheduler.include-coordinator` and no other worker: a one-process cluster), the
+//! statement runs in-process, without a network hop.
 //!
 //! The view can lag a dead worker by up to `resource-manager.node-status-timeout`; a task
 //! placed on it fails the query with `REMOTE_HOST_GONE` naming it ([`Scheduler::name_workers`]),
@@ -80,12 +82,14 @@ struct State {
 pub struct Scheduler {
     view: Arc<ClusterViewClient>,
     channels: Arc<FlightChannels>,
+    /// This node's id when it is also a worker (`node-scheduler.include-coordinator`).
+    own_worker: Option<String>,
     state: Mutex<State>,
 }
 
 impl Scheduler {
-    pub fn new(view: Arc<ClusterViewClient>, channels: Arc<FlightChannels>) -> Arc<Self> {
-        Arc::new(Self { view, channels, state: Mutex::new(State::default()) })
+    pub fn new(view: Arc<ClusterViewClient>, channels: Arc<FlightChannels>, own_worker: Option<String>) -> Arc<Self> {
+        Arc::new(Self { view, channels, own_worker, state: Mutex::new(State::default()) })
     }
 
     /// The live workers of `warehouse`, with loads corrected by recent placements.
@@ -254,10 +258,16 @@ impl Distributor for SchedulerDistributor {
         &self,
         builder: SessionStateBuilder,
         session: &SqlSession,
-    ) -> Result<SessionStateBuilder, FlotillaError> {
+    ) -> Result<Option<SessionStateBuilder>, FlotillaError> {
         let scheduler = &self.0;
         let warehouse = session.property("warehouse")?;
         let workers = scheduler.pick_group(&warehouse)?;
+        if let [only] = workers.as_slice() {
+            if scheduler.own_worker.as_ref() == Some(&only.node_id) {
+                // A one-node group of this very process: run in-process, no network hop.
+                return Ok(None);
+            }
+        }
         let query_id = session.query_id.clone().unwrap_or_else(|| "unknown".to_string());
         let mut headers = HeaderMap::new();
         if let Ok(value) = HeaderValue::from_str(&query_id) {
@@ -276,6 +286,7 @@ impl Distributor for SchedulerDistributor {
             .with_distributed_passthrough_headers(headers)
             .and_then(|b| b.with_distributed_max_tasks_per_stage(task_limit))
             .and_then(|b| b.with_distributed_metrics_collection(true))
+            .map(Some)
             .map_err(|e| flotilla_sql::error::from_datafusion(&e))
     }
 }

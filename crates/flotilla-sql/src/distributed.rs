@@ -41,13 +41,14 @@ pub const MIN_ROWS_PER_TASK: usize = 10_000;
 
 /// Chooses the workers of one distributed statement (the coordinator implements it).
 pub trait Distributor: Send + Sync + fmt::Debug {
-    /// Adds the worker resolver, routing and channels for `session`'s statement to `builder`.
+    /// Adds the worker resolver, routing and channels for `session`'s statement to `builder`,
+    /// or `None` when the statement should run right here (the only worker is this process).
     /// Fails (`NO_NODES_AVAILABLE`) when the statement's warehouse has no live worker.
     fn distribute(
         &self,
         builder: SessionStateBuilder,
         session: &SqlSession,
-    ) -> std::result::Result<SessionStateBuilder, FlotillaError>;
+    ) -> std::result::Result<Option<SessionStateBuilder>, FlotillaError>;
 }
 
 /// Whether every table a plan reads can be read on a worker (and it reads at least one).

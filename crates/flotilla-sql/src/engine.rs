@@ -324,8 +324,10 @@ impl Engine {
         let logical = self.plan_logical(&state, session, statement).await?;
         let state = match &self.distributor {
             Some(distributor) if is_distributable(&logical) => {
-                let builder = distributor.distribute(SessionStateBuilder::new_from_existing(state), session)?;
-                with_flotilla_operators(builder).with_distributed_planner().build()
+                match distributor.distribute(SessionStateBuilder::new_from_existing(state.clone()), session)? {
+                    Some(builder) => with_flotilla_operators(builder).with_distributed_planner().build(),
+                    None => state,
+                }
             }
             _ => state,
         };

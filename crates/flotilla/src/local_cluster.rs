@@ -194,6 +194,11 @@ impl NodeProcess {
     }
 
     /// Kills the process at once (SIGKILL: no goodbye heartbeat).
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use flotilla_bench::cpu_seconds;
 use flotilla_proto::cluster::{
     CoordinatorReport, Heartbeat, NodeAnnouncement, NodeRole, QueryIdentity, QueryProgress, QuerySummary, QueryUpdate,
     ReportedState, WorkerLoad, CLUSTER_VIEW_PATH, HEARTBEAT_PATH,
@@ -71,16 +72,6 @@ fn serve() -> Result<(), String> {
         running.shutdown().await;
         Ok(())
     })
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 fn rss_bytes(pid: u32) -> u64 {

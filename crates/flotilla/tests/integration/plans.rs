@@ -40,9 +40,13 @@ impl WorkerResolver for Workers {
 struct ThreeWorkers;
 
 impl Distributor for ThreeWorkers {
-    fn distribute(&self, builder: SessionStateBuilder, _: &SqlSession) -> Result<SessionStateBuilder, FlotillaError> {
+    fn distribute(
+        &self,
+        builder: SessionStateBuilder,
+        _: &SqlSession,
+    ) -> Result<Option<SessionStateBuilder>, FlotillaError> {
         let urls = (1..=3).map(|i| url::Url::parse(&format!("http://worker-{i}:1")).unwrap()).collect();
-        Ok(builder.with_distributed_worker_resolver(Workers(urls)))
+        Ok(Some(builder.with_distributed_worker_resolver(Workers(urls))))
     }
 }
 

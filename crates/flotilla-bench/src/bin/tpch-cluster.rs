@@ -1,0 +1,265 @@
+//! `tpch-cluster`: the 22 TPC-H queries on a real Flotilla cluster (separate processes: one
+//! resource manager, one coordinator, N workers, as `flotilla up` starts them) against
+//! DataFusion in this process and DuckDB (its Python package, `scripts/duckdb_tpch.py`),
+//! all in the same run on the same machine, plus the coordinator's CPU per 1,000 task
+//! status updates.
+//!
+//! Flotilla and DataFusion read the `tpch` tables generated on the fly by tpchgen (the
+//! same generator, the same rows); DuckDB reads Parquet files that `flotilla tpch-gen`
+//! wrote from that generator beforehand (so its times include Parquet decoding and no
+//! generation).
+//!
+//! Run (after `cargo build --release -p flotilla -p flotilla-bench`, and `./scripts/test`
+//! once for the `.venv` with DuckDB):
+//! `target/release/tpch-cluster --output BENCHMARKS.md`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use flotilla::local_cluster::{LocalCluster, LocalClusterSpec};
+use flotilla_bench::cpu_seconds;
+use flotilla_cli::Client;
+use flotilla_sql::catalog::tpch::{scale_factor_of, ColumnNaming, TpchTable, TpchTableProvider};
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Directory with q01.sql .. q22.sql.
+    #[arg(long, default_value = "../shared/tpch/queries")]
+    queries: PathBuf,
+    /// The tpch schema to run on.
+    #[arg(long, default_value = "sf1")]
+    schema: String,
+    /// Workers in the Flotilla cluster.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Runs of each query per engine; the best is reported.
+    #[arg(long, default_value_t = 2)]
+    runs: usize,
+    /// Python with the `duckdb` package (the test suite's virtualenv has it).
+    #[arg(long, default_value = ".venv/bin/python")]
+    python: PathBuf,
+    /// Where the Parquet files for DuckDB are written (kept for later runs).
+    #[arg(long, default_value = "target/bench-data")]
+    data_dir: PathBuf,
+    /// Markdown file to write the results into (its `tpch-cluster` section).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn read_queries(dir: &Path) -> Result<Vec<(String, String)>, String> {
+    let mut queries: Vec<(String, String)> = std::fs::read_dir(dir)
+        .map_err(|e| format!("failed to read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .map(|p| {
+            let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            std::fs::read_to_string(&p).map(|sql| (name, sql)).map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    queries.sort();
+    Ok(queries)
+}
+
+/// The `flotilla` binary built next to this one.
+fn flotilla_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let binary = exe.with_file_name("flotilla");
+    if !binary.exists() {
+        return Err(format!("{} not found: cargo build --release -p flotilla", binary.display()));
+    }
+    Ok(binary)
+}
+
+/// DuckDB's best times per query, or why there are none.
+fn duckdb_times(args: &Args, binary: &Path, scale: f64) -> Result<(String, serde_json::Map<String, Value>), String> {
+    let data = args.data_dir.join(&args.schema);
+    if !data.join("lineitem.parquet").exists() {
+        println!("writing {} Parquet files to {}", args.schema, data.display());
+        let status = Command::new(binary)
+            .args(["tpch-gen", "--scale", &scale.to_string(), "--output"])
+            .arg(&data)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("flotilla tpch-gen failed".into());
+        }
+    }
+    let output = Command::new(&args.python)
+        .arg("scripts/duckdb_tpch.py")
+        .arg("--data")
+        .arg(&data)
+        .arg("--queries")
+        .arg(&args.queries)
+        .args(["--runs", &args.runs.to_string()])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.python.display()))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).to_string());
+    }
+    let parsed: Value = serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+    let threads = parsed["threads"].to_string();
+    let queries = parsed["queries"].as_object().cloned().ok_or("no queries in DuckDB's output")?;
+    Ok((threads, queries))
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let scale = scale_factor_of(&args.schema).ok_or_else(|| format!("not a tpch schema: {}", args.schema))?;
+    let binary = flotilla_binary()?;
+    let queries = read_queries(&args.queries)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+
+    // DuckDB first, alone on the machine.
+    let duckdb = duckdb_times(&args, &binary, scale);
+    if let Err(error) = &duckdb {
+        println!("DuckDB skipped: {error}");
+    }
+
+    let work = std::env::temp_dir().join(format!("flotilla-tpch-cluster-{}", std::process::id()));
+    let etc = work.join("etc");
+    std::fs::create_dir_all(etc.join("catalog")).map_err(|e| e.to_string())?;
+    std::fs::write(etc.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
+        .map_err(|e| e.to_string())?;
+    let spec = LocalClusterSpec {
+        resource_managers: 1,
+        coordinators: 1,
+        workers: args.workers,
+        coordinator_port: 0,
+        bind: std::net::IpAddr::from([127, 0, 0, 1]),
+        etc_dir: Some(etc),
+        log_dir: work.join("logs"),
+        one_resource_manager_each: false,
+        worker_labels: Vec::new(),
+        env: vec![("RUST_LOG".into(), "warn".into())],
+    };
+    let cluster = LocalCluster::start(&binary, &spec)?;
+    let url = cluster.coordinators[0].url.clone();
+    let coordinator_pid = cluster.coordinators[0].pid();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
+
+    let context = SessionContext::new_with_config(SessionConfig::new());
+    for table in TpchTable::ALL {
+        context
+            .register_table(table.name(), Arc::new(TpchTableProvider::new(table, scale, ColumnNaming::Standard)))
+            .map_err(|e| e.to_string())?;
+    }
+
+    let result = runtime.block_on(async {
+        let mut client = Client::new(&url, "bench").map_err(|e| e.to_string())?;
+        // The coordinator sees every worker once its view has caught up.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let outcome = client
+                .run("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'", |_| {})
+                .await
+                .map_err(|e| e.to_string())?;
+            if outcome.rows[0][0].as_u64() == Some(args.workers as u64 + 2) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("the coordinator never saw every worker".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        client.session.catalog = Some("tpch".into());
+        client.session.schema = Some(args.schema.clone());
+        let mut rows_out = Vec::new();
+        let (mut coordinator_cpu, mut tasks) = (0.0, 0usize);
+        for (name, sql) in &queries {
+            let mut flotilla_best = Duration::MAX;
+            let mut rows = 0;
+            for _ in 0..args.runs {
+                let cpu_before = cpu_seconds(coordinator_pid);
+                let start = Instant::now();
+                let outcome = client.run(sql, |_| {}).await.map_err(|e| format!("{name}: {e}"))?;
+                flotilla_best = flotilla_best.min(start.elapsed());
+                coordinator_cpu += cpu_seconds(coordinator_pid) - cpu_before;
+                rows = outcome.rows.len();
+                let info: Value = http
+                    .get(format!("{url}/v1/query/{}", outcome.query_id))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tasks += info["tasks"].as_array().map(Vec::len).unwrap_or(0);
+            }
+            let mut datafusion_best = Duration::MAX;
+            for _ in 0..args.runs {
+                let start = Instant::now();
+                let frame = context.sql(sql).await.map_err(|e| e.to_string())?;
+                frame.collect().await.map_err(|e| e.to_string())?;
+                datafusion_best = datafusion_best.min(start.elapsed());
+            }
+            println!("{name}: Flotilla {:.1} ms, DataFusion {:.1} ms", millis(flotilla_best), millis(datafusion_best));
+            rows_out.push((name.clone(), rows, millis(flotilla_best), millis(datafusion_best)));
+        }
+        Ok::<_, String>((rows_out, coordinator_cpu, tasks))
+    });
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&work);
+    let (rows, coordinator_cpu, tasks) = result?;
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (duck_threads, duck) = match &duckdb {
+        Ok((threads, queries)) => (threads.clone(), Some(queries)),
+        Err(_) => ("-".into(), None),
+    };
+    let mut report = format!(
+        "Machine: {cores} CPUs. Flotilla: 1 resource manager, 1 coordinator, {workers} workers, each its own \
+         process on this machine (loopback), queries through the Trino protocol. DataFusion: one `SessionContext` \
+         in the benchmark process over the same tpchgen tables. DuckDB: Python package, {duck_threads} threads, \
+         over Parquet written by `flotilla tpch-gen`. Best of {runs} runs, milliseconds.\n\n\
+         | query | rows | Flotilla | DataFusion | DuckDB | Flotilla / DataFusion | Flotilla / DuckDB |\n|---|---|---|---|---|---|---|\n",
+        workers = args.workers,
+        runs = args.runs,
+    );
+    let (mut total_f, mut total_d, mut total_k) = (0.0, 0.0, 0.0);
+    for (name, count, f, d) in &rows {
+        let k = duck.and_then(|q| q.get(name)).and_then(|q| q["millis"].as_f64());
+        total_f += f;
+        total_d += d;
+        total_k += k.unwrap_or(0.0);
+        let (k_text, ratio_k) = match k {
+            Some(k) => (format!("{k:.1}"), format!("{:.2}", f / k)),
+            None => ("-".into(), "-".into()),
+        };
+        report.push_str(&format!("| {name} | {count} | {f:.1} | {d:.1} | {k_text} | {:.2} | {ratio_k} |\n", f / d));
+    }
+    let total_k_text = if duck.is_some() { format!("{total_k:.1}") } else { "-".into() };
+    let total_ratio_k = if duck.is_some() { format!("{:.2}", total_f / total_k) } else { "-".into() };
+    report.push_str(&format!(
+        "| **total** | | {total_f:.1} | {total_d:.1} | {total_k_text} | {:.2} | {total_ratio_k} |\n\n",
+        total_f / total_d
+    ));
+    let per_thousand = if tasks > 0 { coordinator_cpu / tasks as f64 * 1000.0 } else { 0.0 };
+    report.push_str(&format!(
+        "Coordinator CPU: {coordinator_cpu:.2} s over {tasks} tasks in {n} query runs, {per_thousand:.2} s per 1,000 \
+         task status updates. Each task's status reaches the coordinator once, pushed over the task's own stream \
+         when it ends (no polling); the figure is an upper bound, as it also counts the coordinator's planning, its \
+         head stages (final merges) and the client protocol.\n\n",
+        n = rows.len() * args.runs,
+    ));
+    println!("{report}");
+    if let Some(output) = &args.output {
+        let header = format!(
+            "Produced by `target/release/tpch-cluster --schema {} --workers {} --output BENCHMARKS.md` \
+             (after `cargo build --release -p flotilla -p flotilla-bench`). The machines are shared and noisy: \
+             compare the ratios within one run.\n\n",
+            args.schema, args.workers
+        );
+        flotilla_bench::write_section(output, "tpch-cluster", &format!("{header}{report}"))?;
+        println!("wrote {}", output.display());
+    }
+    Ok(())
+}

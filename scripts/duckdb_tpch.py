@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Runs the TPC-H queries on DuckDB over Parquet files (as `flotilla tpch-gen` writes them)
+and prints, as JSON, the best wall time in milliseconds and the row count of each query.
+
+Used by the `tpch-cluster` benchmark as the independent reference engine:
+    python scripts/duckdb_tpch.py --data DIR --queries ../shared/tpch/queries --runs 2
+"""
+import argparse
+import json
+import pathlib
+import time
+
+import duckdb
+
+TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", required=True, type=pathlib.Path)
+    parser.add_argument("--queries", required=True, type=pathlib.Path)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    connection = duckdb.connect()
+    for table in TABLES:
+        path = args.data / f"{table}.parquet"
+        connection.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
+    results = {}
+    for path in sorted(args.queries.glob("q*.sql")):
+        sql = path.read_text()
+        best, rows = None, 0
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            rows = len(connection.execute(sql).fetchall())
+            elapsed = (time.perf_counter() - started) * 1000.0
+            best = elapsed if best is None else min(best, elapsed)
+        results[path.stem] = {"millis": best, "rows": rows}
+    print(json.dumps({"threads": connection.execute("SELECT current_setting('threads')").fetchone()[0], "queries": results}))
+
+
+if __name__ == "__main__":
+    main()
