@@ -40,7 +40,21 @@ async fn run(
         Err(error) => return query.fail(error),
     };
     let work = execute(engine, query, session, pages);
+    // The workers' heartbeats carry each query's progress; the view brings it here.
+    let id = query.id.to_string();
+    let progress = async {
+        loop {
+            tokio::time::sleep(PROGRESS_INTERVAL).await;
+            let remote = scheduler.remote_progress(&id);
+            let mut status = query.status.lock();
+            // Tasks that ended drop out of the heartbeats: keep the most seen.
+            status.remote.rows = status.remote.rows.max(remote.rows);
+            status.remote.bytes = status.remote.bytes.max(remote.bytes);
+            status.remote.workers = status.remote.workers.max(remote.workers);
+        }
+    };
     tokio::select! {
+        _ = progress => {}
         outcome = work => match outcome {
             Ok(()) => query.transition(QueryState::Finished),
             Err(error) => query.fail(scheduler.name_workers(error)),
@@ -54,6 +68,9 @@ async fn run(
         )),
     }
 }
+
+/// How often a running query's progress is read from the cluster view.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn humanize(limit: std::time::Duration) -> String {
     format!("{:.2}s", limit.as_secs_f64())

@@ -79,6 +79,8 @@ pub struct QueryStatus {
     pub output_rows: u64,
     /// Where the query's tasks ran (set when it ends; the scheduler knows while it runs).
     pub tasks: Vec<crate::scheduler::TaskPlacement>,
+    /// Progress on the workers while the query runs, from their heartbeats.
+    pub remote: crate::scheduler::RemoteProgress,
     /// The final response (no `nextUri`) has been produced.
     pub delivered: bool,
 }
@@ -149,6 +151,7 @@ impl Query {
                 ended_at: None,
                 output_rows: 0,
                 tasks: Vec::new(),
+                remote: Default::default(),
                 delivered: false,
             }),
             cursor: tokio::sync::Mutex::new(ResultCursor {
@@ -223,13 +226,19 @@ impl Query {
         };
         let done = status.state.is_done();
         let total_splits = progress.total_splits;
+        // Workers that ran tasks (known at the end), or hold them now (heartbeats), plus
+        // this coordinator.
+        let mut workers: Vec<&str> = status.tasks.iter().map(|t| t.node_id.as_str()).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        let nodes = 1 + (workers.len() as u32).max(status.remote.workers);
         StatementStats {
             state: status.state.as_str().to_string(),
             queued: status.state == QueryState::Queued,
             scheduled: matches!(status.state, QueryState::Running | QueryState::Finished),
             progress_percentage: (status.state == QueryState::Finished).then_some(100.0),
             running_percentage: None,
-            nodes: 1,
+            nodes,
             total_splits,
             queued_splits: 0,
             running_splits: if done {
@@ -244,9 +253,12 @@ impl Query {
             wall_time_millis: status.started.map(|s| end.saturating_duration_since(s).as_millis() as u64).unwrap_or(0),
             queued_time_millis: queued_until.saturating_duration_since(self.created).as_millis() as u64,
             elapsed_time_millis: end.saturating_duration_since(self.created).as_millis() as u64,
-            processed_rows: if progress.processed_rows > 0 { progress.processed_rows } else { status.output_rows },
-            processed_bytes: progress.processed_bytes,
-            physical_input_bytes: progress.processed_bytes,
+            processed_rows: match progress.processed_rows.max(status.remote.rows) {
+                0 => status.output_rows,
+                rows => rows,
+            },
+            processed_bytes: progress.processed_bytes.max(status.remote.bytes),
+            physical_input_bytes: progress.processed_bytes.max(status.remote.bytes),
             physical_written_bytes: 0,
             peak_memory_bytes: status.memory.as_ref().map(|m| m.peak() as u64).unwrap_or(0),
             spilled_bytes: 0,

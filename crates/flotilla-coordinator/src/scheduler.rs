@@ -52,6 +52,15 @@ pub struct TaskPlacement {
     pub node_id: String,
 }
 
+/// What the workers' heartbeats say about one running query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoteProgress {
+    pub rows: u64,
+    pub bytes: u64,
+    /// Workers holding tasks of the query.
+    pub workers: u32,
+}
+
 #[derive(Debug)]
 struct Placed {
     at: Instant,
@@ -170,6 +179,21 @@ impl Scheduler {
     /// Forgets a finished query's placements.
     pub fn forget(&self, query_id: &str) {
         self.state.lock().queries.remove(query_id);
+    }
+
+    /// A running query's progress on the workers, from their last heartbeats in the view.
+    pub fn remote_progress(&self, query_id: &str) -> RemoteProgress {
+        let mut progress = RemoteProgress::default();
+        let Some(snapshot) = self.view.snapshot() else { return progress };
+        for node in snapshot.view.live_nodes() {
+            let Some(load) = &node.worker else { continue };
+            for query in load.query_memory.iter().filter(|q| q.query_id == query_id) {
+                progress.rows += query.processed_rows;
+                progress.bytes += query.processed_bytes;
+                progress.workers += 1;
+            }
+        }
+        progress
     }
 
     /// Names the workers in an error by node id as well as URL; a worker found gone is not

@@ -116,16 +116,25 @@ pub struct WorkerLoad {
     pub system_cpu_load: f64,
     pub processors: u32,
     pub running_tasks: u32,
-    /// Memory reserved per query on this worker.
+    /// Tasks, memory and input read per query on this worker (queries with tasks or
+    /// memory here).
     #[serde(default)]
     pub query_memory: Vec<QueryMemory>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One query on one worker: what its owning coordinator shows while it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryMemory {
     pub query_id: String,
     pub reserved_bytes: u64,
+    #[serde(default)]
+    pub tasks: u32,
+    /// Rows and bytes its scans have read on this worker so far.
+    #[serde(default)]
+    pub processed_rows: u64,
+    #[serde(default)]
+    pub processed_bytes: u64,
 }
 
 /// The parts of a query that never change: sent once per resource manager.

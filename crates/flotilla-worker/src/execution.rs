@@ -25,6 +25,7 @@ use datafusion::execution::SessionState;
 use datafusion_distributed::{ChannelResolver, DistributedExt, Worker, WorkerQueryContext, WorkerSessionBuilder};
 use flotilla_proto::cluster::QueryMemory;
 use flotilla_proto::InternalAuth;
+use flotilla_sql::ScanCounters;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -41,6 +42,8 @@ pub const QUERY_ID_HEADER: &str = "x-flotilla-query-id";
 struct QueryUsage {
     tasks: usize,
     reserved: Arc<AtomicUsize>,
+    /// Input the query's scans read here (its tasks' sessions count into it).
+    scans: Arc<ScanCounters>,
 }
 
 /// Tasks and memory per query on this node.
@@ -55,6 +58,8 @@ pub struct QueryTasks {
     pub query_id: String,
     pub tasks: usize,
     pub reserved_bytes: usize,
+    pub processed_rows: u64,
+    pub processed_bytes: u64,
 }
 
 impl TaskTracker {
@@ -63,9 +68,11 @@ impl TaskTracker {
         TaskGuard { tracker: self.clone(), query_id: query_id.to_string() }
     }
 
-    /// The counter a query's reservations on this node are charged to.
-    fn memory_of(&self, query_id: &str) -> Arc<AtomicUsize> {
-        self.queries.lock().entry(query_id.to_string()).or_default().reserved.clone()
+    /// What a query's task on this node is charged to: its reservations and its input.
+    fn counters_of(&self, query_id: &str) -> (Arc<AtomicUsize>, Arc<ScanCounters>) {
+        let mut queries = self.queries.lock();
+        let usage = queries.entry(query_id.to_string()).or_default();
+        (usage.reserved.clone(), usage.scans.clone())
     }
 
     /// Queries with tasks or memory here; forgets those with neither.
@@ -78,6 +85,8 @@ impl TaskTracker {
                 query_id: id.clone(),
                 tasks: usage.tasks,
                 reserved_bytes: usage.reserved.load(Ordering::Relaxed),
+                processed_rows: usage.scans.rows(),
+                processed_bytes: usage.scans.bytes(),
             })
             .collect();
         list.sort_by(|a, b| a.query_id.cmp(&b.query_id));
@@ -88,11 +97,17 @@ impl TaskTracker {
         self.queries.lock().values().map(|u| u.tasks).sum()
     }
 
+    /// The heartbeat's per-query figures.
     pub fn query_memory(&self) -> Vec<QueryMemory> {
         self.queries()
             .into_iter()
-            .filter(|q| q.reserved_bytes > 0)
-            .map(|q| QueryMemory { query_id: q.query_id, reserved_bytes: q.reserved_bytes as u64 })
+            .map(|q| QueryMemory {
+                query_id: q.query_id,
+                reserved_bytes: q.reserved_bytes as u64,
+                tasks: q.tasks as u32,
+                processed_rows: q.processed_rows,
+                processed_bytes: q.processed_bytes,
+            })
             .collect()
     }
 }
@@ -183,11 +198,12 @@ fn query_id_of(headers: &http::HeaderMap) -> &str {
 #[async_trait]
 impl WorkerSessionBuilder for TaskSessions {
     async fn build_session_state(&self, ctx: WorkerQueryContext) -> Result<SessionState, DataFusionError> {
-        let reserved = self.tracker.memory_of(query_id_of(&ctx.headers));
+        let (reserved, scans) = self.tracker.counters_of(query_id_of(&ctx.headers));
         let pool = Arc::new(QueryPool { inner: self.runtime.memory_pool.clone(), reserved });
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime).with_memory_pool(pool).build_arc()?;
         let channels = self.channels.clone() as Arc<dyn ChannelResolver + Send + Sync>;
-        let builder = ctx.builder.with_runtime_env(runtime).with_distributed_channel_resolver(channels);
+        let mut builder = ctx.builder.with_runtime_env(runtime).with_distributed_channel_resolver(channels);
+        builder.config().get_or_insert_default().set_extension(scans);
         Ok(flotilla_sql::distributed::worker_session_state(builder))
     }
 }

@@ -81,7 +81,14 @@ impl WorkerLoadSource {
             .tracker
             .queries()
             .into_iter()
-            .map(|q| serde_json::json!({"queryId": q.query_id, "tasks": q.tasks, "reservedBytes": q.reserved_bytes}))
+            .map(|q| {
+                serde_json::json!({
+                    "queryId": q.query_id,
+                    "tasks": q.tasks,
+                    "reservedBytes": q.reserved_bytes,
+                    "processedRows": q.processed_rows,
+                })
+            })
             .collect();
         status.insert("queries".into(), Value::Array(queries));
         Value::Object(status)

@@ -128,6 +128,17 @@ async fn queries_stay_in_their_warehouse_avoid_busy_groups_and_cancel_cleanly() 
     assert!(short_used.is_disjoint(&busy), "the short query avoided the busy group: {short_used:?} vs {busy:?}");
     assert!(short_used.iter().all(|n| n == "worker-1" || n == "worker-2"), "warehouse a: {short_used:?}");
 
+    // Its progress reaches the coordinator from the workers' heartbeats while it runs.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let info = get_json(&http, &format!("{}/v1/query/{long_id}", http.base)).await;
+        if info["queryStats"]["processedRows"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress while the query runs: {info}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // The long query really runs on its worker; cancelling it frees its tasks and memory.
     let busy_url = &workers[if busy.contains("worker-1") { 0 } else { 1 }];
     let status = worker_status(&http, busy_url).await;
