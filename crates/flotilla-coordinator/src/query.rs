@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use datafusion::physical_plan::ExecutionPlan;
 use flotilla_proto::{FlotillaError, QueryId};
-use flotilla_protocol::{ClientSession, Column, QueryError, QueryResults, StatementStats, TrinoType};
-use flotilla_sql::{plan_progress, PeakMemoryPool, PlanProgress, ScanCounters, SessionChanges};
+use flotilla_protocol::{ClientSession, Column, QueryError, QueryResults, StageStats, StatementStats, TrinoType};
+use flotilla_sql::{
+    plan_progress, stage_tree, PeakMemoryPool, PlanProgress, ScanCounters, SessionChanges, StageProgress,
+};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
@@ -57,6 +59,32 @@ impl QueryState {
 pub struct Page {
     pub rows: Box<RawValue>,
     pub row_count: usize,
+}
+
+/// A stage's figures in the protocol's shape. Stages share the query's state (they run
+/// together); their splits, rows and CPU are their own, complete once the workers' task
+/// metrics have arrived at the end of the query.
+fn stage_stats(stage: &StageProgress, state: QueryState, wall_time_millis: u64, workers: u32) -> StageStats {
+    let done = state.is_done();
+    let splits = stage.progress.total_splits;
+    StageStats {
+        stage_id: stage.stage.to_string(),
+        state: state.as_str().to_string(),
+        done,
+        nodes: if stage.stage == 0 { 1 } else { (stage.tasks as u32).min(workers.max(1)) },
+        total_splits: splits,
+        queued_splits: 0,
+        running_splits: if state == QueryState::Running { splits } else { 0 },
+        completed_splits: if done { splits } else { 0 },
+        cpu_time_millis: stage.progress.cpu_nanos / 1_000_000,
+        wall_time_millis,
+        processed_rows: stage.progress.processed_rows,
+        processed_bytes: stage.progress.processed_bytes,
+        physical_input_bytes: stage.progress.processed_bytes,
+        failed_tasks: 0,
+        coordinator_only: stage.stage == 0,
+        sub_stages: stage.children.iter().map(|c| stage_stats(c, state, wall_time_millis, workers)).collect(),
+    }
 }
 
 /// What the execution task learns about the query; read by every response.
@@ -232,6 +260,10 @@ impl Query {
         workers.sort_unstable();
         workers.dedup();
         let nodes = 1 + (workers.len() as u32).max(status.remote.workers);
+        let wall_time_millis = status.started.map(|s| end.saturating_duration_since(s).as_millis() as u64).unwrap_or(0);
+        let root_stage = status.plan.as_ref().and_then(stage_tree).map(|tree| {
+            stage_stats(&tree, status.state, wall_time_millis, (workers.len() as u32).max(status.remote.workers))
+        });
         StatementStats {
             state: status.state.as_str().to_string(),
             queued: status.state == QueryState::Queued,
@@ -250,7 +282,7 @@ impl Query {
             },
             completed_splits: if done { total_splits } else { 0 },
             cpu_time_millis: progress.cpu_nanos / 1_000_000,
-            wall_time_millis: status.started.map(|s| end.saturating_duration_since(s).as_millis() as u64).unwrap_or(0),
+            wall_time_millis,
             queued_time_millis: queued_until.saturating_duration_since(self.created).as_millis() as u64,
             elapsed_time_millis: end.saturating_duration_since(self.created).as_millis() as u64,
             processed_rows: match progress.processed_rows.max(status.remote.rows) {
@@ -262,6 +294,7 @@ impl Query {
             physical_written_bytes: 0,
             peak_memory_bytes: status.memory.as_ref().map(|m| m.peak() as u64).unwrap_or(0),
             spilled_bytes: 0,
+            root_stage,
         }
     }
 

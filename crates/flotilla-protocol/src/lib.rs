@@ -18,6 +18,8 @@ mod types;
 mod values;
 
 pub use headers::{ClientSession, HeaderError};
-pub use results::{Column, ErrorLocationJson, FailureInfo, QueryError, QueryResults, StatementStats, Warning};
+pub use results::{
+    Column, ErrorLocationJson, FailureInfo, QueryError, QueryResults, StageStats, StatementStats, Warning,
+};
 pub use types::{TrinoType, TypeError};
 pub use values::{encode_batch, EncodeError};

@@ -78,6 +78,32 @@ pub struct StatementStats {
     pub physical_written_bytes: u64,
     pub peak_memory_bytes: u64,
     pub spilled_bytes: u64,
+    /// The stage tree of a distributed query (the coordinator's stage, with the workers'
+    /// stages below it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_stage: Option<StageStats>,
+}
+
+/// One stage of a query, as Trino's clients read it.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StageStats {
+    pub stage_id: String,
+    pub state: String,
+    pub done: bool,
+    pub nodes: u32,
+    pub total_splits: u64,
+    pub queued_splits: u64,
+    pub running_splits: u64,
+    pub completed_splits: u64,
+    pub cpu_time_millis: u64,
+    pub wall_time_millis: u64,
+    pub processed_rows: u64,
+    pub processed_bytes: u64,
+    pub physical_input_bytes: u64,
+    pub failed_tasks: u32,
+    pub coordinator_only: bool,
+    pub sub_stages: Vec<StageStats>,
 }
 
 /// The `error` object, inside an HTTP 200 as Trino sends it.

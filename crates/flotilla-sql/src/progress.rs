@@ -137,3 +137,57 @@ pub fn plan_progress(plan: &Arc<dyn ExecutionPlan>, scans: &ScanCounters) -> Pla
     progress.processed_bytes = progress.processed_bytes.max(scans.bytes());
     progress
 }
+
+/// One stage of a distributed plan, with its figures read from the plan's metrics (the
+/// workers' task metrics once they have been merged in, at the end of the query).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageProgress {
+    /// 0 for the coordinator's head stage, then the planner's stage numbers.
+    pub stage: usize,
+    pub tasks: usize,
+    pub progress: PlanProgress,
+    pub children: Vec<StageProgress>,
+}
+
+/// The stage tree of a distributed plan; `None` for a plan that runs in one process.
+pub fn stage_tree(plan: &Arc<dyn ExecutionPlan>) -> Option<StageProgress> {
+    use datafusion_distributed::{DistributedExec, NetworkBoundaryExt};
+
+    fn walk(plan: &Arc<dyn ExecutionPlan>, tasks: u64, stage: &mut StageProgress) {
+        if let Some(boundary) = plan.as_ref().as_network_boundary() {
+            let input = boundary.input_stage();
+            let mut child = StageProgress { stage: input.num(), tasks: input.task_count(), ..Default::default() };
+            if let Some(local) = input.local_plan() {
+                walk(local, input.task_count() as u64, &mut child);
+            }
+            stage.children.push(child);
+            return;
+        }
+        let metrics = plan.metrics();
+        if let Some(metrics) = &metrics {
+            stage.progress.cpu_nanos += metrics.elapsed_compute().unwrap_or(0) as u64;
+        }
+        let children = plan.children();
+        if children.is_empty() {
+            let partitions = plan.properties().output_partitioning().partition_count() as u64;
+            stage.progress.total_splits += partitions * tasks.max(1);
+            if let Some(metrics) = metrics {
+                stage.progress.processed_rows += metrics.output_rows().unwrap_or(0) as u64;
+                stage.progress.processed_bytes +=
+                    metrics.sum_by_name("bytes_scanned").map(|v| v.as_usize()).unwrap_or(0) as u64;
+            }
+        }
+        for child in children {
+            walk(child, tasks, stage);
+        }
+    }
+
+    if !plan.is::<DistributedExec>() {
+        return None;
+    }
+    let mut head = StageProgress { stage: 0, tasks: 1, ..Default::default() };
+    for child in plan.children() {
+        walk(child, 1, &mut head);
+    }
+    Some(head)
+}

@@ -109,6 +109,15 @@ async fn queries_stay_in_their_warehouse_avoid_busy_groups_and_cancel_cleanly() 
     let info = get_json(&http, &format!("{}/v1/query/{id}", http.base)).await;
     assert!(!used.is_empty(), "the query ran on workers: {info}");
     assert!(used.iter().all(|n| n == "worker-3" || n == "worker-4"), "warehouse b used {used:?}");
+    // The final stats count the work done on the workers, stage by stage.
+    let stats = &responses.last().unwrap()["stats"];
+    assert_eq!(stats["processedRows"], 60175, "{stats}");
+    assert!(stats["nodes"].as_u64().unwrap() >= 2, "{stats}");
+    let root = &stats["rootStage"];
+    assert_eq!(root["coordinatorOnly"], true, "{root}");
+    let scan_stage = &root["subStages"][0];
+    assert_eq!(scan_stage["processedRows"], 60175, "the scan stage read lineitem: {root}");
+    assert!(scan_stage["totalSplits"].as_u64().unwrap() >= 2, "{root}");
     // A finished query leaves nothing behind on any worker.
     wait_until_idle(&http, &workers, Duration::from_secs(5)).await;
 
