@@ -114,6 +114,7 @@ impl QueryManager {
             return query;
         }
         let watched = query.clone();
+        let scheduler = self.scheduler.clone();
         let execution =
             std::panic::AssertUnwindSafe(run_query(self.engine.clone(), self.scheduler.clone(), query.clone(), sender));
         tokio::spawn(async move {
@@ -127,6 +128,7 @@ impl QueryManager {
                     .unwrap_or_default();
                 tracing::error!(query_id = %watched.id, %detail, "query execution panicked");
                 watched.fail(FlotillaError::internal(format!("query execution failed unexpectedly: {detail}")));
+                scheduler.forget(&watched.id.to_string());
             }
         });
         query

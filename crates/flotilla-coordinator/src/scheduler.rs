@@ -27,7 +27,7 @@ use datafusion_distributed::{
 };
 use flotilla_proto::cluster::{NodeRole, NodeState, NodeView};
 use flotilla_proto::{ErrorCode, FlotillaError};
-use flotilla_resource_manager::ClusterViewClient;
+use flotilla_resource_manager::{ClusterViewClient, ViewSnapshot};
 use flotilla_sql::{Distributor, SqlSession};
 use flotilla_worker::flight::FlightChannels;
 use flotilla_worker::QUERY_ID_HEADER;
@@ -39,6 +39,10 @@ use url::Url;
 /// and consumer both have one task in the coordinator, so a worker group of one worker still
 /// gets two tasks per large stage (both on that worker) and does the query's work itself.
 const MIN_TASKS_PER_STAGE: usize = 2;
+
+/// How long a worker found gone is remembered (past the view's node expiry it is gone
+/// from the view anyway).
+const SUSPECT_MEMORY: Duration = Duration::from_secs(15 * 60);
 
 /// How long a placement is remembered to correct the view (well past a heartbeat).
 const PLACEMENT_MEMORY: Duration = Duration::from_secs(30);
@@ -101,62 +105,11 @@ impl Scheduler {
         Arc::new(Self { view, channels, own_worker, state: Mutex::new(State::default()) })
     }
 
-    /// The live workers of `warehouse`, with loads corrected by recent placements.
-    fn candidates(&self, warehouse: &str) -> Vec<Candidate> {
-        let Some(snapshot) = self.view.snapshot() else { return Vec::new() };
-        let now = Instant::now();
-        let mut state = self.state.lock();
-        while state.recent.front().is_some_and(|p| now.duration_since(p.at) > PLACEMENT_MEMORY) {
-            state.recent.pop_front();
-        }
-        snapshot
-            .view
-            .nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Active && n.node.has_role(NodeRole::Worker))
-            .filter(|n| n.node.warehouse == warehouse)
-            .filter_map(|n| {
-                let url = Url::parse(n.node.data_uri.as_deref()?).ok()?;
-                // When the worker's last heartbeat in the view was sent, by our clock.
-                let reported_at = snapshot.fetched.checked_sub(Duration::from_millis(n.last_heartbeat_age_ms));
-                let suspect =
-                    state.suspects.get(&n.node.node_id).is_some_and(|at| reported_at.is_none_or(|t| t <= *at));
-                if suspect {
-                    return None;
-                }
-                let since = state
-                    .recent
-                    .iter()
-                    .filter(|p| p.node_id == n.node.node_id && reported_at.is_none_or(|t| p.at > t))
-                    .count();
-                Some(candidate(n, url, since))
-            })
-            .collect()
-    }
-
-    /// The least-loaded worker group of `warehouse`, its workers least-loaded first.
+    /// The least-loaded worker group of `warehouse` in the current view, its workers
+    /// least-loaded first.
     fn pick_group(&self, warehouse: &str) -> Result<Vec<Candidate>, FlotillaError> {
-        let mut groups: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
-        for candidate in self.candidates(warehouse) {
-            groups.entry(candidate.group.clone()).or_default().push(candidate);
-        }
-        let score = |workers: &Vec<Candidate>| {
-            let n = workers.len() as f64;
-            let tasks = workers.iter().map(|w| w.running_tasks).sum::<f64>() / n;
-            let memory = workers.iter().map(|w| w.memory_fraction).sum::<f64>() / n;
-            (tasks, memory)
-        };
-        let (_, mut workers) = groups
-            .into_iter()
-            .min_by(|(_, a), (_, b)| score(a).partial_cmp(&score(b)).unwrap_or(std::cmp::Ordering::Equal))
-            .ok_or_else(|| {
-                FlotillaError::new(
-                    ErrorCode::NoNodesAvailable,
-                    format!("No worker nodes available in warehouse '{warehouse}'"),
-                )
-            })?;
-        workers.sort_by(|a, b| load_order(a, b));
-        Ok(workers)
+        let snapshot = self.view.snapshot();
+        pick_group(&mut self.state.lock(), snapshot.as_ref(), warehouse, Instant::now())
     }
 
     /// Records the tasks of one stage on `workers`, in order.
@@ -206,7 +159,9 @@ impl Scheduler {
                 if error.message.contains(&form) {
                     error.message = error.message.replace(&form, &format!("{} ({uri})", node.node.node_id));
                     if error.code == ErrorCode::RemoteHostGone {
-                        self.state.lock().suspects.insert(node.node.node_id.clone(), Instant::now());
+                        let mut state = self.state.lock();
+                        state.suspects.retain(|_, at| at.elapsed() < SUSPECT_MEMORY);
+                        state.suspects.insert(node.node.node_id.clone(), Instant::now());
                     }
                     break;
                 }
@@ -214,6 +169,63 @@ impl Scheduler {
         }
         error
     }
+}
+
+/// The live workers of `warehouse`, with loads corrected by what was placed since their
+/// last heartbeat in the view; workers found gone are left out until they heartbeat again.
+fn candidates(state: &mut State, snapshot: &ViewSnapshot, warehouse: &str, now: Instant) -> Vec<Candidate> {
+    while state.recent.front().is_some_and(|p| now.duration_since(p.at) > PLACEMENT_MEMORY) {
+        state.recent.pop_front();
+    }
+    snapshot
+        .view
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Active && n.node.has_role(NodeRole::Worker))
+        .filter(|n| n.node.warehouse == warehouse)
+        .filter_map(|n| {
+            let url = Url::parse(n.node.data_uri.as_deref()?).ok()?;
+            // When the worker's last heartbeat in the view was sent, by our clock.
+            let reported_at = snapshot.fetched.checked_sub(Duration::from_millis(n.last_heartbeat_age_ms));
+            let newer = |at: Instant| reported_at.is_none_or(|t| at > t);
+            if state.suspects.get(&n.node.node_id).is_some_and(|at| newer(*at)) {
+                return None;
+            }
+            let since = state.recent.iter().filter(|p| p.node_id == n.node.node_id && newer(p.at)).count();
+            Some(candidate(n, url, since))
+        })
+        .collect()
+}
+
+/// The least-loaded worker group of `warehouse` (fewest running tasks per worker, then
+/// least memory in use), its workers least-loaded first; `NO_NODES_AVAILABLE` without one.
+fn pick_group(
+    state: &mut State,
+    snapshot: Option<&ViewSnapshot>,
+    warehouse: &str,
+    now: Instant,
+) -> Result<Vec<Candidate>, FlotillaError> {
+    let mut groups: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    for candidate in snapshot.map(|s| candidates(state, s, warehouse, now)).unwrap_or_default() {
+        groups.entry(candidate.group.clone()).or_default().push(candidate);
+    }
+    let score = |workers: &Vec<Candidate>| {
+        let n = workers.len() as f64;
+        let tasks = workers.iter().map(|w| w.running_tasks).sum::<f64>() / n;
+        let memory = workers.iter().map(|w| w.memory_fraction).sum::<f64>() / n;
+        (tasks, memory)
+    };
+    let (_, mut workers) = groups
+        .into_iter()
+        .min_by(|(_, a), (_, b)| score(a).partial_cmp(&score(b)).unwrap_or(std::cmp::Ordering::Equal))
+        .ok_or_else(|| {
+            FlotillaError::new(
+                ErrorCode::NoNodesAvailable,
+                format!("No worker nodes available in warehouse '{warehouse}'"),
+            )
+        })?;
+    workers.sort_by(load_order);
+    Ok(workers)
 }
 
 fn candidate(node: &NodeView, url: Url, placed_since: usize) -> Candidate {
@@ -312,5 +324,115 @@ impl Distributor for SchedulerDistributor {
             .and_then(|b| b.with_distributed_metrics_collection(true))
             .map(Some)
             .map_err(|e| flotilla_sql::error::from_datafusion(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_proto::cluster::{ClusterView, MemoryTotals, NodeAnnouncement, WorkerLoad};
+
+    fn worker(id: &str, warehouse: &str, group: &str, tasks: u32, age_ms: u64) -> NodeView {
+        NodeView {
+            node: NodeAnnouncement {
+                node_id: id.into(),
+                instance: "i".into(),
+                start_time_ms: 0,
+                roles: vec![NodeRole::Worker],
+                http_uri: format!("http://{id}:1"),
+                data_uri: Some(format!("http://{id}:2")),
+                version: "test".into(),
+                environment: "test".into(),
+                warehouse: warehouse.into(),
+                worker_group: group.into(),
+            },
+            state: NodeState::Active,
+            last_heartbeat_age_ms: age_ms,
+            seq: 1,
+            worker: Some(WorkerLoad { running_tasks: tasks, memory_pool_bytes: 100, ..Default::default() }),
+        }
+    }
+
+    fn snapshot(nodes: Vec<NodeView>, fetched: Instant) -> ViewSnapshot {
+        let view = ClusterView {
+            resource_manager: "rm".into(),
+            instance: "i".into(),
+            generated_at_ms: 0,
+            nodes,
+            queries: Vec::new(),
+            resource_groups: Vec::new(),
+            memory: MemoryTotals::default(),
+        };
+        ViewSnapshot { view: Arc::new(view), fetched }
+    }
+
+    fn ids(workers: &[Candidate]) -> Vec<&str> {
+        workers.iter().map(|w| w.node_id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_least_loaded_group_of_the_warehouse_wins() {
+        let now = Instant::now();
+        let view = snapshot(
+            vec![
+                worker("a1", "a", "g1", 4, 100),
+                worker("a2", "a", "g1", 0, 100),
+                worker("a3", "a", "g2", 1, 100),
+                worker("a4", "a", "g2", 2, 100),
+                worker("b1", "b", "g1", 0, 100),
+            ],
+            now,
+        );
+        let mut state = State::default();
+        // g1 averages 2 tasks per worker, g2 1.5.
+        let group = pick_group(&mut state, Some(&view), "a", now).unwrap();
+        assert_eq!(ids(&group), ["a3", "a4"]);
+        assert_eq!(ids(&pick_group(&mut state, Some(&view), "b", now).unwrap()), ["b1"]);
+        let error = pick_group(&mut state, Some(&view), "c", now).unwrap_err();
+        assert_eq!(error.code, ErrorCode::NoNodesAvailable);
+        assert!(pick_group(&mut state, None, "a", now).is_err(), "no view, no workers");
+    }
+
+    #[test]
+    fn dead_draining_and_unlabelled_nodes_get_nothing() {
+        let now = Instant::now();
+        let mut dead = worker("dead", "a", "g", 0, 100);
+        dead.state = NodeState::Dead;
+        let mut draining = worker("draining", "a", "g", 0, 100);
+        draining.state = NodeState::ShuttingDown;
+        let mut no_data = worker("no-data", "a", "g", 0, 100);
+        no_data.node.data_uri = None;
+        let view = snapshot(vec![dead, draining, no_data, worker("ok", "a", "g", 9, 100)], now);
+        assert_eq!(ids(&pick_group(&mut State::default(), Some(&view), "a", now).unwrap()), ["ok"]);
+    }
+
+    #[test]
+    fn own_placements_since_the_last_heartbeat_count_as_load() {
+        let fetched = Instant::now();
+        // Both groups idle in a view whose heartbeats are 500 ms old.
+        let view = snapshot(vec![worker("w1", "a", "g1", 0, 500), worker("w2", "a", "g2", 0, 500)], fetched);
+        let mut state = State::default();
+        let first = pick_group(&mut state, Some(&view), "a", fetched).unwrap();
+        assert_eq!(ids(&first), ["w1"]);
+        // A burst: tasks placed on g1 just now are not in the view yet, but count.
+        state.recent.push_back(Placed { at: fetched, node_id: "w1".into() });
+        let second = pick_group(&mut state, Some(&view), "a", fetched).unwrap();
+        assert_eq!(ids(&second), ["w2"], "the second query goes to the other group");
+        // Once a heartbeat newer than the placement is in the view, the view's count rules.
+        let later = fetched + Duration::from_secs(2);
+        let newer = snapshot(vec![worker("w1", "a", "g1", 0, 10), worker("w2", "a", "g2", 3, 10)], later);
+        assert_eq!(ids(&pick_group(&mut state, Some(&newer), "a", later).unwrap()), ["w1"]);
+    }
+
+    #[test]
+    fn a_worker_found_gone_is_skipped_until_it_heartbeats_again() {
+        let now = Instant::now();
+        let mut state = State::default();
+        state.suspects.insert("w1".into(), now);
+        let stale = snapshot(vec![worker("w1", "a", "g", 0, 3000), worker("w2", "a", "g", 5, 3000)], now);
+        assert_eq!(ids(&pick_group(&mut state, Some(&stale), "a", now).unwrap()), ["w2"]);
+        let later = now + Duration::from_secs(2);
+        let alive = snapshot(vec![worker("w1", "a", "g", 0, 10), worker("w2", "a", "g", 5, 10)], later);
+        assert_eq!(ids(&pick_group(&mut state, Some(&alive), "a", later).unwrap()), ["w1", "w2"]);
     }
 }
