@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Runs the TPC-H queries on DuckDB over Parquet files (as `flotilla tpch-gen` writes them)
-and prints, as JSON, the best wall time in milliseconds and the row count of each query.
+and prints, as JSON, the best wall time in milliseconds, the row count and the rows of each
+query (decimals as numbers, dates as ISO text), for the benchmark to check answers with.
 
 Used by the `tpch-cluster` benchmark as the independent reference engine:
     python scripts/duckdb_tpch.py --data DIR --queries ../shared/tpch/queries --runs 2
 """
 import argparse
+import datetime
+import decimal
 import json
 import pathlib
 import time
@@ -13,6 +16,14 @@ import time
 import duckdb
 
 TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
+
+
+def plain(value):
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return value
 
 
 def main():
@@ -28,13 +39,14 @@ def main():
     results = {}
     for path in sorted(args.queries.glob("q*.sql")):
         sql = path.read_text()
-        best, rows = None, 0
+        best, rows = None, []
         for _ in range(args.runs):
             started = time.perf_counter()
-            rows = len(connection.execute(sql).fetchall())
+            rows = connection.execute(sql).fetchall()
             elapsed = (time.perf_counter() - started) * 1000.0
             best = elapsed if best is None else min(best, elapsed)
-        results[path.stem] = {"millis": best, "rows": rows}
+        values = [[plain(v) for v in row] for row in rows]
+        results[path.stem] = {"millis": best, "rows": len(rows), "values": values}
     print(json.dumps({"threads": connection.execute("SELECT current_setting('threads')").fetchone()[0], "queries": results}))
 
 

@@ -111,6 +111,49 @@ fn duckdb_times(args: &Args, binary: &Path, scale: f64) -> Result<(String, serde
     Ok((threads, queries))
 }
 
+fn as_number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        // Trino's protocol sends decimals as JSON text.
+        Value::String(s) => s.parse::<f64>().ok(),
+        _ => None,
+    }
+}
+
+/// Equal values; numbers within a relative 1e-9 (sums may add up in another order).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (as_number(a), as_number(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-6_f64.max(1e-9 * x.abs().max(y.abs())),
+        _ => a == b || a.as_str().zip(b.as_str()).is_some_and(|(x, y)| x == y),
+    }
+}
+
+fn same_row(a: &[Value], b: &[Value]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y))
+}
+
+/// Whether two result sets hold the same rows: in order, or, for ties an ORDER BY leaves
+/// open, each of ours matching a distinct one of theirs.
+fn same_answer(ours: &[Vec<Value>], theirs: &[Value]) -> Option<String> {
+    let theirs: Vec<Vec<Value>> = theirs.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect();
+    if ours.len() != theirs.len() {
+        return Some(format!("{} rows, DuckDB {}", ours.len(), theirs.len()));
+    }
+    if ours.iter().zip(&theirs).all(|(a, b)| same_row(a, b)) {
+        return None;
+    }
+    let mut unmatched: Vec<&Vec<Value>> = theirs.iter().collect();
+    for row in ours {
+        match unmatched.iter().position(|candidate| same_row(row, candidate)) {
+            Some(at) => {
+                unmatched.swap_remove(at);
+            }
+            None => return Some(format!("{row:?} not in DuckDB's answer")),
+        }
+    }
+    None
+}
+
 fn main() -> Result<(), String> {
     let args = Args::parse();
     let scale = scale_factor_of(&args.schema).ok_or_else(|| format!("not a tpch schema: {}", args.schema))?;
@@ -177,6 +220,7 @@ fn main() -> Result<(), String> {
         for (name, sql) in &queries {
             let mut flotilla_best = Duration::MAX;
             let mut rows = 0;
+            let mut values = Vec::new();
             for _ in 0..args.runs {
                 let cpu_before = cpu_seconds(coordinator_pid);
                 let start = Instant::now();
@@ -184,6 +228,7 @@ fn main() -> Result<(), String> {
                 flotilla_best = flotilla_best.min(start.elapsed());
                 coordinator_cpu += cpu_seconds(coordinator_pid) - cpu_before;
                 rows = outcome.rows.len();
+                values = outcome.rows;
                 let info: Value = http
                     .get(format!("{url}/v1/query/{}", outcome.query_id))
                     .send()
@@ -202,7 +247,7 @@ fn main() -> Result<(), String> {
                 datafusion_best = datafusion_best.min(start.elapsed());
             }
             println!("{name}: Flotilla {:.1} ms, DataFusion {:.1} ms", millis(flotilla_best), millis(datafusion_best));
-            rows_out.push((name.clone(), rows, millis(flotilla_best), millis(datafusion_best)));
+            rows_out.push((name.clone(), rows, millis(flotilla_best), millis(datafusion_best), values));
         }
         Ok::<_, String>((rows_out, coordinator_cpu, tasks))
     });
@@ -220,13 +265,23 @@ fn main() -> Result<(), String> {
          process on this machine (loopback), queries through the Trino protocol. DataFusion: one `SessionContext` \
          in the benchmark process over the same tpchgen tables. DuckDB: Python package, {duck_threads} threads, \
          over Parquet written by `flotilla tpch-gen`. Best of {runs} runs, milliseconds.\n\n\
-         | query | rows | Flotilla | DataFusion | DuckDB | Flotilla / DataFusion | Flotilla / DuckDB |\n|---|---|---|---|---|---|---|\n",
+         | query | rows | same answer as DuckDB | Flotilla | DataFusion | DuckDB | Flotilla / DataFusion | Flotilla / DuckDB |\n|---|---|---|---|---|---|---|---|\n",
         workers = args.workers,
         runs = args.runs,
     );
     let (mut total_f, mut total_d, mut total_k) = (0.0, 0.0, 0.0);
-    for (name, count, f, d) in &rows {
-        let k = duck.and_then(|q| q.get(name)).and_then(|q| q["millis"].as_f64());
+    let mut mismatches = Vec::new();
+    for (name, count, f, d, values) in &rows {
+        let reference = duck.and_then(|q| q.get(name));
+        let k = reference.and_then(|q| q["millis"].as_f64());
+        let same = match reference.and_then(|q| q["values"].as_array()).map(|theirs| same_answer(values, theirs)) {
+            Some(None) => "yes",
+            Some(Some(difference)) => {
+                mismatches.push(format!("{name} ({difference})"));
+                "**no**"
+            }
+            None => "-",
+        };
         total_f += f;
         total_d += d;
         total_k += k.unwrap_or(0.0);
@@ -234,12 +289,15 @@ fn main() -> Result<(), String> {
             Some(k) => (format!("{k:.1}"), format!("{:.2}", f / k)),
             None => ("-".into(), "-".into()),
         };
-        report.push_str(&format!("| {name} | {count} | {f:.1} | {d:.1} | {k_text} | {:.2} | {ratio_k} |\n", f / d));
+        report.push_str(&format!(
+            "| {name} | {count} | {same} | {f:.1} | {d:.1} | {k_text} | {:.2} | {ratio_k} |\n",
+            f / d
+        ));
     }
     let total_k_text = if duck.is_some() { format!("{total_k:.1}") } else { "-".into() };
     let total_ratio_k = if duck.is_some() { format!("{:.2}", total_f / total_k) } else { "-".into() };
     report.push_str(&format!(
-        "| **total** | | {total_f:.1} | {total_d:.1} | {total_k_text} | {:.2} | {total_ratio_k} |\n\n",
+        "| **total** | | | {total_f:.1} | {total_d:.1} | {total_k_text} | {:.2} | {total_ratio_k} |\n\n",
         total_f / total_d
     ));
     let per_thousand = if tasks > 0 { coordinator_cpu / tasks as f64 * 1000.0 } else { 0.0 };
@@ -250,6 +308,9 @@ fn main() -> Result<(), String> {
          head stages (final merges) and the client protocol.\n\n",
         n = rows.len() * args.runs,
     ));
+    if !mismatches.is_empty() {
+        report.push_str(&format!("Answers that differ from DuckDB's: {}.\n\n", mismatches.join("; ")));
+    }
     println!("{report}");
     if let Some(output) = &args.output {
         let header = format!(
