@@ -39,7 +39,7 @@ async fn run(
         Ok(limit) => limit,
         Err(error) => return query.fail(error),
     };
-    let work = execute(engine, query, session, pages);
+    let work = execute(engine, scheduler, query, session, pages);
     // The workers' heartbeats carry each query's progress; the view brings it here.
     let id = query.id.to_string();
     let progress = async {
@@ -78,6 +78,7 @@ fn humanize(limit: std::time::Duration) -> String {
 
 async fn execute(
     engine: &Engine,
+    scheduler: &Scheduler,
     query: &Arc<Query>,
     session: &SqlSession,
     pages: mpsc::Sender<Page>,
@@ -136,6 +137,9 @@ async fn execute(
         }
     }
     collect_task_metrics(query).await;
+    // Where the tasks ran is part of the final stats, so it is in place before the query
+    // reports itself finished.
+    query.status.lock().tasks = scheduler.placements(&query.id.to_string());
     Ok(())
 }
 

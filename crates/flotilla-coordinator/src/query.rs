@@ -268,7 +268,14 @@ impl Query {
             state: status.state.as_str().to_string(),
             queued: status.state == QueryState::Queued,
             scheduled: matches!(status.state, QueryState::Running | QueryState::Finished),
-            progress_percentage: (status.state == QueryState::Finished).then_some(100.0),
+            progress_percentage: match status.state {
+                QueryState::Finished => Some(100.0),
+                QueryState::Running if progress.expected_rows > 0 => {
+                    let read = progress.processed_rows.max(status.remote.rows) as f64;
+                    Some((read * 100.0 / progress.expected_rows as f64).min(99.0))
+                }
+                _ => None,
+            },
             running_percentage: None,
             nodes,
             total_splits,

@@ -108,6 +108,20 @@ pub struct PlanProgress {
     pub processed_bytes: u64,
     /// CPU time across operators, in nanoseconds.
     pub cpu_nanos: u64,
+    /// Rows the leaf operators are expected to produce in all (from the connectors'
+    /// estimates; 0 when unknown), for the progress percentage.
+    pub expected_rows: u64,
+}
+
+/// The rows a leaf is expected to produce, when its connector can say.
+fn expected_rows(leaf: &Arc<dyn ExecutionPlan>) -> u64 {
+    let leaf = match leaf.downcast_ref::<datafusion_distributed::DistributedLeafExec>() {
+        Some(distributed) => distributed.original(),
+        None => leaf,
+    };
+    leaf.downcast_ref::<crate::catalog::tpch_scan::TpchScanExec>()
+        .map(|scan| scan.approximate_rows() as u64)
+        .unwrap_or(0)
 }
 
 /// Progress of a running plan: splits and CPU from the plan's metrics, input figures from
@@ -121,6 +135,7 @@ pub fn plan_progress(plan: &Arc<dyn ExecutionPlan>, scans: &ScanCounters) -> Pla
         let children = plan.children();
         if children.is_empty() {
             progress.total_splits += plan.properties().output_partitioning().partition_count() as u64;
+            progress.expected_rows += expected_rows(plan);
             if let Some(metrics) = metrics {
                 progress.processed_rows += metrics.output_rows().unwrap_or(0) as u64;
                 progress.processed_bytes +=
@@ -171,6 +186,7 @@ pub fn stage_tree(plan: &Arc<dyn ExecutionPlan>) -> Option<StageProgress> {
         if children.is_empty() {
             let partitions = plan.properties().output_partitioning().partition_count() as u64;
             stage.progress.total_splits += partitions * tasks.max(1);
+            stage.progress.expected_rows += expected_rows(plan);
             if let Some(metrics) = metrics {
                 stage.progress.processed_rows += metrics.output_rows().unwrap_or(0) as u64;
                 stage.progress.processed_bytes +=
