@@ -152,7 +152,7 @@ const TASK_METRICS_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 async fn collect_task_metrics(query: &Query) {
     let plan = query.status.lock().plan.clone();
     let Some(plan) = plan.filter(|p| p.is::<DistributedExec>()) else { return };
-    let rewrite = rewrite_distributed_plan_with_metrics(plan, DistributedMetricsFormat::Aggregated);
+    let rewrite = rewrite_distributed_plan_with_metrics(plan, DistributedMetricsFormat::PerTask);
     match tokio::time::timeout(TASK_METRICS_WAIT, rewrite).await {
         Ok(Ok(with_metrics)) => query.status.lock().plan = Some(with_metrics),
         Ok(Err(error)) => tracing::warn!(query_id = %query.id, %error, "task metrics could not be merged"),

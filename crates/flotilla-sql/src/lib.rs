@@ -25,5 +25,5 @@ mod types;
 
 pub use distributed::Distributor;
 pub use engine::{bind_parameters, Engine, SessionChanges, StatementResult};
-pub use progress::{plan_progress, stage_tree, PeakMemoryPool, PlanProgress, ScanCounters, StageProgress};
+pub use progress::{plan_progress, stage_tree, PeakMemoryPool, PlanProgress, ScanCounters, StageProgress, TaskFigures};
 pub use session::SqlSession;

@@ -161,12 +161,23 @@ pub struct StageProgress {
     pub stage: usize,
     pub tasks: usize,
     pub progress: PlanProgress,
+    /// Per task (by index), once the workers' metrics are in: rows its leaves produced and
+    /// its CPU time in nanoseconds.
+    pub task_figures: std::collections::BTreeMap<usize, TaskFigures>,
     pub children: Vec<StageProgress>,
+}
+
+/// One task's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskFigures {
+    pub processed_rows: u64,
+    pub cpu_nanos: u64,
 }
 
 /// The stage tree of a distributed plan; `None` for a plan that runs in one process.
 pub fn stage_tree(plan: &Arc<dyn ExecutionPlan>) -> Option<StageProgress> {
-    use datafusion_distributed::{DistributedExec, NetworkBoundaryExt};
+    use datafusion::physical_plan::metrics::MetricValue;
+    use datafusion_distributed::{DistributedExec, NetworkBoundaryExt, DISTRIBUTED_DATAFUSION_TASK_ID_LABEL};
 
     fn walk(plan: &Arc<dyn ExecutionPlan>, tasks: u64, stage: &mut StageProgress) {
         if let Some(boundary) = plan.as_ref().as_network_boundary() {
@@ -179,10 +190,23 @@ pub fn stage_tree(plan: &Arc<dyn ExecutionPlan>) -> Option<StageProgress> {
             return;
         }
         let metrics = plan.metrics();
+        let children = plan.children();
         if let Some(metrics) = &metrics {
             stage.progress.cpu_nanos += metrics.elapsed_compute().unwrap_or(0) as u64;
+            // Metrics merged from the workers carry the task they came from.
+            for metric in metrics.iter() {
+                let task = metric.labels().iter().find(|l| l.name() == DISTRIBUTED_DATAFUSION_TASK_ID_LABEL);
+                let Some(task) = task.and_then(|l| l.value().parse::<usize>().ok()) else { continue };
+                let figures = stage.task_figures.entry(task).or_default();
+                match metric.value() {
+                    MetricValue::ElapsedCompute(time) => figures.cpu_nanos += time.value() as u64,
+                    MetricValue::OutputRows(rows) if children.is_empty() => {
+                        figures.processed_rows += rows.value() as u64
+                    }
+                    _ => {}
+                }
+            }
         }
-        let children = plan.children();
         if children.is_empty() {
             let partitions = plan.properties().output_partitioning().partition_count() as u64;
             stage.progress.total_splits += partitions * tasks.max(1);

@@ -25,6 +25,10 @@ fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
     };
     let tasks: Vec<Value> =
         placements.iter().map(|t| json!({"stage": t.stage, "task": t.task, "nodeId": t.node_id})).collect();
+    let mut stages = Vec::new();
+    if let Some(tree) = status.plan.as_ref().and_then(flotilla_sql::stage_tree) {
+        flatten_stages(&tree, status.state.as_str(), &mut stages);
+    }
     json!({
         "queryId": query.id.to_string(),
         "state": status.state.as_str(),
@@ -53,10 +57,38 @@ fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
             "peakMemoryBytes": stats.peak_memory_bytes,
         },
         "tasks": tasks,
+        "stages": stages,
         "errorType": status.error.as_ref().map(|e| e.code.error_type().as_str()),
         "errorCode": status.error.as_ref().map(|e| json!({"code": e.code.code(), "name": e.code.name(), "type": e.code.error_type().as_str()})),
         "failureInfo": status.error.as_ref().map(|e| QueryError::from(e).failure_info),
     })
+}
+
+/// The stages of a distributed query, each with its tasks' figures (complete once the
+/// workers' metrics have arrived at the end of the query).
+fn flatten_stages(stage: &flotilla_sql::StageProgress, state: &str, out: &mut Vec<Value>) {
+    let tasks: Vec<Value> = (0..stage.tasks.max(stage.task_figures.len()))
+        .map(|task| {
+            let figures = stage.task_figures.get(&task).copied().unwrap_or_default();
+            json!({
+                "taskId": task,
+                "state": state,
+                "processedRows": figures.processed_rows,
+                "cpuTimeMillis": figures.cpu_nanos / 1_000_000,
+            })
+        })
+        .collect();
+    out.push(json!({
+        "stageId": stage.stage,
+        "state": state,
+        "tasks": tasks,
+        "totalSplits": stage.progress.total_splits,
+        "processedRows": stage.progress.processed_rows,
+        "cpuTimeMillis": stage.progress.cpu_nanos / 1_000_000,
+    }));
+    for child in &stage.children {
+        flatten_stages(child, state, out);
+    }
 }
 
 fn self_uri(coordinator: &Coordinator, request_headers: &HeaderMap) -> String {

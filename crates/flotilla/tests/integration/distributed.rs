@@ -118,6 +118,12 @@ async fn queries_stay_in_their_warehouse_avoid_busy_groups_and_cancel_cleanly() 
     let scan_stage = &root["subStages"][0];
     assert_eq!(scan_stage["processedRows"], 60175, "the scan stage read lineitem: {root}");
     assert!(scan_stage["totalSplits"].as_u64().unwrap() >= 2, "{root}");
+    // Per stage and per task figures in the query's info.
+    let info = get_json(&http, &format!("{}/v1/query/{id}", http.base)).await;
+    let scan = info["stages"].as_array().unwrap().iter().find(|s| s["stageId"] == 1).expect("stage 1").clone();
+    let per_task: u64 = scan["tasks"].as_array().unwrap().iter().map(|t| t["processedRows"].as_u64().unwrap()).sum();
+    assert_eq!(per_task, 60175, "each task's rows add up to the table: {scan}");
+    assert!(scan["tasks"].as_array().unwrap().len() >= 2, "{scan}");
     // A finished query leaves nothing behind on any worker.
     wait_until_idle(&http, &workers, Duration::from_secs(5)).await;
 
