@@ -12,6 +12,12 @@
 //! `system.runtime.nodes` from their view, cached by a `ClusterViewClient`
 //! ([`ClusterRuntime`]). Without `discovery.uri` it runs an embedded resource manager.
 //!
+//! Queries that read worker-readable tables run across workers: the engine plans them with
+//! `datafusion-distributed`, the [`Scheduler`] picks the warehouse's least-loaded worker
+//! group and places every task, the coordinator runs the head stage and streams it to the
+//! client. With `node-scheduler.include-coordinator` the coordinator is also a worker (its
+//! own data plane, announced like any worker's).
+//!
 //! Entry points: [`Coordinator::start`] binds and serves, returning a [`RunningCoordinator`]
 //! whose `shutdown` stops every background task it started. Settings are in [`config`].
 
