@@ -158,8 +158,8 @@ impl HeartbeatSource for QueryReporter {
     }
 }
 
-/// Serves `system.runtime.nodes` from the cluster view and `system.runtime.queries` from
-/// this coordinator's queries (the cluster-wide query list is the many-coordinators issue).
+/// Serves `system.runtime.nodes` from the cluster view, and `system.runtime.queries` from
+/// this coordinator's queries plus every other coordinator's from the view.
 #[derive(Debug)]
 pub struct ClusterRuntime {
     pub local: Arc<LocalNode>,
@@ -189,7 +189,44 @@ impl RuntimeSource for ClusterRuntime {
             .collect()
     }
 
+    /// This coordinator's queries as they are now, plus every other coordinator's from the
+    /// resource managers' view (as recent as their last heartbeat).
     fn queries(&self) -> Vec<QueryRow> {
+        let mut rows = self.local_queries();
+        let local: std::collections::HashSet<String> = rows.iter().map(|r| r.query_id.clone()).collect();
+        if let Some(snapshot) = self.view.snapshot() {
+            let remote = snapshot.view.queries.iter().filter(|q| !local.contains(&q.identity.query_id)).map(remote_row);
+            rows.extend(remote);
+        }
+        rows
+    }
+}
+
+fn millis_to_time(ms: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_millis(ms)
+}
+
+/// A query of another coordinator, from the view.
+fn remote_row(summary: &QuerySummary) -> QueryRow {
+    let error = summary.progress.error_code.as_deref();
+    QueryRow {
+        query_id: summary.identity.query_id.clone(),
+        state: summary.progress.state.clone(),
+        user: summary.identity.user.clone(),
+        source: summary.identity.source.clone(),
+        query: summary.identity.query.clone(),
+        created: millis_to_time(summary.identity.create_time_ms).unwrap_or_default(),
+        started: summary.progress.start_time_ms.and_then(millis_to_time),
+        end: summary.progress.end_time_ms.and_then(millis_to_time),
+        error_type: error
+            .and_then(|name| flotilla_proto::ErrorCode::ALL.iter().find(|c| c.name() == name))
+            .map(|code| code.error_type().as_str().to_string()),
+        error_code: error.map(str::to_string),
+    }
+}
+
+impl ClusterRuntime {
+    fn local_queries(&self) -> Vec<QueryRow> {
         self.registry
             .all()
             .into_iter()

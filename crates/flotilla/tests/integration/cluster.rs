@@ -249,3 +249,29 @@ async fn up_starts_a_cluster_and_sigterm_stops_every_process() {
         assert!(answer.is_err(), "{url} still answers after flotilla up stopped");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_runtime_queries_lists_the_queries_of_every_coordinator() {
+    let cluster = ProcessCluster::builder().resource_managers(1).coordinators(2).start();
+    let first = Http::new(&cluster.cluster.coordinators[0].url);
+    let second = Http::new(&cluster.cluster.coordinators[1].url);
+    let responses = first.run("SELECT count(*) FROM tpch.tiny.nation").await;
+    let id = responses[0]["id"].as_str().unwrap().to_string();
+    // The second coordinator learns of it from the resource managers' view.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sql = format!("SELECT state, \"user\", query FROM system.runtime.queries WHERE query_id = '{id}'");
+        let (_, rows) = second.rows(&sql).await;
+        if rows.first().is_some_and(|r| r[0] == "FINISHED") {
+            assert_eq!(rows[0][1], "test");
+            assert_eq!(rows[0][2], "SELECT count(*) FROM tpch.tiny.nation");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second coordinator never listed {id}: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each query is listed once (a coordinator's own come from its registry, not twice).
+    let (_, rows) = second.rows("SELECT count(*), count(DISTINCT query_id) FROM system.runtime.queries").await;
+    assert_eq!(rows[0][0], rows[0][1], "no query listed twice");
+    assert!(rows[0][0].as_u64().unwrap() >= 3, "both coordinators' queries: {rows:?}");
+}
