@@ -1,11 +1,13 @@
-//! `/v1/query`: the queries this coordinator knows, one query's details, and kill.
+//! `/v1/query`: the queries of the cluster (this coordinator's as they are, the others' from
+//! the resource managers' view), one query's details, and kill.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use flotilla_proto::cluster::{ClusterView, QuerySummary};
 use flotilla_proto::{ErrorCode, QueryId};
 use flotilla_protocol::QueryError;
 use serde_json::{json, Value};
@@ -110,16 +112,52 @@ pub async fn list(
 ) -> Json<Vec<Value>> {
     let base = self_uri(&coordinator, &request_headers);
     let wanted = parameters.get("state").map(|s| s.to_ascii_uppercase());
-    Json(
-        coordinator
-            .manager
-            .registry()
-            .all()
+    let mut listed: Vec<Value> = coordinator
+        .manager
+        .registry()
+        .all()
+        .iter()
+        .filter(|q| wanted.as_deref().is_none_or(|s| q.state().as_str() == s))
+        .map(|q| summary(&coordinator, q, &base))
+        .collect();
+    // The other coordinators' queries, from the resource managers' view.
+    if let Some(snapshot) = coordinator.view.snapshot() {
+        let own: HashSet<&str> = listed.iter().filter_map(|q| q["queryId"].as_str()).collect();
+        let remote: Vec<Value> = snapshot
+            .view
+            .queries
             .iter()
-            .filter(|q| wanted.as_deref().is_none_or(|s| q.state().as_str() == s))
-            .map(|q| summary(&coordinator, q, &base))
-            .collect(),
-    )
+            .filter(|q| !own.contains(q.identity.query_id.as_str()))
+            .filter(|q| wanted.as_deref().is_none_or(|s| q.progress.state == s))
+            .map(|q| remote_summary(q, &snapshot.view))
+            .collect();
+        listed.extend(remote);
+    }
+    Json(listed)
+}
+
+/// Another coordinator's query as the view has it (as of its owner's last heartbeat).
+fn remote_summary(query: &QuerySummary, view: &ClusterView) -> Value {
+    let owner = view.nodes.iter().find(|n| n.node.node_id == query.coordinator).map(|n| n.node.http_uri.as_str());
+    let time = |ms: Option<i64>| ms.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339());
+    json!({
+        "queryId": query.identity.query_id,
+        "state": query.progress.state,
+        "query": query.identity.query,
+        "self": owner.map(|uri| format!("{uri}/v1/query/{}", query.identity.query_id)),
+        "coordinator": query.coordinator,
+        "session": {"user": query.identity.user, "source": query.identity.source},
+        "resourceGroupId": [query.identity.resource_group],
+        "queryStats": {
+            "createTime": time(Some(query.identity.create_time_ms)),
+            "executionStartTime": time(query.progress.start_time_ms),
+            "endTime": time(query.progress.end_time_ms),
+            "cpuTimeMillis": query.progress.cpu_time_ms,
+            "peakMemoryBytes": query.progress.peak_memory_bytes,
+            "progressPercentage": query.progress.progress_percentage,
+        },
+        "errorCode": query.progress.error_code.as_ref().map(|name| json!({"name": name})),
+    })
 }
 
 pub async fn info(

@@ -251,7 +251,7 @@ async fn up_starts_a_cluster_and_sigterm_stops_every_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn system_runtime_queries_lists_the_queries_of_every_coordinator() {
+async fn every_coordinator_lists_the_queries_of_every_coordinator() {
     let cluster = ProcessCluster::builder().resource_managers(1).coordinators(2).start();
     let first = Http::new(&cluster.cluster.coordinators[0].url);
     let second = Http::new(&cluster.cluster.coordinators[1].url);
@@ -270,6 +270,12 @@ async fn system_runtime_queries_lists_the_queries_of_every_coordinator() {
         assert!(Instant::now() < deadline, "the second coordinator never listed {id}: {rows:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // `/v1/query` on the second coordinator lists it too, with its owner.
+    let listed: Vec<Value> =
+        second.client.get(format!("{}/v1/query", second.base)).send().await.unwrap().json().await.unwrap();
+    let entry = listed.iter().find(|q| q["queryId"] == id.as_str()).expect("listed by the other coordinator");
+    assert_eq!(entry["state"], "FINISHED", "{entry}");
+    assert_eq!(entry["coordinator"], "coordinator-1", "{entry}");
     // Each query is listed once (a coordinator's own come from its registry, not twice).
     let (_, rows) = second.rows("SELECT count(*), count(DISTINCT query_id) FROM system.runtime.queries").await;
     assert_eq!(rows[0][0], rows[0][1], "no query listed twice");
