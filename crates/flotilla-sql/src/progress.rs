@@ -9,24 +9,35 @@ use datafusion::common::Result;
 use datafusion::execution::memory_pool::{MemoryLimit, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::ExecutionPlan;
 
-/// A memory pool that remembers the most it ever had reserved.
+/// One query's view of a memory pool: forwards to the pool, and counts what the query
+/// itself has reserved through it, now and at most. A coordinator gives each statement one
+/// over its own pool; a worker gives each query one over the node's shared pool, used by
+/// all of the query's tasks there.
 #[derive(Debug)]
 pub struct PeakMemoryPool {
     inner: Arc<dyn MemoryPool>,
+    reserved: AtomicUsize,
     peak: AtomicUsize,
 }
 
 impl PeakMemoryPool {
     pub fn new(inner: Arc<dyn MemoryPool>) -> Self {
-        Self { inner, peak: AtomicUsize::new(0) }
+        Self { inner, reserved: AtomicUsize::new(0), peak: AtomicUsize::new(0) }
     }
 
+    /// Bytes the query holds now.
+    pub fn query_reserved(&self) -> usize {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// The most the query ever held.
     pub fn peak(&self) -> usize {
         self.peak.load(Ordering::Relaxed)
     }
 
-    fn note(&self) {
-        self.peak.fetch_max(self.inner.reserved(), Ordering::Relaxed);
+    fn add(&self, bytes: usize) {
+        let now = self.reserved.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
     }
 }
 
@@ -51,19 +62,21 @@ impl MemoryPool for PeakMemoryPool {
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
         self.inner.grow(reservation, additional);
-        self.note();
+        self.add(additional);
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
-        self.inner.shrink(reservation, shrink)
+        self.inner.shrink(reservation, shrink);
+        self.reserved.fetch_sub(shrink, Ordering::Relaxed);
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
         self.inner.try_grow(reservation, additional)?;
-        self.note();
+        self.add(additional);
         Ok(())
     }
 
+    /// The whole pool's reservation, as DataFusion expects of a pool.
     fn reserved(&self) -> usize {
         self.inner.reserved()
     }
@@ -230,4 +243,28 @@ pub fn stage_tree(plan: &Arc<dyn ExecutionPlan>) -> Option<StageProgress> {
         walk(child, 1, &mut head);
     }
     Some(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer};
+
+    #[test]
+    fn a_query_pool_counts_only_its_own_reservations() {
+        let node: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1000));
+        let query_a = Arc::new(PeakMemoryPool::new(node.clone()));
+        let query_b = Arc::new(PeakMemoryPool::new(node.clone()));
+        let a = MemoryConsumer::new("a").register(&(query_a.clone() as Arc<dyn MemoryPool>));
+        let b = MemoryConsumer::new("b").register(&(query_b.clone() as Arc<dyn MemoryPool>));
+        a.try_grow(300).unwrap();
+        b.try_grow(200).unwrap();
+        a.shrink(100);
+        assert_eq!((query_a.query_reserved(), query_a.peak()), (200, 300));
+        assert_eq!(query_b.query_reserved(), 200);
+        assert_eq!(node.reserved(), 400, "the node's pool holds both");
+        assert!(a.try_grow(700).is_err(), "the node's limit still applies");
+        drop(a);
+        assert_eq!(query_a.query_reserved(), 0, "freed when the query's consumers go");
+    }
 }

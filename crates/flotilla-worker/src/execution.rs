@@ -7,25 +7,24 @@
 //! arrives on it; the task's metrics leave on it when it ends): a tower layer on the worker
 //! service ([`TaskCountingLayer`]) counts these calls per query, from the request to the
 //! moment the response stream is dropped, whether the query finished, was cancelled or the
-//! coordinator went away. The task's memory reservations go through a [`QueryPool`] that
-//! charges them to the query, so the heartbeat reports memory per query and a finished query
-//! provably holds no memory here.
+//! coordinator went away. The task's memory reservations go through the query's
+//! [`PeakMemoryPool`] over the node's pool, which charges them to the query, so the
+//! heartbeat reports memory per query and a finished query provably holds no memory here.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::common::{DataFusionError, Result};
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SessionState;
 use datafusion_distributed::{ChannelResolver, DistributedExt, Worker, WorkerQueryContext, WorkerSessionBuilder};
 use flotilla_proto::cluster::QueryMemory;
 use flotilla_proto::InternalAuth;
-use flotilla_sql::ScanCounters;
+use flotilla_sql::{PeakMemoryPool, ScanCounters};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -38,17 +37,20 @@ use crate::flight::{authenticate, FlightChannels};
 /// on every data-plane call of the query).
 pub const QUERY_ID_HEADER: &str = "x-flotilla-query-id";
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct QueryUsage {
     tasks: usize,
-    reserved: Arc<AtomicUsize>,
+    /// The node's pool as the query's tasks here reserve from it.
+    memory: Arc<PeakMemoryPool>,
     /// Input the query's scans read here (its tasks' sessions count into it).
     scans: Arc<ScanCounters>,
 }
 
 /// Tasks and memory per query on this node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TaskTracker {
+    /// The node's pool, shared by every query.
+    pool: Arc<dyn MemoryPool>,
     queries: Mutex<HashMap<String, QueryUsage>>,
 }
 
@@ -63,28 +65,40 @@ pub struct QueryTasks {
 }
 
 impl TaskTracker {
+    fn new(pool: Arc<dyn MemoryPool>) -> Self {
+        Self { pool, queries: Mutex::new(HashMap::new()) }
+    }
+
+    fn with_usage<T>(&self, query_id: &str, f: impl FnOnce(&mut QueryUsage) -> T) -> T {
+        let mut queries = self.queries.lock();
+        let usage = queries.entry(query_id.to_string()).or_insert_with(|| QueryUsage {
+            tasks: 0,
+            memory: Arc::new(PeakMemoryPool::new(self.pool.clone())),
+            scans: Arc::default(),
+        });
+        f(usage)
+    }
+
     fn start_task(self: &Arc<Self>, query_id: &str) -> TaskGuard {
-        self.queries.lock().entry(query_id.to_string()).or_default().tasks += 1;
+        self.with_usage(query_id, |usage| usage.tasks += 1);
         TaskGuard { tracker: self.clone(), query_id: query_id.to_string() }
     }
 
-    /// What a query's task on this node is charged to: its reservations and its input.
-    fn counters_of(&self, query_id: &str) -> (Arc<AtomicUsize>, Arc<ScanCounters>) {
-        let mut queries = self.queries.lock();
-        let usage = queries.entry(query_id.to_string()).or_default();
-        (usage.reserved.clone(), usage.scans.clone())
+    /// What a query's task on this node is charged to: its memory and its input.
+    fn counters_of(&self, query_id: &str) -> (Arc<PeakMemoryPool>, Arc<ScanCounters>) {
+        self.with_usage(query_id, |usage| (usage.memory.clone(), usage.scans.clone()))
     }
 
     /// Queries with tasks or memory here; forgets those with neither.
     pub fn queries(&self) -> Vec<QueryTasks> {
         let mut queries = self.queries.lock();
-        queries.retain(|_, usage| usage.tasks > 0 || usage.reserved.load(Ordering::Relaxed) > 0);
+        queries.retain(|_, usage| usage.tasks > 0 || usage.memory.query_reserved() > 0);
         let mut list: Vec<QueryTasks> = queries
             .iter()
             .map(|(id, usage)| QueryTasks {
                 query_id: id.clone(),
                 tasks: usage.tasks,
-                reserved_bytes: usage.reserved.load(Ordering::Relaxed),
+                reserved_bytes: usage.memory.query_reserved(),
                 processed_rows: usage.scans.rows(),
                 processed_bytes: usage.scans.bytes(),
             })
@@ -133,57 +147,6 @@ impl Drop for TaskGuard {
     }
 }
 
-/// The node's pool, charging each reservation to one query as well.
-#[derive(Debug)]
-pub struct QueryPool {
-    inner: Arc<dyn MemoryPool>,
-    reserved: Arc<AtomicUsize>,
-}
-
-impl fmt::Display for QueryPool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "query({})", self.inner)
-    }
-}
-
-impl MemoryPool for QueryPool {
-    fn name(&self) -> &str {
-        "query"
-    }
-
-    fn register(&self, consumer: &MemoryConsumer) {
-        self.inner.register(consumer)
-    }
-
-    fn unregister(&self, consumer: &MemoryConsumer) {
-        self.inner.unregister(consumer)
-    }
-
-    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
-        self.inner.grow(reservation, additional);
-        self.reserved.fetch_add(additional, Ordering::Relaxed);
-    }
-
-    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
-        self.inner.shrink(reservation, shrink);
-        self.reserved.fetch_sub(shrink, Ordering::Relaxed);
-    }
-
-    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
-        self.inner.try_grow(reservation, additional)?;
-        self.reserved.fetch_add(additional, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn reserved(&self) -> usize {
-        self.inner.reserved()
-    }
-
-    fn memory_limit(&self) -> MemoryLimit {
-        self.inner.memory_limit()
-    }
-}
-
 /// Builds each task's session.
 struct TaskSessions {
     runtime: Arc<RuntimeEnv>,
@@ -198,9 +161,8 @@ fn query_id_of(headers: &http::HeaderMap) -> &str {
 #[async_trait]
 impl WorkerSessionBuilder for TaskSessions {
     async fn build_session_state(&self, ctx: WorkerQueryContext) -> Result<SessionState, DataFusionError> {
-        let (reserved, scans) = self.tracker.counters_of(query_id_of(&ctx.headers));
-        let pool = Arc::new(QueryPool { inner: self.runtime.memory_pool.clone(), reserved });
-        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime).with_memory_pool(pool).build_arc()?;
+        let (memory, scans) = self.tracker.counters_of(query_id_of(&ctx.headers));
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime).with_memory_pool(memory).build_arc()?;
         let channels = self.channels.clone() as Arc<dyn ChannelResolver + Send + Sync>;
         let mut builder = ctx.builder.with_runtime_env(runtime).with_distributed_channel_resolver(channels);
         builder.config().get_or_insert_default().set_extension(scans);
@@ -323,7 +285,7 @@ impl DataPlane {
             .with_memory_pool(pool.clone())
             .build_arc()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let tracker = Arc::new(TaskTracker::default());
+        let tracker = Arc::new(TaskTracker::new(pool.clone()));
         let channels = FlightChannels::new(auth.clone());
         let sessions = TaskSessions { runtime: runtime.clone(), tracker: tracker.clone(), channels: channels.clone() };
         let worker = Worker::from_session_builder(sessions)
