@@ -10,14 +10,13 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use flotilla_bench::{datafusion_tpch, millis, read_queries};
 use flotilla_cli::Client;
 use flotilla_coordinator::{Coordinator, CoordinatorConfig};
-use flotilla_sql::catalog::tpch::{scale_factor_of, ColumnNaming, TpchTable, TpchTableProvider};
+use flotilla_sql::catalog::tpch::scale_factor_of;
 use flotilla_sql::catalog::{parse_properties, Catalogs};
 use hdrhistogram::Histogram;
 
@@ -48,10 +47,6 @@ struct Args {
 
 async fn run_protocol(client: &mut Client, sql: &str) -> Result<usize, String> {
     client.run(sql, |_| {}).await.map(|outcome| outcome.rows.len()).map_err(|e| e.to_string())
-}
-
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }
 
 fn main() -> Result<(), String> {
@@ -142,24 +137,10 @@ fn main() -> Result<(), String> {
     ));
 
     // TPC-H: Flotilla through the protocol vs DataFusion in-process.
-    let mut queries: Vec<(String, String)> = std::fs::read_dir(&args.queries)
-        .map_err(|e| format!("failed to read {}: {e}", args.queries.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-        .map(|p| {
-            let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            std::fs::read_to_string(&p).map(|sql| (name, sql)).map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    queries.sort();
+    let queries = read_queries(&args.queries)?;
     for schema in &args.schemas {
         let scale = scale_factor_of(schema).ok_or_else(|| format!("not a tpch schema: {schema}"))?;
-        let context = SessionContext::new_with_config(SessionConfig::new());
-        for table in TpchTable::ALL {
-            context
-                .register_table(table.name(), Arc::new(TpchTableProvider::new(table, scale, ColumnNaming::Standard)))
-                .map_err(|e| e.to_string())?;
-        }
+        let context = datafusion_tpch(scale)?;
         report.push_str(&format!(
             "## TPC-H `{schema}` (scale {scale}): best of {} runs, milliseconds\n\n| query | rows | Flotilla (protocol) | DataFusion (in-process) | ratio |\n|---|---|---|---|---|\n",
             args.runs

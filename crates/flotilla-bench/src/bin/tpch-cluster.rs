@@ -15,15 +15,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use flotilla::local_cluster::{LocalCluster, LocalClusterSpec};
-use flotilla_bench::cpu_seconds;
+use flotilla_bench::{cpu_seconds, datafusion_tpch, millis, read_queries};
 use flotilla_cli::Client;
-use flotilla_sql::catalog::tpch::{scale_factor_of, ColumnNaming, TpchTable, TpchTableProvider};
+use flotilla_sql::catalog::tpch::scale_factor_of;
 use serde_json::Value;
 
 #[derive(Debug, Parser)]
@@ -49,24 +47,6 @@ struct Args {
     /// Markdown file to write the results into (its `tpch-cluster` section).
     #[arg(long)]
     output: Option<PathBuf>,
-}
-
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-fn read_queries(dir: &Path) -> Result<Vec<(String, String)>, String> {
-    let mut queries: Vec<(String, String)> = std::fs::read_dir(dir)
-        .map_err(|e| format!("failed to read {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-        .map(|p| {
-            let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            std::fs::read_to_string(&p).map(|sql| (name, sql)).map_err(|e| e.to_string())
-        })
-        .collect::<Result<_, _>>()?;
-    queries.sort();
-    Ok(queries)
 }
 
 /// The `flotilla` binary built next to this one.
@@ -189,12 +169,7 @@ fn main() -> Result<(), String> {
     let coordinator_pid = cluster.coordinators[0].pid();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
 
-    let context = SessionContext::new_with_config(SessionConfig::new());
-    for table in TpchTable::ALL {
-        context
-            .register_table(table.name(), Arc::new(TpchTableProvider::new(table, scale, ColumnNaming::Standard)))
-            .map_err(|e| e.to_string())?;
-    }
+    let context = datafusion_tpch(scale)?;
 
     let result = runtime.block_on(async {
         let mut client = Client::new(&url, "bench").map_err(|e| e.to_string())?;
