@@ -16,15 +16,18 @@ use crate::scheduler::Scheduler;
 
 /// Runs `query` to completion, failure, cancellation or its time limit.
 pub async fn run_query(engine: Engine, scheduler: Arc<Scheduler>, query: Arc<Query>, pages: mpsc::Sender<Page>) {
-    let cancel = query.cancel.clone();
     let mut session = SqlSession::from(&query.session);
     session.query_id = Some(query.id.to_string());
-    run(&engine, &scheduler, &query, &session, pages, cancel).await;
+    run(&engine, &scheduler, &query, &session, pages).await;
     // The query's tasks are gone from the workers once its stream is dropped; what stays is
-    // where they ran, for the query's stats (kept by the scheduler until copied here).
-    let id = query.id.to_string();
-    query.status.lock().tasks = scheduler.placements(&id);
-    scheduler.forget(&id);
+    // where they ran (already copied when the query ended by itself).
+    keep_placements(&scheduler, &query);
+    scheduler.forget(&query.id.to_string());
+}
+
+/// Copies where the query's tasks ran from the scheduler into the query's stats.
+fn keep_placements(scheduler: &Scheduler, query: &Query) {
+    query.status.lock().tasks = scheduler.placements(&query.id.to_string());
 }
 
 async fn run(
@@ -33,18 +36,23 @@ async fn run(
     query: &Arc<Query>,
     session: &SqlSession,
     pages: mpsc::Sender<Page>,
-    cancel: tokio_util::sync::CancellationToken,
 ) {
+    let cancel = query.cancel.clone();
     let limit = match session.max_run_time() {
         Ok(limit) => limit,
         Err(error) => return query.fail(error),
     };
-    let work = execute(engine, scheduler, query, session, pages);
+    let work = execute(engine, query, session, pages);
     // The workers' heartbeats carry each query's progress; the view brings it here.
     let id = query.id.to_string();
     let progress = async {
         loop {
             tokio::time::sleep(PROGRESS_INTERVAL).await;
+            // Only a query running on workers has progress there.
+            let distributed = query.status.lock().plan.as_ref().is_some_and(|p| p.is::<DistributedExec>());
+            if !distributed {
+                continue;
+            }
             let remote = scheduler.remote_progress(&id);
             let mut status = query.status.lock();
             // Tasks that ended drop out of the heartbeats: keep the most seen.
@@ -55,10 +63,15 @@ async fn run(
     };
     tokio::select! {
         _ = progress => {}
-        outcome = work => match outcome {
-            Ok(()) => query.transition(QueryState::Finished),
-            Err(error) => query.fail(scheduler.name_workers(error)),
-        },
+        outcome = work => {
+            // Where the tasks ran is part of the final stats: in place before the query
+            // reports its end.
+            keep_placements(scheduler, query);
+            match outcome {
+                Ok(()) => query.transition(QueryState::Finished),
+                Err(error) => query.fail(scheduler.name_workers(error)),
+            }
+        }
         _ = cancel.cancelled() => {
             // `fail` or a cancel request already recorded why.
         }
@@ -78,7 +91,6 @@ fn humanize(limit: std::time::Duration) -> String {
 
 async fn execute(
     engine: &Engine,
-    scheduler: &Scheduler,
     query: &Arc<Query>,
     session: &SqlSession,
     pages: mpsc::Sender<Page>,
@@ -137,9 +149,6 @@ async fn execute(
         }
     }
     collect_task_metrics(query).await;
-    // Where the tasks ran is part of the final stats, so it is in place before the query
-    // reports itself finished.
-    query.status.lock().tasks = scheduler.placements(&query.id.to_string());
     Ok(())
 }
 
