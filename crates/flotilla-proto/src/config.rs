@@ -135,7 +135,8 @@ impl Default for NodeConfig {
     }
 }
 
-fn valid_label(value: &str) -> bool {
+/// Whether `value` is a valid node id, warehouse or worker group name.
+pub fn valid_label(value: &str) -> bool {
     !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 

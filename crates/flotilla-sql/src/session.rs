@@ -58,14 +58,12 @@ fn validate_positive_integer(value: &str) -> Result<(), String> {
     }
 }
 
-fn validate_name(value: &str) -> Result<(), String> {
-    let valid = !value.is_empty()
-        && value.len() <= 64
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if valid {
+/// A warehouse name, as `node.warehouse` accepts it.
+fn validate_warehouse(value: &str) -> Result<(), String> {
+    if flotilla_proto::config::valid_label(value) {
         Ok(())
     } else {
-        Err(format!("'{value}' is not a valid name (letters, digits, '_' and '-')"))
+        Err(format!("'{value}' is not a valid warehouse name (letters, digits, '-', '_' and '.')"))
     }
 }
 
@@ -94,7 +92,7 @@ pub const SESSION_PROPERTIES: &[SessionProperty] = &[
         type_name: "varchar",
         default: || "default".to_string(),
         description: "Warehouse whose workers run the query (node.warehouse of the workers)",
-        validate: validate_name,
+        validate: validate_warehouse,
     },
 ];
 
