@@ -67,14 +67,14 @@ fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
 }
 
 /// The stages of a distributed query, each with its tasks' figures (complete once the
-/// workers' metrics have arrived at the end of the query).
+/// workers' metrics have arrived at the end of the query). Stages carry the query's state;
+/// tasks have no state of their own here (the workers do not report one while they run).
 fn flatten_stages(stage: &flotilla_sql::StageProgress, state: &str, out: &mut Vec<Value>) {
     let tasks: Vec<Value> = (0..stage.tasks.max(stage.task_figures.len()))
         .map(|task| {
             let figures = stage.task_figures.get(&task).copied().unwrap_or_default();
             json!({
                 "taskId": task,
-                "state": state,
                 "processedRows": figures.processed_rows,
                 "cpuTimeMillis": figures.cpu_nanos / 1_000_000,
             })
