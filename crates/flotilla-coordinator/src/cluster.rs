@@ -9,13 +9,15 @@ use flotilla_proto::cluster::{
     truncate_query_text, CoordinatorReport, NodeRole, QueryIdentity, QueryProgress, QuerySummary, QueryUpdate,
     ResourceGroupUsage,
 };
-use flotilla_proto::QueryId;
+use flotilla_gateway::proxy::locate_owner;
+use flotilla_gateway::{Forwarder, Relayed};
+use flotilla_proto::{ErrorCode, FlotillaError, QueryId};
 use flotilla_resource_manager::{ClusterViewClient, HeartbeatSource, LocalNode};
 use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource};
 use flotilla_worker::WorkerLoadSource;
 use parking_lot::Mutex;
 
-use crate::manager::QueryRegistry;
+use crate::manager::{KillOutcome, QueryRegistry};
 use crate::query::{Query, QueryState};
 
 /// Every query runs in Trino's default resource group until resource groups are
@@ -165,8 +167,11 @@ pub struct ClusterRuntime {
     pub local: Arc<LocalNode>,
     pub registry: Arc<QueryRegistry>,
     pub view: Arc<ClusterViewClient>,
+    /// Sends kills to the coordinators that own the queries.
+    pub forwarder: Forwarder,
 }
 
+#[async_trait::async_trait]
 impl RuntimeSource for ClusterRuntime {
     fn nodes(&self) -> Vec<NodeRow> {
         // Before any resource manager has answered (start-up waits for the first view, so
@@ -199,6 +204,50 @@ impl RuntimeSource for ClusterRuntime {
             rows.extend(remote);
         }
         rows
+    }
+
+    /// Kills here when this coordinator owns the query, else asks its owner (found by the
+    /// id's suffix in the view) with Trino's `PUT /v1/query/{id}/killed`.
+    async fn kill_query(&self, query_id: &str, message: Option<&str>) -> Result<(), FlotillaError> {
+        let id: QueryId = query_id.parse().map_err(|e| {
+            FlotillaError::new(ErrorCode::InvalidProcedureArgument, format!("Invalid query id '{query_id}': {e}"))
+        })?;
+        let owner = id.coordinator();
+        let outcome = if self.local.coordinator_id.as_deref() == Some(owner.as_str()) {
+            self.registry.kill(&id, message)
+        } else {
+            let base = locate_owner(&self.view, &owner).await.map_err(|reason| {
+                FlotillaError::new(ErrorCode::NotFound, format!("Target query not found: {query_id} ({reason})"))
+            })?;
+            let path = format!("/v1/query/{id}/killed");
+            let body = bytes::Bytes::from(message.unwrap_or_default().to_string());
+            let request = Relayed::internal(http::Method::PUT, path, body, &self.local.node_id);
+            let response = self.forwarder.send(&base, &request).await.map_err(|error| {
+                FlotillaError::new(
+                    ErrorCode::RemoteHostGone,
+                    format!("Could not reach coordinator {owner} at {base} to kill {query_id}: {error:?}"),
+                )
+            })?;
+            match response.status() {
+                http::StatusCode::ACCEPTED => KillOutcome::Killed,
+                http::StatusCode::CONFLICT => KillOutcome::NotRunning,
+                http::StatusCode::GONE | http::StatusCode::NOT_FOUND => KillOutcome::NotFound,
+                other => {
+                    return Err(FlotillaError::internal(format!(
+                        "coordinator {owner} answered {other} when asked to kill {query_id}"
+                    )))
+                }
+            }
+        };
+        match outcome {
+            KillOutcome::Killed => Ok(()),
+            KillOutcome::NotRunning => {
+                Err(FlotillaError::new(ErrorCode::NotSupported, format!("Target query is not running: {query_id}")))
+            }
+            KillOutcome::NotFound => {
+                Err(FlotillaError::new(ErrorCode::NotFound, format!("Target query not found: {query_id}")))
+            }
+        }
     }
 }
 

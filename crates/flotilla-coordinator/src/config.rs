@@ -35,6 +35,12 @@ pub const SETTINGS: &[Setting] = &[
         doc: "How long a finished query is kept at least",
     },
     Setting {
+        name: "shutdown.grace-period",
+        default: "2m",
+        roles: "coordinator",
+        doc: "Longest a draining coordinator (SIGTERM, PUT /v1/info/state \"SHUTTING_DOWN\") waits for its queries before failing them",
+    },
+    Setting {
         name: "node-scheduler.include-coordinator",
         default: "true",
         roles: "coordinator",
@@ -52,6 +58,8 @@ pub struct CoordinatorConfig {
     pub client_timeout: Duration,
     pub max_history: usize,
     pub min_expire_age: Duration,
+    /// `shutdown.grace-period`.
+    pub shutdown_grace_period: Duration,
     /// `node-scheduler.include-coordinator`.
     pub include_coordinator: bool,
     /// The worker settings of this node's own data plane (with `include_coordinator`).
@@ -67,6 +75,7 @@ impl Default for CoordinatorConfig {
             client_timeout: Duration::from_secs(300),
             max_history: 100,
             min_expire_age: Duration::from_secs(900),
+            shutdown_grace_period: Duration::from_secs(120),
             include_coordinator: true,
             worker: flotilla_worker::WorkerConfig::default(),
         }
@@ -81,6 +90,7 @@ impl CoordinatorConfig {
             "query.client.timeout" => self.client_timeout = parse_duration_value(file, key, value)?,
             "query.max-history" => self.max_history = parse_value(file, key, value)?,
             "query.min-expire-age" => self.min_expire_age = parse_duration_value(file, key, value)?,
+            "shutdown.grace-period" => self.shutdown_grace_period = parse_duration_value(file, key, value)?,
             "node-scheduler.include-coordinator" => self.include_coordinator = parse_value(file, key, value)?,
             _ => return Ok(false),
         }
@@ -97,7 +107,7 @@ mod tests {
         let mut config = CoordinatorConfig::default();
         for setting in SETTINGS {
             let value = match setting.name {
-                "query.client.timeout" | "query.min-expire-age" => "10s",
+                "query.client.timeout" | "query.min-expire-age" | "shutdown.grace-period" => "10s",
                 _ => setting.default,
             };
             assert!(config.apply("config.properties", setting.name, value).unwrap(), "{}", setting.name);

@@ -40,7 +40,10 @@ async fn run(
     let cancel = query.cancel.clone();
     let limit = match session.max_run_time() {
         Ok(limit) => limit,
-        Err(error) => return query.fail(error),
+        Err(error) => {
+            query.fail(error);
+            return;
+        }
     };
     let work = execute(engine, query, session, pages);
     // The workers' heartbeats carry each query's progress; the view brings it here.
@@ -69,16 +72,20 @@ async fn run(
             keep_placements(scheduler, query);
             match outcome {
                 Ok(()) => query.transition(QueryState::Finished),
-                Err(error) => query.fail(scheduler.name_workers(error)),
+                Err(error) => {
+                    query.fail(scheduler.name_workers(error));
+                }
             }
         }
         _ = cancel.cancelled() => {
             // `fail` or a cancel request already recorded why.
         }
-        _ = tokio::time::sleep(limit) => query.fail(FlotillaError::new(
-            ErrorCode::ExceededTimeLimit,
-            format!("Query exceeded maximum time limit of {}", humanize(limit)),
-        )),
+        _ = tokio::time::sleep(limit) => {
+            query.fail(FlotillaError::new(
+                ErrorCode::ExceededTimeLimit,
+                format!("Query exceeded maximum time limit of {}", humanize(limit)),
+            ));
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub mod scheduler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{CoordinatorId, InternalAuth, NodeConfig, QueryIdGenerator};
@@ -58,6 +59,8 @@ pub struct Coordinator {
     pub local: Arc<LocalNode>,
     /// The resource managers' view, cached.
     pub view: Arc<ClusterViewClient>,
+    /// Relays requests about other coordinators' queries to their owners.
+    pub forwarder: flotilla_gateway::Forwarder,
 }
 
 impl Coordinator {
@@ -108,13 +111,19 @@ impl Coordinator {
         };
         let node_config = NodeConfig { node_id: Some(node_id), ..config.node.clone() };
         let data_uri = plane.as_ref().map(|p| p.url.clone());
-        let local = LocalNode::new(&node_config, roles, url.clone(), data_uri, "coordinator");
+        let local = LocalNode::new(&node_config, roles, url.clone(), data_uri, Some(id.to_string()), "coordinator");
         let client = InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT);
         let seeds = if embedded { vec![url.clone()] } else { config.node.discovery_uris.clone() };
         let view = ClusterViewClient::new(seeds.clone(), client, config.node.heartbeat_interval);
 
         let registry = Arc::new(QueryRegistry::default());
-        let runtime = Arc::new(ClusterRuntime { local: local.clone(), registry: registry.clone(), view: view.clone() });
+        let forwarder = flotilla_gateway::Forwarder::new();
+        let runtime = Arc::new(ClusterRuntime {
+            local: local.clone(),
+            registry: registry.clone(),
+            view: view.clone(),
+            forwarder: forwarder.clone(),
+        });
         let channels = FlightChannels::new(auth.clone());
         let own_worker = plane.as_ref().map(|_| local.node_id.clone());
         let scheduler = Scheduler::new(view.clone(), channels, own_worker);
@@ -132,8 +141,13 @@ impl Coordinator {
             registry.clone(),
             config,
         ));
-        let coordinator =
-            Arc::new(Coordinator { id, manager: manager.clone(), local: local.clone(), view: view.clone() });
+        let coordinator = Arc::new(Coordinator {
+            id,
+            manager: manager.clone(),
+            local: local.clone(),
+            view: view.clone(),
+            forwarder: forwarder.clone(),
+        });
 
         tasks.push(tokio::spawn(manager.clone().sweep_loop(shutdown.clone())));
         let mut app = http::router(coordinator.clone());
@@ -147,7 +161,8 @@ impl Coordinator {
         let worker_load = plane.as_ref().map(|plane| Arc::new(WorkerLoadSource::new(local.clone(), plane)));
         let reporter = Arc::new(QueryReporter::new(local.clone(), registry.clone(), worker_load));
         let agent = heartbeater(&local, auth, seeds, reporter, &node_config);
-        registry.notify_changes(agent.waker());
+        let heartbeat_now = agent.waker();
+        registry.notify_changes(heartbeat_now.clone());
         // Join before serving clients, so the first `/v1/node` already lists this node; a
         // resource manager that does not answer yet is no reason not to start.
         agent.beat_once().await;
@@ -157,7 +172,7 @@ impl Coordinator {
         tasks.push(agent.spawn(shutdown.clone()));
         tasks.push(view.spawn(shutdown.clone()));
         tracing::info!(address = %local_address, coordinator = %coordinator.id, embedded_resource_manager = embedded, "coordinator started");
-        Ok(RunningCoordinator { coordinator, address: local_address, shutdown, tasks })
+        Ok(RunningCoordinator { coordinator, address: local_address, shutdown, tasks, heartbeat_now })
     }
 }
 
@@ -169,6 +184,8 @@ pub struct RunningCoordinator {
     pub address: SocketAddr,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Sends a heartbeat now (so a state change reaches the resource managers at once).
+    heartbeat_now: Arc<tokio::sync::Notify>,
 }
 
 impl RunningCoordinator {
@@ -185,6 +202,30 @@ impl RunningCoordinator {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+
+    /// A graceful shutdown (`PUT /v1/info/state` `"SHUTTING_DOWN"`, SIGTERM): reports
+    /// `SHUTTING_DOWN` at once (new queries get 503, which the gateway answers by trying
+    /// another coordinator), lets the running queries finish and their clients read every
+    /// page, for at most `shutdown.grace-period`, then shuts down.
+    pub async fn drain(self) {
+        let grace = self.coordinator.manager.config().shutdown_grace_period;
+        self.coordinator.local.begin_shutdown();
+        self.heartbeat_now.notify_one();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let in_flight = self.coordinator.manager.in_flight();
+            if in_flight == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(in_flight, ?grace, "grace period over; failing the queries still running");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!("drained");
+        self.shutdown().await;
     }
 
     /// Resolves when the coordinator has been asked to shut down (for a signal handler).

@@ -19,6 +19,19 @@ use crate::execution::run_query;
 use crate::query::{Query, QueryState, PAGE_BUFFER};
 use crate::scheduler::Scheduler;
 
+/// A finished query whose client has not polled for this long is not waited for by a
+/// draining coordinator (clients poll pages back to back).
+const DRAIN_CLIENT_IDLE: Duration = Duration::from_secs(5);
+
+/// What a kill found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillOutcome {
+    Killed,
+    /// The query had already ended.
+    NotRunning,
+    NotFound,
+}
+
 /// Queries by id; shared with the `system.runtime` tables.
 #[derive(Debug, Default)]
 pub struct QueryRegistry {
@@ -35,6 +48,20 @@ impl QueryRegistry {
 
     pub fn get(&self, id: &QueryId) -> Option<Arc<Query>> {
         self.queries.lock().get(id).cloned()
+    }
+
+    /// Kills a query of this coordinator with `ADMINISTRATIVELY_KILLED`, as Trino's
+    /// `kill_query` and `PUT /v1/query/{id}/killed` do.
+    pub fn kill(&self, id: &QueryId, message: Option<&str>) -> KillOutcome {
+        let Some(query) = self.get(id) else { return KillOutcome::NotFound };
+        let text = match message.filter(|m| !m.is_empty()) {
+            Some(message) => format!("Query killed. Message: {message}"),
+            None => "Query killed. No message provided.".to_string(),
+        };
+        match query.fail(FlotillaError::new(ErrorCode::AdministrativelyKilled, text)) {
+            true => KillOutcome::Killed,
+            false => KillOutcome::NotRunning,
+        }
     }
 
     pub fn all(&self) -> Vec<Arc<Query>> {
@@ -198,6 +225,20 @@ impl QueryManager {
                 query.fail(FlotillaError::new(ErrorCode::ServerShuttingDown, message));
             }
         }
+    }
+
+    /// Queries a draining coordinator still waits for: those not finished, and finished
+    /// ones whose client is still reading pages (it polled in the last few seconds; a
+    /// client that went away is not waited for).
+    pub fn in_flight(&self) -> usize {
+        self.registry
+            .all()
+            .iter()
+            .filter(|q| {
+                let status = q.status.lock();
+                !status.state.is_done() || (!status.delivered && q.idle_for() < DRAIN_CLIENT_IDLE)
+            })
+            .count()
     }
 
     pub fn running_count(&self) -> usize {

@@ -229,17 +229,18 @@ impl Query {
         }
     }
 
-    /// Ends the query with an error, unless it has already ended.
-    pub fn fail(&self, error: FlotillaError) {
+    /// Ends the query with an error, unless it has already ended; whether it did.
+    pub fn fail(&self, error: FlotillaError) -> bool {
         {
             let mut status = self.status.lock();
             if status.state.is_done() {
-                return;
+                return false;
             }
             status.error = Some(error);
         }
         self.transition(QueryState::Failed);
         self.cancel.cancel();
+        true
     }
 
     /// The statistics block of a response.
@@ -308,7 +309,7 @@ impl Query {
     /// A response document: status fields plus, optionally, one page of data.
     pub fn results(
         &self,
-        uris: &crate::http::uris::QueryUris,
+        uris: &flotilla_gateway::uris::QueryUris,
         next_token: Option<u64>,
         page: Option<Page>,
     ) -> QueryResults {

@@ -186,7 +186,7 @@ fn candidates(state: &mut State, snapshot: &ViewSnapshot, warehouse: &str, now: 
         .filter_map(|n| {
             let url = Url::parse(n.node.data_uri.as_deref()?).ok()?;
             // When the worker's last heartbeat in the view was sent, by our clock.
-            let reported_at = snapshot.fetched.checked_sub(Duration::from_millis(n.last_heartbeat_age_ms));
+            let reported_at = snapshot.reported_at(n);
             let newer = |at: Instant| reported_at.is_none_or(|t| at > t);
             if state.suspects.get(&n.node.node_id).is_some_and(|at| newer(*at)) {
                 return None;
@@ -341,6 +341,7 @@ mod tests {
                 roles: vec![NodeRole::Worker],
                 http_uri: format!("http://{id}:1"),
                 data_uri: Some(format!("http://{id}:2")),
+                coordinator_id: None,
                 version: "test".into(),
                 environment: "test".into(),
                 warehouse: warehouse.into(),

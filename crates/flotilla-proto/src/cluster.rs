@@ -85,6 +85,10 @@ pub struct NodeAnnouncement {
     /// Where the node serves data (Arrow Flight), when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_uri: Option<String>,
+    /// A coordinator's five-character id, the suffix of every query id it creates: how
+    /// any node finds the owner of a query from its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator_id: Option<String>,
     pub version: String,
     pub environment: String,
     pub warehouse: String,
@@ -384,6 +388,7 @@ mod tests {
                 roles: vec![NodeRole::Worker],
                 http_uri: "http://127.0.0.1:1".into(),
                 data_uri: None,
+                coordinator_id: None,
                 version: "0.1.0".into(),
                 environment: "test".into(),
                 warehouse: "default".into(),

@@ -96,6 +96,10 @@ error_codes! {
     NumericValueOutOfRange = (19, "NUMERIC_VALUE_OUT_OF_RANGE", UserError, Never),
     /// A scalar subquery returned more than one row.
     SubqueryMultipleRows = (28, "SUBQUERY_MULTIPLE_ROWS", UserError, Never),
+    /// `CALL` named a procedure that does not exist.
+    ProcedureNotFound = (29, "PROCEDURE_NOT_FOUND", UserError, Never),
+    /// A procedure got a missing, unknown or invalid argument.
+    InvalidProcedureArgument = (30, "INVALID_PROCEDURE_ARGUMENT", UserError, Never),
     /// The query was rejected before running (e.g. an empty statement).
     QueryRejected = (31, "QUERY_REJECTED", UserError, Never),
     /// The SQL text is larger than the coordinator accepts.

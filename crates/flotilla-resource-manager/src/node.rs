@@ -6,11 +6,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use flotilla_proto::cluster::{NodeAnnouncement, NodeRole, ReportedState};
 use flotilla_proto::{random_hex, NodeConfig};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 /// This process as a node of the cluster.
 #[derive(Debug)]
@@ -27,7 +30,12 @@ pub struct LocalNode {
     pub data_uri: Option<String>,
     pub warehouse: String,
     pub worker_group: String,
+    /// A coordinator's id (the suffix of its query ids).
+    pub coordinator_id: Option<String>,
     shutting_down: AtomicBool,
+    /// Cancelled when someone asks this node to shut down gracefully (`PUT /v1/info/state`
+    /// with `"SHUTTING_DOWN"`); the process's main loop waits on it next to its signals.
+    drain_requested: CancellationToken,
 }
 
 impl LocalNode {
@@ -37,6 +45,7 @@ impl LocalNode {
         roles: Vec<NodeRole>,
         http_uri: String,
         data_uri: Option<String>,
+        coordinator_id: Option<String>,
         default_id_prefix: &str,
     ) -> Arc<Self> {
         let node_id = config.node_id.clone().unwrap_or_else(|| format!("{default_id_prefix}-{}", random_hex(6)));
@@ -51,7 +60,9 @@ impl LocalNode {
             data_uri,
             warehouse: config.warehouse.clone(),
             worker_group: config.worker_group.clone(),
+            coordinator_id,
             shutting_down: AtomicBool::new(false),
+            drain_requested: CancellationToken::new(),
         })
     }
 
@@ -63,6 +74,7 @@ impl LocalNode {
             roles: self.roles.clone(),
             http_uri: self.http_uri.clone(),
             data_uri: self.data_uri.clone(),
+            coordinator_id: self.coordinator_id.clone(),
             version: flotilla_proto::FLOTILLA_VERSION.to_string(),
             environment: self.environment.clone(),
             warehouse: self.warehouse.clone(),
@@ -80,6 +92,18 @@ impl LocalNode {
 
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Asks for a graceful shutdown: the node reports `SHUTTING_DOWN` from now on, and
+    /// whoever waits on [`LocalNode::drain_requested`] finishes the work in hand and exits.
+    pub fn request_drain(&self) {
+        self.begin_shutdown();
+        self.drain_requested.cancel();
+    }
+
+    /// Resolves once a graceful shutdown was asked for.
+    pub async fn drain_requested(&self) {
+        self.drain_requested.cancelled().await
     }
 
     pub fn reported_state(&self) -> ReportedState {
@@ -115,9 +139,25 @@ impl LocalNode {
     }
 }
 
-/// `/v1/info` and `/v1/info/state`, as Trino serves them.
+/// `/v1/info` and `/v1/info/state`, as Trino serves them; `PUT /v1/info/state` with
+/// `"SHUTTING_DOWN"` starts a graceful shutdown (Trino's API; like Trino without an access
+/// control configured, any caller that reaches the port may ask).
 pub fn info_routes(node: Arc<LocalNode>) -> Router {
-    Router::new().route("/v1/info", get(info)).route("/v1/info/state", get(state)).with_state(node)
+    Router::new().route("/v1/info", get(info)).route("/v1/info/state", get(state).put(put_state)).with_state(node)
+}
+
+async fn put_state(State(node): State<Arc<LocalNode>>, body: axum::body::Bytes) -> Response {
+    let requested: Result<String, _> = serde_json::from_slice(&body);
+    match requested.as_deref() {
+        Ok("SHUTTING_DOWN") => {
+            tracing::info!("graceful shutdown requested over HTTP");
+            node.request_drain();
+            StatusCode::OK.into_response()
+        }
+        Ok("ACTIVE") if !node.shutting_down() => StatusCode::OK.into_response(),
+        Ok(other) => (StatusCode::BAD_REQUEST, format!("Invalid state transition to {other}")).into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "expected a JSON string such as \"SHUTTING_DOWN\"").into_response(),
+    }
 }
 
 async fn info(State(node): State<Arc<LocalNode>>) -> Json<Value> {

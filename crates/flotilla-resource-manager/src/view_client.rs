@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_proto::cluster::{ClusterView, NodeRole, CLUSTER_VIEW_PATH};
+use flotilla_proto::cluster::{ClusterView, NodeRole, NodeView, CLUSTER_VIEW_PATH};
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,12 @@ impl ViewSnapshot {
     /// How old the view is: time since it was fetched.
     pub fn age(&self) -> Duration {
         self.fetched.elapsed()
+    }
+
+    /// When `node`'s last heartbeat in this view was sent, by this process's clock (the
+    /// view carries ages, not times, so no two clocks need to agree).
+    pub fn reported_at(&self, node: &NodeView) -> Option<Instant> {
+        self.fetched.checked_sub(Duration::from_millis(node.last_heartbeat_age_ms))
     }
 }
 

@@ -80,6 +80,8 @@ pub struct Engine {
     base: SessionState,
     /// Places distributable statements on workers; without one, everything runs here.
     distributor: Option<Arc<dyn Distributor>>,
+    /// The cluster this engine runs in (for `system.runtime` procedures).
+    runtime: Arc<dyn RuntimeSource>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -94,7 +96,7 @@ fn df_error(error: datafusion::error::DataFusionError) -> FlotillaError {
 
 impl Engine {
     pub fn new(catalogs: &Catalogs, runtime: Arc<dyn RuntimeSource>) -> Self {
-        let catalog_list = catalogs.provider_list(runtime);
+        let catalog_list = catalogs.provider_list(runtime.clone());
         let mut config = SessionConfig::new()
             .with_information_schema(false)
             .with_create_default_catalog_and_schema(false)
@@ -113,7 +115,7 @@ impl Engine {
             // Replacing a built-in of the same name (version) is the point.
             let _ = datafusion::execution::FunctionRegistry::register_udf(&mut base, function);
         }
-        Self { catalogs: catalog_list, base, distributor: None }
+        Self { catalogs: catalog_list, base, distributor: None, runtime }
     }
 
     /// Runs statements that read only worker-readable tables across the workers that
@@ -174,7 +176,13 @@ impl Engine {
         Box::pin(async move {
             let memory = Arc::new(PeakMemoryPool::new(Arc::new(UnboundedMemoryPool::default())));
             match statement {
-                TrinoStatement::Other(statement) => self.run_query(session, *statement, memory).await,
+                TrinoStatement::Other(statement) => match *statement {
+                    Statement::Call(procedure) => {
+                        crate::procedures::call(self.runtime.as_ref(), session, &procedure).await?;
+                        done("CALL", SessionChanges::default(), memory)
+                    }
+                    statement => self.run_query(session, statement, memory).await,
+                },
                 TrinoStatement::Explain { analyze, logical, sql } => {
                     self.explain(session, &sql, analyze, logical, memory).await
                 }
@@ -468,7 +476,7 @@ fn prepared<'a>(session: &'a SqlSession, name: &str) -> Result<&'a str, Flotilla
 }
 
 /// The text of a literal (`'1h'`, `4`, `true`) for `SET SESSION`.
-fn literal_text(expr: &Expr) -> Option<String> {
+pub(crate) fn literal_text(expr: &Expr) -> Option<String> {
     match expr {
         Expr::Value(value) => match &value.value {
             Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),

@@ -17,6 +17,7 @@ mod engine;
 pub mod error;
 mod functions;
 pub mod progress;
+mod procedures;
 mod rewrite;
 pub mod session;
 mod show;

@@ -80,6 +80,7 @@ pub async fn start(node_config: NodeConfig, config: WorkerConfig, address: Socke
         vec![NodeRole::Worker],
         format!("http://{local_address}"),
         Some(plane.url.clone()),
+        None,
         "worker",
     );
     let load = Arc::new(WorkerLoadSource::new(local.clone(), &plane));

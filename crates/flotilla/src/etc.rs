@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use flotilla_coordinator::CoordinatorConfig;
+use flotilla_gateway::GatewayConfig;
 use flotilla_proto::config::{ConfigError, Setting};
 use flotilla_proto::NodeConfig;
 use flotilla_resource_manager::ResourceManagerConfig;
@@ -21,6 +22,7 @@ pub struct Setup {
     pub coordinator: CoordinatorConfig,
     pub resource_manager: ResourceManagerConfig,
     pub worker: WorkerConfig,
+    pub gateway: GatewayConfig,
     pub catalogs: Catalogs,
 }
 
@@ -31,6 +33,7 @@ pub fn all_settings() -> Vec<&'static Setting> {
         .chain(flotilla_coordinator::SETTINGS)
         .chain(flotilla_resource_manager::SETTINGS)
         .chain(flotilla_worker::SETTINGS)
+        .chain(flotilla_gateway::SETTINGS)
         .collect()
 }
 
@@ -38,11 +41,12 @@ impl Setup {
     /// Applies properties from `source` (a file, or `--set` flags) to whichever roles
     /// declare them; a key no role declares is an error.
     pub fn apply_all(&mut self, source: &str, properties: &BTreeMap<String, String>) -> Result<(), String> {
-        let Setup { node, coordinator, resource_manager, worker, .. } = self;
+        let Setup { node, coordinator, resource_manager, worker, gateway, .. } = self;
         node.apply_all(source, properties, |key, value| -> Result<bool, ConfigError> {
             Ok(coordinator.apply(source, key, value)?
                 || resource_manager.apply(source, key, value)?
-                || worker.apply(source, key, value)?)
+                || worker.apply(source, key, value)?
+                || gateway.apply(source, key, value)?)
         })
         .map_err(|e| e.to_string())
     }
@@ -54,6 +58,7 @@ pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
         coordinator: CoordinatorConfig::default(),
         resource_manager: ResourceManagerConfig::default(),
         worker: WorkerConfig::default(),
+        gateway: GatewayConfig::default(),
         catalogs: Catalogs::defaults(),
     };
     let Some(dir) = etc_dir else {

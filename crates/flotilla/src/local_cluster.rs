@@ -28,6 +28,7 @@ pub enum Role {
     ResourceManager,
     Coordinator,
     Worker,
+    Gateway,
 }
 
 impl Role {
@@ -36,6 +37,7 @@ impl Role {
             Role::ResourceManager => "resource-manager",
             Role::Coordinator => "coordinator",
             Role::Worker => "worker",
+            Role::Gateway => "gateway",
         }
     }
 }
@@ -232,8 +234,12 @@ pub struct LocalClusterSpec {
     pub resource_managers: usize,
     pub coordinators: usize,
     pub workers: usize,
-    /// Port of the first coordinator (0: any free one); the others take free ports.
-    pub coordinator_port: u16,
+    /// Gateways in front of the coordinators (0: none).
+    pub gateways: usize,
+    pub routing_policy: flotilla_gateway::RoutingPolicy,
+    /// The port clients use (0: any free one): the first gateway's, or without gateways the
+    /// first coordinator's. Every other node takes a free port.
+    pub client_port: u16,
     pub bind: IpAddr,
     pub etc_dir: Option<PathBuf>,
     pub log_dir: PathBuf,
@@ -254,6 +260,7 @@ pub struct LocalCluster {
     pub resource_managers: Vec<NodeProcess>,
     pub coordinators: Vec<NodeProcess>,
     pub workers: Vec<NodeProcess>,
+    pub gateways: Vec<NodeProcess>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -270,6 +277,7 @@ impl LocalCluster {
             resource_managers: Vec::new(),
             coordinators: Vec::new(),
             workers: Vec::new(),
+            gateways: Vec::new(),
         };
         let node = |role: Role, id: String| {
             let mut node = NodeSpec::new(role, &id, spec.bind);
@@ -294,7 +302,7 @@ impl LocalCluster {
         let mut index = 0;
         for i in 0..spec.coordinators {
             let mut coordinator = node(Role::Coordinator, format!("coordinator-{}", i + 1));
-            coordinator.port = if i == 0 { spec.coordinator_port } else { 0 };
+            coordinator.port = if i == 0 && spec.gateways == 0 { spec.client_port } else { 0 };
             coordinator.discovery = discovery_for(index);
             if spec.workers > 0 {
                 // Dedicated workers run the tasks; the coordinator only plans and gathers.
@@ -315,7 +323,20 @@ impl LocalCluster {
             let process = cluster.spawn(&worker)?;
             cluster.workers.push(process);
         }
+        for i in 0..spec.gateways {
+            let mut gateway = node(Role::Gateway, format!("gateway-{}", i + 1));
+            gateway.port = if i == 0 { spec.client_port } else { 0 };
+            gateway.discovery = rm_urls.clone();
+            gateway.settings.push(("gateway.routing-policy".into(), spec.routing_policy.to_string()));
+            let process = cluster.spawn(&gateway)?;
+            cluster.gateways.push(process);
+        }
         Ok(cluster)
+    }
+
+    /// Where clients connect: the first gateway, else the first coordinator.
+    pub fn client_url(&self) -> &str {
+        self.gateways.first().or(self.coordinators.first()).map(|p| p.url.as_str()).unwrap_or_default()
     }
 
     /// Starts one node with this cluster's secret and log directory.
@@ -333,10 +354,14 @@ impl LocalCluster {
     }
 
     pub fn all(&mut self) -> impl Iterator<Item = &mut NodeProcess> {
-        self.workers.iter_mut().chain(self.coordinators.iter_mut()).chain(self.resource_managers.iter_mut())
+        self.gateways
+            .iter_mut()
+            .chain(self.workers.iter_mut())
+            .chain(self.coordinators.iter_mut())
+            .chain(self.resource_managers.iter_mut())
     }
 
-    /// Stops everything: workers and coordinators first, resource managers last.
+    /// Stops everything: gateways, workers and coordinators first, resource managers last.
     pub fn stop(&mut self, timeout: Duration) {
         for process in self.all() {
             process.stdin.take();

@@ -23,10 +23,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start a local cluster as separate processes (resource managers, a coordinator,
-    /// workers) and serve clients at http://localhost:8080 until Ctrl-C.
+    /// Start a local cluster as separate processes (resource managers, coordinators,
+    /// workers, a gateway in front) and serve clients at http://localhost:8080 until Ctrl-C.
     Up {
-        /// Port for clients (Trino's default is 8080).
+        /// Port for clients (Trino's default is 8080): the gateway's, or the first
+        /// coordinator's with --gateways 0.
         #[arg(long, default_value_t = 8080)]
         port: u16,
         /// A Trino-style etc/ directory, used by every process.
@@ -41,9 +42,16 @@ enum Command {
         /// Number of workers.
         #[arg(long, default_value_t = 2)]
         workers: usize,
-        /// Number of coordinators (the first takes --port, the others free ports).
-        #[arg(long, default_value_t = 1)]
+        /// Number of coordinators.
+        #[arg(long, default_value_t = 2)]
         coordinators: usize,
+        /// Number of gateways (the first takes --port, the others free ports; 0: clients
+        /// talk to the first coordinator directly).
+        #[arg(long, default_value_t = 1)]
+        gateways: usize,
+        /// How the gateway picks a coordinator for a new query.
+        #[arg(long, default_value = "round-robin")]
+        routing_policy: flotilla_gateway::RoutingPolicy,
         /// Directory for the cluster's logs (and later its data); created if missing.
         #[arg(long, default_value = ".flotilla")]
         data_dir: PathBuf,
@@ -55,6 +63,9 @@ enum Command {
     ResourceManager(NodeArgs),
     /// Run a worker: joins the cluster and reports its load.
     Worker(NodeArgs),
+    /// Run a gateway: routes new queries to healthy coordinators and follow-ups to the
+    /// coordinator that owns the query (needs discovery.uri and the shared secret).
+    Gateway(NodeArgs),
     /// Terminal client for the Trino protocol (works against Flotilla and Trino).
     Sql(flotilla_cli::SqlArgs),
     /// Write the TPC-H tables as Parquet files, generated with tpchgen (for tests and benchmarks).
@@ -122,12 +133,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Up { port, etc_dir, bind, resource_managers, workers, coordinators, data_dir } => {
+        Command::Up {
+            port,
+            etc_dir,
+            bind,
+            resource_managers,
+            workers,
+            coordinators,
+            gateways,
+            routing_policy,
+            data_dir,
+        } => {
             let spec = LocalClusterSpec {
                 resource_managers,
                 coordinators: coordinators.max(1),
                 workers,
-                coordinator_port: port,
+                gateways,
+                routing_policy,
+                client_port: port,
                 bind,
                 etc_dir: etc_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
                 log_dir: data_dir.join("logs"),
@@ -140,12 +163,22 @@ fn main() -> ExitCode {
         Command::Coordinator(args) => run_role(Role::Coordinator, args),
         Command::ResourceManager(args) => run_role(Role::ResourceManager, args),
         Command::Worker(args) => run_role(Role::Worker, args),
+        Command::Gateway(args) => run_role(Role::Gateway, args),
     }
 }
 
-/// Resolves when the process should stop: Ctrl-C, SIGTERM, or (with `--exit-with-stdin`)
-/// stdin closing.
-async fn stop_requested(exit_with_stdin: bool) {
+/// How a process was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Ctrl-C, or the launcher went away: stop now.
+    Now,
+    /// SIGTERM or `PUT /v1/info/state` `"SHUTTING_DOWN"`: finish what is running first.
+    Drain,
+}
+
+/// Resolves when the process should stop: Ctrl-C, SIGTERM, (with `--exit-with-stdin`)
+/// stdin closing, or `drain` resolving.
+async fn stop_requested(exit_with_stdin: bool, drain: impl std::future::Future<Output = ()>) -> Stop {
     let stdin_closed = CancellationToken::new();
     if exit_with_stdin {
         let token = stdin_closed.clone();
@@ -166,9 +199,10 @@ async fn stop_requested(exit_with_stdin: bool) {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-        _ = stdin_closed.cancelled() => {}
+        _ = tokio::signal::ctrl_c() => Stop::Now,
+        _ = terminate => Stop::Drain,
+        _ = stdin_closed.cancelled() => Stop::Now,
+        _ = drain => Stop::Drain,
     }
 }
 
@@ -234,6 +268,11 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
                     .map(Running::Node)
             }
             Role::Worker => flotilla_worker::start(setup.node, setup.worker, address).await.map(Running::Node),
+            Role::Gateway => {
+                let mut config = setup.gateway;
+                config.node = setup.node;
+                flotilla_gateway::start(config, address).await.map(Running::Gateway)
+            }
         };
         let running = match started {
             Ok(running) => running,
@@ -251,9 +290,20 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
         }
         let (node_id, url) = running.describe();
         eprintln!("flotilla {} {node_id}{READY_MARKER}{url}", role.subcommand());
-        stop_requested(args.exit_with_stdin).await;
-        eprintln!("shutting down");
-        running.shutdown().await;
+        let stop = match running.local() {
+            Some(local) => stop_requested(args.exit_with_stdin, local.drain_requested()).await,
+            None => stop_requested(args.exit_with_stdin, std::future::pending()).await,
+        };
+        match stop {
+            Stop::Drain => {
+                eprintln!("draining: finishing the running queries, then shutting down");
+                running.drain().await;
+            }
+            Stop::Now => {
+                eprintln!("shutting down");
+                running.shutdown().await;
+            }
+        }
         ExitCode::SUCCESS
     })
 }
@@ -262,6 +312,7 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
 enum Running {
     Coordinator(flotilla_coordinator::RunningCoordinator),
     Node(flotilla_resource_manager::RunningNode),
+    Gateway(flotilla_gateway::RunningGateway),
 }
 
 impl Running {
@@ -270,6 +321,16 @@ impl Running {
         match self {
             Running::Coordinator(c) => (c.coordinator.local.node_id.clone(), c.url()),
             Running::Node(n) => (n.local.node_id.clone(), n.url()),
+            Running::Gateway(g) => (g.name.clone(), g.url()),
+        }
+    }
+
+    /// The node as the cluster knows it (a gateway is not a member).
+    fn local(&self) -> Option<std::sync::Arc<flotilla_resource_manager::LocalNode>> {
+        match self {
+            Running::Coordinator(c) => Some(c.coordinator.local.clone()),
+            Running::Node(n) => Some(n.local.clone()),
+            Running::Gateway(_) => None,
         }
     }
 
@@ -277,6 +338,16 @@ impl Running {
         match self {
             Running::Coordinator(c) => c.shutdown().await,
             Running::Node(n) => n.shutdown().await,
+            Running::Gateway(g) => g.shutdown().await,
+        }
+    }
+
+    /// A graceful stop: a coordinator finishes its queries first; the other roles hold no
+    /// client work and stop at once.
+    async fn drain(self) {
+        match self {
+            Running::Coordinator(c) => c.drain().await,
+            other => other.shutdown().await,
         }
     }
 }
@@ -311,10 +382,11 @@ fn up(spec: LocalClusterSpec) -> ExitCode {
         }
     };
     eprintln!(
-        "starting {} resource manager(s), {} coordinator(s), {} worker(s); logs in {}",
+        "starting {} resource manager(s), {} coordinator(s), {} worker(s), {} gateway(s); logs in {}",
         spec.resource_managers,
         spec.coordinators,
         spec.workers,
+        spec.gateways,
         spec.log_dir.display()
     );
     let mut cluster = match LocalCluster::start(&binary, &spec) {
@@ -328,9 +400,10 @@ fn up(spec: LocalClusterSpec) -> ExitCode {
         ("resource manager", &cluster.resource_managers),
         ("coordinator", &cluster.coordinators),
         ("worker", &cluster.workers),
+        ("gateway", &cluster.gateways),
     ] {
         for process in processes {
-            eprintln!("  {kind:<17} {:<20} {}", process.spec.node_id, process.url);
+            eprintln!("  {kind:<17} {:<20} {:<24} pid {}", process.spec.node_id, process.url, process.pid());
         }
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -340,14 +413,14 @@ fn up(spec: LocalClusterSpec) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let coordinator_url = cluster.coordinators[0].url.clone();
+    let client_url = cluster.client_url().to_string();
     let expected = spec.resource_managers + spec.coordinators + spec.workers;
-    if let Err(error) = runtime.block_on(wait_until_listed(&coordinator_url, expected, Duration::from_secs(30))) {
+    if let Err(error) = runtime.block_on(wait_until_listed(&client_url, expected, Duration::from_secs(30))) {
         eprintln!("the cluster did not come together: {error}");
         return ExitCode::FAILURE;
     }
-    eprintln!("Flotilla is serving Trino clients at {coordinator_url}");
-    eprintln!("Try: flotilla sql --server {coordinator_url} --execute 'SELECT * FROM system.runtime.nodes'");
+    eprintln!("Flotilla is serving Trino clients at {client_url}");
+    eprintln!("Try: flotilla sql --server {client_url} --execute 'SELECT * FROM system.runtime.nodes'");
     runtime.block_on(async {
         // A node that exits on its own is reported, not restarted: losing one is something
         // the cluster should ride out, and a local cluster is where people try that.
@@ -363,7 +436,7 @@ fn up(spec: LocalClusterSpec) -> ExitCode {
             }
         };
         tokio::select! {
-            _ = stop_requested(false) => eprintln!("stopping the local cluster"),
+            _ = stop_requested(false, std::future::pending()) => eprintln!("stopping the local cluster"),
             _ = watch => {}
         }
     });

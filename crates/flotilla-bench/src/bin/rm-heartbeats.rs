@@ -92,6 +92,7 @@ fn announcement(node_id: String, role: NodeRole) -> NodeAnnouncement {
         start_time_ms: 1,
         roles: vec![role],
         data_uri: None,
+        coordinator_id: None,
         version: flotilla_proto::FLOTILLA_VERSION.into(),
         environment: "flotilla".into(),
         warehouse: "default".into(),

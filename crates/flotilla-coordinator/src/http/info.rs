@@ -23,6 +23,7 @@ fn node_json(node: &NodeView) -> Value {
         "uri": node.node.http_uri,
         "nodeId": node.node.node_id,
         "roles": node.node.roles,
+        "coordinatorId": node.node.coordinator_id,
         "state": node.state.trino_name(),
         "nodeVersion": {"version": node.node.version},
         "environment": node.node.environment,

@@ -1,19 +1,24 @@
 //! The coordinator's REST API: Trino's client protocol (`/v1/statement`), the query API
 //! (`/v1/query`), node information (`/v1/info`) and the cluster's nodes (`/v1/node`,
 //! `/v1/cluster`).
+//!
+//! Every request about a query another coordinator owns (a poll, a cancel, `/v1/query/{id}`)
+//! is relayed to that owner first ([`route_to_owner`]), so any coordinator is a valid entry
+//! point for any request.
 
 mod info;
 mod query_api;
 mod statement;
-pub mod uris;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::Router;
+use flotilla_gateway::{follow_up_query, relay_to_owner, Relayed, FORWARDED_BY};
 
 use crate::Coordinator;
 
@@ -53,12 +58,33 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/statement", axum::routing::post(statement::submit))
         .route("/v1/statement/{phase}/{query_id}/{slug}/{token}", get(statement::fetch).delete(statement::cancel))
         .route("/v1/query", get(query_api::list))
-        .route("/v1/query/{query_id}", get(query_api::info).delete(query_api::kill).head(query_api::exists))
+        .route("/v1/query/{query_id}", get(query_api::info).delete(query_api::cancel).head(query_api::exists))
+        .route("/v1/query/{query_id}/killed", put(query_api::kill))
         .route("/v1/status", get(info::status))
         .route("/v1/node", get(info::node_list))
         .route("/v1/node/failed", get(info::failed_nodes))
         .route("/v1/cluster", get(info::cluster))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(coordinator.clone(), route_to_owner))
         .with_state(coordinator.clone())
         .merge(flotilla_resource_manager::info_routes(coordinator.local.clone()))
+}
+
+/// Relays a request about another coordinator's query to that coordinator, found by the
+/// query id's suffix in the cluster view; serves everything else here. A request already
+/// relayed once is served here whatever it names (no loops).
+async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Request, next: Next) -> Response {
+    let Some(id) = follow_up_query(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    if id.coordinator() == coordinator.id || request.headers().contains_key(FORWARDED_BY) {
+        return next.run(request).await;
+    }
+    let fallback = coordinator.local.http_uri.trim_start_matches("http://").to_string();
+    // Follow-ups carry no body (a kill's message is short).
+    let request = match Relayed::read(request, 1 << 20, &fallback, &coordinator.local.node_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    relay_to_owner(&coordinator.forwarder, &coordinator.view, &request, &id).await
 }

@@ -13,6 +13,7 @@ use flotilla_protocol::QueryError;
 use serde_json::{json, Value};
 
 use super::HttpError;
+use crate::manager::KillOutcome;
 use crate::query::Query;
 use crate::Coordinator;
 
@@ -95,7 +96,7 @@ fn flatten_stages(stage: &flotilla_sql::StageProgress, state: &str, out: &mut Ve
 
 fn self_uri(coordinator: &Coordinator, request_headers: &HeaderMap) -> String {
     let fallback = coordinator.local.http_uri.trim_start_matches("http://").to_string();
-    super::uris::QueryUris::from_headers(request_headers, &fallback)
+    flotilla_gateway::uris::QueryUris::from_headers(request_headers, &fallback)
         .map(|u| u.base().to_string())
         .unwrap_or_else(|_| coordinator.local.http_uri.clone())
 }
@@ -176,11 +177,28 @@ pub async fn exists(
     find(&coordinator, &query_id).map(|_| StatusCode::OK)
 }
 
-pub async fn kill(
+/// `DELETE /v1/query/{id}`: cancels the query (`USER_CANCELED`).
+pub async fn cancel(
     State(coordinator): State<Arc<Coordinator>>,
     Path(query_id): Path<String>,
 ) -> Result<StatusCode, HttpError> {
     let query = find(&coordinator, &query_id)?;
     coordinator.manager.cancel(&query.id, ErrorCode::UserCanceled, "Query was canceled");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/query/{id}/killed` with the message as the body: fails the query with
+/// `ADMINISTRATIVELY_KILLED`. As Trino: 202 killed, 409 already ended, 410 unknown.
+pub async fn kill(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(query_id): Path<String>,
+    message: String,
+) -> StatusCode {
+    let Ok(id) = query_id.parse::<QueryId>() else { return StatusCode::GONE };
+    let message = message.trim();
+    match coordinator.manager.registry().kill(&id, (!message.is_empty()).then_some(message)) {
+        KillOutcome::Killed => StatusCode::ACCEPTED,
+        KillOutcome::NotRunning => StatusCode::CONFLICT,
+        KillOutcome::NotFound => StatusCode::GONE,
+    }
 }

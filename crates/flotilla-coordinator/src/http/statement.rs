@@ -19,7 +19,7 @@ use flotilla_protocol::ClientSession;
 use flotilla_sql::SessionChanges;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use super::uris::QueryUris;
+use flotilla_gateway::uris::QueryUris;
 use super::HttpError;
 use crate::query::{CachedResponse, Page, Query, QueryState, ResultCursor};
 use crate::Coordinator;
@@ -37,6 +37,8 @@ pub async fn submit(
     request_headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
+    // Before anything is registered: a 503 promises the gateway that this query does not
+    // exist here, so it may send it to another coordinator.
     if coordinator.shutting_down() {
         return Err(HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down"));
     }

@@ -15,6 +15,7 @@ pub(crate) fn announcement(node_id: &str, instance: &str, start: i64, role: Node
         roles: vec![role],
         http_uri: format!("http://{node_id}"),
         data_uri: None,
+        coordinator_id: None,
         version: "test".into(),
         environment: "test".into(),
         warehouse: "default".into(),

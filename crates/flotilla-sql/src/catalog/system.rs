@@ -42,9 +42,13 @@ pub struct QueryRow {
 }
 
 /// Where the runtime tables get their rows: the coordinator implements it.
+#[async_trait]
 pub trait RuntimeSource: std::fmt::Debug + Send + Sync {
     fn nodes(&self) -> Vec<NodeRow>;
     fn queries(&self) -> Vec<QueryRow>;
+    /// Kills a running query of any coordinator of the cluster
+    /// (`CALL system.runtime.kill_query`): it fails with `ADMINISTRATIVELY_KILLED`.
+    async fn kill_query(&self, query_id: &str, message: Option<&str>) -> std::result::Result<(), flotilla_proto::FlotillaError>;
 }
 
 type CatalogListing = Arc<Vec<(String, String, Arc<dyn CatalogProvider>)>>;

@@ -101,6 +101,13 @@ impl ProcessClusterBuilder {
         self
     }
 
+    /// Gateways in front of the coordinators, routing new queries by `policy`.
+    pub fn gateways(mut self, count: usize, policy: flotilla_gateway::RoutingPolicy) -> Self {
+        self.spec.gateways = count;
+        self.spec.routing_policy = policy;
+        self
+    }
+
     /// Node i is configured with resource manager i % N only.
     pub fn one_resource_manager_each(mut self) -> Self {
         self.spec.one_resource_manager_each = true;
@@ -134,7 +141,9 @@ impl ProcessCluster {
             resource_managers: 1,
             coordinators: 1,
             workers: 0,
-            coordinator_port: 0,
+            client_port: 0,
+            gateways: 0,
+            routing_policy: flotilla_gateway::RoutingPolicy::RoundRobin,
             bind: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
             etc_dir: None,
             log_dir: logs.path.clone(),
@@ -153,6 +162,10 @@ impl ProcessCluster {
 
     pub fn coordinator_url(&self) -> String {
         self.cluster.coordinators[0].url.clone()
+    }
+
+    pub fn gateway_url(&self) -> String {
+        self.cluster.gateways[0].url.clone()
     }
 }
 

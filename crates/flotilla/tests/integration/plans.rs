@@ -16,6 +16,7 @@ use futures::TryStreamExt;
 #[derive(Debug)]
 struct NoRuntime;
 
+#[async_trait::async_trait]
 impl RuntimeSource for NoRuntime {
     fn nodes(&self) -> Vec<NodeRow> {
         Vec::new()
@@ -23,6 +24,10 @@ impl RuntimeSource for NoRuntime {
 
     fn queries(&self) -> Vec<QueryRow> {
         Vec::new()
+    }
+
+    async fn kill_query(&self, query_id: &str, _message: Option<&str>) -> Result<(), flotilla_proto::FlotillaError> {
+        Err(flotilla_proto::FlotillaError::new(flotilla_proto::ErrorCode::NotFound, format!("no query {query_id} here")))
     }
 }
 

@@ -1,0 +1,310 @@
+//! Relaying one client request to one coordinator, and finding the coordinator that owns a
+//! query from its id.
+//!
+//! What is relayed is the request's method, path and query, headers and body; never its
+//! authority: the target is always a coordinator taken from the resource managers' view
+//! (no open proxy). The relayed request carries `X-Forwarded-Proto/Host/Port` naming the
+//! address the client used, so the `nextUri` the owner builds keeps the client on that
+//! address, and `X-Flotilla-Forwarded-By`, so a request is relayed at most once.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use flotilla_proto::cluster::NodeState;
+use flotilla_proto::{CoordinatorId, ErrorCode, FlotillaError, QueryId};
+use flotilla_protocol::{QueryError, QueryResults, StatementStats};
+use flotilla_resource_manager::{ClusterViewClient, ViewSnapshot};
+use futures::TryStreamExt;
+
+use crate::uris::QueryUris;
+
+/// Marks a relayed request (its value names the relaying node); a marked request is served
+/// where it lands, never relayed again.
+pub const FORWARDED_BY: &str = "x-flotilla-forwarded-by";
+
+/// Connecting to a coordinator: a live one on a healthy network answers well within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A whole relayed exchange: a statement poll waits at most 10 s for data (`maxWait`), and
+/// a page is a few megabytes at most.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A view younger than this is not fetched again to look for an unknown coordinator.
+const FRESH_VIEW: Duration = Duration::from_millis(250);
+
+/// Headers that belong to one connection, not to the request.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// A request read off the wire, ready to be sent to a coordinator (again, for a POST
+/// retried elsewhere).
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    pub method: Method,
+    /// Path and query string; never scheme or authority.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The base URI the client used (for documents built here, such as an error).
+    pub client_base: String,
+}
+
+impl Relayed {
+    /// Reads `request` (its body up to `body_limit` bytes). `fallback_host` is this server's
+    /// own address, for a request without a `Host`; `by` names this node.
+    pub async fn read(request: Request, body_limit: usize, fallback_host: &str, by: &str) -> Result<Self, Response> {
+        let (parts, body) = request.into_parts();
+        let uris = QueryUris::from_headers(&parts.headers, fallback_host)
+            .map_err(|message| (StatusCode::BAD_REQUEST, message).into_response())?;
+        let body = axum::body::to_bytes(body, body_limit).await.map_err(|_| {
+            (StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {body_limit} bytes")).into_response()
+        })?;
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let mut headers = parts.headers;
+        for name in HOP_BY_HOP {
+            headers.remove(*name);
+        }
+        // The client's address, unless a proxy in front of us already said what it was.
+        if !headers.contains_key("x-forwarded-host") {
+            let (scheme, host) = uris.base().split_once("://").unwrap_or(("http", uris.base()));
+            insert(&mut headers, "x-forwarded-host", host);
+            insert(&mut headers, "x-forwarded-proto", scheme);
+        }
+        insert(&mut headers, FORWARDED_BY, by);
+        Ok(Self { method: parts.method, path_and_query, headers, body, client_base: uris.base().to_string() })
+    }
+
+    /// A request built here (not read off the wire), such as a kill sent to the owner.
+    pub fn internal(method: Method, path_and_query: String, body: Bytes, by: &str) -> Self {
+        let mut headers = HeaderMap::new();
+        insert(&mut headers, FORWARDED_BY, by);
+        Self { method, path_and_query, headers, body, client_base: String::new() }
+    }
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    // Values come from validated hosts and node ids; one that is still not a valid header
+    // value is left out.
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Why a relayed request got no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardError {
+    /// The connection could not be made: nothing was sent, so trying another coordinator
+    /// is safe even for a new query.
+    Refused(String),
+    /// The request may have reached the coordinator.
+    Failed(String),
+}
+
+/// The HTTP client that relays requests (one per process: it pools connections).
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    client: reqwest::Client,
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The error and its causes, which is where reqwest says what actually went wrong.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Forwarder {
+    pub fn new() -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .tcp_nodelay(true)
+            .build()
+            .expect("a client with these settings builds");
+        Self { client }
+    }
+
+    /// Sends `request` to the coordinator at `base` (`http://host:port`) and streams its
+    /// response back.
+    pub async fn send(&self, base: &str, request: &Relayed) -> Result<Response, ForwardError> {
+        let url = format!("{}{}", base.trim_end_matches('/'), request.path_and_query);
+        let sent = self
+            .client
+            .request(request.method.clone(), url)
+            .headers(request.headers.clone())
+            .body(request.body.clone())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) if error.is_connect() => return Err(ForwardError::Refused(describe(&error))),
+            Err(error) => return Err(ForwardError::Failed(describe(&error))),
+        };
+        let mut relayed = Response::builder().status(response.status());
+        if let Some(headers) = relayed.headers_mut() {
+            for (name, value) in response.headers() {
+                if !HOP_BY_HOP.contains(&name.as_str()) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+        }
+        let body = Body::from_stream(response.bytes_stream().map_err(|e| std::io::Error::other(describe(&e))));
+        relayed.body(body).map_err(|e| ForwardError::Failed(e.to_string()))
+    }
+}
+
+/// The query a follow-up request is about: `/v1/statement/{queued|executing}/{id}/...` and
+/// `/v1/query/{id}[/...]`. `None` for anything else (or an id that is not one).
+pub fn follow_up_query(path: &str) -> Option<QueryId> {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let id = match (segments.next(), segments.next(), segments.next()) {
+        (Some("v1"), Some("statement"), Some("queued" | "executing")) => segments.next()?,
+        (Some("v1"), Some("query"), Some(id)) => id,
+        _ => return None,
+    };
+    id.parse().ok()
+}
+
+/// Where the coordinator `owner` serves, from the view; an error that says it is gone when
+/// the view has it dead or does not have it at all (looked up again in a fresh view first,
+/// for a coordinator younger than ours).
+pub async fn locate_owner(view: &ClusterViewClient, owner: &CoordinatorId) -> Result<String, String> {
+    if let Some(found) = view.snapshot().as_ref().and_then(|s| find_coordinator(s, owner)) {
+        return found;
+    }
+    if view.snapshot().is_none_or(|s| s.age() > FRESH_VIEW) {
+        let _ = view.refresh().await;
+        if let Some(found) = view.snapshot().as_ref().and_then(|s| find_coordinator(s, owner)) {
+            return found;
+        }
+    }
+    Err(format!("coordinator {owner} is gone (the cluster has no coordinator with that id)"))
+}
+
+fn find_coordinator(snapshot: &ViewSnapshot, owner: &CoordinatorId) -> Option<Result<String, String>> {
+    let node = snapshot.view.nodes.iter().find(|n| n.node.coordinator_id.as_deref() == Some(owner.as_str()))?;
+    Some(match node.state {
+        NodeState::Dead => Err(format!(
+            "coordinator {owner} is gone (node {} sent no heartbeat for {} ms)",
+            node.node.node_id, node.last_heartbeat_age_ms
+        )),
+        NodeState::Active | NodeState::ShuttingDown => Ok(node.node.http_uri.clone()),
+    })
+}
+
+/// Relays a follow-up of query `id` to its owner; when the owner is gone, answers with an
+/// error saying so (for a statement poll, a failed query, which every Trino client reports
+/// as such; otherwise a 404).
+pub async fn relay_to_owner(forwarder: &Forwarder, view: &ClusterViewClient, request: &Relayed, id: &QueryId) -> Response {
+    let owner = id.coordinator();
+    let base = match locate_owner(view, &owner).await {
+        Ok(base) => base,
+        Err(message) => return owner_gone(request, id, &message),
+    };
+    match forwarder.send(&base, request).await {
+        Ok(response) => response,
+        Err(ForwardError::Refused(error)) => {
+            owner_gone(request, id, &format!("coordinator {owner} is gone (connection refused at {base}: {error})"))
+        }
+        // Polls are idempotent: a status the client retries.
+        Err(ForwardError::Failed(error)) => (
+            StatusCode::BAD_GATEWAY,
+            format!("coordinator {owner} at {base} did not answer for query {id}: {error}"),
+        )
+            .into_response(),
+    }
+}
+
+/// The answer for a follow-up whose owner is gone.
+pub fn owner_gone(request: &Relayed, id: &QueryId, reason: &str) -> Response {
+    let message = format!("Query {id} is lost: {reason}");
+    let is_poll = request.method == Method::GET && request.path_and_query.starts_with("/v1/statement/");
+    if !is_poll {
+        return (StatusCode::NOT_FOUND, format!("Query not found: {message}")).into_response();
+    }
+    let error = FlotillaError::new(ErrorCode::RemoteHostGone, message);
+    let results = QueryResults {
+        id: id.to_string(),
+        info_uri: format!("{}/v1/query/{id}", request.client_base),
+        stats: StatementStats { state: "FAILED".into(), ..Default::default() },
+        error: Some(QueryError::from(&error)),
+        ..Default::default()
+    };
+    // Plain strings and numbers: serialising cannot fail.
+    let body = serde_json::to_vec(&results).expect("query results serialize");
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_ups_name_their_query() {
+        let id = "20261122_101010_00001_abcde";
+        for path in [
+            format!("/v1/statement/queued/{id}/slug/1"),
+            format!("/v1/statement/executing/{id}/slug/7"),
+            format!("/v1/query/{id}"),
+            format!("/v1/query/{id}/killed"),
+        ] {
+            assert_eq!(follow_up_query(&path).map(|q| q.to_string()).as_deref(), Some(id), "{path}");
+        }
+        for path in ["/v1/statement", "/v1/query", "/v1/info", "/v1/statement/other/x/y/1", "/v1/query/not-an-id"] {
+            assert!(follow_up_query(path).is_none(), "{path}");
+        }
+    }
+
+    fn request(method: Method, path: &str) -> Relayed {
+        Relayed {
+            method,
+            path_and_query: path.to_string(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            client_base: "http://lb:8080".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_query_fails_polls_with_a_trino_error_and_404s_the_rest() {
+        let id: QueryId = "20261122_101010_00001_abcde".parse().unwrap();
+        let poll = owner_gone(&request(Method::GET, "/v1/statement/executing/x/y/1"), &id, "coordinator abcde is gone");
+        assert_eq!(poll.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(poll.into_body(), 1 << 20).await.unwrap();
+        let results: QueryResults = serde_json::from_slice(&body).unwrap();
+        assert_eq!(results.stats.state, "FAILED");
+        assert_eq!(results.info_uri, format!("http://lb:8080/v1/query/{id}"));
+        let error = results.error.unwrap();
+        assert_eq!(error.error_name, "REMOTE_HOST_GONE");
+        assert!(error.message.contains("coordinator abcde is gone"), "{}", error.message);
+        let info = owner_gone(&request(Method::GET, &format!("/v1/query/{id}")), &id, "gone");
+        assert_eq!(info.status(), StatusCode::NOT_FOUND);
+        let cancel = owner_gone(&request(Method::DELETE, "/v1/statement/executing/x/y/1"), &id, "gone");
+        assert_eq!(cancel.status(), StatusCode::NOT_FOUND);
+    }
+}
