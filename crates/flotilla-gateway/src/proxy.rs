@@ -280,6 +280,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_refused_connection_is_told_apart_from_a_request_that_may_have_arrived() {
+        let forwarder = Forwarder::new();
+        let post = Relayed::internal(Method::POST, "/v1/statement".into(), Bytes::from("SELECT 1"), "test");
+        // Nothing listens: refused, so another coordinator may take the query.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = closed.local_addr().unwrap();
+        drop(closed);
+        let refused = forwarder.send(&format!("http://{address}"), &post).await.unwrap_err();
+        assert!(matches!(refused, ForwardError::Refused(_)), "{refused:?}");
+        // Accepted, read, then the connection dropped: the query may exist there.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 4096];
+            let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buffer).await;
+        });
+        let failed = forwarder.send(&format!("http://{address}"), &post).await.unwrap_err();
+        assert!(matches!(failed, ForwardError::Failed(_)), "{failed:?}");
+    }
+
     fn request(method: Method, path: &str) -> Relayed {
         Relayed {
             method,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cluster;
+mod coordinators;
 mod distributed;
 mod docs;
 mod harness;

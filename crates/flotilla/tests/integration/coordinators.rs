@@ -1,0 +1,292 @@
+//! Many coordinators, one cluster: follow-ups reach the owner through any coordinator,
+//! kills work from anywhere, a dead owner gives a clear error, the gateway routes by user,
+//! and a draining coordinator finishes its queries while the others take the new ones.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use flotilla_gateway::RoutingPolicy;
+use serde_json::Value;
+
+use crate::harness::ProcessCluster;
+use crate::{collect, Http};
+
+/// A query that runs for many seconds (60M generated rows), for cancel and kill tests.
+const LONG_QUERY: &str = "SELECT count(*) FROM tpch.sf10.lineitem";
+
+/// node id -> coordinator id, from the cluster view.
+async fn coordinator_ids(http: &Http, expected: usize) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes: Vec<Value> =
+            http.client.get(format!("{}/v1/node", http.base)).send().await.unwrap().json().await.unwrap();
+        let ids: BTreeMap<String, String> = nodes
+            .iter()
+            .filter_map(|n| Some((n["nodeId"].as_str()?.to_string(), n["coordinatorId"].as_str()?.to_string())))
+            .collect();
+        if ids.len() == expected {
+            return ids;
+        }
+        assert!(Instant::now() < deadline, "expected {expected} coordinators in the view, saw {ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the gateway itself routes to `expected` coordinators (its own view).
+async fn wait_gateway_sees(gateway: &Http, expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: Value =
+            gateway.client.get(format!("{}/v1/gateway", gateway.base)).send().await.unwrap().json().await.unwrap();
+        let seen = status["coordinators"].as_array().map_or(0, Vec::len);
+        if seen == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the gateway routes to {seen} coordinators, expected {expected}: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Submits on `http` and returns the first response.
+async fn submit(http: &Http, sql: &str) -> Value {
+    http.post(sql).send().await.unwrap().json().await.unwrap()
+}
+
+/// Polls `next` through `via` (its host replaced by `via`'s) to the end; every nextUri must
+/// keep naming `via`.
+async fn poll_through(via: &Http, first: &Value, owner_base: &str) -> Vec<Value> {
+    let mut responses = vec![first.clone()];
+    while let Some(next) = responses.last().unwrap()["nextUri"].as_str().map(str::to_string) {
+        let next = next.replacen(owner_base, &via.base, 1);
+        assert!(next.starts_with(&via.base), "nextUri {next} names the address the client used ({})", via.base);
+        let response = via.client.get(&next).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET {next}");
+        responses.push(response.json().await.unwrap());
+        assert!(responses.len() < 10_000, "query never ended");
+    }
+    responses
+}
+
+/// Waits until a query is running (so a cancel or kill hits a running query).
+async fn wait_running(http: &Http, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info: Value =
+            http.client.get(format!("{}/v1/query/{id}", http.base)).send().await.unwrap().json().await.unwrap();
+        if info["state"] == "RUNNING" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} never ran: {}", info["state"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Where nothing may ever connect: the address a forged request names.
+struct Outside(std::net::TcpListener);
+
+impl Outside {
+    fn new() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Self(listener)
+    }
+
+    fn address(&self) -> String {
+        self.0.local_addr().unwrap().to_string()
+    }
+
+    fn assert_untouched(&self) {
+        match self.0.accept() {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a forged request made a coordinator connect to the outside address: {other:?}"),
+        }
+    }
+}
+
+/// One raw HTTP/1.1 request (for request lines reqwest will not send), with its response.
+fn raw_request(address: &str, request: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address.trim_start_matches("http://")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_coordinator_serves_follow_ups_lists_cancels_and_kills_every_query() {
+    let mut cluster = ProcessCluster::builder().resource_managers(1).coordinators(3).start();
+    let [a, b, c] = [0, 1, 2].map(|i| Http::new(&cluster.cluster.coordinators[i].url));
+    let ids = coordinator_ids(&a, 3).await;
+    let a_id = ids["coordinator-1"].clone();
+
+    // Submitted on A, polled entirely through B: the rows arrive, and every nextUri names B.
+    let first = submit(&a, "SELECT count(*) FROM tpch.tiny.lineitem").await;
+    let id = first["id"].as_str().unwrap().to_string();
+    assert!(id.ends_with(&a_id), "{id} is owned by A ({a_id})");
+    let responses = poll_through(&b, &first, &a.base).await;
+    assert!(responses.last().unwrap().get("error").is_none(), "{}", responses.last().unwrap());
+    assert_eq!(collect(&responses).1, vec![vec![Value::from(60175)]]);
+
+    // C lists it (from the view) and shows its details (from A, relayed).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed: Vec<Value> = c.client.get(format!("{}/v1/query", c.base)).send().await.unwrap().json().await.unwrap();
+        if listed.iter().any(|q| q["queryId"] == id.as_str() && q["state"] == "FINISHED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "C never listed {id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info: Value = c.client.get(format!("{}/v1/query/{id}", c.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["state"], "FINISHED");
+    assert_eq!(info["self"], format!("{}/v1/query/{id}", c.base), "{info}");
+
+    // Cancel through C (DELETE /v1/query/{id}) of a query running on A.
+    let first = submit(&a, LONG_QUERY).await;
+    let long_id = first["id"].as_str().unwrap().to_string();
+    wait_running(&b, &long_id).await;
+    let deleted = c.client.delete(format!("{}/v1/query/{long_id}", c.base)).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    let responses = poll_through(&b, &first, &a.base).await;
+    assert_eq!(responses.last().unwrap()["error"]["errorName"], "USER_CANCELED");
+
+    // Kill through C with the procedure.
+    let first = submit(&a, LONG_QUERY).await;
+    let long_id = first["id"].as_str().unwrap().to_string();
+    wait_running(&c, &long_id).await;
+    let kill = format!("CALL system.runtime.kill_query(query_id => '{long_id}', message => 'make room')");
+    let (_, rows) = c.rows(&kill).await;
+    assert_eq!(rows, vec![vec![Value::Bool(true)]]);
+    let responses = poll_through(&a, &first, &a.base).await;
+    let error = &responses.last().unwrap()["error"];
+    assert_eq!(error["errorName"], "ADMINISTRATIVELY_KILLED", "{error}");
+    assert_eq!(error["message"], "Query killed. Message: make room");
+    assert_eq!(c.error(&kill).await["errorName"], "NOT_SUPPORTED", "a finished query cannot be killed");
+    let unknown = format!("20260101_000000_00000_{a_id}");
+    let error = b.error(&format!("CALL system.runtime.kill_query('{unknown}')")).await;
+    assert_eq!(error["errorName"], "NOT_FOUND", "{error}");
+
+    // Forged follow-ups never make a coordinator connect anywhere but a coordinator.
+    let outside = Outside::new();
+    let response = raw_request(
+        &b.base,
+        &format!(
+            "GET http://{o}/v1/query/{id} HTTP/1.1\r\nHost: {o}\r\nConnection: close\r\n\r\n",
+            o = outside.address()
+        ),
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(&format!("\"queryId\":\"{id}\"")), "served by the owner: {response}");
+    let stranger = "20260101_000000_00000_zzzzz";
+    let forged = b
+        .client
+        .get(format!("{}/v1/statement/executing/{stranger}/slug/1", b.base))
+        .header("X-Forwarded-Host", outside.address())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 200);
+    let forged: Value = forged.json().await.unwrap();
+    assert_eq!(forged["error"]["errorName"], "REMOTE_HOST_GONE", "{forged}");
+    assert!(forged["error"]["message"].as_str().unwrap().contains("coordinator zzzzz is gone"), "{forged}");
+    outside.assert_untouched();
+
+    // The owner dies mid-query: polls through another coordinator get a clear error fast.
+    let first = submit(&a, LONG_QUERY).await;
+    let doomed = first["id"].as_str().unwrap().to_string();
+    wait_running(&a, &doomed).await;
+    cluster.cluster.coordinators[0].kill();
+    let started = Instant::now();
+    let responses = poll_through(&b, &first, &a.base).await;
+    let error = &responses.last().unwrap()["error"];
+    assert_eq!(error["errorName"], "REMOTE_HOST_GONE", "{error}");
+    assert!(error["message"].as_str().unwrap().contains(&format!("coordinator {a_id} is gone")), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10), "no hang: {:?}", started.elapsed());
+}
+
+/// The coordinator (by id suffix) each user's query lands on through the gateway.
+async fn landing(gateway: &Http, users: &[String]) -> Vec<String> {
+    let mut landed = Vec::new();
+    for user in users {
+        let request = gateway
+            .client
+            .post(format!("{}/v1/statement", gateway.base))
+            .header("X-Trino-User", user.as_str())
+            .body("SELECT 1");
+        let responses = gateway.run_with(request).await;
+        let last = responses.last().unwrap();
+        assert!(last.get("error").is_none(), "{user}: {last}");
+        landed.push(last["id"].as_str().unwrap().rsplit('_').next().unwrap().to_string());
+    }
+    landed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_hash_keeps_each_user_on_one_coordinator_and_moves_only_a_removed_coordinators_users() {
+    let mut cluster =
+        ProcessCluster::builder().resource_managers(1).coordinators(3).gateways(1, RoutingPolicy::UserHash).start();
+    let gateway = Http::new(&cluster.gateway_url());
+    let ids = coordinator_ids(&gateway, 3).await;
+    wait_gateway_sees(&gateway, 3).await;
+    let users: Vec<String> = (0..30).map(|i| format!("user{i}")).collect();
+    let before = landing(&gateway, &users).await;
+    assert_eq!(landing(&gateway, &users).await, before, "every user's queries stay on one coordinator");
+    let used: std::collections::BTreeSet<&String> = before.iter().collect();
+    assert_eq!(used.len(), 3, "30 users spread over the 3 coordinators: {before:?}");
+
+    // Drain coordinator-2 and wait for it to exit and leave the gateway's view.
+    let removed = ids["coordinator-2"].clone();
+    let drained = gateway.client.put(format!("{}/v1/info/state", cluster.cluster.coordinators[1].url));
+    assert_eq!(drained.json(&"SHUTTING_DOWN").send().await.unwrap().status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.cluster.coordinators[1].is_running() {
+        assert!(Instant::now() < deadline, "the drained coordinator never exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = landing(&gateway, &users).await;
+    for ((user, was), now) in users.iter().zip(&before).zip(&after) {
+        assert_ne!(now, &removed, "{user} is not sent to the removed coordinator");
+        if was != &removed {
+            assert_eq!(now, was, "{user} was not on the removed coordinator and stays where it was");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_coordinator_finishes_its_queries_while_the_gateway_sends_new_ones_elsewhere() {
+    let mut cluster =
+        ProcessCluster::builder().resource_managers(1).coordinators(2).gateways(1, RoutingPolicy::RoundRobin).start();
+    let gateway = Http::new(&cluster.gateway_url());
+    let ids = coordinator_ids(&gateway, 2).await;
+    wait_gateway_sees(&gateway, 2).await;
+    let draining = Http::new(&cluster.cluster.coordinators[0].url);
+    let first = submit(&draining, "SELECT count(*) FROM tpch.sf1.lineitem").await;
+    let id = first["id"].as_str().unwrap().to_string();
+    wait_running(&draining, &id).await;
+
+    let put = draining.client.put(format!("{}/v1/info/state", draining.base)).json(&"SHUTTING_DOWN");
+    assert_eq!(put.send().await.unwrap().status(), 200);
+    let state: Value =
+        draining.client.get(format!("{}/v1/info/state", draining.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(state, "SHUTTING_DOWN");
+    let refused = draining.post("SELECT 1").send().await.unwrap();
+    assert_eq!(refused.status(), 503, "a draining coordinator takes no new query");
+    // Through the gateway every new query lands on the other coordinator at once.
+    for _ in 0..6 {
+        let responses = gateway.run("SELECT 1").await;
+        let last = responses.last().unwrap();
+        assert!(last.get("error").is_none(), "{last}");
+        assert!(last["id"].as_str().unwrap().ends_with(&ids["coordinator-2"]), "{}", last["id"]);
+    }
+    // The running query finishes, with every row, and then the process exits.
+    let responses = poll_through(&draining, &first, &draining.base).await;
+    assert!(responses.last().unwrap().get("error").is_none(), "{}", responses.last().unwrap());
+    assert_eq!(collect(&responses).1, vec![vec![Value::from(6001215)]]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.cluster.coordinators[0].is_running() {
+        assert!(Instant::now() < deadline, "the drained coordinator never exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
