@@ -1,6 +1,7 @@
 """Starts real Flotilla servers (the `flotilla` binary) on loopback for the tests: a
-single coordinator (`server`), and a cluster of one resource manager, one coordinator and
-three workers started by `flotilla up` (`cluster_server`).
+single coordinator (`server`), and clusters started by `flotilla up`: one resource manager,
+two coordinators behind a gateway and three workers (`cluster_server`), and the failover
+test's own (`start_cluster`).
 
 The binary comes from $FLOTILLA_BIN (set by scripts/test). Servers listen on free ports
 picked by the OS and are stopped when the session ends, whatever the outcome.
@@ -23,11 +24,13 @@ def _start(command):
         stdout=subprocess.DEVNULL,
         text=True,
     )
-    found = {}
+    found = {"lines": []}
     ready = threading.Event()
 
     def read():
         for line in process.stderr:
+            if not ready.is_set():
+                found["lines"].append(line)
             match = re.search(r"serving Trino clients at (http://\S+)", line)
             if match and not ready.is_set():
                 found["url"] = match.group(1)
@@ -38,7 +41,7 @@ def _start(command):
     if not ready.wait(60) or "url" not in found:
         process.kill()
         raise RuntimeError(f"{command[1]} did not start")
-    return process, found["url"]
+    return process, found["url"], found["lines"]
 
 
 def _stop(process):
@@ -61,7 +64,7 @@ def etc_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server(etc_dir):
-    process, url = _start([BIN, "coordinator", "--etc-dir", str(etc_dir), "--port", "0", "--bind", "127.0.0.1"])
+    process, url, _ = _start([BIN, "coordinator", "--etc-dir", str(etc_dir), "--port", "0", "--bind", "127.0.0.1"])
     try:
         yield url
     finally:
@@ -72,10 +75,33 @@ def server(etc_dir):
 def cluster_server(etc_dir, tmp_path_factory):
     data = tmp_path_factory.mktemp("cluster")
     command = [BIN, "up", "--etc-dir", str(etc_dir), "--port", "0", "--resource-managers", "1", "--workers", "3"]
-    process, url = _start(command + ["--data-dir", str(data)])
+    process, url, _ = _start(command + ["--data-dir", str(data)])
     try:
         yield url
     finally:
+        _stop(process)
+
+
+@pytest.fixture()
+def start_cluster(etc_dir, tmp_path_factory):
+    """Starts `flotilla up` with extra arguments; returns (client URL, {node id: (url, pid)})
+    from its listing. Everything it started is stopped when the test ends."""
+    started = []
+
+    def start(*arguments):
+        data = tmp_path_factory.mktemp("cluster")
+        command = [BIN, "up", "--etc-dir", str(etc_dir), "--port", "0", "--data-dir", str(data), *arguments]
+        process, url, lines = _start(command)
+        started.append(process)
+        nodes = {}
+        for line in lines:
+            match = re.match(r"\s+[a-z ]+?\s+(\S+)\s+(http://\S+)\s+pid (\d+)", line)
+            if match:
+                nodes[match.group(1)] = (match.group(2), int(match.group(3)))
+        return url, nodes
+
+    yield start
+    for process in started:
         _stop(process)
 
 

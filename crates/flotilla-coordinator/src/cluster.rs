@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use flotilla_gateway::proxy::locate_owner;
+use flotilla_gateway::{Forwarder, Relayed};
 use flotilla_proto::cluster::{
     truncate_query_text, CoordinatorReport, NodeRole, QueryIdentity, QueryProgress, QuerySummary, QueryUpdate,
     ResourceGroupUsage,
 };
-use flotilla_gateway::proxy::locate_owner;
-use flotilla_gateway::{Forwarder, Relayed};
 use flotilla_proto::{ErrorCode, FlotillaError, QueryId};
 use flotilla_resource_manager::{ClusterViewClient, HeartbeatSource, LocalNode};
 use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource};

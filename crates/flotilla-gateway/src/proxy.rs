@@ -105,11 +105,25 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
 /// Why a relayed request got no response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardError {
-    /// The connection could not be made: nothing was sent, so trying another coordinator
-    /// is safe even for a new query.
+    /// The coordinator is not there: the connection was refused, or it broke and a fresh
+    /// connection is refused too (the process is dead, so whatever it had read of the
+    /// request died with it). Trying another coordinator is safe even for a new query.
     Refused(String),
-    /// The request may have reached the coordinator.
+    /// The request may have reached a coordinator that is still alive.
     Failed(String),
+}
+
+/// How long the liveness probe after a broken exchange waits for a connection.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Whether nothing accepts connections at `base` any more (the connection is refused).
+/// A probe that times out or succeeds says the coordinator may be alive.
+async fn refuses_connections(base: &str) -> bool {
+    let address = base.split_once("://").map_or(base, |(_, rest)| rest).trim_end_matches('/');
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
+        Ok(Err(error)) => error.kind() == std::io::ErrorKind::ConnectionRefused,
+        Ok(Ok(_)) | Err(_) => false,
+    }
 }
 
 /// The HTTP client that relays requests (one per process: it pools connections).
@@ -163,6 +177,11 @@ impl Forwarder {
         let response = match sent {
             Ok(response) => response,
             Err(error) if error.is_connect() => return Err(ForwardError::Refused(describe(&error))),
+            // A pooled connection to a process that just died breaks mid-request; a fresh
+            // connection tells a dead process from a live one.
+            Err(error) if refuses_connections(base).await => {
+                return Err(ForwardError::Refused(format!("{}; connections are now refused", describe(&error))))
+            }
             Err(error) => return Err(ForwardError::Failed(describe(&error))),
         };
         let mut relayed = Response::builder().status(response.status());
@@ -220,7 +239,12 @@ fn find_coordinator(snapshot: &ViewSnapshot, owner: &CoordinatorId) -> Option<Re
 /// Relays a follow-up of query `id` to its owner; when the owner is gone, answers with an
 /// error saying so (for a statement poll, a failed query, which every Trino client reports
 /// as such; otherwise a 404).
-pub async fn relay_to_owner(forwarder: &Forwarder, view: &ClusterViewClient, request: &Relayed, id: &QueryId) -> Response {
+pub async fn relay_to_owner(
+    forwarder: &Forwarder,
+    view: &ClusterViewClient,
+    request: &Relayed,
+    id: &QueryId,
+) -> Response {
     let owner = id.coordinator();
     let base = match locate_owner(view, &owner).await {
         Ok(base) => base,
@@ -232,11 +256,10 @@ pub async fn relay_to_owner(forwarder: &Forwarder, view: &ClusterViewClient, req
             owner_gone(request, id, &format!("coordinator {owner} is gone (connection refused at {base}: {error})"))
         }
         // Polls are idempotent: a status the client retries.
-        Err(ForwardError::Failed(error)) => (
-            StatusCode::BAD_GATEWAY,
-            format!("coordinator {owner} at {base} did not answer for query {id}: {error}"),
-        )
-            .into_response(),
+        Err(ForwardError::Failed(error)) => {
+            (StatusCode::BAD_GATEWAY, format!("coordinator {owner} at {base} did not answer for query {id}: {error}"))
+                .into_response()
+        }
     }
 }
 
@@ -290,16 +313,32 @@ mod tests {
         drop(closed);
         let refused = forwarder.send(&format!("http://{address}"), &post).await.unwrap_err();
         assert!(matches!(refused, ForwardError::Refused(_)), "{refused:?}");
-        // Accepted, read, then the connection dropped: the query may exist there.
+        // Accepted, read, then the connection dropped by a server that still listens: the
+        // query may exist there.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buffer = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buffer).await;
+            }
+        });
+        let failed = forwarder.send(&format!("http://{address}"), &post).await.unwrap_err();
+        assert!(matches!(failed, ForwardError::Failed(_)), "{failed:?}");
+        server.abort();
+        // The same, but the process is gone afterwards (nothing listens): whatever it read
+        // died with it.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
+            drop(listener);
             let mut buffer = [0u8; 4096];
             let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buffer).await;
         });
-        let failed = forwarder.send(&format!("http://{address}"), &post).await.unwrap_err();
-        assert!(matches!(failed, ForwardError::Failed(_)), "{failed:?}");
+        let dead = forwarder.send(&format!("http://{address}"), &post).await.unwrap_err();
+        assert!(matches!(dead, ForwardError::Refused(_)), "{dead:?}");
     }
 
     fn request(method: Method, path: &str) -> Relayed {

@@ -49,7 +49,8 @@ impl GatewayConfig {
     pub fn apply(&mut self, file: &str, key: &str, value: &str) -> Result<bool, ConfigError> {
         match key {
             "gateway.routing-policy" => {
-                self.policy = value.parse().map_err(|message: String| ConfigError::invalid(file, key, value, message))?
+                self.policy =
+                    value.parse().map_err(|message: String| ConfigError::invalid(file, key, value, message))?
             }
             _ => return Ok(false),
         }
@@ -98,8 +99,7 @@ pub async fn start(config: GatewayConfig, address: SocketAddr) -> std::io::Resul
         return Err(invalid("the gateway needs discovery.uri (the resource managers to read the cluster from)".into()));
     }
     let secret = require_secret(&config.node)?;
-    let name =
-        config.node.node_id.clone().unwrap_or_else(|| format!("gateway-{}", flotilla_proto::random_hex(6)));
+    let name = config.node.node_id.clone().unwrap_or_else(|| format!("gateway-{}", flotilla_proto::random_hex(6)));
     let auth = Arc::new(InternalAuth::new(secret, &name).map_err(invalid)?);
     let listener = TcpListener::bind(address).await?;
     let local_address = listener.local_addr()?;

@@ -90,7 +90,8 @@ pub async fn start_resource_manager(
     let listener = TcpListener::bind(address).await?;
     let local_address = listener.local_addr()?;
     let url = format!("http://{local_address}");
-    let local = LocalNode::new(&node_config, vec![NodeRole::ResourceManager], url.clone(), None, None, "resource-manager");
+    let local =
+        LocalNode::new(&node_config, vec![NodeRole::ResourceManager], url.clone(), None, None, "resource-manager");
     let auth = Arc::new(InternalAuth::new(secret, &local.node_id).map_err(invalid)?);
     let manager = ResourceManager::for_node(&local, config, auth.clone());
     let status_node = local.clone();

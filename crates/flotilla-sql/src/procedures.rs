@@ -22,7 +22,8 @@ fn argument_error(message: String) -> FlotillaError {
 /// statement leaves out.
 fn qualified_name(session: &SqlSession, procedure: &Function) -> Result<String, FlotillaError> {
     let parts: Vec<String> = procedure.name.0.iter().map(|p| p.to_string().trim_matches('"').to_lowercase()).collect();
-    let missing = || FlotillaError::new(ErrorCode::ProcedureNotFound, format!("Procedure not registered: {}", procedure.name));
+    let missing =
+        || FlotillaError::new(ErrorCode::ProcedureNotFound, format!("Procedure not registered: {}", procedure.name));
     let qualified = match parts.as_slice() {
         [catalog, schema, name] => format!("{catalog}.{schema}.{name}"),
         [schema, name] => format!("{}.{schema}.{name}", session.catalog.as_deref().ok_or_else(missing)?),
@@ -59,7 +60,10 @@ fn bind(procedure: &Function, parameters: &[&str]) -> Result<Vec<Option<String>>
             }
             FunctionArg::Unnamed(arg) if !seen_named => {
                 if position >= parameters.len() {
-                    return Err(argument_error(format!("Too many arguments for procedure (at most {})", parameters.len())));
+                    return Err(argument_error(format!(
+                        "Too many arguments for procedure (at most {})",
+                        parameters.len()
+                    )));
                 }
                 (position, arg)
             }
@@ -88,7 +92,10 @@ pub(crate) async fn call(
     match name.as_str() {
         "system.runtime.kill_query" => {
             let mut values = bind(procedure, KILL_QUERY_PARAMETERS)?.into_iter();
-            let query_id = values.next().flatten().ok_or_else(|| argument_error("Required procedure argument 'query_id' is missing".into()))?;
+            let query_id = values
+                .next()
+                .flatten()
+                .ok_or_else(|| argument_error("Required procedure argument 'query_id' is missing".into()))?;
             let message = values.next().flatten();
             runtime.kill_query(&query_id, message.as_deref()).await
         }

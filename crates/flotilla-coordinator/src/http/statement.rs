@@ -19,10 +19,10 @@ use flotilla_protocol::ClientSession;
 use flotilla_sql::SessionChanges;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use flotilla_gateway::uris::QueryUris;
 use super::HttpError;
 use crate::query::{CachedResponse, Page, Query, QueryState, ResultCursor};
 use crate::Coordinator;
+use flotilla_gateway::uris::QueryUris;
 
 const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 const LONGEST_MAX_WAIT: Duration = Duration::from_secs(10);

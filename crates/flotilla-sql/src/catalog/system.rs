@@ -48,7 +48,11 @@ pub trait RuntimeSource: std::fmt::Debug + Send + Sync {
     fn queries(&self) -> Vec<QueryRow>;
     /// Kills a running query of any coordinator of the cluster
     /// (`CALL system.runtime.kill_query`): it fails with `ADMINISTRATIVELY_KILLED`.
-    async fn kill_query(&self, query_id: &str, message: Option<&str>) -> std::result::Result<(), flotilla_proto::FlotillaError>;
+    async fn kill_query(
+        &self,
+        query_id: &str,
+        message: Option<&str>,
+    ) -> std::result::Result<(), flotilla_proto::FlotillaError>;
 }
 
 type CatalogListing = Arc<Vec<(String, String, Arc<dyn CatalogProvider>)>>;

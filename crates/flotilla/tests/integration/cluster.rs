@@ -222,7 +222,7 @@ async fn up_starts_a_cluster_and_sigterm_stops_every_process() {
         }
     });
     let mut node_urls = Vec::new();
-    let coordinator = loop {
+    let gateway = loop {
         let line = lines.recv_timeout(Duration::from_secs(90)).expect("flotilla up reports its endpoints");
         if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
             if line.contains("serving Trino clients") {
@@ -231,10 +231,12 @@ async fn up_starts_a_cluster_and_sigterm_stops_every_process() {
             node_urls.push(url.to_string());
         }
     };
-    assert_eq!(node_urls.len(), 5, "2 resource managers, 1 coordinator, 2 workers: {node_urls:?}");
-    let http = Http::new(&coordinator);
+    assert_eq!(node_urls.len(), 7, "2 resource managers, 2 coordinators, 2 workers, a gateway: {node_urls:?}");
+    assert_eq!(&gateway, node_urls.last().unwrap(), "clients are sent to the gateway");
+    let http = Http::new(&gateway);
+    // The gateway is not a member of the cluster: 6 nodes.
     let (_, rows) = http.rows("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'").await;
-    assert_eq!(rows[0][0], 5);
+    assert_eq!(rows[0][0], 6);
 
     let status = std::process::Command::new("kill").args(["-TERM", &up.id().to_string()]).status().unwrap();
     assert!(status.success());

@@ -132,7 +132,8 @@ async fn any_coordinator_serves_follow_ups_lists_cancels_and_kills_every_query()
     // C lists it (from the view) and shows its details (from A, relayed).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let listed: Vec<Value> = c.client.get(format!("{}/v1/query", c.base)).send().await.unwrap().json().await.unwrap();
+        let listed: Vec<Value> =
+            c.client.get(format!("{}/v1/query", c.base)).send().await.unwrap().json().await.unwrap();
         if listed.iter().any(|q| q["queryId"] == id.as_str() && q["state"] == "FINISHED") {
             break;
         }

@@ -27,7 +27,10 @@ impl RuntimeSource for NoRuntime {
     }
 
     async fn kill_query(&self, query_id: &str, _message: Option<&str>) -> Result<(), flotilla_proto::FlotillaError> {
-        Err(flotilla_proto::FlotillaError::new(flotilla_proto::ErrorCode::NotFound, format!("no query {query_id} here")))
+        Err(flotilla_proto::FlotillaError::new(
+            flotilla_proto::ErrorCode::NotFound,
+            format!("no query {query_id} here"),
+        ))
     }
 }
 

@@ -99,19 +99,30 @@ async fn unknown_queries_bad_slugs_and_bad_tokens_are_404() {
     let cluster = TestCluster::start_default().await;
     let http = Http::new(&cluster.url());
     let base = cluster.url();
+    let first: Value = http.post("SELECT 1").send().await.unwrap().json().await.unwrap();
+    let next = first["nextUri"].as_str().unwrap();
+    let id = first["id"].as_str().unwrap();
+    // This coordinator's own id: an unknown query of its own is simply not found.
+    let own = id.rsplit('_').next().unwrap();
     for path in [
-        "/v1/statement/executing/20260101_000000_00000_abcde/yslug/1",
-        "/v1/statement/queued/not-an-id/yslug/1",
-        "/v1/statement/other/20260101_000000_00000_abcde/yslug/1",
-        "/v1/query/20260101_000000_00000_abcde",
-        "/v1/query/../../etc/passwd",
+        format!("/v1/statement/executing/20260101_000000_00000_{own}/yslug/1"),
+        "/v1/statement/queued/not-an-id/yslug/1".to_string(),
+        format!("/v1/statement/other/20260101_000000_00000_{own}/yslug/1"),
+        format!("/v1/query/20260101_000000_00000_{own}"),
+        "/v1/query/../../etc/passwd".to_string(),
     ] {
         let status = http.client.get(format!("{base}{path}")).send().await.unwrap().status();
         assert_eq!(status, 404, "{path}");
     }
-    let first: Value = http.post("SELECT 1").send().await.unwrap().json().await.unwrap();
-    let next = first["nextUri"].as_str().unwrap();
-    let id = first["id"].as_str().unwrap();
+    // A query of a coordinator the cluster does not have: the poll fails the query with a
+    // Trino error that says so; the query API answers 404.
+    let stranger = if own == "zzzzz" { "yyyyy" } else { "zzzzz" };
+    let poll = format!("{base}/v1/statement/executing/20260101_000000_00000_{stranger}/yslug/1");
+    let lost: Value = http.client.get(&poll).send().await.unwrap().json().await.unwrap();
+    assert_eq!(lost["error"]["errorName"], "REMOTE_HOST_GONE", "{lost}");
+    assert!(lost["error"]["message"].as_str().unwrap().contains(&format!("coordinator {stranger} is gone")));
+    let info = http.client.get(format!("{base}/v1/query/20260101_000000_00000_{stranger}")).send().await.unwrap();
+    assert_eq!(info.status(), 404);
     let bad_slug = next.replace(&format!("/{id}/y"), &format!("/{id}/z"));
     assert_eq!(http.client.get(&bad_slug).send().await.unwrap().status(), 404);
     let bad_token = format!("{}/x", next.rsplit_once('/').unwrap().0);
