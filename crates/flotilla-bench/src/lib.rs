@@ -56,6 +56,16 @@ pub fn write_section(path: &Path, name: &str, content: &str) -> Result<(), Strin
     std::fs::write(path, updated).map_err(|e| format!("failed to write {}: {e}", path.display()))
 }
 
+/// The `flotilla` binary built next to the running benchmark binary.
+pub fn flotilla_binary() -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let binary = exe.with_file_name("flotilla");
+    if !binary.exists() {
+        return Err(format!("{} not found: cargo build --release -p flotilla -p flotilla-bench", binary.display()));
+    }
+    Ok(binary)
+}
+
 /// utime + stime of a process, in seconds (Linux, from /proc).
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flotilla::local_cluster::{LocalCluster, LocalClusterSpec};
-use flotilla_bench::{cpu_seconds, datafusion_tpch, millis, read_queries};
+use flotilla_bench::{cpu_seconds, datafusion_tpch, flotilla_binary, millis, read_queries};
 use flotilla_cli::Client;
 use flotilla_sql::catalog::tpch::scale_factor_of;
 use serde_json::Value;
@@ -47,16 +47,6 @@ struct Args {
     /// Markdown file to write the results into (its `tpch-cluster` section).
     #[arg(long)]
     output: Option<PathBuf>,
-}
-
-/// The `flotilla` binary built next to this one.
-fn flotilla_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let binary = exe.with_file_name("flotilla");
-    if !binary.exists() {
-        return Err(format!("{} not found: cargo build --release -p flotilla", binary.display()));
-    }
-    Ok(binary)
 }
 
 /// DuckDB's best times per query, or why there are none.
