@@ -12,6 +12,7 @@
 //!                                                               └──▶ HTTP status (REST)
 //! ```
 
+pub mod admission;
 pub mod cluster;
 pub mod config;
 mod data_size;

@@ -31,13 +31,17 @@
 //!   the RM acknowledged; an RM that missed a delta (or restarted) answers "full report
 //!   please" instead of guessing.
 //! - **Never in the query path.** Coordinators read a cached view and keep the last good
-//!   one, with its age, when no RM answers; nothing here blocks admission.
+//!   one, with its age, when no RM answers. The one exception is deliberate: resource
+//!   group limits hold for the whole cluster, so coordinators admit within leases of slots
+//!   granted by one resource manager, the admission leader ([`admission`]); between
+//!   renewals they admit locally, and without a lease they queue rather than over-admit.
 //!
 //! Entry points: [`ResourceManager`] (the role: [`ResourceManager::router`] for its HTTP
 //! API, [`ResourceManager::spawn_background`] for peer sync and sweeping), [`Heartbeater`]
 //! (run by every node), [`ClusterViewClient`] (run by coordinators). All internal calls are
 //! signed with the shared secret ([`flotilla_proto::InternalAuth`]).
 
+pub mod admission;
 mod agent;
 mod config;
 mod http_client;
@@ -54,6 +58,6 @@ pub use http_client::InternalClient;
 pub use node::{info_routes, LocalNode};
 pub use peer::{HttpPeerTransport, PeerTransport};
 pub use role::{heartbeater, require_secret, serve_http, start_resource_manager, RunningNode};
-pub use server::{ResourceManager, INTERNAL_CALL_TIMEOUT};
+pub use server::{LeaseRefusal, ResourceManager, INTERNAL_CALL_TIMEOUT};
 pub use state::{ClusterState, StateConfig};
 pub use view_client::{ClusterViewClient, ViewSnapshot};

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use flotilla_proto::admission::{GroupState, LeaseGrant, LeaseRequest, LEASE_PATH};
 use flotilla_proto::cluster::{
     ClusterView, Heartbeat, HeartbeatAck, PeerSync, PeerSyncAck, CLUSTER_VIEW_PATH, HEARTBEAT_PATH, PEER_SYNC_PATH,
 };
@@ -19,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{LeaseAuthority, LeaseError};
 use crate::config::ResourceManagerConfig;
 use crate::http_client::InternalClient;
 use crate::node::LocalNode;
@@ -41,6 +43,8 @@ pub struct ResourceManager {
     /// The last serialized view: every coordinator fetches the view about once a second,
     /// so with many coordinators one serialization serves several of them.
     serialized_view: Mutex<Option<(Instant, bytes::Bytes)>>,
+    /// Resource group leases, when this resource manager is the admission leader.
+    admission: Mutex<LeaseAuthority>,
 }
 
 /// How long a serialized view is served again before it is rebuilt.
@@ -67,6 +71,7 @@ impl ResourceManager {
             transport,
             resource_managers: RwLock::new(Arc::new(Vec::new())),
             serialized_view: Mutex::new(None),
+            admission: Mutex::new(LeaseAuthority::default()),
         })
     }
 
@@ -82,6 +87,8 @@ impl ResourceManager {
             .route(HEARTBEAT_PATH, post(heartbeat))
             .route(PEER_SYNC_PATH, post(peer_sync).layer(DefaultBodyLimit::max(PEER_SYNC_BODY_LIMIT)))
             .route(CLUSTER_VIEW_PATH, get(view))
+            .route(LEASE_PATH, post(leases))
+            .route(&format!("{LEASE_PATH}/groups/{{path}}"), get(group_state))
             .route_layer(middleware::from_fn_with_state(self.auth.clone(), require_internal_auth))
             .with_state(self.clone())
     }
@@ -117,6 +124,31 @@ impl ResourceManager {
         })
     }
 
+    /// Answers a coordinator's lease request when this resource manager is the admission
+    /// leader; otherwise says who is (`Err((leader id, uri))`).
+    pub fn handle_lease_request(&self, request: LeaseRequest) -> Result<LeaseGrant, LeaseRefusal> {
+        let now = Instant::now();
+        let (usage, leader, node_id) = {
+            let state = self.state.lock();
+            (state.admission_usage(now), state.admission_leader(now), state.node_id().to_string())
+        };
+        let mut admission = self.admission.lock();
+        admission.observe_leadership(leader.is_none(), now);
+        if let Some((id, uri)) = leader {
+            return Err(LeaseRefusal::NotLeader { leader: id, uri });
+        }
+        admission.grant(request, &usage, &node_id, now).map_err(|error| match error {
+            LeaseError::Stale { seq, answered } => LeaseRefusal::Stale { seq, answered },
+        })
+    }
+
+    /// A group's cluster-wide numbers as this resource manager counts them.
+    pub fn group_state(&self, path: &str) -> GroupState {
+        let now = Instant::now();
+        let usage = self.state.lock().admission_usage(now);
+        self.admission.lock().group_state(path, &usage, now)
+    }
+
     /// Merges a peer's push as the HTTP handler does.
     pub fn handle_peer_sync(&self, sync: PeerSync) -> PeerSyncAck {
         self.state.lock().apply_peer_sync(sync, Instant::now())
@@ -145,6 +177,10 @@ impl ResourceManager {
             let mut state = self.state.lock();
             state.sweep(now);
             *self.resource_managers.write() = Arc::new(state.live_resource_managers(now));
+            let usage = state.admission_usage(now);
+            let mut admission = self.admission.lock();
+            admission.observe_leadership(state.is_admission_leader(now), now);
+            admission.sweep(&usage, now);
             state.live_peers(now)
         };
         let pushes = peers.into_iter().filter_map(|(peer_id, peer_instance, peer_uri)| {
@@ -198,6 +234,29 @@ async fn view(State(manager): State<Arc<ResourceManager>>) -> Response {
         Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("view failed: {error}")).into_response(),
     }
+}
+
+/// Why a lease request got no grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseRefusal {
+    NotLeader { leader: String, uri: String },
+    Stale { seq: u64, answered: u64 },
+}
+
+async fn leases(State(manager): State<Arc<ResourceManager>>, Json(request): Json<LeaseRequest>) -> Response {
+    match manager.handle_lease_request(request) {
+        Ok(grant) => Json(grant).into_response(),
+        Err(LeaseRefusal::NotLeader { leader, uri }) => {
+            (StatusCode::CONFLICT, Json(serde_json::json!({"leader": leader, "uri": uri}))).into_response()
+        }
+        Err(LeaseRefusal::Stale { seq, answered }) => {
+            (StatusCode::CONFLICT, Json(serde_json::json!({"stale": seq, "answered": answered}))).into_response()
+        }
+    }
+}
+
+async fn group_state(State(manager): State<Arc<ResourceManager>>, Path(path): Path<String>) -> Json<GroupState> {
+    Json(manager.group_state(&path))
 }
 
 /// How long internal calls may take before they count as failed.

@@ -465,6 +465,38 @@ impl ClusterState {
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
+
+    /// Whether this resource manager is the admission leader: no live resource manager
+    /// with a smaller node id is known.
+    pub fn is_admission_leader(&self, now: Instant) -> bool {
+        self.live_peers(now).iter().all(|(peer, _, _)| peer.as_str() > self.node_id.as_str())
+    }
+
+    /// The live resource manager with the smallest node id: (node id, http uri).
+    pub fn admission_leader(&self, now: Instant) -> Option<(String, String)> {
+        self.live_peers(now)
+            .into_iter()
+            .map(|(id, _, uri)| (id, uri))
+            .filter(|(id, _)| id.as_str() < self.node_id.as_str())
+            .min()
+    }
+
+    /// What admission needs of the cluster: every live coordinator's reported per-group
+    /// counts, and the memory the running queries of each group hold.
+    pub fn admission_usage(&self, now: Instant) -> crate::admission::ClusterUsage {
+        let coordinators = self
+            .nodes
+            .values()
+            .filter(|n| n.record.node.has_role(NodeRole::Coordinator) && self.node_state(n, now).is_live())
+            .map(|n| (n.record.node.node_id.clone(), n.record.node.instance.clone(), n.record.resource_groups.clone()))
+            .collect();
+        let mut group_memory: HashMap<String, u64> = HashMap::new();
+        for query in self.queries.values().filter(|q| !q.summary.progress.is_done()) {
+            *group_memory.entry(query.summary.identity.resource_group.clone()).or_default() +=
+                query.summary.progress.peak_memory_bytes;
+        }
+        crate::admission::ClusterUsage { coordinators, group_memory }
+    }
 }
 
 #[cfg(test)]

@@ -188,7 +188,11 @@ fn main() -> Result<(), String> {
     }
     report.push('\n');
     if let Some(output) = &args.output {
-        flotilla_bench::write_section(output, "gateway", &format!("## Trivial queries through the gateway\n\n{report}"))?;
+        flotilla_bench::write_section(
+            output,
+            "gateway",
+            &format!("## Trivial queries through the gateway\n\n{report}"),
+        )?;
         println!("wrote {}", output.display());
     }
     Ok(())
