@@ -19,10 +19,8 @@ use parking_lot::Mutex;
 
 use crate::manager::{KillOutcome, QueryRegistry};
 use crate::query::{Query, QueryState};
+use crate::resource_groups::Admission;
 
-/// Every query runs in Trino's default resource group until resource groups are
-/// configurable (their own issue).
-pub const DEFAULT_RESOURCE_GROUP: &str = "global";
 /// Every query runs in the default warehouse until the `warehouse` session property exists.
 pub const DEFAULT_WAREHOUSE: &str = "default";
 
@@ -46,6 +44,8 @@ struct ReporterState {
 pub struct QueryReporter {
     local: Arc<LocalNode>,
     registry: Arc<QueryRegistry>,
+    /// Per resource group counts.
+    admission: Arc<Admission>,
     /// This node's load as a worker (with `node-scheduler.include-coordinator`).
     worker: Option<Arc<WorkerLoadSource>>,
     state: Mutex<ReporterState>,
@@ -65,12 +65,17 @@ fn progress_of(query: &Query) -> QueryProgress {
     }
 }
 
+/// The query's resource group (`global` until it has been selected).
+fn status_group(query: &Query) -> String {
+    query.status.lock().resource_group.clone().unwrap_or_else(|| crate::resource_groups::DEFAULT_GROUP.to_string())
+}
+
 fn identity_of(query: &Query) -> QueryIdentity {
     QueryIdentity {
         query_id: query.id.to_string(),
         user: query.session.user.clone(),
         source: query.session.source.clone(),
-        resource_group: DEFAULT_RESOURCE_GROUP.to_string(),
+        resource_group: status_group(query),
         warehouse: DEFAULT_WAREHOUSE.to_string(),
         query: truncate_query_text(&query.sql),
         create_time_ms: query.created_at.timestamp_millis(),
@@ -78,8 +83,13 @@ fn identity_of(query: &Query) -> QueryIdentity {
 }
 
 impl QueryReporter {
-    pub fn new(local: Arc<LocalNode>, registry: Arc<QueryRegistry>, worker: Option<Arc<WorkerLoadSource>>) -> Self {
-        Self { local, registry, worker, state: Mutex::new(ReporterState::default()) }
+    pub fn new(
+        local: Arc<LocalNode>,
+        registry: Arc<QueryRegistry>,
+        admission: Arc<Admission>,
+        worker: Option<Arc<WorkerLoadSource>>,
+    ) -> Self {
+        Self { local, registry, admission, worker, state: Mutex::new(ReporterState::default()) }
     }
 
     /// Brings the tracked progress up to date, giving changed queries a new version.
@@ -117,16 +127,29 @@ impl HeartbeatSource for QueryReporter {
     fn coordinator_reports(&self, base_versions: &[u64]) -> Option<Vec<CoordinatorReport>> {
         let mut state = self.state.lock();
         let queries = self.refresh(&mut state);
-        let mut usage =
-            ResourceGroupUsage { resource_group: DEFAULT_RESOURCE_GROUP.to_string(), queued: 0, running: 0 };
-        for query in &queries {
-            match query.state() {
-                QueryState::Queued => usage.queued += 1,
-                QueryState::Planning | QueryState::Running => usage.running += 1,
-                QueryState::Finished | QueryState::Failed => {}
+        // Per group: what admission counts where it runs, else the queries' states.
+        let resource_groups: Vec<ResourceGroupUsage> = if self.admission.enabled() {
+            self.admission
+                .usage()
+                .into_iter()
+                .filter(|(_, queued, running)| queued + running > 0)
+                .map(|(resource_group, queued, running)| ResourceGroupUsage { resource_group, queued, running })
+                .collect()
+        } else {
+            let mut groups: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
+            for query in &queries {
+                let counts = groups.entry(status_group(query)).or_default();
+                match query.state() {
+                    QueryState::Queued => counts.0 += 1,
+                    QueryState::Planning | QueryState::Running => counts.1 += 1,
+                    QueryState::Finished | QueryState::Failed => {}
+                }
             }
-        }
-        let resource_groups = if usage.queued + usage.running > 0 { vec![usage] } else { Vec::new() };
+            groups
+                .into_iter()
+                .map(|(resource_group, (queued, running))| ResourceGroupUsage { resource_group, queued, running })
+                .collect()
+        };
         let reports = base_versions
             .iter()
             .map(|&base_version| {

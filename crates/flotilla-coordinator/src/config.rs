@@ -41,6 +41,18 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Longest a draining coordinator (SIGTERM, PUT /v1/info/state \"SHUTTING_DOWN\") waits for its queries before failing them",
     },
     Setting {
+        name: "resource-groups.configuration-manager",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "`file` for Trino's file-based resource groups (limits hold for the whole cluster); without it every query runs at once in `global`",
+    },
+    Setting {
+        name: "resource-groups.config-file",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "The resource group configuration (Trino's JSON format), reloaded when it changes",
+    },
+    Setting {
         name: "node-scheduler.include-coordinator",
         default: "true",
         roles: "coordinator",
@@ -64,6 +76,10 @@ pub struct CoordinatorConfig {
     pub include_coordinator: bool,
     /// The worker settings of this node's own data plane (with `include_coordinator`).
     pub worker: flotilla_worker::WorkerConfig,
+    /// `resource-groups.configuration-manager` (only `file` exists).
+    pub resource_groups_manager: Option<String>,
+    /// `resource-groups.config-file`.
+    pub resource_groups_file: Option<std::path::PathBuf>,
 }
 
 impl Default for CoordinatorConfig {
@@ -78,11 +94,28 @@ impl Default for CoordinatorConfig {
             shutdown_grace_period: Duration::from_secs(120),
             include_coordinator: true,
             worker: flotilla_worker::WorkerConfig::default(),
+            resource_groups_manager: None,
+            resource_groups_file: None,
         }
     }
 }
 
 impl CoordinatorConfig {
+    /// The resource group configuration file to use, if any; an error when the two
+    /// settings do not go together.
+    pub fn resource_groups(&self) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        match (&self.resource_groups_manager, &self.resource_groups_file) {
+            (Some(_), Some(path)) => Ok(Some(path.clone())),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::Inconsistent(
+                "resource-groups.configuration-manager=file needs resource-groups.config-file".into(),
+            )),
+            (None, Some(_)) => Err(ConfigError::Inconsistent(
+                "resource-groups.config-file needs resource-groups.configuration-manager=file".into(),
+            )),
+        }
+    }
+
     /// Applies one property; `Ok(false)` when the key is not a coordinator setting.
     pub fn apply(&mut self, file: &str, key: &str, value: &str) -> Result<bool, ConfigError> {
         match key {
@@ -92,6 +125,13 @@ impl CoordinatorConfig {
             "query.min-expire-age" => self.min_expire_age = parse_duration_value(file, key, value)?,
             "shutdown.grace-period" => self.shutdown_grace_period = parse_duration_value(file, key, value)?,
             "node-scheduler.include-coordinator" => self.include_coordinator = parse_value(file, key, value)?,
+            "resource-groups.configuration-manager" => {
+                if value != "file" {
+                    return Err(ConfigError::invalid(file, key, value, "only the file-based manager (`file`) exists"));
+                }
+                self.resource_groups_manager = Some(value.to_string());
+            }
+            "resource-groups.config-file" => self.resource_groups_file = Some(value.into()),
             _ => return Ok(false),
         }
         Ok(true)
@@ -108,6 +148,8 @@ mod tests {
         for setting in SETTINGS {
             let value = match setting.name {
                 "query.client.timeout" | "query.min-expire-age" | "shutdown.grace-period" => "10s",
+                "resource-groups.configuration-manager" => "file",
+                "resource-groups.config-file" => "etc/resource-groups.json",
                 _ => setting.default,
             };
             assert!(config.apply("config.properties", setting.name, value).unwrap(), "{}", setting.name);

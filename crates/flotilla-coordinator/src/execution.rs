@@ -12,13 +12,20 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::query::{Page, Query, QueryState, TARGET_PAGE_BYTES};
+use crate::resource_groups::{Admission, QueryContext};
 use crate::scheduler::Scheduler;
 
 /// Runs `query` to completion, failure, cancellation or its time limit.
-pub async fn run_query(engine: Engine, scheduler: Arc<Scheduler>, query: Arc<Query>, pages: mpsc::Sender<Page>) {
+pub async fn run_query(
+    engine: Engine,
+    scheduler: Arc<Scheduler>,
+    admission: Arc<Admission>,
+    query: Arc<Query>,
+    pages: mpsc::Sender<Page>,
+) {
     let mut session = SqlSession::from(&query.session);
     session.query_id = Some(query.id.to_string());
-    run(&engine, &scheduler, &query, &session, pages).await;
+    run(&engine, &scheduler, &admission, &query, &session, pages).await;
     // The query's tasks are gone from the workers once its stream is dropped; what stays is
     // where they ran (already copied when the query ended by itself).
     keep_placements(&scheduler, &query);
@@ -33,6 +40,7 @@ fn keep_placements(scheduler: &Scheduler, query: &Query) {
 async fn run(
     engine: &Engine,
     scheduler: &Scheduler,
+    admission: &Arc<Admission>,
     query: &Arc<Query>,
     session: &SqlSession,
     pages: mpsc::Sender<Page>,
@@ -45,7 +53,11 @@ async fn run(
             return;
         }
     };
-    let work = execute(engine, query, session, pages);
+    let work = async {
+        // Queued until its resource group has room; the slot is held until the query ends.
+        let _permit = admit(admission, query, session).await?;
+        execute(engine, query, session, pages).await
+    };
     // The workers' heartbeats carry each query's progress; the view brings it here.
     let id = query.id.to_string();
     let progress = async {
@@ -94,6 +106,26 @@ const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(
 
 fn humanize(limit: std::time::Duration) -> String {
     format!("{:.2}s", limit.as_secs_f64())
+}
+
+/// Places the query in its resource group and waits for a running slot there.
+async fn admit(
+    admission: &Arc<Admission>,
+    query: &Arc<Query>,
+    session: &SqlSession,
+) -> Result<Option<crate::resource_groups::Permit>, FlotillaError> {
+    let context = QueryContext {
+        user: &query.session.user,
+        source: query.session.source.as_deref(),
+        client_tags: &query.session.client_tags,
+        query_type: crate::resource_groups::config::query_type(&query.sql),
+        user_groups: &[],
+    };
+    let selected = admission.select(&context)?;
+    query.status.lock().resource_group = Some(selected.path.clone());
+    let priority = session.property("query_priority")?.parse::<i64>().unwrap_or(1);
+    let created_ms = query.created_at.timestamp_millis();
+    admission.admit(&query.id, &selected, created_ms, priority, &query.cancel).await
 }
 
 async fn execute(

@@ -27,6 +27,7 @@ mod execution;
 pub mod http;
 mod manager;
 mod query;
+pub mod resource_groups;
 pub mod scheduler;
 
 use std::net::SocketAddr;
@@ -134,9 +135,19 @@ impl Coordinator {
         if embedded {
             embedded_config.validate(node_config.heartbeat_interval).map_err(|e| invalid(e.to_string()))?;
         }
+        let groups_file = config.resource_groups().map_err(|e| invalid(e.to_string()))?;
+        let admission = resource_groups::Admission::new(
+            groups_file,
+            local.clone(),
+            view.clone(),
+            InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT),
+        )
+        .map_err(invalid)?;
+        tasks.extend(admission.spawn(shutdown.clone()));
         let manager = Arc::new(QueryManager::new(
             engine,
             scheduler.clone(),
+            admission.clone(),
             QueryIdGenerator::new(id.clone()),
             registry.clone(),
             config,
@@ -159,7 +170,7 @@ impl Coordinator {
         tasks.push(serve_http(listener, app, shutdown.clone()));
 
         let worker_load = plane.as_ref().map(|plane| Arc::new(WorkerLoadSource::new(local.clone(), plane)));
-        let reporter = Arc::new(QueryReporter::new(local.clone(), registry.clone(), worker_load));
+        let reporter = Arc::new(QueryReporter::new(local.clone(), registry.clone(), admission, worker_load));
         let agent = heartbeater(&local, auth, seeds, reporter, &node_config);
         let heartbeat_now = agent.waker();
         registry.notify_changes(heartbeat_now.clone());

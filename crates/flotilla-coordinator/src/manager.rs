@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::CoordinatorConfig;
 use crate::execution::run_query;
 use crate::query::{Query, QueryState, PAGE_BUFFER};
+use crate::resource_groups::Admission;
 use crate::scheduler::Scheduler;
 
 /// A finished query whose client has not polled for this long is not waited for by a
@@ -87,6 +88,7 @@ impl QueryRegistry {
 pub struct QueryManager {
     engine: Engine,
     scheduler: Arc<Scheduler>,
+    admission: Arc<Admission>,
     ids: QueryIdGenerator,
     registry: Arc<QueryRegistry>,
     config: CoordinatorConfig,
@@ -101,11 +103,16 @@ impl QueryManager {
     pub fn new(
         engine: Engine,
         scheduler: Arc<Scheduler>,
+        admission: Arc<Admission>,
         ids: QueryIdGenerator,
         registry: Arc<QueryRegistry>,
         config: CoordinatorConfig,
     ) -> Self {
-        Self { engine, scheduler, ids, registry, config }
+        Self { engine, scheduler, admission, ids, registry, config }
+    }
+
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     pub fn scheduler(&self) -> &Arc<Scheduler> {
@@ -142,8 +149,13 @@ impl QueryManager {
         }
         let watched = query.clone();
         let scheduler = self.scheduler.clone();
-        let execution =
-            std::panic::AssertUnwindSafe(run_query(self.engine.clone(), self.scheduler.clone(), query.clone(), sender));
+        let execution = std::panic::AssertUnwindSafe(run_query(
+            self.engine.clone(),
+            self.scheduler.clone(),
+            self.admission.clone(),
+            query.clone(),
+            sender,
+        ));
         tokio::spawn(async move {
             // A bug that panics while running one query fails that query; it must not leave
             // the client polling a query that will never end.

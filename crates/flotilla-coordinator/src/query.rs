@@ -111,6 +111,8 @@ pub struct QueryStatus {
     pub remote: crate::scheduler::RemoteProgress,
     /// The final response (no `nextUri`) has been produced.
     pub delivered: bool,
+    /// The resource group the query was placed in (once selected).
+    pub resource_group: Option<String>,
 }
 
 /// The page cursor: the last response served (so a retry gets the same bytes) and the
@@ -181,6 +183,7 @@ impl Query {
                 tasks: Vec::new(),
                 remote: Default::default(),
                 delivered: false,
+                resource_group: None,
             }),
             cursor: tokio::sync::Mutex::new(ResultCursor {
                 last_token: 0,

@@ -33,6 +33,28 @@ impl InternalClient {
         self.send(base, request).await
     }
 
+    /// POSTs `body` as JSON and returns the status and body whatever the status (for calls
+    /// whose non-success answers carry information).
+    pub async fn post_raw<B: Serialize>(
+        &self,
+        base: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<(u16, bytes::Bytes), String> {
+        let response = self
+            .http
+            .post(format!("{base}{path}"))
+            .json(body)
+            .header(INTERNAL_BEARER_HEADER, self.auth.token())
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| format!("failed to reach {base}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| format!("unreadable answer from {base}: {e}"))?;
+        Ok((status, body))
+    }
+
     /// GETs `base` + `path` and decodes the JSON answer.
     pub async fn get<R: DeserializeOwned>(&self, base: &str, path: &str) -> Result<R, String> {
         let request = self.http.get(format!("{base}{path}"));

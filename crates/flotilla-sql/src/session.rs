@@ -81,6 +81,14 @@ pub const SESSION_PROPERTIES: &[SessionProperty] = &[
         validate: validate_duration,
     },
     SessionProperty {
+        name: "query_priority",
+        type_name: "integer",
+        default: || "1".to_string(),
+        description:
+            "Priority of the query in resource groups with schedulingPolicy query_priority (higher runs first)",
+        validate: validate_positive_integer,
+    },
+    SessionProperty {
         name: "task_concurrency",
         type_name: "integer",
         default: default_task_concurrency,

@@ -67,7 +67,7 @@ pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
-    for name in ["config.properties", "node.properties"] {
+    for name in ["config.properties", "node.properties", "resource-groups.properties"] {
         let path = dir.join(name);
         if !path.exists() {
             continue;

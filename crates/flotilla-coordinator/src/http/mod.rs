@@ -60,6 +60,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/query", get(query_api::list))
         .route("/v1/query/{query_id}", get(query_api::info).delete(query_api::cancel).head(query_api::exists))
         .route("/v1/query/{query_id}/killed", put(query_api::kill))
+        .route("/v1/resourceGroupState/{*path}", get(query_api::resource_group_state))
         .route("/v1/status", get(info::status))
         .route("/v1/node", get(info::node_list))
         .route("/v1/node/failed", get(info::failed_nodes))

@@ -37,6 +37,7 @@ fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
         "state": status.state.as_str(),
         "query": query.sql,
         "self": format!("{self_uri}/v1/query/{}", query.id),
+        "resourceGroupId": status.resource_group.as_ref().map(|g| g.split('.').collect::<Vec<_>>()),
         "session": {
             "user": query.session.user,
             "source": query.session.source,
@@ -148,7 +149,7 @@ fn remote_summary(query: &QuerySummary, view: &ClusterView) -> Value {
         "self": owner.map(|uri| format!("{uri}/v1/query/{}", query.identity.query_id)),
         "coordinator": query.coordinator,
         "session": {"user": query.identity.user, "source": query.identity.source},
-        "resourceGroupId": [query.identity.resource_group],
+        "resourceGroupId": query.identity.resource_group.split('.').collect::<Vec<_>>(),
         "queryStats": {
             "createTime": time(Some(query.identity.create_time_ms)),
             "executionStartTime": time(query.progress.start_time_ms),
@@ -201,4 +202,29 @@ pub async fn kill(
         KillOutcome::NotRunning => StatusCode::CONFLICT,
         KillOutcome::NotFound => StatusCode::GONE,
     }
+}
+
+/// `GET /v1/resourceGroupState/{group/path}` (Trino's shape, segments separated by `/`):
+/// the group's limits here and its cluster-wide numbers from the admission leader.
+pub async fn resource_group_state(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(path): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    let path = path.trim_matches('/').replace('/', ".");
+    let admission = coordinator.manager.admission();
+    let state = admission.cluster_state(&path).await.map_err(|e| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    if state.hard_concurrency_limit == 0 && state.max_queued == 0 && state.running == 0 && state.queued == 0 {
+        return Err(HttpError::not_found(format!("Resource group not found: {path}")));
+    }
+    let running = state.running;
+    let queued = state.queued;
+    let full = running >= state.hard_concurrency_limit;
+    Ok(Json(json!({
+        "id": path.split('.').collect::<Vec<_>>(),
+        "state": if !full { "CAN_RUN" } else if queued < state.max_queued { "CAN_QUEUE" } else { "FULL" },
+        "hardConcurrencyLimit": state.hard_concurrency_limit,
+        "maxQueuedQueries": state.max_queued,
+        "numRunningQueries": running,
+        "numQueuedQueries": queued,
+    })))
 }

@@ -211,11 +211,7 @@ async fn any_coordinator_serves_follow_ups_lists_cancels_and_kills_every_query()
 async fn landing(gateway: &Http, users: &[String]) -> Vec<String> {
     let mut landed = Vec::new();
     for user in users {
-        let request = gateway
-            .client
-            .post(format!("{}/v1/statement", gateway.base))
-            .header("X-Trino-User", user.as_str())
-            .body("SELECT 1");
+        let request = gateway.post_as(user, "SELECT 1");
         let responses = gateway.run_with(request).await;
         let last = responses.last().unwrap();
         assert!(last.get("error").is_none(), "{user}: {last}");

@@ -108,6 +108,12 @@ impl ProcessClusterBuilder {
         self
     }
 
+    /// Every node reads this `etc/` directory.
+    pub fn etc_dir(mut self, dir: &Path) -> Self {
+        self.spec.etc_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Node i is configured with resource manager i % N only.
     pub fn one_resource_manager_each(mut self) -> Self {
         self.spec.one_resource_manager_each = true;

@@ -9,6 +9,7 @@ mod docs;
 mod harness;
 mod plans;
 mod protocol;
+mod resource_groups;
 mod sql_surface;
 mod sqllogic;
 
@@ -27,7 +28,11 @@ impl Http {
     }
 
     pub fn post(&self, sql: &str) -> reqwest::RequestBuilder {
-        self.client.post(format!("{}/v1/statement", self.base)).header("X-Trino-User", "test").body(sql.to_string())
+        self.post_as("test", sql)
+    }
+
+    pub fn post_as(&self, user: &str, sql: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}/v1/statement", self.base)).header("X-Trino-User", user).body(sql.to_string())
     }
 
     /// Submits and follows `nextUri` to the end; returns every response document.
