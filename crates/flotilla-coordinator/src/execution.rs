@@ -53,9 +53,12 @@ async fn run(
             return;
         }
     };
+    // Queued until its resource group has room. The slot is kept outside the work so it is
+    // released only after the query has recorded its end (below): a query that starts with
+    // it never overlaps this one.
+    let slot = parking_lot::Mutex::new(None);
     let work = async {
-        // Queued until its resource group has room; the slot is held until the query ends.
-        let _permit = admit(admission, query, session).await?;
+        *slot.lock() = admit(admission, query, session).await?;
         execute(engine, query, session, pages).await
     };
     // The workers' heartbeats carry each query's progress; the view brings it here.
@@ -99,6 +102,7 @@ async fn run(
             ));
         }
     }
+    drop(slot);
 }
 
 /// How often a running query's progress is read from the cluster view.
