@@ -19,6 +19,10 @@ pub struct GroupLimits {
     /// Dotted path, e.g. `global.adhoc.alice`.
     pub path: String,
     pub hard_concurrency_limit: u32,
+    /// Past this many running queries the group yields to siblings below theirs
+    /// (`softConcurrencyLimit`; the hard limit when not set).
+    #[serde(default)]
+    pub soft_concurrency_limit: Option<u32>,
     pub max_queued: u32,
     /// `softMemoryLimit` in bytes, resolved against the cluster's memory when given in %;
     /// no new query of the group starts while its running queries reserve more.

@@ -208,7 +208,22 @@ impl LeaseAuthority {
         owed
     }
 
-    /// A sort key: smaller is served first.
+    /// Running queries of `group` across the cluster, `owner`'s included.
+    fn running_in(&self, group: &str, owner: &str, usage: &ClusterUsage, now: Instant) -> u32 {
+        let (others, _) = self.others(group, owner, usage, now);
+        let own: u32 = self.coordinators.get(owner).map_or(0, |l| {
+            l.groups
+                .keys()
+                .filter(|leaf| under(leaf, group))
+                .filter_map(|leaf| l.occupancy(leaf, now))
+                .map(|o| o.0)
+                .sum()
+        });
+        others + own
+    }
+
+    /// A sort key under `group`: smaller is served first. A subgroup at or past its
+    /// `softConcurrencyLimit` yields to those below theirs; then the group's policy.
     fn rank(
         &self,
         group: &GroupLimits,
@@ -216,30 +231,22 @@ impl LeaseAuthority {
         owner: &str,
         usage: &ClusterUsage,
         now: Instant,
-    ) -> (i128, i64) {
+    ) -> (bool, i128, i64) {
         let oldest = demand.oldest_waiting_ms.unwrap_or(i64::MAX);
-        match group.scheduling_policy {
-            SchedulingPolicy::Fair => (0, oldest),
-            SchedulingPolicy::QueryPriority => (-(demand.top_priority as i128), oldest),
+        let child = child_of(&group.path, demand.leaf());
+        let child_limits = self.limits.get(child);
+        let running = self.running_in(child, owner, usage, now);
+        let over_soft = child_limits.and_then(|l| l.soft_concurrency_limit).is_some_and(|soft| running >= soft);
+        let key = match group.scheduling_policy {
+            SchedulingPolicy::Fair => 0,
+            SchedulingPolicy::QueryPriority => -(demand.top_priority as i128),
             SchedulingPolicy::Weighted | SchedulingPolicy::WeightedFair => {
-                let child = child_of(&group.path, demand.leaf());
-                let weight = self.limits.get(child).map_or(1, |l| l.scheduling_weight.max(1)) as i128;
-                let (others, _) = self.others(child, owner, usage, now);
-                let own = self.coordinators.get(owner).and_then(|l| {
-                    let total: u32 = l
-                        .groups
-                        .keys()
-                        .filter(|leaf| under(leaf, child))
-                        .filter_map(|leaf| l.occupancy(leaf, now))
-                        .map(|o| o.0)
-                        .sum();
-                    Some(total)
-                });
-                let running = (others + own.unwrap_or(0)) as i128;
+                let weight = child_limits.map_or(1, |l| l.scheduling_weight.max(1)) as i128;
                 // Running per unit of weight, in thousandths.
-                (running * 1000 / weight, oldest)
+                running as i128 * 1000 / weight
             }
-        }
+        };
+        (over_soft, key, oldest)
     }
 
     /// Answers one coordinator's request.
@@ -379,6 +386,7 @@ mod tests {
         GroupLimits {
             path: path.into(),
             hard_concurrency_limit: hard,
+            soft_concurrency_limit: None,
             max_queued: queued,
             soft_memory_limit_bytes: None,
             scheduling_weight: 1,
@@ -512,6 +520,59 @@ mod tests {
         let usage = ClusterUsage { coordinators: Vec::new(), group_memory: HashMap::from([("global".into(), 2000)]) };
         let a = authority.grant(request("a", 1, vec![demand(vec![group], 1, 0, 2, 1)]), &usage, "rm", now).unwrap();
         assert_eq!((a.leases[0].running_slots, a.leases[0].queue_slots), (1, 2));
+    }
+
+    #[test]
+    fn weighted_fair_serves_the_subgroup_with_the_fewest_running_per_weight() {
+        let now = Instant::now();
+        let mut authority = leader(now);
+        let usage = ClusterUsage::default();
+        let mut parent = limits("global", 3, 100);
+        parent.scheduling_policy = SchedulingPolicy::WeightedFair;
+        let mut light = limits("global.light", 10, 100);
+        light.scheduling_weight = 1;
+        let mut heavy = limits("global.heavy", 10, 100);
+        heavy.scheduling_weight = 3;
+        // Each subgroup runs one; light waits since 1, heavy since 2.
+        authority
+            .grant(request("a", 1, vec![demand(vec![light.clone(), parent.clone()], 1, 0, 1, 1)]), &usage, "rm", now)
+            .unwrap();
+        authority
+            .grant(request("b", 1, vec![demand(vec![heavy.clone(), parent.clone()], 1, 0, 1, 2)]), &usage, "rm", now)
+            .unwrap();
+        // One slot left: heavy (1 running / weight 3) goes before light (1 / 1), though younger.
+        let a = authority
+            .grant(request("a", 2, vec![demand(vec![light, parent.clone()], 1, 0, 1, 1)]), &usage, "rm", now)
+            .unwrap();
+        assert_eq!(a.leases[0].running_slots, 1);
+        let b =
+            authority.grant(request("b", 2, vec![demand(vec![heavy, parent], 1, 0, 1, 2)]), &usage, "rm", now).unwrap();
+        assert_eq!(b.leases[0].running_slots, 2);
+    }
+
+    #[test]
+    fn a_subgroup_past_its_soft_limit_yields() {
+        let now = Instant::now();
+        let mut authority = leader(now);
+        let usage = ClusterUsage::default();
+        let parent = limits("global", 3, 100);
+        let mut busy = limits("global.busy", 10, 100);
+        busy.soft_concurrency_limit = Some(1);
+        let idle = limits("global.idle", 10, 100);
+        authority
+            .grant(request("a", 1, vec![demand(vec![busy.clone(), parent.clone()], 2, 0, 1, 1)]), &usage, "rm", now)
+            .unwrap();
+        authority
+            .grant(request("b", 1, vec![demand(vec![idle.clone(), parent.clone()], 0, 0, 1, 5)]), &usage, "rm", now)
+            .unwrap();
+        // busy waits longer but is past its soft limit: the free slot goes to idle.
+        let a = authority
+            .grant(request("a", 2, vec![demand(vec![busy, parent.clone()], 2, 0, 1, 1)]), &usage, "rm", now)
+            .unwrap();
+        assert_eq!(a.leases[0].running_slots, 2);
+        let b =
+            authority.grant(request("b", 2, vec![demand(vec![idle, parent], 0, 0, 1, 5)]), &usage, "rm", now).unwrap();
+        assert_eq!(b.leases[0].running_slots, 1);
     }
 
     #[test]

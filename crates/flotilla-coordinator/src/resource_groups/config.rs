@@ -303,6 +303,7 @@ impl ResourceGroupsConfig {
                 limits.push(GroupLimits {
                     path,
                     hard_concurrency_limit: group.hard_concurrency_limit,
+                    soft_concurrency_limit: Some(group.soft_concurrency_limit),
                     max_queued: group.max_queued,
                     soft_memory_limit_bytes,
                     scheduling_weight: group.scheduling_weight,

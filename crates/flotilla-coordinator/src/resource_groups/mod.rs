@@ -513,6 +513,7 @@ mod tests {
             chain: vec![GroupLimits {
                 path: "global".into(),
                 hard_concurrency_limit: 2,
+                soft_concurrency_limit: None,
                 max_queued: 5,
                 soft_memory_limit_bytes: None,
                 scheduling_weight: 1,
@@ -556,6 +557,45 @@ mod tests {
         leaf.lease.expires = Some(now);
         leaf.pump(now, None);
         assert_eq!(leaf.running, 1);
+    }
+
+    #[tokio::test]
+    async fn a_changed_configuration_file_is_reloaded_and_a_broken_one_ignored() {
+        let dir = std::env::temp_dir().join(format!("flotilla-groups-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("resource-groups.json");
+        let groups = |name: &str| {
+            format!(
+                r#"{{"rootGroups": [{{"name": "{name}", "softMemoryLimit": "1GB", "hardConcurrencyLimit": 1, "maxQueued": 1}}],
+                    "selectors": [{{"group": "{name}"}}]}}"#
+            )
+        };
+        std::fs::write(&file, groups("first")).unwrap();
+        let open = |file: &std::path::Path| {
+            let node = flotilla_proto::NodeConfig::default();
+            let local = LocalNode::new(&node, vec![NodeRole::Coordinator], "http://x".into(), None, None, "c");
+            let secret = "0123456789abcdef0123456789abcdef";
+            let client = InternalClient::new(
+                Arc::new(flotilla_proto::InternalAuth::new(secret, "c").unwrap()),
+                Duration::from_secs(1),
+            );
+            let view = ClusterViewClient::new(Vec::new(), client.clone(), Duration::from_secs(1));
+            Admission::new(Some(file.to_path_buf()), local, view, client)
+        };
+        let admission = open(&file).unwrap();
+        let context = QueryContext { user: "u", query_type: "SELECT", ..Default::default() };
+        assert_eq!(admission.select(&context).unwrap().path, "first");
+        // Modification times have a coarse grain on some file systems.
+        std::thread::sleep(Duration::from_millis(1100));
+        std::fs::write(&file, groups("second")).unwrap();
+        admission.reload();
+        assert_eq!(admission.select(&context).unwrap().path, "second");
+        std::thread::sleep(Duration::from_millis(1100));
+        std::fs::write(&file, "{ broken").unwrap();
+        admission.reload();
+        assert_eq!(admission.select(&context).unwrap().path, "second", "the previous configuration stays");
+        assert!(open(&file).is_err(), "a broken file fails start-up");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
