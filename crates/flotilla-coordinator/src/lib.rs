@@ -18,6 +18,13 @@
 //! client. With `node-scheduler.include-coordinator` the coordinator is also a worker (its
 //! own data plane, announced like any worker's).
 //!
+//! Any coordinator serves any request: a poll, cancel or `/v1/query/{id}` for a query of
+//! another coordinator is relayed to its owner, found by the query id's suffix in the view
+//! (`http::route_to_owner`, with `flotilla_gateway`'s relaying). With resource groups
+//! configured, a query waits `QUEUED` until [`resource_groups::Admission`] holds a slot for
+//! its group under a lease from the admission leader, so the limits hold cluster-wide.
+//! SIGTERM or `PUT /v1/info/state` drains: [`RunningCoordinator::drain`].
+//!
 //! Entry points: [`Coordinator::start`] binds and serves, returning a [`RunningCoordinator`]
 //! whose `shutdown` stops every background task it started. Settings are in [`config`].
 

@@ -186,7 +186,13 @@ fn main() -> Result<(), String> {
             run.gateway_p99
         ));
     }
-    report.push('\n');
+    report.push_str(&format!(
+        "\nRead with care: throughput can only grow with coordinators while there are idle cores. \
+         Here {cores} CPUs run the load generator, the gateway, the resource manager and every \
+         coordinator, so one coordinator already saturates the machine and more coordinators \
+         only share the same cores (and add their own heartbeats and view refreshes). Run it on a \
+         machine with more cores than processes to see the scaling.\n\n"
+    ));
     if let Some(output) = &args.output {
         flotilla_bench::write_section(
             output,
