@@ -109,8 +109,8 @@ impl Coordinator {
         // `flotilla worker`, in this process.
         let plane = if config.include_coordinator {
             let data_address = SocketAddr::new(address.ip(), config.worker.data_port);
-            let pool = config.worker.memory_pool_bytes();
-            let (plane, server) = DataPlane::start(data_address, pool, auth.clone(), shutdown.clone()).await?;
+            let (plane, server) =
+                DataPlane::start(data_address, &config.worker, auth.clone(), shutdown.clone()).await?;
             tasks.push(server);
             roles.push(NodeRole::Worker);
             Some(plane)

@@ -58,6 +58,10 @@ pub fn from_datafusion(error: &DataFusionError) -> FlotillaError {
     if let Some(at) = text.find("Worker ").filter(|_| text.contains(WORKER_GONE_PHRASE)) {
         return FlotillaError::new(ErrorCode::RemoteHostGone, text[at..].trim().to_string());
     }
+    if let Some(at) = text.find(crate::progress::LOCAL_MEMORY_PHRASE) {
+        let message = text[at..].lines().next().unwrap_or_default().trim().to_string();
+        return FlotillaError::new(ErrorCode::ExceededLocalMemoryLimit, message);
+    }
     let location = error
         .diagnostic()
         .and_then(|d| d.span)

@@ -18,11 +18,23 @@ pub struct PeakMemoryPool {
     inner: Arc<dyn MemoryPool>,
     reserved: AtomicUsize,
     peak: AtomicUsize,
+    /// The most the query may hold through this pool (`query.max-memory-per-node`).
+    limit: usize,
 }
+
+/// How a refused reservation over `query.max-memory-per-node` is described (the message
+/// travels from a worker as text): `EXCEEDED_LOCAL_MEMORY_LIMIT`.
+pub const LOCAL_MEMORY_PHRASE: &str = "Query exceeded per-node memory limit";
 
 impl PeakMemoryPool {
     pub fn new(inner: Arc<dyn MemoryPool>) -> Self {
-        Self { inner, reserved: AtomicUsize::new(0), peak: AtomicUsize::new(0) }
+        Self::with_limit(inner, usize::MAX)
+    }
+
+    /// A view whose reservations together may not pass `limit` bytes: past it a fallible
+    /// reservation is refused (a spilling operator spills; others fail the query).
+    pub fn with_limit(inner: Arc<dyn MemoryPool>, limit: usize) -> Self {
+        Self { inner, reserved: AtomicUsize::new(0), peak: AtomicUsize::new(0), limit }
     }
 
     /// Bytes the query holds now.
@@ -38,6 +50,22 @@ impl PeakMemoryPool {
     fn add(&self, bytes: usize) {
         let now = self.reserved.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// Bytes as Trino writes data sizes (`12.5MB`).
+fn human_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.2}{}", UNITS[unit])
     }
 }
 
@@ -71,6 +99,16 @@ impl MemoryPool for PeakMemoryPool {
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+        let held = self.query_reserved();
+        if held.saturating_add(additional) > self.limit {
+            return Err(datafusion::error::DataFusionError::ResourcesExhausted(format!(
+                "{LOCAL_MEMORY_PHRASE} of {} [query.max-memory-per-node]: it holds {} and {} asked for {} more",
+                human_bytes(self.limit),
+                human_bytes(held),
+                reservation.consumer().name(),
+                human_bytes(additional),
+            )));
+        }
         self.inner.try_grow(reservation, additional)?;
         self.add(additional);
         Ok(())

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SessionState;
@@ -51,6 +52,8 @@ struct QueryUsage {
 pub struct TaskTracker {
     /// The node's pool, shared by every query.
     pool: Arc<dyn MemoryPool>,
+    /// `query.max-memory-per-node`.
+    per_query: usize,
     queries: Mutex<HashMap<String, QueryUsage>>,
 }
 
@@ -65,15 +68,15 @@ pub struct QueryTasks {
 }
 
 impl TaskTracker {
-    fn new(pool: Arc<dyn MemoryPool>) -> Self {
-        Self { pool, queries: Mutex::new(HashMap::new()) }
+    fn new(pool: Arc<dyn MemoryPool>, per_query: usize) -> Self {
+        Self { pool, per_query, queries: Mutex::new(HashMap::new()) }
     }
 
     fn with_usage<T>(&self, query_id: &str, f: impl FnOnce(&mut QueryUsage) -> T) -> T {
         let mut queries = self.queries.lock();
         let usage = queries.entry(query_id.to_string()).or_insert_with(|| QueryUsage {
             tasks: 0,
-            memory: Arc::new(PeakMemoryPool::new(self.pool.clone())),
+            memory: Arc::new(PeakMemoryPool::with_limit(self.pool.clone(), self.per_query)),
             scans: Arc::default(),
         });
         f(usage)
@@ -273,19 +276,28 @@ impl DataPlane {
     /// `shutdown`.
     pub async fn start(
         address: SocketAddr,
-        pool_bytes: u64,
+        config: &crate::WorkerConfig,
         auth: Arc<InternalAuth>,
         shutdown: CancellationToken,
     ) -> std::io::Result<(DataPlane, JoinHandle<()>)> {
         let listener = TcpListener::bind(address).await?;
         let local = listener.local_addr()?;
-        // Spilling operators (sort, aggregation) share the pool fairly instead of failing.
+        let pool_bytes = config.memory_pool_bytes();
+        for path in &config.spill_paths {
+            std::fs::create_dir_all(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("spiller-spill-path {}: {e}", path.display())))?;
+        }
+        // Spilling operators (sort, aggregation) share the pool fairly and spill to the
+        // disk manager's directories instead of failing.
         let pool: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(pool_bytes as usize));
+        let disks = DiskManagerBuilder::default().with_mode(config.disk_manager());
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(pool.clone())
+            .with_disk_manager_builder(disks)
             .build_arc()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let tracker = Arc::new(TaskTracker::new(pool.clone()));
+        let per_query = config.max_query_memory_per_node().min(pool_bytes) as usize;
+        let tracker = Arc::new(TaskTracker::new(pool.clone(), per_query));
         let channels = FlightChannels::new(auth.clone());
         let sessions = TaskSessions { runtime: runtime.clone(), tracker: tracker.clone(), channels: channels.clone() };
         let worker = Worker::from_session_builder(sessions)

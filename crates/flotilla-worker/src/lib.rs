@@ -72,8 +72,7 @@ pub async fn start(node_config: NodeConfig, config: WorkerConfig, address: Socke
     let auth = Arc::new(InternalAuth::new(secret, &node_id).map_err(invalid)?);
     let shutdown = CancellationToken::new();
     let data_address = SocketAddr::new(address.ip(), config.data_port);
-    let (plane, data_server) =
-        DataPlane::start(data_address, config.memory_pool_bytes(), auth.clone(), shutdown.clone()).await?;
+    let (plane, data_server) = DataPlane::start(data_address, &config, auth.clone(), shutdown.clone()).await?;
     let node_config = NodeConfig { node_id: Some(node_id), ..node_config };
     let local = LocalNode::new(
         &node_config,

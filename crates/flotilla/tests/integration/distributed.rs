@@ -18,7 +18,7 @@ async fn get_json(http: &Http, url: &str) -> Value {
 }
 
 /// Waits until the coordinator lists `count` live nodes.
-async fn wait_for_nodes(http: &Http, count: usize) {
+pub async fn wait_for_nodes(http: &Http, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let nodes = get_json(http, &format!("{}/v1/node", http.base)).await;

@@ -7,6 +7,7 @@ mod coordinators;
 mod distributed;
 mod docs;
 mod harness;
+mod memory;
 mod plans;
 mod protocol;
 mod resource_groups;

@@ -1,0 +1,58 @@
+//! Worker memory: a query over `query.max-memory-per-node` fails with
+//! `EXCEEDED_LOCAL_MEMORY_LIMIT` while the worker keeps serving, and an aggregation larger
+//! than the pool finishes by spilling.
+
+use serde_json::Value;
+
+use crate::distributed::wait_for_nodes;
+use crate::harness::{ProcessCluster, TempDir};
+use crate::Http;
+
+/// An `etc/` whose config.properties holds `properties`.
+fn etc_with(properties: &str) -> TempDir {
+    let etc = TempDir::new("flotilla-etc");
+    std::fs::write(etc.path.join("config.properties"), properties).unwrap();
+    etc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_per_node_limit_fails_and_the_worker_keeps_serving() {
+    let etc = etc_with("query.max-memory-per-node=8MB\nspill-enabled=false\n");
+    let mut cluster = ProcessCluster::builder().workers(1).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 3).await;
+    // A million and a half groups: far more than 8MB of hash table on the worker.
+    let error = http.error("SELECT orderkey, count(*) FROM tpch.sf1.lineitem GROUP BY orderkey").await;
+    assert_eq!(error["errorName"], "EXCEEDED_LOCAL_MEMORY_LIMIT", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("8.00MB"), "{error}");
+    // The worker is alive and serves the next query.
+    assert!(cluster.cluster.workers[0].is_running());
+    let (_, rows) = http.rows("SELECT count(*) FROM tpch.sf1.orders").await;
+    assert_eq!(rows, vec![vec![Value::from(1500000)]]);
+}
+
+/// An aggregation whose state is far larger than the pool: it spills and still gives every
+/// group once. (A sort over shuffled input does not finish in such a pool yet: the exchange
+/// buffers reserve the pool without being able to spill, leaving the sorter nothing; see
+/// the notes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregation_larger_than_the_pool_finishes_by_spilling() {
+    let spill = TempDir::new("flotilla-spill");
+    let etc = etc_with(&format!("memory.pool-size=64MB\nspiller-spill-path={}\n", spill.path.display()));
+    let cluster = ProcessCluster::builder().workers(1).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 3).await;
+    // A million and a half groups, each holding a comment: far more state than the pool.
+    let grouped = "SELECT count(*), sum(orderkey) FROM (SELECT orderkey, max(comment) c FROM tpch.sf1.lineitem GROUP BY orderkey)";
+    let (_, rows) = http.rows(grouped).await;
+    let (_, expected) = http.rows("SELECT count(*), sum(orderkey) FROM tpch.sf1.orders").await;
+    assert_eq!(rows, expected, "every group once after spilling");
+    let (_, plan) = http.rows(&format!("EXPLAIN ANALYZE {grouped}")).await;
+    let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let spilled = text
+        .split("spill_count=")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
+        .sum::<u64>();
+    assert!(spilled > 0, "the aggregation spilled: {text}");
+}
