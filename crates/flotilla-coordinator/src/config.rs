@@ -35,6 +35,12 @@ pub const SETTINGS: &[Setting] = &[
         doc: "How long a finished query is kept at least",
     },
     Setting {
+        name: "query.max-memory",
+        default: "20GB",
+        roles: "coordinator",
+        doc: "Most memory a query may reserve across the cluster; its coordinator fails it with EXCEEDED_GLOBAL_MEMORY_LIMIT past it (checked twice a second)",
+    },
+    Setting {
         name: "shutdown.grace-period",
         default: "2m",
         roles: "coordinator",
@@ -72,6 +78,8 @@ pub struct CoordinatorConfig {
     pub min_expire_age: Duration,
     /// `shutdown.grace-period`.
     pub shutdown_grace_period: Duration,
+    /// `query.max-memory`.
+    pub max_memory: u64,
     /// `node-scheduler.include-coordinator`.
     pub include_coordinator: bool,
     /// The worker settings of this node's own data plane (with `include_coordinator`).
@@ -92,6 +100,7 @@ impl Default for CoordinatorConfig {
             max_history: 100,
             min_expire_age: Duration::from_secs(900),
             shutdown_grace_period: Duration::from_secs(120),
+            max_memory: 20 << 30,
             include_coordinator: true,
             worker: flotilla_worker::WorkerConfig::default(),
             resource_groups_manager: None,
@@ -123,6 +132,11 @@ impl CoordinatorConfig {
             "query.client.timeout" => self.client_timeout = parse_duration_value(file, key, value)?,
             "query.max-history" => self.max_history = parse_value(file, key, value)?,
             "query.min-expire-age" => self.min_expire_age = parse_duration_value(file, key, value)?,
+            "query.max-memory" => {
+                self.max_memory = flotilla_proto::parse_data_size(value)
+                    .map_err(|m| ConfigError::invalid(file, key, value, m))?
+                    .max(1)
+            }
             "shutdown.grace-period" => self.shutdown_grace_period = parse_duration_value(file, key, value)?,
             "node-scheduler.include-coordinator" => self.include_coordinator = parse_value(file, key, value)?,
             "resource-groups.configuration-manager" => {

@@ -20,12 +20,13 @@ pub async fn run_query(
     engine: Engine,
     scheduler: Arc<Scheduler>,
     admission: Arc<Admission>,
+    max_memory: u64,
     query: Arc<Query>,
     pages: mpsc::Sender<Page>,
 ) {
     let mut session = SqlSession::from(&query.session);
     session.query_id = Some(query.id.to_string());
-    run(&engine, &scheduler, &admission, &query, &session, pages).await;
+    run(&engine, &scheduler, &admission, max_memory, &query, &session, pages).await;
     // The query's tasks are gone from the workers once its stream is dropped; what stays is
     // where they ran (already copied when the query ended by itself).
     keep_placements(&scheduler, &query);
@@ -41,13 +42,18 @@ async fn run(
     engine: &Engine,
     scheduler: &Scheduler,
     admission: &Arc<Admission>,
+    max_memory: u64,
     query: &Arc<Query>,
     session: &SqlSession,
     pages: mpsc::Sender<Page>,
 ) {
     let cancel = query.cancel.clone();
-    let limit = match session.max_run_time() {
-        Ok(limit) => limit,
+    let limits = session.max_run_time().and_then(|time| {
+        let memory = session.data_size("query_max_memory")?.map_or(max_memory, |m| m.min(max_memory));
+        Ok((time, memory))
+    });
+    let (limit, memory_limit) = match limits {
+        Ok(limits) => limits,
         Err(error) => {
             query.fail(error);
             return;
@@ -67,11 +73,27 @@ async fn run(
         loop {
             tokio::time::sleep(PROGRESS_INTERVAL).await;
             // Only a query running on workers has progress there.
-            let distributed = query.status.lock().plan.as_ref().is_some_and(|p| p.is::<DistributedExec>());
+            let (distributed, local) = {
+                let status = query.status.lock();
+                let distributed = status.plan.as_ref().is_some_and(|p| p.is::<DistributedExec>());
+                (distributed, status.memory.as_ref().map_or(0, |m| m.query_reserved() as u64))
+            };
+            let remote = if distributed { scheduler.remote_progress(&id) } else { Default::default() };
+            // query.max-memory: what it holds here plus on every worker (as of their last
+            // heartbeats).
+            if local + remote.reserved_bytes > memory_limit {
+                query.fail(FlotillaError::new(
+                    ErrorCode::ExceededGlobalMemoryLimit,
+                    format!(
+                        "Query exceeded distributed user memory limit of {}",
+                        flotilla_sql::progress::human_bytes(memory_limit as usize)
+                    ),
+                ));
+                continue;
+            }
             if !distributed {
                 continue;
             }
-            let remote = scheduler.remote_progress(&id);
             let mut status = query.status.lock();
             // Tasks that ended drop out of the heartbeats: keep the most seen.
             status.remote.rows = status.remote.rows.max(remote.rows);

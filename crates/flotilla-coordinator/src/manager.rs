@@ -153,6 +153,7 @@ impl QueryManager {
             self.engine.clone(),
             self.scheduler.clone(),
             self.admission.clone(),
+            self.config.max_memory,
             query.clone(),
             sender,
         ));

@@ -30,7 +30,7 @@ use flotilla_proto::{ErrorCode, FlotillaError};
 use flotilla_resource_manager::{ClusterViewClient, ViewSnapshot};
 use flotilla_sql::{Distributor, SqlSession};
 use flotilla_worker::flight::FlightChannels;
-use flotilla_worker::QUERY_ID_HEADER;
+use flotilla_worker::{MAX_MEMORY_PER_NODE_HEADER, QUERY_ID_HEADER};
 use http::{HeaderMap, HeaderValue};
 use parking_lot::Mutex;
 use url::Url;
@@ -63,6 +63,8 @@ pub struct RemoteProgress {
     pub bytes: u64,
     /// Workers holding tasks of the query.
     pub workers: u32,
+    /// Memory the query reserves on the workers.
+    pub reserved_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -141,6 +143,7 @@ impl Scheduler {
         for node in snapshot.view.live_nodes() {
             let Some(load) = &node.worker else { continue };
             for query in load.query_memory.iter().filter(|q| q.query_id == query_id) {
+                progress.reserved_bytes += query.reserved_bytes;
                 progress.rows += query.processed_rows;
                 progress.bytes += query.processed_bytes;
                 progress.workers += 1;
@@ -308,6 +311,9 @@ impl Distributor for SchedulerDistributor {
         let mut headers = HeaderMap::new();
         if let Ok(value) = HeaderValue::from_str(&query_id) {
             headers.insert(QUERY_ID_HEADER, value);
+        }
+        if let Some(limit) = session.data_size("query_max_memory_per_node")? {
+            headers.insert(MAX_MEMORY_PER_NODE_HEADER, HeaderValue::from(limit));
         }
         let urls = GroupUrls(workers.iter().map(|w| w.url.clone()).collect());
         let task_limit = workers.len().max(MIN_TASKS_PER_STAGE);

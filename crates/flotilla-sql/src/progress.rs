@@ -19,7 +19,7 @@ pub struct PeakMemoryPool {
     reserved: AtomicUsize,
     peak: AtomicUsize,
     /// The most the query may hold through this pool (`query.max-memory-per-node`).
-    limit: usize,
+    limit: AtomicUsize,
 }
 
 /// How a refused reservation over `query.max-memory-per-node` is described (the message
@@ -34,7 +34,12 @@ impl PeakMemoryPool {
     /// A view whose reservations together may not pass `limit` bytes: past it a fallible
     /// reservation is refused (a spilling operator spills; others fail the query).
     pub fn with_limit(inner: Arc<dyn MemoryPool>, limit: usize) -> Self {
-        Self { inner, reserved: AtomicUsize::new(0), peak: AtomicUsize::new(0), limit }
+        Self { inner, reserved: AtomicUsize::new(0), peak: AtomicUsize::new(0), limit: AtomicUsize::new(limit) }
+    }
+
+    /// Lowers the limit (never raises it).
+    pub fn lower_limit(&self, limit: usize) {
+        self.limit.fetch_min(limit, Ordering::Relaxed);
     }
 
     /// Bytes the query holds now.
@@ -53,8 +58,8 @@ impl PeakMemoryPool {
     }
 }
 
-/// Bytes as Trino writes data sizes (`12.5MB`).
-fn human_bytes(bytes: usize) -> String {
+/// Bytes as Trino writes data sizes (`12.50MB`).
+pub fn human_bytes(bytes: usize) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -100,10 +105,11 @@ impl MemoryPool for PeakMemoryPool {
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
         let held = self.query_reserved();
-        if held.saturating_add(additional) > self.limit {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if held.saturating_add(additional) > limit {
             return Err(datafusion::error::DataFusionError::ResourcesExhausted(format!(
                 "{LOCAL_MEMORY_PHRASE} of {} [query.max-memory-per-node]: it holds {} and {} asked for {} more",
-                human_bytes(self.limit),
+                human_bytes(limit),
                 human_bytes(held),
                 reservation.consumer().name(),
                 human_bytes(additional),

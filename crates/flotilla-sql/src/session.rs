@@ -67,6 +67,17 @@ fn validate_warehouse(value: &str) -> Result<(), String> {
     }
 }
 
+/// A data size (`512MB`), or empty for "not set".
+fn validate_optional_data_size(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    match flotilla_proto::parse_data_size(value)? {
+        0 => Err("must be positive".into()),
+        _ => Ok(()),
+    }
+}
+
 fn default_task_concurrency() -> String {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string()
 }
@@ -79,6 +90,20 @@ pub const SESSION_PROPERTIES: &[SessionProperty] = &[
         default: || "100d".to_string(),
         description: "Maximum run time of a query, queued time included (EXCEEDED_TIME_LIMIT past it)",
         validate: validate_duration,
+    },
+    SessionProperty {
+        name: "query_max_memory",
+        type_name: "varchar",
+        default: String::new,
+        description: "Lowers query.max-memory for this session: the most the query may reserve across the cluster (EXCEEDED_GLOBAL_MEMORY_LIMIT past it)",
+        validate: validate_optional_data_size,
+    },
+    SessionProperty {
+        name: "query_max_memory_per_node",
+        type_name: "varchar",
+        default: String::new,
+        description: "Lowers query.max-memory-per-node for this session: the most the query may reserve on one node",
+        validate: validate_optional_data_size,
     },
     SessionProperty {
         name: "query_priority",
@@ -130,6 +155,17 @@ impl SqlSession {
             }
             None => Ok((property.default)()),
         }
+    }
+
+    /// A data size property, when set.
+    pub fn data_size(&self, name: &str) -> Result<Option<u64>, FlotillaError> {
+        let value = self.property(name)?;
+        if value.is_empty() {
+            return Ok(None);
+        }
+        flotilla_proto::parse_data_size(&value)
+            .map(Some)
+            .map_err(|m| FlotillaError::new(ErrorCode::InvalidSessionProperty, format!("{name} is invalid: {m}")))
     }
 
     /// `query_max_run_time`.

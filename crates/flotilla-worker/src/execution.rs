@@ -38,6 +38,10 @@ use crate::flight::{authenticate, FlightChannels};
 /// on every data-plane call of the query).
 pub const QUERY_ID_HEADER: &str = "x-flotilla-query-id";
 
+/// The header that lowers a query's `query.max-memory-per-node` (its session's
+/// `query_max_memory_per_node`, in bytes).
+pub const MAX_MEMORY_PER_NODE_HEADER: &str = "x-flotilla-max-memory-per-node";
+
 #[derive(Debug)]
 struct QueryUsage {
     tasks: usize,
@@ -72,24 +76,29 @@ impl TaskTracker {
         Self { pool, per_query, queries: Mutex::new(HashMap::new()) }
     }
 
-    fn with_usage<T>(&self, query_id: &str, f: impl FnOnce(&mut QueryUsage) -> T) -> T {
+    /// The query's figures here; a query first seen gets a memory view limited to
+    /// `query.max-memory-per-node`, lowered by `limit` when its session asks.
+    fn with_usage<T>(&self, query_id: &str, limit: Option<usize>, f: impl FnOnce(&mut QueryUsage) -> T) -> T {
         let mut queries = self.queries.lock();
         let usage = queries.entry(query_id.to_string()).or_insert_with(|| QueryUsage {
             tasks: 0,
             memory: Arc::new(PeakMemoryPool::with_limit(self.pool.clone(), self.per_query)),
             scans: Arc::default(),
         });
+        if let Some(limit) = limit {
+            usage.memory.lower_limit(limit);
+        }
         f(usage)
     }
 
     fn start_task(self: &Arc<Self>, query_id: &str) -> TaskGuard {
-        self.with_usage(query_id, |usage| usage.tasks += 1);
+        self.with_usage(query_id, None, |usage| usage.tasks += 1);
         TaskGuard { tracker: self.clone(), query_id: query_id.to_string() }
     }
 
     /// What a query's task on this node is charged to: its memory and its input.
-    fn counters_of(&self, query_id: &str) -> (Arc<PeakMemoryPool>, Arc<ScanCounters>) {
-        self.with_usage(query_id, |usage| (usage.memory.clone(), usage.scans.clone()))
+    fn counters_of(&self, query_id: &str, limit: Option<usize>) -> (Arc<PeakMemoryPool>, Arc<ScanCounters>) {
+        self.with_usage(query_id, limit, |usage| (usage.memory.clone(), usage.scans.clone()))
     }
 
     /// Queries with tasks or memory here; forgets those with neither.
@@ -164,7 +173,12 @@ fn query_id_of(headers: &http::HeaderMap) -> &str {
 #[async_trait]
 impl WorkerSessionBuilder for TaskSessions {
     async fn build_session_state(&self, ctx: WorkerQueryContext) -> Result<SessionState, DataFusionError> {
-        let (memory, scans) = self.tracker.counters_of(query_id_of(&ctx.headers));
+        let limit = ctx
+            .headers
+            .get(MAX_MEMORY_PER_NODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let (memory, scans) = self.tracker.counters_of(query_id_of(&ctx.headers), limit);
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime).with_memory_pool(memory).build_arc()?;
         let channels = self.channels.clone() as Arc<dyn ChannelResolver + Send + Sync>;
         let mut builder = ctx.builder.with_runtime_env(runtime).with_distributed_channel_resolver(channels);

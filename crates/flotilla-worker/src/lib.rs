@@ -56,7 +56,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{WorkerConfig, SETTINGS};
-pub use execution::{DataPlane, TaskTracker, QUERY_ID_HEADER};
+pub use execution::{DataPlane, TaskTracker, MAX_MEMORY_PER_NODE_HEADER, QUERY_ID_HEADER};
 pub use load::WorkerLoadSource;
 
 /// Starts a worker on `address` (port 0 picks a free one).

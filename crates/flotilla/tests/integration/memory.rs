@@ -1,6 +1,7 @@
-//! Worker memory: a query over `query.max-memory-per-node` fails with
-//! `EXCEEDED_LOCAL_MEMORY_LIMIT` while the worker keeps serving, and an aggregation larger
-//! than the pool finishes by spilling.
+//! Memory: a query over `query.max-memory-per-node` fails with `EXCEEDED_LOCAL_MEMORY_LIMIT`
+//! while the worker keeps serving; an aggregation larger than the pool finishes by spilling;
+//! the session lowers the per-node and the cluster-wide (`EXCEEDED_GLOBAL_MEMORY_LIMIT`)
+//! limits.
 
 use serde_json::Value;
 
@@ -31,12 +32,13 @@ async fn a_query_over_the_per_node_limit_fails_and_the_worker_keeps_serving() {
     assert_eq!(rows, vec![vec![Value::from(1500000)]]);
 }
 
-/// An aggregation whose state is far larger than the pool: it spills and still gives every
-/// group once. (A sort over shuffled input does not finish in such a pool yet: the exchange
+/// An aggregation whose state is far larger than the pool spills and still gives every
+/// group once; the session's `query_max_memory` and `query_max_memory_per_node` lower the
+/// limits. (A sort over shuffled input does not finish in such a pool yet: the exchange
 /// buffers reserve the pool without being able to spill, leaving the sorter nothing; see
 /// the notes.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_aggregation_larger_than_the_pool_finishes_by_spilling() {
+async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
     let spill = TempDir::new("flotilla-spill");
     let etc = etc_with(&format!("memory.pool-size=64MB\nspiller-spill-path={}\n", spill.path.display()));
     let cluster = ProcessCluster::builder().workers(1).etc_dir(&etc.path).start();
@@ -55,4 +57,19 @@ async fn an_aggregation_larger_than_the_pool_finishes_by_spilling() {
         .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok())
         .sum::<u64>();
     assert!(spilled > 0, "the aggregation spilled: {text}");
+
+    // The session lowers both limits: across the cluster, which the coordinator watches
+    // from the workers' heartbeats (a join whose build side stays in memory while it probes
+    // for many seconds) ...
+    let long_join = "SELECT count(*) FROM tpch.sf10.lineitem l JOIN tpch.sf1.orders o ON l.orderkey = o.orderkey";
+    let request = http.post(long_join).header("X-Trino-Session", "query_max_memory=1MB");
+    let error = http.error_with(request).await;
+    assert_eq!(error["errorName"], "EXCEEDED_GLOBAL_MEMORY_LIMIT", "{error}");
+    assert_eq!(error["message"], "Query exceeded distributed user memory limit of 1.00MB");
+    // ... and per node (a join's build side cannot spill) ...
+    let join = "SELECT count(*) FROM tpch.sf1.lineitem l JOIN tpch.sf1.orders o ON l.orderkey = o.orderkey AND l.comment <> o.comment";
+    let request = http.post(join).header("X-Trino-Session", "query_max_memory_per_node=4MB");
+    let error = http.error_with(request).await;
+    assert_eq!(error["errorName"], "EXCEEDED_LOCAL_MEMORY_LIMIT", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("4.00MB"), "{error}");
 }
