@@ -213,6 +213,8 @@ impl RuntimeSource for ClusterRuntime {
                 node_version: node.node.version.clone(),
                 coordinator: node.node.has_role(NodeRole::Coordinator),
                 state: node.state.trino_name().to_string(),
+                memory_pool_bytes: node.worker.as_ref().map(|w| w.memory_pool_bytes),
+                memory_reserved_bytes: node.worker.as_ref().map(|w| w.memory_reserved_bytes),
             })
             .collect()
     }

@@ -24,6 +24,9 @@ pub struct NodeRow {
     pub node_version: String,
     pub coordinator: bool,
     pub state: String,
+    /// A worker's memory pool and what queries reserve in it now (none for other roles).
+    pub memory_pool_bytes: Option<u64>,
+    pub memory_reserved_bytes: Option<u64>,
 }
 
 /// A query as `system.runtime.queries` lists it.
@@ -142,6 +145,8 @@ impl SystemSchema {
                     varchar("node_version"),
                     Field::new("coordinator", DataType::Boolean, true),
                     varchar("state"),
+                    Field::new("memory_pool_bytes", DataType::Int64, true),
+                    Field::new("memory_reserved_bytes", DataType::Int64, true),
                 ])),
                 self.runtime
                     .nodes()
@@ -153,6 +158,8 @@ impl SystemSchema {
                             text(n.node_version),
                             ScalarValue::Boolean(Some(n.coordinator)),
                             text(n.state),
+                            ScalarValue::Int64(n.memory_pool_bytes.map(|b| b as i64)),
+                            ScalarValue::Int64(n.memory_reserved_bytes.map(|b| b as i64)),
                         ]
                     })
                     .collect(),

@@ -44,6 +44,9 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
     let cluster = ProcessCluster::builder().workers(1).etc_dir(&etc.path).start();
     let http = Http::new(&cluster.coordinator_url());
     wait_for_nodes(&http, 3).await;
+    let pools = "SELECT node_id, memory_pool_bytes FROM system.runtime.nodes WHERE memory_pool_bytes IS NOT NULL";
+    let (_, rows) = http.rows(pools).await;
+    assert_eq!(rows, vec![vec![Value::from("worker-1"), Value::from(64u64 << 20)]], "only the worker has a pool");
     // A million and a half groups, each holding a comment: far more state than the pool.
     let grouped = "SELECT count(*), sum(orderkey) FROM (SELECT orderkey, max(comment) c FROM tpch.sf1.lineitem GROUP BY orderkey)";
     let (_, rows) = http.rows(grouped).await;
