@@ -99,6 +99,7 @@ async fn run(
             status.remote.rows = status.remote.rows.max(remote.rows);
             status.remote.bytes = status.remote.bytes.max(remote.bytes);
             status.remote.workers = status.remote.workers.max(remote.workers);
+            status.remote.reserved_bytes = status.remote.reserved_bytes.max(remote.reserved_bytes);
         }
     };
     tokio::select! {

@@ -303,7 +303,9 @@ impl Query {
             processed_bytes: progress.processed_bytes.max(status.remote.bytes),
             physical_input_bytes: progress.processed_bytes.max(status.remote.bytes),
             physical_written_bytes: 0,
-            peak_memory_bytes: status.memory.as_ref().map(|m| m.peak() as u64).unwrap_or(0),
+            // Here at most, plus the most the workers reported holding at once.
+            peak_memory_bytes: status.memory.as_ref().map(|m| m.peak() as u64).unwrap_or(0)
+                + status.remote.reserved_bytes,
             spilled_bytes: 0,
             root_stage,
         }

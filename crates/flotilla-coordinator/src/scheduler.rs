@@ -63,7 +63,7 @@ pub struct RemoteProgress {
     pub bytes: u64,
     /// Workers holding tasks of the query.
     pub workers: u32,
-    /// Memory the query reserves on the workers.
+    /// Memory the query reserves on the workers (in a query's status: the most seen).
     pub reserved_bytes: u64,
 }
 

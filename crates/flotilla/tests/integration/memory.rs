@@ -49,9 +49,16 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
     assert_eq!(rows, vec![vec![Value::from("worker-1"), Value::from(64u64 << 20)]], "only the worker has a pool");
     // A million and a half groups, each holding a comment: far more state than the pool.
     let grouped = "SELECT count(*), sum(orderkey) FROM (SELECT orderkey, max(comment) c FROM tpch.sf1.lineitem GROUP BY orderkey)";
-    let (_, rows) = http.rows(grouped).await;
+    let responses = http.run(grouped).await;
+    let (_, rows) = crate::collect(&responses);
     let (_, expected) = http.rows("SELECT count(*), sum(orderkey) FROM tpch.sf1.orders").await;
     assert_eq!(rows, expected, "every group once after spilling");
+    // Its peak counts what the workers held (as their heartbeats reported it).
+    let id = responses.last().unwrap()["id"].as_str().unwrap().to_string();
+    let info: Value =
+        http.client.get(format!("{}/v1/query/{id}", http.base)).send().await.unwrap().json().await.unwrap();
+    let peak = info["queryStats"]["peakMemoryBytes"].as_u64().unwrap();
+    assert!(peak > 4 << 20, "peakMemoryBytes {peak} includes the workers' memory");
     let (_, plan) = http.rows(&format!("EXPLAIN ANALYZE {grouped}")).await;
     let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
     let spilled = text
