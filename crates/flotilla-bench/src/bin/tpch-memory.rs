@@ -186,7 +186,7 @@ fn main() -> Result<(), String> {
                 finished += 1;
                 let how = if peak > pool {
                     spilled_or_squeezed += 1;
-                    "finished in less memory than its peak (spilled)"
+                    "finished below its unlimited peak (spilling or sharing)"
                 } else {
                     "finished (fits)"
                 };
