@@ -193,8 +193,7 @@ async fn submit(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
 fn shared_path(method: &Method, path: &str) -> bool {
     let read = method == Method::GET || method == Method::HEAD;
     let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-    (read && ["/v1/info", "/v1/node", "/v1/cluster", "/v1/query"].iter().any(|p| path == *p))
-        || (read && under("/v1/info"))
+    (read && (["/v1/node", "/v1/cluster", "/v1/query"].contains(&path) || under("/v1/info")))
         || under("/ui")
         || path == "/"
 }
@@ -241,4 +240,31 @@ async fn status(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> 
             "nodeId": t.node_id, "uri": t.url, "load": t.load, "suspect": t.suspect,
         })).collect::<Vec<_>>(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cluster_wide_reads_and_the_ui_are_relayed_to_any_coordinator() {
+        for (method, path) in [
+            (Method::GET, "/v1/info"),
+            (Method::GET, "/v1/info/state"),
+            (Method::GET, "/v1/node"),
+            (Method::HEAD, "/v1/cluster"),
+            (Method::GET, "/v1/query"),
+            (Method::POST, "/ui/login"),
+        ] {
+            assert!(shared_path(&method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::PUT, "/v1/info/state"),
+            (Method::DELETE, "/v1/query"),
+            (Method::GET, "/v1/information"),
+            (Method::GET, "/v1/resource-manager/view"),
+        ] {
+            assert!(!shared_path(&method, path), "{method} {path}");
+        }
+    }
 }
