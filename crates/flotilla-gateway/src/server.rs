@@ -193,9 +193,10 @@ async fn submit(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
 fn shared_path(method: &Method, path: &str) -> bool {
     let read = method == Method::GET || method == Method::HEAD;
     let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-    (read && (["/v1/node", "/v1/cluster", "/v1/query"].contains(&path) || under("/v1/info")))
-        || under("/ui")
-        || path == "/"
+    let cluster_wide = ["/v1/node", "/v1/cluster", "/v1/query"].contains(&path)
+        || under("/v1/info")
+        || under("/v1/resourceGroupState");
+    (read && cluster_wide) || under("/ui") || path == "/"
 }
 
 /// Follow-ups to their owner (by the query id's suffix); the cluster-wide pages to any
@@ -254,6 +255,7 @@ mod tests {
             (Method::GET, "/v1/node"),
             (Method::HEAD, "/v1/cluster"),
             (Method::GET, "/v1/query"),
+            (Method::GET, "/v1/resourceGroupState/global/adhoc"),
             (Method::POST, "/ui/login"),
         ] {
             assert!(shared_path(&method, path), "{method} {path}");
