@@ -24,9 +24,12 @@
 //!   from when it decided, so the coordinator's lease always ends first (no clock needs to
 //!   agree with another).
 //! - A resource manager that becomes leader (at start, or when the previous leader died)
-//!   grants no new slot for one lease duration: every lease the previous leader granted has
-//!   expired by then, and the running counts it still needs arrive with the requests and
-//!   heartbeats.
+//!   grants no new slot until one lease duration has passed both since it became leader and
+//!   since every live peer acknowledged a push from it (a push carries its own record, so
+//!   from then on that peer knows a smaller id is alive and refuses lease requests): every
+//!   lease another resource manager granted has expired by then. (This covers a restarted
+//!   leader coming back while a peer leads.) The running counts it still needs arrive with
+//!   the requests and heartbeats.
 //!
 //! What is not covered: a coordinator cut off from every resource manager for longer than
 //! `resource-manager.node-status-timeout` is counted as dead, and queries it still runs are
@@ -94,6 +97,8 @@ pub struct ClusterUsage {
     pub coordinators: Vec<(String, String, Vec<ResourceGroupUsage>)>,
     /// Memory reserved by the running queries of each leaf group.
     pub group_memory: HashMap<String, u64>,
+    /// The other live resource managers (node ids).
+    pub peers: Vec<String>,
 }
 
 /// Why a request got no grant.
@@ -109,6 +114,9 @@ pub struct LeaseAuthority {
     coordinators: HashMap<String, CoordinatorLeases>,
     /// Since when this resource manager has been the leader without a break.
     leader_since: Option<Instant>,
+    /// When each peer first acknowledged a push from this leader (so it knows this leader
+    /// is alive and refuses lease requests from then on).
+    acknowledged: HashMap<String, Instant>,
     /// The latest limits reported for each group.
     limits: HashMap<String, GroupLimits>,
 }
@@ -132,6 +140,7 @@ impl LeaseAuthority {
             (true, None) => {
                 tracing::info!("this resource manager is now the admission leader");
                 self.leader_since = Some(now);
+                self.acknowledged.clear();
             }
             (false, Some(_)) => {
                 tracing::info!("this resource manager is no longer the admission leader");
@@ -143,8 +152,20 @@ impl LeaseAuthority {
     }
 
     /// Whether it has led for a full lease duration (every earlier leader's lease is over).
-    fn warmed_up(&self, now: Instant) -> bool {
-        self.leader_since.is_some_and(|since| now.duration_since(since) >= LEASE_DURATION)
+    /// A peer has acknowledged a push (which carries this resource manager's own record).
+    pub fn peer_acknowledged(&mut self, peer: &str, now: Instant) {
+        if self.leader_since.is_some() {
+            self.acknowledged.entry(peer.to_string()).or_insert(now);
+        }
+    }
+
+    /// Whether every lease another resource manager may have granted has expired: this one
+    /// has led for a lease duration, and so long has passed since each live peer learnt
+    /// that it is alive (a peer that was leader stops granting then).
+    fn warmed_up(&self, peers: &[String], now: Instant) -> bool {
+        let settled = |since: Instant| now.duration_since(since) >= LEASE_DURATION;
+        self.leader_since.is_some_and(settled)
+            && peers.iter().all(|peer| self.acknowledged.get(peer).is_some_and(|at| settled(*at)))
     }
 
     /// (running, queued) every coordinator but `except` counts for in groups under `group`.
@@ -286,7 +307,7 @@ impl LeaseAuthority {
                     .collect(),
             },
         );
-        let warmed_up = self.warmed_up(now);
+        let warmed_up = self.warmed_up(&usage.peers, now);
         let mut demands = request.demands.clone();
         demands.sort_by_key(|d| d.oldest_waiting_ms.unwrap_or(i64::MAX));
         let mut leases = Vec::with_capacity(demands.len());
@@ -505,6 +526,7 @@ mod tests {
                 vec![ResourceGroupUsage { resource_group: "global".into(), queued: 0, running: 1 }],
             )],
             group_memory: HashMap::new(),
+            peers: Vec::new(),
         };
         let b = authority.grant(request("b", 1, vec![demand(global(), 0, 0, 5, 5)]), &usage, "rm", later).unwrap();
         assert_eq!(b.leases[0].running_slots, 1);
@@ -517,7 +539,11 @@ mod tests {
         let mut authority = leader(now);
         let mut group = limits("global", 10, 10);
         group.soft_memory_limit_bytes = Some(1000);
-        let usage = ClusterUsage { coordinators: Vec::new(), group_memory: HashMap::from([("global".into(), 2000)]) };
+        let usage = ClusterUsage {
+            coordinators: Vec::new(),
+            group_memory: HashMap::from([("global".into(), 2000)]),
+            peers: Vec::new(),
+        };
         let a = authority.grant(request("a", 1, vec![demand(vec![group], 1, 0, 2, 1)]), &usage, "rm", now).unwrap();
         assert_eq!((a.leases[0].running_slots, a.leases[0].queue_slots), (1, 2));
     }
@@ -573,6 +599,23 @@ mod tests {
         let b =
             authority.grant(request("b", 2, vec![demand(vec![idle, parent], 0, 0, 1, 5)]), &usage, "rm", now).unwrap();
         assert_eq!(b.leases[0].running_slots, 1);
+    }
+
+    #[test]
+    fn a_leader_waits_a_lease_duration_after_each_peer_learnt_of_it() {
+        let now = Instant::now();
+        let mut authority = leader(now);
+        let usage = ClusterUsage { peers: vec!["rm2".into()], ..Default::default() };
+        let global = || vec![limits("global", 10, 10)];
+        // rm2 (a leader until it hears of this one) has not acknowledged us: nothing new.
+        let a = authority.grant(request("a", 1, vec![demand(global(), 0, 0, 3, 1)]), &usage, "rm", now).unwrap();
+        assert_eq!(a.leases[0].running_slots, 0);
+        authority.peer_acknowledged("rm2", now);
+        let a = authority.grant(request("a", 2, vec![demand(global(), 0, 0, 3, 1)]), &usage, "rm", now).unwrap();
+        assert_eq!(a.leases[0].running_slots, 0, "rm2's leases may still run");
+        let later = now + LEASE_DURATION;
+        let a = authority.grant(request("a", 3, vec![demand(global(), 0, 0, 3, 1)]), &usage, "rm", later).unwrap();
+        assert_eq!(a.leases[0].running_slots, 3);
     }
 
     #[test]

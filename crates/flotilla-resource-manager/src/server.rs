@@ -192,7 +192,10 @@ impl ResourceManager {
         });
         for (peer_id, upto, since, result) in futures::future::join_all(pushes).await {
             match result {
-                Ok(ack) => self.state.lock().sync_acknowledged(&peer_id, &ack, upto, since),
+                Ok(ack) => {
+                    self.state.lock().sync_acknowledged(&peer_id, &ack, upto, since);
+                    self.admission.lock().peer_acknowledged(&peer_id, Instant::now());
+                }
                 Err(error) => tracing::debug!(peer = %peer_id, %error, "peer push failed; it will be repeated"),
             }
         }

@@ -495,7 +495,8 @@ impl ClusterState {
             *group_memory.entry(query.summary.identity.resource_group.clone()).or_default() +=
                 query.summary.progress.peak_memory_bytes;
         }
-        crate::admission::ClusterUsage { coordinators, group_memory }
+        let peers = self.live_peers(now).into_iter().map(|(id, _, _)| id).collect();
+        crate::admission::ClusterUsage { coordinators, group_memory, peers }
     }
 }
 
