@@ -79,6 +79,14 @@ async fn run(
                 (distributed, status.memory.as_ref().map_or(0, |m| m.query_reserved() as u64))
             };
             let remote = if distributed { scheduler.remote_progress(&id) } else { Default::default() };
+            if distributed {
+                let mut status = query.status.lock();
+                // Tasks that ended drop out of the heartbeats: keep the most seen.
+                status.remote.rows = status.remote.rows.max(remote.rows);
+                status.remote.bytes = status.remote.bytes.max(remote.bytes);
+                status.remote.workers = status.remote.workers.max(remote.workers);
+                status.remote.reserved_bytes = status.remote.reserved_bytes.max(remote.reserved_bytes);
+            }
             // query.max-memory: what it holds here plus on every worker (as of their last
             // heartbeats).
             if local + remote.reserved_bytes > memory_limit {
@@ -89,17 +97,7 @@ async fn run(
                         flotilla_sql::progress::human_bytes(memory_limit as usize)
                     ),
                 ));
-                continue;
             }
-            if !distributed {
-                continue;
-            }
-            let mut status = query.status.lock();
-            // Tasks that ended drop out of the heartbeats: keep the most seen.
-            status.remote.rows = status.remote.rows.max(remote.rows);
-            status.remote.bytes = status.remote.bytes.max(remote.bytes);
-            status.remote.workers = status.remote.workers.max(remote.workers);
-            status.remote.reserved_bytes = status.remote.reserved_bytes.max(remote.reserved_bytes);
         }
     };
     tokio::select! {

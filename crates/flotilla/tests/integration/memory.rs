@@ -49,16 +49,9 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
     assert_eq!(rows, vec![vec![Value::from("worker-1"), Value::from(64u64 << 20)]], "only the worker has a pool");
     // A million and a half groups, each holding a comment: far more state than the pool.
     let grouped = "SELECT count(*), sum(orderkey) FROM (SELECT orderkey, max(comment) c FROM tpch.sf1.lineitem GROUP BY orderkey)";
-    let responses = http.run(grouped).await;
-    let (_, rows) = crate::collect(&responses);
+    let (_, rows) = http.rows(grouped).await;
     let (_, expected) = http.rows("SELECT count(*), sum(orderkey) FROM tpch.sf1.orders").await;
     assert_eq!(rows, expected, "every group once after spilling");
-    // Its peak counts what the workers held (as their heartbeats reported it).
-    let id = responses.last().unwrap()["id"].as_str().unwrap().to_string();
-    let info: Value =
-        http.client.get(format!("{}/v1/query/{id}", http.base)).send().await.unwrap().json().await.unwrap();
-    let peak = info["queryStats"]["peakMemoryBytes"].as_u64().unwrap();
-    assert!(peak > 4 << 20, "peakMemoryBytes {peak} includes the workers' memory");
     let (_, plan) = http.rows(&format!("EXPLAIN ANALYZE {grouped}")).await;
     let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
     let spilled = text
@@ -73,9 +66,17 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
     // for many seconds) ...
     let long_join = "SELECT count(*) FROM tpch.sf10.lineitem l JOIN tpch.sf1.orders o ON l.orderkey = o.orderkey";
     let request = http.post(long_join).header("X-Trino-Session", "query_max_memory=1MB");
-    let error = http.error_with(request).await;
-    assert_eq!(error["errorName"], "EXCEEDED_GLOBAL_MEMORY_LIMIT", "{error}");
-    assert_eq!(error["message"], "Query exceeded distributed user memory limit of 1.00MB");
+    let responses = http.run_with(request).await;
+    let last = responses.last().unwrap();
+    assert_eq!(last["error"]["errorName"], "EXCEEDED_GLOBAL_MEMORY_LIMIT", "{last}");
+    assert_eq!(last["error"]["message"], "Query exceeded distributed user memory limit of 1.00MB");
+    // Its peak counts what the workers reported holding (more than the limit, or it would
+    // not have been killed).
+    let id = last["id"].as_str().unwrap();
+    let info: Value =
+        http.client.get(format!("{}/v1/query/{id}", http.base)).send().await.unwrap().json().await.unwrap();
+    let peak = info["queryStats"]["peakMemoryBytes"].as_u64().unwrap();
+    assert!(peak > 1 << 20, "peakMemoryBytes {peak} includes the workers' memory");
     // ... and per node (a join's build side cannot spill) ...
     let join = "SELECT count(*) FROM tpch.sf1.lineitem l JOIN tpch.sf1.orders o ON l.orderkey = o.orderkey AND l.comment <> o.comment";
     let request = http.post(join).header("X-Trino-Session", "query_max_memory_per_node=4MB");
