@@ -287,3 +287,26 @@ async fn a_draining_coordinator_finishes_its_queries_while_the_gateway_sends_new
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_coordinator_like_put_shutting_down() {
+    let mut cluster = ProcessCluster::builder().resource_managers(1).coordinators(1).start();
+    let coordinator = Http::new(&cluster.coordinator_url());
+    let first = submit(&coordinator, "SELECT count(*) FROM tpch.sf1.lineitem").await;
+    let id = first["id"].as_str().unwrap().to_string();
+    wait_running(&coordinator, &id).await;
+    let pid = cluster.cluster.coordinators[0].pid().to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    // It takes no new query, finishes the running one with every row, then exits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(coordinator.post("SELECT 1").send().await.unwrap().status(), 503);
+    let responses = poll_through(&coordinator, &first, &coordinator.base).await;
+    assert!(responses.last().unwrap().get("error").is_none(), "{}", responses.last().unwrap());
+    assert_eq!(collect(&responses).1, vec![vec![Value::from(6001215)]]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.cluster.coordinators[0].is_running() {
+        assert!(Instant::now() < deadline, "the coordinator did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
