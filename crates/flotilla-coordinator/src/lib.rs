@@ -76,6 +76,11 @@ impl Coordinator {
         self.local.shutting_down()
     }
 
+    /// This coordinator's own `host:port`, for a request that names no host.
+    pub fn own_host(&self) -> &str {
+        self.local.http_uri.trim_start_matches("http://")
+    }
+
     /// Binds `address` (port 0 picks a free one) and starts serving.
     ///
     /// With `discovery.uri` set, the coordinator joins those resource managers; without it,

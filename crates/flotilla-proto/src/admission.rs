@@ -25,7 +25,8 @@ pub struct GroupLimits {
     pub soft_concurrency_limit: Option<u32>,
     pub max_queued: u32,
     /// `softMemoryLimit` in bytes, resolved against the cluster's memory when given in %;
-    /// no new query of the group starts while its running queries reserve more.
+    /// no new query of the group starts while its unfinished queries' reported peak memory
+    /// adds up to more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft_memory_limit_bytes: Option<u64>,
     /// Share of the parent's slots when several subgroups wait (`schedulingWeight`).

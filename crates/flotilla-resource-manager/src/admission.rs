@@ -95,7 +95,8 @@ impl CoordinatorLeases {
 pub struct ClusterUsage {
     /// Live coordinators (node id, instance) and their reported per-group counts.
     pub coordinators: Vec<(String, String, Vec<ResourceGroupUsage>)>,
-    /// Memory reserved by the running queries of each leaf group.
+    /// The peak memory of the unfinished queries of each leaf group, as their coordinators
+    /// last reported it (the view carries peaks, not current reservations: conservative).
     pub group_memory: HashMap<String, u64>,
     /// The other live resource managers (node ids).
     pub peers: Vec<String>,

@@ -179,7 +179,7 @@ impl ResourceManager {
             *self.resource_managers.write() = Arc::new(state.live_resource_managers(now));
             let usage = state.admission_usage(now);
             let mut admission = self.admission.lock();
-            admission.observe_leadership(state.is_admission_leader(now), now);
+            admission.observe_leadership(state.admission_leader(now).is_none(), now);
             admission.sweep(&usage, now);
             state.live_peers(now)
         };

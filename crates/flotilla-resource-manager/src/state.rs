@@ -466,13 +466,9 @@ impl ClusterState {
         self.nodes.len()
     }
 
-    /// Whether this resource manager is the admission leader: no live resource manager
-    /// with a smaller node id is known.
-    pub fn is_admission_leader(&self, now: Instant) -> bool {
-        self.live_peers(now).iter().all(|(peer, _, _)| peer.as_str() > self.node_id.as_str())
-    }
-
-    /// The live resource manager with the smallest node id: (node id, http uri).
+    /// The admission leader when it is another resource manager: the live one with the
+    /// smallest node id, if smaller than this one's (node id, http uri); `None`: this one
+    /// leads.
     pub fn admission_leader(&self, now: Instant) -> Option<(String, String)> {
         self.live_peers(now)
             .into_iter()
@@ -482,7 +478,7 @@ impl ClusterState {
     }
 
     /// What admission needs of the cluster: every live coordinator's reported per-group
-    /// counts, and the memory the running queries of each group hold.
+    /// counts, the peak memory of each group's unfinished queries, and the live peers.
     pub fn admission_usage(&self, now: Instant) -> crate::admission::ClusterUsage {
         let coordinators = self
             .nodes

@@ -81,9 +81,8 @@ async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Re
     if id.coordinator() == coordinator.id || request.headers().contains_key(FORWARDED_BY) {
         return next.run(request).await;
     }
-    let fallback = coordinator.local.http_uri.trim_start_matches("http://").to_string();
     // Follow-ups carry no body (a kill's message is short).
-    let request = match Relayed::read(request, 1 << 20, &fallback, &coordinator.local.node_id).await {
+    let request = match Relayed::read(request, 1 << 20, coordinator.own_host(), &coordinator.local.node_id).await {
         Ok(request) => request,
         Err(response) => return response,
     };

@@ -96,8 +96,7 @@ fn flatten_stages(stage: &flotilla_sql::StageProgress, state: &str, out: &mut Ve
 }
 
 fn self_uri(coordinator: &Coordinator, request_headers: &HeaderMap) -> String {
-    let fallback = coordinator.local.http_uri.trim_start_matches("http://").to_string();
-    flotilla_gateway::uris::QueryUris::from_headers(request_headers, &fallback)
+    flotilla_gateway::uris::QueryUris::from_headers(request_headers, coordinator.own_host())
         .map(|u| u.base().to_string())
         .unwrap_or_else(|_| coordinator.local.http_uri.clone())
 }

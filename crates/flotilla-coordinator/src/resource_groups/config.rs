@@ -254,16 +254,6 @@ impl ResourceGroupsConfig {
         Ok(Self { roots, selectors })
     }
 
-    /// The configuration Flotilla runs with when none is given: every query in `global`,
-    /// with no limit that matters.
-    pub fn unlimited() -> Self {
-        Self::parse(
-            r#"{"rootGroups": [{"name": "global", "softMemoryLimit": "100%", "hardConcurrencyLimit": 1000000,
-                "maxQueued": 1000000}], "selectors": [{"group": "global"}]}"#,
-        )
-        .expect("the built-in configuration is valid")
-    }
-
     /// The group of a query: the first selector that matches, its template expanded; `None`
     /// when no selector matches (`QUERY_REJECTED`). `cluster_memory` resolves `%` limits.
     pub fn select(&self, query: &QueryContext, cluster_memory: u64) -> Option<Selected> {

@@ -217,8 +217,8 @@ impl Admission {
     /// The group of a query, or `QUERY_REJECTED` when no selector matches.
     pub fn select(&self, query: &QueryContext) -> Result<Selected, FlotillaError> {
         let Some(loaded) = &self.loaded else {
-            let chain = ResourceGroupsConfig::unlimited().select(query, 0).map(|s| s.chain).unwrap_or_default();
-            return Ok(Selected { path: DEFAULT_GROUP.to_string(), chain });
+            // No limits: nothing is admitted against a chain, so none is built.
+            return Ok(Selected { path: DEFAULT_GROUP.to_string(), chain: Vec::new() });
         };
         let memory = self.view.snapshot().map_or(0, |s| s.view.memory.pool_bytes);
         let config = loaded.read().config.clone();
