@@ -66,6 +66,56 @@ pub fn flotilla_binary() -> Result<std::path::PathBuf, String> {
     Ok(binary)
 }
 
+/// Starts one resource manager, one coordinator and `workers` workers as processes, with
+/// the `tpch` catalog (standard column names) and `config` as every node's
+/// config.properties, all under `work` (etc/, logs/).
+pub fn tpch_cluster(
+    binary: &Path,
+    work: &Path,
+    workers: usize,
+    config: &str,
+) -> Result<flotilla::local_cluster::LocalCluster, String> {
+    let etc = work.join("etc");
+    std::fs::create_dir_all(etc.join("catalog")).map_err(|e| e.to_string())?;
+    std::fs::write(etc.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
+        .map_err(|e| e.to_string())?;
+    std::fs::write(etc.join("config.properties"), config).map_err(|e| e.to_string())?;
+    let spec = flotilla::local_cluster::LocalClusterSpec {
+        resource_managers: 1,
+        coordinators: 1,
+        workers,
+        client_port: 0,
+        gateways: 0,
+        routing_policy: flotilla_gateway::RoutingPolicy::RoundRobin,
+        bind: std::net::IpAddr::from([127, 0, 0, 1]),
+        etc_dir: Some(etc),
+        log_dir: work.join("logs"),
+        one_resource_manager_each: false,
+        worker_labels: Vec::new(),
+        env: vec![("RUST_LOG".into(), "warn".into())],
+    };
+    flotilla::local_cluster::LocalCluster::start(binary, &spec)
+}
+
+/// Waits until the coordinator `client` talks to sees `workers` workers (and the resource
+/// manager and itself) active: its view catches up about once a second.
+pub async fn wait_for_workers(client: &mut flotilla_cli::Client, workers: usize) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcome = client
+            .run("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'", |_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        if outcome.rows[0][0].as_u64() == Some(workers as u64 + 2) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("the coordinator never saw every worker".to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// utime + stime of a process, in seconds (Linux, from /proc).
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

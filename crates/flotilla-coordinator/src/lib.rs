@@ -127,7 +127,7 @@ impl Coordinator {
         let local = LocalNode::new(&node_config, roles, url.clone(), data_uri, Some(id.to_string()), "coordinator");
         let client = InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT);
         let seeds = if embedded { vec![url.clone()] } else { config.node.discovery_uris.clone() };
-        let view = ClusterViewClient::new(seeds.clone(), client, config.node.heartbeat_interval);
+        let view = ClusterViewClient::new(seeds.clone(), client.clone(), config.node.heartbeat_interval);
 
         let registry = Arc::new(QueryRegistry::default());
         let forwarder = flotilla_gateway::Forwarder::new();
@@ -148,13 +148,8 @@ impl Coordinator {
             embedded_config.validate(node_config.heartbeat_interval).map_err(|e| invalid(e.to_string()))?;
         }
         let groups_file = config.resource_groups().map_err(|e| invalid(e.to_string()))?;
-        let admission = resource_groups::Admission::new(
-            groups_file,
-            local.clone(),
-            view.clone(),
-            InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT),
-        )
-        .map_err(invalid)?;
+        let admission =
+            resource_groups::Admission::new(groups_file, local.clone(), view.clone(), client).map_err(invalid)?;
         tasks.extend(admission.spawn(shutdown.clone()));
         let manager = Arc::new(QueryManager::new(
             engine,

@@ -18,8 +18,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flotilla::local_cluster::{LocalCluster, LocalClusterSpec};
-use flotilla_bench::{cpu_seconds, datafusion_tpch, flotilla_binary, millis, read_queries};
+use flotilla_bench::{
+    cpu_seconds, datafusion_tpch, flotilla_binary, millis, read_queries, tpch_cluster, wait_for_workers,
+};
 use flotilla_cli::Client;
 use flotilla_sql::catalog::tpch::scale_factor_of;
 use serde_json::Value;
@@ -138,25 +139,7 @@ fn main() -> Result<(), String> {
     }
 
     let work = std::env::temp_dir().join(format!("flotilla-tpch-cluster-{}", std::process::id()));
-    let etc = work.join("etc");
-    std::fs::create_dir_all(etc.join("catalog")).map_err(|e| e.to_string())?;
-    std::fs::write(etc.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
-        .map_err(|e| e.to_string())?;
-    let spec = LocalClusterSpec {
-        resource_managers: 1,
-        coordinators: 1,
-        workers: args.workers,
-        client_port: 0,
-        gateways: 0,
-        routing_policy: flotilla_gateway::RoutingPolicy::RoundRobin,
-        bind: std::net::IpAddr::from([127, 0, 0, 1]),
-        etc_dir: Some(etc),
-        log_dir: work.join("logs"),
-        one_resource_manager_each: false,
-        worker_labels: Vec::new(),
-        env: vec![("RUST_LOG".into(), "warn".into())],
-    };
-    let cluster = LocalCluster::start(&binary, &spec)?;
+    let cluster = tpch_cluster(&binary, &work, args.workers, "")?;
     let url = cluster.coordinators[0].url.clone();
     let coordinator_pid = cluster.coordinators[0].pid();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
@@ -165,21 +148,7 @@ fn main() -> Result<(), String> {
 
     let result = runtime.block_on(async {
         let mut client = Client::new(&url, "bench").map_err(|e| e.to_string())?;
-        // The coordinator sees every worker once its view has caught up.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let outcome = client
-                .run("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'", |_| {})
-                .await
-                .map_err(|e| e.to_string())?;
-            if outcome.rows[0][0].as_u64() == Some(args.workers as u64 + 2) {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err("the coordinator never saw every worker".to_string());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_for_workers(&mut client, args.workers).await?;
         client.session.catalog = Some("tpch".into());
         client.session.schema = Some(args.schema.clone());
         let mut rows_out = Vec::new();

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flotilla::local_cluster::{LocalCluster, LocalClusterSpec};
-use flotilla_bench::{flotilla_binary, millis, read_queries};
+use flotilla::local_cluster::LocalCluster;
+use flotilla_bench::{flotilla_binary, millis, read_queries, tpch_cluster, wait_for_workers};
 use flotilla_cli::Client;
 use serde_json::Value;
 
@@ -38,27 +38,8 @@ struct Args {
 const WORKERS: usize = 2;
 
 fn start(binary: &Path, work: &Path, pool: Option<u64>) -> Result<LocalCluster, String> {
-    let etc = work.join(if pool.is_some() { "etc-small" } else { "etc" });
-    std::fs::create_dir_all(etc.join("catalog")).map_err(|e| e.to_string())?;
-    std::fs::write(etc.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
-        .map_err(|e| e.to_string())?;
     let config = pool.map(|bytes| format!("memory.pool-size={bytes}B\n")).unwrap_or_default();
-    std::fs::write(etc.join("config.properties"), config).map_err(|e| e.to_string())?;
-    let spec = LocalClusterSpec {
-        resource_managers: 1,
-        coordinators: 1,
-        workers: WORKERS,
-        client_port: 0,
-        gateways: 0,
-        routing_policy: flotilla_gateway::RoutingPolicy::RoundRobin,
-        bind: std::net::IpAddr::from([127, 0, 0, 1]),
-        etc_dir: Some(etc),
-        log_dir: work.join("logs"),
-        one_resource_manager_each: false,
-        worker_labels: Vec::new(),
-        env: vec![("RUST_LOG".into(), "warn".into())],
-    };
-    LocalCluster::start(binary, &spec)
+    tpch_cluster(binary, &work.join(if pool.is_some() { "small" } else { "default" }), WORKERS, &config)
 }
 
 /// How one query went.
@@ -73,20 +54,7 @@ async fn run_all(cluster: &LocalCluster, schema: &str, queries: &[(String, Strin
     let url = cluster.coordinators[0].url.clone();
     let workers: Vec<String> = cluster.workers.iter().map(|w| w.url.clone()).collect();
     let mut client = Client::new(&url, "bench").map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let outcome = client
-            .run("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'", |_| {})
-            .await
-            .map_err(|e| e.to_string())?;
-        if outcome.rows[0][0].as_u64() == Some(WORKERS as u64 + 2) {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err("the coordinator never saw every worker".into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_workers(&mut client, WORKERS).await?;
     client.session.catalog = Some("tpch".into());
     client.session.schema = Some(schema.to_string());
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;

@@ -19,8 +19,7 @@ const LONG_QUERY: &str = "SELECT count(*) FROM tpch.sf10.lineitem";
 async fn coordinator_ids(http: &Http, expected: usize) -> BTreeMap<String, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let nodes: Vec<Value> =
-            http.client.get(format!("{}/v1/node", http.base)).send().await.unwrap().json().await.unwrap();
+        let nodes: Vec<Value> = http.get_json(&format!("{}/v1/node", http.base)).await;
         let ids: BTreeMap<String, String> = nodes
             .iter()
             .filter_map(|n| Some((n["nodeId"].as_str()?.to_string(), n["coordinatorId"].as_str()?.to_string())))
@@ -37,8 +36,7 @@ async fn coordinator_ids(http: &Http, expected: usize) -> BTreeMap<String, Strin
 async fn wait_gateway_sees(gateway: &Http, expected: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status: Value =
-            gateway.client.get(format!("{}/v1/gateway", gateway.base)).send().await.unwrap().json().await.unwrap();
+        let status: Value = gateway.get_json(&format!("{}/v1/gateway", gateway.base)).await;
         let seen = status["coordinators"].as_array().map_or(0, Vec::len);
         if seen == expected {
             return;
@@ -70,15 +68,15 @@ async fn poll_through(via: &Http, first: &Value, owner_base: &str) -> Vec<Value>
 
 /// Waits until a query is running (so a cancel or kill hits a running query).
 async fn wait_running(http: &Http, id: &str) {
+    http.wait_for_state(id, &["RUNNING"], Duration::from_secs(20)).await;
+}
+
+/// Waits until a drained coordinator's process has exited.
+async fn wait_exited(process: &mut flotilla::local_cluster::NodeProcess) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let info: Value =
-            http.client.get(format!("{}/v1/query/{id}", http.base)).send().await.unwrap().json().await.unwrap();
-        if info["state"] == "RUNNING" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{id} never ran: {}", info["state"]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while process.is_running() {
+        assert!(Instant::now() < deadline, "{} did not exit after draining", process.spec.node_id);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -132,15 +130,14 @@ async fn any_coordinator_serves_follow_ups_lists_cancels_and_kills_every_query()
     // C lists it (from the view) and shows its details (from A, relayed).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let listed: Vec<Value> =
-            c.client.get(format!("{}/v1/query", c.base)).send().await.unwrap().json().await.unwrap();
+        let listed: Vec<Value> = c.get_json(&format!("{}/v1/query", c.base)).await;
         if listed.iter().any(|q| q["queryId"] == id.as_str() && q["state"] == "FINISHED") {
             break;
         }
         assert!(Instant::now() < deadline, "C never listed {id}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let info: Value = c.client.get(format!("{}/v1/query/{id}", c.base)).send().await.unwrap().json().await.unwrap();
+    let info: Value = c.get_json(&format!("{}/v1/query/{id}", c.base)).await;
     assert_eq!(info["state"], "FINISHED");
     assert_eq!(info["self"], format!("{}/v1/query/{id}", c.base), "{info}");
 
@@ -237,11 +234,7 @@ async fn user_hash_keeps_each_user_on_one_coordinator_and_moves_only_a_removed_c
     let removed = ids["coordinator-2"].clone();
     let drained = gateway.client.put(format!("{}/v1/info/state", cluster.cluster.coordinators[1].url));
     assert_eq!(drained.json(&"SHUTTING_DOWN").send().await.unwrap().status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cluster.cluster.coordinators[1].is_running() {
-        assert!(Instant::now() < deadline, "the drained coordinator never exited");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_exited(&mut cluster.cluster.coordinators[1]).await;
     let after = landing(&gateway, &users).await;
     for ((user, was), now) in users.iter().zip(&before).zip(&after) {
         assert_ne!(now, &removed, "{user} is not sent to the removed coordinator");
@@ -265,8 +258,7 @@ async fn a_draining_coordinator_finishes_its_queries_while_the_gateway_sends_new
 
     let put = draining.client.put(format!("{}/v1/info/state", draining.base)).json(&"SHUTTING_DOWN");
     assert_eq!(put.send().await.unwrap().status(), 200);
-    let state: Value =
-        draining.client.get(format!("{}/v1/info/state", draining.base)).send().await.unwrap().json().await.unwrap();
+    let state: Value = draining.get_json(&format!("{}/v1/info/state", draining.base)).await;
     assert_eq!(state, "SHUTTING_DOWN");
     let refused = draining.post("SELECT 1").send().await.unwrap();
     assert_eq!(refused.status(), 503, "a draining coordinator takes no new query");
@@ -281,11 +273,7 @@ async fn a_draining_coordinator_finishes_its_queries_while_the_gateway_sends_new
     let responses = poll_through(&draining, &first, &draining.base).await;
     assert!(responses.last().unwrap().get("error").is_none(), "{}", responses.last().unwrap());
     assert_eq!(collect(&responses).1, vec![vec![Value::from(6001215)]]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cluster.cluster.coordinators[0].is_running() {
-        assert!(Instant::now() < deadline, "the drained coordinator never exited");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_exited(&mut cluster.cluster.coordinators[0]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,9 +292,5 @@ async fn sigterm_drains_a_coordinator_like_put_shutting_down() {
     let responses = poll_through(&coordinator, &first, &coordinator.base).await;
     assert!(responses.last().unwrap().get("error").is_none(), "{}", responses.last().unwrap());
     assert_eq!(collect(&responses).1, vec![vec![Value::from(6001215)]]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cluster.cluster.coordinators[0].is_running() {
-        assert!(Instant::now() < deadline, "the coordinator did not exit after draining");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_exited(&mut cluster.cluster.coordinators[0]).await;
 }

@@ -14,7 +14,7 @@ use crate::Http;
 const LONG_QUERY: &str = "SELECT count(*) FROM tpch.sf1000.lineitem WHERE quantity > 1";
 
 async fn get_json(http: &Http, url: &str) -> Value {
-    http.client.get(url).send().await.unwrap().json().await.unwrap()
+    http.get_json(&url).await
 }
 
 /// Waits until the coordinator lists `count` live nodes.

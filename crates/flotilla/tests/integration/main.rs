@@ -28,6 +28,24 @@ impl Http {
         Self { client, base: base.to_string() }
     }
 
+    /// GETs `url` and parses the JSON answer.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> T {
+        self.client.get(url).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Polls `/v1/query/{id}` until its state is one of `states`; returns the document.
+    pub async fn wait_for_state(&self, id: &str, states: &[&str], within: std::time::Duration) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let info: Value = self.get_json(&format!("{}/v1/query/{id}", self.base)).await;
+            if states.iter().any(|s| info["state"] == *s) {
+                return info;
+            }
+            assert!(std::time::Instant::now() < deadline, "{id} never reached {states:?}: {info}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn post(&self, sql: &str) -> reqwest::RequestBuilder {
         self.post_as("test", sql)
     }

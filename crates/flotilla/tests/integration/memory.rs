@@ -73,8 +73,7 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
     // Its peak counts what the workers reported holding (more than the limit, or it would
     // not have been killed).
     let id = last["id"].as_str().unwrap();
-    let info: Value =
-        http.client.get(format!("{}/v1/query/{id}", http.base)).send().await.unwrap().json().await.unwrap();
+    let info: Value = http.get_json(&format!("{}/v1/query/{id}", http.base)).await;
     let peak = info["queryStats"]["peakMemoryBytes"].as_u64().unwrap();
     assert!(peak > 1 << 20, "peakMemoryBytes {peak} includes the workers' memory");
     // ... and per node (a join's build side cannot spill) ...

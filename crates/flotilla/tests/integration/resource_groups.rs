@@ -51,8 +51,7 @@ async fn burst(
             let last = responses.last().unwrap().clone();
             assert!(last.get("error").is_none(), "query {i} failed: {}", last["error"]);
             let id = last["id"].as_str().unwrap().to_string();
-            let info: Value =
-                http.client.get(format!("{}/v1/query/{id}", http.base)).send().await.unwrap().json().await.unwrap();
+            let info: Value = http.get_json(&format!("{}/v1/query/{id}", http.base)).await;
             let stats = &info["queryStats"];
             let from = time(&stats["executionStartTime"]).expect("a start time").timestamp_micros();
             let to = time(&stats["endTime"]).expect("an end time").timestamp_micros();
@@ -136,23 +135,7 @@ async fn the_clusters_queue_limit_holds_across_coordinators_and_unmatched_querie
     // One runs (for a long time) ...
     let running = submit(0, "SELECT count(*) FROM tpch.sf100.lineitem").await;
     let running_id = running["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let info: Value = coordinators[0]
-            .client
-            .get(format!("{}/v1/query/{running_id}", coordinators[0].base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if info["state"] == "RUNNING" || info["state"] == "PLANNING" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the first query never ran: {info}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    coordinators[0].wait_for_state(&running_id, &["PLANNING", "RUNNING"], Duration::from_secs(20)).await;
     // ... five wait, spread over the three coordinators ...
     let mut queued = Vec::new();
     for i in 1..=5 {
@@ -164,21 +147,13 @@ async fn the_clusters_queue_limit_holds_across_coordinators_and_unmatched_querie
     // heartbeats), and the group's state says so ...
     for (i, id) in queued.iter().enumerate() {
         let owner = &coordinators[(i + 1) % 3];
-        let info: Value =
-            owner.client.get(format!("{}/v1/query/{id}", owner.base)).send().await.unwrap().json().await.unwrap();
+        let info: Value = owner.get_json(&format!("{}/v1/query/{id}", owner.base)).await;
         assert_eq!(info["state"], "QUEUED", "{info}");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let listed: Vec<Value> = coordinators[2]
-            .client
-            .get(format!("{}/v1/query?state=QUEUED", coordinators[2].base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed: Vec<Value> =
+            coordinators[2].get_json(&format!("{}/v1/query?state=QUEUED", coordinators[2].base)).await;
         let found: Vec<&Value> =
             queued.iter().filter_map(|id| listed.iter().find(|q| q["queryId"] == id.as_str())).collect();
         if found.len() == queued.len() {
@@ -190,15 +165,8 @@ async fn the_clusters_queue_limit_holds_across_coordinators_and_unmatched_querie
         assert!(Instant::now() < deadline, "not every queued query is listed QUEUED: {listed:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let state: Value = coordinators[1]
-        .client
-        .get(format!("{}/v1/resourceGroupState/global", coordinators[1].base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: Value =
+        coordinators[1].get_json(&format!("{}/v1/resourceGroupState/global", coordinators[1].base)).await;
     assert_eq!(state["numRunningQueries"], 1, "{state}");
     assert_eq!(state["numQueuedQueries"], 5, "{state}");
     assert_eq!(state["state"], "FULL", "{state}");
@@ -215,16 +183,6 @@ async fn the_clusters_queue_limit_holds_across_coordinators_and_unmatched_querie
     assert_eq!(killed.status(), 204);
     for (i, id) in queued.iter().enumerate() {
         let http = &coordinators[(i + 1) % 3];
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let info: Value =
-                http.client.get(format!("{}/v1/query/{id}", http.base)).send().await.unwrap().json().await.unwrap();
-            if info["state"] == "FINISHED" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} never ran: {info}");
-            // Poll the statement so the client is not considered gone.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        http.wait_for_state(id, &["FINISHED"], Duration::from_secs(30)).await;
     }
 }
