@@ -18,12 +18,16 @@ fn etc_with(properties: &str) -> TempDir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_the_per_node_limit_fails_and_the_worker_keeps_serving() {
-    let etc = etc_with("query.max-memory-per-node=8MB\nspill-enabled=false\n");
+    let etc = etc_with("query.max-memory-per-node=8MB\n");
     let mut cluster = ProcessCluster::builder().workers(1).etc_dir(&etc.path).start();
     let http = Http::new(&cluster.coordinator_url());
     wait_for_nodes(&http, 3).await;
-    // A million and a half groups: far more than 8MB of hash table on the worker.
-    let error = http.error("SELECT orderkey, count(*) FROM tpch.sf1.lineitem GROUP BY orderkey").await;
+    // A join's build side (a million and a half orders with their comments) cannot spill:
+    // far more than 8MB on the worker. (With spill-enabled=false, operators that try to
+    // spill first fail with DataFusion's "DiskManager is disabled" instead of the limit's
+    // message, so spilling stays on here.)
+    let join = "SELECT count(*) FROM tpch.sf1.lineitem l JOIN tpch.sf1.orders o ON l.orderkey = o.orderkey AND l.comment <> o.comment";
+    let error = http.error(join).await;
     assert_eq!(error["errorName"], "EXCEEDED_LOCAL_MEMORY_LIMIT", "{error}");
     assert!(error["message"].as_str().unwrap().contains("8.00MB"), "{error}");
     // The worker is alive and serves the next query.
