@@ -124,6 +124,22 @@ impl HeartbeatSource for QueryReporter {
         self.worker.as_ref().and_then(|worker| worker.worker_load())
     }
 
+    /// Fails this coordinator's queries the low-memory killer chose, with
+    /// `CLUSTER_OUT_OF_MEMORY` (the killer's answer repeats them: a query already ended is
+    /// left as it is).
+    fn memory_kills(&self, kills: &[flotilla_proto::cluster::MemoryKill]) {
+        for kill in kills {
+            let Ok(id) = kill.query_id.parse::<QueryId>() else { continue };
+            let error = FlotillaError::new(ErrorCode::ClusterOutOfMemory, kill.message.clone());
+            if self.registry.fail(&id, error) == KillOutcome::Killed {
+                tracing::warn!(query = %id, "killed by the cluster's low-memory killer");
+            }
+        }
+        if let Some(worker) = &self.worker {
+            worker.memory_kills(kills);
+        }
+    }
+
     fn coordinator_reports(&self, base_versions: &[u64]) -> Option<Vec<CoordinatorReport>> {
         let mut state = self.state.lock();
         let queries = self.refresh(&mut state);

@@ -94,7 +94,7 @@ async fn run(
                     ErrorCode::ExceededGlobalMemoryLimit,
                     format!(
                         "Query exceeded distributed user memory limit of {}",
-                        flotilla_sql::progress::human_bytes(memory_limit as usize)
+                        flotilla_sql::memory::human_bytes(memory_limit as usize)
                     ),
                 ));
             }

@@ -54,12 +54,17 @@ impl QueryRegistry {
     /// Kills a query of this coordinator with `ADMINISTRATIVELY_KILLED`, as Trino's
     /// `kill_query` and `PUT /v1/query/{id}/killed` do.
     pub fn kill(&self, id: &QueryId, message: Option<&str>) -> KillOutcome {
-        let Some(query) = self.get(id) else { return KillOutcome::NotFound };
         let text = match message.filter(|m| !m.is_empty()) {
             Some(message) => format!("Query killed. Message: {message}"),
             None => "Query killed. No message provided.".to_string(),
         };
-        match query.fail(FlotillaError::new(ErrorCode::AdministrativelyKilled, text)) {
+        self.fail(id, FlotillaError::new(ErrorCode::AdministrativelyKilled, text))
+    }
+
+    /// Fails a query of this coordinator with `error` (a kill).
+    pub fn fail(&self, id: &QueryId, error: FlotillaError) -> KillOutcome {
+        let Some(query) = self.get(id) else { return KillOutcome::NotFound };
+        match query.fail(error) {
             true => KillOutcome::Killed,
             false => KillOutcome::NotRunning,
         }

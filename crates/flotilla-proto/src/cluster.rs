@@ -124,6 +124,10 @@ pub struct WorkerLoad {
     /// memory here).
     #[serde(default)]
     pub query_memory: Vec<QueryMemory>,
+    /// How long reservations have been waiting on this node's full pool without a break
+    /// (0: none waits). The low-memory killer acts on nodes blocked this way.
+    #[serde(default)]
+    pub memory_blocked_ms: u64,
 }
 
 /// One query on one worker: what its owning coordinator shows while it runs.
@@ -139,6 +143,9 @@ pub struct QueryMemory {
     pub processed_rows: u64,
     #[serde(default)]
     pub processed_bytes: u64,
+    /// Its reservations now waiting for memory on this worker's full pool.
+    #[serde(default)]
+    pub blocked: u32,
 }
 
 /// The parts of a query that never change: sent once per resource manager.
@@ -271,6 +278,24 @@ pub struct HeartbeatAck {
     pub acknowledged_version: Option<u64>,
     /// HTTP URIs of the live resource managers, so nodes learn all of them.
     pub resource_managers: Vec<String>,
+    /// Queries the cluster's low-memory killer (on the admission leader) has killed and
+    /// whose memory is not released yet: their coordinator fails them, workers stop their
+    /// waiting reservations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory_kills: Vec<MemoryKill>,
+}
+
+/// How a query killed by the low-memory killer is described (Trino's words), also when the
+/// message travels from a worker as text: `CLUSTER_OUT_OF_MEMORY`.
+pub const CLUSTER_MEMORY_PHRASE: &str = "Query killed because the cluster is out of memory";
+
+/// A query killed by the low-memory killer, with the message it fails with
+/// (`CLUSTER_OUT_OF_MEMORY`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryKill {
+    pub query_id: String,
+    pub message: String,
 }
 
 /// A node's record as resource managers hold and exchange it.

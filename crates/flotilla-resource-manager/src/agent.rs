@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_proto::cluster::{
-    CoordinatorReport, Heartbeat, HeartbeatAck, NodeAnnouncement, ReportedState, WorkerLoad, HEARTBEAT_PATH,
+    CoordinatorReport, Heartbeat, HeartbeatAck, MemoryKill, NodeAnnouncement, ReportedState, WorkerLoad, HEARTBEAT_PATH,
 };
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -44,6 +44,10 @@ pub trait HeartbeatSource: Send + Sync + 'static {
     fn coordinator_reports(&self, _base_versions: &[u64]) -> Option<Vec<CoordinatorReport>> {
         None
     }
+
+    /// Queries the cluster's low-memory killer killed, as a resource manager's answer
+    /// listed them (repeated until their memory is released).
+    fn memory_kills(&self, _kills: &[MemoryKill]) {}
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +161,9 @@ impl Heartbeater {
             match result {
                 Ok(ack) => {
                     answered += 1;
+                    if !ack.memory_kills.is_empty() {
+                        self.source.memory_kills(&ack.memory_kills);
+                    }
                     learned.extend(ack.resource_managers.iter().cloned());
                     targets.answered_as.insert(target.clone(), ack.resource_manager.clone());
                     targets.acknowledged.insert(target, ack.acknowledged_version.unwrap_or(0));

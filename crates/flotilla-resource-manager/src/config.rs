@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use flotilla_proto::config::{parse_duration_value, parse_value, ConfigError, Setting};
 
+use crate::memory_killer::KillerConfig;
 use crate::state::StateConfig;
 
 pub const SETTINGS: &[Setting] = &[
@@ -31,17 +32,34 @@ pub const SETTINGS: &[Setting] = &[
         roles: "resource-manager (and a coordinator's embedded one)",
         doc: "How often a resource manager pushes what changed to each peer",
     },
+    Setting {
+        name: "query.low-memory-killer.policy",
+        default: "total-reservation-on-blocked-nodes",
+        roles: "resource-manager (and a coordinator's embedded one)",
+        doc: "Which query the cluster's low-memory killer kills when workers stay blocked on full memory pools: `total-reservation` (largest anywhere), `total-reservation-on-blocked-nodes` (largest on the blocked workers) or `none`; only the admission leader decides",
+    },
+    Setting {
+        name: "query.low-memory-killer.delay",
+        default: "5m",
+        roles: "resource-manager (and a coordinator's embedded one)",
+        doc: "How long a worker's reservations wait on its full pool before the low-memory killer kills one query (CLUSTER_OUT_OF_MEMORY)",
+    },
 ];
 
 #[derive(Debug, Clone)]
 pub struct ResourceManagerConfig {
     pub state: StateConfig,
     pub peer_sync_interval: Duration,
+    pub low_memory_killer: KillerConfig,
 }
 
 impl Default for ResourceManagerConfig {
     fn default() -> Self {
-        Self { state: StateConfig::default(), peer_sync_interval: Duration::from_millis(500) }
+        Self {
+            state: StateConfig::default(),
+            peer_sync_interval: Duration::from_millis(500),
+            low_memory_killer: KillerConfig::default(),
+        }
     }
 }
 
@@ -55,6 +73,11 @@ impl ResourceManagerConfig {
             }
             "resource-manager.query-history" => self.state.query_history = parse_value(file, key, value)?,
             "resource-manager.peer-sync-interval" => self.peer_sync_interval = parse_duration_value(file, key, value)?,
+            "query.low-memory-killer.policy" => {
+                self.low_memory_killer.policy =
+                    value.parse().map_err(|m: String| ConfigError::invalid(file, key, value, m))?
+            }
+            "query.low-memory-killer.delay" => self.low_memory_killer.delay = parse_duration_value(file, key, value)?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -45,6 +45,7 @@ pub mod admission;
 mod agent;
 mod config;
 mod http_client;
+pub mod memory_killer;
 pub mod node;
 mod peer;
 mod role;

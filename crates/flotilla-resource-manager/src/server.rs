@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{LeaseAuthority, LeaseError};
 use crate::config::ResourceManagerConfig;
 use crate::http_client::InternalClient;
+use crate::memory_killer::LowMemoryKiller;
 use crate::node::LocalNode;
 use crate::peer::{HttpPeerTransport, PeerTransport};
 use crate::state::ClusterState;
@@ -45,6 +46,8 @@ pub struct ResourceManager {
     serialized_view: Mutex<Option<(Instant, bytes::Bytes)>>,
     /// Resource group leases, when this resource manager is the admission leader.
     admission: Mutex<LeaseAuthority>,
+    /// The cluster's low-memory killer, acting when this one is the admission leader.
+    killer: Mutex<LowMemoryKiller>,
 }
 
 /// How long a serialized view is served again before it is rebuilt.
@@ -67,11 +70,12 @@ impl ResourceManager {
         Arc::new(Self {
             state: Mutex::new(state),
             auth,
-            config,
             transport,
             resource_managers: RwLock::new(Arc::new(Vec::new())),
             serialized_view: Mutex::new(None),
             admission: Mutex::new(LeaseAuthority::default()),
+            killer: Mutex::new(LowMemoryKiller::new(config.low_memory_killer)),
+            config,
         })
     }
 
@@ -121,6 +125,7 @@ impl ResourceManager {
             resource_manager: state.node_id().to_string(),
             acknowledged_version,
             resource_managers: self.resource_managers.read().as_ref().clone(),
+            memory_kills: self.killer.lock().announced(),
         })
     }
 
@@ -178,9 +183,11 @@ impl ResourceManager {
             state.sweep(now);
             *self.resource_managers.write() = Arc::new(state.live_resource_managers(now));
             let usage = state.admission_usage(now);
+            let leader = state.admission_leader(now).is_none();
             let mut admission = self.admission.lock();
-            admission.observe_leadership(state.admission_leader(now).is_none(), now);
+            admission.observe_leadership(leader, now);
             admission.sweep(&usage, now);
+            self.killer.lock().tick(leader, &state.worker_loads(now), state.node_id(), now);
             state.live_peers(now)
         };
         let pushes = peers.into_iter().filter_map(|(peer_id, peer_instance, peer_uri)| {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_proto::cluster::{
     ClusterView, CoordinatorReport, Heartbeat, MemoryTotals, NodeRecord, NodeRole, NodeState, NodeView, PeerSync,
-    PeerSyncAck, QuerySummary, ReportedState, ResourceGroupUsage, SyncedNode,
+    PeerSyncAck, QuerySummary, ReportedState, ResourceGroupUsage, SyncedNode, WorkerLoad,
 };
 
 /// Timeouts and bounds of the state.
@@ -348,6 +348,15 @@ impl ClusterState {
             .collect();
         peers.sort();
         peers
+    }
+
+    /// The last reported load of every live worker (node id, load).
+    pub fn worker_loads(&self, now: Instant) -> Vec<(String, WorkerLoad)> {
+        self.nodes
+            .values()
+            .filter(|n| self.node_state(n, now).is_live())
+            .filter_map(|n| Some((n.record.node.node_id.clone(), n.record.worker.clone()?)))
+            .collect()
     }
 
     /// HTTP URIs of the live resource managers, this one included when it is known.

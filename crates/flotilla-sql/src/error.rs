@@ -58,9 +58,14 @@ pub fn from_datafusion(error: &DataFusionError) -> FlotillaError {
     if let Some(at) = text.find("Worker ").filter(|_| text.contains(WORKER_GONE_PHRASE)) {
         return FlotillaError::new(ErrorCode::RemoteHostGone, text[at..].trim().to_string());
     }
-    if let Some(at) = text.find(crate::progress::LOCAL_MEMORY_PHRASE) {
-        let message = text[at..].lines().next().unwrap_or_default().trim().to_string();
-        return FlotillaError::new(ErrorCode::ExceededLocalMemoryLimit, message);
+    for (phrase, code) in [
+        (crate::memory::CLUSTER_MEMORY_PHRASE, ErrorCode::ClusterOutOfMemory),
+        (crate::memory::LOCAL_MEMORY_PHRASE, ErrorCode::ExceededLocalMemoryLimit),
+    ] {
+        if let Some(at) = text.find(phrase) {
+            let message = text[at..].lines().next().unwrap_or_default().trim().to_string();
+            return FlotillaError::new(code, message);
+        }
     }
     let location = error
         .diagnostic()

@@ -16,6 +16,7 @@ pub mod distributed;
 mod engine;
 pub mod error;
 mod functions;
+pub mod memory;
 mod procedures;
 pub mod progress;
 mod rewrite;
@@ -26,5 +27,6 @@ mod types;
 
 pub use distributed::Distributor;
 pub use engine::{bind_parameters, Engine, SessionChanges, StatementResult};
-pub use progress::{plan_progress, stage_tree, PeakMemoryPool, PlanProgress, ScanCounters, StageProgress, TaskFigures};
+pub use memory::{MemoryWaits, PeakMemoryPool};
+pub use progress::{plan_progress, stage_tree, PlanProgress, ScanCounters, StageProgress, TaskFigures};
 pub use session::SqlSession;

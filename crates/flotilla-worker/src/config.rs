@@ -1,6 +1,8 @@
 //! Worker settings, each declared once (the README's table lists [`SETTINGS`]).
 
-use flotilla_proto::config::{ConfigError, Setting};
+use std::time::Duration;
+
+use flotilla_proto::config::{parse_duration_value, ConfigError, Setting};
 use flotilla_proto::parse_data_size;
 
 pub const SETTINGS: &[Setting] = &[
@@ -15,6 +17,12 @@ pub const SETTINGS: &[Setting] = &[
         default: "(the pool size)",
         roles: "worker",
         doc: "Most memory one query may reserve on one node; a task past it fails with EXCEEDED_LOCAL_MEMORY_LIMIT unless its operator can spill",
+    },
+    Setting {
+        name: "memory.blocked-timeout",
+        default: "5m",
+        roles: "worker",
+        doc: "How long a reservation that finds the node's pool full waits for other queries to free memory before its query fails with EXCEEDED_LOCAL_MEMORY_LIMIT (the cluster's low-memory killer normally frees memory long before)",
     },
     Setting {
         name: "spill-enabled",
@@ -36,7 +44,7 @@ pub const SETTINGS: &[Setting] = &[
     },
 ];
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// `None`: half of the machine's memory.
     pub memory_pool_bytes: Option<u64>,
@@ -48,6 +56,21 @@ pub struct WorkerConfig {
     pub spill_disabled: bool,
     /// `spiller-spill-path`; empty: the system's temp directory.
     pub spill_paths: Vec<std::path::PathBuf>,
+    /// `memory.blocked-timeout`.
+    pub memory_blocked_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            memory_pool_bytes: None,
+            data_port: 0,
+            max_query_memory_per_node: None,
+            spill_disabled: false,
+            spill_paths: Vec::new(),
+            memory_blocked_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -68,6 +91,7 @@ impl WorkerConfig {
                 }
                 self.max_query_memory_per_node = Some(bytes);
             }
+            "memory.blocked-timeout" => self.memory_blocked_timeout = parse_duration_value(file, key, value)?,
             "spill-enabled" => {
                 let enabled: bool =
                     value.parse().map_err(|_| ConfigError::invalid(file, key, value, "expected true or false"))?;

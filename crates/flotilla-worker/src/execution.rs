@@ -25,7 +25,7 @@ use datafusion::execution::SessionState;
 use datafusion_distributed::{ChannelResolver, DistributedExt, Worker, WorkerQueryContext, WorkerSessionBuilder};
 use flotilla_proto::cluster::QueryMemory;
 use flotilla_proto::InternalAuth;
-use flotilla_sql::{PeakMemoryPool, ScanCounters};
+use flotilla_sql::{MemoryWaits, PeakMemoryPool, ScanCounters};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -58,6 +58,8 @@ pub struct TaskTracker {
     pool: Arc<dyn MemoryPool>,
     /// `query.max-memory-per-node`.
     per_query: usize,
+    /// Reservations waiting on the full pool (see `flotilla_sql::memory`).
+    waits: Arc<MemoryWaits>,
     queries: Mutex<HashMap<String, QueryUsage>>,
 }
 
@@ -69,11 +71,28 @@ pub struct QueryTasks {
     pub reserved_bytes: usize,
     pub processed_rows: u64,
     pub processed_bytes: u64,
+    /// Its reservations waiting for memory now.
+    pub blocked: usize,
 }
 
 impl TaskTracker {
-    fn new(pool: Arc<dyn MemoryPool>, per_query: usize) -> Self {
-        Self { pool, per_query, queries: Mutex::new(HashMap::new()) }
+    fn new(pool: Arc<dyn MemoryPool>, per_query: usize, blocked_timeout: std::time::Duration) -> Self {
+        let waits = Arc::new(MemoryWaits::new(blocked_timeout));
+        Self { pool, per_query, waits, queries: Mutex::new(HashMap::new()) }
+    }
+
+    /// How long reservations have waited on the full pool without a break.
+    pub fn memory_blocked_for(&self) -> std::time::Duration {
+        self.waits.blocked_for()
+    }
+
+    /// Fails the query's waiting and future reservations here (the low-memory killer's
+    /// verdict); a query with nothing here is left alone.
+    pub fn kill(&self, query_id: &str, message: &str) {
+        if let Some(usage) = self.queries.lock().get(query_id) {
+            tracing::warn!(query = query_id, "{message}");
+            usage.memory.kill(message);
+        }
     }
 
     /// The query's figures here; a query first seen gets a memory view limited to
@@ -82,7 +101,9 @@ impl TaskTracker {
         let mut queries = self.queries.lock();
         let usage = queries.entry(query_id.to_string()).or_insert_with(|| QueryUsage {
             tasks: 0,
-            memory: Arc::new(PeakMemoryPool::with_limit(self.pool.clone(), self.per_query)),
+            memory: Arc::new(
+                PeakMemoryPool::with_limit(self.pool.clone(), self.per_query).waiting_on(self.waits.clone()),
+            ),
             scans: Arc::default(),
         });
         if let Some(limit) = limit {
@@ -113,6 +134,7 @@ impl TaskTracker {
                 reserved_bytes: usage.memory.query_reserved(),
                 processed_rows: usage.scans.rows(),
                 processed_bytes: usage.scans.bytes(),
+                blocked: usage.memory.blocked(),
             })
             .collect();
         list.sort_by(|a, b| a.query_id.cmp(&b.query_id));
@@ -133,6 +155,7 @@ impl TaskTracker {
                 tasks: q.tasks as u32,
                 processed_rows: q.processed_rows,
                 processed_bytes: q.processed_bytes,
+                blocked: q.blocked as u32,
             })
             .collect()
     }
@@ -159,6 +182,17 @@ impl Drop for TaskGuard {
     }
 }
 
+/// `datafusion-distributed`'s buffer per worker connection, used when the query may hold
+/// more than [`SMALL_SHARE`] times it on the node.
+const DEFAULT_EXCHANGE_BUFFER: usize = 64 << 20;
+
+/// DataFusion's `sort_spill_reservation_bytes`, likewise.
+const DEFAULT_SORT_MERGE_RESERVATION: usize = 10 << 20;
+
+/// At most this fraction of the query's memory on a node goes to one connection's buffer,
+/// or to one sort's merge reservation.
+const SMALL_SHARE: usize = 32;
+
 /// Builds each task's session.
 struct TaskSessions {
     runtime: Arc<RuntimeEnv>,
@@ -179,10 +213,23 @@ impl WorkerSessionBuilder for TaskSessions {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         let (memory, scans) = self.tracker.counters_of(query_id_of(&ctx.headers), limit);
+        // What a task's connection to another worker buffers, and what each sort keeps back
+        // for merging its spill files, count in the query's memory and cannot spill: keep
+        // them a small share of what the query may hold here, so operators that can spill
+        // (several sorts behind an exchange) still find memory in a small pool.
+        let share = memory.limit() / SMALL_SHARE;
+        let exchange_budget = share.clamp(1 << 20, DEFAULT_EXCHANGE_BUFFER);
+        let merge_reservation = share.clamp(1 << 20, DEFAULT_SORT_MERGE_RESERVATION);
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime).with_memory_pool(memory).build_arc()?;
         let channels = self.channels.clone() as Arc<dyn ChannelResolver + Send + Sync>;
-        let mut builder = ctx.builder.with_runtime_env(runtime).with_distributed_channel_resolver(channels);
-        builder.config().get_or_insert_default().set_extension(scans);
+        let mut builder = ctx
+            .builder
+            .with_runtime_env(runtime)
+            .with_distributed_channel_resolver(channels)
+            .with_distributed_worker_connection_buffer_budget_bytes(exchange_budget)?;
+        let config = builder.config().get_or_insert_default();
+        config.set_extension(scans);
+        config.options_mut().execution.sort_spill_reservation_bytes = merge_reservation;
         Ok(flotilla_sql::distributed::worker_session_state(builder))
     }
 }
@@ -311,7 +358,7 @@ impl DataPlane {
             .build_arc()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let per_query = config.max_query_memory_per_node().min(pool_bytes) as usize;
-        let tracker = Arc::new(TaskTracker::new(pool.clone(), per_query));
+        let tracker = Arc::new(TaskTracker::new(pool.clone(), per_query, config.memory_blocked_timeout));
         let channels = FlightChannels::new(auth.clone());
         let sessions = TaskSessions { runtime: runtime.clone(), tracker: tracker.clone(), channels: channels.clone() };
         let worker = Worker::from_session_builder(sessions)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::execution::memory_pool::MemoryPool;
-use flotilla_proto::cluster::WorkerLoad;
+use flotilla_proto::cluster::{MemoryKill, WorkerLoad};
 use flotilla_resource_manager::{HeartbeatSource, LocalNode};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -65,6 +65,7 @@ impl WorkerLoadSource {
             processors: self.processors,
             running_tasks: self.tracker.running_tasks() as u32,
             query_memory: self.tracker.query_memory(),
+            memory_blocked_ms: self.tracker.memory_blocked_for().as_millis() as u64,
         }
     }
 
@@ -98,5 +99,11 @@ impl WorkerLoadSource {
 impl HeartbeatSource for WorkerLoadSource {
     fn worker_load(&self) -> Option<WorkerLoad> {
         Some(self.sample())
+    }
+
+    fn memory_kills(&self, kills: &[MemoryKill]) {
+        for kill in kills {
+            self.tracker.kill(&kill.query_id, &kill.message);
+        }
     }
 }

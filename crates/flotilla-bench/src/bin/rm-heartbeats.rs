@@ -230,6 +230,7 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
                         processors: 32,
                         running_tasks: (i % 13) as u32,
                         query_memory: Vec::new(),
+                        memory_blocked_ms: 0,
                     }),
                     coordinator: None,
                 }

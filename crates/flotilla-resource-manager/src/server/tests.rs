@@ -89,6 +89,7 @@ async fn a_partitioned_resource_manager_converges_after_the_partition_heals() {
     let config = ResourceManagerConfig {
         state: StateConfig { node_timeout: Duration::from_millis(800), ..Default::default() },
         peer_sync_interval: Duration::from_millis(100),
+        ..Default::default()
     };
     let names = ["rm-a", "rm-b", "rm-c"];
     for name in names {

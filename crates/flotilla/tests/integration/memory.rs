@@ -1,7 +1,10 @@
 //! Memory: a query over `query.max-memory-per-node` fails with `EXCEEDED_LOCAL_MEMORY_LIMIT`
 //! while the worker keeps serving; an aggregation larger than the pool finishes by spilling;
 //! the session lowers the per-node and the cluster-wide (`EXCEEDED_GLOBAL_MEMORY_LIMIT`)
-//! limits.
+//! limits; the cluster's low-memory killer kills exactly one of two queries blocked on a
+//! full pool (`CLUSTER_OUT_OF_MEMORY`), and with policy `none` they wait or fail by their
+//! own limits. No worker ever dies or grows past its pool by much (its exit status and
+//! memory high-water mark are checked).
 
 use serde_json::Value;
 
@@ -36,11 +39,9 @@ async fn a_query_over_the_per_node_limit_fails_and_the_worker_keeps_serving() {
     assert_eq!(rows, vec![vec![Value::from(1500000)]]);
 }
 
-/// An aggregation whose state is far larger than the pool spills and still gives every
-/// group once; the session's `query_max_memory` and `query_max_memory_per_node` lower the
-/// limits. (A sort over shuffled input does not finish in such a pool yet: the exchange
-/// buffers reserve the pool without being able to spill, leaving the sorter nothing; see
-/// the notes.)
+/// An aggregation and a sort whose state is far larger than the pool spill and still give
+/// the right answer; the session's `query_max_memory` and `query_max_memory_per_node` lower
+/// the limits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
     let spill = TempDir::new("flotilla-spill");
@@ -65,6 +66,22 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
         .sum::<u64>();
     assert!(spilled > 0, "the aggregation spilled: {text}");
 
+    // A sort of a million and a half comments (one window over all of them): in order,
+    // every row once.
+    let sorted = "SELECT count(*), sum(CASE WHEN prev > comment THEN 1 ELSE 0 END) FROM (SELECT comment, lag(comment) OVER (ORDER BY comment, orderkey) AS prev FROM tpch.sf1.orders)";
+    let (_, rows) = http.rows(sorted).await;
+    assert_eq!(rows, vec![vec![Value::from(1500000), Value::from(0)]], "sorted, every row once");
+    let (_, plan) = http.rows(&format!("EXPLAIN ANALYZE {sorted}")).await;
+    let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let sort_spills = text
+        .lines()
+        .filter(|line| line.contains("SortExec"))
+        .filter_map(|line| {
+            line.split("spill_count=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()
+        })
+        .sum::<u64>();
+    assert!(sort_spills > 0, "the sort spilled: {text}");
+
     // The session lowers both limits: across the cluster, which the coordinator watches
     // from the workers' heartbeats (a join whose build side stays in memory while it probes
     // for many seconds) ...
@@ -86,4 +103,81 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
     let error = http.error_with(request).await;
     assert_eq!(error["errorName"], "EXCEEDED_LOCAL_MEMORY_LIMIT", "{error}");
     assert!(error["message"].as_str().unwrap().contains("4.00MB"), "{error}");
+}
+
+/// A join whose build side (a million and a half orders with their comments, about 250MB in
+/// all) cannot spill: one fits a 320MB pool, two at once do not.
+const HUNGRY_JOIN: &str = "SELECT count(*) FROM tpch.sf1.lineitem l JOIN tpch.sf1.orders o ON l.orderkey = o.orderkey AND l.comment <> o.comment";
+
+/// The worker's memory high-water mark (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the worker is alive");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Runs [`HUNGRY_JOIN`] through each coordinator at once; returns each one's last response.
+async fn hungry_joins_on_two_coordinators(cluster: &ProcessCluster) -> Vec<Value> {
+    let clients: Vec<Http> = cluster.cluster.coordinators.iter().map(|c| Http::new(&c.url)).collect();
+    wait_for_nodes(&clients[0], 5).await;
+    wait_for_nodes(&clients[1], 5).await;
+    let runs = clients.iter().map(|http| async move { http.run_with(http.post(HUNGRY_JOIN)).await.pop().unwrap() });
+    futures::future::join_all(runs).await
+}
+
+/// The worker is alive and its resident memory never passed the pool by more than the
+/// process's own needs (no query grew past the pool).
+fn assert_worker_survived(cluster: &mut ProcessCluster, pool: u64) {
+    let worker = &mut cluster.cluster.workers[0];
+    assert!(worker.is_running(), "the worker was not killed");
+    let peak = peak_rss(worker.pid());
+    assert!(peak < pool + (1536 << 20), "worker high-water mark {} MB with a {} MB pool", peak >> 20, pool >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_low_memory_killer_kills_exactly_one_query_for_the_whole_cluster() {
+    let pool = 320u64 << 20;
+    let etc = etc_with(&format!(
+        "memory.pool-size={}MB\nquery.low-memory-killer.policy=total-reservation-on-blocked-nodes\nquery.low-memory-killer.delay=1s\n",
+        pool >> 20
+    ));
+    let mut cluster =
+        ProcessCluster::builder().resource_managers(2).coordinators(2).workers(1).etc_dir(&etc.path).start();
+    let last = hungry_joins_on_two_coordinators(&cluster).await;
+    let killed: Vec<&Value> = last.iter().filter(|r| r.get("error").is_some()).collect();
+    assert_eq!(killed.len(), 1, "exactly one query dies: {last:?}");
+    let error = &killed[0]["error"];
+    assert_eq!(error["errorName"], "CLUSTER_OUT_OF_MEMORY", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with("Query killed because the cluster is out of memory"), "{message}");
+    let finished = last.iter().find(|r| r.get("error").is_none()).unwrap();
+    assert_eq!(finished["stats"]["state"], "FINISHED", "{finished}");
+    // The survivor's answer is complete.
+    let http = Http::new(&cluster.coordinator_url());
+    let (_, rows) = http.rows("SELECT count(*) FROM tpch.sf1.lineitem").await;
+    assert_eq!(rows, vec![vec![Value::from(6001215)]]);
+    assert_worker_survived(&mut cluster, pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_killer_policy_none_blocked_queries_wait_or_fail_by_their_own_limits() {
+    let pool = 320u64 << 20;
+    let etc = etc_with(&format!(
+        "memory.pool-size={}MB\nquery.low-memory-killer.policy=none\nquery.low-memory-killer.delay=1s\nmemory.blocked-timeout=4s\n",
+        pool >> 20
+    ));
+    let mut cluster =
+        ProcessCluster::builder().resource_managers(2).coordinators(2).workers(1).etc_dir(&etc.path).start();
+    let last = hungry_joins_on_two_coordinators(&cluster).await;
+    for response in &last {
+        match response.get("error") {
+            None => assert_eq!(response["stats"]["state"], "FINISHED", "{response}"),
+            Some(error) => {
+                assert_eq!(error["errorName"], "EXCEEDED_LOCAL_MEMORY_LIMIT", "{error}");
+                assert!(error["message"].as_str().unwrap().contains("memory.blocked-timeout"), "{error}");
+            }
+        }
+    }
+    assert!(last.iter().any(|r| r.get("error").is_some()), "two do not fit: one waited past its limit: {last:?}");
+    assert_worker_survived(&mut cluster, pool);
 }
