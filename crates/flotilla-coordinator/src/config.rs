@@ -59,6 +59,18 @@ pub const SETTINGS: &[Setting] = &[
         doc: "The resource group configuration (Trino's JSON format), reloaded when it changes",
     },
     Setting {
+        name: "web-ui.shared-secret",
+        default: "(derived from internal-communication.shared-secret)",
+        roles: "coordinator",
+        doc: "Secret the web UI's session cookies are signed with; the same on every coordinator, so a login on one is valid on all",
+    },
+    Setting {
+        name: "web-ui.admin-users",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "Users (comma-separated) who may kill any query from the web UI; others only their own",
+    },
+    Setting {
         name: "node-scheduler.include-coordinator",
         default: "true",
         roles: "coordinator",
@@ -88,6 +100,10 @@ pub struct CoordinatorConfig {
     pub resource_groups_manager: Option<String>,
     /// `resource-groups.config-file`.
     pub resource_groups_file: Option<std::path::PathBuf>,
+    /// `web-ui.shared-secret`.
+    pub web_ui_secret: Option<String>,
+    /// `web-ui.admin-users`.
+    pub web_ui_admins: Vec<String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -105,6 +121,8 @@ impl Default for CoordinatorConfig {
             worker: flotilla_worker::WorkerConfig::default(),
             resource_groups_manager: None,
             resource_groups_file: None,
+            web_ui_secret: None,
+            web_ui_admins: Vec::new(),
         }
     }
 }
@@ -146,6 +164,16 @@ impl CoordinatorConfig {
                 self.resource_groups_manager = Some(value.to_string());
             }
             "resource-groups.config-file" => self.resource_groups_file = Some(value.into()),
+            "web-ui.shared-secret" => {
+                if value.len() < flotilla_proto::internal_auth::MIN_SECRET_LENGTH {
+                    return Err(ConfigError::invalid(file, key, value, "must be at least 16 characters"));
+                }
+                self.web_ui_secret = Some(value.to_string());
+            }
+            "web-ui.admin-users" => {
+                self.web_ui_admins =
+                    value.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect()
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -164,6 +192,8 @@ mod tests {
                 "query.client.timeout" | "query.min-expire-age" | "shutdown.grace-period" => "10s",
                 "resource-groups.configuration-manager" => "file",
                 "resource-groups.config-file" => "etc/resource-groups.json",
+                "web-ui.shared-secret" => "a-long-enough-web-ui-secret",
+                "web-ui.admin-users" => "admin",
                 _ => setting.default,
             };
             assert!(config.apply("config.properties", setting.name, value).unwrap(), "{}", setting.name);

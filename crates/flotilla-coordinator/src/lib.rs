@@ -36,6 +36,7 @@ mod manager;
 mod query;
 pub mod resource_groups;
 pub mod scheduler;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub struct Coordinator {
     pub view: Arc<ClusterViewClient>,
     /// Relays requests about other coordinators' queries to their owners.
     pub forwarder: flotilla_gateway::Forwarder,
+    /// The web UI's sessions.
+    pub ui: Arc<ui::UiAuth>,
 }
 
 impl Coordinator {
@@ -151,6 +154,10 @@ impl Coordinator {
         let admission =
             resource_groups::Admission::new(groups_file, local.clone(), view.clone(), client).map_err(invalid)?;
         tasks.extend(admission.spawn(shutdown.clone()));
+        // Every coordinator of the cluster must sign UI sessions alike: the configured
+        // secret, else one derived from the cluster's shared secret.
+        let ui_secret = config.web_ui_secret.clone().unwrap_or_else(|| format!("flotilla-web-ui:{secret}"));
+        let ui_auth = Arc::new(ui::UiAuth::new(&ui_secret, config.web_ui_admins.clone()));
         let manager = Arc::new(QueryManager::new(
             engine,
             scheduler.clone(),
@@ -165,6 +172,7 @@ impl Coordinator {
             local: local.clone(),
             view: view.clone(),
             forwarder: forwarder.clone(),
+            ui: ui_auth,
         });
 
         tasks.push(tokio::spawn(manager.clone().sweep_loop(shutdown.clone())));

@@ -197,13 +197,15 @@ impl Forwarder {
     }
 }
 
-/// The query a follow-up request is about: `/v1/statement/{queued|executing}/{id}/...` and
-/// `/v1/query/{id}[/...]`. `None` for anything else (or an id that is not one).
+/// The query a follow-up request is about: `/v1/statement/{queued|executing}/{id}/...`,
+/// `/v1/query/{id}[/...]` and the web UI's `/ui/api/query/{id}[/...]`. `None` for anything
+/// else (or an id that is not one).
 pub fn follow_up_query(path: &str) -> Option<QueryId> {
     let mut segments = path.trim_start_matches('/').split('/');
     let id = match (segments.next(), segments.next(), segments.next()) {
         (Some("v1"), Some("statement"), Some("queued" | "executing")) => segments.next()?,
         (Some("v1"), Some("query"), Some(id)) => id,
+        (Some("ui"), Some("api"), Some("query")) => segments.next()?,
         _ => return None,
     };
     id.parse().ok()
@@ -295,10 +297,19 @@ mod tests {
             format!("/v1/statement/executing/{id}/slug/7"),
             format!("/v1/query/{id}"),
             format!("/v1/query/{id}/killed"),
+            format!("/ui/api/query/{id}"),
+            format!("/ui/api/query/{id}/killed"),
         ] {
             assert_eq!(follow_up_query(&path).map(|q| q.to_string()).as_deref(), Some(id), "{path}");
         }
-        for path in ["/v1/statement", "/v1/query", "/v1/info", "/v1/statement/other/x/y/1", "/v1/query/not-an-id"] {
+        for path in [
+            "/v1/statement",
+            "/v1/query",
+            "/v1/info",
+            "/v1/statement/other/x/y/1",
+            "/v1/query/not-an-id",
+            "/ui/api/query",
+        ] {
             assert!(follow_up_query(path).is_none(), "{path}");
         }
     }

@@ -37,6 +37,9 @@ struct Args {
 
 const WORKERS: usize = 2;
 
+/// How to read the figures (written under the table).
+const READ_WITH_CARE: &str = "Read with care: the queries run one at a time, so no reservation ever waits for another query's memory and the low-memory killer never acts here (the integration tests cover those). The failures are hash-join build sides, which DataFusion cannot spill: q07 and q18 reach the query's per-node limit (the pool size), q21 and q22 the pool's own accounting (FairSpillPool gives spilling operators a fair share, and the query's joins hold the rest). The times are single runs on a shared 2-CPU machine (ratios below 1 are noise).";
+
 fn start(binary: &Path, work: &Path, pool: Option<u64>) -> Result<LocalCluster, String> {
     let config = pool.map(|bytes| format!("memory.pool-size={bytes}B\n")).unwrap_or_default();
     tpch_cluster(binary, &work.join(if pool.is_some() { "small" } else { "default" }), WORKERS, &config)
@@ -173,6 +176,8 @@ fn main() -> Result<(), String> {
         "\n{finished} of {} finished in the small pool ({spilled_or_squeezed} of them needed more than the pool at their unlimited peak); {failed} failed.\n\n",
         queries.len()
     ));
+    report.push_str(READ_WITH_CARE);
+    report.push_str("\n\n");
     print!("{report}");
     if let Some(output) = &args.output {
         flotilla_bench::write_section(

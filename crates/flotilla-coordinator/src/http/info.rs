@@ -54,18 +54,29 @@ pub async fn failed_nodes(State(coordinator): State<Arc<Coordinator>>) -> Json<V
 
 /// Cluster statistics from the resource managers' view, with the view's age.
 pub async fn cluster(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
+    Json(cluster_stats(&coordinator))
+}
+
+/// `/v1/cluster`'s figures (also the web UI's `/ui/api/stats`).
+pub fn cluster_stats(coordinator: &Coordinator) -> Value {
     let Some(snapshot) = coordinator.view.snapshot() else {
-        return Json(json!({
+        return json!({
             "viewAgeMillis": Value::Null,
             "viewError": coordinator.view.last_error(),
-        }));
+        });
     };
     let view = &snapshot.view;
     let count_state = |state: &str| view.queries.iter().filter(|q| q.progress.state == state).count();
     let workers: Vec<&NodeView> = view.live_with_role(NodeRole::Worker).collect();
-    Json(json!({
+    // Queries with a reservation waiting on a worker's full pool.
+    let blocked: std::collections::HashSet<&str> = workers
+        .iter()
+        .filter_map(|w| w.worker.as_ref())
+        .flat_map(|load| load.query_memory.iter().filter(|q| q.blocked > 0).map(|q| q.query_id.as_str()))
+        .collect();
+    json!({
         "runningQueries": count_state("RUNNING") + count_state("PLANNING"),
-        "blockedQueries": 0,
+        "blockedQueries": blocked.len(),
         "queuedQueries": count_state("QUEUED"),
         "activeCoordinators": view.live_with_role(NodeRole::Coordinator).count(),
         "activeResourceManagers": view.live_with_role(NodeRole::ResourceManager).count(),
@@ -78,5 +89,5 @@ pub async fn cluster(State(coordinator): State<Arc<Coordinator>>) -> Json<Value>
         "viewAgeMillis": snapshot.age().as_millis() as u64,
         "viewResourceManager": view.resource_manager,
         "viewError": coordinator.view.last_error(),
-    }))
+    })
 }

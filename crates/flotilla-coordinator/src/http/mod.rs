@@ -6,8 +6,8 @@
 //! is relayed to that owner first ([`route_to_owner`]), so any coordinator is a valid entry
 //! point for any request.
 
-mod info;
-mod query_api;
+pub(crate) mod info;
+pub(crate) mod query_api;
 mod statement;
 
 use std::sync::Arc;
@@ -65,6 +65,8 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/v1/node", get(info::node_list))
         .route("/v1/node/failed", get(info::failed_nodes))
         .route("/v1/cluster", get(info::cluster))
+        .merge(crate::ui::routes())
+        .layer(axum::Extension(coordinator.ui.clone()))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(coordinator.clone(), route_to_owner))
         .with_state(coordinator.clone())

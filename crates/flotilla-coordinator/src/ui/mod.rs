@@ -1,0 +1,400 @@
+//! The web UI, served by every coordinator at `/ui/` (and through the gateway): the
+//! cluster's overview, its queries, a query's details, the workers and the resource groups,
+//! from any coordinator.
+//!
+//! - **Data**: the pages poll `/ui/api/*` once a second. The cluster-wide parts come from the
+//!   cluster view (`/ui/api/stats`, `/ui/api/cluster`, `/ui/api/resourceGroups`) and the
+//!   query list from `/v1/query`'s listing (this coordinator's queries as they are, the others'
+//!   from the view). `/ui/api/query/{id}` and its kill are follow-ups of the query: the
+//!   coordinator middleware (and the gateway) relay them to the owning coordinator, which has
+//!   the details (stages, tasks, plan), like every other follow-up.
+//! - **Access**: Trino's insecure mode (no password authentication is configured): a username
+//!   form, then a session cookie (`Trino-UI-Token`, a JWT signed with `web-ui.shared-secret`,
+//!   by default derived from the cluster's internal shared secret), so every coordinator
+//!   accepts the cookie another one issued. Pages without it go to the login form; the API
+//!   answers 401. Kill needs the query's user, or a user in `web-ui.admin-users`.
+//! - **Assets**: plain HTML, CSS and JavaScript in `src/ui/assets`, embedded in the binary
+//!   with `include_str!`: no front-end build step.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Form, Path, Query as UrlQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use flotilla_proto::cluster::NodeRole;
+use flotilla_proto::QueryId;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::http::query_api;
+use crate::manager::KillOutcome;
+use crate::Coordinator;
+
+/// The session cookie's name (Trino's).
+pub const COOKIE: &str = "Trino-UI-Token";
+
+/// How long a login lasts.
+const SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The audience of UI session tokens (they are not internal-call tokens, which are signed
+/// with the same secret when the UI secret is derived from it).
+const AUDIENCE: &str = "flotilla-web-ui";
+
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+const LOGIN_HTML: &str = include_str!("assets/login.html");
+const PAGE_HTML: &str = include_str!("assets/page.html");
+
+/// Who may use the UI and how sessions are signed.
+pub struct UiAuth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    admins: Vec<String>,
+}
+
+impl std::fmt::Debug for UiAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UiAuth").field("admins", &self.admins).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    aud: String,
+    exp: u64,
+}
+
+/// The logged-in user of a request.
+#[derive(Debug, Clone)]
+pub struct UiUser(pub String);
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+impl UiAuth {
+    /// `secret`: `web-ui.shared-secret`, or one derived from the internal shared secret.
+    pub fn new(secret: &str, admins: Vec<String>) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            admins,
+        }
+    }
+
+    fn issue(&self, user: &str) -> Result<String, String> {
+        let claims =
+            Claims { sub: user.to_string(), aud: AUDIENCE.into(), exp: now_secs() + SESSION_LIFETIME.as_secs() };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| e.to_string())
+    }
+
+    /// The user of a valid session cookie among `headers`.
+    fn user(&self, headers: &HeaderMap) -> Option<String> {
+        let token = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == COOKIE)
+            .map(|(_, value)| value.to_string())?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        jsonwebtoken::decode::<Claims>(&token, &self.decoding, &validation).ok().map(|data| data.claims.sub)
+    }
+
+    fn may_kill(&self, user: &str, owner: &str) -> bool {
+        user == owner || self.admins.iter().any(|admin| admin == user)
+    }
+}
+
+/// The UI's routes (merged into the coordinator's router, inside its relay-to-owner layer).
+pub fn routes() -> Router<Arc<Coordinator>> {
+    let pages = Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/", get(overview))
+        .route("/ui/index.html", get(overview))
+        .route("/ui/queries.html", get(|user: Extension<UiUser>| page(user, "queries")))
+        .route("/ui/query.html", get(|user: Extension<UiUser>| page(user, "query")))
+        .route("/ui/workers.html", get(|user: Extension<UiUser>| page(user, "workers")))
+        .route("/ui/groups.html", get(|user: Extension<UiUser>| page(user, "groups")))
+        .route("/ui/api/stats", get(stats))
+        .route("/ui/api/cluster", get(cluster))
+        .route("/ui/api/resourceGroups", get(resource_groups))
+        .route("/ui/api/query", get(query_list))
+        .route("/ui/api/query/{query_id}", get(query_info))
+        .route("/ui/api/query/{query_id}/killed", put(kill));
+    let open = Router::new()
+        .route("/ui/login.html", get(|| async { html(LOGIN_HTML.to_string()) }))
+        .route("/ui/login", post(login))
+        .route("/ui/logout", get(logout))
+        .route("/ui/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/ui/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }));
+    pages.route_layer(middleware::from_fn(require_login)).merge(open)
+}
+
+fn html(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// Sends requests without a valid session to the login form (pages) or answers 401 (API).
+async fn require_login(request: Request, next: Next) -> Response {
+    let auth = request.extensions().get::<Arc<UiAuth>>().cloned();
+    let user = auth.and_then(|auth| auth.user(request.headers()));
+    match user {
+        Some(user) => {
+            let mut request = request;
+            request.extensions_mut().insert(UiUser(user));
+            next.run(request).await
+        }
+        None if request.uri().path().starts_with("/ui/api/") => {
+            (StatusCode::UNAUTHORIZED, Json(json!({"error": "Not logged in to the web UI: POST /ui/login first"})))
+                .into_response()
+        }
+        None => {
+            let back = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/ui/");
+            let target = format!("/ui/login.html?redirect={}", urlencoding(back));
+            Redirect::to(&target).into_response()
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn overview(user: Extension<UiUser>) -> Response {
+    page(user, "overview").await
+}
+
+async fn page(Extension(UiUser(user)): Extension<UiUser>, name: &str) -> Response {
+    let title = match name {
+        "overview" => "Cluster overview",
+        "queries" => "Queries",
+        "query" => "Query details",
+        "workers" => "Workers",
+        _ => "Resource groups",
+    };
+    let escaped = user.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    html(PAGE_HTML.replace("{{page}}", name).replace("{{title}}", title).replace("{{user}}", &escaped))
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    username: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    redirect: Option<String>,
+}
+
+/// Trino's insecure login: any user name, no password.
+async fn login(Extension(auth): Extension<Arc<UiAuth>>, Form(form): Form<LoginForm>) -> Response {
+    let user = form.username.trim();
+    if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
+        return (StatusCode::BAD_REQUEST, "A user name is required").into_response();
+    }
+    if form.password.as_deref().is_some_and(|p| !p.is_empty()) {
+        return (StatusCode::BAD_REQUEST, "Password authentication is not configured: leave the password empty")
+            .into_response();
+    }
+    let token = match auth.issue(user) {
+        Ok(token) => token,
+        Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
+    };
+    // Only a path on this site may be the target (no open redirect).
+    let target = form
+        .redirect
+        .filter(|r| r.starts_with("/ui/") && !r.starts_with("//") && !r.contains('\\'))
+        .unwrap_or_else(|| "/ui/".to_string());
+    let cookie = format!("{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={}", SESSION_LIFETIME.as_secs());
+    let mut response = Redirect::to(&target).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn logout() -> Response {
+    let mut response = Redirect::to("/ui/login.html").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("Trino-UI-Token=; Path=/ui; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    response
+}
+
+/// Trino's `/ui/api/stats`, from the cluster view.
+async fn stats(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
+    let mut stats = crate::http::info::cluster_stats(&coordinator);
+    if let Some(snapshot) = coordinator.view.snapshot() {
+        let now = chrono::Utc::now().timestamp_millis();
+        let view = &snapshot.view;
+        let finished = view.queries.iter().filter(|q| q.progress.is_done()).count();
+        let last_minute =
+            view.queries.iter().filter(|q| q.progress.end_time_ms.is_some_and(|end| now - end <= 60_000)).count();
+        let workers: Vec<_> = view.live_with_role(NodeRole::Worker).filter_map(|n| n.worker.as_ref()).collect();
+        let cpu = match workers.len() {
+            0 => 0.0,
+            n => workers.iter().map(|w| w.process_cpu_load).sum::<f64>() / n as f64,
+        };
+        stats["finishedQueries"] = finished.into();
+        stats["queriesPerMinute"] = last_minute.into();
+        stats["workerCpuLoad"] = cpu.into();
+    }
+    Json(stats)
+}
+
+/// Every node of the view with its state, roles and (workers) load.
+async fn cluster(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
+    let Some(snapshot) = coordinator.view.snapshot() else {
+        return Json(json!({"nodes": [], "viewError": coordinator.view.last_error()}));
+    };
+    let nodes: Vec<Value> = snapshot
+        .view
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "nodeId": n.node.node_id,
+                "uri": n.node.http_uri,
+                "version": n.node.version,
+                "roles": n.node.roles,
+                "state": n.state,
+                "warehouse": n.node.warehouse,
+                "workerGroup": n.node.worker_group,
+                "coordinatorId": n.node.coordinator_id,
+                "worker": n.worker,
+            })
+        })
+        .collect();
+    Json(json!({"nodes": nodes, "viewAgeMillis": snapshot.age().as_millis() as u64}))
+}
+
+/// Per resource group with unfinished queries: the cluster's running and queued queries
+/// (from the view), with the configured limits.
+async fn resource_groups(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<Value>> {
+    let mut groups: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    if let Some(snapshot) = coordinator.view.snapshot() {
+        for query in snapshot.view.queries.iter().filter(|q| !q.progress.is_done()) {
+            let counts = groups.entry(query.identity.resource_group.clone()).or_default();
+            match query.progress.state.as_str() {
+                "QUEUED" => counts.1 += 1,
+                _ => counts.0 += 1,
+            }
+        }
+    }
+    let admission = coordinator.manager.admission();
+    Json(
+        groups
+            .into_iter()
+            .map(|(path, (running, queued))| {
+                let limits = admission.limits(&path);
+                let full = limits.is_some_and(|(hard, max_queued)| running >= hard && queued >= max_queued);
+                let can_run = limits.is_none_or(|(hard, _)| running < hard);
+                json!({
+                    "id": path.split('.').collect::<Vec<_>>(),
+                    "state": if can_run { "CAN_RUN" } else if full { "FULL" } else { "CAN_QUEUE" },
+                    "numRunningQueries": running,
+                    "numQueuedQueries": queued,
+                    "hardConcurrencyLimit": limits.map(|l| l.0),
+                    "maxQueuedQueries": limits.map(|l| l.1),
+                })
+            })
+            .collect(),
+    )
+}
+
+async fn query_list(
+    state: State<Arc<Coordinator>>,
+    parameters: UrlQuery<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Json<Vec<Value>> {
+    query_api::list(state, parameters, headers).await
+}
+
+async fn query_info(
+    state: State<Arc<Coordinator>>,
+    query_id: Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, crate::http::HttpError> {
+    query_api::info(state, query_id, headers).await
+}
+
+/// `PUT /ui/api/query/{id}/killed` on the owning coordinator (relayed there): kills the query
+/// when the session's user ran it or is an admin. 202 killed, 403 not allowed, 409 ended,
+/// 410 unknown.
+async fn kill(
+    State(coordinator): State<Arc<Coordinator>>,
+    Extension(auth): Extension<Arc<UiAuth>>,
+    Extension(UiUser(user)): Extension<UiUser>,
+    Path(query_id): Path<String>,
+    message: String,
+) -> Response {
+    let Some(query) = query_id.parse::<QueryId>().ok().and_then(|id| coordinator.manager.get(&id)) else {
+        return (StatusCode::GONE, format!("Query not found: {query_id}")).into_response();
+    };
+    if !auth.may_kill(&user, &query.session.user) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "User {user} may not kill query {query_id} of user {} (web-ui.admin-users may)",
+                query.session.user
+            ),
+        )
+            .into_response();
+    }
+    let message = message.trim();
+    let message = if message.is_empty() { format!("Killed from the web UI by {user}") } else { message.to_string() };
+    match coordinator.manager.registry().kill(&query.id, Some(&message)) {
+        KillOutcome::Killed => StatusCode::ACCEPTED.into_response(),
+        KillOutcome::NotRunning => (StatusCode::CONFLICT, "Query is not running").into_response(),
+        KillOutcome::NotFound => StatusCode::GONE.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookie(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("other=1; {COOKIE}={token}")).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_session_signed_with_the_shared_secret_is_accepted_by_any_coordinator() {
+        let a = UiAuth::new("a-web-ui-secret-of-some-length", vec!["admin".into()]);
+        let b = UiAuth::new("a-web-ui-secret-of-some-length", Vec::new());
+        let token = a.issue("alice").unwrap();
+        assert_eq!(b.user(&cookie(&token)).as_deref(), Some("alice"));
+        let other = UiAuth::new("another-secret-entirely-here", Vec::new());
+        assert_eq!(other.user(&cookie(&token)), None, "another cluster's cookie");
+        assert_eq!(b.user(&cookie("not.a.token")), None);
+        assert_eq!(b.user(&HeaderMap::new()), None);
+        assert!(a.may_kill("alice", "alice") && a.may_kill("admin", "bob") && !a.may_kill("alice", "bob"));
+    }
+
+    #[test]
+    fn login_redirects_only_to_the_ui() {
+        assert_eq!(urlencoding("/ui/query.html?x y"), "/ui/query.html%3Fx%20y");
+    }
+}
