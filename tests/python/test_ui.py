@@ -152,6 +152,8 @@ def test_the_ui_shows_the_whole_cluster_from_any_coordinator(start_cluster):
             # Kill the running query from B, on its detail page (Superset's link form).
             page.goto(f"{b}/ui/query.html?{long_id}")
             page.wait_for_selector("#kill", timeout=30000)
+            page.wait_for_selector("#placements", timeout=30000)
+            assert "worker-1" in page.inner_text("#placements"), "the tasks' worker is shown"
             shot(page, "query-running")
             page.click("#kill")
             thread.join(60)

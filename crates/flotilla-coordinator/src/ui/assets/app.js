@@ -227,13 +227,18 @@ async function renderQuery() {
   const kv = (pairs) => `<div class="kv">${pairs.map(([k, v]) => `<div>${esc(k)}</div><div>${v}</div>`).join('')}</div>`;
   const error = q.failureInfo ? `<div class="panel"><h2>Error</h2><div class="error" id="query-error">${esc(q.errorCode && q.errorCode.name)}: ${esc(q.failureInfo.message)}</div></div>` : '';
   const stages = (q.stages || []).map((stage) => {
-    const tasks = (stage.tasks || []).map((t) => {
-      const placed = (q.tasks || []).find((p) => p.stage === stage.stageId && p.task === t.taskId);
-      return `<tr><td>${esc(stage.stageId)}.${esc(t.taskId)}</td><td>${esc(placed ? placed.nodeId : '')}</td><td class="num">${esc(t.processedRows)}</td><td class="num">${duration(t.cpuTimeMillis)}</td></tr>`;
-    }).join('');
+    const tasks = (stage.tasks || []).map((t) =>
+      `<tr><td>${esc(stage.stageId)}.${esc(t.taskId)}</td><td class="num">${esc(t.processedRows)}</td><td class="num">${duration(t.cpuTimeMillis)}</td></tr>`).join('');
     return `<h2>Stage ${esc(stage.stageId)} ${badge(stage.state)} <span class="muted">${esc(stage.processedRows)} rows, CPU ${duration(stage.cpuTimeMillis)}</span></h2>` +
-      `<table><thead><tr><th>Task</th><th>Worker</th><th class="num">Rows</th><th class="num">CPU</th></tr></thead><tbody>${tasks}</tbody></table>`;
+      `<table><thead><tr><th>Task</th><th class="num">Rows</th><th class="num">CPU</th></tr></thead><tbody>${tasks}</tbody></table>`;
   }).join('');
+  // The scheduler records placements in the order it routed the stages, which is not the
+  // planner's stage numbering: shown as they are.
+  const placements = (q.tasks || []).length === 0 ? '' :
+    `<h2>Workers the tasks ran on <span class="muted">(stages in the order they were routed)</span></h2>` +
+    `<table id="placements"><thead><tr><th>Routed stage</th><th>Task</th><th>Worker</th></tr></thead><tbody>${
+      q.tasks.map((t) => `<tr><td>${esc(t.stage)}</td><td>${esc(t.task)}</td><td>${esc(t.nodeId)}</td></tr>`).join('')
+    }</tbody></table>`;
   $('#detail').innerHTML =
     `<h1>${esc(q.queryId)} ${badge(q.state)} ${running(q.state) ? `<button class="danger" id="kill">Kill</button>` : ''}</h1>` +
     error +
@@ -251,7 +256,7 @@ async function renderQuery() {
       ['Splits', `${esc(s.completedSplits)} / ${esc(s.totalSplits)}`],
     ])}</div>` +
     `<div class="panel"><h2>Plan</h2><pre class="sql">${esc(q.plan || 'The plan is shown once the query has been planned.')}</pre></div>` +
-    `<div class="panel" id="stages">${stages || '<p class="muted">No distributed stages (the query ran on its coordinator).</p>'}</div>`;
+    `<div class="panel" id="stages">${stages || '<p class="muted">No distributed stages (the query ran on its coordinator).</p>'}${placements}</div>`;
   const button = $('#kill');
   if (button) button.addEventListener('click', () => kill(q.queryId).then(() => renderQuery()));
 }
