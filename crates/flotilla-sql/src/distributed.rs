@@ -58,7 +58,11 @@ pub fn is_distributable(plan: &LogicalPlan) -> bool {
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
             tables += 1;
-            let on_workers = source_as_provider(&scan.source).is_ok_and(|provider| provider.is::<TpchTableProvider>());
+            // Generated tables, and files every node reads at the same path (the `files`
+            // connector's listing tables).
+            let on_workers = source_as_provider(&scan.source).is_ok_and(|provider| {
+                provider.is::<TpchTableProvider>() || provider.is::<datafusion::datasource::listing::ListingTable>()
+            });
             if !on_workers {
                 local_only = true;
                 return Ok(TreeNodeRecursion::Stop);

@@ -150,6 +150,7 @@ fn remote_summary(query: &QuerySummary, view: &ClusterView) -> Value {
         "query": query.identity.query,
         "self": owner.map(|uri| format!("{uri}/v1/query/{}", query.identity.query_id)),
         "coordinator": query.coordinator,
+        "warehouse": query.identity.warehouse,
         "session": {"user": query.identity.user, "source": query.identity.source},
         "resourceGroupId": query.identity.resource_group.split('.').collect::<Vec<_>>(),
         "queryStats": {

@@ -1,6 +1,7 @@
 //! Catalogs as Trino configures them: one `etc/catalog/NAME.properties` file per catalog with
-//! `connector.name=...`, plus the built-in `system` catalog, and Trino's per-catalog
-//! `information_schema` added to every one of them.
+//! `connector.name=...` (`tpch`, or `files` for Parquet/CSV/JSON files under a directory),
+//! plus the built-in `system` catalog, and Trino's per-catalog `information_schema` added to
+//! every one of them.
 //!
 //! ```text
 //!  etc/catalog/*.properties ──▶ Catalogs::load ──▶ { tpch: TpchCatalog, ... }
@@ -9,6 +10,7 @@
 //!        DataFusion CatalogProviderList: each catalog + information_schema, and `system`
 //! ```
 
+pub mod files;
 mod information_schema;
 mod properties;
 pub mod system;
@@ -39,7 +41,7 @@ pub enum CatalogError {
     #[error("{path}: connector.name is required")]
     MissingConnector { path: PathBuf },
     /// `connector.name` names a connector Flotilla does not have.
-    #[error("{path}: unknown connector '{connector}' (available: tpch)")]
+    #[error("{path}: unknown connector '{connector}' (available: tpch, files)")]
     UnknownConnector { path: PathBuf, connector: String },
     /// A property the connector does not know.
     #[error("{path}: unknown property '{key}' for connector {connector}")]
@@ -117,6 +119,13 @@ impl Catalogs {
                     None => tpch::ColumnNaming::Simplified,
                 };
                 Arc::new(tpch::TpchCatalog::new(naming))
+            }
+            "files" => {
+                let root = properties.remove("files.root").ok_or_else(|| CatalogError::InvalidProperty {
+                    key: "files.root".into(),
+                    message: "required: the directory holding the catalog's schemas".into(),
+                })?;
+                Arc::new(files::FilesCatalog::new(&root)?)
             }
             other => {
                 return Err(CatalogError::UnknownConnector { path: path.to_path_buf(), connector: other.to_string() })

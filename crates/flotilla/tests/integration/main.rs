@@ -6,6 +6,7 @@ mod cluster;
 mod coordinators;
 mod distributed;
 mod docs;
+mod files;
 mod harness;
 mod memory;
 mod plans;

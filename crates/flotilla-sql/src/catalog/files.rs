@@ -1,0 +1,226 @@
+//! The `files` connector: tables kept as Parquet, CSV or JSON files under one root directory
+//! that every node sees at the same path (a shared or network file system), the way Trino's
+//! Hive connector reads a warehouse directory, but without a metastore: the directories are
+//! the metadata.
+//!
+//! ```text
+//!   files.root/                    etc/catalog/lake.properties:
+//!     sales/            schema       connector.name=files
+//!       orders/         table        files.root=/data/lake
+//!         part-0.parquet
+//!         part-1.parquet
+//!       regions.csv     table (one file)
+//! ```
+//!
+//! A table is a directory of files of one format (by extension: `.parquet`, `.csv` with a
+//! header row, `.json` with one object per line) or a single such file; its columns are
+//! inferred from the files. Scans are DataFusion listing-table scans, so the distributed
+//! planner splits their files across the workers, which read them at the same path.
+//!
+//! Read-only for now: statements that would change the catalog (CREATE, INSERT, DROP, ...)
+//! fail with NOT_SUPPORTED, and object stores (`s3://`) are refused at start-up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+
+use super::CatalogError;
+
+/// The file formats a table may have, by file extension.
+const FORMATS: [&str; 3] = ["parquet", "csv", "json"];
+
+fn format_of(extension: &str) -> Option<Arc<dyn FileFormat>> {
+    match extension {
+        "parquet" => Some(Arc::new(ParquetFormat::default())),
+        "csv" => Some(Arc::new(CsvFormat::default().with_has_header(true))),
+        "json" => Some(Arc::new(JsonFormat::default())),
+        _ => None,
+    }
+}
+
+/// A name as Trino would show it: lowercase letters, digits and `_`, not starting with a
+/// digit. Entries named otherwise (hidden files, `_SUCCESS`, ...) are not tables or schemas.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn extension(path: &Path) -> Option<&str> {
+    path.extension().and_then(|e| e.to_str()).filter(|e| FORMATS.contains(e))
+}
+
+/// The catalog over `files.root`.
+#[derive(Debug)]
+pub struct FilesCatalog {
+    root: PathBuf,
+}
+
+impl FilesCatalog {
+    /// `root`: the `files.root` property.
+    pub fn new(root: &str) -> Result<Self, CatalogError> {
+        let invalid = |message: String| CatalogError::InvalidProperty { key: "files.root".into(), message };
+        if let Some((scheme, _)) = root.split_once("://").filter(|(scheme, _)| *scheme != "file") {
+            return Err(invalid(format!(
+                "{scheme}:// object stores are not supported yet; use a directory every node sees at the same path"
+            )));
+        }
+        let path = PathBuf::from(root.trim_start_matches("file://"));
+        if !path.is_absolute() {
+            return Err(invalid(format!("'{root}' must be an absolute path (every node resolves it alike)")));
+        }
+        if !path.is_dir() {
+            return Err(invalid(format!("'{root}' is not a directory")));
+        }
+        Ok(Self { root: path })
+    }
+}
+
+/// The subdirectories and files of `dir` with valid names.
+fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(read) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(String, PathBuf)> = read
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.path())))
+        .collect();
+    found.sort();
+    found
+}
+
+impl CatalogProvider for FilesCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        entries(&self.root)
+            .into_iter()
+            .filter(|(name, path)| valid_name(name) && path.is_dir())
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        let dir = self.root.join(name);
+        (valid_name(name) && dir.is_dir()).then(|| Arc::new(FilesSchema { dir }) as Arc<dyn SchemaProvider>)
+    }
+
+    fn register_schema(&self, name: &str, _schema: Arc<dyn SchemaProvider>) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        Err(DataFusionError::NotImplemented(format!(
+            "Cannot create schema {name}: the files connector is read-only for now"
+        )))
+    }
+}
+
+/// One schema: a directory under the root.
+#[derive(Debug)]
+struct FilesSchema {
+    dir: PathBuf,
+}
+
+impl FilesSchema {
+    /// Where table `name` lives and its format's extension: a directory of data files, or
+    /// a single file.
+    fn locate(&self, name: &str) -> Option<(PathBuf, &'static str)> {
+        if !valid_name(name) {
+            return None;
+        }
+        let dir = self.dir.join(name);
+        if dir.is_dir() {
+            let found = entries(&dir).into_iter().find_map(|(_, path)| extension(&path).map(str::to_string))?;
+            let extension = FORMATS.into_iter().find(|f| *f == found)?;
+            return Some((dir, extension));
+        }
+        FORMATS.into_iter().map(|f| (self.dir.join(format!("{name}.{f}")), f)).find(|(path, _)| path.is_file())
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for FilesSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = entries(&self.dir)
+            .into_iter()
+            .filter_map(|(name, path)| {
+                let table = if path.is_dir() { name } else { path.file_stem()?.to_str()?.to_string() };
+                (path.is_dir() || extension(&path).is_some()).then_some(table)
+            })
+            .filter(|name| self.locate(name).is_some())
+            .collect();
+        names.dedup();
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some((path, extension)) = self.locate(name) else { return Ok(None) };
+        let format = format_of(extension).expect("a known format");
+        let mut location = path.to_string_lossy().to_string();
+        if path.is_dir() && !location.ends_with('/') {
+            location.push('/');
+        }
+        let url = ListingTableUrl::parse(&location)?;
+        let options = ListingOptions::new(format).with_file_extension(format!(".{extension}"));
+        // The files' own schema; the local file system needs nothing from the session.
+        let state = SessionContext::new().state();
+        let schema = options.infer_schema(&state, &url).await?;
+        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+        Ok(Some(Arc::new(ListingTable::try_new(config)?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.locate(name).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_root() -> PathBuf {
+        let unique = format!(
+            "flotilla-files-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        );
+        let root = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(root.join("sales/orders")).unwrap();
+        std::fs::write(root.join("sales/orders/part-0.csv"), "id,amount\n1,10\n2,20\n").unwrap();
+        std::fs::write(root.join("sales/orders/part-1.csv"), "id,amount\n3,30\n").unwrap();
+        std::fs::write(root.join("sales/regions.json"), "{\"id\":1,\"name\":\"north\"}\n").unwrap();
+        std::fs::write(root.join("sales/.hidden.csv"), "x\n1\n").unwrap();
+        std::fs::write(root.join("sales/notes.txt"), "not a table").unwrap();
+        std::fs::create_dir_all(root.join("Mixed Case")).unwrap();
+        root
+    }
+
+    #[tokio::test]
+    async fn schemas_are_directories_and_tables_are_directories_or_files() {
+        let root = temp_root();
+        let catalog = FilesCatalog::new(root.to_str().unwrap()).unwrap();
+        assert_eq!(catalog.schema_names(), vec!["sales"]);
+        let schema = catalog.schema("sales").unwrap();
+        assert_eq!(schema.table_names(), vec!["orders", "regions"]);
+        let orders = schema.table("orders").await.unwrap().unwrap();
+        let columns: Vec<String> = orders.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(columns, vec!["id", "amount"]);
+        let context = SessionContext::new();
+        let rows = context.read_table(orders).unwrap().count().await.unwrap();
+        assert_eq!(rows, 3, "both files of the table");
+        assert!(schema.table("regions").await.unwrap().is_some());
+        assert!(schema.table("notes").await.unwrap().is_none());
+        assert!(catalog.schema("missing").is_none());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn the_root_must_be_an_existing_local_directory() {
+        for bad in ["s3://bucket/lake", "relative/path", "/definitely/not/here"] {
+            assert!(FilesCatalog::new(bad).is_err(), "{bad}");
+        }
+        assert!(FilesCatalog::new(&format!("file://{}", std::env::temp_dir().display())).is_ok());
+    }
+}
