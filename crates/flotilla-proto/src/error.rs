@@ -116,8 +116,16 @@ error_codes! {
     TableNotFound = (46, "TABLE_NOT_FOUND", UserError, Never),
     /// A column name is unknown.
     ColumnNotFound = (47, "COLUMN_NOT_FOUND", UserError, Never),
+    /// A schema of that name already exists.
+    SchemaAlreadyExists = (49, "SCHEMA_ALREADY_EXISTS", UserError, Never),
     /// A table of that name already exists.
     TableAlreadyExists = (50, "TABLE_ALREADY_EXISTS", UserError, Never),
+    /// A schema to drop still has tables.
+    SchemaNotEmpty = (34, "SCHEMA_NOT_EMPTY", UserError, Never),
+    /// A table property is unknown or has a bad value.
+    InvalidTableProperty = (18, "INVALID_TABLE_PROPERTY", UserError, Never),
+    /// A column of a new table has no name.
+    MissingColumnName = (55, "MISSING_COLUMN_NAME", UserError, Never),
     /// No catalog was given and the session has none.
     MissingCatalogName = (56, "MISSING_CATALOG_NAME", UserError, Never),
     /// No schema was given and the session has none.

@@ -30,6 +30,7 @@ use datafusion_distributed::{
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use flotilla_proto::FlotillaError;
 
+use crate::catalog::files_write::{FilesWriteExec, WriteSpec};
 use crate::catalog::tpch::TpchTableProvider;
 use crate::catalog::tpch_scan::{TpchScanExec, TpchScanSpec};
 use crate::functions::trino_functions;
@@ -61,7 +62,9 @@ pub fn is_distributable(plan: &LogicalPlan) -> bool {
             // Generated tables, and files every node reads at the same path (the `files`
             // connector's listing tables).
             let on_workers = source_as_provider(&scan.source).is_ok_and(|provider| {
-                provider.is::<TpchTableProvider>() || provider.is::<datafusion::datasource::listing::ListingTable>()
+                provider.is::<TpchTableProvider>()
+                    || provider.is::<datafusion::datasource::listing::ListingTable>()
+                    || provider.is::<crate::catalog::files_table::FilesTable>()
             });
             if !on_workers {
                 local_only = true;
@@ -117,6 +120,7 @@ fn tpch_scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNo
 pub struct FlotillaCodec;
 
 const TPCH_SCAN_TAG: &[u8] = b"flotilla.tpch_scan:";
+const FILES_WRITE_TAG: &[u8] = b"flotilla.files_write:";
 
 impl PhysicalExtensionCodec for FlotillaCodec {
     fn try_decode(
@@ -126,6 +130,14 @@ impl PhysicalExtensionCodec for FlotillaCodec {
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(body) = buf.strip_prefix(FILES_WRITE_TAG) {
+            let [input] = inputs else {
+                return Err(DataFusionError::Internal("a files write has one input".into()));
+            };
+            let spec: WriteSpec = serde_json::from_slice(body)
+                .map_err(|e| DataFusionError::Internal(format!("malformed files write in a distributed plan: {e}")))?;
+            return Ok(Arc::new(FilesWriteExec::new(input.clone(), spec)?));
+        }
         let Some(body) = buf.strip_prefix(TPCH_SCAN_TAG) else {
             return Err(DataFusionError::Internal("unknown Flotilla operator in a distributed plan".into()));
         };
@@ -143,6 +155,11 @@ impl PhysicalExtensionCodec for FlotillaCodec {
         buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(write) = node.downcast_ref::<FilesWriteExec>() {
+            buf.extend_from_slice(FILES_WRITE_TAG);
+            return serde_json::to_writer(&mut *buf, write.spec())
+                .map_err(|e| DataFusionError::Internal(e.to_string()));
+        }
         let Some(scan) = node.downcast_ref::<TpchScanExec>() else {
             return Err(DataFusionError::NotImplemented(format!("{} cannot run on a worker", node.name())));
         };

@@ -83,6 +83,8 @@ pub struct Engine {
     distributor: Option<Arc<dyn Distributor>>,
     /// The cluster this engine runs in (for `system.runtime` procedures).
     runtime: Arc<dyn RuntimeSource>,
+    /// The catalogs statements may write to.
+    pub(crate) writable: Arc<BTreeMap<String, Arc<crate::catalog::files::FilesCatalog>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -91,7 +93,7 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn df_error(error: datafusion::error::DataFusionError) -> FlotillaError {
+pub(crate) fn df_error(error: datafusion::error::DataFusionError) -> FlotillaError {
     from_datafusion(&error)
 }
 
@@ -116,7 +118,7 @@ impl Engine {
             // Replacing a built-in of the same name (version) is the point.
             let _ = datafusion::execution::FunctionRegistry::register_udf(&mut base, function);
         }
-        Self { catalogs: catalog_list, base, distributor: None, runtime }
+        Self { catalogs: catalog_list, base, distributor: None, runtime, writable: Arc::new(catalogs.writable()) }
     }
 
     /// Runs statements that read only worker-readable tables across the workers that
@@ -135,7 +137,7 @@ impl Engine {
         self.session_state_counting(session, memory, Arc::new(ScanCounters::default()))
     }
 
-    fn session_state_counting(
+    pub(crate) fn session_state_counting(
         &self,
         session: &SqlSession,
         memory: Arc<PeakMemoryPool>,
@@ -182,6 +184,10 @@ impl Engine {
                         crate::procedures::call(self.runtime.as_ref(), session, &procedure).await?;
                         done("CALL", SessionChanges::default(), memory)
                     }
+                    statement @ (Statement::CreateSchema { .. }
+                    | Statement::Drop { .. }
+                    | Statement::CreateTable(_)
+                    | Statement::Insert(_)) => crate::writes::execute(self, session, statement, memory).await,
                     statement => self.run_query(session, statement, memory).await,
                 },
                 TrinoStatement::Explain { analyze, logical, sql } => {
@@ -283,7 +289,7 @@ impl Engine {
         })
     }
 
-    async fn plan_logical(
+    pub(crate) async fn plan_logical(
         &self,
         state: &SessionState,
         session: &SqlSession,
@@ -291,7 +297,7 @@ impl Engine {
     ) -> Result<datafusion::logical_expr::LogicalPlan, FlotillaError> {
         crate::rewrite::name_unnamed_columns(&mut statement);
         crate::rewrite::type_decimal_literals(&mut statement);
-        if !matches!(statement, Statement::Query(_)) {
+        if !matches!(statement, Statement::Query(_) | Statement::Insert(_)) {
             let kind = statement.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase();
             return Err(FlotillaError::not_supported(format!("This statement is not supported: {kind}")));
         }
@@ -331,8 +337,18 @@ impl Engine {
         statement: Statement,
     ) -> Result<(SessionState, Arc<dyn ExecutionPlan>), FlotillaError> {
         let logical = self.plan_logical(&state, session, statement).await?;
+        self.physical_from_logical(state, session, &logical).await
+    }
+
+    /// [`Engine::plan_physical`] from a logical plan.
+    pub(crate) async fn physical_from_logical(
+        &self,
+        state: SessionState,
+        session: &SqlSession,
+        logical: &datafusion::logical_expr::LogicalPlan,
+    ) -> Result<(SessionState, Arc<dyn ExecutionPlan>), FlotillaError> {
         let state = match &self.distributor {
-            Some(distributor) if is_distributable(&logical) => {
+            Some(distributor) if is_distributable(logical) => {
                 match distributor.distribute(SessionStateBuilder::new_from_existing(state.clone()), session)? {
                     Some(builder) => with_flotilla_operators(builder).with_distributed_planner().build(),
                     None => state,
@@ -340,7 +356,7 @@ impl Engine {
             }
             _ => state,
         };
-        let plan = state.create_physical_plan(&logical).await.map_err(df_error)?;
+        let plan = state.create_physical_plan(logical).await.map_err(df_error)?;
         Ok((state, plan))
     }
 
@@ -545,7 +561,7 @@ fn numbered_placeholders(statement: TrinoStatement) -> Result<TrinoStatement, Fl
     Ok(TrinoStatement::Other(statement))
 }
 
-fn rows(batch: RecordBatch, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+pub(crate) fn rows(batch: RecordBatch, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
     let schema = batch.schema();
     let stream = MemoryStream::try_new(vec![batch], schema.clone(), None).map_err(df_error)?;
     Ok(StatementResult {
@@ -561,7 +577,7 @@ fn rows(batch: RecordBatch, memory: Arc<PeakMemoryPool>) -> Result<StatementResu
 }
 
 /// A statement that only changes the session: Trino answers with one `result` row, `true`.
-fn done(
+pub(crate) fn done(
     update_type: &str,
     changes: SessionChanges,
     memory: Arc<PeakMemoryPool>,

@@ -24,6 +24,7 @@ pub mod session;
 mod show;
 pub mod statement;
 mod types;
+mod writes;
 
 pub use distributed::Distributor;
 pub use engine::{bind_parameters, Engine, SessionChanges, StatementResult};

@@ -17,8 +17,12 @@
 //! inferred from the files. Scans are DataFusion listing-table scans, so the distributed
 //! planner splits their files across the workers, which read them at the same path.
 //!
-//! Read-only for now: statements that would change the catalog (CREATE, INSERT, DROP, ...)
-//! fail with NOT_SUPPORTED, and object stores (`s3://`) are refused at start-up.
+//! Flotilla writes tables too (CREATE SCHEMA, CREATE TABLE [AS], INSERT, DROP): those keep
+//! their format, columns and committed files in a `_flotilla/` folder ([`super::files_table`]),
+//! so readers only ever see committed data. A new table is built in a staging directory
+//! (`SCHEMA/.staging/...`) and renamed into place when complete: of two racing creations one
+//! wins, the other fails with TABLE_ALREADY_EXISTS. Object stores (`s3://`) are not
+//! supported yet and are refused at start-up.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,12 +37,15 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 
+use flotilla_proto::{ErrorCode, FlotillaError};
+
+use super::files_table::{self, FilesTable, TableMeta};
 use super::CatalogError;
 
 /// The file formats a table may have, by file extension.
 const FORMATS: [&str; 3] = ["parquet", "csv", "json"];
 
-fn format_of(extension: &str) -> Option<Arc<dyn FileFormat>> {
+pub(super) fn format_of(extension: &str) -> Option<Arc<dyn FileFormat>> {
     match extension {
         "parquet" => Some(Arc::new(ParquetFormat::default())),
         "csv" => Some(Arc::new(CsvFormat::default().with_has_header(true))),
@@ -96,6 +103,150 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
     found
 }
 
+/// A new table being written in its schema's staging area; [`StagedTable::publish`] renames
+/// it into place. Dropped unpublished, it is removed.
+#[derive(Debug)]
+pub struct StagedTable {
+    area: PathBuf,
+    dir: PathBuf,
+    target: PathBuf,
+    name: String,
+}
+
+impl StagedTable {
+    /// The new table, to write into.
+    pub fn table(&self) -> Result<FilesTable> {
+        FilesTable::open(&self.dir)
+    }
+
+    /// Makes the table visible, whole; TABLE_ALREADY_EXISTS when another got there first.
+    pub fn publish(self) -> Result<(), FlotillaError> {
+        match std::fs::rename(&self.dir, &self.target) {
+            Ok(()) => Ok(()),
+            Err(_) if self.target.exists() => {
+                Err(FlotillaError::new(ErrorCode::TableAlreadyExists, format!("Table '{}' already exists", self.name)))
+            }
+            Err(error) => Err(FlotillaError::internal(format!("cannot publish table {}: {error}", self.name))),
+        }
+    }
+}
+
+impl Drop for StagedTable {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.area);
+    }
+}
+
+fn fs_error(what: &str, path: &Path, error: std::io::Error) -> FlotillaError {
+    FlotillaError::internal(format!("cannot {what} {}: {error}", path.display()))
+}
+
+/// What writing statements do to a `files` catalog.
+impl FilesCatalog {
+    fn schema_dir(&self, catalog: &str, schema: &str) -> Result<PathBuf, FlotillaError> {
+        let dir = self.root.join(schema);
+        if valid_name(schema) && dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(FlotillaError::new(ErrorCode::SchemaNotFound, format!("Schema '{catalog}.{schema}' does not exist")))
+        }
+    }
+
+    /// `CREATE SCHEMA`: a new directory. `Ok(false)`: it existed (with IF NOT EXISTS).
+    pub fn create_schema(&self, catalog: &str, schema: &str, if_not_exists: bool) -> Result<bool, FlotillaError> {
+        if !valid_name(schema) {
+            return Err(FlotillaError::new(
+                ErrorCode::NotSupported,
+                format!("Invalid schema name '{schema}': use lowercase letters, digits and '_'"),
+            ));
+        }
+        let dir = self.root.join(schema);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => match if_not_exists {
+                true => Ok(false),
+                false => Err(FlotillaError::new(
+                    ErrorCode::SchemaAlreadyExists,
+                    format!("Schema '{catalog}.{schema}' already exists"),
+                )),
+            },
+            Err(error) => Err(fs_error("create", &dir, error)),
+        }
+    }
+
+    /// `DROP SCHEMA`: only an empty one (no tables). `Ok(false)`: absent (with IF EXISTS).
+    pub fn drop_schema(&self, catalog: &str, schema: &str, if_exists: bool) -> Result<bool, FlotillaError> {
+        let dir = match self.schema_dir(catalog, schema) {
+            Ok(dir) => dir,
+            Err(_) if if_exists => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        if !(FilesSchema { dir: dir.clone() }).table_names().is_empty() {
+            return Err(FlotillaError::new(
+                ErrorCode::SchemaNotEmpty,
+                format!("Cannot drop non-empty schema '{schema}'"),
+            ));
+        }
+        let _ = std::fs::remove_dir_all(dir.join(STAGING));
+        std::fs::remove_dir(&dir).map_err(|e| fs_error("remove", &dir, e))?;
+        Ok(true)
+    }
+
+    /// Whether the table exists (a schema that does not is an error).
+    pub fn table_exists(&self, catalog: &str, schema: &str, table: &str) -> Result<bool, FlotillaError> {
+        let dir = self.schema_dir(catalog, schema)?;
+        Ok((FilesSchema { dir }).locate(table).is_some())
+    }
+
+    /// Starts a new table: its metadata in a staging directory, to be written into and
+    /// published.
+    pub fn stage_table(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+        meta: &TableMeta,
+    ) -> Result<StagedTable, FlotillaError> {
+        if !valid_name(table) {
+            return Err(FlotillaError::new(
+                ErrorCode::NotSupported,
+                format!("Invalid table name '{table}': use lowercase letters, digits and '_'"),
+            ));
+        }
+        let schema_dir = self.schema_dir(catalog, schema)?;
+        let area = schema_dir.join(STAGING).join(format!("{:016x}", rand::random::<u64>()));
+        let dir = area.join(table);
+        std::fs::create_dir_all(&dir).map_err(|e| fs_error("create", &dir, e))?;
+        let staged =
+            StagedTable { area, dir, target: schema_dir.join(table), name: format!("{catalog}.{schema}.{table}") };
+        files_table::create(&staged.dir, meta).map_err(|e| FlotillaError::internal(e.to_string()))?;
+        Ok(staged)
+    }
+
+    /// `DROP TABLE`: the directory disappears at once (renamed away, then removed).
+    /// `Ok(false)`: absent (with IF EXISTS).
+    pub fn drop_table(&self, catalog: &str, schema: &str, table: &str, if_exists: bool) -> Result<bool, FlotillaError> {
+        let schema_dir = self.schema_dir(catalog, schema)?;
+        let Some((path, _)) = (FilesSchema { dir: schema_dir.clone() }).locate(table) else {
+            return match if_exists {
+                true => Ok(false),
+                false => Err(FlotillaError::new(
+                    ErrorCode::TableNotFound,
+                    format!("Table '{catalog}.{schema}.{table}' does not exist"),
+                )),
+            };
+        };
+        let trash = schema_dir.join(STAGING).join(format!("dropped-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(schema_dir.join(STAGING)).map_err(|e| fs_error("create", &trash, e))?;
+        std::fs::rename(&path, &trash).map_err(|e| fs_error("drop", &path, e))?;
+        let _ = if trash.is_dir() { std::fs::remove_dir_all(&trash) } else { std::fs::remove_file(&trash) };
+        Ok(true)
+    }
+}
+
+/// A schema's area for tables being created and dropped (hidden: not a valid table name).
+const STAGING: &str = ".staging";
+
 impl CatalogProvider for FilesCatalog {
     fn schema_names(&self) -> Vec<String> {
         entries(&self.root)
@@ -131,6 +282,10 @@ impl FilesSchema {
             return None;
         }
         let dir = self.dir.join(name);
+        if dir.is_dir() && files_table::is_managed(&dir) {
+            let format = files_table::read_meta(&dir).ok()?.format;
+            return FORMATS.into_iter().find(|f| *f == format).map(|f| (dir, f));
+        }
         if dir.is_dir() {
             let found = entries(&dir).into_iter().find_map(|(_, path)| extension(&path).map(str::to_string))?;
             let extension = FORMATS.into_iter().find(|f| *f == found)?;
@@ -157,6 +312,9 @@ impl SchemaProvider for FilesSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let Some((path, extension)) = self.locate(name) else { return Ok(None) };
+        if files_table::is_managed(&path) {
+            return Ok(Some(Arc::new(FilesTable::open(&path)?)));
+        }
         let format = format_of(extension).expect("a known format");
         let mut location = path.to_string_lossy().to_string();
         if path.is_dir() && !location.ends_with('/') {

@@ -11,6 +11,8 @@
 //! ```
 
 pub mod files;
+pub mod files_table;
+pub mod files_write;
 mod information_schema;
 mod properties;
 pub mod system;
@@ -60,6 +62,8 @@ pub struct CatalogEntry {
     pub name: String,
     pub connector: String,
     pub provider: Arc<dyn CatalogProvider>,
+    /// The same catalog when statements can write to it (`files`).
+    pub writable: Option<Arc<files::FilesCatalog>>,
 }
 
 /// The configured catalogs (not counting `system`).
@@ -76,6 +80,7 @@ impl Catalogs {
             name: "tpch".into(),
             connector: "tpch".into(),
             provider: Arc::new(tpch::TpchCatalog::new(tpch::ColumnNaming::Simplified)),
+            writable: None,
         });
         catalogs
     }
@@ -112,6 +117,7 @@ impl Catalogs {
         let connector = properties
             .remove("connector.name")
             .ok_or_else(|| CatalogError::MissingConnector { path: path.to_path_buf() })?;
+        let mut writable = None;
         let provider: Arc<dyn CatalogProvider> = match connector.as_str() {
             "tpch" => {
                 let naming = match properties.remove("tpch.column-naming") {
@@ -125,7 +131,9 @@ impl Catalogs {
                     key: "files.root".into(),
                     message: "required: the directory holding the catalog's schemas".into(),
                 })?;
-                Arc::new(files::FilesCatalog::new(&root)?)
+                let catalog = Arc::new(files::FilesCatalog::new(&root)?);
+                writable = Some(catalog.clone());
+                catalog
             }
             other => {
                 return Err(CatalogError::UnknownConnector { path: path.to_path_buf(), connector: other.to_string() })
@@ -134,7 +142,12 @@ impl Catalogs {
         if let Some(key) = properties.keys().next() {
             return Err(CatalogError::UnknownProperty { path: path.to_path_buf(), connector, key: key.clone() });
         }
-        Ok(CatalogEntry { name: name.to_string(), connector, provider })
+        Ok(CatalogEntry { name: name.to_string(), connector, provider, writable })
+    }
+
+    /// The catalogs statements can write to, by name.
+    pub fn writable(&self) -> BTreeMap<String, Arc<files::FilesCatalog>> {
+        self.entries.values().filter_map(|e| Some((e.name.clone(), e.writable.clone()?))).collect()
     }
 
     pub fn insert(&mut self, entry: CatalogEntry) {

@@ -92,10 +92,124 @@ async fn parquet_files_under_a_shared_root_answer_like_the_tpch_catalog() {
         assert_eq!(normalized(lake), normalized(generated), "{}", path.display());
     }
 
-    // Read-only for now, and said so.
-    for statement in ["CREATE TABLE lake.tiny.copy AS SELECT * FROM lake.tiny.nation", "DROP TABLE lake.tiny.nation"] {
-        let error = http.error(statement).await;
-        assert_eq!(error["errorName"], "NOT_SUPPORTED", "{statement}: {error}");
+    // Generated catalogs cannot be written, and say so.
+    let error = http.error("CREATE TABLE tpch.tiny.copy AS SELECT * FROM tpch.tiny.nation").await;
+    assert_eq!(error["errorName"], "NOT_SUPPORTED", "{error}");
+}
+
+/// The last response of a statement (its updateType and updateCount, or its error).
+async fn last(http: &Http, sql: &str) -> Value {
+    http.run_with(http.post(sql)).await.pop().unwrap()
+}
+
+fn count(rows: &[Vec<Value>]) -> i64 {
+    rows[0][0].as_i64().unwrap()
+}
+
+/// Data files a managed table's directory holds (committed or not).
+fn data_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.filter(|e| e.as_ref().unwrap().path().is_file()).count()).unwrap_or(0)
+}
+
+/// Schemas and tables created through one coordinator are there through the other; CREATE
+/// TABLE AS writes from the workers in parallel and is all or nothing (a killed worker, a
+/// lost race); INSERTs commit whole (concurrent ones all land, a cancelled one leaves the
+/// table as it was); DROP removes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_created_written_and_dropped_whole() {
+    let root = TempDir::new("flotilla-lake");
+    let etc = TempDir::new("flotilla-etc");
+    std::fs::create_dir_all(etc.path.join("catalog")).unwrap();
+    std::fs::write(
+        etc.path.join("catalog/lake.properties"),
+        format!("connector.name=files\nfiles.root={}\n", root.path.display()),
+    )
+    .unwrap();
+    std::fs::write(etc.path.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
+        .unwrap();
+    let mut cluster = ProcessCluster::builder().coordinators(2).workers(2).etc_dir(&etc.path).start();
+    let a = Http::new(&cluster.cluster.coordinators[0].url);
+    let b = Http::new(&cluster.cluster.coordinators[1].url);
+    wait_for_nodes(&a, 5).await;
+    wait_for_nodes(&b, 5).await;
+
+    // Schemas.
+    assert_eq!(last(&a, "CREATE SCHEMA lake.s").await["updateType"], "CREATE SCHEMA");
+    assert_eq!(a.error("CREATE SCHEMA lake.s").await["errorName"], "SCHEMA_ALREADY_EXISTS");
+    assert!(last(&a, "CREATE SCHEMA IF NOT EXISTS lake.s").await.get("error").is_none());
+
+    // CREATE TABLE AS through A, read through B at once.
+    let created = last(&a, "CREATE TABLE lake.s.orders AS SELECT * FROM tpch.sf1.orders").await;
+    assert_eq!(created["updateType"], "CREATE TABLE", "{created}");
+    assert_eq!(created["updateCount"], 1500000, "{created}");
+    let (_, rows) = b.rows("SELECT count(*), sum(o_totalprice), max(o_comment) FROM lake.s.orders").await;
+    let (_, expected) = b.rows("SELECT count(*), sum(o_totalprice), max(o_comment) FROM tpch.sf1.orders").await;
+    assert_eq!(rows, expected);
+    assert!(data_files(&root.path.join("s/orders")) >= 2, "written in parallel, one file per partition");
+    assert_eq!(a.error("CREATE TABLE lake.s.orders AS SELECT 1 AS x").await["errorName"], "TABLE_ALREADY_EXISTS");
+    assert!(last(&a, "CREATE TABLE IF NOT EXISTS lake.s.orders AS SELECT 1 AS x").await.get("error").is_none());
+    let (_, tables) = b.rows("SELECT table_name FROM lake.information_schema.tables WHERE table_schema = 's'").await;
+    assert_eq!(tables, vec![vec![Value::from("orders")]]);
+
+    // A table with columns, CSV; INSERT VALUES and concurrent INSERT ... SELECT through both.
+    let made = last(&a, "CREATE TABLE lake.s.t (id bigint, name varchar) WITH (format = 'CSV')").await;
+    assert_eq!(made["updateType"], "CREATE TABLE", "{made}");
+    let inserted = last(&b, "INSERT INTO lake.s.t VALUES (1, 'a'), (2, 'b')").await;
+    assert_eq!(
+        (inserted["updateType"].clone(), inserted["updateCount"].clone()),
+        (Value::from("INSERT"), Value::from(2))
+    );
+    let inserts = [&a, &b, &a, &b].map(|http| async move {
+        last(http, "INSERT INTO lake.s.t SELECT n_nationkey, n_name FROM tpch.tiny.nation").await
+    });
+    for result in futures::future::join_all(inserts).await {
+        assert_eq!(result["updateCount"], 25, "{result}");
     }
-    assert!(root.path.join("tiny/nation.parquet").is_file());
+    let (_, rows) = a.rows("SELECT count(*), count(DISTINCT name) FROM lake.s.t").await;
+    assert_eq!(rows, vec![vec![Value::from(102), Value::from(27)]], "every insert landed");
+
+    // A cancelled INSERT leaves the table as it was.
+    let slow = "INSERT INTO lake.s.t SELECT l_orderkey, l_comment FROM tpch.sf100.lineitem";
+    let first = a.client.execute(a.post(slow).build().unwrap()).await.unwrap().json::<Value>().await.unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+    a.wait_for_state(&id, &["PLANNING", "RUNNING"], std::time::Duration::from_secs(20)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    a.client.delete(format!("{}/v1/query/{id}", a.base)).send().await.unwrap();
+    a.wait_for_state(&id, &["FAILED"], std::time::Duration::from_secs(20)).await;
+    let (_, rows) = b.rows("SELECT count(*) FROM lake.s.t").await;
+    assert_eq!(count(&rows), 102, "the cancelled insert added nothing");
+
+    // A worker killed in the middle of a CREATE TABLE AS: the query fails, no table.
+    let doomed = "CREATE TABLE lake.s.doomed AS SELECT * FROM tpch.sf100.lineitem";
+    let first = a.client.execute(a.post(doomed).build().unwrap()).await.unwrap().json::<Value>().await.unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+    a.wait_for_state(&id, &["PLANNING", "RUNNING"], std::time::Duration::from_secs(20)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    cluster.cluster.workers[1].kill();
+    a.wait_for_state(&id, &["FAILED"], std::time::Duration::from_secs(60)).await;
+    let (_, tables) = a.rows("SHOW TABLES FROM lake.s").await;
+    assert!(!tables.contains(&vec![Value::from("doomed")]), "{tables:?}");
+    assert!(!root.path.join("s/doomed").exists());
+
+    // Two CREATE TABLE AS of one name at once, through both coordinators: one wins.
+    let race = "CREATE TABLE lake.s.raced AS SELECT * FROM tpch.tiny.customer";
+    let results = futures::future::join_all([&a, &b].map(|http| async move { last(http, race).await })).await;
+    let won = results.iter().filter(|r| r.get("error").is_none()).count();
+    let lost: Vec<&Value> = results.iter().filter_map(|r| r.get("error")).collect();
+    assert_eq!(won, 1, "{results:?}");
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0]["errorName"], "TABLE_ALREADY_EXISTS", "{results:?}");
+    let (_, rows) = b.rows("SELECT count(*) FROM lake.s.raced").await;
+    assert_eq!(count(&rows), 1500);
+
+    // Drops.
+    assert_eq!(a.error("DROP SCHEMA lake.s").await["errorName"], "SCHEMA_NOT_EMPTY");
+    for table in ["orders", "t", "raced"] {
+        assert_eq!(last(&b, &format!("DROP TABLE lake.s.{table}")).await["updateType"], "DROP TABLE");
+    }
+    assert_eq!(a.error("DROP TABLE lake.s.t").await["errorName"], "TABLE_NOT_FOUND");
+    assert!(last(&a, "DROP TABLE IF EXISTS lake.s.t").await.get("error").is_none());
+    assert_eq!(a.error("SELECT * FROM lake.s.t").await["errorName"], "TABLE_NOT_FOUND");
+    assert_eq!(last(&a, "DROP SCHEMA lake.s").await["updateType"], "DROP SCHEMA");
+    assert!(!root.path.join("s").exists());
 }

@@ -1,0 +1,275 @@
+//! The two operators of a write into a `files` table. [`FilesWriteExec`] writes each input
+//! partition to one data file in the table directory and outputs the file's name and row
+//! count; it runs wherever its input runs (in a distributed plan, on the workers, which
+//! write to the shared directory in parallel). [`FilesCommitExec`] gathers the names on the
+//! coordinator and commits them in one manifest version (see `files_table`), then reports
+//! the rows written, as DataFusion's `count`. A query that fails or is cancelled before the
+//! commit changes nothing readers see; its writers remove the files they started.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+/// Where and how a write goes (what a worker needs to run its part).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteSpec {
+    /// The table directory (absolute, the same on every node).
+    pub dir: String,
+    /// `parquet`, `csv` or `json`.
+    pub format: String,
+    /// Start of the data files' names (the write's own, so concurrent writes never collide).
+    pub prefix: String,
+}
+
+fn written_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("file", DataType::Utf8, false), Field::new("rows", DataType::UInt64, false)]))
+}
+
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]))
+}
+
+fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(partitions),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    ))
+}
+
+/// Writes each input partition to one file of the table.
+#[derive(Debug)]
+pub struct FilesWriteExec {
+    input: Arc<dyn ExecutionPlan>,
+    spec: WriteSpec,
+    properties: Arc<PlanProperties>,
+}
+
+impl FilesWriteExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, spec: WriteSpec) -> Result<Self> {
+        if super::files::format_of(&spec.format).is_none() {
+            return Err(DataFusionError::Plan(format!("unknown table format {}", spec.format)));
+        }
+        let partitions = input.output_partitioning().partition_count();
+        Ok(Self { input, spec, properties: properties(written_schema(), partitions) })
+    }
+
+    pub fn spec(&self) -> &WriteSpec {
+        &self.spec
+    }
+}
+
+impl DisplayAs for FilesWriteExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "FilesWriteExec: dir={}, format={}", self.spec.dir, self.spec.format)
+    }
+}
+
+/// One open data file.
+enum Writer {
+    Parquet(datafusion::parquet::arrow::ArrowWriter<File>),
+    Csv(datafusion::arrow::csv::Writer<File>),
+    Json(datafusion::arrow::json::LineDelimitedWriter<File>),
+}
+
+impl Writer {
+    fn open(format: &str, path: &PathBuf, schema: SchemaRef) -> Result<Self> {
+        let file = File::create(path)
+            .map_err(|e| DataFusionError::Execution(format!("cannot create {}: {e}", path.display())))?;
+        Ok(match format {
+            "parquet" => Writer::Parquet(datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)?),
+            "csv" => Writer::Csv(datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(file)),
+            _ => Writer::Json(datafusion::arrow::json::LineDelimitedWriter::new(file)),
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match self {
+            Writer::Parquet(w) => w.write(batch)?,
+            Writer::Csv(w) => w.write(batch)?,
+            Writer::Json(w) => w.write(batch)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Writer::Parquet(w) => {
+                w.close()?;
+            }
+            Writer::Csv(w) => drop(w.into_inner()),
+            Writer::Json(mut w) => w.finish()?,
+        }
+        Ok(())
+    }
+}
+
+/// Removes a data file that was not finished (the query failed or was dropped).
+struct Unfinished(Option<PathBuf>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl ExecutionPlan for FilesWriteExec {
+    fn name(&self) -> &str {
+        "FilesWriteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal("FilesWriteExec has one input".into()));
+        }
+        Ok(Arc::new(FilesWriteExec::new(children.remove(0), self.spec.clone())?))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let mut input = self.input.execute(partition, context)?;
+        let spec = self.spec.clone();
+        let schema = self.input.schema();
+        let output = futures::stream::once(async move {
+            let name = format!("{}-{partition}-{:016x}.{}", spec.prefix, rand::random::<u64>(), spec.format);
+            let path = PathBuf::from(&spec.dir).join(&name);
+            let mut writer: Option<Writer> = None;
+            let mut unfinished = Unfinished(None);
+            let mut rows = 0u64;
+            while let Some(batch) = input.next().await {
+                let batch = batch?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                if writer.is_none() {
+                    unfinished.0 = Some(path.clone());
+                    writer = Some(Writer::open(&spec.format, &path, schema.clone())?);
+                }
+                writer.as_mut().expect("opened").write(&batch)?;
+                rows += batch.num_rows() as u64;
+            }
+            let files: Vec<String> = match writer {
+                Some(writer) => {
+                    writer.finish()?;
+                    unfinished.0 = None;
+                    vec![name]
+                }
+                None => Vec::new(),
+            };
+            let counts = vec![rows; files.len()];
+            let columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(files)), Arc::new(UInt64Array::from(counts))];
+            Ok(RecordBatch::try_new(written_schema(), columns)?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(written_schema(), output)))
+    }
+}
+
+/// Commits what the writers wrote, in one manifest version; outputs the row count.
+#[derive(Debug)]
+pub struct FilesCommitExec {
+    input: Arc<dyn ExecutionPlan>,
+    dir: PathBuf,
+    properties: Arc<PlanProperties>,
+}
+
+impl FilesCommitExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, dir: PathBuf) -> Self {
+        Self { input, dir, properties: properties(count_schema(), 1) }
+    }
+
+    pub fn dir(&self) -> &PathBuf {
+        &self.dir
+    }
+}
+
+impl DisplayAs for FilesCommitExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "FilesCommitExec: dir={}", self.dir.display())
+    }
+}
+
+impl ExecutionPlan for FilesCommitExec {
+    fn name(&self) -> &str {
+        "FilesCommitExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal("FilesCommitExec has one input".into()));
+        }
+        Ok(Arc::new(FilesCommitExec::new(children.remove(0), self.dir.clone())))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("FilesCommitExec has one partition, not {partition}")));
+        }
+        let input = self.input.clone();
+        let dir = self.dir.clone();
+        let output = futures::stream::once(async move {
+            let batches = datafusion::physical_plan::collect(input, context).await?;
+            let mut files = Vec::new();
+            let mut rows = 0u64;
+            for batch in &batches {
+                let names = batch.column(0).as_any().downcast_ref::<StringArray>().expect("file names");
+                let counts = batch.column(1).as_any().downcast_ref::<UInt64Array>().expect("row counts");
+                for i in 0..batch.num_rows() {
+                    files.push(names.value(i).to_string());
+                    rows += counts.value(i);
+                }
+            }
+            if !files.is_empty() {
+                let dir_for_commit = dir.clone();
+                tokio::task::spawn_blocking(move || super::files_table::commit(&dir_for_commit, &files))
+                    .await
+                    .map_err(|e| DataFusionError::Execution(format!("commit failed: {e}")))??;
+            }
+            Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![rows])) as ArrayRef])?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(count_schema(), output)))
+    }
+}

@@ -1,0 +1,271 @@
+//! Statements that change a catalog: CREATE SCHEMA, DROP SCHEMA, CREATE TABLE [AS],
+//! INSERT, DROP TABLE. Only `files` catalogs can be written (`catalog::files`); others answer
+//! NOT_SUPPORTED naming their connector.
+//!
+//! Writes are distributed like queries: `INSERT` and `CREATE TABLE AS` plan the query,
+//! then [`FilesTable::insert_into`](crate::catalog::files_table::FilesTable) puts a writer
+//! over every partition of it (on the workers when the query reads worker tables) and one
+//! commit on the coordinator. `CREATE TABLE AS` writes into a staged table and renames it
+//! into place only once the commit is done, so a failed or cancelled one leaves nothing.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_plan::execute_stream;
+use datafusion::sql::sqlparser::ast::{
+    CreateTable, CreateTableOptions, Expr, ObjectName, ObjectType, SchemaName, SqlOption, Statement, Value,
+};
+use flotilla_proto::{ErrorCode, FlotillaError};
+use futures::TryStreamExt;
+
+use crate::catalog::files::FilesCatalog;
+use crate::catalog::files_table::TableMeta;
+use crate::engine::{df_error, done, rows, Engine, SessionChanges, StatementResult};
+use crate::memory::PeakMemoryPool;
+use crate::progress::ScanCounters;
+use crate::session::SqlSession;
+
+/// A name's parts, lowercased as Trino folds unquoted identifiers.
+fn parts(name: &ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) if ident.quote_style.is_some() => ident.value.clone(),
+            Some(ident) => ident.value.to_lowercase(),
+            None => part.to_string().to_lowercase(),
+        })
+        .collect()
+}
+
+fn missing_catalog() -> FlotillaError {
+    FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
+}
+
+/// `[catalog.]schema` with the session's catalog.
+fn schema_name(session: &SqlSession, name: &ObjectName) -> Result<(String, String), FlotillaError> {
+    match parts(name).as_slice() {
+        [schema] => Ok((session.catalog.clone().ok_or_else(missing_catalog)?, schema.clone())),
+        [catalog, schema] => Ok((catalog.clone(), schema.clone())),
+        _ => Err(FlotillaError::new(ErrorCode::SyntaxError, format!("Too many dots in schema name: {name}"))),
+    }
+}
+
+/// `[[catalog.]schema.]table` with the session's catalog and schema.
+fn table_name(session: &SqlSession, name: &ObjectName) -> Result<(String, String, String), FlotillaError> {
+    let missing_schema =
+        || FlotillaError::new(ErrorCode::MissingSchemaName, "Schema must be specified when session schema is not set");
+    match parts(name).as_slice() {
+        [table] => Ok((
+            session.catalog.clone().ok_or_else(missing_catalog)?,
+            session.schema.clone().ok_or_else(missing_schema)?,
+            table.clone(),
+        )),
+        [schema, table] => Ok((session.catalog.clone().ok_or_else(missing_catalog)?, schema.clone(), table.clone())),
+        [catalog, schema, table] => Ok((catalog.clone(), schema.clone(), table.clone())),
+        _ => Err(FlotillaError::new(ErrorCode::SyntaxError, format!("Too many dots in table name: {name}"))),
+    }
+}
+
+/// The catalog to write to, or why it cannot be written.
+fn writable<'a>(engine: &'a Engine, catalog: &str, action: &str) -> Result<&'a Arc<FilesCatalog>, FlotillaError> {
+    if let Some(files) = engine.writable.get(catalog) {
+        return Ok(files);
+    }
+    if engine.catalog_list().catalog(catalog).is_none() {
+        return Err(FlotillaError::new(ErrorCode::CatalogNotFound, format!("Catalog '{catalog}' not found")));
+    }
+    Err(FlotillaError::not_supported(format!(
+        "Catalog '{catalog}' does not support {action} (only files catalogs are writable)"
+    )))
+}
+
+/// A statement's result as Trino reports writes: one `rows` column, and the count.
+fn updated(update_type: &str, count: u64, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+    let schema = Arc::new(Schema::new(vec![Field::new("rows", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![count as i64])) as ArrayRef])
+        .map_err(|e| FlotillaError::internal(e.to_string()))?;
+    let mut result = rows(batch, memory)?;
+    result.update_type = Some(update_type.to_string());
+    result.update_count = Some(count as i64);
+    Ok(result)
+}
+
+/// The `format` table property (`PARQUET` by default, `CSV`, `JSON`); others are refused.
+fn table_format(options: &CreateTableOptions) -> Result<String, FlotillaError> {
+    let list: &[SqlOption] = match options {
+        CreateTableOptions::None => &[],
+        CreateTableOptions::With(list)
+        | CreateTableOptions::Options(list)
+        | CreateTableOptions::Plain(list)
+        | CreateTableOptions::TableProperties(list) => list,
+    };
+    let mut format = "parquet".to_string();
+    for option in list {
+        let SqlOption::KeyValue { key, value } = option else {
+            return Err(FlotillaError::new(
+                ErrorCode::InvalidTableProperty,
+                format!("Unsupported table property: {option}"),
+            ));
+        };
+        match key.value.to_lowercase().as_str() {
+            "format" => {
+                let text = match value {
+                    Expr::Value(v) => match &v.value {
+                        Value::SingleQuotedString(text) => text.to_lowercase(),
+                        other => other.to_string().to_lowercase(),
+                    },
+                    other => other.to_string().to_lowercase(),
+                };
+                if !["parquet", "csv", "json"].contains(&text.as_str()) {
+                    return Err(FlotillaError::new(
+                        ErrorCode::InvalidTableProperty,
+                        format!("Unsupported format '{text}': use 'PARQUET', 'CSV' or 'JSON'"),
+                    ));
+                }
+                format = text;
+            }
+            other => {
+                return Err(FlotillaError::new(
+                    ErrorCode::InvalidTableProperty,
+                    format!("Catalog does not support table property '{other}' (only format)"),
+                ))
+            }
+        }
+    }
+    Ok(format)
+}
+
+pub(crate) async fn execute(
+    engine: &Engine,
+    session: &SqlSession,
+    statement: Statement,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    match statement {
+        Statement::CreateSchema { schema_name: name, if_not_exists, .. } => {
+            let name = match name {
+                SchemaName::Simple(name) | SchemaName::NamedAuthorization(name, _) => name,
+                SchemaName::UnnamedAuthorization(_) => {
+                    return Err(FlotillaError::not_supported("CREATE SCHEMA needs a schema name"))
+                }
+            };
+            let (catalog, schema) = schema_name(session, &name)?;
+            writable(engine, &catalog, "creating schemas")?.create_schema(&catalog, &schema, if_not_exists)?;
+            done("CREATE SCHEMA", SessionChanges::default(), memory)
+        }
+        Statement::Drop { object_type: ObjectType::Schema, if_exists, names, cascade, .. } => {
+            if cascade {
+                return Err(FlotillaError::not_supported("DROP SCHEMA ... CASCADE is not supported"));
+            }
+            for name in &names {
+                let (catalog, schema) = schema_name(session, name)?;
+                writable(engine, &catalog, "dropping schemas")?.drop_schema(&catalog, &schema, if_exists)?;
+            }
+            done("DROP SCHEMA", SessionChanges::default(), memory)
+        }
+        Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
+            for name in &names {
+                let (catalog, schema, table) = table_name(session, name)?;
+                writable(engine, &catalog, "dropping tables")?.drop_table(&catalog, &schema, &table, if_exists)?;
+            }
+            done("DROP TABLE", SessionChanges::default(), memory)
+        }
+        Statement::Drop { object_type, .. } => {
+            Err(FlotillaError::not_supported(format!("DROP {object_type} is not supported")))
+        }
+        Statement::CreateTable(create) => create_table(engine, session, create, memory).await,
+        statement @ Statement::Insert(_) => {
+            let scans = Arc::new(ScanCounters::default());
+            let state = engine.session_state_counting(session, memory.clone(), scans)?;
+            let logical = engine.plan_logical(&state, session, statement).await?;
+            let count = run(engine, state, session, &logical).await?;
+            updated("INSERT", count, memory)
+        }
+        other => Err(FlotillaError::not_supported(format!("This statement is not supported: {other}"))),
+    }
+}
+
+/// Runs a write's plan to the end; returns the rows written.
+async fn run(
+    engine: &Engine,
+    state: datafusion::execution::session_state::SessionState,
+    session: &SqlSession,
+    logical: &LogicalPlan,
+) -> Result<u64, FlotillaError> {
+    let (state, plan) = engine.physical_from_logical(state, session, logical).await?;
+    let batches: Vec<RecordBatch> =
+        execute_stream(plan, state.task_ctx()).map_err(df_error)?.try_collect().await.map_err(df_error)?;
+    Ok(batches
+        .iter()
+        .filter_map(|b| {
+            b.column_by_name("count")?.as_any().downcast_ref::<UInt64Array>().map(|c| c.iter().flatten().sum::<u64>())
+        })
+        .sum())
+}
+
+async fn create_table(
+    engine: &Engine,
+    session: &SqlSession,
+    create: CreateTable,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    if create.or_replace || create.temporary || create.external || create.like.is_some() {
+        return Err(FlotillaError::not_supported(
+            "Only CREATE TABLE [IF NOT EXISTS] name (columns) | AS query is supported",
+        ));
+    }
+    let (catalog, schema, table) = table_name(session, &create.name)?;
+    let files = writable(engine, &catalog, "creating tables")?.clone();
+    let format = table_format(&create.table_options)?;
+    // Trino reports both forms as CREATE TABLE (with the rows written for AS).
+    let update_type = "CREATE TABLE";
+    if files.table_exists(&catalog, &schema, &table)? {
+        return match create.if_not_exists {
+            true => updated(update_type, 0, memory),
+            false => Err(FlotillaError::new(
+                ErrorCode::TableAlreadyExists,
+                format!("Table '{catalog}.{schema}.{table}' already exists"),
+            )),
+        };
+    }
+    let scans = Arc::new(ScanCounters::default());
+    let state = engine.session_state_counting(session, memory.clone(), scans)?;
+    let Some(query) = create.query.clone() else {
+        // Columns only: DataFusion's own planning of the statement gives the Arrow schema.
+        let mut columns_only = create.clone();
+        columns_only.table_options = CreateTableOptions::None;
+        let plan = state
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(Statement::CreateTable(
+                columns_only,
+            ))))
+            .await
+            .map_err(df_error)?;
+        let arrow_schema = plan.schema().as_arrow().clone();
+        if arrow_schema.fields().is_empty() {
+            return Err(FlotillaError::new(ErrorCode::MissingColumnName, "A table needs at least one column"));
+        }
+        let staged = files.stage_table(&catalog, &schema, &table, &TableMeta::new(&format, &arrow_schema))?;
+        staged.publish()?;
+        return updated(update_type, 0, memory);
+    };
+    let logical = engine.plan_logical(&state, session, Statement::Query(query)).await?;
+    let arrow_schema = logical.schema().as_arrow().clone();
+    if let Some(position) = arrow_schema.fields().iter().position(|f| f.name().starts_with("_col")) {
+        return Err(FlotillaError::new(
+            ErrorCode::MissingColumnName,
+            format!("Column name not specified at position {}", position + 1),
+        ));
+    }
+    let staged = files.stage_table(&catalog, &schema, &table, &TableMeta::new(&format, &arrow_schema))?;
+    let target = Arc::new(staged.table().map_err(df_error)?);
+    let insert = LogicalPlanBuilder::insert_into(logical, table.as_str(), provider_as_source(target), InsertOp::Append)
+        .and_then(|b| b.build())
+        .map_err(df_error)?;
+    let count = run(engine, state, session, &insert).await?;
+    staged.publish()?;
+    updated(update_type, count, memory)
+}
