@@ -65,6 +65,10 @@ pub fn is_distributable(plan: &LogicalPlan) -> bool {
                 provider.is::<TpchTableProvider>()
                     || provider.is::<datafusion::datasource::listing::ListingTable>()
                     || provider.is::<crate::catalog::files_table::FilesTable>()
+                    // A view is as distributable as what it reads.
+                    || provider
+                        .downcast_ref::<datafusion::catalog::view::ViewTable>()
+                        .is_some_and(|view| is_distributable(view.logical_plan()))
             });
             if !on_workers {
                 local_only = true;

@@ -93,6 +93,27 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// Plans stored views' SQL as a query of this engine would be, in the view's catalog and
+/// schema.
+fn view_planner(base: SessionState) -> crate::catalog::files::ViewPlanner {
+    Arc::new(move |sql: String, catalog: String, schema: String| {
+        let mut state = base.clone();
+        Box::pin(async move {
+            let options = state.config_mut().options_mut();
+            options.catalog.default_catalog = catalog;
+            options.catalog.default_schema = schema;
+            let mut statement = match parse_statement(&sql) {
+                Ok(TrinoStatement::Other(statement)) if matches!(*statement, Statement::Query(_)) => *statement,
+                Ok(_) => return Err(datafusion::error::DataFusionError::Plan("a view must be a query".into())),
+                Err(error) => return Err(datafusion::error::DataFusionError::Plan(error.message)),
+            };
+            crate::rewrite::name_unnamed_columns(&mut statement);
+            crate::rewrite::type_decimal_literals(&mut statement);
+            state.statement_to_plan(DFStatement::Statement(Box::new(statement))).await
+        })
+    })
+}
+
 pub(crate) fn df_error(error: datafusion::error::DataFusionError) -> FlotillaError {
     from_datafusion(&error)
 }
@@ -118,7 +139,11 @@ impl Engine {
             // Replacing a built-in of the same name (version) is the point.
             let _ = datafusion::execution::FunctionRegistry::register_udf(&mut base, function);
         }
-        Self { catalogs: catalog_list, base, distributor: None, runtime, writable: Arc::new(catalogs.writable()) }
+        let writable = catalogs.writable();
+        for files in writable.values() {
+            files.set_view_planner(view_planner(base.clone()));
+        }
+        Self { catalogs: catalog_list, base, distributor: None, runtime, writable: Arc::new(writable) }
     }
 
     /// Runs statements that read only worker-readable tables across the workers that
@@ -187,6 +212,8 @@ impl Engine {
                     statement @ (Statement::CreateSchema { .. }
                     | Statement::Drop { .. }
                     | Statement::CreateTable(_)
+                    | Statement::CreateView(_)
+                    | Statement::AlterTable(_)
                     | Statement::Insert(_)) => crate::writes::execute(self, session, statement, memory).await,
                     statement => self.run_query(session, statement, memory).await,
                 },

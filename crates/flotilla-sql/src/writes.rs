@@ -17,12 +17,13 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::execute_stream;
 use datafusion::sql::sqlparser::ast::{
-    CreateTable, CreateTableOptions, Expr, ObjectName, ObjectType, SchemaName, SqlOption, Statement, Value,
+    AlterTableOperation, CreateTable, CreateTableOptions, Expr, ObjectName, ObjectType, RenameTableNameKind,
+    SchemaName, SqlOption, Statement, Value,
 };
 use flotilla_proto::{ErrorCode, FlotillaError};
 use futures::TryStreamExt;
 
-use crate::catalog::files::FilesCatalog;
+use crate::catalog::files::{FilesCatalog, ViewDefinition};
 use crate::catalog::files_table::TableMeta;
 use crate::engine::{df_error, done, rows, Engine, SessionChanges, StatementResult};
 use crate::memory::PeakMemoryPool;
@@ -174,8 +175,55 @@ pub(crate) async fn execute(
             }
             done("DROP TABLE", SessionChanges::default(), memory)
         }
+        Statement::Drop { object_type: ObjectType::View, if_exists, names, .. } => {
+            for name in &names {
+                let (catalog, schema, view) = table_name(session, name)?;
+                writable(engine, &catalog, "dropping views")?.drop_view(&catalog, &schema, &view, if_exists)?;
+            }
+            done("DROP VIEW", SessionChanges::default(), memory)
+        }
         Statement::Drop { object_type, .. } => {
             Err(FlotillaError::not_supported(format!("DROP {object_type} is not supported")))
+        }
+        Statement::AlterTable(alter) => {
+            let [AlterTableOperation::RenameTable {
+                table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to),
+            }] = alter.operations.as_slice()
+            else {
+                return Err(FlotillaError::not_supported("Only ALTER TABLE ... RENAME TO is supported"));
+            };
+            let (catalog, schema, table) = table_name(session, &alter.name)?;
+            let (to_catalog, to_schema, to_table) = match parts(to).as_slice() {
+                [table] => (catalog.clone(), schema.clone(), table.clone()),
+                _ => table_name(session, to)?,
+            };
+            if to_catalog != catalog {
+                return Err(FlotillaError::not_supported("Table rename across catalogs is not supported"));
+            }
+            writable(engine, &catalog, "renaming tables")?.rename_table(
+                &catalog,
+                (&schema, &table),
+                (&to_schema, &to_table),
+                alter.if_exists,
+            )?;
+            done("RENAME TABLE", SessionChanges::default(), memory)
+        }
+        Statement::CreateView(view) => {
+            if view.materialized || !view.columns.is_empty() || view.if_not_exists {
+                return Err(FlotillaError::not_supported("Only CREATE [OR REPLACE] VIEW name AS query is supported"));
+            }
+            let (catalog, schema, name) = table_name(session, &view.name)?;
+            let files = writable(engine, &catalog, "creating views")?;
+            // The query must plan now; its names resolve later as they do now.
+            let state = engine.session_state_counting(session, memory.clone(), Arc::new(ScanCounters::default()))?;
+            engine.plan_logical(&state, session, Statement::Query(view.query.clone())).await?;
+            let definition = ViewDefinition {
+                sql: view.query.to_string(),
+                catalog: session.catalog.clone().unwrap_or_else(|| catalog.clone()),
+                schema: session.schema.clone().unwrap_or_else(|| schema.clone()),
+            };
+            files.create_view(&catalog, &schema, &name, &definition, view.or_replace)?;
+            done("CREATE VIEW", SessionChanges::default(), memory)
         }
         Statement::CreateTable(create) => create_table(engine, session, create, memory).await,
         statement @ Statement::Insert(_) => {

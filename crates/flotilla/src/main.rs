@@ -52,7 +52,8 @@ enum Command {
         /// How the gateway picks a coordinator for a new query.
         #[arg(long, default_value = "round-robin")]
         routing_policy: flotilla_gateway::RoutingPolicy,
-        /// Directory for the cluster's logs (and later its data); created if missing.
+        /// Directory for the cluster's logs, its `etc/` when --etc-dir is not given, and the
+        /// `lake` catalog's files (kept across restarts); created if missing.
         #[arg(long, default_value = ".flotilla")]
         data_dir: PathBuf,
     },
@@ -144,6 +145,16 @@ fn main() -> ExitCode {
             routing_policy,
             data_dir,
         } => {
+            let etc_dir = match etc_dir {
+                Some(dir) => Some(std::path::absolute(&dir).unwrap_or(dir)),
+                None => match default_etc(&data_dir) {
+                    Ok(dir) => Some(dir),
+                    Err(error) => {
+                        eprintln!("flotilla up: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
             let spec = LocalClusterSpec {
                 resource_managers,
                 coordinators: coordinators.max(1),
@@ -152,7 +163,7 @@ fn main() -> ExitCode {
                 routing_policy,
                 client_port: port,
                 bind,
-                etc_dir: etc_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
+                etc_dir,
                 log_dir: data_dir.join("logs"),
                 one_resource_manager_each: false,
                 worker_labels: Vec::new(),
@@ -165,6 +176,27 @@ fn main() -> ExitCode {
         Command::Worker(args) => run_role(Role::Worker, args),
         Command::Gateway(args) => run_role(Role::Gateway, args),
     }
+}
+
+/// The `etc/` of a `flotilla up` without --etc-dir: the `tpch` catalog and a writable
+/// `lake` catalog (the `files` connector) under `data_dir/lake`, kept across restarts.
+fn default_etc(data_dir: &std::path::Path) -> Result<PathBuf, String> {
+    let data_dir = std::path::absolute(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let etc = data_dir.join("etc");
+    let catalogs = etc.join("catalog");
+    let lake = data_dir.join("lake");
+    for dir in [&catalogs, &lake] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let files = [
+        ("tpch.properties", "connector.name=tpch\n".to_string()),
+        ("lake.properties", format!("connector.name=files\nfiles.root={}\n", lake.display())),
+    ];
+    for (name, text) in files {
+        let path = catalogs.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(etc)
 }
 
 /// How a process was asked to stop.

@@ -66,10 +66,43 @@ fn extension(path: &Path) -> Option<&str> {
     path.extension().and_then(|e| e.to_str()).filter(|e| FORMATS.contains(e))
 }
 
+/// Plans a view's SQL in its catalog and schema (set by the engine, which owns the SQL
+/// dialect and the catalogs the view may read).
+pub type ViewPlanner = Arc<
+    dyn Fn(String, String, String) -> futures::future::BoxFuture<'static, Result<datafusion::logical_expr::LogicalPlan>>
+        + Send
+        + Sync,
+>;
+
+/// A stored view: its SQL and the catalog and schema its names resolve in.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ViewDefinition {
+    pub sql: String,
+    pub catalog: String,
+    pub schema: String,
+}
+
+/// Where a view keeps its definition, inside its directory.
+const VIEW_FILE: &str = "view";
+
+fn view_file(dir: &Path) -> PathBuf {
+    dir.join(files_table::META_DIR).join(VIEW_FILE)
+}
+
+fn is_view(dir: &Path) -> bool {
+    view_file(dir).is_file()
+}
+
 /// The catalog over `files.root`.
-#[derive(Debug)]
 pub struct FilesCatalog {
     root: PathBuf,
+    views: std::sync::OnceLock<ViewPlanner>,
+}
+
+impl std::fmt::Debug for FilesCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilesCatalog").field("root", &self.root).finish_non_exhaustive()
+    }
 }
 
 impl FilesCatalog {
@@ -88,7 +121,12 @@ impl FilesCatalog {
         if !path.is_dir() {
             return Err(invalid(format!("'{root}' is not a directory")));
         }
-        Ok(Self { root: path })
+        Ok(Self { root: path, views: std::sync::OnceLock::new() })
+    }
+
+    /// How stored views get planned (once, by the engine).
+    pub fn set_view_planner(&self, planner: ViewPlanner) {
+        let _ = self.views.set(planner);
     }
 }
 
@@ -181,7 +219,7 @@ impl FilesCatalog {
             Err(_) if if_exists => return Ok(false),
             Err(error) => return Err(error),
         };
-        if !(FilesSchema { dir: dir.clone() }).table_names().is_empty() {
+        if !FilesSchema::at(dir.clone()).table_names().is_empty() {
             return Err(FlotillaError::new(
                 ErrorCode::SchemaNotEmpty,
                 format!("Cannot drop non-empty schema '{schema}'"),
@@ -195,7 +233,7 @@ impl FilesCatalog {
     /// Whether the table exists (a schema that does not is an error).
     pub fn table_exists(&self, catalog: &str, schema: &str, table: &str) -> Result<bool, FlotillaError> {
         let dir = self.schema_dir(catalog, schema)?;
-        Ok((FilesSchema { dir }).locate(table).is_some())
+        Ok(FilesSchema::at(dir).locate(table).is_some())
     }
 
     /// Starts a new table: its metadata in a staging directory, to be written into and
@@ -227,7 +265,7 @@ impl FilesCatalog {
     /// `Ok(false)`: absent (with IF EXISTS).
     pub fn drop_table(&self, catalog: &str, schema: &str, table: &str, if_exists: bool) -> Result<bool, FlotillaError> {
         let schema_dir = self.schema_dir(catalog, schema)?;
-        let Some((path, _)) = (FilesSchema { dir: schema_dir.clone() }).locate(table) else {
+        let Some((path, kind)) = FilesSchema::at(schema_dir.clone()).locate(table) else {
             return match if_exists {
                 true => Ok(false),
                 false => Err(FlotillaError::new(
@@ -236,11 +274,118 @@ impl FilesCatalog {
                 )),
             };
         };
+        if kind == "view" {
+            return Err(FlotillaError::not_supported(format!("'{catalog}.{schema}.{table}' is a view: use DROP VIEW")));
+        }
+        remove(&schema_dir, &path)
+    }
+}
+
+/// Makes a table or view disappear at once (renamed away), then removes it.
+fn remove(schema_dir: &Path, path: &Path) -> Result<bool, FlotillaError> {
+    {
         let trash = schema_dir.join(STAGING).join(format!("dropped-{:016x}", rand::random::<u64>()));
         std::fs::create_dir_all(schema_dir.join(STAGING)).map_err(|e| fs_error("create", &trash, e))?;
-        std::fs::rename(&path, &trash).map_err(|e| fs_error("drop", &path, e))?;
+        std::fs::rename(path, &trash).map_err(|e| fs_error("drop", path, e))?;
         let _ = if trash.is_dir() { std::fs::remove_dir_all(&trash) } else { std::fs::remove_file(&trash) };
         Ok(true)
+    }
+}
+
+impl FilesCatalog {
+    /// `ALTER TABLE ... RENAME TO`: the directory (or file) moves; TABLE_ALREADY_EXISTS
+    /// when the new name is taken.
+    pub fn rename_table(
+        &self,
+        catalog: &str,
+        from: (&str, &str),
+        to: (&str, &str),
+        if_exists: bool,
+    ) -> Result<bool, FlotillaError> {
+        let from_dir = self.schema_dir(catalog, from.0)?;
+        let to_dir = self.schema_dir(catalog, to.0)?;
+        let Some((path, extension)) = FilesSchema::at(from_dir).locate(from.1).filter(|(_, e)| *e != "view") else {
+            return match if_exists {
+                true => Ok(false),
+                false => Err(FlotillaError::new(
+                    ErrorCode::TableNotFound,
+                    format!("Table '{catalog}.{}.{}' does not exist", from.0, from.1),
+                )),
+            };
+        };
+        if !valid_name(to.1) {
+            return Err(FlotillaError::not_supported(format!("Invalid table name '{}'", to.1)));
+        }
+        let taken = || {
+            FlotillaError::new(
+                ErrorCode::TableAlreadyExists,
+                format!("Table '{catalog}.{}.{}' already exists", to.0, to.1),
+            )
+        };
+        if FilesSchema::at(to_dir.clone()).locate(to.1).is_some() {
+            return Err(taken());
+        }
+        let target = if path.is_dir() { to_dir.join(to.1) } else { to_dir.join(format!("{}.{extension}", to.1)) };
+        if target.exists() {
+            return Err(taken());
+        }
+        std::fs::rename(&path, &target).map_err(|e| fs_error("rename", &path, e))?;
+        Ok(true)
+    }
+
+    /// `CREATE [OR REPLACE] VIEW`: the definition in the view's directory, replaced
+    /// atomically; TABLE_ALREADY_EXISTS when a table (or, without OR REPLACE, a view) has
+    /// the name.
+    pub fn create_view(
+        &self,
+        catalog: &str,
+        schema: &str,
+        view: &str,
+        definition: &ViewDefinition,
+        or_replace: bool,
+    ) -> Result<(), FlotillaError> {
+        let schema_dir = self.schema_dir(catalog, schema)?;
+        if !valid_name(view) {
+            return Err(FlotillaError::not_supported(format!("Invalid view name '{view}'")));
+        }
+        let text = serde_json::to_vec_pretty(definition).map_err(|e| FlotillaError::internal(e.to_string()))?;
+        let taken = || {
+            FlotillaError::new(
+                ErrorCode::TableAlreadyExists,
+                format!("Table '{catalog}.{schema}.{view}' already exists"),
+            )
+        };
+        match FilesSchema::at(schema_dir.clone()).locate(view) {
+            Some((dir, "view")) if or_replace => {
+                let temporary = dir.join(files_table::META_DIR).join(format!(".view-{:016x}", rand::random::<u64>()));
+                std::fs::write(&temporary, &text).map_err(|e| fs_error("write", &temporary, e))?;
+                std::fs::rename(&temporary, view_file(&dir)).map_err(|e| fs_error("replace", &dir, e))
+            }
+            Some(_) => Err(taken()),
+            None => {
+                let area = schema_dir.join(STAGING).join(format!("{:016x}", rand::random::<u64>()));
+                let staged = area.join(view);
+                let meta = staged.join(files_table::META_DIR);
+                std::fs::create_dir_all(&meta).map_err(|e| fs_error("create", &meta, e))?;
+                std::fs::write(view_file(&staged), &text).map_err(|e| fs_error("write", &staged, e))?;
+                let published = std::fs::rename(&staged, schema_dir.join(view));
+                let _ = std::fs::remove_dir_all(&area);
+                published.map_err(|_| taken())
+            }
+        }
+    }
+
+    /// `DROP VIEW`. `Ok(false)`: absent (with IF EXISTS).
+    pub fn drop_view(&self, catalog: &str, schema: &str, view: &str, if_exists: bool) -> Result<bool, FlotillaError> {
+        let schema_dir = self.schema_dir(catalog, schema)?;
+        match FilesSchema::at(schema_dir.clone()).locate(view) {
+            Some((path, "view")) => remove(&schema_dir, &path),
+            _ if if_exists => Ok(false),
+            _ => Err(FlotillaError::new(
+                ErrorCode::TableNotFound,
+                format!("View '{catalog}.{schema}.{view}' does not exist"),
+            )),
+        }
     }
 }
 
@@ -258,7 +403,8 @@ impl CatalogProvider for FilesCatalog {
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         let dir = self.root.join(name);
-        (valid_name(name) && dir.is_dir()).then(|| Arc::new(FilesSchema { dir }) as Arc<dyn SchemaProvider>)
+        let views = self.views.get().cloned();
+        (valid_name(name) && dir.is_dir()).then(|| Arc::new(FilesSchema { dir, views }) as Arc<dyn SchemaProvider>)
     }
 
     fn register_schema(&self, name: &str, _schema: Arc<dyn SchemaProvider>) -> Result<Option<Arc<dyn SchemaProvider>>> {
@@ -269,9 +415,21 @@ impl CatalogProvider for FilesCatalog {
 }
 
 /// One schema: a directory under the root.
-#[derive(Debug)]
 struct FilesSchema {
     dir: PathBuf,
+    views: Option<ViewPlanner>,
+}
+
+impl std::fmt::Debug for FilesSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilesSchema").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl FilesSchema {
+    fn at(dir: PathBuf) -> Self {
+        Self { dir, views: None }
+    }
 }
 
 impl FilesSchema {
@@ -282,6 +440,9 @@ impl FilesSchema {
             return None;
         }
         let dir = self.dir.join(name);
+        if dir.is_dir() && is_view(&dir) {
+            return Some((dir, "view"));
+        }
         if dir.is_dir() && files_table::is_managed(&dir) {
             let format = files_table::read_meta(&dir).ok()?.format;
             return FORMATS.into_iter().find(|f| *f == format).map(|f| (dir, f));
@@ -312,6 +473,18 @@ impl SchemaProvider for FilesSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let Some((path, extension)) = self.locate(name) else { return Ok(None) };
+        if extension == "view" {
+            let text = std::fs::read(view_file(&path))
+                .map_err(|e| DataFusionError::Execution(format!("cannot read view {name}: {e}")))?;
+            let view: ViewDefinition = serde_json::from_slice(&text)
+                .map_err(|e| DataFusionError::Execution(format!("view {name} is unreadable: {e}")))?;
+            let planner = self
+                .views
+                .clone()
+                .ok_or_else(|| DataFusionError::Plan(format!("view {name} cannot be planned here")))?;
+            let plan = planner(view.sql.clone(), view.catalog, view.schema).await?;
+            return Ok(Some(Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(view.sql)))));
+        }
         if files_table::is_managed(&path) {
             return Ok(Some(Arc::new(FilesTable::open(&path)?)));
         }

@@ -202,6 +202,32 @@ async fn tables_are_created_written_and_dropped_whole() {
     let (_, rows) = b.rows("SELECT count(*) FROM lake.s.raced").await;
     assert_eq!(count(&rows), 1500);
 
+    // Views live in the catalog: made through A, read through B, replaced, dropped.
+    let view = "CREATE VIEW lake.s.big_orders AS SELECT o_orderkey, o_totalprice FROM lake.s.orders WHERE o_totalprice > 400000";
+    assert_eq!(last(&a, view).await["updateType"], "CREATE VIEW");
+    let (_, rows) = b.rows("SELECT count(*), sum(o_totalprice) FROM lake.s.big_orders").await;
+    let (_, expected) =
+        b.rows("SELECT count(*), sum(o_totalprice) FROM tpch.sf1.orders WHERE o_totalprice > 400000").await;
+    assert_eq!(rows, expected);
+    assert_eq!(a.error(view).await["errorName"], "TABLE_ALREADY_EXISTS");
+    assert_eq!(
+        last(&b, "CREATE OR REPLACE VIEW lake.s.big_orders AS SELECT 42 AS answer").await["updateType"],
+        "CREATE VIEW"
+    );
+    let (_, rows) = a.rows("SELECT answer FROM lake.s.big_orders").await;
+    assert_eq!(rows, vec![vec![Value::from(42)]]);
+    assert_eq!(a.error("DROP TABLE lake.s.big_orders").await["errorName"], "NOT_SUPPORTED");
+    assert_eq!(last(&a, "DROP VIEW lake.s.big_orders").await["updateType"], "DROP VIEW");
+    assert!(last(&a, "DROP VIEW IF EXISTS lake.s.big_orders").await.get("error").is_none());
+
+    // Rename.
+    assert_eq!(last(&a, "ALTER TABLE lake.s.t RENAME TO t2").await["updateType"], "RENAME TABLE");
+    let (_, rows) = b.rows("SELECT count(*) FROM lake.s.t2").await;
+    assert_eq!(count(&rows), 102);
+    assert_eq!(b.error("SELECT count(*) FROM lake.s.t").await["errorName"], "TABLE_NOT_FOUND");
+    assert_eq!(a.error("ALTER TABLE lake.s.t2 RENAME TO orders").await["errorName"], "TABLE_ALREADY_EXISTS");
+    assert!(last(&a, "ALTER TABLE lake.s.t2 RENAME TO t").await.get("error").is_none());
+
     // Drops.
     assert_eq!(a.error("DROP SCHEMA lake.s").await["errorName"], "SCHEMA_NOT_EMPTY");
     for table in ["orders", "t", "raced"] {
