@@ -59,6 +59,8 @@ def etc_dir(tmp_path_factory):
     (etc / "catalog").mkdir()
     (etc / "catalog" / "tpch.properties").write_text("connector.name=tpch\ntpch.column-naming=STANDARD\n")
     (etc / "catalog" / "tpch_simplified.properties").write_text("connector.name=tpch\n")
+    lake = tmp_path_factory.mktemp("lake")
+    (etc / "catalog" / "lake.properties").write_text(f"connector.name=files\nfiles.root={lake}\n")
     return etc
 
 

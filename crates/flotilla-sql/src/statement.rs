@@ -379,6 +379,24 @@ pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
         return Ok(TrinoStatement::Explain { analyze, logical, sql: cursor.rest().to_string() });
     }
 
+    // Trino's `CREATE [OR REPLACE] VIEW name SECURITY {DEFINER | INVOKER} AS ...`: without
+    // access control both mean the same, and sqlparser does not know the clause: drop it.
+    if cursor.keywords(&["CREATE", "OR", "REPLACE", "VIEW"]) || cursor.keywords(&["CREATE", "VIEW"]) {
+        let word = |i: usize| match cursor.tokens.get(i).map(|t| &t.token) {
+            Some(Token::Word(word)) if word.quote_style.is_none() => word.value.to_ascii_uppercase(),
+            _ => String::new(),
+        };
+        let before_as = (cursor.position..cursor.tokens.len()).take_while(|&i| word(i) != "AS");
+        if let Some(i) = before_as
+            .into_iter()
+            .find(|&i| word(i) == "SECURITY" && matches!(word(i + 1).as_str(), "DEFINER" | "INVOKER"))
+        {
+            let from = byte_offset(sql, cursor.tokens[i].span.start);
+            let to = byte_offset(sql, cursor.tokens[i + 1].span.end);
+            return parse_statement(&format!("{}{}", &sql[..from], &sql[to..]));
+        }
+    }
+
     let dialect = dialect();
     let mut statements = Parser::parse_sql(&dialect, sql).map_err(|e| syntax_error(&e))?;
     match statements.len() {

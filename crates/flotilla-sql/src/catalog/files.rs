@@ -474,8 +474,11 @@ impl SchemaProvider for FilesSchema {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let Some((path, extension)) = self.locate(name) else { return Ok(None) };
         if extension == "view" {
-            let text = std::fs::read(view_file(&path))
-                .map_err(|e| DataFusionError::Execution(format!("cannot read view {name}: {e}")))?;
+            let text = match std::fs::read(view_file(&path)) {
+                Ok(text) => text,
+                Err(_) if !path.exists() => return Ok(None),
+                Err(e) => return Err(DataFusionError::Execution(format!("cannot read view {name}: {e}"))),
+            };
             let view: ViewDefinition = serde_json::from_slice(&text)
                 .map_err(|e| DataFusionError::Execution(format!("view {name} is unreadable: {e}")))?;
             let planner = self
@@ -486,7 +489,12 @@ impl SchemaProvider for FilesSchema {
             return Ok(Some(Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(view.sql)))));
         }
         if files_table::is_managed(&path) {
-            return Ok(Some(Arc::new(FilesTable::open(&path)?)));
+            return match FilesTable::open(&path) {
+                Ok(table) => Ok(Some(Arc::new(table))),
+                // Dropped or renamed meanwhile (listings race with DROP and RENAME).
+                Err(_) if !path.exists() => Ok(None),
+                Err(error) => Err(error),
+            };
         }
         let format = format_of(extension).expect("a known format");
         let mut location = path.to_string_lossy().to_string();

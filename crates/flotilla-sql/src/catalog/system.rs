@@ -75,7 +75,7 @@ impl SystemCatalog {
 
 const SCHEMAS: &[(&str, &[&str])] = &[
     ("jdbc", &["catalogs", "schemas", "table_types", "tables"]),
-    ("metadata", &["catalogs", "table_comments"]),
+    ("metadata", &["catalogs", "materialized_views", "table_comments"]),
     ("runtime", &["nodes", "queries"]),
 ];
 
@@ -270,6 +270,27 @@ impl SystemSchema {
                     rows,
                 )
             }
+            // No connector has materialized views: Trino's columns, no rows (dbt-trino and
+            // other tools join with it).
+            ("metadata", "materialized_views") => (
+                Arc::new(Schema::new(
+                    [
+                        "catalog_name",
+                        "schema_name",
+                        "name",
+                        "storage_catalog",
+                        "storage_schema",
+                        "storage_table",
+                        "freshness",
+                        "owner",
+                        "comment",
+                        "definition",
+                    ]
+                    .map(varchar)
+                    .to_vec(),
+                )),
+                Vec::new(),
+            ),
             ("metadata", "table_comments") => {
                 let rows = self
                     .all_tables()
