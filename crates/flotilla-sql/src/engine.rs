@@ -214,6 +214,8 @@ impl Engine {
                     | Statement::CreateTable(_)
                     | Statement::CreateView(_)
                     | Statement::AlterTable(_)
+                    | Statement::Comment { .. }
+                    | Statement::ShowCreate { .. }
                     | Statement::Insert(_)) => crate::writes::execute(self, session, statement, memory).await,
                     statement => self.run_query(session, statement, memory).await,
                 },
@@ -453,7 +455,7 @@ impl Engine {
         rows(batch, memory)
     }
 
-    async fn resolve_table(
+    pub(crate) async fn resolve_table(
         &self,
         session: &SqlSession,
         name: &[String],

@@ -10,15 +10,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, TableType};
 use datafusion::physical_plan::execute_stream;
 use datafusion::sql::sqlparser::ast::{
-    AlterTableOperation, CreateTable, CreateTableOptions, Expr, ObjectName, ObjectType, RenameTableNameKind,
-    SchemaName, SqlOption, Statement, Value,
+    AlterTableOperation, CommentObject, CreateTable, CreateTableOptions, Expr, ObjectName, ObjectType,
+    RenameTableNameKind, SchemaName, ShowCreateObject, SqlOption, Statement, Value,
 };
 use flotilla_proto::{ErrorCode, FlotillaError};
 use futures::TryStreamExt;
@@ -93,6 +93,37 @@ fn updated(update_type: &str, count: u64, memory: Arc<PeakMemoryPool>) -> Result
     result.update_type = Some(update_type.to_string());
     result.update_count = Some(count as i64);
     Ok(result)
+}
+
+/// `SHOW CREATE TABLE`'s text, as Trino writes it.
+fn create_table_text(name: &str, table: &dyn datafusion::catalog::TableProvider) -> String {
+    let (comment, column_comments) = crate::catalog::files_table::comments(table).unwrap_or_default();
+    let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    let columns: Vec<String> = table
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let mut line =
+                format!("   {} {}", field.name(), crate::catalog::information_schema_type_name(field.data_type()));
+            if let Some(Some(comment)) = column_comments.get(i) {
+                line.push_str(&format!(" COMMENT {}", quote(comment)));
+            }
+            line
+        })
+        .collect();
+    let mut text = format!("CREATE TABLE {name} (\n{}\n)", columns.join(",\n"));
+    if let Some(comment) = comment {
+        text.push_str(&format!("\nCOMMENT {}", quote(&comment)));
+    }
+    if let Some(format) = (table as &dyn std::any::Any)
+        .downcast_ref::<crate::catalog::files_table::FilesTable>()
+        .map(|t| t.meta().format.to_uppercase())
+    {
+        text.push_str(&format!("\nWITH (\n   format = '{format}'\n)"));
+    }
+    text
 }
 
 /// The `format` table property (`PARQUET` by default, `CSV`, `JSON`); others are refused.
@@ -226,6 +257,51 @@ pub(crate) async fn execute(
             done("CREATE VIEW", SessionChanges::default(), memory)
         }
         Statement::CreateTable(create) => create_table(engine, session, create, memory).await,
+        Statement::Comment { object_type, object_name, comment, .. } => {
+            let (table_ref, column) = match object_type {
+                CommentObject::Table => (object_name.clone(), None),
+                CommentObject::Column => {
+                    let mut name = object_name.clone();
+                    let column = name.0.pop().map(|part| parts(&ObjectName(vec![part])).remove(0));
+                    (name, column)
+                }
+                other => return Err(FlotillaError::not_supported(format!("COMMENT ON {other} is not supported"))),
+            };
+            let (catalog, schema, table) = table_name(session, &table_ref)?;
+            writable(engine, &catalog, "comments")?.set_comment(
+                &catalog,
+                &schema,
+                &table,
+                column.as_deref(),
+                comment,
+            )?;
+            done("COMMENT", SessionChanges::default(), memory)
+        }
+        Statement::ShowCreate { obj_type, obj_name } => {
+            let (catalog, schema, table) = table_name(session, &obj_name)?;
+            let provider = engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
+            let name = format!("{catalog}.{schema}.{table}");
+            let (column, text) = match (obj_type, provider.table_type()) {
+                (ShowCreateObject::View, TableType::View) | (ShowCreateObject::Table, TableType::View) => {
+                    let sql = provider.get_table_definition().unwrap_or_default().to_string();
+                    ("Create View", format!("CREATE VIEW {name} AS\n{sql}"))
+                }
+                (ShowCreateObject::Table, _) => ("Create Table", create_table_text(&name, provider.as_ref())),
+                (ShowCreateObject::View, _) => {
+                    return Err(FlotillaError::new(
+                        ErrorCode::NotSupported,
+                        format!("Relation '{name}' is a table, not a view"),
+                    ))
+                }
+                (other, _) => {
+                    return Err(FlotillaError::not_supported(format!("SHOW CREATE {other} is not supported")))
+                }
+            };
+            let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+            let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![text])) as ArrayRef])
+                .map_err(|e| FlotillaError::internal(e.to_string()))?;
+            rows(batch, memory)
+        }
         statement @ Statement::Insert(_) => {
             let scans = Arc::new(ScanCounters::default());
             let state = engine.session_state_counting(session, memory.clone(), scans)?;

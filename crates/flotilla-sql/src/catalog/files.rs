@@ -389,6 +389,40 @@ impl FilesCatalog {
     }
 }
 
+impl FilesCatalog {
+    /// `COMMENT ON TABLE` (`column`: None) or `COMMENT ON COLUMN`; `comment` None removes it.
+    pub fn set_comment(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+        column: Option<&str>,
+        comment: Option<String>,
+    ) -> Result<(), FlotillaError> {
+        let schema_dir = self.schema_dir(catalog, schema)?;
+        let not_found = || {
+            FlotillaError::new(ErrorCode::TableNotFound, format!("Table '{catalog}.{schema}.{table}' does not exist"))
+        };
+        let (dir, kind) = FilesSchema::at(schema_dir).locate(table).ok_or_else(not_found)?;
+        if kind == "view" || !files_table::is_managed(&dir) {
+            return Err(FlotillaError::not_supported(format!(
+                "Comments are kept only for tables created through Flotilla; '{catalog}.{schema}.{table}' is not one"
+            )));
+        }
+        let mut meta = files_table::read_meta(&dir).map_err(|e| FlotillaError::internal(e.to_string()))?;
+        match column {
+            None => meta.comment = comment,
+            Some(name) => {
+                let column = meta.columns.iter_mut().find(|c| c.name == name).ok_or_else(|| {
+                    FlotillaError::new(ErrorCode::ColumnNotFound, format!("Column '{name}' does not exist"))
+                })?;
+                column.comment = comment;
+            }
+        }
+        files_table::write_meta(&dir, &meta).map_err(|e| FlotillaError::internal(e.to_string()))
+    }
+}
+
 /// A schema's area for tables being created and dropped (hidden: not a valid table name).
 const STAGING: &str = ".staging";
 

@@ -55,6 +55,8 @@ pub struct ColumnMeta {
     #[serde(rename = "type")]
     pub data_type: String,
     pub nullable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 impl TableMeta {
@@ -62,7 +64,12 @@ impl TableMeta {
         let columns = schema
             .fields()
             .iter()
-            .map(|f| ColumnMeta { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: true })
+            .map(|f| ColumnMeta {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: true,
+                comment: None,
+            })
             .collect();
         Self { format: format.to_string(), columns, comment: None }
     }
@@ -107,6 +114,21 @@ pub fn create(dir: &Path, meta: &TableMeta) -> Result<()> {
     let path = meta_dir.join(TABLE_FILE);
     std::fs::write(&path, text).map_err(|e| io_error("cannot write", &path, e))?;
     commit(dir, &[]).map(|_| ())
+}
+
+/// Replaces the table's metadata (its comments) atomically.
+pub fn write_meta(dir: &Path, meta: &TableMeta) -> Result<()> {
+    let meta_dir = dir.join(META_DIR);
+    let temporary = meta_dir.join(format!(".table-{:016x}", rand::random::<u64>()));
+    let text = serde_json::to_vec_pretty(meta).map_err(|e| DataFusionError::Execution(e.to_string()))?;
+    std::fs::write(&temporary, text).map_err(|e| io_error("cannot write", &temporary, e))?;
+    std::fs::rename(&temporary, meta_dir.join(TABLE_FILE)).map_err(|e| io_error("cannot replace", &meta_dir, e))
+}
+
+/// The comment of a table and of each of its columns, when the connector keeps them.
+pub fn comments(table: &dyn TableProvider) -> Option<(Option<String>, Vec<Option<String>>)> {
+    let table = (table as &dyn std::any::Any).downcast_ref::<FilesTable>()?;
+    Some((table.meta.comment.clone(), table.meta.columns.iter().map(|c| c.comment.clone()).collect()))
 }
 
 pub fn read_meta(dir: &Path) -> Result<TableMeta> {

@@ -89,11 +89,14 @@ impl InformationSchema {
             "tables" => {
                 for (schema_name, table_name, table) in self.all_tables().await? {
                     let kind = if table.table_type() == TableType::View { "VIEW" } else { "BASE TABLE" };
-                    rows.push(vec![catalog(), text(schema_name), text(table_name), text(kind), none()]);
+                    let comment = super::files_table::comments(table.as_ref()).and_then(|(table, _)| table);
+                    rows.push(vec![catalog(), text(schema_name), text(table_name), text(kind), optional_text(comment)]);
                 }
             }
             "columns" => {
                 for (schema_name, table_name, table) in self.all_tables().await? {
+                    let comments =
+                        super::files_table::comments(table.as_ref()).map(|(_, columns)| columns).unwrap_or_default();
                     for (index, field) in table.schema().fields().iter().enumerate() {
                         rows.push(vec![
                             catalog(),
@@ -104,7 +107,7 @@ impl InformationSchema {
                             none(),
                             text(if field.is_nullable() { "YES" } else { "NO" }),
                             text(trino_type_name(field.data_type())),
-                            none(),
+                            optional_text(comments.get(index).cloned().flatten()),
                             none(),
                         ]);
                     }

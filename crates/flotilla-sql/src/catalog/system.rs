@@ -125,12 +125,13 @@ impl SystemSchema {
         names
     }
 
-    /// (catalog, schema, table, kind) for every table of the non-system catalogs.
-    async fn all_tables(&self) -> Result<Vec<(String, String, String, TableType)>> {
+    /// (catalog, schema, table, kind, comment) for every table of the non-system catalogs.
+    async fn all_tables(&self) -> Result<Vec<(String, String, String, TableType, Option<String>)>> {
         let mut tables = Vec::new();
         for (catalog_name, _, catalog) in self.catalogs.iter() {
             for (schema_name, table_name, table) in super::catalog_tables(catalog.as_ref()).await? {
-                tables.push((catalog_name.clone(), schema_name, table_name, table.table_type()));
+                let comment = super::files_table::comments(table.as_ref()).and_then(|(comment, _)| comment);
+                tables.push((catalog_name.clone(), schema_name, table_name, table.table_type(), comment));
             }
         }
         Ok(tables)
@@ -237,7 +238,7 @@ impl SystemSchema {
                     .all_tables()
                     .await?
                     .into_iter()
-                    .map(|(catalog, schema, table, kind)| {
+                    .map(|(catalog, schema, table, kind, comment)| {
                         let none = || optional_text(None::<String>);
                         let kind = if kind == TableType::View { "VIEW" } else { "TABLE" };
                         vec![
@@ -245,7 +246,7 @@ impl SystemSchema {
                             text(schema),
                             text(table),
                             text(kind),
-                            none(),
+                            optional_text(comment),
                             none(),
                             none(),
                             none(),
@@ -296,8 +297,8 @@ impl SystemSchema {
                     .all_tables()
                     .await?
                     .into_iter()
-                    .map(|(catalog, schema, table, _)| {
-                        vec![text(catalog), text(schema), text(table), optional_text(None::<String>)]
+                    .map(|(catalog, schema, table, _, comment)| {
+                        vec![text(catalog), text(schema), text(table), optional_text(comment)]
                     })
                     .collect();
                 (

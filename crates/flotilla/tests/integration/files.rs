@@ -228,6 +228,20 @@ async fn tables_are_created_written_and_dropped_whole() {
     assert_eq!(a.error("ALTER TABLE lake.s.t2 RENAME TO orders").await["errorName"], "TABLE_ALREADY_EXISTS");
     assert!(last(&a, "ALTER TABLE lake.s.t2 RENAME TO t").await.get("error").is_none());
 
+    // Comments, in information_schema and system.metadata, and SHOW CREATE TABLE.
+    assert_eq!(last(&a, "COMMENT ON TABLE lake.s.t IS 'people'").await["updateType"], "COMMENT");
+    assert_eq!(last(&b, "COMMENT ON COLUMN lake.s.t.name IS 'their name'").await["updateType"], "COMMENT");
+    let columns = "SELECT comment FROM lake.information_schema.columns WHERE table_schema = 's' AND table_name = 't' ORDER BY ordinal_position";
+    let (_, rows) = a.rows(columns).await;
+    assert_eq!(rows, vec![vec![Value::Null], vec![Value::from("their name")]]);
+    let comments = "SELECT comment FROM system.metadata.table_comments WHERE catalog_name = 'lake' AND schema_name = 's' AND table_name = 't'";
+    let (_, rows) = a.rows(comments).await;
+    assert_eq!(rows, vec![vec![Value::from("people")]]);
+    let (_, rows) = b.rows("SHOW CREATE TABLE lake.s.t").await;
+    let text = rows[0][0].as_str().unwrap();
+    assert!(text.contains("name varchar COMMENT 'their name'"), "{text}");
+    assert!(text.contains("COMMENT 'people'") && text.contains("format = 'CSV'"), "{text}");
+
     // Drops.
     assert_eq!(a.error("DROP SCHEMA lake.s").await["errorName"], "SCHEMA_NOT_EMPTY");
     for table in ["orders", "t", "raced"] {
