@@ -79,6 +79,14 @@ pub fn tpch_cluster(
     std::fs::create_dir_all(etc.join("catalog")).map_err(|e| e.to_string())?;
     std::fs::write(etc.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
         .map_err(|e| e.to_string())?;
+    // A writable catalog for benchmarks that write (CREATE TABLE AS into Parquet).
+    let lake = std::path::absolute(work.join("lake")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&lake).map_err(|e| e.to_string())?;
+    std::fs::write(
+        etc.join("catalog/lake.properties"),
+        format!("connector.name=files\nfiles.root={}\n", lake.display()),
+    )
+    .map_err(|e| e.to_string())?;
     std::fs::write(etc.join("config.properties"), config).map_err(|e| e.to_string())?;
     let spec = flotilla::local_cluster::LocalClusterSpec {
         resource_managers: 1,

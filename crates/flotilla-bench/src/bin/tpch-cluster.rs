@@ -45,19 +45,33 @@ struct Args {
     /// Where the Parquet files for DuckDB are written (kept for later runs).
     #[arg(long, default_value = "target/bench-data")]
     data_dir: PathBuf,
-    /// Markdown file to write the results into (its `tpch-cluster` section).
+    /// Markdown file to write the results into (its `tpch-cluster` section, or
+    /// `tpch-parquet` with --parquet).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Write the tables to Parquet first (`CREATE TABLE lake.SCHEMA.t AS SELECT * FROM
+    /// tpch.SCHEMA.t`, on the workers), run Flotilla over those files, and DuckDB over the
+    /// same files.
+    #[arg(long)]
+    parquet: bool,
 }
 
-/// DuckDB's best times per query, or why there are none.
-fn duckdb_times(args: &Args, binary: &Path, scale: f64) -> Result<(String, serde_json::Map<String, Value>), String> {
-    let data = args.data_dir.join(&args.schema);
-    if !data.join("lineitem.parquet").exists() {
+const TABLES: [&str; 8] = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"];
+
+/// DuckDB's best times per query over the Parquet files in `data` (written by
+/// `flotilla tpch-gen` first when `generate`), or why there are none.
+fn duckdb_times(
+    args: &Args,
+    binary: &Path,
+    scale: f64,
+    data: &Path,
+    generate: bool,
+) -> Result<(String, serde_json::Map<String, Value>), String> {
+    if generate && !data.join("lineitem.parquet").exists() {
         println!("writing {} Parquet files to {}", args.schema, data.display());
         let status = Command::new(binary)
             .args(["tpch-gen", "--scale", &scale.to_string(), "--output"])
-            .arg(&data)
+            .arg(data)
             .status()
             .map_err(|e| e.to_string())?;
         if !status.success() {
@@ -67,7 +81,7 @@ fn duckdb_times(args: &Args, binary: &Path, scale: f64) -> Result<(String, serde
     let output = Command::new(&args.python)
         .arg("scripts/duckdb_tpch.py")
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .arg("--queries")
         .arg(&args.queries)
         .args(["--runs", &args.runs.to_string()])
@@ -132,13 +146,17 @@ fn main() -> Result<(), String> {
     let queries = read_queries(&args.queries)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
 
-    // DuckDB first, alone on the machine.
-    let duckdb = duckdb_times(&args, &binary, scale);
-    if let Err(error) = &duckdb {
+    // DuckDB first, alone on the machine (with --parquet, after Flotilla wrote the files).
+    let work = std::env::temp_dir().join(format!("flotilla-tpch-cluster-{}", std::process::id()));
+    let written = work.join("lake").join(&args.schema);
+    let mut duckdb = match args.parquet {
+        true => Err("not run yet".to_string()),
+        false => duckdb_times(&args, &binary, scale, &args.data_dir.join(&args.schema), true),
+    };
+    if let (false, Err(error)) = (args.parquet, &duckdb) {
         println!("DuckDB skipped: {error}");
     }
 
-    let work = std::env::temp_dir().join(format!("flotilla-tpch-cluster-{}", std::process::id()));
     let cluster = tpch_cluster(&binary, &work, args.workers, "")?;
     let url = cluster.coordinators[0].url.clone();
     let coordinator_pid = cluster.coordinators[0].pid();
@@ -151,6 +169,19 @@ fn main() -> Result<(), String> {
         wait_for_workers(&mut client, args.workers).await?;
         client.session.catalog = Some("tpch".into());
         client.session.schema = Some(args.schema.clone());
+        let mut written_tables = Vec::new();
+        if args.parquet {
+            client.run(&format!("CREATE SCHEMA lake.{}", args.schema), |_| {}).await.map_err(|e| e.to_string())?;
+            for table in TABLES {
+                let sql = format!("CREATE TABLE lake.{0}.{table} AS SELECT * FROM tpch.{0}.{table}", args.schema);
+                let start = Instant::now();
+                let outcome = client.run(&sql, |_| {}).await.map_err(|e| format!("{sql}: {e}"))?;
+                let rows = outcome.update_count.unwrap_or_default();
+                println!("{table}: {rows} rows written in {:.1} ms", millis(start.elapsed()));
+                written_tables.push((table, rows, millis(start.elapsed())));
+            }
+            client.session.catalog = Some("lake".into());
+        }
         let mut rows_out = Vec::new();
         let (mut coordinator_cpu, mut tasks) = (0.0, 0usize);
         for (name, sql) in &queries {
@@ -185,26 +216,52 @@ fn main() -> Result<(), String> {
             println!("{name}: Flotilla {:.1} ms, DataFusion {:.1} ms", millis(flotilla_best), millis(datafusion_best));
             rows_out.push((name.clone(), rows, millis(flotilla_best), millis(datafusion_best), values));
         }
-        Ok::<_, String>((rows_out, coordinator_cpu, tasks))
+        Ok::<_, String>((rows_out, coordinator_cpu, tasks, written_tables))
     });
     drop(cluster);
+    if args.parquet && result.is_ok() {
+        duckdb = duckdb_times(&args, &binary, scale, &written, false);
+        if let Err(error) = &duckdb {
+            println!("DuckDB skipped: {error}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&work);
-    let (rows, coordinator_cpu, tasks) = result?;
+    let (rows, coordinator_cpu, tasks, written_tables) = result?;
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let (duck_threads, duck) = match &duckdb {
         Ok((threads, queries)) => (threads.clone(), Some(queries)),
         Err(_) => ("-".into(), None),
     };
-    let mut report = format!(
+    let (flotilla_reads, duck_reads) = match args.parquet {
+        true => (
+            "over the Parquet tables it wrote first with CREATE TABLE AS (below)",
+            "over the same Parquet files Flotilla wrote",
+        ),
+        false => ("over tpchgen's tables generated on the fly", "over Parquet written by `flotilla tpch-gen`"),
+    };
+    let mut report = String::new();
+    if !written_tables.is_empty() {
+        let total: f64 = written_tables.iter().map(|(_, _, ms)| ms).sum();
+        let each: Vec<String> =
+            written_tables.iter().map(|(table, rows, ms)| format!("{table} {rows} rows in {ms:.0} ms")).collect();
+        report.push_str(&format!(
+            "Written with `CREATE TABLE lake.{}.t AS SELECT * FROM tpch.{}.t` (Parquet, on the workers): {} \
+             ({total:.0} ms in all).\n\n",
+            args.schema,
+            args.schema,
+            each.join(", ")
+        ));
+    }
+    report.push_str(&format!(
         "Machine: {cores} CPUs. Flotilla: 1 resource manager, 1 coordinator, {workers} workers, each its own \
-         process on this machine (loopback), queries through the Trino protocol. DataFusion: one `SessionContext` \
-         in the benchmark process over the same tpchgen tables. DuckDB: Python package, {duck_threads} threads, \
-         over Parquet written by `flotilla tpch-gen`. Best of {runs} runs, milliseconds.\n\n\
+         process on this machine (loopback), queries through the Trino protocol, {flotilla_reads}. DataFusion: one \
+         `SessionContext` in the benchmark process over tpchgen's tables. DuckDB: Python package, {duck_threads} \
+         threads, {duck_reads}. Best of {runs} runs, milliseconds.\n\n\
          | query | rows | same answer as DuckDB | Flotilla | DataFusion | DuckDB | Flotilla / DataFusion | Flotilla / DuckDB |\n|---|---|---|---|---|---|---|---|\n",
         workers = args.workers,
         runs = args.runs,
-    );
+    ));
     let (mut total_f, mut total_d, mut total_k) = (0.0, 0.0, 0.0);
     let mut mismatches = Vec::new();
     for (name, count, f, d, values) in &rows {
@@ -249,13 +306,17 @@ fn main() -> Result<(), String> {
     }
     println!("{report}");
     if let Some(output) = &args.output {
+        let (flag, section, title) = match args.parquet {
+            true => (" --parquet", "tpch-parquet", "## TPC-H over Parquet written by Flotilla\n\n"),
+            false => ("", "tpch-cluster", ""),
+        };
         let header = format!(
-            "Produced by `target/release/tpch-cluster --schema {} --workers {} --output BENCHMARKS.md` \
+            "{title}Produced by `target/release/tpch-cluster --schema {} --workers {}{flag} --output BENCHMARKS.md` \
              (after `cargo build --release -p flotilla -p flotilla-bench`). The machines are shared and noisy: \
              compare the ratios within one run.\n\n",
             args.schema, args.workers
         );
-        flotilla_bench::write_section(output, "tpch-cluster", &format!("{header}{report}"))?;
+        flotilla_bench::write_section(output, section, &format!("{header}{report}"))?;
         println!("wrote {}", output.display());
     }
     Ok(())
