@@ -18,7 +18,7 @@ use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, TableType};
 use datafusion::physical_plan::execute_stream;
 use datafusion::sql::sqlparser::ast::{
     AlterTableOperation, CommentObject, CreateTable, CreateTableOptions, Expr, ObjectName, ObjectType,
-    RenameTableNameKind, SchemaName, ShowCreateObject, SqlOption, Statement, Value,
+    RenameTableNameKind, SchemaName, ShowCreateObject, SqlOption, Statement, TableObject, Value,
 };
 use flotilla_proto::{ErrorCode, FlotillaError};
 use futures::TryStreamExt;
@@ -302,7 +302,22 @@ pub(crate) async fn execute(
                 .map_err(|e| FlotillaError::internal(e.to_string()))?;
             rows(batch, memory)
         }
-        statement @ Statement::Insert(_) => {
+        Statement::Insert(insert) => {
+            // Tables Flotilla did not create (plain directories of files) have no manifest to
+            // commit to: writing into them could not be made whole.
+            if let TableObject::TableName(name) = &insert.table {
+                let (catalog, schema, table) = table_name(session, name)?;
+                if engine.writable.contains_key(&catalog) {
+                    let provider =
+                        engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
+                    if !provider.is::<crate::catalog::files_table::FilesTable>() {
+                        return Err(FlotillaError::not_supported(format!(
+                            "Cannot insert into '{catalog}.{schema}.{table}': only tables created through Flotilla can be written"
+                        )));
+                    }
+                }
+            }
+            let statement = Statement::Insert(insert);
             let scans = Arc::new(ScanCounters::default());
             let state = engine.session_state_counting(session, memory.clone(), scans)?;
             let logical = engine.plan_logical(&state, session, statement).await?;

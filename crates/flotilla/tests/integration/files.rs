@@ -95,6 +95,11 @@ async fn parquet_files_under_a_shared_root_answer_like_the_tpch_catalog() {
     // Generated catalogs cannot be written, and say so.
     let error = http.error("CREATE TABLE tpch.tiny.copy AS SELECT * FROM tpch.tiny.nation").await;
     assert_eq!(error["errorName"], "NOT_SUPPORTED", "{error}");
+    // Files Flotilla did not write have no manifest: inserting into them is refused.
+    let error = http.error("INSERT INTO lake.tiny.region SELECT * FROM tpch.tiny.region").await;
+    assert_eq!(error["errorName"], "NOT_SUPPORTED", "{error}");
+    let (_, rows) = http.rows("SELECT count(*) FROM lake.tiny.region").await;
+    assert_eq!(rows, vec![vec![Value::from(5)]]);
 }
 
 /// The last response of a statement (its updateType and updateCount, or its error).
