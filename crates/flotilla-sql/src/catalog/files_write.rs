@@ -222,6 +222,17 @@ impl ExecutionPlan for FilesCommitExec {
         "FilesCommitExec"
     }
 
+    /// One stream of the writers' results: the planner keeps (or puts) a coalesce under the
+    /// commit, which is where the distributed planner cuts the stage, so the writers run on
+    /// the workers.
+    fn required_input_distribution(&self) -> Vec<datafusion::physical_plan::Distribution> {
+        vec![datafusion::physical_plan::Distribution::SinglePartition]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.properties
     }

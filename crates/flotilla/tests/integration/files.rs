@@ -190,11 +190,32 @@ async fn tables_are_created_written_and_dropped_whole() {
     let id = first["id"].as_str().unwrap().to_string();
     a.wait_for_state(&id, &["PLANNING", "RUNNING"], std::time::Duration::from_secs(20)).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    cluster.cluster.workers[1].kill();
+    // A worker that runs tasks of it (the scheduler may have placed them all on one), as its
+    // /v1/status lists them.
+    let mut busy = None;
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while busy.is_none() && std::time::Instant::now() < deadline {
+        seen.clear();
+        for (index, worker) in cluster.cluster.workers.iter().enumerate() {
+            let status: Value = a.get_json(&format!("{}/v1/status", worker.url)).await;
+            seen.push(status["queries"].clone());
+            let queries = status["queries"].as_array().cloned().unwrap_or_default();
+            if queries.iter().any(|q| q["queryId"] == id.as_str() && q["tasks"].as_u64().unwrap_or(0) > 0) {
+                busy = Some(index);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let busy = busy.unwrap_or_else(|| panic!("a worker runs the write's tasks {id}: {seen:?}"));
+    cluster.cluster.workers[busy].kill();
     a.wait_for_state(&id, &["FAILED"], std::time::Duration::from_secs(60)).await;
     let (_, tables) = a.rows("SHOW TABLES FROM lake.s").await;
     assert!(!tables.contains(&vec![Value::from("doomed")]), "{tables:?}");
     assert!(!root.path.join("s/doomed").exists());
+    // Later statements run on the worker left, once both coordinators see it gone.
+    wait_for_nodes(&a, 4).await;
+    wait_for_nodes(&b, 4).await;
 
     // Two CREATE TABLE AS of one name at once, through both coordinators: one wins.
     let race = "CREATE TABLE lake.s.raced AS SELECT * FROM tpch.tiny.customer";
