@@ -307,14 +307,12 @@ pub(crate) async fn execute(
             // commit to: writing into them could not be made whole.
             if let TableObject::TableName(name) = &insert.table {
                 let (catalog, schema, table) = table_name(session, name)?;
-                if engine.writable.contains_key(&catalog) {
-                    let provider =
-                        engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
-                    if !provider.is::<crate::catalog::files_table::FilesTable>() {
-                        return Err(FlotillaError::not_supported(format!(
-                            "Cannot insert into '{catalog}.{schema}.{table}': only tables created through Flotilla can be written"
-                        )));
-                    }
+                writable(engine, &catalog, "inserts")?;
+                let provider = engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
+                if !provider.is::<crate::catalog::files_table::FilesTable>() {
+                    return Err(FlotillaError::not_supported(format!(
+                        "Cannot insert into '{catalog}.{schema}.{table}': only tables created through Flotilla can be written"
+                    )));
                 }
             }
             let statement = Statement::Insert(insert);

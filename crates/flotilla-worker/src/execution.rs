@@ -219,7 +219,9 @@ impl WorkerSessionBuilder for TaskSessions {
         // (several sorts behind an exchange) still find memory in a small pool.
         let share = memory.limit() / SMALL_SHARE;
         let exchange_budget = share.clamp(1 << 20, DEFAULT_EXCHANGE_BUFFER);
-        let merge_reservation = share.clamp(1 << 20, DEFAULT_SORT_MERGE_RESERVATION);
+        // A sort merging its spill files needs a little more than a connection buffer; held
+        // back from the start, it cannot be taken by buffers filling up meanwhile.
+        let merge_reservation = (2 * share).clamp(1 << 20, DEFAULT_SORT_MERGE_RESERVATION);
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime).with_memory_pool(memory).build_arc()?;
         let channels = self.channels.clone() as Arc<dyn ChannelResolver + Send + Sync>;
         let mut builder = ctx

@@ -245,7 +245,8 @@ async fn errors_carry_trino_names_and_locations() {
     assert_eq!(http.error("SELECT nope FROM tpch.tiny.nation").await["errorName"], "COLUMN_NOT_FOUND");
     assert_eq!(http.error("SELECT * FROM nation").await["errorName"], "MISSING_CATALOG_NAME");
     assert_eq!(http.error("SELECT no_such_function(1)").await["errorName"], "FUNCTION_NOT_FOUND");
-    assert_eq!(http.error("CREATE TABLE t (a bigint)").await["errorName"], "NOT_SUPPORTED");
+    assert_eq!(http.error("CREATE TABLE tpch.tiny.t (a bigint)").await["errorName"], "NOT_SUPPORTED");
+    assert_eq!(http.error("CREATE TABLE t (a bigint)").await["errorName"], "MISSING_CATALOG_NAME");
     assert_eq!(http.error("SELECT 1/0").await["errorName"], "DIVISION_BY_ZERO");
     cluster.shutdown().await;
 }
