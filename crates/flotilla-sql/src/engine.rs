@@ -252,12 +252,10 @@ impl Engine {
                     done("RESET SESSION", SessionChanges { clear_session: vec![name], ..Default::default() }, memory)
                 }
                 TrinoStatement::Use { catalog, schema } => {
-                    let catalog_name = catalog.clone().or_else(|| session.catalog.clone()).ok_or_else(|| {
-                        FlotillaError::new(
-                            ErrorCode::MissingCatalogName,
-                            "Catalog must be specified when session catalog is not set",
-                        )
-                    })?;
+                    let catalog_name = match catalog.clone() {
+                        Some(catalog) => catalog,
+                        None => session.catalog_or_error()?,
+                    };
                     let provider =
                         self.catalogs.catalog(&catalog_name).ok_or_else(|| catalog_not_found(&catalog_name))?;
                     if provider.schema(&schema).is_none() {
@@ -460,26 +458,7 @@ impl Engine {
         session: &SqlSession,
         name: &[String],
     ) -> Result<Arc<dyn TableProvider>, FlotillaError> {
-        let (catalog, schema, table) = match name {
-            [table] => (session.catalog.clone(), session.schema.clone(), table.clone()),
-            [schema, table] => (session.catalog.clone(), Some(schema.clone()), table.clone()),
-            [catalog, schema, table] => (Some(catalog.clone()), Some(schema.clone()), table.clone()),
-            _ => {
-                return Err(FlotillaError::new(
-                    ErrorCode::SyntaxError,
-                    format!("too many dots in table name '{}'", name.join(".")),
-                ))
-            }
-        };
-        let catalog = catalog.ok_or_else(|| {
-            FlotillaError::new(
-                ErrorCode::MissingCatalogName,
-                "Catalog must be specified when session catalog is not set",
-            )
-        })?;
-        let schema = schema.ok_or_else(|| {
-            FlotillaError::new(ErrorCode::MissingSchemaName, "Schema must be specified when session schema is not set")
-        })?;
+        let (catalog, schema, table) = session.qualify(name)?;
         let catalog_provider = self.catalogs.catalog(&catalog).ok_or_else(|| catalog_not_found(&catalog))?;
         let schema_provider = catalog_provider.schema(&schema).ok_or_else(|| schema_not_found(&catalog, &schema))?;
         schema_provider.table(&table).await.map_err(df_error)?.ok_or_else(|| {
@@ -499,16 +478,10 @@ pub(crate) fn schema_not_found(catalog: &str, schema: &str) -> FlotillaError {
 /// Turns errors about the placeholder defaults into Trino's "must be specified" errors.
 fn missing_names(error: FlotillaError, session: &SqlSession) -> FlotillaError {
     if session.catalog.is_none() && error.message.contains(UNSET_CATALOG) {
-        return FlotillaError::new(
-            ErrorCode::MissingCatalogName,
-            "Catalog must be specified when session catalog is not set",
-        );
+        return crate::session::missing_catalog();
     }
     if session.schema.is_none() && error.message.contains(UNSET_SCHEMA) {
-        return FlotillaError::new(
-            ErrorCode::MissingSchemaName,
-            "Schema must be specified when session schema is not set",
-        );
+        return crate::session::missing_schema();
     }
     error
 }

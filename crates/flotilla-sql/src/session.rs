@@ -144,7 +144,47 @@ impl SessionProperty {
     }
 }
 
+/// Trino's error for a name that needs the session's catalog when it has none.
+pub fn missing_catalog() -> FlotillaError {
+    FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
+}
+
+/// Trino's error for a name that needs the session's schema when it has none.
+pub fn missing_schema() -> FlotillaError {
+    FlotillaError::new(ErrorCode::MissingSchemaName, "Schema must be specified when session schema is not set")
+}
+
 impl SqlSession {
+    /// The session's catalog, or Trino's error when it has none.
+    pub fn catalog_or_error(&self) -> Result<String, FlotillaError> {
+        self.catalog.clone().ok_or_else(missing_catalog)
+    }
+
+    /// `[catalog.]schema` completed with the session's catalog.
+    pub fn qualify_schema(&self, name: &[String]) -> Result<(String, String), FlotillaError> {
+        match name {
+            [schema] => Ok((self.catalog_or_error()?, schema.clone())),
+            [catalog, schema] => Ok((catalog.clone(), schema.clone())),
+            _ => Err(FlotillaError::new(
+                ErrorCode::SyntaxError,
+                format!("too many dots in schema name '{}'", name.join(".")),
+            )),
+        }
+    }
+
+    /// `[[catalog.]schema.]name` completed with the session's catalog and schema.
+    pub fn qualify(&self, name: &[String]) -> Result<(String, String, String), FlotillaError> {
+        match name {
+            [table] => Ok((self.catalog_or_error()?, self.schema.clone().ok_or_else(missing_schema)?, table.clone())),
+            [schema, table] => Ok((self.catalog_or_error()?, schema.clone(), table.clone())),
+            [catalog, schema, table] => Ok((catalog.clone(), schema.clone(), table.clone())),
+            _ => Err(FlotillaError::new(
+                ErrorCode::SyntaxError,
+                format!("too many dots in table name '{}'", name.join(".")),
+            )),
+        }
+    }
+
     /// The effective value of a property: the session's, else the default.
     pub fn property(&self, name: &str) -> Result<String, FlotillaError> {
         let property = session_property(name)?;

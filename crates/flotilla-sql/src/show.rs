@@ -7,7 +7,7 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray}
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{CatalogProviderList, TableProvider};
 use datafusion::execution::session_state::SessionState;
-use flotilla_proto::{ErrorCode, FlotillaError};
+use flotilla_proto::FlotillaError;
 
 use crate::catalog::information_schema_type_name;
 use crate::engine::{catalog_not_found, schema_not_found};
@@ -52,9 +52,10 @@ pub fn schemas(
     catalog: Option<&str>,
     like: Option<&str>,
 ) -> Result<RecordBatch, FlotillaError> {
-    let catalog = catalog.map(str::to_string).or_else(|| session.catalog.clone()).ok_or_else(|| {
-        FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
-    })?;
+    let catalog = match catalog {
+        Some(catalog) => catalog.to_string(),
+        None => session.catalog_or_error()?,
+    };
     let provider = list.catalog(&catalog).ok_or_else(|| catalog_not_found(&catalog))?;
     single_column("Schema", provider.schema_names(), like)
 }
@@ -66,17 +67,9 @@ pub fn tables(
     like: Option<&str>,
 ) -> Result<RecordBatch, FlotillaError> {
     let (catalog, schema) = match schema {
-        [] => (session.catalog.clone(), session.schema.clone()),
-        [schema] => (session.catalog.clone(), Some(schema.clone())),
-        [catalog, schema] => (Some(catalog.clone()), Some(schema.clone())),
-        _ => return Err(FlotillaError::new(ErrorCode::SyntaxError, "too many dots in schema name")),
+        [] => (session.catalog_or_error()?, session.schema.clone().ok_or_else(crate::session::missing_schema)?),
+        name => session.qualify_schema(name)?,
     };
-    let catalog = catalog.ok_or_else(|| {
-        FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
-    })?;
-    let schema = schema.ok_or_else(|| {
-        FlotillaError::new(ErrorCode::MissingSchemaName, "Schema must be specified when session schema is not set")
-    })?;
     let provider = list.catalog(&catalog).ok_or_else(|| catalog_not_found(&catalog))?;
     let schema_provider = provider.schema(&schema).ok_or_else(|| schema_not_found(&catalog, &schema))?;
     single_column("Table", schema_provider.table_names(), like)

@@ -42,33 +42,14 @@ fn parts(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
-fn missing_catalog() -> FlotillaError {
-    FlotillaError::new(ErrorCode::MissingCatalogName, "Catalog must be specified when session catalog is not set")
-}
-
 /// `[catalog.]schema` with the session's catalog.
 fn schema_name(session: &SqlSession, name: &ObjectName) -> Result<(String, String), FlotillaError> {
-    match parts(name).as_slice() {
-        [schema] => Ok((session.catalog.clone().ok_or_else(missing_catalog)?, schema.clone())),
-        [catalog, schema] => Ok((catalog.clone(), schema.clone())),
-        _ => Err(FlotillaError::new(ErrorCode::SyntaxError, format!("Too many dots in schema name: {name}"))),
-    }
+    session.qualify_schema(&parts(name))
 }
 
 /// `[[catalog.]schema.]table` with the session's catalog and schema.
 fn table_name(session: &SqlSession, name: &ObjectName) -> Result<(String, String, String), FlotillaError> {
-    let missing_schema =
-        || FlotillaError::new(ErrorCode::MissingSchemaName, "Schema must be specified when session schema is not set");
-    match parts(name).as_slice() {
-        [table] => Ok((
-            session.catalog.clone().ok_or_else(missing_catalog)?,
-            session.schema.clone().ok_or_else(missing_schema)?,
-            table.clone(),
-        )),
-        [schema, table] => Ok((session.catalog.clone().ok_or_else(missing_catalog)?, schema.clone(), table.clone())),
-        [catalog, schema, table] => Ok((catalog.clone(), schema.clone(), table.clone())),
-        _ => Err(FlotillaError::new(ErrorCode::SyntaxError, format!("Too many dots in table name: {name}"))),
-    }
+    session.qualify(&parts(name))
 }
 
 /// The catalog to write to, or why it cannot be written.
