@@ -35,7 +35,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::prelude::SessionContext;
+use datafusion::execution::session_state::SessionStateBuilder;
 
 use flotilla_proto::{ErrorCode, FlotillaError};
 
@@ -252,9 +252,9 @@ impl FilesCatalog {
             ));
         }
         let schema_dir = self.schema_dir(catalog, schema)?;
-        let area = schema_dir.join(STAGING).join(format!("{:016x}", rand::random::<u64>()));
+        let area = staging_area(&schema_dir)?;
         let dir = area.join(table);
-        std::fs::create_dir_all(&dir).map_err(|e| fs_error("create", &dir, e))?;
+        std::fs::create_dir(&dir).map_err(|e| fs_error("create", &dir, e))?;
         let staged =
             StagedTable { area, dir, target: schema_dir.join(table), name: format!("{catalog}.{schema}.{table}") };
         files_table::create(&staged.dir, meta).map_err(|e| FlotillaError::internal(e.to_string()))?;
@@ -274,25 +274,12 @@ impl FilesCatalog {
                 )),
             };
         };
-        if kind == "view" {
+        if kind == Kind::View {
             return Err(FlotillaError::not_supported(format!("'{catalog}.{schema}.{table}' is a view: use DROP VIEW")));
         }
         remove(&schema_dir, &path)
     }
-}
 
-/// Makes a table or view disappear at once (renamed away), then removes it.
-fn remove(schema_dir: &Path, path: &Path) -> Result<bool, FlotillaError> {
-    {
-        let trash = schema_dir.join(STAGING).join(format!("dropped-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(schema_dir.join(STAGING)).map_err(|e| fs_error("create", &trash, e))?;
-        std::fs::rename(path, &trash).map_err(|e| fs_error("drop", path, e))?;
-        let _ = if trash.is_dir() { std::fs::remove_dir_all(&trash) } else { std::fs::remove_file(&trash) };
-        Ok(true)
-    }
-}
-
-impl FilesCatalog {
     /// `ALTER TABLE ... RENAME TO`: the directory (or file) moves; TABLE_ALREADY_EXISTS
     /// when the new name is taken.
     pub fn rename_table(
@@ -304,7 +291,8 @@ impl FilesCatalog {
     ) -> Result<bool, FlotillaError> {
         let from_dir = self.schema_dir(catalog, from.0)?;
         let to_dir = self.schema_dir(catalog, to.0)?;
-        let Some((path, extension)) = FilesSchema::at(from_dir).locate(from.1).filter(|(_, e)| *e != "view") else {
+        let Some((path, kind)) = FilesSchema::at(from_dir).locate(from.1).filter(|(_, kind)| *kind != Kind::View)
+        else {
             return match if_exists {
                 true => Ok(false),
                 false => Err(FlotillaError::new(
@@ -325,7 +313,10 @@ impl FilesCatalog {
         if FilesSchema::at(to_dir.clone()).locate(to.1).is_some() {
             return Err(taken());
         }
-        let target = if path.is_dir() { to_dir.join(to.1) } else { to_dir.join(format!("{}.{extension}", to.1)) };
+        let target = match kind {
+            Kind::Files(extension) if path.is_file() => to_dir.join(format!("{}.{extension}", to.1)),
+            _ => to_dir.join(to.1),
+        };
         if target.exists() {
             return Err(taken());
         }
@@ -356,14 +347,14 @@ impl FilesCatalog {
             )
         };
         match FilesSchema::at(schema_dir.clone()).locate(view) {
-            Some((dir, "view")) if or_replace => {
+            Some((dir, Kind::View)) if or_replace => {
                 let temporary = dir.join(files_table::META_DIR).join(format!(".view-{:016x}", rand::random::<u64>()));
                 std::fs::write(&temporary, &text).map_err(|e| fs_error("write", &temporary, e))?;
                 std::fs::rename(&temporary, view_file(&dir)).map_err(|e| fs_error("replace", &dir, e))
             }
             Some(_) => Err(taken()),
             None => {
-                let area = schema_dir.join(STAGING).join(format!("{:016x}", rand::random::<u64>()));
+                let area = staging_area(&schema_dir)?;
                 let staged = area.join(view);
                 let meta = staged.join(files_table::META_DIR);
                 std::fs::create_dir_all(&meta).map_err(|e| fs_error("create", &meta, e))?;
@@ -379,7 +370,7 @@ impl FilesCatalog {
     pub fn drop_view(&self, catalog: &str, schema: &str, view: &str, if_exists: bool) -> Result<bool, FlotillaError> {
         let schema_dir = self.schema_dir(catalog, schema)?;
         match FilesSchema::at(schema_dir.clone()).locate(view) {
-            Some((path, "view")) => remove(&schema_dir, &path),
+            Some((path, Kind::View)) => remove(&schema_dir, &path),
             _ if if_exists => Ok(false),
             _ => Err(FlotillaError::new(
                 ErrorCode::TableNotFound,
@@ -387,9 +378,6 @@ impl FilesCatalog {
             )),
         }
     }
-}
-
-impl FilesCatalog {
     /// `COMMENT ON TABLE` (`column`: None) or `COMMENT ON COLUMN`; `comment` None removes it.
     pub fn set_comment(
         &self,
@@ -404,7 +392,7 @@ impl FilesCatalog {
             FlotillaError::new(ErrorCode::TableNotFound, format!("Table '{catalog}.{schema}.{table}' does not exist"))
         };
         let (dir, kind) = FilesSchema::at(schema_dir).locate(table).ok_or_else(not_found)?;
-        if kind == "view" || !files_table::is_managed(&dir) {
+        if kind != Kind::Managed {
             return Err(FlotillaError::not_supported(format!(
                 "Comments are kept only for tables created through Flotilla; '{catalog}.{schema}.{table}' is not one"
             )));
@@ -421,6 +409,22 @@ impl FilesCatalog {
         }
         files_table::write_meta(&dir, &meta).map_err(|e| FlotillaError::internal(e.to_string()))
     }
+}
+
+/// A fresh, private directory in the schema's staging area.
+fn staging_area(schema_dir: &Path) -> Result<PathBuf, FlotillaError> {
+    let area = schema_dir.join(STAGING).join(format!("{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&area).map_err(|e| fs_error("create", &area, e))?;
+    Ok(area)
+}
+
+/// Makes a table or view disappear at once (moved to the staging area), then removes it.
+fn remove(schema_dir: &Path, path: &Path) -> Result<bool, FlotillaError> {
+    let area = staging_area(schema_dir)?;
+    let trash = area.join("dropped");
+    let moved = std::fs::rename(path, &trash).map_err(|e| fs_error("drop", path, e));
+    let _ = std::fs::remove_dir_all(&area);
+    moved.map(|()| true)
 }
 
 /// A schema's area for tables being created and dropped (hidden: not a valid table name).
@@ -442,9 +446,7 @@ impl CatalogProvider for FilesCatalog {
     }
 
     fn register_schema(&self, name: &str, _schema: Arc<dyn SchemaProvider>) -> Result<Option<Arc<dyn SchemaProvider>>> {
-        Err(DataFusionError::NotImplemented(format!(
-            "Cannot create schema {name}: the files connector is read-only for now"
-        )))
+        Err(DataFusionError::NotImplemented(format!("Cannot register schema {name}: use CREATE SCHEMA")))
     }
 }
 
@@ -460,33 +462,44 @@ impl std::fmt::Debug for FilesSchema {
     }
 }
 
+/// What a name in a schema is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A stored view.
+    View,
+    /// A table created through Flotilla (its format is in its metadata).
+    Managed,
+    /// Plain data files of this format (a directory of them, or one file).
+    Files(&'static str),
+}
+
 impl FilesSchema {
     fn at(dir: PathBuf) -> Self {
         Self { dir, views: None }
     }
-}
 
-impl FilesSchema {
-    /// Where table `name` lives and its format's extension: a directory of data files, or
-    /// a single file.
-    fn locate(&self, name: &str) -> Option<(PathBuf, &'static str)> {
+    /// Where `name` lives and what it is. Looks at directory entries only (no file is
+    /// read), as listings call it for every name.
+    fn locate(&self, name: &str) -> Option<(PathBuf, Kind)> {
         if !valid_name(name) {
             return None;
         }
         let dir = self.dir.join(name);
-        if dir.is_dir() && is_view(&dir) {
-            return Some((dir, "view"));
-        }
-        if dir.is_dir() && files_table::is_managed(&dir) {
-            let format = files_table::read_meta(&dir).ok()?.format;
-            return FORMATS.into_iter().find(|f| *f == format).map(|f| (dir, f));
-        }
         if dir.is_dir() {
+            if is_view(&dir) {
+                return Some((dir, Kind::View));
+            }
+            if files_table::is_managed(&dir) {
+                return Some((dir, Kind::Managed));
+            }
             let found = entries(&dir).into_iter().find_map(|(_, path)| extension(&path).map(str::to_string))?;
-            let extension = FORMATS.into_iter().find(|f| *f == found)?;
-            return Some((dir, extension));
+            let format = FORMATS.into_iter().find(|f| *f == found)?;
+            return Some((dir, Kind::Files(format)));
         }
-        FORMATS.into_iter().map(|f| (self.dir.join(format!("{name}.{f}")), f)).find(|(path, _)| path.is_file())
+        FORMATS
+            .into_iter()
+            .map(|f| (self.dir.join(format!("{name}.{f}")), Kind::Files(f)))
+            .find(|(path, _)| path.is_file())
     }
 }
 
@@ -506,30 +519,19 @@ impl SchemaProvider for FilesSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Some((path, extension)) = self.locate(name) else { return Ok(None) };
-        if extension == "view" {
-            let text = match std::fs::read(view_file(&path)) {
-                Ok(text) => text,
-                Err(_) if !path.exists() => return Ok(None),
-                Err(e) => return Err(DataFusionError::Execution(format!("cannot read view {name}: {e}"))),
-            };
-            let view: ViewDefinition = serde_json::from_slice(&text)
-                .map_err(|e| DataFusionError::Execution(format!("view {name} is unreadable: {e}")))?;
-            let planner = self
-                .views
-                .clone()
-                .ok_or_else(|| DataFusionError::Plan(format!("view {name} cannot be planned here")))?;
-            let plan = planner(view.sql.clone(), view.catalog, view.schema).await?;
-            return Ok(Some(Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(view.sql)))));
-        }
-        if files_table::is_managed(&path) {
-            return match FilesTable::open(&path) {
-                Ok(table) => Ok(Some(Arc::new(table))),
-                // Dropped or renamed meanwhile (listings race with DROP and RENAME).
-                Err(_) if !path.exists() => Ok(None),
-                Err(error) => Err(error),
-            };
-        }
+        let Some((path, kind)) = self.locate(name) else { return Ok(None) };
+        let extension = match kind {
+            Kind::Files(extension) => extension,
+            Kind::Managed => {
+                return match FilesTable::open(&path) {
+                    Ok(table) => Ok(Some(Arc::new(table))),
+                    // Dropped or renamed meanwhile (listings race with DROP and RENAME).
+                    Err(_) if !path.exists() => Ok(None),
+                    Err(error) => Err(error),
+                };
+            }
+            Kind::View => return self.view(name, &path).await,
+        };
         let format = format_of(extension).expect("a known format");
         let mut location = path.to_string_lossy().to_string();
         if path.is_dir() && !location.ends_with('/') {
@@ -537,8 +539,9 @@ impl SchemaProvider for FilesSchema {
         }
         let url = ListingTableUrl::parse(&location)?;
         let options = ListingOptions::new(format).with_file_extension(format!(".{extension}"));
-        // The files' own schema; the local file system needs nothing from the session.
-        let state = SessionContext::new().state();
+        // The files' own schema; reading local files needs nothing from a session but its
+        // runtime (no functions, no catalogs).
+        let state = SessionStateBuilder::new().build();
         let schema = options.infer_schema(&state, &url).await?;
         let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
         Ok(Some(Arc::new(ListingTable::try_new(config)?)))
@@ -546,6 +549,23 @@ impl SchemaProvider for FilesSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.locate(name).is_some()
+    }
+}
+
+impl FilesSchema {
+    /// A stored view, planned in its own catalog and schema.
+    async fn view(&self, name: &str, path: &Path) -> Result<Option<Arc<dyn TableProvider>>> {
+        let text = match std::fs::read(view_file(path)) {
+            Ok(text) => text,
+            Err(_) if !path.exists() => return Ok(None),
+            Err(e) => return Err(DataFusionError::Execution(format!("cannot read view {name}: {e}"))),
+        };
+        let view: ViewDefinition = serde_json::from_slice(&text)
+            .map_err(|e| DataFusionError::Execution(format!("view {name} is unreadable: {e}")))?;
+        let planner =
+            self.views.clone().ok_or_else(|| DataFusionError::Plan(format!("view {name} cannot be planned here")))?;
+        let plan = planner(view.sql.clone(), view.catalog, view.schema).await?;
+        Ok(Some(Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(view.sql)))))
     }
 }
 
@@ -580,7 +600,7 @@ mod tests {
         let orders = schema.table("orders").await.unwrap().unwrap();
         let columns: Vec<String> = orders.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(columns, vec!["id", "amount"]);
-        let context = SessionContext::new();
+        let context = datafusion::prelude::SessionContext::new();
         let rows = context.read_table(orders).unwrap().count().await.unwrap();
         assert_eq!(rows, 3, "both files of the table");
         assert!(schema.table("regions").await.unwrap().is_some());

@@ -196,10 +196,6 @@ impl FilesTable {
     pub fn meta(&self) -> &TableMeta {
         &self.meta
     }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 #[async_trait]
@@ -210,10 +206,6 @@ impl TableProvider for FilesTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
-    }
-
-    fn get_table_definition(&self) -> Option<&str> {
-        None
     }
 
     async fn scan(

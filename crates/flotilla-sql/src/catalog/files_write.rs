@@ -50,6 +50,14 @@ fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
     ))
 }
 
+/// The one input of a write operator being rebuilt.
+fn only_child(mut children: Vec<Arc<dyn ExecutionPlan>>, operator: &str) -> Result<Arc<dyn ExecutionPlan>> {
+    match children.len() {
+        1 => Ok(children.remove(0)),
+        n => Err(DataFusionError::Internal(format!("{operator} has one input, not {n}"))),
+    }
+}
+
 /// Writes each input partition to one file of the table.
 #[derive(Debug)]
 pub struct FilesWriteExec {
@@ -148,11 +156,8 @@ impl ExecutionPlan for FilesWriteExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal("FilesWriteExec has one input".into()));
-        }
-        Ok(Arc::new(FilesWriteExec::new(children.remove(0), self.spec.clone())?))
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(FilesWriteExec::new(only_child(children, self.name())?, self.spec.clone())?))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -205,10 +210,6 @@ impl FilesCommitExec {
     pub fn new(input: Arc<dyn ExecutionPlan>, dir: PathBuf) -> Self {
         Self { input, dir, properties: properties(count_schema(), 1) }
     }
-
-    pub fn dir(&self) -> &PathBuf {
-        &self.dir
-    }
 }
 
 impl DisplayAs for FilesCommitExec {
@@ -248,11 +249,8 @@ impl ExecutionPlan for FilesCommitExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal("FilesCommitExec has one input".into()));
-        }
-        Ok(Arc::new(FilesCommitExec::new(children.remove(0), self.dir.clone())))
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(FilesCommitExec::new(only_child(children, self.name())?, self.dir.clone())))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {

@@ -25,6 +25,18 @@ fn normalized(rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
         .collect()
 }
 
+/// An `etc/` with the `tpch` catalog (standard column names) and a `lake` files catalog
+/// over `root`.
+fn lake_etc(root: &Path) -> TempDir {
+    let etc = TempDir::new("flotilla-etc");
+    std::fs::create_dir_all(etc.path.join("catalog")).unwrap();
+    let lake = format!("connector.name=files\nfiles.root={}\n", root.display());
+    std::fs::write(etc.path.join("catalog/lake.properties"), lake).unwrap();
+    std::fs::write(etc.path.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
+        .unwrap();
+    etc
+}
+
 fn with_schema(http: &Http, catalog: &str, sql: &str) -> reqwest::RequestBuilder {
     http.post(sql).header("X-Trino-Catalog", catalog).header("X-Trino-Schema", "tiny")
 }
@@ -41,15 +53,7 @@ async fn parquet_files_under_a_shared_root_answer_like_the_tpch_catalog() {
             .unwrap();
         assert!(status.success());
     }
-    let etc = TempDir::new("flotilla-etc");
-    std::fs::create_dir_all(etc.path.join("catalog")).unwrap();
-    std::fs::write(
-        etc.path.join("catalog/lake.properties"),
-        format!("connector.name=files\nfiles.root={}\n", root.path.display()),
-    )
-    .unwrap();
-    std::fs::write(etc.path.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
-        .unwrap();
+    let etc = lake_etc(&root.path);
     let cluster = ProcessCluster::builder().workers(2).etc_dir(&etc.path).start();
     let http = Http::new(&cluster.coordinator_url());
     wait_for_nodes(&http, 4).await;
@@ -123,15 +127,7 @@ fn data_files(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_are_created_written_and_dropped_whole() {
     let root = TempDir::new("flotilla-lake");
-    let etc = TempDir::new("flotilla-etc");
-    std::fs::create_dir_all(etc.path.join("catalog")).unwrap();
-    std::fs::write(
-        etc.path.join("catalog/lake.properties"),
-        format!("connector.name=files\nfiles.root={}\n", root.path.display()),
-    )
-    .unwrap();
-    std::fs::write(etc.path.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
-        .unwrap();
+    let etc = lake_etc(&root.path);
     let mut cluster = ProcessCluster::builder().coordinators(2).workers(2).etc_dir(&etc.path).start();
     let a = Http::new(&cluster.cluster.coordinators[0].url);
     let b = Http::new(&cluster.cluster.coordinators[1].url);

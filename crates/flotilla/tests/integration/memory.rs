@@ -106,8 +106,21 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
 }
 
 /// A join whose build side (a million and a half orders with their comments, about 250MB in
-/// all) cannot spill: one fits a 320MB pool, two at once do not.
+/// all) cannot spill: one fits [`SQUEEZED_POOL`], two at once do not. Every line item's
+/// comment differs from its order's, so it counts all 6001215 of them.
 const HUNGRY_JOIN: &str = "SELECT count(*) FROM tpch.sf1.lineitem l JOIN tpch.sf1.orders o ON l.orderkey = o.orderkey AND l.comment <> o.comment";
+const HUNGRY_JOIN_ROWS: i64 = 6001215;
+
+/// The worker pool of the low-memory tests.
+const SQUEEZED_POOL: u64 = 320 << 20;
+
+/// Two resource managers, two coordinators and one worker whose pool is [`SQUEEZED_POOL`],
+/// with the killer settings `killer` (lines of config.properties).
+fn squeezed_cluster(killer: &str) -> (TempDir, ProcessCluster) {
+    let etc = etc_with(&format!("memory.pool-size={}MB\n{killer}", SQUEEZED_POOL >> 20));
+    let cluster = ProcessCluster::builder().resource_managers(2).coordinators(2).workers(1).etc_dir(&etc.path).start();
+    (etc, cluster)
+}
 
 /// The worker's memory high-water mark (`VmHWM`), in bytes.
 fn peak_rss(pid: u32) -> u64 {
@@ -116,68 +129,71 @@ fn peak_rss(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
-/// Runs [`HUNGRY_JOIN`] through each coordinator at once; returns each one's last response.
-async fn hungry_joins_on_two_coordinators(cluster: &ProcessCluster) -> Vec<Value> {
+/// Runs [`HUNGRY_JOIN`] through each coordinator at once; returns each one's last response
+/// and the rows it returned.
+async fn hungry_joins_on_two_coordinators(cluster: &ProcessCluster) -> Vec<(Value, Vec<Vec<Value>>)> {
     let clients: Vec<Http> = cluster.cluster.coordinators.iter().map(|c| Http::new(&c.url)).collect();
     wait_for_nodes(&clients[0], 5).await;
     wait_for_nodes(&clients[1], 5).await;
-    let runs = clients.iter().map(|http| async move { http.run_with(http.post(HUNGRY_JOIN)).await.pop().unwrap() });
+    let runs = clients.iter().map(|http| async move {
+        let mut responses = http.run_with(http.post(HUNGRY_JOIN)).await;
+        let (_, rows) = crate::collect(&responses);
+        (responses.pop().unwrap(), rows)
+    });
     futures::future::join_all(runs).await
+}
+
+/// A run that finished, with the whole answer.
+fn assert_complete(last: &Value, rows: &[Vec<Value>]) {
+    assert_eq!(last["stats"]["state"], "FINISHED", "{last}");
+    assert_eq!(rows, [vec![Value::from(HUNGRY_JOIN_ROWS)]], "the whole answer");
 }
 
 /// The worker is alive and its resident memory never passed the pool by more than the
 /// process's own needs (no query grew past the pool).
-fn assert_worker_survived(cluster: &mut ProcessCluster, pool: u64) {
+fn assert_worker_survived(cluster: &mut ProcessCluster) {
     let worker = &mut cluster.cluster.workers[0];
     assert!(worker.is_running(), "the worker was not killed");
     let peak = peak_rss(worker.pid());
+    let pool = SQUEEZED_POOL;
     assert!(peak < pool + (1536 << 20), "worker high-water mark {} MB with a {} MB pool", peak >> 20, pool >> 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_low_memory_killer_kills_exactly_one_query_for_the_whole_cluster() {
-    let pool = 320u64 << 20;
-    let etc = etc_with(&format!(
-        "memory.pool-size={}MB\nquery.low-memory-killer.policy=total-reservation-on-blocked-nodes\nquery.low-memory-killer.delay=1s\n",
-        pool >> 20
-    ));
-    let mut cluster =
-        ProcessCluster::builder().resource_managers(2).coordinators(2).workers(1).etc_dir(&etc.path).start();
-    let last = hungry_joins_on_two_coordinators(&cluster).await;
-    let killed: Vec<&Value> = last.iter().filter(|r| r.get("error").is_some()).collect();
-    assert_eq!(killed.len(), 1, "exactly one query dies: {last:?}");
-    let error = &killed[0]["error"];
+    let (_etc, mut cluster) = squeezed_cluster(
+        "query.low-memory-killer.policy=total-reservation-on-blocked-nodes\nquery.low-memory-killer.delay=1s\n",
+    );
+    let runs = hungry_joins_on_two_coordinators(&cluster).await;
+    let (killed, survived): (Vec<_>, Vec<_>) = runs.iter().partition(|(last, _)| last.get("error").is_some());
+    assert_eq!(killed.len(), 1, "exactly one query dies: {runs:?}");
+    let error = &killed[0].0["error"];
     assert_eq!(error["errorName"], "CLUSTER_OUT_OF_MEMORY", "{error}");
     let message = error["message"].as_str().unwrap();
     assert!(message.starts_with("Query killed because the cluster is out of memory"), "{message}");
-    let finished = last.iter().find(|r| r.get("error").is_none()).unwrap();
-    assert_eq!(finished["stats"]["state"], "FINISHED", "{finished}");
     // The survivor's answer is complete.
-    let http = Http::new(&cluster.coordinator_url());
-    let (_, rows) = http.rows("SELECT count(*) FROM tpch.sf1.lineitem").await;
-    assert_eq!(rows, vec![vec![Value::from(6001215)]]);
-    assert_worker_survived(&mut cluster, pool);
+    assert_complete(&survived[0].0, &survived[0].1);
+    assert_worker_survived(&mut cluster);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_killer_policy_none_blocked_queries_wait_or_fail_by_their_own_limits() {
-    let pool = 320u64 << 20;
-    let etc = etc_with(&format!(
-        "memory.pool-size={}MB\nquery.low-memory-killer.policy=none\nquery.low-memory-killer.delay=1s\nmemory.blocked-timeout=4s\n",
-        pool >> 20
-    ));
-    let mut cluster =
-        ProcessCluster::builder().resource_managers(2).coordinators(2).workers(1).etc_dir(&etc.path).start();
-    let last = hungry_joins_on_two_coordinators(&cluster).await;
-    for response in &last {
-        match response.get("error") {
-            None => assert_eq!(response["stats"]["state"], "FINISHED", "{response}"),
+    let (_etc, mut cluster) = squeezed_cluster(
+        "query.low-memory-killer.policy=none\nquery.low-memory-killer.delay=1s\nmemory.blocked-timeout=4s\n",
+    );
+    let runs = hungry_joins_on_two_coordinators(&cluster).await;
+    for (last, rows) in &runs {
+        match last.get("error") {
+            None => assert_complete(last, rows),
             Some(error) => {
                 assert_eq!(error["errorName"], "EXCEEDED_LOCAL_MEMORY_LIMIT", "{error}");
                 assert!(error["message"].as_str().unwrap().contains("memory.blocked-timeout"), "{error}");
             }
         }
     }
-    assert!(last.iter().any(|r| r.get("error").is_some()), "two do not fit: one waited past its limit: {last:?}");
-    assert_worker_survived(&mut cluster, pool);
+    assert!(
+        runs.iter().any(|(last, _)| last.get("error").is_some()),
+        "two do not fit: one waited past its limit: {runs:?}"
+    );
+    assert_worker_survived(&mut cluster);
 }
