@@ -18,7 +18,7 @@ pub async fn status(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> 
     Json(Value::Object(status))
 }
 
-fn node_json(node: &NodeView) -> Value {
+pub fn node_json(node: &NodeView) -> Value {
     json!({
         "uri": node.node.http_uri,
         "nodeId": node.node.node_id,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use flotilla_proto::admission::GroupState;
 use flotilla_proto::cluster::{ClusterView, QuerySummary};
 use flotilla_proto::{ErrorCode, QueryId};
 use flotilla_protocol::QueryError;
@@ -219,15 +220,21 @@ pub async fn resource_group_state(
     if state.hard_concurrency_limit == 0 && state.max_queued == 0 && state.running == 0 && state.queued == 0 {
         return Err(HttpError::not_found(format!("Resource group not found: {path}")));
     }
-    let running = state.running;
-    let queued = state.queued;
-    let full = running >= state.hard_concurrency_limit;
-    Ok(Json(json!({
-        "id": path.split('.').collect::<Vec<_>>(),
+    Ok(Json(group_state_json(&state, admission.enabled())))
+}
+
+/// A group's cluster-wide state as Trino's `/v1/resourceGroupState` shows it. Without a
+/// resource group configuration (`configured` false) nothing limits a group: no limits, and
+/// it can always run.
+pub fn group_state_json(state: &GroupState, configured: bool) -> Value {
+    let (running, queued) = (state.running, state.queued);
+    let full = configured && running >= state.hard_concurrency_limit;
+    json!({
+        "id": state.path.split('.').collect::<Vec<_>>(),
         "state": if !full { "CAN_RUN" } else if queued < state.max_queued { "CAN_QUEUE" } else { "FULL" },
-        "hardConcurrencyLimit": state.hard_concurrency_limit,
-        "maxQueuedQueries": state.max_queued,
+        "hardConcurrencyLimit": configured.then_some(state.hard_concurrency_limit),
+        "maxQueuedQueries": configured.then_some(state.max_queued),
         "numRunningQueries": running,
         "numQueuedQueries": queued,
-    })))
+    })
 }

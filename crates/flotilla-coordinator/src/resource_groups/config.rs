@@ -105,22 +105,6 @@ pub struct ResourceGroupsConfig {
     selectors: Vec<Selector>,
 }
 
-impl ResourceGroupsConfig {
-    /// The hard concurrency limit and queue bound of the group at `path` (a templated name
-    /// matches any segment).
-    pub fn limits(&self, path: &str) -> Option<(u32, u32)> {
-        let mut groups = &self.roots;
-        let mut found = None;
-        for segment in path.split('.') {
-            let group =
-                groups.iter().find(|g| g.name == segment).or_else(|| groups.iter().find(|g| g.name.contains("${")))?;
-            found = Some((group.hard_concurrency_limit, group.max_queued));
-            groups = &group.sub_groups;
-        }
-        found
-    }
-}
-
 /// What selection looks at.
 #[derive(Debug, Clone, Default)]
 pub struct QueryContext<'a> {

@@ -214,11 +214,6 @@ impl Admission {
         self.loaded.is_some()
     }
 
-    /// The configured hard concurrency limit and queue bound of the group at `path`.
-    pub fn limits(&self, path: &str) -> Option<(u32, u32)> {
-        self.loaded.as_ref()?.read().config.limits(path)
-    }
-
     /// The group of a query, or `QUERY_REJECTED` when no selector matches.
     pub fn select(&self, query: &QueryContext) -> Result<Selected, FlotillaError> {
         let Some(loaded) = &self.loaded else {

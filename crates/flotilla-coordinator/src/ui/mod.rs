@@ -16,11 +16,11 @@
 //! - **Assets**: plain HTML, CSS and JavaScript in `src/ui/assets`, embedded in the binary
 //!   with `include_str!`: no front-end build step.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Form, Path, Query as UrlQuery, Request, State};
+use axum::extract::{Form, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -32,7 +32,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::http::query_api;
+use crate::http::{info, query_api, HttpError};
 use crate::manager::KillOutcome;
 use crate::Coordinator;
 
@@ -119,8 +119,8 @@ impl UiAuth {
 pub fn routes() -> Router<Arc<Coordinator>> {
     let pages = Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
-        .route("/ui/", get(overview))
-        .route("/ui/index.html", get(overview))
+        .route("/ui/", get(|user: Extension<UiUser>| page(user, "overview")))
+        .route("/ui/index.html", get(|user: Extension<UiUser>| page(user, "overview")))
         .route("/ui/queries.html", get(|user: Extension<UiUser>| page(user, "queries")))
         .route("/ui/query.html", get(|user: Extension<UiUser>| page(user, "query")))
         .route("/ui/workers.html", get(|user: Extension<UiUser>| page(user, "workers")))
@@ -128,8 +128,8 @@ pub fn routes() -> Router<Arc<Coordinator>> {
         .route("/ui/api/stats", get(stats))
         .route("/ui/api/cluster", get(cluster))
         .route("/ui/api/resourceGroups", get(resource_groups))
-        .route("/ui/api/query", get(query_list))
-        .route("/ui/api/query/{query_id}", get(query_info))
+        .route("/ui/api/query", get(query_api::list))
+        .route("/ui/api/query/{query_id}", get(query_api::info))
         .route("/ui/api/query/{query_id}/killed", put(kill));
     let open = Router::new()
         .route("/ui/login.html", get(|| async { html(LOGIN_HTML.to_string()) }))
@@ -178,10 +178,6 @@ fn urlencoding(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-async fn overview(user: Extension<UiUser>) -> Response {
-    page(user, "overview").await
 }
 
 async fn page(Extension(UiUser(user)): Extension<UiUser>, name: &str) -> Response {
@@ -262,80 +258,39 @@ async fn stats(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
     Json(stats)
 }
 
-/// Every node of the view with its state, roles and (workers) load.
+/// Every node of the view, live or not, as `/v1/node` lists them (with each worker's load).
 async fn cluster(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
     let Some(snapshot) = coordinator.view.snapshot() else {
         return Json(json!({"nodes": [], "viewError": coordinator.view.last_error()}));
     };
-    let nodes: Vec<Value> = snapshot
-        .view
-        .nodes
-        .iter()
-        .map(|n| {
-            json!({
-                "nodeId": n.node.node_id,
-                "uri": n.node.http_uri,
-                "version": n.node.version,
-                "roles": n.node.roles,
-                "state": n.state,
-                "warehouse": n.node.warehouse,
-                "workerGroup": n.node.worker_group,
-                "coordinatorId": n.node.coordinator_id,
-                "worker": n.worker,
-            })
-        })
-        .collect();
+    let nodes: Vec<Value> = snapshot.view.nodes.iter().map(info::node_json).collect();
     Json(json!({"nodes": nodes, "viewAgeMillis": snapshot.age().as_millis() as u64}))
 }
 
-/// Per resource group with unfinished queries: the cluster's running and queued queries
-/// (from the view), with the configured limits.
-async fn resource_groups(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<Value>> {
-    let mut groups: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-    if let Some(snapshot) = coordinator.view.snapshot() {
-        for query in snapshot.view.queries.iter().filter(|q| !q.progress.is_done()) {
-            let counts = groups.entry(query.identity.resource_group.clone()).or_default();
-            match query.progress.state.as_str() {
-                "QUEUED" => counts.1 += 1,
-                _ => counts.0 += 1,
-            }
-        }
-    }
-    let admission = coordinator.manager.admission();
-    Json(
-        groups
-            .into_iter()
-            .map(|(path, (running, queued))| {
-                let limits = admission.limits(&path);
-                let full = limits.is_some_and(|(hard, max_queued)| running >= hard && queued >= max_queued);
-                let can_run = limits.is_none_or(|(hard, _)| running < hard);
-                json!({
-                    "id": path.split('.').collect::<Vec<_>>(),
-                    "state": if can_run { "CAN_RUN" } else if full { "FULL" } else { "CAN_QUEUE" },
-                    "numRunningQueries": running,
-                    "numQueuedQueries": queued,
-                    "hardConcurrencyLimit": limits.map(|l| l.0),
-                    "maxQueuedQueries": limits.map(|l| l.1),
-                })
-            })
+/// Every resource group with unfinished queries in the view, as `/v1/resourceGroupState`
+/// reports it (the admission leader's cluster-wide counts and limits).
+async fn resource_groups(State(coordinator): State<Arc<Coordinator>>) -> Result<Json<Vec<Value>>, HttpError> {
+    let paths: BTreeSet<String> = match coordinator.view.snapshot() {
+        Some(snapshot) => snapshot
+            .view
+            .queries
+            .iter()
+            .filter(|q| !q.progress.is_done())
+            .map(|q| q.identity.resource_group.clone())
             .collect(),
-    )
-}
-
-async fn query_list(
-    state: State<Arc<Coordinator>>,
-    parameters: UrlQuery<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Json<Vec<Value>> {
-    query_api::list(state, parameters, headers).await
-}
-
-async fn query_info(
-    state: State<Arc<Coordinator>>,
-    query_id: Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, crate::http::HttpError> {
-    query_api::info(state, query_id, headers).await
+        None => BTreeSet::new(),
+    };
+    let admission = coordinator.manager.admission();
+    let states = futures::future::join_all(paths.iter().map(|path| admission.cluster_state(path))).await;
+    let groups = states
+        .into_iter()
+        .map(|state| {
+            state
+                .map(|state| query_api::group_state_json(&state, admission.enabled()))
+                .map_err(|e| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(groups))
 }
 
 /// `PUT /ui/api/query/{id}/killed` on the owning coordinator (relayed there): kills the query

@@ -40,7 +40,8 @@ function duration(ms) {
 }
 
 function badge(state) {
-  return `<span class="state ${esc(state)}">${esc(state)}</span>`;
+  const name = String(state ?? '').toUpperCase();
+  return `<span class="state ${esc(name)}">${esc(name)}</span>`;
 }
 
 function elapsed(query) {
@@ -149,7 +150,7 @@ async function renderOverview() {
   ].join('');
   drawChart($('#chart'));
   $('#nodes').innerHTML = `<table><thead><tr><th>Node</th><th>Roles</th><th>State</th><th class="hide-narrow">Address</th><th class="hide-narrow">Version</th></tr></thead><tbody>${
-    cluster.nodes.map((n) => `<tr><td>${esc(n.nodeId)}</td><td>${esc(n.roles.join(', '))}</td><td>${badge(n.state)}</td><td class="hide-narrow">${esc(n.uri)}</td><td class="hide-narrow">${esc(n.version)}</td></tr>`).join('')
+    cluster.nodes.map((n) => `<tr><td>${esc(n.nodeId)}</td><td>${esc(n.roles.join(', '))}</td><td>${badge(n.state)}</td><td class="hide-narrow">${esc(n.uri)}</td><td class="hide-narrow">${esc((n.nodeVersion || {}).version)}</td></tr>`).join('')
   }</tbody></table>`;
 }
 
@@ -264,11 +265,11 @@ async function renderQuery() {
 // ---- workers ------------------------------------------------------------------------
 async function renderWorkers() {
   const cluster = await api('/ui/api/cluster');
-  const workers = cluster.nodes.filter((n) => n.worker);
+  const workers = cluster.nodes.filter((n) => n.load);
   const bar = (used, total) => `<div class="bar"><span style="width:${total ? Math.min(100, 100 * used / total) : 0}%"></span></div>`;
   $('#workers').innerHTML = `<table><thead><tr><th>Worker</th><th>State</th><th class="hide-narrow">Warehouse / group</th><th>Memory</th><th class="num">Reserved</th><th class="num">CPU</th><th class="num">Tasks</th><th class="num hide-narrow">Blocked</th></tr></thead><tbody>${
     workers.map((n) => {
-      const w = n.worker;
+      const w = n.load;
       return `<tr><td>${esc(n.nodeId)}</td><td>${badge(n.state)}</td><td class="hide-narrow">${esc(n.warehouse)} / ${esc(n.workerGroup)}</td>` +
         `<td>${bar(w.memoryReservedBytes, w.memoryPoolBytes)}</td><td class="num">${bytes(w.memoryReservedBytes)} / ${bytes(w.memoryPoolBytes)}</td>` +
         `<td class="num">${Math.round(w.processCpuLoad * 100)}%</td><td class="num">${esc(w.runningTasks)}</td><td class="num hide-narrow">${duration(w.memoryBlockedMs)}</td></tr>`;
@@ -278,8 +279,8 @@ async function renderWorkers() {
   for (const n of workers) {
     const key = `${n.warehouse} / ${n.workerGroup}`;
     const g = groups.get(key) || { workers: 0, reserved: 0, pool: 0, tasks: 0, cpu: 0 };
-    g.workers += 1; g.reserved += n.worker.memoryReservedBytes; g.pool += n.worker.memoryPoolBytes;
-    g.tasks += n.worker.runningTasks; g.cpu += n.worker.processCpuLoad;
+    g.workers += 1; g.reserved += n.load.memoryReservedBytes; g.pool += n.load.memoryPoolBytes;
+    g.tasks += n.load.runningTasks; g.cpu += n.load.processCpuLoad;
     groups.set(key, g);
   }
   $('#groups').innerHTML = `<table><thead><tr><th>Warehouse / group</th><th class="num">Workers</th><th class="num">Memory</th><th class="num">CPU</th><th class="num">Tasks</th></tr></thead><tbody>${
