@@ -117,8 +117,9 @@ impl Coordinator {
         // `flotilla worker`, in this process.
         let plane = if config.include_coordinator {
             let data_address = SocketAddr::new(address.ip(), config.worker.data_port);
+            let stores = catalogs.object_stores();
             let (plane, server) =
-                DataPlane::start(data_address, &config.worker, auth.clone(), shutdown.clone()).await?;
+                DataPlane::start(data_address, &config.worker, stores, auth.clone(), shutdown.clone()).await?;
             tasks.push(server);
             roles.push(NodeRole::Worker);
             Some(plane)

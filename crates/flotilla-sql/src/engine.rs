@@ -8,6 +8,7 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray}
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, TableProvider};
 use datafusion::execution::memory_pool::UnboundedMemoryPool;
+use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
@@ -85,6 +86,8 @@ pub struct Engine {
     runtime: Arc<dyn RuntimeSource>,
     /// The catalogs statements may write to.
     pub(crate) writable: Arc<BTreeMap<String, Arc<crate::catalog::files::FilesCatalog>>>,
+    /// The object stores the catalogs' files are read and written through.
+    object_stores: Arc<dyn ObjectStoreRegistry>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -143,7 +146,14 @@ impl Engine {
         for files in writable.values() {
             files.set_view_planner(view_planner(base.clone()));
         }
-        Self { catalogs: catalog_list, base, distributor: None, runtime, writable: Arc::new(writable) }
+        Self {
+            catalogs: catalog_list,
+            base,
+            distributor: None,
+            runtime,
+            writable: Arc::new(writable),
+            object_stores: catalogs.object_stores(),
+        }
     }
 
     /// Runs statements that read only worker-readable tables across the workers that
@@ -151,6 +161,12 @@ impl Engine {
     pub fn with_distributor(mut self, distributor: Arc<dyn Distributor>) -> Self {
         self.distributor = Some(distributor);
         self
+    }
+
+    /// The object stores the catalogs' files are read and written through (what this
+    /// node's workers need too).
+    pub fn object_stores(&self) -> &Arc<dyn ObjectStoreRegistry> {
+        &self.object_stores
     }
 
     pub fn catalog_list(&self) -> &Arc<dyn CatalogProviderList> {
@@ -179,7 +195,11 @@ impl Engine {
             FlotillaError::new(ErrorCode::InvalidSessionProperty, "task_concurrency must be a positive integer")
         })?;
         options.execution.target_partitions = partitions;
-        let runtime = RuntimeEnvBuilder::new().with_memory_pool(memory).build_arc().map_err(df_error)?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(memory)
+            .with_object_store_registry(self.object_stores.clone())
+            .build_arc()
+            .map_err(df_error)?;
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_config(config)
             .with_runtime_env(runtime)

@@ -5,8 +5,9 @@
 //! Writes are distributed like queries: `INSERT` and `CREATE TABLE AS` plan the query,
 //! then [`FilesTable::insert_into`](crate::catalog::files_table::FilesTable) puts a writer
 //! over every partition of it (on the workers when the query reads worker tables) and one
-//! commit on the coordinator. `CREATE TABLE AS` writes into a staged table and renames it
-//! into place only once the commit is done, so a failed or cancelled one leaves nothing.
+//! commit on the coordinator. `CREATE TABLE AS` writes a new table under its own id and
+//! publishes it (creates its entry) only once the commit is done, so a failed or cancelled
+//! one leaves nothing readers see.
 
 use std::sync::Arc;
 
@@ -167,7 +168,7 @@ pub(crate) async fn execute(
                 }
             };
             let (catalog, schema) = schema_name(session, &name)?;
-            writable(engine, &catalog, "creating schemas")?.create_schema(&catalog, &schema, if_not_exists)?;
+            writable(engine, &catalog, "creating schemas")?.create_schema(&catalog, &schema, if_not_exists).await?;
             done("CREATE SCHEMA", SessionChanges::default(), memory)
         }
         Statement::Drop { object_type: ObjectType::Schema, if_exists, names, cascade, .. } => {
@@ -176,21 +177,21 @@ pub(crate) async fn execute(
             }
             for name in &names {
                 let (catalog, schema) = schema_name(session, name)?;
-                writable(engine, &catalog, "dropping schemas")?.drop_schema(&catalog, &schema, if_exists)?;
+                writable(engine, &catalog, "dropping schemas")?.drop_schema(&catalog, &schema, if_exists).await?;
             }
             done("DROP SCHEMA", SessionChanges::default(), memory)
         }
         Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
             for name in &names {
                 let (catalog, schema, table) = table_name(session, name)?;
-                writable(engine, &catalog, "dropping tables")?.drop_table(&catalog, &schema, &table, if_exists)?;
+                writable(engine, &catalog, "dropping tables")?.drop_table(&catalog, &schema, &table, if_exists).await?;
             }
             done("DROP TABLE", SessionChanges::default(), memory)
         }
         Statement::Drop { object_type: ObjectType::View, if_exists, names, .. } => {
             for name in &names {
                 let (catalog, schema, view) = table_name(session, name)?;
-                writable(engine, &catalog, "dropping views")?.drop_view(&catalog, &schema, &view, if_exists)?;
+                writable(engine, &catalog, "dropping views")?.drop_view(&catalog, &schema, &view, if_exists).await?;
             }
             done("DROP VIEW", SessionChanges::default(), memory)
         }
@@ -212,12 +213,9 @@ pub(crate) async fn execute(
             if to_catalog != catalog {
                 return Err(FlotillaError::not_supported("Table rename across catalogs is not supported"));
             }
-            writable(engine, &catalog, "renaming tables")?.rename_table(
-                &catalog,
-                (&schema, &table),
-                (&to_schema, &to_table),
-                alter.if_exists,
-            )?;
+            writable(engine, &catalog, "renaming tables")?
+                .rename_table(&catalog, (&schema, &table), (&to_schema, &to_table), alter.if_exists)
+                .await?;
             done("RENAME TABLE", SessionChanges::default(), memory)
         }
         Statement::CreateView(view) => {
@@ -234,7 +232,7 @@ pub(crate) async fn execute(
                 catalog: session.catalog.clone().unwrap_or_else(|| catalog.clone()),
                 schema: session.schema.clone().unwrap_or_else(|| schema.clone()),
             };
-            files.create_view(&catalog, &schema, &name, &definition, view.or_replace)?;
+            files.create_view(&catalog, &schema, &name, &definition, view.or_replace).await?;
             done("CREATE VIEW", SessionChanges::default(), memory)
         }
         Statement::CreateTable(create) => create_table(engine, session, create, memory).await,
@@ -249,13 +247,9 @@ pub(crate) async fn execute(
                 other => return Err(FlotillaError::not_supported(format!("COMMENT ON {other} is not supported"))),
             };
             let (catalog, schema, table) = table_name(session, &table_ref)?;
-            writable(engine, &catalog, "comments")?.set_comment(
-                &catalog,
-                &schema,
-                &table,
-                column.as_deref(),
-                comment,
-            )?;
+            writable(engine, &catalog, "comments")?
+                .set_comment(&catalog, &schema, &table, column.as_deref(), comment)
+                .await?;
             done("COMMENT", SessionChanges::default(), memory)
         }
         Statement::ShowCreate { obj_type, obj_name } => {
@@ -341,7 +335,7 @@ async fn create_table(
     let format = table_format(&create.table_options)?;
     // Trino reports both forms as CREATE TABLE (with the rows written for AS).
     let update_type = "CREATE TABLE";
-    if files.table_exists(&catalog, &schema, &table)? {
+    if files.table_exists(&catalog, &schema, &table).await? {
         return match create.if_not_exists {
             true => updated(update_type, 0, memory),
             false => Err(FlotillaError::new(
@@ -366,8 +360,8 @@ async fn create_table(
         if arrow_schema.fields().is_empty() {
             return Err(FlotillaError::new(ErrorCode::MissingColumnName, "A table needs at least one column"));
         }
-        let staged = files.stage_table(&catalog, &schema, &table, &TableMeta::new(&format, &arrow_schema))?;
-        staged.publish()?;
+        let pending = files.new_table(&catalog, &schema, &table, TableMeta::new(&format, &arrow_schema)).await?;
+        pending.publish().await?;
         return updated(update_type, 0, memory);
     };
     let logical = engine.plan_logical(&state, session, Statement::Query(query)).await?;
@@ -378,12 +372,12 @@ async fn create_table(
             format!("Column name not specified at position {}", position + 1),
         ));
     }
-    let staged = files.stage_table(&catalog, &schema, &table, &TableMeta::new(&format, &arrow_schema))?;
-    let target = Arc::new(staged.table().map_err(df_error)?);
+    let pending = files.new_table(&catalog, &schema, &table, TableMeta::new(&format, &arrow_schema)).await?;
+    let target = Arc::new(pending.table().await.map_err(df_error)?);
     let insert = LogicalPlanBuilder::insert_into(logical, table.as_str(), provider_as_source(target), InsertOp::Append)
         .and_then(|b| b.build())
         .map_err(df_error)?;
     let count = run(engine, state, session, &insert).await?;
-    staged.publish()?;
+    pending.publish().await?;
     updated(update_type, count, memory)
 }

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SessionState;
 use datafusion_distributed::{ChannelResolver, DistributedExt, Worker, WorkerQueryContext, WorkerSessionBuilder};
@@ -340,6 +341,7 @@ impl DataPlane {
     pub async fn start(
         address: SocketAddr,
         config: &crate::WorkerConfig,
+        object_stores: Arc<dyn ObjectStoreRegistry>,
         auth: Arc<InternalAuth>,
         shutdown: CancellationToken,
     ) -> std::io::Result<(DataPlane, JoinHandle<()>)> {
@@ -357,6 +359,7 @@ impl DataPlane {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(pool.clone())
             .with_disk_manager_builder(disks)
+            .with_object_store_registry(object_stores)
             .build_arc()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let per_query = config.max_query_memory_per_node().min(pool_bytes) as usize;

@@ -49,6 +49,7 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Json;
+use datafusion::execution::object_store::ObjectStoreRegistry;
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{InternalAuth, NodeConfig};
 use flotilla_resource_manager::{heartbeater, info_routes, require_secret, serve_http, LocalNode, RunningNode};
@@ -59,8 +60,14 @@ pub use config::{WorkerConfig, SETTINGS};
 pub use execution::{DataPlane, TaskTracker, MAX_MEMORY_PER_NODE_HEADER, QUERY_ID_HEADER};
 pub use load::WorkerLoadSource;
 
-/// Starts a worker on `address` (port 0 picks a free one).
-pub async fn start(node_config: NodeConfig, config: WorkerConfig, address: SocketAddr) -> std::io::Result<RunningNode> {
+/// Starts a worker on `address` (port 0 picks a free one); `object_stores`: where the
+/// catalogs' files are (`Catalogs::object_stores`).
+pub async fn start(
+    node_config: NodeConfig,
+    config: WorkerConfig,
+    object_stores: Arc<dyn ObjectStoreRegistry>,
+    address: SocketAddr,
+) -> std::io::Result<RunningNode> {
     let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
     if node_config.discovery_uris.is_empty() {
         return Err(invalid("a worker needs discovery.uri: the resource managers to join".into()));
@@ -72,7 +79,8 @@ pub async fn start(node_config: NodeConfig, config: WorkerConfig, address: Socke
     let auth = Arc::new(InternalAuth::new(secret, &node_id).map_err(invalid)?);
     let shutdown = CancellationToken::new();
     let data_address = SocketAddr::new(address.ip(), config.data_port);
-    let (plane, data_server) = DataPlane::start(data_address, &config, auth.clone(), shutdown.clone()).await?;
+    let (plane, data_server) =
+        DataPlane::start(data_address, &config, object_stores, auth.clone(), shutdown.clone()).await?;
     let node_config = NodeConfig { node_id: Some(node_id), ..node_config };
     let local = LocalNode::new(
         &node_config,

@@ -299,7 +299,10 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
                     .await
                     .map(Running::Node)
             }
-            Role::Worker => flotilla_worker::start(setup.node, setup.worker, address).await.map(Running::Node),
+            Role::Worker => {
+                let stores = setup.catalogs.object_stores();
+                flotilla_worker::start(setup.node, setup.worker, stores, address).await.map(Running::Node)
+            }
             Role::Gateway => {
                 let mut config = setup.gateway;
                 config.node = setup.node;

@@ -1,13 +1,13 @@
-//! The `files` connector: tables kept as Parquet, CSV or JSON files under one root directory
-//! that every node sees at the same path (a shared or network file system), the way Trino's
-//! Hive connector reads a warehouse directory, but without a metastore: the directories are
-//! the metadata.
+//! The `files` connector: tables kept as Parquet, CSV or JSON files under one root — a
+//! directory every node sees at the same path, or an S3 bucket (AWS or S3-compatible, such
+//! as MinIO) — the way Trino's Hive connector reads a warehouse directory, but without a
+//! metastore: the directories (object name prefixes) are the metadata.
 //!
 //! ```text
 //!   files.root/                    etc/catalog/lake.properties:
 //!     sales/            schema       connector.name=files
-//!       orders/         table        files.root=/data/lake
-//!         part-0.parquet
+//!       orders/         table        files.root=/data/lake   (or s3://bucket/prefix,
+//!         part-0.parquet                                      with s3.endpoint=... )
 //!         part-1.parquet
 //!       regions.csv     table (one file)
 //! ```
@@ -15,17 +15,15 @@
 //! A table is a directory of files of one format (by extension: `.parquet`, `.csv` with a
 //! header row, `.json` with one object per line) or a single such file; its columns are
 //! inferred from the files. Scans are DataFusion listing-table scans, so the distributed
-//! planner splits their files across the workers, which read them at the same path.
+//! planner splits their files across the workers, which read them through the same store.
 //!
-//! Flotilla writes tables too (CREATE SCHEMA, CREATE TABLE [AS], INSERT, DROP): those keep
-//! their format, columns and committed files in a `_flotilla/` folder ([`super::files_table`]),
-//! so readers only ever see committed data. A new table is built in a staging directory
-//! (`SCHEMA/.staging/...`) and renamed into place when complete: of two racing creations one
-//! wins, the other fails with TABLE_ALREADY_EXISTS. Object stores (`s3://`) are not
-//! supported yet and are refused at start-up.
+//! Flotilla writes tables and views too (CREATE SCHEMA, CREATE TABLE [AS], INSERT, DROP,
+//! CREATE VIEW, ...): those are described by an entry in their directory's `_flotilla/`
+//! folder, and every change to them commits by creating one object that must not exist yet
+//! ([`super::files_table`]), so readers only ever see whole, committed data, and of two
+//! racing creations of one name exactly one wins. All I/O goes through [`super::files_store`].
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
@@ -36,11 +34,15 @@ use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionStateBuilder;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode};
 
 use flotilla_proto::{ErrorCode, FlotillaError};
 
-use super::files_table::{self, FilesTable, TableMeta};
-use super::CatalogError;
+use super::files_store::{self, block_on, Root};
+use super::files_table::{self, Entry, FilesTable, TableMeta};
+use super::{CatalogError, Properties};
 
 /// The file formats a table may have, by file extension.
 const FORMATS: [&str; 3] = ["parquet", "csv", "json"];
@@ -55,15 +57,18 @@ pub(super) fn format_of(extension: &str) -> Option<Arc<dyn FileFormat>> {
 }
 
 /// A name as Trino would show it: lowercase letters, digits and `_`, not starting with a
-/// digit. Entries named otherwise (hidden files, `_SUCCESS`, ...) are not tables or schemas.
+/// digit. Entries named otherwise (hidden files, `_SUCCESS`, `_flotilla`, ...) are not
+/// tables or schemas.
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn extension(path: &Path) -> Option<&str> {
-    path.extension().and_then(|e| e.to_str()).filter(|e| FORMATS.contains(e))
+/// The table format of a file, by its extension.
+fn extension(file_name: &str) -> Option<&'static str> {
+    let (_, extension) = file_name.rsplit_once('.')?;
+    FORMATS.into_iter().find(|f| *f == extension)
 }
 
 /// Plans a view's SQL in its catalog and schema (set by the engine, which owns the SQL
@@ -82,21 +87,14 @@ pub struct ViewDefinition {
     pub schema: String,
 }
 
-/// Where a view keeps its definition, inside its directory.
-const VIEW_FILE: &str = "view";
-
-fn view_file(dir: &Path) -> PathBuf {
-    dir.join(files_table::META_DIR).join(VIEW_FILE)
-}
-
-fn is_view(dir: &Path) -> bool {
-    view_file(dir).is_file()
-}
+/// What `CREATE SCHEMA` leaves in the schema's directory (object stores have no empty
+/// directories).
+const SCHEMA_MARKER: &str = "schema";
 
 /// The catalog over `files.root`.
 pub struct FilesCatalog {
-    root: PathBuf,
-    views: std::sync::OnceLock<ViewPlanner>,
+    root: Arc<Root>,
+    views: OnceLock<ViewPlanner>,
 }
 
 impl std::fmt::Debug for FilesCatalog {
@@ -106,22 +104,14 @@ impl std::fmt::Debug for FilesCatalog {
 }
 
 impl FilesCatalog {
-    /// `root`: the `files.root` property.
-    pub fn new(root: &str) -> Result<Self, CatalogError> {
-        let invalid = |message: String| CatalogError::InvalidProperty { key: "files.root".into(), message };
-        if let Some((scheme, _)) = root.split_once("://").filter(|(scheme, _)| *scheme != "file") {
-            return Err(invalid(format!(
-                "{scheme}:// object stores are not supported yet; use a directory every node sees at the same path"
-            )));
-        }
-        let path = PathBuf::from(root.trim_start_matches("file://"));
-        if !path.is_absolute() {
-            return Err(invalid(format!("'{root}' must be an absolute path (every node resolves it alike)")));
-        }
-        if !path.is_dir() {
-            return Err(invalid(format!("'{root}' is not a directory")));
-        }
-        Ok(Self { root: path, views: std::sync::OnceLock::new() })
+    /// `root`: the `files.root` property; the S3 properties are taken from `properties`.
+    pub fn new(root: &str, properties: &mut Properties) -> Result<Self, CatalogError> {
+        Ok(Self { root: Arc::new(Root::new(root, properties)?), views: OnceLock::new() })
+    }
+
+    /// Where the catalog keeps its objects.
+    pub fn root(&self) -> &Root {
+        &self.root
     }
 
     /// How stored views get planned (once, by the engine).
@@ -130,204 +120,362 @@ impl FilesCatalog {
     }
 }
 
-/// The subdirectories and files of `dir` with valid names.
-fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(read) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut found: Vec<(String, PathBuf)> = read
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.path())))
-        .collect();
-    found.sort();
-    found
-}
-
-/// A new table being written in its schema's staging area; [`StagedTable::publish`] renames
-/// it into place. Dropped unpublished, it is removed.
+/// What a name in a schema is.
 #[derive(Debug)]
-pub struct StagedTable {
-    area: PathBuf,
-    dir: PathBuf,
-    target: PathBuf,
-    name: String,
+enum Found {
+    /// Created through Flotilla: a table or a view, described by the entry in `dir`.
+    Entry { dir: Path, entry: Entry },
+    /// Plain data files of one format: a directory of them (`folder`) or one file.
+    Files { path: Path, extension: &'static str, folder: bool },
 }
 
-impl StagedTable {
+/// What `name` is in the schema at `schema_dir`: an entry, else a directory with data files
+/// right in it, else a single data file.
+async fn locate(root: &Root, schema_dir: &Path, name: &str) -> object_store::Result<Option<Found>> {
+    if !valid_name(name) {
+        return Ok(None);
+    }
+    let store = root.store().as_ref();
+    let dir = schema_dir.clone().join(name);
+    if let Some(entry) = files_table::read_entry(store, &dir).await? {
+        return Ok(Some(Found::Entry { dir, entry }));
+    }
+    let (_, objects) = files_store::list_dir(store, &dir).await?;
+    if let Some(extension) = objects.iter().find_map(|o| extension(o.location.filename()?)) {
+        return Ok(Some(Found::Files { path: dir, extension, folder: true }));
+    }
+    for extension in FORMATS {
+        let path = schema_dir.clone().join(format!("{name}.{extension}"));
+        match store.head(&path).await {
+            Ok(_) => return Ok(Some(Found::Files { path, extension, folder: false })),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}
+
+async fn schema_names(root: &Root) -> object_store::Result<Vec<String>> {
+    let (dirs, _) = files_store::list_dir(root.store().as_ref(), &Path::default()).await?;
+    Ok(dirs.into_iter().filter(|name| valid_name(name)).collect())
+}
+
+/// The tables and views of the schema at `schema_dir`, sorted.
+async fn table_names(root: &Arc<Root>, schema_dir: &Path) -> object_store::Result<Vec<String>> {
+    let (dirs, objects) = files_store::list_dir(root.store().as_ref(), schema_dir).await?;
+    let mut names: Vec<String> = objects
+        .iter()
+        .filter_map(|o| {
+            let file = o.location.filename()?;
+            extension(file)?;
+            let (stem, _) = file.rsplit_once('.')?;
+            valid_name(stem).then(|| stem.to_string())
+        })
+        .collect();
+    // A directory is a table when something is there (a pending or dropped one is not).
+    let (root, schema_dir) = (root.clone(), schema_dir.clone());
+    let found: Vec<Option<String>> = futures::stream::iter(dirs.into_iter().filter(|d| valid_name(d)))
+        .map(move |name| {
+            let (root, schema_dir) = (root.clone(), schema_dir.clone());
+            async move {
+                let found = locate(&root, &schema_dir, &name).await?;
+                Ok::<_, object_store::Error>(found.map(|_| name))
+            }
+        })
+        .buffered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<object_store::Result<_>>()?;
+    names.extend(found.into_iter().flatten());
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+fn store_error(what: &str, error: object_store::Error) -> FlotillaError {
+    FlotillaError::internal(format!("cannot {what}: {error}"))
+}
+
+fn table_exists_error(catalog: &str, schema: &str, table: &str) -> FlotillaError {
+    FlotillaError::new(ErrorCode::TableAlreadyExists, format!("Table '{catalog}.{schema}.{table}' already exists"))
+}
+
+fn table_not_found(catalog: &str, schema: &str, table: &str) -> FlotillaError {
+    FlotillaError::new(ErrorCode::TableNotFound, format!("Table '{catalog}.{schema}.{table}' does not exist"))
+}
+
+/// A new table being written under its own id; [`PendingTable::publish`] creates its entry,
+/// making it visible whole. Dropped unpublished, what was written for it is deleted.
+#[derive(Debug)]
+pub struct PendingTable {
+    root: Arc<Root>,
+    dir: Path,
+    meta: TableMeta,
+    name: (String, String, String),
+    published: bool,
+}
+
+impl PendingTable {
     /// The new table, to write into.
-    pub fn table(&self) -> Result<FilesTable> {
-        FilesTable::open(&self.dir)
+    pub async fn table(&self) -> Result<FilesTable> {
+        FilesTable::open(&self.root, self.dir.clone(), self.meta.clone()).await
     }
 
     /// Makes the table visible, whole; TABLE_ALREADY_EXISTS when another got there first.
-    pub fn publish(self) -> Result<(), FlotillaError> {
-        match std::fs::rename(&self.dir, &self.target) {
-            Ok(()) => Ok(()),
-            Err(_) if self.target.exists() => {
-                Err(FlotillaError::new(ErrorCode::TableAlreadyExists, format!("Table '{}' already exists", self.name)))
+    pub async fn publish(mut self) -> Result<(), FlotillaError> {
+        let entry = Entry::Table(self.meta.clone());
+        match files_table::write_entry(self.root.store().as_ref(), &self.dir, &entry, PutMode::Create).await {
+            Ok(()) => {
+                self.published = true;
+                Ok(())
             }
-            Err(error) => Err(FlotillaError::internal(format!("cannot publish table {}: {error}", self.name))),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let (catalog, schema, table) = &self.name;
+                Err(table_exists_error(catalog, schema, table))
+            }
+            Err(error) => Err(store_error(&format!("create table {}", self.name.2), error)),
         }
     }
 }
 
-impl Drop for StagedTable {
+impl Drop for PendingTable {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.area);
+        if self.published {
+            return;
+        }
+        let (root, dir, id) = (self.root.clone(), self.dir.clone(), self.meta.id.clone());
+        files_store::spawn(async move {
+            if let Ok(objects) = files_table::objects_of(root.store().as_ref(), &dir, &id).await {
+                let _ = files_store::delete_all(root.store(), objects).await;
+            }
+            root.prune(&dir);
+        });
     }
 }
 
-fn fs_error(what: &str, path: &Path, error: std::io::Error) -> FlotillaError {
-    FlotillaError::internal(format!("cannot {what} {}: {error}", path.display()))
+/// Moves `objects` (under `from`) to the same places under `to`: copies them, then `commit`
+/// (which makes the copy the real one, or refuses), then deletes the originals.
+async fn copy_under(
+    store: &Arc<dyn ObjectStore>,
+    objects: &[Path],
+    from: &Path,
+    to: &Path,
+) -> object_store::Result<Vec<Path>> {
+    let targets: Vec<(Path, Path)> = objects
+        .iter()
+        .map(|object| {
+            let target = match object.prefix_match(from) {
+                Some(parts) => parts.fold(to.clone(), |path, part| path.clone().join(part)),
+                None => to.clone(),
+            };
+            (object.clone(), target)
+        })
+        .collect();
+    let store = store.clone();
+    futures::stream::iter(targets.clone())
+        .map(move |(object, target)| {
+            let store = store.clone();
+            async move { store.copy(&object, &target).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<object_store::Result<Vec<()>>>()?;
+    Ok(targets.into_iter().map(|(_, target)| target).collect())
 }
 
 /// What writing statements do to a `files` catalog.
 impl FilesCatalog {
-    fn schema_dir(&self, catalog: &str, schema: &str) -> Result<PathBuf, FlotillaError> {
-        let dir = self.root.join(schema);
-        if valid_name(schema) && dir.is_dir() {
-            Ok(dir)
+    async fn schema_dir(&self, catalog: &str, schema: &str) -> Result<Path, FlotillaError> {
+        let names = schema_names(&self.root).await.map_err(|e| store_error("list schemas", e))?;
+        if valid_name(schema) && names.iter().any(|name| name == schema) {
+            Ok(Path::from(schema))
         } else {
             Err(FlotillaError::new(ErrorCode::SchemaNotFound, format!("Schema '{catalog}.{schema}' does not exist")))
         }
     }
 
+    async fn locate(&self, schema_dir: &Path, name: &str) -> Result<Option<Found>, FlotillaError> {
+        locate(&self.root, schema_dir, name).await.map_err(|e| store_error(&format!("look up {name}"), e))
+    }
+
     /// `CREATE SCHEMA`: a new directory. `Ok(false)`: it existed (with IF NOT EXISTS).
-    pub fn create_schema(&self, catalog: &str, schema: &str, if_not_exists: bool) -> Result<bool, FlotillaError> {
+    pub async fn create_schema(&self, catalog: &str, schema: &str, if_not_exists: bool) -> Result<bool, FlotillaError> {
         if !valid_name(schema) {
             return Err(FlotillaError::new(
                 ErrorCode::NotSupported,
                 format!("Invalid schema name '{schema}': use lowercase letters, digits and '_'"),
             ));
         }
-        let dir = self.root.join(schema);
-        match std::fs::create_dir(&dir) {
+        let exists = || match if_not_exists {
+            true => Ok(false),
+            false => Err(FlotillaError::new(
+                ErrorCode::SchemaAlreadyExists,
+                format!("Schema '{catalog}.{schema}' already exists"),
+            )),
+        };
+        if self.schema_dir(catalog, schema).await.is_ok() {
+            return exists();
+        }
+        let marker = Path::from(schema).join(files_table::META_DIR).join(SCHEMA_MARKER);
+        let store = self.root.store();
+        match files_store::write_json(store, &marker, &serde_json::Map::new(), PutMode::Create).await {
             Ok(()) => Ok(true),
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => match if_not_exists {
-                true => Ok(false),
-                false => Err(FlotillaError::new(
-                    ErrorCode::SchemaAlreadyExists,
-                    format!("Schema '{catalog}.{schema}' already exists"),
-                )),
-            },
-            Err(error) => Err(fs_error("create", &dir, error)),
+            Err(object_store::Error::AlreadyExists { .. }) => exists(),
+            Err(error) => Err(store_error(&format!("create schema {schema}"), error)),
         }
     }
 
     /// `DROP SCHEMA`: only an empty one (no tables). `Ok(false)`: absent (with IF EXISTS).
-    pub fn drop_schema(&self, catalog: &str, schema: &str, if_exists: bool) -> Result<bool, FlotillaError> {
-        let dir = match self.schema_dir(catalog, schema) {
+    pub async fn drop_schema(&self, catalog: &str, schema: &str, if_exists: bool) -> Result<bool, FlotillaError> {
+        let dir = match self.schema_dir(catalog, schema).await {
             Ok(dir) => dir,
             Err(_) if if_exists => return Ok(false),
             Err(error) => return Err(error),
         };
-        if !FilesSchema::at(dir.clone()).table_names().is_empty() {
+        let tables = table_names(&self.root, &dir).await.map_err(|e| store_error("list tables", e))?;
+        if !tables.is_empty() {
             return Err(FlotillaError::new(
                 ErrorCode::SchemaNotEmpty,
                 format!("Cannot drop non-empty schema '{schema}'"),
             ));
         }
-        let _ = std::fs::remove_dir_all(dir.join(STAGING));
-        std::fs::remove_dir(&dir).map_err(|e| fs_error("remove", &dir, e))?;
+        // What is left: the marker, and remains of failed writes.
+        let store = self.root.store();
+        let objects = files_store::list_all(store, &dir).await.map_err(|e| store_error("list", e))?;
+        let paths = objects.into_iter().map(|o| o.location).collect();
+        files_store::delete_all(store, paths).await.map_err(|e| store_error(&format!("drop schema {schema}"), e))?;
+        self.root.remove_remains(&dir);
         Ok(true)
     }
 
     /// Whether the table exists (a schema that does not is an error).
-    pub fn table_exists(&self, catalog: &str, schema: &str, table: &str) -> Result<bool, FlotillaError> {
-        let dir = self.schema_dir(catalog, schema)?;
-        Ok(FilesSchema::at(dir).locate(table).is_some())
+    pub async fn table_exists(&self, catalog: &str, schema: &str, table: &str) -> Result<bool, FlotillaError> {
+        let dir = self.schema_dir(catalog, schema).await?;
+        Ok(self.locate(&dir, table).await?.is_some())
     }
 
-    /// Starts a new table: its metadata in a staging directory, to be written into and
-    /// published.
-    pub fn stage_table(
+    /// Starts a new table, to be written into and published.
+    pub async fn new_table(
         &self,
         catalog: &str,
         schema: &str,
         table: &str,
-        meta: &TableMeta,
-    ) -> Result<StagedTable, FlotillaError> {
+        meta: TableMeta,
+    ) -> Result<PendingTable, FlotillaError> {
         if !valid_name(table) {
             return Err(FlotillaError::new(
                 ErrorCode::NotSupported,
                 format!("Invalid table name '{table}': use lowercase letters, digits and '_'"),
             ));
         }
-        let schema_dir = self.schema_dir(catalog, schema)?;
-        let area = staging_area(&schema_dir)?;
-        let dir = area.join(table);
-        std::fs::create_dir(&dir).map_err(|e| fs_error("create", &dir, e))?;
-        let staged =
-            StagedTable { area, dir, target: schema_dir.join(table), name: format!("{catalog}.{schema}.{table}") };
-        files_table::create(&staged.dir, meta).map_err(|e| FlotillaError::internal(e.to_string()))?;
-        Ok(staged)
+        let dir = self.schema_dir(catalog, schema).await?.clone().join(table);
+        let name = (catalog.to_string(), schema.to_string(), table.to_string());
+        Ok(PendingTable { root: self.root.clone(), dir, meta, name, published: false })
     }
 
-    /// `DROP TABLE`: the directory disappears at once (renamed away, then removed).
+    /// `DROP TABLE`: the entry goes first (the table disappears at once), then its files.
     /// `Ok(false)`: absent (with IF EXISTS).
-    pub fn drop_table(&self, catalog: &str, schema: &str, table: &str, if_exists: bool) -> Result<bool, FlotillaError> {
-        let schema_dir = self.schema_dir(catalog, schema)?;
-        let Some((path, kind)) = FilesSchema::at(schema_dir.clone()).locate(table) else {
-            return match if_exists {
-                true => Ok(false),
-                false => Err(FlotillaError::new(
-                    ErrorCode::TableNotFound,
-                    format!("Table '{catalog}.{schema}.{table}' does not exist"),
-                )),
-            };
+    pub async fn drop_table(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+        if_exists: bool,
+    ) -> Result<bool, FlotillaError> {
+        let schema_dir = self.schema_dir(catalog, schema).await?;
+        let store = self.root.store();
+        let dropped = |e| store_error(&format!("drop table {table}"), e);
+        let objects = match self.locate(&schema_dir, table).await? {
+            None if if_exists => return Ok(false),
+            None => return Err(table_not_found(catalog, schema, table)),
+            Some(Found::Entry { entry: Entry::View(_), .. }) => {
+                return Err(FlotillaError::not_supported(format!(
+                    "'{catalog}.{schema}.{table}' is a view: use DROP VIEW"
+                )))
+            }
+            Some(Found::Entry { dir, entry: Entry::Table(meta) }) => {
+                store.delete(&files_table::entry_path(&dir)).await.map_err(dropped)?;
+                files_table::objects_of(store, &dir, &meta.id).await.map_err(dropped)?
+            }
+            Some(Found::Files { path, folder: true, .. }) => {
+                files_store::list_all(store, &path).await.map_err(dropped)?.into_iter().map(|o| o.location).collect()
+            }
+            Some(Found::Files { path, .. }) => vec![path],
         };
-        if kind == Kind::View {
-            return Err(FlotillaError::not_supported(format!("'{catalog}.{schema}.{table}' is a view: use DROP VIEW")));
-        }
-        remove(&schema_dir, &path)
+        files_store::delete_all(store, objects).await.map_err(dropped)?;
+        self.root.prune(&schema_dir.clone().join(table));
+        Ok(true)
     }
 
-    /// `ALTER TABLE ... RENAME TO`: the directory (or file) moves; TABLE_ALREADY_EXISTS
-    /// when the new name is taken.
-    pub fn rename_table(
+    /// `ALTER TABLE ... RENAME TO`: the table's files are copied to the new name (hard links
+    /// locally, server-side copies on S3), the new name's entry is created (the commit:
+    /// TABLE_ALREADY_EXISTS when taken), then the old name goes.
+    pub async fn rename_table(
         &self,
         catalog: &str,
         from: (&str, &str),
         to: (&str, &str),
         if_exists: bool,
     ) -> Result<bool, FlotillaError> {
-        let from_dir = self.schema_dir(catalog, from.0)?;
-        let to_dir = self.schema_dir(catalog, to.0)?;
-        let Some((path, kind)) = FilesSchema::at(from_dir).locate(from.1).filter(|(_, kind)| *kind != Kind::View)
-        else {
-            return match if_exists {
-                true => Ok(false),
-                false => Err(FlotillaError::new(
-                    ErrorCode::TableNotFound,
-                    format!("Table '{catalog}.{}.{}' does not exist", from.0, from.1),
-                )),
-            };
+        let from_dir = self.schema_dir(catalog, from.0).await?;
+        let to_dir = self.schema_dir(catalog, to.0).await?;
+        let found = match self.locate(&from_dir, from.1).await? {
+            None | Some(Found::Entry { entry: Entry::View(_), .. }) if if_exists => return Ok(false),
+            None | Some(Found::Entry { entry: Entry::View(_), .. }) => {
+                return Err(table_not_found(catalog, from.0, from.1))
+            }
+            Some(found) => found,
         };
         if !valid_name(to.1) {
             return Err(FlotillaError::not_supported(format!("Invalid table name '{}'", to.1)));
         }
-        let taken = || {
-            FlotillaError::new(
-                ErrorCode::TableAlreadyExists,
-                format!("Table '{catalog}.{}.{}' already exists", to.0, to.1),
-            )
-        };
-        if FilesSchema::at(to_dir.clone()).locate(to.1).is_some() {
-            return Err(taken());
+        if self.locate(&to_dir, to.1).await?.is_some() {
+            return Err(table_exists_error(catalog, to.0, to.1));
         }
-        let target = match kind {
-            Kind::Files(extension) if path.is_file() => to_dir.join(format!("{}.{extension}", to.1)),
-            _ => to_dir.join(to.1),
-        };
-        if target.exists() {
-            return Err(taken());
+        let store = self.root.store();
+        let failed = |e| store_error(&format!("rename table {}", from.1), e);
+        match found {
+            Found::Entry { dir, entry } => {
+                let Entry::Table(meta) = &entry else { unreachable!("views were handled above") };
+                let target = to_dir.clone().join(to.1);
+                let objects = files_table::objects_of(store, &dir, &meta.id).await.map_err(failed)?;
+                let copies = copy_under(store, &objects, &dir, &target).await.map_err(failed)?;
+                match files_table::write_entry(store, &target, &entry, PutMode::Create).await {
+                    Ok(()) => {}
+                    Err(error) => {
+                        let _ = files_store::delete_all(store, copies).await;
+                        return Err(match error {
+                            object_store::Error::AlreadyExists { .. } => table_exists_error(catalog, to.0, to.1),
+                            error => failed(error),
+                        });
+                    }
+                }
+                store.delete(&files_table::entry_path(&dir)).await.map_err(failed)?;
+                files_store::delete_all(store, objects).await.map_err(failed)?;
+                self.root.prune(&dir);
+            }
+            Found::Files { path, extension, folder } => {
+                let (objects, target) = match folder {
+                    true => {
+                        let objects = files_store::list_all(store, &path).await.map_err(failed)?;
+                        (objects.into_iter().map(|o| o.location).collect::<Vec<_>>(), to_dir.clone().join(to.1))
+                    }
+                    false => (vec![path.clone()], to_dir.clone().join(format!("{}.{extension}", to.1))),
+                };
+                copy_under(store, &objects, &path, &target).await.map_err(failed)?;
+                files_store::delete_all(store, objects).await.map_err(failed)?;
+                self.root.prune(&path);
+            }
         }
-        std::fs::rename(&path, &target).map_err(|e| fs_error("rename", &path, e))?;
         Ok(true)
     }
 
-    /// `CREATE [OR REPLACE] VIEW`: the definition in the view's directory, replaced
-    /// atomically; TABLE_ALREADY_EXISTS when a table (or, without OR REPLACE, a view) has
-    /// the name.
-    pub fn create_view(
+    /// `CREATE [OR REPLACE] VIEW`: the definition as the name's entry, replaced atomically;
+    /// TABLE_ALREADY_EXISTS when a table (or, without OR REPLACE, a view) has the name.
+    pub async fn create_view(
         &self,
         catalog: &str,
         schema: &str,
@@ -335,42 +483,40 @@ impl FilesCatalog {
         definition: &ViewDefinition,
         or_replace: bool,
     ) -> Result<(), FlotillaError> {
-        let schema_dir = self.schema_dir(catalog, schema)?;
+        let schema_dir = self.schema_dir(catalog, schema).await?;
         if !valid_name(view) {
             return Err(FlotillaError::not_supported(format!("Invalid view name '{view}'")));
         }
-        let text = serde_json::to_vec_pretty(definition).map_err(|e| FlotillaError::internal(e.to_string()))?;
-        let taken = || {
-            FlotillaError::new(
-                ErrorCode::TableAlreadyExists,
-                format!("Table '{catalog}.{schema}.{view}' already exists"),
-            )
+        let mode = match self.locate(&schema_dir, view).await? {
+            Some(Found::Entry { entry: Entry::View(_), .. }) if or_replace => PutMode::Overwrite,
+            Some(_) => return Err(table_exists_error(catalog, schema, view)),
+            None => PutMode::Create,
         };
-        match FilesSchema::at(schema_dir.clone()).locate(view) {
-            Some((dir, Kind::View)) if or_replace => {
-                let temporary = dir.join(files_table::META_DIR).join(format!(".view-{:016x}", rand::random::<u64>()));
-                std::fs::write(&temporary, &text).map_err(|e| fs_error("write", &temporary, e))?;
-                std::fs::rename(&temporary, view_file(&dir)).map_err(|e| fs_error("replace", &dir, e))
-            }
-            Some(_) => Err(taken()),
-            None => {
-                let area = staging_area(&schema_dir)?;
-                let staged = area.join(view);
-                let meta = staged.join(files_table::META_DIR);
-                std::fs::create_dir_all(&meta).map_err(|e| fs_error("create", &meta, e))?;
-                std::fs::write(view_file(&staged), &text).map_err(|e| fs_error("write", &staged, e))?;
-                let published = std::fs::rename(&staged, schema_dir.join(view));
-                let _ = std::fs::remove_dir_all(&area);
-                published.map_err(|_| taken())
-            }
+        let entry = Entry::View(definition.clone());
+        match files_table::write_entry(self.root.store().as_ref(), &schema_dir.clone().join(view), &entry, mode).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(table_exists_error(catalog, schema, view)),
+            Err(error) => Err(store_error(&format!("create view {view}"), error)),
         }
     }
 
     /// `DROP VIEW`. `Ok(false)`: absent (with IF EXISTS).
-    pub fn drop_view(&self, catalog: &str, schema: &str, view: &str, if_exists: bool) -> Result<bool, FlotillaError> {
-        let schema_dir = self.schema_dir(catalog, schema)?;
-        match FilesSchema::at(schema_dir.clone()).locate(view) {
-            Some((path, Kind::View)) => remove(&schema_dir, &path),
+    pub async fn drop_view(
+        &self,
+        catalog: &str,
+        schema: &str,
+        view: &str,
+        if_exists: bool,
+    ) -> Result<bool, FlotillaError> {
+        let schema_dir = self.schema_dir(catalog, schema).await?;
+        match self.locate(&schema_dir, view).await? {
+            Some(Found::Entry { dir, entry: Entry::View(_) }) => {
+                let store = self.root.store();
+                let deleted = store.delete(&files_table::entry_path(&dir)).await;
+                deleted.map_err(|e| store_error(&format!("drop view {view}"), e))?;
+                self.root.prune(&dir);
+                Ok(true)
+            }
             _ if if_exists => Ok(false),
             _ => Err(FlotillaError::new(
                 ErrorCode::TableNotFound,
@@ -378,8 +524,9 @@ impl FilesCatalog {
             )),
         }
     }
+
     /// `COMMENT ON TABLE` (`column`: None) or `COMMENT ON COLUMN`; `comment` None removes it.
-    pub fn set_comment(
+    pub async fn set_comment(
         &self,
         catalog: &str,
         schema: &str,
@@ -387,17 +534,14 @@ impl FilesCatalog {
         column: Option<&str>,
         comment: Option<String>,
     ) -> Result<(), FlotillaError> {
-        let schema_dir = self.schema_dir(catalog, schema)?;
-        let not_found = || {
-            FlotillaError::new(ErrorCode::TableNotFound, format!("Table '{catalog}.{schema}.{table}' does not exist"))
-        };
-        let (dir, kind) = FilesSchema::at(schema_dir).locate(table).ok_or_else(not_found)?;
-        if kind != Kind::Managed {
-            return Err(FlotillaError::not_supported(format!(
+        let schema_dir = self.schema_dir(catalog, schema).await?;
+        let (dir, mut meta) = match self.locate(&schema_dir, table).await? {
+            Some(Found::Entry { dir, entry: Entry::Table(meta) }) => (dir, meta),
+            None => return Err(table_not_found(catalog, schema, table)),
+            Some(_) => return Err(FlotillaError::not_supported(format!(
                 "Comments are kept only for tables created through Flotilla; '{catalog}.{schema}.{table}' is not one"
-            )));
-        }
-        let mut meta = files_table::read_meta(&dir).map_err(|e| FlotillaError::internal(e.to_string()))?;
+            ))),
+        };
         match column {
             None => meta.comment = comment,
             Some(name) => {
@@ -407,42 +551,32 @@ impl FilesCatalog {
                 column.comment = comment;
             }
         }
-        files_table::write_meta(&dir, &meta).map_err(|e| FlotillaError::internal(e.to_string()))
+        let written =
+            files_table::write_entry(self.root.store().as_ref(), &dir, &Entry::Table(meta), PutMode::Overwrite).await;
+        written.map_err(|e| store_error(&format!("comment on {table}"), e))
     }
 }
-
-/// A fresh, private directory in the schema's staging area.
-fn staging_area(schema_dir: &Path) -> Result<PathBuf, FlotillaError> {
-    let area = schema_dir.join(STAGING).join(format!("{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&area).map_err(|e| fs_error("create", &area, e))?;
-    Ok(area)
-}
-
-/// Makes a table or view disappear at once (moved to the staging area), then removes it.
-fn remove(schema_dir: &Path, path: &Path) -> Result<bool, FlotillaError> {
-    let area = staging_area(schema_dir)?;
-    let trash = area.join("dropped");
-    let moved = std::fs::rename(path, &trash).map_err(|e| fs_error("drop", path, e));
-    let _ = std::fs::remove_dir_all(&area);
-    moved.map(|()| true)
-}
-
-/// A schema's area for tables being created and dropped (hidden: not a valid table name).
-const STAGING: &str = ".staging";
 
 impl CatalogProvider for FilesCatalog {
     fn schema_names(&self) -> Vec<String> {
-        entries(&self.root)
-            .into_iter()
-            .filter(|(name, path)| valid_name(name) && path.is_dir())
-            .map(|(n, _)| n)
-            .collect()
+        let root = self.root.clone();
+        block_on(async move { schema_names(&root).await }).unwrap_or_default()
     }
 
+    /// The schema, when it exists; when the store cannot say, the schema too, so that
+    /// reading a table reports the store's error.
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        let dir = self.root.join(name);
-        let views = self.views.get().cloned();
-        (valid_name(name) && dir.is_dir()).then(|| Arc::new(FilesSchema { dir, views }) as Arc<dyn SchemaProvider>)
+        if !valid_name(name) {
+            return None;
+        }
+        let root = self.root.clone();
+        let exists = block_on(async move { schema_names(&root).await });
+        let wanted = name.to_string();
+        exists.map_or(true, |names| names.contains(&wanted)).then(|| {
+            let schema =
+                FilesSchema { root: self.root.clone(), dir: Path::from(name), views: self.views.get().cloned() };
+            Arc::new(schema) as Arc<dyn SchemaProvider>
+        })
     }
 
     fn register_schema(&self, name: &str, _schema: Arc<dyn SchemaProvider>) -> Result<Option<Arc<dyn SchemaProvider>>> {
@@ -452,7 +586,8 @@ impl CatalogProvider for FilesCatalog {
 
 /// One schema: a directory under the root.
 struct FilesSchema {
-    dir: PathBuf,
+    root: Arc<Root>,
+    dir: Path,
     views: Option<ViewPlanner>,
 }
 
@@ -462,106 +597,45 @@ impl std::fmt::Debug for FilesSchema {
     }
 }
 
-/// What a name in a schema is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// A stored view.
-    View,
-    /// A table created through Flotilla (its format is in its metadata).
-    Managed,
-    /// Plain data files of this format (a directory of them, or one file).
-    Files(&'static str),
-}
-
-impl FilesSchema {
-    fn at(dir: PathBuf) -> Self {
-        Self { dir, views: None }
-    }
-
-    /// Where `name` lives and what it is. Looks at directory entries only (no file is
-    /// read), as listings call it for every name.
-    fn locate(&self, name: &str) -> Option<(PathBuf, Kind)> {
-        if !valid_name(name) {
-            return None;
-        }
-        let dir = self.dir.join(name);
-        if dir.is_dir() {
-            if is_view(&dir) {
-                return Some((dir, Kind::View));
-            }
-            if files_table::is_managed(&dir) {
-                return Some((dir, Kind::Managed));
-            }
-            let found = entries(&dir).into_iter().find_map(|(_, path)| extension(&path).map(str::to_string))?;
-            let format = FORMATS.into_iter().find(|f| *f == found)?;
-            return Some((dir, Kind::Files(format)));
-        }
-        FORMATS
-            .into_iter()
-            .map(|f| (self.dir.join(format!("{name}.{f}")), Kind::Files(f)))
-            .find(|(path, _)| path.is_file())
-    }
-}
-
 #[async_trait]
 impl SchemaProvider for FilesSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = entries(&self.dir)
-            .into_iter()
-            .filter_map(|(name, path)| {
-                let table = if path.is_dir() { name } else { path.file_stem()?.to_str()?.to_string() };
-                (path.is_dir() || extension(&path).is_some()).then_some(table)
-            })
-            .filter(|name| self.locate(name).is_some())
-            .collect();
-        names.dedup();
-        names
+        let (root, dir) = (self.root.clone(), self.dir.clone());
+        block_on(async move { table_names(&root, &dir).await }).unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Some((path, kind)) = self.locate(name) else { return Ok(None) };
-        let extension = match kind {
-            Kind::Files(extension) => extension,
-            Kind::Managed => {
-                return match FilesTable::open(&path) {
-                    Ok(table) => Ok(Some(Arc::new(table))),
-                    // Dropped or renamed meanwhile (listings race with DROP and RENAME).
-                    Err(_) if !path.exists() => Ok(None),
-                    Err(error) => Err(error),
-                };
+        let (path, extension, folder) = match locate(&self.root, &self.dir, name).await? {
+            None => return Ok(None),
+            Some(Found::Entry { dir, entry: Entry::Table(meta) }) => {
+                return Ok(Some(Arc::new(FilesTable::open(&self.root, dir, meta).await?)))
             }
-            Kind::View => return self.view(name, &path).await,
+            Some(Found::Entry { entry: Entry::View(view), .. }) => return self.view(name, view).await,
+            Some(Found::Files { path, extension, folder }) => (path, extension, folder),
         };
         let format = format_of(extension).expect("a known format");
-        let mut location = path.to_string_lossy().to_string();
-        if path.is_dir() && !location.ends_with('/') {
+        let mut location = self.root.url_of(&path);
+        if folder {
             location.push('/');
         }
         let url = ListingTableUrl::parse(&location)?;
         let options = ListingOptions::new(format).with_file_extension(format!(".{extension}"));
-        // The files' own schema; reading local files needs nothing from a session but its
-        // runtime (no functions, no catalogs).
-        let state = SessionStateBuilder::new().build();
+        // The files' own schema; reading them needs nothing from a session but the store.
+        let state = SessionStateBuilder::new().with_runtime_env(self.root.runtime().clone()).build();
         let schema = options.infer_schema(&state, &url).await?;
         let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
         Ok(Some(Arc::new(ListingTable::try_new(config)?)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.locate(name).is_some()
+        let (root, dir, name) = (self.root.clone(), self.dir.clone(), name.to_string());
+        block_on(async move { locate(&root, &dir, &name).await }).is_ok_and(|found| found.is_some())
     }
 }
 
 impl FilesSchema {
     /// A stored view, planned in its own catalog and schema.
-    async fn view(&self, name: &str, path: &Path) -> Result<Option<Arc<dyn TableProvider>>> {
-        let text = match std::fs::read(view_file(path)) {
-            Ok(text) => text,
-            Err(_) if !path.exists() => return Ok(None),
-            Err(e) => return Err(DataFusionError::Execution(format!("cannot read view {name}: {e}"))),
-        };
-        let view: ViewDefinition = serde_json::from_slice(&text)
-            .map_err(|e| DataFusionError::Execution(format!("view {name} is unreadable: {e}")))?;
+    async fn view(&self, name: &str, view: ViewDefinition) -> Result<Option<Arc<dyn TableProvider>>> {
         let planner =
             self.views.clone().ok_or_else(|| DataFusionError::Plan(format!("view {name} cannot be planned here")))?;
         let plan = planner(view.sql.clone(), view.catalog, view.schema).await?;
@@ -573,7 +647,7 @@ impl FilesSchema {
 mod tests {
     use super::*;
 
-    fn temp_root() -> PathBuf {
+    fn temp_root() -> std::path::PathBuf {
         let unique = format!(
             "flotilla-files-{}-{}",
             std::process::id(),
@@ -593,7 +667,7 @@ mod tests {
     #[tokio::test]
     async fn schemas_are_directories_and_tables_are_directories_or_files() {
         let root = temp_root();
-        let catalog = FilesCatalog::new(root.to_str().unwrap()).unwrap();
+        let catalog = FilesCatalog::new(root.to_str().unwrap(), &mut Properties::new()).unwrap();
         assert_eq!(catalog.schema_names(), vec!["sales"]);
         let schema = catalog.schema("sales").unwrap();
         assert_eq!(schema.table_names(), vec!["orders", "regions"]);
@@ -610,10 +684,12 @@ mod tests {
     }
 
     #[test]
-    fn the_root_must_be_an_existing_local_directory() {
-        for bad in ["s3://bucket/lake", "relative/path", "/definitely/not/here"] {
-            assert!(FilesCatalog::new(bad).is_err(), "{bad}");
+    fn a_local_root_must_be_an_existing_directory() {
+        for bad in ["relative/path", "/definitely/not/here"] {
+            assert!(FilesCatalog::new(bad, &mut Properties::new()).is_err(), "{bad}");
         }
-        assert!(FilesCatalog::new(&format!("file://{}", std::env::temp_dir().display())).is_ok());
+        assert!(
+            FilesCatalog::new(&format!("file://{}", std::env::temp_dir().display()), &mut Properties::new()).is_ok()
+        );
     }
 }

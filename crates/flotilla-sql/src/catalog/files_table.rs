@@ -1,22 +1,24 @@
-//! Tables the `files` connector created: their metadata and committed files live in the
-//! table directory's `_flotilla/` folder, so readers see only committed data.
+//! Tables and views created through the `files` connector. A name's directory holds its
+//! entry, versioned manifests and data files:
 //!
 //! ```text
 //!   orders/
-//!     _flotilla/table          format, columns, comment (JSON)
-//!     _flotilla/v00000001      manifest: the data files committed so far (JSON)
-//!     _flotilla/v00000002      ... each commit writes the next version
-//!     20261123_..._w0.parquet  data files, named by the writing query
+//!     _flotilla/table                 the entry: a table (id, format, columns, comments)
+//!                                     or a view (its SQL) — JSON
+//!     _flotilla/<id>.v00000001        manifest: the data files committed so far (JSON)
+//!     _flotilla/<id>.v00000002        ... each commit writes the next version
+//!     data/<id>-20261123_..._0.parquet  data files, named by the table and the writing query
 //! ```
 //!
-//! A commit writes the next manifest version, listing the files before plus the new ones,
-//! to a temporary name and hard-links it to `vNNNNNNNN`: linking fails if that version
-//! exists, so of two concurrent commits one gets the version and the other reads it and
-//! tries the next one (both land). Readers take the highest version, complete by
-//! construction. Files written by a query that fails never reach a manifest: they are never
-//! read (and are removed by the query when it can).
+//! Every change has one commit point, an object created only if absent (see
+//! `files_store`): a commit creates the next manifest version, listing the files before
+//! plus the new ones; of two concurrent commits one gets the version and the other reads
+//! it and takes the next (both land). A new table's data and first manifest are written
+//! under its new id before its entry exists; creating the entry publishes it whole, and
+//! of two racing creations exactly one creates it. Readers take the highest version of the
+//! entry's id, complete by construction; dropping a table deletes its entry first. Files
+//! written by a query that fails never reach a manifest and are never read.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -29,18 +31,34 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::ExecutionPlan;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutMode};
 use serde::{Deserialize, Serialize};
 
-use super::files::format_of;
+use super::files::{format_of, ViewDefinition};
+use super::files_store::{self, read_json, write_json};
 use super::files_write::{FilesCommitExec, FilesWriteExec, WriteSpec};
 
-/// The folder of a table directory holding Flotilla's metadata.
+/// The folder of a table or view directory holding Flotilla's metadata.
 pub const META_DIR: &str = "_flotilla";
-const TABLE_FILE: &str = "table";
+/// A table's data files, inside its directory.
+pub const DATA_DIR: &str = "data";
+const ENTRY_FILE: &str = "table";
 
-/// What a table is: its format and columns.
+/// What a name created through Flotilla is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Entry {
+    Table(TableMeta),
+    View(ViewDefinition),
+}
+
+/// What a table is: its identity, format and columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableMeta {
+    /// Distinguishes this table's manifests and files from those of an earlier table of
+    /// the same name.
+    pub id: String,
     /// `parquet`, `csv` or `json` (the data files' extension).
     pub format: String,
     pub columns: Vec<ColumnMeta>,
@@ -60,6 +78,7 @@ pub struct ColumnMeta {
 }
 
 impl TableMeta {
+    /// A new table (with a new id).
     pub fn new(format: &str, schema: &Schema) -> Self {
         let columns = schema
             .fields()
@@ -71,7 +90,7 @@ impl TableMeta {
                 comment: None,
             })
             .collect();
-        Self { format: format.to_string(), columns, comment: None }
+        Self { id: format!("{:016x}", rand::random::<u64>()), format: format.to_string(), columns, comment: None }
     }
 
     pub fn schema(&self) -> Result<SchemaRef> {
@@ -93,36 +112,29 @@ impl TableMeta {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u64,
-    /// Data file names, relative to the table directory.
+    /// Data file paths, relative to the table directory.
     pub files: Vec<String>,
 }
 
-fn io_error(what: &str, path: &Path, error: std::io::Error) -> DataFusionError {
-    DataFusionError::Execution(format!("{what} {}: {error}", path.display()))
+/// Where the entry of the name at `dir` is.
+pub fn entry_path(dir: &Path) -> Path {
+    dir.clone().join(META_DIR).join(ENTRY_FILE)
 }
 
-/// Whether `dir` is a table the connector created.
-pub fn is_managed(dir: &Path) -> bool {
-    dir.join(META_DIR).join(TABLE_FILE).is_file()
+/// The entry of the name at `dir`; `None` when nothing was created there (or it was
+/// dropped).
+pub async fn read_entry(store: &dyn ObjectStore, dir: &Path) -> object_store::Result<Option<Entry>> {
+    read_json(store, &entry_path(dir)).await
 }
 
-/// Creates the metadata of a new, empty table in `dir` (which must exist).
-pub fn create(dir: &Path, meta: &TableMeta) -> Result<()> {
-    let meta_dir = dir.join(META_DIR);
-    std::fs::create_dir_all(&meta_dir).map_err(|e| io_error("cannot create", &meta_dir, e))?;
-    let text = serde_json::to_vec_pretty(meta).map_err(|e| DataFusionError::Execution(e.to_string()))?;
-    let path = meta_dir.join(TABLE_FILE);
-    std::fs::write(&path, text).map_err(|e| io_error("cannot write", &path, e))?;
-    commit(dir, &[]).map(|_| ())
-}
-
-/// Replaces the table's metadata (its comments) atomically.
-pub fn write_meta(dir: &Path, meta: &TableMeta) -> Result<()> {
-    let meta_dir = dir.join(META_DIR);
-    let temporary = meta_dir.join(format!(".table-{:016x}", rand::random::<u64>()));
-    let text = serde_json::to_vec_pretty(meta).map_err(|e| DataFusionError::Execution(e.to_string()))?;
-    std::fs::write(&temporary, text).map_err(|e| io_error("cannot write", &temporary, e))?;
-    std::fs::rename(&temporary, meta_dir.join(TABLE_FILE)).map_err(|e| io_error("cannot replace", &meta_dir, e))
+/// Creates or replaces the entry (`PutMode::Create` fails with `AlreadyExists` when taken).
+pub async fn write_entry(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    entry: &Entry,
+    mode: PutMode,
+) -> object_store::Result<()> {
+    write_json(store, &entry_path(dir), entry, mode).await
 }
 
 /// The comment of a table and of each of its columns, when the connector keeps them.
@@ -131,47 +143,48 @@ pub fn comments(table: &dyn TableProvider) -> Option<(Option<String>, Vec<Option
     Some((table.meta.comment.clone(), table.meta.columns.iter().map(|c| c.comment.clone()).collect()))
 }
 
-pub fn read_meta(dir: &Path) -> Result<TableMeta> {
-    let path = dir.join(META_DIR).join(TABLE_FILE);
-    let text = std::fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
-    serde_json::from_slice(&text).map_err(|e| DataFusionError::Execution(format!("{}: {e}", path.display())))
+fn manifest_path(dir: &Path, id: &str, version: u64) -> Path {
+    dir.clone().join(META_DIR).join(format!("{id}.v{version:08}"))
 }
 
-fn version_name(version: u64) -> String {
-    format!("v{version:08}")
+/// Every object of the table `id` in `dir` (manifests and data files, committed or not),
+/// by name: what dropping or moving the table concerns.
+pub async fn objects_of(store: &dyn ObjectStore, dir: &Path, id: &str) -> object_store::Result<Vec<Path>> {
+    let mut found = Vec::new();
+    for folder in [META_DIR, DATA_DIR] {
+        let (_, objects) = files_store::list_dir(store, &dir.clone().join(folder)).await?;
+        found.extend(
+            objects.into_iter().map(|o| o.location).filter(|p| p.filename().is_some_and(|n| n.starts_with(id))),
+        );
+    }
+    Ok(found)
 }
 
-/// The latest committed manifest (version 0, no files, before the first commit).
-pub fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let meta_dir = dir.join(META_DIR);
-    let read = std::fs::read_dir(&meta_dir).map_err(|e| io_error("cannot list", &meta_dir, e))?;
-    let latest = read
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter_map(|name| name.strip_prefix('v')?.parse::<u64>().ok())
-        .max();
+/// The latest committed manifest of table `id` (version 0, no files, before the first
+/// commit).
+pub async fn read_manifest(store: &dyn ObjectStore, dir: &Path, id: &str) -> Result<Manifest> {
+    let (_, objects) = files_store::list_dir(store, &dir.clone().join(META_DIR)).await?;
+    let prefix = format!("{id}.v");
+    let latest =
+        objects.iter().filter_map(|o| o.location.filename()?.strip_prefix(prefix.as_str())?.parse::<u64>().ok()).max();
     let Some(version) = latest else { return Ok(Manifest::default()) };
-    let path = meta_dir.join(version_name(version));
-    let text = std::fs::read(&path).map_err(|e| io_error("cannot read", &path, e))?;
-    serde_json::from_slice(&text).map_err(|e| DataFusionError::Execution(format!("{}: {e}", path.display())))
+    let path = manifest_path(dir, id, version);
+    read_json(store, &path)
+        .await?
+        .ok_or_else(|| DataFusionError::Execution(format!("manifest {path} disappeared while being read")))
 }
 
-/// Adds `files` to the table in one new manifest version; returns that version.
-pub fn commit(dir: &Path, files: &[String]) -> Result<u64> {
-    let meta_dir = dir.join(META_DIR);
+/// Adds `files` to table `id` in one new manifest version; returns that version.
+pub async fn commit(store: &dyn ObjectStore, dir: &Path, id: &str, files: &[String]) -> Result<u64> {
     loop {
-        let current = read_manifest(dir)?;
+        let current = read_manifest(store, dir, id).await?;
         let next =
             Manifest { version: current.version + 1, files: current.files.iter().chain(files).cloned().collect() };
-        let temporary = meta_dir.join(format!(".{}-{}", version_name(next.version), rand::random::<u64>()));
-        let text = serde_json::to_vec(&next).map_err(|e| DataFusionError::Execution(e.to_string()))?;
-        std::fs::write(&temporary, text).map_err(|e| io_error("cannot write", &temporary, e))?;
-        let linked = std::fs::hard_link(&temporary, meta_dir.join(version_name(next.version)));
-        let _ = std::fs::remove_file(&temporary);
-        match linked {
+        match write_json(store, &manifest_path(dir, id, next.version), &next, PutMode::Create).await {
             Ok(()) => return Ok(next.version),
             // Another commit took this version: build on it.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(error) => return Err(io_error("cannot commit to", &meta_dir, error)),
+            Err(object_store::Error::AlreadyExists { .. }) => continue,
+            Err(error) => return Err(error.into()),
         }
     }
 }
@@ -179,18 +192,22 @@ pub fn commit(dir: &Path, files: &[String]) -> Result<u64> {
 /// A table the connector created, at its latest committed version.
 #[derive(Debug)]
 pub struct FilesTable {
-    dir: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    dir: Path,
+    /// The directory's URL, ending in `/`, as DataFusion reads it.
+    url: String,
     meta: TableMeta,
     schema: SchemaRef,
     manifest: Manifest,
 }
 
 impl FilesTable {
-    pub fn open(dir: &Path) -> Result<Self> {
-        let meta = read_meta(dir)?;
+    /// The table `meta` describes, in `dir` of `root`, at its latest version.
+    pub async fn open(root: &super::files_store::Root, dir: Path, meta: TableMeta) -> Result<Self> {
         let schema = meta.schema()?;
-        let manifest = read_manifest(dir)?;
-        Ok(Self { dir: dir.to_path_buf(), meta, schema, manifest })
+        let manifest = read_manifest(root.store().as_ref(), &dir, &meta.id).await?;
+        let url = format!("{}/", root.url_of(&dir));
+        Ok(Self { store: root.store().clone(), dir, url, meta, schema, manifest })
     }
 
     pub fn meta(&self) -> &TableMeta {
@@ -224,7 +241,7 @@ impl TableProvider for FilesTable {
             .manifest
             .files
             .iter()
-            .map(|file| ListingTableUrl::parse(self.dir.join(file).to_string_lossy()))
+            .map(|file| ListingTableUrl::parse(format!("{}{file}", self.url)))
             .collect::<Result<Vec<_>>>()?;
         let options = ListingOptions::new(format).with_file_extension(format!(".{}", self.meta.format));
         let config = ListingTableConfig::new_with_multi_paths(urls)
@@ -233,8 +250,8 @@ impl TableProvider for FilesTable {
         ListingTable::try_new(config)?.scan(state, projection, filters, limit).await
     }
 
-    /// Each partition of `input` writes one file into the table directory (on the worker
-    /// running it); the files are committed together once every partition is done.
+    /// Each partition of `input` writes one data file of the table (on the worker running
+    /// it); the files are committed together once every partition is done.
     async fn insert_into(
         &self,
         _state: &dyn Session,
@@ -247,12 +264,18 @@ impl TableProvider for FilesTable {
             )));
         }
         let spec = WriteSpec {
-            dir: self.dir.to_string_lossy().to_string(),
+            url: format!("{}{DATA_DIR}/", self.url),
             format: self.meta.format.clone(),
-            prefix: format!("{}-{:08x}", chrono::Utc::now().format("%Y%m%d_%H%M%S"), rand::random::<u32>()),
+            prefix: format!(
+                "{}-{}-{:08x}",
+                self.meta.id,
+                chrono::Utc::now().format("%Y%m%d_%H%M%S"),
+                rand::random::<u32>()
+            ),
         };
         let writer = Arc::new(FilesWriteExec::new(input, spec)?);
-        Ok(Arc::new(FilesCommitExec::new(Arc::new(CoalescePartitionsExec::new(writer)), self.dir.clone())))
+        let coalesced = Arc::new(CoalescePartitionsExec::new(writer));
+        Ok(Arc::new(FilesCommitExec::new(coalesced, self.store.clone(), self.dir.clone(), self.meta.id.clone())))
     }
 }
 
@@ -260,25 +283,35 @@ impl TableProvider for FilesTable {
 mod tests {
     use super::*;
 
-    #[test]
-    fn concurrent_commits_all_land_in_order() {
-        let dir = std::env::temp_dir().join(format!("flotilla-manifest-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_all_land_in_order() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let dir = Path::from("sales/orders");
         let schema = Schema::new(vec![Field::new("a", DataType::Decimal128(15, 2), true)]);
-        create(&dir, &TableMeta::new("parquet", &schema)).unwrap();
-        assert_eq!(read_meta(&dir).unwrap().schema().unwrap().field(0).data_type(), &DataType::Decimal128(15, 2));
-        let threads: Vec<_> = (0..8)
+        let meta = TableMeta::new("parquet", &schema);
+        let entry = Entry::Table(meta.clone());
+        write_entry(store.as_ref(), &dir, &entry, PutMode::Create).await.unwrap();
+        let taken = write_entry(store.as_ref(), &dir, &entry, PutMode::Create).await;
+        assert!(matches!(taken, Err(object_store::Error::AlreadyExists { .. })), "{taken:?}");
+        let Some(Entry::Table(read)) = read_entry(store.as_ref(), &dir).await.unwrap() else { panic!("a table") };
+        assert_eq!(read.schema().unwrap().field(0).data_type(), &DataType::Decimal128(15, 2));
+        let commits: Vec<_> = (0..8)
             .map(|i| {
-                let dir = dir.clone();
-                std::thread::spawn(move || commit(&dir, &[format!("f{i}.parquet")]).unwrap())
+                let (store, dir, id) = (store.clone(), dir.clone(), meta.id.clone());
+                tokio::spawn(async move { commit(store.as_ref(), &dir, &id, &[format!("data/f{i}.parquet")]).await })
             })
             .collect();
-        let mut versions: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let mut versions = Vec::new();
+        for commit in commits {
+            versions.push(commit.await.unwrap().unwrap());
+        }
         versions.sort();
-        assert_eq!(versions, (2..=9).collect::<Vec<_>>(), "one version each, none lost");
-        let manifest = read_manifest(&dir).unwrap();
-        assert_eq!(manifest.version, 9);
+        assert_eq!(versions, (1..=8).collect::<Vec<_>>(), "one version each, none lost");
+        let manifest = read_manifest(store.as_ref(), &dir, &meta.id).await.unwrap();
+        assert_eq!(manifest.version, 8);
         assert_eq!(manifest.files.len(), 8, "every commit's file: {manifest:?}");
-        std::fs::remove_dir_all(dir).unwrap();
+        let other = read_manifest(store.as_ref(), &dir, "another-id").await.unwrap();
+        assert_eq!(other, Manifest::default(), "an earlier table's manifests are not this one's");
+        assert_eq!(objects_of(store.as_ref(), &dir, &meta.id).await.unwrap().len(), 8);
     }
 }

@@ -1,13 +1,13 @@
 //! The two operators of a write into a `files` table. [`FilesWriteExec`] writes each input
-//! partition to one data file in the table directory and outputs the file's name and row
-//! count; it runs wherever its input runs (in a distributed plan, on the workers, which
-//! write to the shared directory in parallel). [`FilesCommitExec`] gathers the names on the
-//! coordinator and commits them in one manifest version (see `files_table`), then reports
-//! the rows written, as DataFusion's `count`. A query that fails or is cancelled before the
-//! commit changes nothing readers see; its writers remove the files they started.
+//! partition to one data file of the table and outputs the file's name and row count; it
+//! runs wherever its input runs (in a distributed plan, on the workers, which write to the
+//! shared directory or bucket in parallel, through the object store their node registered
+//! for the table's URL). [`FilesCommitExec`] gathers the names on the coordinator and
+//! commits them in one manifest version (see `files_table`), then reports the rows written,
+//! as DataFusion's `count`. A query that fails or is cancelled before the commit changes
+//! nothing readers see: a file appears only when its upload completes, and is read only
+//! once a manifest lists it.
 
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
@@ -15,18 +15,24 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties};
 use futures::StreamExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 
 /// Where and how a write goes (what a worker needs to run its part).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WriteSpec {
-    /// The table directory (absolute, the same on every node).
-    pub dir: String,
+    /// The URL of the table's data folder (`file:///...`, `s3://...`, ending in `/`): the
+    /// same on every node.
+    pub url: String,
     /// `parquet`, `csv` or `json`.
     pub format: String,
     /// Start of the data files' names (the write's own, so concurrent writes never collide).
@@ -82,57 +88,62 @@ impl FilesWriteExec {
 
 impl DisplayAs for FilesWriteExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "FilesWriteExec: dir={}, format={}", self.spec.dir, self.spec.format)
+        write!(f, "FilesWriteExec: url={}, format={}", self.spec.url, self.spec.format)
     }
 }
 
-/// One open data file.
+/// One data file being uploaded: it appears whole when finished, and never when dropped
+/// before (a local upload removes its staging file, an S3 one is never completed).
 enum Writer {
-    Parquet(datafusion::parquet::arrow::ArrowWriter<File>),
-    Csv(datafusion::arrow::csv::Writer<File>),
-    Json(datafusion::arrow::json::LineDelimitedWriter<File>),
+    Parquet(AsyncArrowWriter<BufWriter>),
+    /// CSV (with a header row) or JSON lines, encoded a batch at a time.
+    Rows {
+        upload: BufWriter,
+        csv: bool,
+        first: bool,
+    },
 }
 
 impl Writer {
-    fn open(format: &str, path: &PathBuf, schema: SchemaRef) -> Result<Self> {
-        let file = File::create(path)
-            .map_err(|e| DataFusionError::Execution(format!("cannot create {}: {e}", path.display())))?;
+    fn open(format: &str, store: Arc<dyn ObjectStore>, path: Path, schema: SchemaRef) -> Result<Self> {
+        let upload = BufWriter::new(store, path);
         Ok(match format {
-            "parquet" => Writer::Parquet(datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)?),
-            "csv" => Writer::Csv(datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(file)),
-            _ => Writer::Json(datafusion::arrow::json::LineDelimitedWriter::new(file)),
+            "parquet" => Writer::Parquet(AsyncArrowWriter::try_new(upload, schema, None)?),
+            format => Writer::Rows { upload, csv: format == "csv", first: true },
         })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         match self {
-            Writer::Parquet(w) => w.write(batch)?,
-            Writer::Csv(w) => w.write(batch)?,
-            Writer::Json(w) => w.write(batch)?,
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Result<()> {
-        match self {
-            Writer::Parquet(w) => {
-                w.close()?;
+            Writer::Parquet(writer) => writer.write(batch).await?,
+            Writer::Rows { upload, csv, first } => {
+                let mut encoded = Vec::new();
+                if *csv {
+                    let mut writer =
+                        datafusion::arrow::csv::WriterBuilder::new().with_header(*first).build(&mut encoded);
+                    writer.write(batch)?;
+                } else {
+                    let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut encoded);
+                    writer.write(batch)?;
+                    writer.finish()?;
+                }
+                *first = false;
+                upload.write_all(&encoded).await.map_err(|e| DataFusionError::External(Box::new(e)))?;
             }
-            Writer::Csv(w) => drop(w.into_inner()),
-            Writer::Json(mut w) => w.finish()?,
         }
         Ok(())
     }
-}
 
-/// Removes a data file that was not finished (the query failed or was dropped).
-struct Unfinished(Option<PathBuf>);
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
+    async fn finish(self) -> Result<()> {
+        match self {
+            Writer::Parquet(writer) => {
+                writer.close().await?;
+            }
+            Writer::Rows { mut upload, .. } => {
+                upload.shutdown().await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -161,14 +172,17 @@ impl ExecutionPlan for FilesWriteExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let url = url::Url::parse(&self.spec.url)
+            .map_err(|e| DataFusionError::Execution(format!("bad table URL {}: {e}", self.spec.url)))?;
+        let store = context.runtime_env().object_store_registry.get_store(&url)?;
+        let folder = Path::from_url_path(url.path())?;
         let mut input = self.input.execute(partition, context)?;
         let spec = self.spec.clone();
         let schema = self.input.schema();
         let output = futures::stream::once(async move {
             let name = format!("{}-{partition}-{:016x}.{}", spec.prefix, rand::random::<u64>(), spec.format);
-            let path = PathBuf::from(&spec.dir).join(&name);
+            let path = folder.clone().join(name.as_str());
             let mut writer: Option<Writer> = None;
-            let mut unfinished = Unfinished(None);
             let mut rows = 0u64;
             while let Some(batch) = input.next().await {
                 let batch = batch?;
@@ -176,17 +190,15 @@ impl ExecutionPlan for FilesWriteExec {
                     continue;
                 }
                 if writer.is_none() {
-                    unfinished.0 = Some(path.clone());
-                    writer = Some(Writer::open(&spec.format, &path, schema.clone())?);
+                    writer = Some(Writer::open(&spec.format, store.clone(), path.clone(), schema.clone())?);
                 }
-                writer.as_mut().expect("opened").write(&batch)?;
+                writer.as_mut().expect("opened").write(&batch).await?;
                 rows += batch.num_rows() as u64;
             }
             let files: Vec<String> = match writer {
                 Some(writer) => {
-                    writer.finish()?;
-                    unfinished.0 = None;
-                    vec![name]
+                    writer.finish().await?;
+                    vec![format!("{}/{name}", super::files_table::DATA_DIR)]
                 }
                 None => Vec::new(),
             };
@@ -198,23 +210,27 @@ impl ExecutionPlan for FilesWriteExec {
     }
 }
 
-/// Commits what the writers wrote, in one manifest version; outputs the row count.
+/// Commits what the writers wrote, in one manifest version of the table; outputs the row
+/// count.
 #[derive(Debug)]
 pub struct FilesCommitExec {
     input: Arc<dyn ExecutionPlan>,
-    dir: PathBuf,
+    /// The catalog's store, the table's directory in it, and the table's id.
+    store: Arc<dyn ObjectStore>,
+    dir: Path,
+    id: String,
     properties: Arc<PlanProperties>,
 }
 
 impl FilesCommitExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, dir: PathBuf) -> Self {
-        Self { input, dir, properties: properties(count_schema(), 1) }
+    pub fn new(input: Arc<dyn ExecutionPlan>, store: Arc<dyn ObjectStore>, dir: Path, id: String) -> Self {
+        Self { input, store, dir, id, properties: properties(count_schema(), 1) }
     }
 }
 
 impl DisplayAs for FilesCommitExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "FilesCommitExec: dir={}", self.dir.display())
+        write!(f, "FilesCommitExec: table={}", self.dir)
     }
 }
 
@@ -250,7 +266,8 @@ impl ExecutionPlan for FilesCommitExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(FilesCommitExec::new(only_child(children, self.name())?, self.dir.clone())))
+        let input = only_child(children, self.name())?;
+        Ok(Arc::new(FilesCommitExec::new(input, self.store.clone(), self.dir.clone(), self.id.clone())))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -258,7 +275,7 @@ impl ExecutionPlan for FilesCommitExec {
             return Err(DataFusionError::Internal(format!("FilesCommitExec has one partition, not {partition}")));
         }
         let input = self.input.clone();
-        let dir = self.dir.clone();
+        let (store, dir, id) = (self.store.clone(), self.dir.clone(), self.id.clone());
         let output = futures::stream::once(async move {
             let batches = datafusion::physical_plan::collect(input, context).await?;
             let mut files = Vec::new();
@@ -272,10 +289,7 @@ impl ExecutionPlan for FilesCommitExec {
                 }
             }
             if !files.is_empty() {
-                let dir_for_commit = dir.clone();
-                tokio::task::spawn_blocking(move || super::files_table::commit(&dir_for_commit, &files))
-                    .await
-                    .map_err(|e| DataFusionError::Execution(format!("commit failed: {e}")))??;
+                super::files_table::commit(store.as_ref(), &dir, &id, &files).await?;
             }
             Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![rows])) as ArrayRef])?)
         });

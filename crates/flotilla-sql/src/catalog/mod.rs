@@ -11,6 +11,7 @@
 //! ```
 
 pub mod files;
+pub mod files_store;
 pub mod files_table;
 pub mod files_write;
 mod information_schema;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProviderList};
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 
 pub use information_schema::{trino_type_name as information_schema_type_name, WithInformationSchema};
 pub use properties::{parse_properties, Properties};
@@ -103,7 +105,36 @@ impl Catalogs {
             let properties = parse_properties(&path, &text)?;
             catalogs.insert(Self::build(&path, &name, properties)?);
         }
+        // Every node finds a bucket's objects through one store: catalogs sharing a bucket
+        // must configure it alike.
+        let mut buckets: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for (name, catalog) in catalogs.writable() {
+            let (url, _, settings) = catalog.root().object_store();
+            if let Some((other, other_settings)) = buckets.get(url.as_str()) {
+                if *other_settings != *settings {
+                    return Err(CatalogError::InvalidProperty {
+                        key: "files.root".into(),
+                        message: format!(
+                            "catalogs {other} and {name} both use {} with different S3 settings: give them the same ones",
+                            url.as_str()
+                        ),
+                    });
+                }
+            }
+            buckets.insert(url.as_str().to_string(), (name, settings.clone()));
+        }
         Ok(catalogs)
+    }
+
+    /// The object stores DataFusion reads and writes the catalogs' files through (local
+    /// files, and each S3 bucket a catalog uses), for every node's runtime.
+    pub fn object_stores(&self) -> Arc<dyn ObjectStoreRegistry> {
+        let registry = DefaultObjectStoreRegistry::new();
+        for catalog in self.writable().values() {
+            let (url, store, _) = catalog.root().object_store();
+            registry.register_store(url.as_ref(), store.clone());
+        }
+        Arc::new(registry)
     }
 
     /// Builds one catalog from its properties.
@@ -131,7 +162,7 @@ impl Catalogs {
                     key: "files.root".into(),
                     message: "required: the directory holding the catalog's schemas".into(),
                 })?;
-                let catalog = Arc::new(files::FilesCatalog::new(&root)?);
+                let catalog = Arc::new(files::FilesCatalog::new(&root, &mut properties)?);
                 writable = Some(catalog.clone());
                 catalog
             }

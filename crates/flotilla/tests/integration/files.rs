@@ -116,8 +116,10 @@ fn count(rows: &[Vec<Value>]) -> i64 {
 }
 
 /// Data files a managed table's directory holds (committed or not).
+/// The data files of a table created through Flotilla, committed or not.
 fn data_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map(|d| d.filter(|e| e.as_ref().unwrap().path().is_file()).count()).unwrap_or(0)
+    let data = dir.join("data");
+    std::fs::read_dir(data).map(|d| d.filter(|e| e.as_ref().unwrap().path().is_file()).count()).unwrap_or(0)
 }
 
 /// Schemas and tables created through one coordinator are there through the other; CREATE
@@ -208,7 +210,12 @@ async fn tables_are_created_written_and_dropped_whole() {
     a.wait_for_state(&id, &["FAILED"], std::time::Duration::from_secs(60)).await;
     let (_, tables) = a.rows("SHOW TABLES FROM lake.s").await;
     assert!(!tables.contains(&vec![Value::from("doomed")]), "{tables:?}");
-    assert!(!root.path.join("s/doomed").exists());
+    assert!(!root.path.join("s/doomed/_flotilla/table").exists(), "never published");
+    // What the killed write left (files the other worker finished) is not the next table's.
+    let again = last(&a, "CREATE TABLE lake.s.doomed AS SELECT 1 AS x").await;
+    assert_eq!(again["updateCount"], 1, "{again}");
+    assert_eq!(a.rows("SELECT count(*) FROM lake.s.doomed").await.1, vec![vec![Value::from(1)]]);
+    assert_eq!(last(&a, "DROP TABLE lake.s.doomed").await["updateType"], "DROP TABLE");
     // Later statements run on the worker left, once both coordinators see it gone.
     wait_for_nodes(&a, 4).await;
     wait_for_nodes(&b, 4).await;
@@ -273,5 +280,18 @@ async fn tables_are_created_written_and_dropped_whole() {
     assert!(last(&a, "DROP TABLE IF EXISTS lake.s.t").await.get("error").is_none());
     assert_eq!(a.error("SELECT * FROM lake.s.t").await["errorName"], "TABLE_NOT_FOUND");
     assert_eq!(last(&a, "DROP SCHEMA lake.s").await["updateType"], "DROP SCHEMA");
-    assert!(!root.path.join("s").exists());
+    let remains: Vec<_> = walk(&root.path.join("s"));
+    assert!(remains.is_empty(), "the schema's directory is gone: {remains:?}");
+}
+
+/// Every path under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        found.push(entry.path());
+        if entry.path().is_dir() {
+            found.extend(walk(&entry.path()));
+        }
+    }
+    found
 }
