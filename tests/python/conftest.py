@@ -86,13 +86,15 @@ def cluster_server(etc_dir, tmp_path_factory):
 
 @pytest.fixture()
 def start_cluster(etc_dir, tmp_path_factory):
-    """Starts `flotilla up` with extra arguments; returns (client URL, {node id: (url, pid)})
-    from its listing. Everything it started is stopped when the test ends."""
+    """Starts `flotilla up` with extra arguments (and `etc=` another etc directory); returns
+    (client URL, {node id: (url, pid)}) from its listing. Everything it started is stopped
+    when the test ends."""
     started = []
 
-    def start(*arguments):
+    def start(*arguments, etc=None):
         data = tmp_path_factory.mktemp("cluster")
-        command = [BIN, "up", "--etc-dir", str(etc_dir), "--port", "0", "--data-dir", str(data), *arguments]
+        etc = etc or etc_dir
+        command = [BIN, "up", "--etc-dir", str(etc), "--port", "0", "--data-dir", str(data), *arguments]
         process, url, lines = _start(command)
         started.append(process)
         nodes = {}

@@ -100,12 +100,14 @@ impl Root {
         // unless the catalog gives them.
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
         let mut settings = format!("s3://{bucket}");
+        let mut allow_http = false;
         if let Some(endpoint) = properties.remove("s3.endpoint") {
             let url = url::Url::parse(&endpoint).map_err(|e| invalid("s3.endpoint", format!("'{endpoint}': {e}")))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(invalid("s3.endpoint", format!("'{endpoint}' must be an http:// or https:// URL")));
             }
-            builder = builder.with_endpoint(endpoint.trim_end_matches('/')).with_allow_http(url.scheme() == "http");
+            builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
+            allow_http = url.scheme() == "http";
             settings.push_str(&format!(" endpoint={endpoint}"));
         }
         if let Some(region) = properties.remove("s3.region") {
@@ -129,8 +131,11 @@ impl Root {
             Some(other) => return Err(invalid("s3.path-style-access", format!("'{other}' is not true or false"))),
         };
         settings.push_str(&format!(" path-style={path_style}"));
-        let client =
-            ClientOptions::new().with_timeout(Duration::from_secs(30)).with_connect_timeout(Duration::from_secs(5));
+        // Every request has a deadline; plain http only when the endpoint says so.
+        let client = ClientOptions::new()
+            .with_timeout(Duration::from_secs(30))
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_allow_http(allow_http);
         let bucket_store = builder
             .with_virtual_hosted_style_request(!path_style)
             .with_client_options(client)
