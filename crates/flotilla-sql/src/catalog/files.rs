@@ -538,9 +538,11 @@ impl FilesCatalog {
         let (dir, mut meta) = match self.locate(&schema_dir, table).await? {
             Some(Found::Entry { dir, entry: Entry::Table(meta) }) => (dir, meta),
             None => return Err(table_not_found(catalog, schema, table)),
-            Some(_) => return Err(FlotillaError::not_supported(format!(
+            Some(_) => {
+                return Err(FlotillaError::not_supported(format!(
                 "Comments are kept only for tables created through Flotilla; '{catalog}.{schema}.{table}' is not one"
-            ))),
+            )))
+            }
         };
         match column {
             None => meta.comment = comment,
@@ -558,9 +560,14 @@ impl FilesCatalog {
 }
 
 impl CatalogProvider for FilesCatalog {
+    /// (A store that cannot be listed lists nothing, and the failure is logged; reading a
+    /// table reports it to the client.)
     fn schema_names(&self) -> Vec<String> {
         let root = self.root.clone();
-        block_on(async move { schema_names(&root).await }).unwrap_or_default()
+        block_on(async move { schema_names(&root).await }).unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot list the schemas of a files catalog");
+            Vec::new()
+        })
     }
 
     /// The schema, when it exists; when the store cannot say, the schema too, so that
@@ -601,7 +608,10 @@ impl std::fmt::Debug for FilesSchema {
 impl SchemaProvider for FilesSchema {
     fn table_names(&self) -> Vec<String> {
         let (root, dir) = (self.root.clone(), self.dir.clone());
-        block_on(async move { table_names(&root, &dir).await }).unwrap_or_default()
+        block_on(async move { table_names(&root, &dir).await }).unwrap_or_else(|error| {
+            tracing::warn!(%error, schema = %self.dir, "cannot list the tables of a files catalog");
+            Vec::new()
+        })
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {

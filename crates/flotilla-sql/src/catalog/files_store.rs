@@ -28,7 +28,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{
+    ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -136,9 +138,13 @@ impl Root {
             .with_timeout(Duration::from_secs(30))
             .with_connect_timeout(Duration::from_secs(5))
             .with_allow_http(allow_http);
+        // A store that does not answer fails the statement within about a minute, not the
+        // crate's default of three.
+        let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() };
         let bucket_store = builder
             .with_virtual_hosted_style_request(!path_style)
             .with_client_options(client)
+            .with_retry(retry)
             .build()
             .map_err(|e| invalid("files.root", format!("'{root}': {e}")))?;
         let bucket_store: Arc<dyn ObjectStore> = Arc::new(bucket_store);
