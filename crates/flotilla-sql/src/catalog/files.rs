@@ -160,8 +160,10 @@ async fn schema_names(root: &Root) -> object_store::Result<Vec<String>> {
     Ok(dirs.into_iter().filter(|name| valid_name(name)).collect())
 }
 
-/// The tables and views of the schema at `schema_dir`, sorted.
-async fn table_names(root: &Arc<Root>, schema_dir: &Path) -> object_store::Result<Vec<String>> {
+/// The tables and views of the schema at `schema_dir`, sorted. `tolerant`: a name that
+/// cannot be looked up (an unreadable entry, a failed request) is left out and logged
+/// rather than failing the listing (for listings shown to clients, not for decisions).
+async fn table_names(root: &Arc<Root>, schema_dir: &Path, tolerant: bool) -> object_store::Result<Vec<String>> {
     let (dirs, objects) = files_store::list_dir(root.store().as_ref(), schema_dir).await?;
     let mut names: Vec<String> = objects
         .iter()
@@ -178,8 +180,14 @@ async fn table_names(root: &Arc<Root>, schema_dir: &Path) -> object_store::Resul
         .map(move |name| {
             let (root, schema_dir) = (root.clone(), schema_dir.clone());
             async move {
-                let found = locate(&root, &schema_dir, &name).await?;
-                Ok::<_, object_store::Error>(found.map(|_| name))
+                match locate(&root, &schema_dir, &name).await {
+                    Ok(found) => Ok(found.map(|_| name)),
+                    Err(error) if tolerant => {
+                        tracing::warn!(%error, "{schema_dir}/{name} is left out of the listing");
+                        Ok(None)
+                    }
+                    Err(error) => Err(error),
+                }
             }
         })
         .buffered(16)
@@ -335,7 +343,7 @@ impl FilesCatalog {
             Err(_) if if_exists => return Ok(false),
             Err(error) => return Err(error),
         };
-        let tables = table_names(&self.root, &dir).await.map_err(|e| store_error("list tables", e))?;
+        let tables = table_names(&self.root, &dir, false).await.map_err(|e| store_error("list tables", e))?;
         if !tables.is_empty() {
             return Err(FlotillaError::new(
                 ErrorCode::SchemaNotEmpty,
@@ -422,9 +430,10 @@ impl FilesCatalog {
     ) -> Result<bool, FlotillaError> {
         let from_dir = self.schema_dir(catalog, from.0).await?;
         let to_dir = self.schema_dir(catalog, to.0).await?;
+        // (A view is not a table to rename.)
         let found = match self.locate(&from_dir, from.1).await? {
-            None | Some(Found::Entry { entry: Entry::View(_), .. }) if if_exists => return Ok(false),
-            None | Some(Found::Entry { entry: Entry::View(_), .. }) => {
+            Some(Found::Entry { entry: Entry::View(_), .. }) | None if if_exists => return Ok(false),
+            Some(Found::Entry { entry: Entry::View(_), .. }) | None => {
                 return Err(table_not_found(catalog, from.0, from.1))
             }
             Some(found) => found,
@@ -438,11 +447,12 @@ impl FilesCatalog {
         let store = self.root.store();
         let failed = |e| store_error(&format!("rename table {}", from.1), e);
         match found {
-            Found::Entry { dir, entry } => {
-                let Entry::Table(meta) = &entry else { unreachable!("views were handled above") };
+            Found::Entry { entry: Entry::View(_), .. } => return Err(table_not_found(catalog, from.0, from.1)),
+            Found::Entry { dir, entry: Entry::Table(meta) } => {
                 let target = to_dir.clone().join(to.1);
                 let objects = files_table::objects_of(store, &dir, &meta.id).await.map_err(failed)?;
                 let copies = copy_under(store, &objects, &dir, &target).await.map_err(failed)?;
+                let entry = Entry::Table(meta);
                 match files_table::write_entry(store, &target, &entry, PutMode::Create).await {
                     Ok(()) => {}
                     Err(error) => {
@@ -608,7 +618,7 @@ impl std::fmt::Debug for FilesSchema {
 impl SchemaProvider for FilesSchema {
     fn table_names(&self) -> Vec<String> {
         let (root, dir) = (self.root.clone(), self.dir.clone());
-        block_on(async move { table_names(&root, &dir).await }).unwrap_or_else(|error| {
+        block_on(async move { table_names(&root, &dir, true).await }).unwrap_or_else(|error| {
             tracing::warn!(%error, schema = %self.dir, "cannot list the tables of a files catalog");
             Vec::new()
         })

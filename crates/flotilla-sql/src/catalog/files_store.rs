@@ -306,7 +306,7 @@ pub async fn read_json<T: DeserializeOwned>(store: &dyn ObjectStore, path: &Path
     };
     serde_json::from_slice(&bytes).map(Some).map_err(|e| object_store::Error::Generic {
         store: "flotilla",
-        source: format!("{path} is unreadable: {e}").into(),
+        source: format!("{path} is unreadable (written by an older Flotilla, or damaged): {e}").into(),
     })
 }
 
