@@ -35,10 +35,11 @@ def main():
     connection = duckdb.connect()
     for table in TABLES:
         # One file per table (`flotilla tpch-gen`), or a table directory written by Flotilla
-        # (CREATE TABLE AS into a files catalog: data files plus its _flotilla/ metadata).
+        # (CREATE TABLE AS into a files catalog: its data files under data/, all committed in
+        # a benchmark's fresh catalog, and its _flotilla/ metadata).
         path = args.data / f"{table}.parquet"
         if not path.exists():
-            path = args.data / table / "*.parquet"
+            path = args.data / table / "data" / "*.parquet"
         connection.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
     results = {}
     for path in sorted(args.queries.glob("q*.sql")):
