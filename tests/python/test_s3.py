@@ -17,7 +17,7 @@ import pytest
 import requests
 import trino
 
-from conftest import wait_for
+from conftest import _stop, wait_for
 
 HERE = pathlib.Path(__file__).resolve().parent
 KEY, SECRET = "flotilla", "not-a-secret"
@@ -54,12 +54,7 @@ def s3():
                 time.sleep(0.2)
         yield endpoint, client
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
 
 
 def keys(client, prefix):

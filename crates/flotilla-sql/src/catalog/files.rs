@@ -274,7 +274,7 @@ async fn copy_under(
         .iter()
         .map(|object| {
             let target = match object.prefix_match(from) {
-                Some(parts) => parts.fold(to.clone(), |path, part| path.clone().join(part)),
+                Some(parts) => parts.fold(to.clone(), |path, part| path.join(part)),
                 None => to.clone(),
             };
             (object.clone(), target)
@@ -379,7 +379,7 @@ impl FilesCatalog {
                 format!("Invalid table name '{table}': use lowercase letters, digits and '_'"),
             ));
         }
-        let dir = self.schema_dir(catalog, schema).await?.clone().join(table);
+        let dir = self.schema_dir(catalog, schema).await?.join(table);
         let name = (catalog.to_string(), schema.to_string(), table.to_string());
         Ok(PendingTable { root: self.root.clone(), dir, meta, name, published: false })
     }
@@ -449,7 +449,7 @@ impl FilesCatalog {
         match found {
             Found::Entry { entry: Entry::View(_), .. } => return Err(table_not_found(catalog, from.0, from.1)),
             Found::Entry { dir, entry: Entry::Table(meta) } => {
-                let target = to_dir.clone().join(to.1);
+                let target = to_dir.join(to.1);
                 let objects = files_table::objects_of(store, &dir, &meta.id).await.map_err(failed)?;
                 let copies = copy_under(store, &objects, &dir, &target).await.map_err(failed)?;
                 let entry = Entry::Table(meta);
@@ -471,9 +471,9 @@ impl FilesCatalog {
                 let (objects, target) = match folder {
                     true => {
                         let objects = files_store::list_all(store, &path).await.map_err(failed)?;
-                        (objects.into_iter().map(|o| o.location).collect::<Vec<_>>(), to_dir.clone().join(to.1))
+                        (objects.into_iter().map(|o| o.location).collect::<Vec<_>>(), to_dir.join(to.1))
                     }
-                    false => (vec![path.clone()], to_dir.clone().join(format!("{}.{extension}", to.1))),
+                    false => (vec![path.clone()], to_dir.join(format!("{}.{extension}", to.1))),
                 };
                 copy_under(store, &objects, &path, &target).await.map_err(failed)?;
                 files_store::delete_all(store, objects).await.map_err(failed)?;
@@ -503,7 +503,7 @@ impl FilesCatalog {
             None => PutMode::Create,
         };
         let entry = Entry::View(definition.clone());
-        match files_table::write_entry(self.root.store().as_ref(), &schema_dir.clone().join(view), &entry, mode).await {
+        match files_table::write_entry(self.root.store().as_ref(), &schema_dir.join(view), &entry, mode).await {
             Ok(()) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => Err(table_exists_error(catalog, schema, view)),
             Err(error) => Err(store_error(&format!("create view {view}"), error)),

@@ -37,7 +37,7 @@ use serde::Serialize;
 use super::{CatalogError, Properties};
 
 /// The properties of an `s3://` root (Trino's names for its native S3 file system).
-pub const S3_PROPERTIES: [&str; 5] =
+const S3_PROPERTIES: [&str; 5] =
     ["s3.endpoint", "s3.region", "s3.aws-access-key", "s3.aws-secret-key", "s3.path-style-access"];
 
 /// A catalog's root.

@@ -181,7 +181,7 @@ impl ExecutionPlan for FilesWriteExec {
         let schema = self.input.schema();
         let output = futures::stream::once(async move {
             let name = format!("{}-{partition}-{:016x}.{}", spec.prefix, rand::random::<u64>(), spec.format);
-            let path = folder.clone().join(name.as_str());
+            let path = folder.join(name.as_str());
             let mut writer: Option<Writer> = None;
             let mut rows = 0u64;
             while let Some(batch) = input.next().await {
