@@ -59,7 +59,7 @@ def test_new_queries_never_fail_while_coordinators_die_and_drain(start_cluster):
     while len(requests.get(f"{url}/v1/gateway", timeout=5).json()["coordinators"]) < 3 and time.time() < deadline:
         time.sleep(0.1)
     killed_url, killed_pid = nodes["coordinator-1"]
-    drained_url, _ = nodes["coordinator-2"]
+    _, drained_pid = nodes["coordinator-2"]
     killed, drained = coordinator_ids["coordinator-1"], coordinator_ids["coordinator-2"]
 
     records = []
@@ -71,8 +71,9 @@ def test_new_queries_never_fail_while_coordinators_die_and_drain(start_cluster):
     os.kill(killed_pid, signal.SIGKILL)
     killed_at = time.monotonic() - start
     time.sleep(DRAIN_AT - killed_at)
-    answer = requests.put(f"{drained_url}/v1/info/state", json="SHUTTING_DOWN", timeout=5)
-    assert answer.status_code == 200, answer.text
+    # SIGTERM drains, as PUT /v1/info/state does (which needs the cluster's secret or an
+    # admin user; the Rust suite covers it).
+    os.kill(drained_pid, signal.SIGTERM)
     drained_at = time.monotonic() - start
     for thread in threads:
         thread.join(DURATION + 120)

@@ -12,7 +12,7 @@ use flotilla_proto::cluster::{
     ResourceGroupUsage,
 };
 use flotilla_proto::{ErrorCode, FlotillaError, QueryId};
-use flotilla_resource_manager::{ClusterViewClient, HeartbeatSource, LocalNode};
+use flotilla_resource_manager::{ClusterViewClient, HeartbeatSource, LocalNode, NodeAccess};
 use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource};
 use flotilla_worker::WorkerLoadSource;
 use parking_lot::Mutex;
@@ -20,6 +20,32 @@ use parking_lot::Mutex;
 use crate::manager::{KillOutcome, QueryRegistry};
 use crate::query::{Query, QueryState};
 use crate::resource_groups::Admission;
+
+/// The most query data one heartbeat carries to one resource manager (whose body limit is
+/// 2 MiB): a coordinator with more to report (a burst of new queries after a resource
+/// manager restarted) sends it over the next heartbeats, oldest first, so no heartbeat is
+/// ever refused for its size.
+pub const REPORT_BUDGET_BYTES: usize = 256 << 10;
+
+/// One change a report carries.
+enum ReportItem {
+    New(QuerySummary),
+    Update(QueryUpdate),
+}
+
+/// How many of `items` ((version, bytes), oldest first) fit in `budget` (at least one, so
+/// a report always moves forward), and the version a cut report stands for (everything up
+/// to it is included) when not all fit.
+fn within_budget(items: &[(u64, usize)], budget: usize) -> (usize, Option<u64>) {
+    let mut used = 0usize;
+    for (index, (version, size)) in items.iter().enumerate() {
+        if index > 0 && used + size > budget {
+            return (index, Some(version - 1));
+        }
+        used += size;
+    }
+    (items.len(), None)
+}
 
 /// Every query runs in the default warehouse until the `warehouse` session property exists.
 pub const DEFAULT_WAREHOUSE: &str = "default";
@@ -169,27 +195,58 @@ impl HeartbeatSource for QueryReporter {
         let reports = base_versions
             .iter()
             .map(|&base_version| {
+                // What this resource manager lacks, oldest change first, so a report cut at
+                // the budget leaves a clean version to continue from.
+                let mut changes: Vec<(u64, &Arc<Query>, bool)> = queries
+                    .iter()
+                    .filter_map(|query| {
+                        let tracked = state.tracked.get(&query.id)?;
+                        (tracked.version > base_version).then_some((
+                            tracked.version,
+                            query,
+                            tracked.created_version > base_version,
+                        ))
+                    })
+                    .collect();
+                changes.sort_by_key(|(version, _, _)| *version);
                 let mut report = CoordinatorReport {
                     base_version,
                     version: state.version,
                     resource_groups: resource_groups.clone(),
                     ..Default::default()
                 };
-                for query in &queries {
+                let mut items = Vec::with_capacity(changes.len());
+                for (version, query, new) in changes {
                     let Some(tracked) = state.tracked.get(&query.id) else { continue };
-                    if tracked.created_version > base_version {
-                        report.new_queries.push(QuerySummary {
+                    let item = match new {
+                        true => ReportItem::New(QuerySummary {
                             identity: identity_of(query),
                             progress: tracked.progress.clone(),
                             coordinator: self.local.node_id.clone(),
-                            version: tracked.version,
-                        });
-                    } else if tracked.version > base_version {
-                        report.updates.push(QueryUpdate {
+                            version,
+                        }),
+                        false => ReportItem::Update(QueryUpdate {
                             query_id: query.id.to_string(),
-                            version: tracked.version,
+                            version,
                             progress: tracked.progress.clone(),
-                        });
+                        }),
+                    };
+                    let size = match &item {
+                        ReportItem::New(summary) => serde_json::to_vec(summary).map_or(0, |b| b.len()),
+                        ReportItem::Update(update) => serde_json::to_vec(update).map_or(0, |b| b.len()),
+                    };
+                    items.push((version, size, item));
+                }
+                let sizes: Vec<(u64, usize)> = items.iter().map(|(version, size, _)| (*version, *size)).collect();
+                let (included, cut_version) = within_budget(&sizes, REPORT_BUDGET_BYTES);
+                if let Some(version) = cut_version {
+                    // The rest goes in the next heartbeats, from this version on.
+                    report.version = version;
+                }
+                for (_, _, item) in items.into_iter().take(included) {
+                    match item {
+                        ReportItem::New(summary) => report.new_queries.push(summary),
+                        ReportItem::Update(update) => report.updates.push(update),
                     }
                 }
                 report
@@ -208,6 +265,8 @@ pub struct ClusterRuntime {
     pub view: Arc<ClusterViewClient>,
     /// Sends kills to the coordinators that own the queries.
     pub forwarder: Forwarder,
+    /// Who may kill which query.
+    pub access: Arc<NodeAccess>,
 }
 
 #[async_trait::async_trait]
@@ -249,20 +308,36 @@ impl RuntimeSource for ClusterRuntime {
 
     /// Kills here when this coordinator owns the query, else asks its owner (found by the
     /// id's suffix in the view) with Trino's `PUT /v1/query/{id}/killed`.
-    async fn kill_query(&self, query_id: &str, message: Option<&str>) -> Result<(), FlotillaError> {
+    /// The owner decides whether `user` may (the query's user or an admin), as for
+    /// `PUT /v1/query/{id}/killed`, which carries `user` in `X-Trino-User`.
+    async fn kill_query(&self, user: &str, query_id: &str, message: Option<&str>) -> Result<(), FlotillaError> {
         let id: QueryId = query_id.parse().map_err(|e| {
             FlotillaError::new(ErrorCode::InvalidProcedureArgument, format!("Invalid query id '{query_id}': {e}"))
         })?;
         let owner = id.coordinator();
+        let denied = |query_user: &str| {
+            FlotillaError::new(
+                ErrorCode::PermissionDenied,
+                format!("Access Denied: User {user} cannot kill query {query_id} owned by {query_user}"),
+            )
+        };
         let outcome = if self.local.coordinator_id.as_deref() == Some(owner.as_str()) {
-            self.registry.kill(&id, message)
+            match self.registry.get(&id) {
+                Some(query) if !self.access.may_act_on_query(Some(user), &query.session.user) => {
+                    return Err(denied(&query.session.user))
+                }
+                _ => self.registry.kill(&id, message),
+            }
         } else {
             let base = locate_owner(&self.view, &owner).await.map_err(|reason| {
                 FlotillaError::new(ErrorCode::NotFound, format!("Target query not found: {query_id} ({reason})"))
             })?;
             let path = format!("/v1/query/{id}/killed");
             let body = bytes::Bytes::from(message.unwrap_or_default().to_string());
-            let request = Relayed::internal(http::Method::PUT, path, body, &self.local.node_id);
+            let mut request = Relayed::internal(http::Method::PUT, path, body, &self.local.node_id);
+            if let Ok(value) = http::HeaderValue::from_str(user) {
+                request.headers.insert("x-trino-user", value);
+            }
             let response = self.forwarder.send(&base, &request).await.map_err(|error| {
                 FlotillaError::new(
                     ErrorCode::RemoteHostGone,
@@ -273,6 +348,7 @@ impl RuntimeSource for ClusterRuntime {
                 http::StatusCode::ACCEPTED => KillOutcome::Killed,
                 http::StatusCode::CONFLICT => KillOutcome::NotRunning,
                 http::StatusCode::GONE | http::StatusCode::NOT_FOUND => KillOutcome::NotFound,
+                http::StatusCode::FORBIDDEN => return Err(denied("another user")),
                 other => {
                     return Err(FlotillaError::internal(format!(
                         "coordinator {owner} answered {other} when asked to kill {query_id}"
@@ -336,5 +412,19 @@ impl ClusterRuntime {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_cut_at_the_budget_on_a_version_boundary() {
+        assert_eq!(within_budget(&[], 100), (0, None));
+        assert_eq!(within_budget(&[(3, 40), (5, 40), (9, 10)], 100), (3, None));
+        assert_eq!(within_budget(&[(3, 40), (5, 40), (9, 30)], 100), (2, Some(8)));
+        // One item larger than the budget still goes, alone.
+        assert_eq!(within_budget(&[(7, 500), (8, 1)], 100), (1, Some(7)));
     }
 }

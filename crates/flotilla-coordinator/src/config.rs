@@ -65,12 +65,6 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Secret the web UI's session cookies are signed with; the same on every coordinator, so a login on one is valid on all",
     },
     Setting {
-        name: "web-ui.admin-users",
-        default: "(none)",
-        roles: "coordinator",
-        doc: "Users (comma-separated) who may kill any query from the web UI; others only their own",
-    },
-    Setting {
         name: "node-scheduler.include-coordinator",
         default: "true",
         roles: "coordinator",
@@ -102,8 +96,6 @@ pub struct CoordinatorConfig {
     pub resource_groups_file: Option<std::path::PathBuf>,
     /// `web-ui.shared-secret`.
     pub web_ui_secret: Option<String>,
-    /// `web-ui.admin-users`.
-    pub web_ui_admins: Vec<String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -122,7 +114,6 @@ impl Default for CoordinatorConfig {
             resource_groups_manager: None,
             resource_groups_file: None,
             web_ui_secret: None,
-            web_ui_admins: Vec::new(),
         }
     }
 }
@@ -170,10 +161,6 @@ impl CoordinatorConfig {
                 }
                 self.web_ui_secret = Some(value.to_string());
             }
-            "web-ui.admin-users" => {
-                self.web_ui_admins =
-                    value.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect()
-            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -193,7 +180,6 @@ mod tests {
                 "resource-groups.configuration-manager" => "file",
                 "resource-groups.config-file" => "etc/resource-groups.json",
                 "web-ui.shared-secret" => "a-long-enough-web-ui-secret",
-                "web-ui.admin-users" => "admin",
                 _ => setting.default,
             };
             assert!(config.apply("config.properties", setting.name, value).unwrap(), "{}", setting.name);

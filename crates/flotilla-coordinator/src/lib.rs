@@ -45,7 +45,8 @@ use std::time::Duration;
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{CoordinatorId, InternalAuth, NodeConfig, QueryIdGenerator};
 use flotilla_resource_manager::{
-    heartbeater, serve_http, ClusterViewClient, InternalClient, LocalNode, ResourceManager, INTERNAL_CALL_TIMEOUT,
+    heartbeater, serve_http, ClusterViewClient, InternalClient, LocalNode, NodeAccess, ResourceManager,
+    INTERNAL_CALL_TIMEOUT,
 };
 use flotilla_sql::catalog::Catalogs;
 use flotilla_sql::Engine;
@@ -72,6 +73,10 @@ pub struct Coordinator {
     pub forwarder: flotilla_gateway::Forwarder,
     /// The web UI's sessions.
     pub ui: Arc<ui::UiAuth>,
+    /// Who may kill queries and drain this node.
+    pub access: Arc<NodeAccess>,
+    /// `http-server.process-forwarded`.
+    process_forwarded: bool,
 }
 
 impl Coordinator {
@@ -82,6 +87,18 @@ impl Coordinator {
     /// This coordinator's own `host:port`, for a request that names no host.
     pub fn own_host(&self) -> &str {
         self.local.http_uri.trim_start_matches("http://")
+    }
+
+    /// Whether a request's `X-Forwarded-*` headers are believed: with
+    /// `http-server.process-forwarded`, or when another node of the cluster relayed it (and
+    /// signed it).
+    pub fn trusts_forwarded(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.process_forwarded || self.access.is_internal(headers)
+    }
+
+    /// The base URI a request's client used, for the URIs handed back to it.
+    pub fn client_uris(&self, headers: &axum::http::HeaderMap) -> Result<flotilla_gateway::uris::QueryUris, String> {
+        flotilla_gateway::uris::QueryUris::from_headers(headers, self.own_host(), self.trusts_forwarded(headers))
     }
 
     /// Binds `address` (port 0 picks a free one) and starts serving.
@@ -134,12 +151,14 @@ impl Coordinator {
         let view = ClusterViewClient::new(seeds.clone(), client.clone(), config.node.heartbeat_interval);
 
         let registry = Arc::new(QueryRegistry::default());
-        let forwarder = flotilla_gateway::Forwarder::new();
+        let forwarder = flotilla_gateway::Forwarder::new(auth.clone());
+        let access = Arc::new(NodeAccess::new(auth.clone(), config.node.admin_users.clone()));
         let runtime = Arc::new(ClusterRuntime {
             local: local.clone(),
             registry: registry.clone(),
             view: view.clone(),
             forwarder: forwarder.clone(),
+            access: access.clone(),
         });
         let channels = FlightChannels::new(auth.clone());
         let own_worker = plane.as_ref().map(|_| local.node_id.clone());
@@ -158,7 +177,8 @@ impl Coordinator {
         // Every coordinator of the cluster must sign UI sessions alike: the configured
         // secret, else one derived from the cluster's shared secret.
         let ui_secret = config.web_ui_secret.clone().unwrap_or_else(|| format!("flotilla-web-ui:{secret}"));
-        let ui_auth = Arc::new(ui::UiAuth::new(&ui_secret, config.web_ui_admins.clone()));
+        let ui_auth = Arc::new(ui::UiAuth::new(&ui_secret));
+        let process_forwarded = config.node.process_forwarded;
         let manager = Arc::new(QueryManager::new(
             engine,
             scheduler.clone(),
@@ -174,6 +194,8 @@ impl Coordinator {
             view: view.clone(),
             forwarder: forwarder.clone(),
             ui: ui_auth,
+            access,
+            process_forwarded,
         });
 
         tasks.push(tokio::spawn(manager.clone().sweep_loop(shutdown.clone())));

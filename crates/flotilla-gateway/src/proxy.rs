@@ -5,8 +5,16 @@
 //! authority: the target is always a coordinator taken from the resource managers' view
 //! (no open proxy). The relayed request carries `X-Forwarded-Proto/Host/Port` naming the
 //! address the client used, so the `nextUri` the owner builds keeps the client on that
-//! address, and `X-Flotilla-Forwarded-By`, so a request is relayed at most once.
+//! address, and `X-Flotilla-Forwarded-By`, so a request is relayed at most once; it is
+//! signed with the cluster's secret, which is what makes the receiving coordinator believe
+//! those `X-Forwarded-*` headers (a client's own are dropped unless
+//! `http-server.process-forwarded` is set).
+//!
+//! Which coordinator a request goes to is decided on its path, so a path that a URL parser
+//! on the way could rewrite (dot segments, also percent-encoded, encoded slashes and
+//! backslashes, empty segments) is refused before any decision ([`check_path`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,10 +23,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flotilla_proto::cluster::NodeState;
-use flotilla_proto::{CoordinatorId, ErrorCode, FlotillaError, QueryId};
+use flotilla_proto::{CoordinatorId, ErrorCode, FlotillaError, InternalAuth, QueryId, INTERNAL_BEARER_HEADER};
 use flotilla_protocol::{QueryError, QueryResults, StatementStats};
 use flotilla_resource_manager::{ClusterViewClient, ViewSnapshot};
 use futures::TryStreamExt;
+use percent_encoding::percent_decode;
 
 use crate::uris::QueryUris;
 
@@ -48,6 +57,31 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
+/// Refuses a path whose meaning depends on who normalises it: a `.` or `..` segment (also
+/// written `%2e`), an encoded `/` or a `\\` (which URL parsers read as `/`), or an empty
+/// segment. Relay decisions are made on the path as received, and the HTTP client that
+/// relays it would resolve such segments to another endpoint.
+pub fn check_path(path: &str) -> Result<(), String> {
+    let ambiguous = || Err(format!("ambiguous request path '{}'", path.escape_default()));
+    let Some(rest) = path.strip_prefix('/') else { return ambiguous() };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    for segment in rest.split('/') {
+        let decoded: Vec<u8> = percent_decode(segment.as_bytes()).collect();
+        let dots = decoded == b"." || decoded == b"..";
+        if segment.is_empty() || dots || decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
+            return ambiguous();
+        }
+    }
+    Ok(())
+}
+
+/// [`check_path`] as a response: `None` when the path may be relayed.
+pub fn refuse_ambiguous_path(path: &str) -> Option<Response> {
+    check_path(path).err().map(|message| (StatusCode::BAD_REQUEST, message).into_response())
+}
+
 /// A request read off the wire, ready to be sent to a coordinator (again, for a POST
 /// retried elsewhere).
 #[derive(Debug, Clone)]
@@ -63,10 +97,21 @@ pub struct Relayed {
 
 impl Relayed {
     /// Reads `request` (its body up to `body_limit` bytes). `fallback_host` is this server's
-    /// own address, for a request without a `Host`; `by` names this node.
-    pub async fn read(request: Request, body_limit: usize, fallback_host: &str, by: &str) -> Result<Self, Response> {
+    /// own address, for a request without a `Host`; `by` names this node;
+    /// `trust_forwarded`: the request's own `X-Forwarded-*` headers are believed (else they
+    /// are replaced by what this node saw).
+    pub async fn read(
+        request: Request,
+        body_limit: usize,
+        fallback_host: &str,
+        by: &str,
+        trust_forwarded: bool,
+    ) -> Result<Self, Response> {
         let (parts, body) = request.into_parts();
-        let uris = QueryUris::from_headers(&parts.headers, fallback_host)
+        if let Some(refused) = refuse_ambiguous_path(parts.uri.path()) {
+            return Err(refused);
+        }
+        let uris = QueryUris::from_headers(&parts.headers, fallback_host, trust_forwarded)
             .map_err(|message| (StatusCode::BAD_REQUEST, message).into_response())?;
         let body = axum::body::to_bytes(body, body_limit).await.map_err(|_| {
             (StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {body_limit} bytes")).into_response()
@@ -76,7 +121,12 @@ impl Relayed {
         for name in HOP_BY_HOP {
             headers.remove(*name);
         }
-        // The client's address, unless a proxy in front of us already said what it was.
+        if !trust_forwarded {
+            for name in ["x-forwarded-host", "x-forwarded-proto", "x-forwarded-port"] {
+                headers.remove(name);
+            }
+        }
+        // The client's address, unless a trusted proxy in front of us already said what it was.
         if !headers.contains_key("x-forwarded-host") {
             let (scheme, host) = uris.base().split_once("://").unwrap_or(("http", uris.base()));
             insert(&mut headers, "x-forwarded-host", host);
@@ -126,16 +176,12 @@ async fn refuses_connections(base: &str) -> bool {
     }
 }
 
-/// The HTTP client that relays requests (one per process: it pools connections).
+/// The HTTP client that relays requests (one per process: it pools connections); every
+/// request it sends is signed with the cluster's secret.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     client: reqwest::Client,
-}
-
-impl Default for Forwarder {
-    fn default() -> Self {
-        Self::new()
-    }
+    auth: Arc<InternalAuth>,
 }
 
 /// The error and its causes, which is where reqwest says what actually went wrong.
@@ -151,7 +197,7 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 impl Forwarder {
-    pub fn new() -> Self {
+    pub fn new(auth: Arc<InternalAuth>) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -160,20 +206,20 @@ impl Forwarder {
             .tcp_nodelay(true)
             .build()
             .expect("a client with these settings builds");
-        Self { client }
+        Self { client, auth }
     }
 
     /// Sends `request` to the coordinator at `base` (`http://host:port`) and streams its
     /// response back.
     pub async fn send(&self, base: &str, request: &Relayed) -> Result<Response, ForwardError> {
         let url = format!("{}{}", base.trim_end_matches('/'), request.path_and_query);
-        let sent = self
-            .client
-            .request(request.method.clone(), url)
-            .headers(request.headers.clone())
-            .body(request.body.clone())
-            .send()
-            .await;
+        let mut headers = request.headers.clone();
+        // Replaces whatever a client put there.
+        if let Ok(token) = HeaderValue::from_str(&self.auth.token()) {
+            headers.insert(HeaderName::from_static(INTERNAL_BEARER_HEADER), token);
+        }
+        let sent =
+            self.client.request(request.method.clone(), url).headers(headers).body(request.body.clone()).send().await;
         let response = match sent {
             Ok(response) => response,
             Err(error) if error.is_connect() => return Err(ForwardError::Refused(describe(&error))),
@@ -314,9 +360,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_unambiguous_paths_are_relayed() {
+        let id = "20261122_101010_00001_abcde";
+        for good in
+            ["/", "/v1/statement", &format!("/v1/query/{id}"), "/ui/api/query", "/v1/resourceGroupState/global/a.b"]
+        {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+        for bad in [
+            format!("/v1/query/{id}/../../status"),
+            format!("/v1/query/{id}/%2e%2e/%2E%2E/status"),
+            format!("/v1/query/{id}/.%2e/info/state"),
+            format!("/v1/query/{id}/./killed"),
+            "/v1/resourceGroupState/..%5C..%5Cview".to_string(),
+            "/v1/resourceGroupState/a%2Fb".to_string(),
+            "/v1/resourceGroupState/a\\b".to_string(),
+            "/v1//query".to_string(),
+            "/v1/query/%00".to_string(),
+            "v1/query".to_string(),
+        ] {
+            assert!(check_path(&bad).is_err(), "{bad}");
+        }
+    }
+
     #[tokio::test]
     async fn a_refused_connection_is_told_apart_from_a_request_that_may_have_arrived() {
-        let forwarder = Forwarder::new();
+        let forwarder = Forwarder::new(Arc::new(InternalAuth::new("a-test-secret-long-enough", "test").unwrap()));
         let post = Relayed::internal(Method::POST, "/v1/statement".into(), Bytes::from("SELECT 1"), "test");
         // Nothing listens: refused, so another coordinator may take the query.
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{follow_up_query, relay_to_owner, ForwardError, Forwarder, Relayed};
+use crate::proxy::{follow_up_query, refuse_ambiguous_path, relay_to_owner, ForwardError, Forwarder, Relayed};
 use crate::routing::{Router, RoutingPolicy};
 
 /// Every setting only the gateway reads.
@@ -66,6 +66,8 @@ struct Gateway {
     view: Arc<ClusterViewClient>,
     router: Router,
     forwarder: Forwarder,
+    /// `http-server.process-forwarded`.
+    process_forwarded: bool,
 }
 
 /// A started gateway.
@@ -105,7 +107,7 @@ pub async fn start(config: GatewayConfig, address: SocketAddr) -> std::io::Resul
     let local_address = listener.local_addr()?;
     let view = ClusterViewClient::new(
         config.node.discovery_uris.clone(),
-        InternalClient::new(auth, INTERNAL_CALL_TIMEOUT),
+        InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT),
         config.node.heartbeat_interval,
     );
     if let Err(error) = view.refresh().await {
@@ -116,7 +118,8 @@ pub async fn start(config: GatewayConfig, address: SocketAddr) -> std::io::Resul
         host: local_address.to_string(),
         view: view.clone(),
         router: Router::new(config.policy),
-        forwarder: Forwarder::new(),
+        forwarder: Forwarder::new(auth.clone()),
+        process_forwarded: config.node.process_forwarded,
     });
     let app = HttpRouter::new()
         .route("/v1/statement", post(submit))
@@ -143,10 +146,11 @@ fn user_of(request: &Relayed) -> String {
 /// registered the query it is never sent elsewhere, and a failure then is a 500, which no
 /// Trino client retries (they retry 502, 503 and 504).
 async fn submit(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
-    let request = match Relayed::read(request, BODY_LIMIT, &gateway.host, &gateway.name).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+    let request =
+        match Relayed::read(request, BODY_LIMIT, &gateway.host, &gateway.name, gateway.process_forwarded).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
     let snapshot = gateway.view.snapshot();
     let targets = gateway.router.order(snapshot.as_ref(), &user_of(&request), Instant::now());
     let mut skipped = Vec::new();
@@ -202,14 +206,19 @@ fn shared_path(method: &Method, path: &str) -> bool {
 /// Follow-ups to their owner (by the query id's suffix); the cluster-wide pages to any
 /// healthy coordinator; nothing else.
 async fn relay(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    // Decided on the path as received, so only on a path no one downstream rewrites.
+    if let Some(refused) = refuse_ambiguous_path(request.uri().path()) {
+        return refused;
+    }
     let query = follow_up_query(request.uri().path());
     if query.is_none() && !shared_path(request.method(), request.uri().path()) {
         return (StatusCode::NOT_FOUND, "Not found").into_response();
     }
-    let request = match Relayed::read(request, BODY_LIMIT, &gateway.host, &gateway.name).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+    let request =
+        match Relayed::read(request, BODY_LIMIT, &gateway.host, &gateway.name, gateway.process_forwarded).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
     if let Some(id) = query {
         return relay_to_owner(&gateway.forwarder, &gateway.view, &request, &id).await;
     }

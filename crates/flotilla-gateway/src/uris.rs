@@ -1,6 +1,7 @@
 //! The base URI clients should use for follow-up requests: from `X-Forwarded-Proto/Host/Port`
-//! when a proxy set them, else the request's own `Host`, so `nextUri` keeps the client on the
-//! address it used (a load balancer, a gateway).
+//! when they are trusted (`http-server.process-forwarded`, as in Trino, or a relay signed by
+//! another node of the cluster), else the request's own `Host`, so `nextUri` keeps the client
+//! on the address it used (a load balancer, a gateway).
 
 use axum::http::HeaderMap;
 use flotilla_proto::QueryId;
@@ -26,19 +27,21 @@ fn valid_host(host: &str) -> bool {
 }
 
 impl QueryUris {
-    /// From request headers; `fallback_host` is this server's own address.
-    pub fn from_headers(headers: &HeaderMap, fallback_host: &str) -> Result<Self, String> {
-        let scheme = match header(headers, "x-forwarded-proto") {
+    /// From request headers; `fallback_host` is this server's own address. `X-Forwarded-*`
+    /// are ignored unless `trust_forwarded`.
+    pub fn from_headers(headers: &HeaderMap, fallback_host: &str, trust_forwarded: bool) -> Result<Self, String> {
+        let forwarded = |name: &str| if trust_forwarded { header(headers, name) } else { None };
+        let scheme = match forwarded("x-forwarded-proto") {
             Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
             Some(proto) if proto.eq_ignore_ascii_case("http") => "http",
             Some(other) => return Err(format!("invalid X-Forwarded-Proto '{other}'")),
             None => "http",
         };
-        let host = header(headers, "x-forwarded-host").or_else(|| header(headers, "host")).unwrap_or(fallback_host);
+        let host = forwarded("x-forwarded-host").or_else(|| header(headers, "host")).unwrap_or(fallback_host);
         if !valid_host(host) {
             return Err(format!("invalid host '{host}'"));
         }
-        let host = match header(headers, "x-forwarded-port") {
+        let host = match forwarded("x-forwarded-port") {
             Some(port) => {
                 let port: u16 = port.parse().map_err(|_| format!("invalid X-Forwarded-Port '{port}'"))?;
                 let without_port = match host.rsplit_once(':') {
@@ -83,29 +86,30 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_win_over_host() {
-        let uris = QueryUris::from_headers(
-            &headers(&[
-                ("host", "10.0.0.1:8080"),
-                ("x-forwarded-proto", "https"),
-                ("x-forwarded-host", "trino.example.com"),
-                ("x-forwarded-port", "443"),
-            ]),
-            "127.0.0.1:8080",
-        )
-        .unwrap();
+    fn trusted_forwarded_headers_win_over_host() {
+        let forwarded = headers(&[
+            ("host", "10.0.0.1:8080"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "trino.example.com"),
+            ("x-forwarded-port", "443"),
+        ]);
+        let uris = QueryUris::from_headers(&forwarded, "127.0.0.1:8080", true).unwrap();
         assert_eq!(uris.base(), "https://trino.example.com:443");
         let uris =
-            QueryUris::from_headers(&headers(&[("host", "lb:9000"), ("x-forwarded-port", "8443")]), "x").unwrap();
+            QueryUris::from_headers(&headers(&[("host", "lb:9000"), ("x-forwarded-port", "8443")]), "x", true).unwrap();
         assert_eq!(uris.base(), "http://lb:8443");
-        let uris = QueryUris::from_headers(&headers(&[]), "127.0.0.1:8080").unwrap();
+        let uris = QueryUris::from_headers(&headers(&[]), "127.0.0.1:8080", true).unwrap();
         assert_eq!(uris.base(), "http://127.0.0.1:8080");
+        // Untrusted (Trino's default): a client cannot point nextUri elsewhere.
+        let uris = QueryUris::from_headers(&forwarded, "127.0.0.1:8080", false).unwrap();
+        assert_eq!(uris.base(), "http://10.0.0.1:8080");
     }
 
     #[test]
     fn hostile_hosts_are_rejected() {
-        assert!(QueryUris::from_headers(&headers(&[("host", "evil.com/path?x=")]), "x").is_err());
-        assert!(QueryUris::from_headers(&headers(&[("x-forwarded-proto", "gopher")]), "x").is_err());
-        assert!(QueryUris::from_headers(&headers(&[("x-forwarded-port", "99999")]), "x").is_err());
+        assert!(QueryUris::from_headers(&headers(&[("host", "evil.com/path?x=")]), "x", false).is_err());
+        assert!(QueryUris::from_headers(&headers(&[("x-forwarded-proto", "gopher")]), "x", true).is_err());
+        assert!(QueryUris::from_headers(&headers(&[("x-forwarded-port", "99999")]), "x", true).is_err());
+        assert!(QueryUris::from_headers(&headers(&[("x-forwarded-port", "99999")]), "x", false).is_ok());
     }
 }

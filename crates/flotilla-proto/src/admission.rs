@@ -12,6 +12,22 @@ use serde::{Deserialize, Serialize};
 /// Served by every resource manager; only the admission leader grants.
 pub const LEASE_PATH: &str = "/v1/resource-manager/leases";
 
+/// Every byte but the unreserved ones is escaped in a path segment built from a value a
+/// client chose (a `/`, `\\`, `..` or `%` in it cannot change which endpoint is called).
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// The path of one resource group's cluster-wide state (`group`: its dotted path, a value
+/// a client chose), encoded as one path segment.
+pub fn group_state_path(group: &str) -> String {
+    let mut segment = percent_encoding::utf8_percent_encode(group, SEGMENT).to_string();
+    // `.` and `..` alone are dot segments to every URL parser: escape them too.
+    if segment.bytes().all(|b| b == b'.') {
+        segment = segment.replace('.', "%2E");
+    }
+    format!("{LEASE_PATH}/groups/{segment}")
+}
+
 /// A group's limits as the coordinator's resource group configuration has them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -134,4 +150,22 @@ pub struct GroupState {
     pub queued: u32,
     pub hard_concurrency_limit: u32,
     pub max_queued: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_paths_stay_one_segment() {
+        assert_eq!(group_state_path("global.adhoc"), format!("{LEASE_PATH}/groups/global.adhoc"));
+        for hostile in ["..\\..\\view", "../../view", "..", ".", "a/b", "a%2Fb", "a?x=1#y", "é"] {
+            let path = group_state_path(hostile);
+            let segment = path.strip_prefix(&format!("{LEASE_PATH}/groups/")).unwrap();
+            assert!(segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)), "{hostile}: {path}");
+            assert!(segment != "." && segment != "..", "{hostile}: {path}");
+            let url = url::Url::parse(&format!("http://rm{path}")).unwrap();
+            assert!(url.path().starts_with(&format!("{LEASE_PATH}/groups/")), "{hostile}: {}", url.path());
+        }
+    }
 }

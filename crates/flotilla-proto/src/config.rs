@@ -102,6 +102,18 @@ pub const NODE_SETTINGS: &[Setting] = &[
         roles: "all",
         doc: "Secret every internal call is signed with; required once `discovery.uri` is set",
     },
+    Setting {
+        name: "access-control.admin-users",
+        default: "(none)",
+        roles: "all",
+        doc: "Users (comma-separated) who may kill or cancel any query (REST, web UI, system.runtime.kill_query) and drain a node (PUT /v1/info/state); others only their own queries, and nodes only with the internal secret",
+    },
+    Setting {
+        name: "http-server.process-forwarded",
+        default: "false",
+        roles: "coordinator, gateway",
+        doc: "Trust X-Forwarded-Proto/Host/Port from clients (set it behind a proxy that sets them); relays between Flotilla nodes are trusted by their internal signature",
+    },
 ];
 
 /// The node-level settings.
@@ -117,6 +129,10 @@ pub struct NodeConfig {
     pub shared_secret: Option<String>,
     /// `coordinator=` as written, if it was.
     pub coordinator_flag: Option<bool>,
+    /// `access-control.admin-users`.
+    pub admin_users: Vec<String>,
+    /// `http-server.process-forwarded`.
+    pub process_forwarded: bool,
 }
 
 impl Default for NodeConfig {
@@ -131,6 +147,8 @@ impl Default for NodeConfig {
             heartbeat_interval: Duration::from_secs(1),
             shared_secret: None,
             coordinator_flag: None,
+            admin_users: Vec::new(),
+            process_forwarded: false,
         }
     }
 }
@@ -208,6 +226,15 @@ impl NodeConfig {
                 }
                 self.shared_secret = Some(value.to_string());
             }
+            "access-control.admin-users" => {
+                let users: Vec<String> =
+                    value.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_string).collect();
+                if users.iter().any(|u| u.len() > crate::MAX_USER_LENGTH) {
+                    return Err(invalid(&format!("user names are at most {} characters", crate::MAX_USER_LENGTH)));
+                }
+                self.admin_users = users;
+            }
+            "http-server.process-forwarded" => self.process_forwarded = parse_value(file, key, value)?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -88,6 +88,8 @@ error_codes! {
     DivisionByZero = (8, "DIVISION_BY_ZERO", UserError, Never),
     /// A value could not be cast to the target type.
     InvalidCastArgument = (9, "INVALID_CAST_ARGUMENT", UserError, Never),
+    /// A stored view cannot be planned (what it reads is gone, or views nest too deeply).
+    InvalidView = (11, "INVALID_VIEW", UserError, Never),
     /// The statement is valid SQL that Flotilla does not support.
     NotSupported = (13, "NOT_SUPPORTED", UserError, Never),
     /// `SET SESSION` named an unknown property or gave a bad value.
@@ -140,6 +142,8 @@ error_codes! {
     ExpressionNotAggregate = (73, "EXPRESSION_NOT_AGGREGATE", UserError, Never),
     /// Wrong number or kind of statement parameters.
     InvalidParameterUsage = (80, "INVALID_PARAMETER_USAGE", UserError, Never),
+    /// A view reads itself, directly or through other views.
+    ViewIsRecursive = (82, "VIEW_IS_RECURSIVE", UserError, Never),
     /// A bug or unexpected state inside Flotilla.
     GenericInternalError = (65536, "GENERIC_INTERNAL_ERROR", InternalError, Possible),
     /// No node can run the work.

@@ -28,5 +28,11 @@ pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry};
 pub use internal_auth::{InternalAuth, InternalAuthError, INTERNAL_BEARER_HEADER};
 pub use query_id::{random_hex, CoordinatorId, QueryId, QueryIdGenerator, QueryIdParseError};
 
+/// The longest user name accepted (`X-Trino-User`, admin lists): user names are copied
+/// into every heartbeat, query listing and log line, so they are bounded.
+pub const MAX_USER_LENGTH: usize = 256;
+/// The longest client source accepted (`X-Trino-Source`), for the same reason.
+pub const MAX_SOURCE_LENGTH: usize = 256;
+
 /// The version every node reports in `/v1/info` and `SELECT version()`.
 pub const FLOTILLA_VERSION: &str = env!("CARGO_PKG_VERSION");

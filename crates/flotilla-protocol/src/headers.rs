@@ -43,6 +43,10 @@ pub enum HeaderError {
     /// A header's value is not valid text.
     #[error("header {0} is not valid UTF-8")]
     NotUtf8(String),
+    /// A value is longer than Flotilla keeps (user names and sources travel in every
+    /// heartbeat and listing).
+    #[error("header {header} is longer than {limit} characters")]
+    TooLong { header: String, limit: usize },
     /// A `name=value` list item lacks its `=` or name.
     #[error("invalid {header} header: '{item}' is not name=value")]
     Malformed { header: String, item: String },
@@ -123,9 +127,18 @@ impl ClientSession {
         };
 
         let user = single(USER).or_else(|| single(ORIGINAL_USER)).ok_or(HeaderError::MissingUser)?;
+        let source = single(SOURCE);
+        for (header, value, limit) in [
+            ("X-Trino-User", Some(&user), flotilla_proto::MAX_USER_LENGTH),
+            ("X-Trino-Source", source.as_ref(), flotilla_proto::MAX_SOURCE_LENGTH),
+        ] {
+            if value.is_some_and(|v| v.chars().count() > limit) {
+                return Err(HeaderError::TooLong { header: header.to_string(), limit });
+            }
+        }
         let mut session = ClientSession {
             user,
-            source: single(SOURCE),
+            source,
             catalog: single(CATALOG),
             schema: single(SCHEMA),
             time_zone: single(TIME_ZONE),
@@ -200,6 +213,15 @@ mod tests {
         ));
         let bad = ClientSession::from_headers([("X-Trino-User", &b"\xff"[..])]);
         assert!(matches!(bad, Err(HeaderError::NotUtf8(_))));
+    }
+
+    #[test]
+    fn huge_users_and_sources_are_refused() {
+        let long = "u".repeat(flotilla_proto::MAX_USER_LENGTH + 1);
+        assert!(matches!(parse(&[("X-Trino-User", &long)]), Err(HeaderError::TooLong { .. })));
+        assert!(matches!(parse(&[("X-Trino-User", "a"), ("X-Trino-Source", &long)]), Err(HeaderError::TooLong { .. })));
+        let longest = "u".repeat(flotilla_proto::MAX_USER_LENGTH);
+        assert_eq!(parse(&[("X-Trino-User", &longest)]).unwrap().user, longest);
     }
 
     #[test]

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use flotilla_proto::cluster::{NodeAnnouncement, NodeRole, ReportedState};
-use flotilla_proto::{random_hex, NodeConfig};
+use flotilla_proto::{random_hex, InternalAuth, NodeConfig, INTERNAL_BEARER_HEADER};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -139,14 +139,75 @@ impl LocalNode {
     }
 }
 
-/// `/v1/info` and `/v1/info/state`, as Trino serves them; `PUT /v1/info/state` with
-/// `"SHUTTING_DOWN"` starts a graceful shutdown (Trino's API; like Trino without an access
-/// control configured, any caller that reaches the port may ask).
-pub fn info_routes(node: Arc<LocalNode>) -> Router {
-    Router::new().route("/v1/info", get(info)).route("/v1/info/state", get(state).put(put_state)).with_state(node)
+/// Who may do what to a node and its queries. Until user authentication exists, a user is
+/// who `X-Trino-User` says (the README states this trust boundary); another node proves
+/// itself with the cluster's shared secret.
+#[derive(Debug)]
+pub struct NodeAccess {
+    auth: Arc<InternalAuth>,
+    /// `access-control.admin-users`.
+    admins: Vec<String>,
 }
 
-async fn put_state(State(node): State<Arc<LocalNode>>, body: axum::body::Bytes) -> Response {
+/// The user a request names (`X-Trino-User`, else Presto's header).
+pub fn request_user(headers: &HeaderMap) -> Option<&str> {
+    ["x-trino-user", "x-presto-user"]
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|user| !user.is_empty())
+}
+
+impl NodeAccess {
+    pub fn new(auth: Arc<InternalAuth>, admins: Vec<String>) -> Self {
+        Self { auth, admins }
+    }
+
+    /// The request is signed with the cluster's secret (another node sent it or relayed it).
+    pub fn is_internal(&self, headers: &HeaderMap) -> bool {
+        self.auth.verify(headers.get(INTERNAL_BEARER_HEADER).and_then(|v| v.to_str().ok())).is_ok()
+    }
+
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.admins.iter().any(|admin| admin == user)
+    }
+
+    /// Whether `user` may kill or cancel a query of `owner`: its own, or any as an admin.
+    pub fn may_act_on_query(&self, user: Option<&str>, owner: &str) -> bool {
+        user.is_some_and(|user| user == owner || self.is_admin(user))
+    }
+
+    /// Whether the request may change the node's state: signed by the cluster, or from an
+    /// admin user.
+    pub fn may_manage_node(&self, headers: &HeaderMap) -> bool {
+        self.is_internal(headers) || request_user(headers).is_some_and(|user| self.is_admin(user))
+    }
+}
+
+/// `/v1/info` and `/v1/info/state`, as Trino serves them; `PUT /v1/info/state` with
+/// `"SHUTTING_DOWN"` starts a graceful shutdown, for a caller holding the cluster's secret
+/// or an admin user (403 otherwise).
+pub fn info_routes(node: Arc<LocalNode>, access: Arc<NodeAccess>) -> Router {
+    Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/info/state", get(state).put(put_state))
+        .with_state((node, access))
+}
+
+async fn put_state(
+    State((node, access)): State<(Arc<LocalNode>, Arc<NodeAccess>)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !access.may_manage_node(&headers) {
+        let user = request_user(&headers).unwrap_or("(anonymous)");
+        tracing::warn!(%user, "refused a request to change the node's state");
+        return (
+            StatusCode::FORBIDDEN,
+            format!("Access Denied: User {user} cannot change the state of node {}", node.node_id),
+        )
+            .into_response();
+    }
     let requested: Result<String, _> = serde_json::from_slice(&body);
     match requested.as_deref() {
         Ok("SHUTTING_DOWN") => {
@@ -160,7 +221,7 @@ async fn put_state(State(node): State<Arc<LocalNode>>, body: axum::body::Bytes) 
     }
 }
 
-async fn info(State(node): State<Arc<LocalNode>>) -> Json<Value> {
+async fn info(State((node, _)): State<(Arc<LocalNode>, Arc<NodeAccess>)>) -> Json<Value> {
     Json(json!({
         "nodeVersion": {"version": flotilla_proto::FLOTILLA_VERSION},
         "environment": node.environment,
@@ -170,6 +231,6 @@ async fn info(State(node): State<Arc<LocalNode>>) -> Json<Value> {
     }))
 }
 
-async fn state(State(node): State<Arc<LocalNode>>) -> Json<Value> {
+async fn state(State((node, _)): State<(Arc<LocalNode>, Arc<NodeAccess>)>) -> Json<Value> {
     Json(json!(if node.shutting_down() { "SHUTTING_DOWN" } else { "ACTIVE" }))
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{InternalAuth, NodeConfig};
 use tokio::net::TcpListener;
@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{HeartbeatSource, Heartbeater};
 use crate::config::ResourceManagerConfig;
 use crate::http_client::InternalClient;
-use crate::node::{info_routes, LocalNode};
+use crate::http_server::serve_http;
+use crate::node::{info_routes, LocalNode, NodeAccess};
 use crate::server::{ResourceManager, INTERNAL_CALL_TIMEOUT};
 
 /// A started node; [`RunningNode::shutdown`] stops everything it started.
@@ -40,17 +41,6 @@ impl RunningNode {
             let _ = task.await;
         }
     }
-}
-
-/// Serves `router` on `listener` until `shutdown`.
-pub fn serve_http(listener: TcpListener, router: Router, shutdown: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let result =
-            axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
-        if let Err(error) = result {
-            tracing::error!(%error, "http server failed");
-        }
-    })
 }
 
 /// The shared secret, or why a cluster node cannot run without one.
@@ -97,7 +87,7 @@ pub async fn start_resource_manager(
     let status_node = local.clone();
     let router = manager
         .router()
-        .merge(info_routes(local.clone()))
+        .merge(info_routes(local.clone(), Arc::new(NodeAccess::new(auth.clone(), node_config.admin_users.clone()))))
         .route("/v1/status", get(move || async move { Json(status_node.status()) }));
     let shutdown = CancellationToken::new();
     let server = serve_http(listener, router, shutdown.clone());

@@ -28,7 +28,7 @@ use crate::memory::PeakMemoryPool;
 use crate::progress::ScanCounters;
 use crate::session::{session_property, SqlSession};
 use crate::show;
-use crate::statement::{parse_statement, TrinoStatement};
+use crate::statement::{parse_prepared, parse_statement, TrinoStatement};
 use crate::types::TrinoTypePlanner;
 
 /// Names DataFusion resolves unqualified tables against when the session has no catalog or
@@ -295,12 +295,14 @@ impl Engine {
                     prepared(session, &name)?;
                     done("DEALLOCATE", SessionChanges { deallocated_prepare: vec![name], ..Default::default() }, memory)
                 }
+                // A prepared statement is never itself EXECUTE (parse_prepared refuses it), so
+                // this recursion is one level deep.
                 TrinoStatement::Execute { name, parameters } => {
                     let sql = prepared(session, &name)?.to_string();
-                    self.execute_parsed(session, bind_parameters(parse_statement(&sql)?, &parameters)?).await
+                    self.execute_parsed(session, bind_parameters(parse_prepared(&sql)?, &parameters)?).await
                 }
                 TrinoStatement::ExecuteImmediate { sql, parameters } => {
-                    self.execute_parsed(session, bind_parameters(parse_statement(&sql)?, &parameters)?).await
+                    self.execute_parsed(session, bind_parameters(parse_prepared(&sql)?, &parameters)?).await
                 }
                 TrinoStatement::DescribeOutput { name } => {
                     let sql = prepared(session, &name)?.to_string();
@@ -309,7 +311,7 @@ impl Engine {
                 }
                 TrinoStatement::DescribeInput { name } => {
                     let sql = prepared(session, &name)?.to_string();
-                    let statement = numbered_placeholders(parse_statement(&sql)?)?;
+                    let statement = numbered_placeholders(parse_prepared(&sql)?)?;
                     let TrinoStatement::Other(statement) = statement else {
                         return rows(show::describe_input(&BTreeMap::new()), memory);
                     };
@@ -435,7 +437,7 @@ impl Engine {
         sql: &str,
         memory: Arc<PeakMemoryPool>,
     ) -> Result<SchemaRef, FlotillaError> {
-        let TrinoStatement::Other(statement) = numbered_placeholders(parse_statement(sql)?)? else {
+        let TrinoStatement::Other(statement) = numbered_placeholders(parse_prepared(sql)?)? else {
             return Ok(Arc::new(Schema::empty()));
         };
         let state = self.session_state(session, memory)?;
@@ -562,7 +564,10 @@ pub fn bind_parameters(statement: TrinoStatement, parameters: &[Expr]) -> Result
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
-    Ok(TrinoStatement::Other(statement))
+    // Each parameter and the statement were checked apart; together they may nest deeper.
+    let statement = TrinoStatement::Other(statement);
+    crate::statement::check_nesting(&statement)?;
+    Ok(statement)
 }
 
 /// Renames `?` placeholders to `$1..$n`, so DataFusion can infer their types.

@@ -52,8 +52,24 @@ fn classify_arrow(error: &ArrowError) -> ErrorCode {
 /// after the error has travelled through another worker as text: `REMOTE_HOST_GONE`.
 pub const WORKER_GONE_PHRASE: &str = "is unreachable or gone";
 
+/// A Flotilla error carried inside a DataFusion error (by a catalog, say), anywhere in its
+/// chain of causes.
+fn carried(error: &DataFusionError) -> Option<FlotillaError> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(flotilla) = current.downcast_ref::<FlotillaError>() {
+            return Some(flotilla.clone());
+        }
+        cause = current.source();
+    }
+    None
+}
+
 /// Maps a DataFusion error to a Flotilla error with the closest Trino code.
 pub fn from_datafusion(error: &DataFusionError) -> FlotillaError {
+    if let Some(error) = carried(error) {
+        return error;
+    }
     let text = error.to_string();
     if let Some(at) = text.find("Worker ").filter(|_| text.contains(WORKER_GONE_PHRASE)) {
         return FlotillaError::new(ErrorCode::RemoteHostGone, text[at..].trim().to_string());
@@ -175,6 +191,13 @@ mod tests {
         assert_eq!(missing_catalog.message, "Catalog 'nope' not found");
         let missing_schema = from_datafusion(&plan_datafusion_err!("failed to resolve schema: nope"));
         assert_eq!(missing_schema.code, ErrorCode::SchemaNotFound);
+    }
+
+    #[test]
+    fn carried_flotilla_errors_keep_their_code() {
+        let original = FlotillaError::new(ErrorCode::ViewIsRecursive, "View 'c.s.v' is recursive");
+        let error = DataFusionError::External(Box::new(original.clone())).context("planning");
+        assert_eq!(from_datafusion(&error), original);
     }
 
     #[test]

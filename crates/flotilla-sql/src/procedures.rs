@@ -97,7 +97,7 @@ pub(crate) async fn call(
                 .flatten()
                 .ok_or_else(|| argument_error("Required procedure argument 'query_id' is missing".into()))?;
             let message = values.next().flatten();
-            runtime.kill_query(&query_id, message.as_deref()).await
+            runtime.kill_query(&session.user, &query_id, message.as_deref()).await
         }
         _ => Err(FlotillaError::new(ErrorCode::ProcedureNotFound, format!("Procedure not registered: {name}"))),
     }

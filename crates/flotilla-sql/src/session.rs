@@ -78,8 +78,22 @@ fn validate_optional_data_size(value: &str) -> Result<(), String> {
     }
 }
 
+/// The most parallel partitions per operator a session may ask for.
+pub const MAX_TASK_CONCURRENCY: u32 = 256;
+
+/// A power of two from 1 to [`MAX_TASK_CONCURRENCY`] (Trino requires a power of two too).
+fn validate_task_concurrency(value: &str) -> Result<(), String> {
+    match value.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && n <= MAX_TASK_CONCURRENCY => Ok(()),
+        _ => Err(format!("'{value}' is not a power of two from 1 to {MAX_TASK_CONCURRENCY}")),
+    }
+}
+
+/// The processors, rounded down to a power of two.
 fn default_task_concurrency() -> String {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string()
+    let processors = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+    let power_of_two = 1u32 << (31 - processors.max(1).leading_zeros());
+    power_of_two.min(MAX_TASK_CONCURRENCY).to_string()
 }
 
 /// Every session property Flotilla honours.
@@ -117,8 +131,8 @@ pub const SESSION_PROPERTIES: &[SessionProperty] = &[
         name: "task_concurrency",
         type_name: "integer",
         default: default_task_concurrency,
-        description: "Parallel partitions per operator (DataFusion target_partitions)",
-        validate: validate_positive_integer,
+        description: "Parallel partitions per operator (DataFusion target_partitions): a power of two up to 256; default the processors, rounded down to a power of two",
+        validate: validate_task_concurrency,
     },
     SessionProperty {
         name: "warehouse",
@@ -242,6 +256,15 @@ mod tests {
         let mut session = SqlSession::default();
         session.properties.insert("task_concurrency".into(), "0".into());
         assert_eq!(session.validate().unwrap_err().code, ErrorCode::InvalidSessionProperty);
+        for bad in ["4294967295", "3", "512", "-2", "1e3"] {
+            session.properties.insert("task_concurrency".into(), bad.into());
+            assert_eq!(session.validate().unwrap_err().code, ErrorCode::InvalidSessionProperty, "{bad}");
+        }
+        for good in ["1", "2", "64", "256"] {
+            session.properties.insert("task_concurrency".into(), good.into());
+            assert!(session.validate().is_ok(), "{good}");
+        }
+        assert!(validate_task_concurrency(&default_task_concurrency()).is_ok());
     }
 
     #[test]

@@ -13,19 +13,40 @@ use crate::catalog::information_schema_type_name;
 use crate::engine::{catalog_not_found, schema_not_found};
 use crate::session::{SqlSession, SESSION_PROPERTIES};
 
-/// SQL `LIKE` with `%` and `_`.
+/// SQL `LIKE` with `%` and `_`, in time proportional to pattern × text at worst and without
+/// recursion (patterns are user input): the classic wildcard match, backing up only to the
+/// last `%` seen.
 pub fn like_matches(pattern: &str, text: &str) -> bool {
-    fn matches(pattern: &[char], text: &[char]) -> bool {
-        match pattern.split_first() {
-            None => text.is_empty(),
-            Some(('%', rest)) => (0..=text.len()).any(|skip| matches(rest, &text[skip..])),
-            Some(('_', rest)) => !text.is_empty() && matches(rest, &text[1..]),
-            Some((c, rest)) => text.first() == Some(c) && matches(rest, &text[1..]),
-        }
-    }
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
-    matches(&pattern, &text)
+    let (mut p, mut t) = (0, 0);
+    // Where the last `%` was, and the text position it has been stretched to.
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('%') => {
+                backtrack = Some((p, t));
+                p += 1;
+            }
+            Some('_') => {
+                p += 1;
+                t += 1;
+            }
+            Some(c) if *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match backtrack {
+                Some((star, stretched)) => {
+                    p = star + 1;
+                    t = stretched + 1;
+                    backtrack = Some((star, stretched + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '%')
 }
 
 fn text_columns(names: &[&str], rows: Vec<Vec<Option<String>>>) -> Result<RecordBatch, FlotillaError> {
@@ -189,6 +210,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hostile_like_patterns_finish_at_once() {
+        // Exponential for a backtracking matcher, and 200 000 frames deep for a recursive one.
+        let text = "a".repeat(64);
+        assert!(!like_matches(&format!("{}#", "%".repeat(64)), &text));
+        assert!(!like_matches(&format!("{}b", "%a".repeat(30)), &text));
+        assert!(like_matches(&"%".repeat(200_000), "catalog"));
+        assert!(!like_matches(&"_".repeat(200_000), "catalog"));
+    }
+
+    #[test]
     fn like_patterns() {
         assert!(like_matches("t%", "tiny"));
         assert!(like_matches("%f1", "sf1"));
@@ -196,5 +227,10 @@ mod tests {
         assert!(!like_matches("s_1", "sf10"));
         assert!(like_matches("%", ""));
         assert!(!like_matches("a", ""));
+        assert!(like_matches("%a%b%", "xxaxxbxx"));
+        assert!(!like_matches("%a%b", "xxaxxbxx"));
+        assert!(like_matches("a%%_", "ab"));
+        assert!(!like_matches("a%%_", "a"));
+        assert!(like_matches("%ab", "aab"));
     }
 }

@@ -2,8 +2,20 @@
 //! `SET SESSION`, `USE`, `PREPARE ... FROM`, `EXECUTE`, `DESCRIBE OUTPUT`, transactions,
 //! `EXPLAIN`), whose Trino syntax sqlparser does not cover, and hands everything else to
 //! sqlparser as one statement.
+//!
+//! User input drives recursion here and in everything that walks a statement afterwards
+//! (DataFusion's planner, sqlparser's visitors, even dropping the syntax tree), and a stack
+//! overflow aborts the whole process. So a statement is parsed on a stack of its own
+//! ([`PARSE_STACK_BYTES`], enough for the deepest tree a text of `query.max-length`
+//! characters can produce), and a statement nested deeper than [`MAX_NESTING_DEPTH`]
+//! (expressions, subqueries, set operations, joins) is refused with a syntax error before
+//! anything else sees it. Statements that carry other statements (`PREPARE`, `EXPLAIN`,
+//! `EXECUTE IMMEDIATE`) take one level only: a prepared statement cannot be another
+//! `PREPARE`, `EXECUTE` or `DEALLOCATE`, as in Trino.
 
-use datafusion::sql::sqlparser::ast::{Expr, Statement};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Statement, TableFactor, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
@@ -78,6 +90,137 @@ pub enum TrinoStatement {
     },
     /// Anything else, parsed by sqlparser.
     Other(Box<Statement>),
+}
+
+/// The deepest nesting of expressions, queries and table factors a statement may have.
+/// Generated SQL (long `OR` chains, `UNION ALL` of many selects) stays well below it; every
+/// later walk of the statement (planning, optimising, evaluating) stays well inside a
+/// thread's stack with it.
+pub const MAX_NESTING_DEPTH: usize = 1000;
+
+/// The stack a statement is parsed on (reserved address space; only what is used is
+/// touched). Dropping a refused, very deep syntax tree recurses once per level.
+const PARSE_STACK_BYTES: usize = 256 << 20;
+
+/// Statements a prepared statement may not be (Trino's rule), which also keeps `EXECUTE`
+/// from running itself.
+fn check_preparable(statement: &TrinoStatement) -> Result<(), FlotillaError> {
+    let kind = match statement {
+        TrinoStatement::Prepare { .. } => "PREPARE",
+        TrinoStatement::Execute { .. } => "EXECUTE",
+        TrinoStatement::ExecuteImmediate { .. } => "EXECUTE IMMEDIATE",
+        TrinoStatement::Deallocate { .. } => "DEALLOCATE",
+        _ => return Ok(()),
+    };
+    Err(FlotillaError::not_supported(format!("Invalid statement type for prepared statement: {kind}")))
+}
+
+/// Parses the text of a prepared statement (from `PREPARE`, the
+/// `X-Trino-Prepared-Statement` header or `EXECUTE IMMEDIATE`) for running it: refused
+/// when it is a kind a prepared statement cannot be.
+pub fn parse_prepared(sql: &str) -> Result<TrinoStatement, FlotillaError> {
+    let statement = parse_statement(sql)?;
+    check_preparable(&statement)?;
+    Ok(statement)
+}
+
+/// Counts how deep a statement nests; stops (Break) past [`MAX_NESTING_DEPTH`], so its own
+/// recursion stays bounded too.
+#[derive(Default)]
+struct NestingDepth {
+    depth: usize,
+}
+
+impl NestingDepth {
+    fn enter(&mut self, levels: usize) -> ControlFlow<()> {
+        self.depth += levels;
+        if self.depth > MAX_NESTING_DEPTH {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn leave(&mut self, levels: usize) -> ControlFlow<()> {
+        self.depth = self.depth.saturating_sub(levels);
+        ControlFlow::Continue(())
+    }
+}
+
+/// How deep the set operations of a query's body nest (`a UNION b UNION c` is a chain
+/// sqlparser builds without recursion), counted without recursion.
+fn set_operation_depth(body: &SetExpr) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(body, 1usize)];
+    while let Some((expr, depth)) = pending.pop() {
+        deepest = deepest.max(depth);
+        if depth > MAX_NESTING_DEPTH {
+            break;
+        }
+        if let SetExpr::SetOperation { left, right, .. } = expr {
+            pending.push((left, depth + 1));
+            pending.push((right, depth + 1));
+        }
+    }
+    deepest
+}
+
+impl Visitor for NestingDepth {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        self.enter(set_operation_depth(&query.body))
+    }
+
+    fn post_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        self.leave(set_operation_depth(&query.body))
+    }
+
+    fn pre_visit_table_factor(&mut self, _: &TableFactor) -> ControlFlow<()> {
+        self.enter(1)
+    }
+
+    fn post_visit_table_factor(&mut self, _: &TableFactor) -> ControlFlow<()> {
+        self.leave(1)
+    }
+
+    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        self.enter(1)
+    }
+
+    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        self.leave(1)
+    }
+}
+
+fn too_deep() -> FlotillaError {
+    FlotillaError::new(
+        ErrorCode::SyntaxError,
+        format!("line 1:1: Statement is too large: it nests deeper than {MAX_NESTING_DEPTH} levels"),
+    )
+    .with_location(flotilla_proto::ErrorLocation { line: 1, column: 1 })
+}
+
+/// Refuses a statement nested deeper than [`MAX_NESTING_DEPTH`] (one built from parts
+/// checked apart, such as a prepared statement with its parameters bound).
+pub(crate) fn check_nesting(statement: &TrinoStatement) -> Result<(), FlotillaError> {
+    stacker::grow(PARSE_STACK_BYTES, || check_depth(statement))
+}
+
+fn check_depth(statement: &TrinoStatement) -> Result<(), FlotillaError> {
+    let mut depth = NestingDepth::default();
+    let deep = match statement {
+        TrinoStatement::Other(statement) => statement.visit(&mut depth).is_break(),
+        TrinoStatement::SetSession { value, .. } => value.visit(&mut depth).is_break(),
+        TrinoStatement::Execute { parameters, .. } | TrinoStatement::ExecuteImmediate { parameters, .. } => {
+            parameters.iter().any(|p| p.visit(&mut depth).is_break())
+        }
+        _ => false,
+    };
+    if deep {
+        return Err(too_deep());
+    }
+    Ok(())
 }
 
 pub(crate) fn dialect() -> GenericDialect {
@@ -226,8 +369,18 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Parses one statement.
+/// Parses one statement (on a stack of its own; refused when nested too deeply).
 pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
+    stacker::grow(PARSE_STACK_BYTES, || {
+        let statement = parse_unchecked(sql)?;
+        // A refused statement is dropped here, on the big stack.
+        check_depth(&statement)?;
+        Ok(statement)
+    })
+}
+
+/// Parses one statement without the depth check (the caller checks).
+fn parse_unchecked(sql: &str) -> Result<TrinoStatement, FlotillaError> {
     let mut cursor = Cursor::new(sql)?;
     if cursor.at_end() {
         return Err(FlotillaError::new(ErrorCode::SyntaxError, "line 1:1: statement is empty"));
@@ -290,11 +443,22 @@ pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
         if !cursor.keywords(&["FROM"]) {
             return Err(cursor.error("Expected: FROM"));
         }
+        // Decided before parsing what follows, so `PREPARE a FROM PREPARE b FROM ...` is
+        // never parsed level by level.
+        for (words, kind) in [
+            (&["PREPARE"][..], "PREPARE"),
+            (&["EXECUTE"][..], "EXECUTE"),
+            (&["DEALLOCATE", "PREPARE"][..], "DEALLOCATE"),
+        ] {
+            if words.iter().enumerate().all(|(i, w)| cursor.peek_word(i).as_deref() == Some(*w)) {
+                return Err(FlotillaError::not_supported(format!(
+                    "Invalid statement type for prepared statement: {kind}"
+                )));
+            }
+        }
         let sql = cursor.rest().to_string();
         // The statement must itself parse; errors surface at PREPARE time, as in Trino.
-        if let TrinoStatement::Prepare { .. } = parse_statement(&sql)? {
-            return Err(FlotillaError::not_supported("a prepared statement cannot be PREPARE"));
-        }
+        check_preparable(&parse_unchecked(&sql)?)?;
         return Ok(TrinoStatement::Prepare { name, sql });
     }
     if cursor.keywords(&["EXECUTE", "IMMEDIATE"]) {
@@ -380,25 +544,31 @@ pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
     }
 
     // Trino's `CREATE [OR REPLACE] VIEW name SECURITY {DEFINER | INVOKER} AS ...`: without
-    // access control both mean the same, and sqlparser does not know the clause: drop it.
+    // access control both mean the same, and sqlparser does not know the clause: drop it
+    // (once: Trino's grammar has one such clause).
+    let mut without_security = None;
     if cursor.keywords(&["CREATE", "OR", "REPLACE", "VIEW"]) || cursor.keywords(&["CREATE", "VIEW"]) {
         let word = |i: usize| match cursor.tokens.get(i).map(|t| &t.token) {
             Some(Token::Word(word)) if word.quote_style.is_none() => word.value.to_ascii_uppercase(),
             _ => String::new(),
         };
-        let before_as = (cursor.position..cursor.tokens.len()).take_while(|&i| word(i) != "AS");
-        if let Some(i) = before_as
-            .into_iter()
-            .find(|&i| word(i) == "SECURITY" && matches!(word(i + 1).as_str(), "DEFINER" | "INVOKER"))
-        {
+        let mut clauses = (cursor.position..cursor.tokens.len())
+            .take_while(|&i| word(i) != "AS")
+            .filter(|&i| word(i) == "SECURITY" && matches!(word(i + 1).as_str(), "DEFINER" | "INVOKER"));
+        if let Some(i) = clauses.next() {
+            if let Some(second) = clauses.next() {
+                cursor.position = second;
+                return Err(cursor.error("Expected: AS"));
+            }
             let from = byte_offset(sql, cursor.tokens[i].span.start);
             let to = byte_offset(sql, cursor.tokens[i + 1].span.end);
-            return parse_statement(&format!("{}{}", &sql[..from], &sql[to..]));
+            without_security = Some(format!("{}{}", &sql[..from], &sql[to..]));
         }
     }
 
     let dialect = dialect();
-    let mut statements = Parser::parse_sql(&dialect, sql).map_err(|e| syntax_error(&e))?;
+    let text = without_security.as_deref().unwrap_or(sql);
+    let mut statements = Parser::parse_sql(&dialect, text).map_err(|e| syntax_error(&e))?;
     match statements.len() {
         1 => Ok(TrinoStatement::Other(Box::new(statements.remove(0)))),
         0 => Err(FlotillaError::new(ErrorCode::SyntaxError, "line 1:1: statement is empty")),

@@ -26,6 +26,7 @@ use futures::TryStreamExt;
 
 use crate::catalog::files::{FilesCatalog, ViewDefinition};
 use crate::catalog::files_table::TableMeta;
+use crate::catalog::view_expansion;
 use crate::engine::{df_error, done, rows, Engine, SessionChanges, StatementResult};
 use crate::memory::PeakMemoryPool;
 use crate::progress::ScanCounters;
@@ -224,10 +225,17 @@ pub(crate) async fn execute(
             }
             let (catalog, schema, name) = table_name(session, &view.name)?;
             let files = writable(engine, &catalog, "creating views")?;
-            // The query must plan now; its names resolve later as they do now.
+            // The query must plan now; its names resolve later as they do now. It is planned
+            // as the view itself would be, so a view that reads itself (directly or through
+            // other views) is refused with VIEW_IS_RECURSIVE.
             let state = engine.session_state_counting(session, memory.clone(), Arc::new(ScanCounters::default()))?;
-            engine.plan_logical(&state, session, Statement::Query(view.query.clone())).await?;
+            let planning = async {
+                let query = Statement::Query(view.query.clone());
+                engine.plan_logical(&state, session, query).await.map_err(view_expansion::carried)
+            };
+            view_expansion::expand(format!("{catalog}.{schema}.{name}"), planning).await.map_err(df_error)?;
             let definition = ViewDefinition {
+                id: crate::catalog::files_table::new_id(),
                 sql: view.query.to_string(),
                 catalog: session.catalog.clone().unwrap_or_else(|| catalog.clone()),
                 schema: session.schema.clone().unwrap_or_else(|| schema.clone()),

@@ -52,7 +52,9 @@ use axum::Json;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{InternalAuth, NodeConfig};
-use flotilla_resource_manager::{heartbeater, info_routes, require_secret, serve_http, LocalNode, RunningNode};
+use flotilla_resource_manager::{
+    heartbeater, info_routes, require_secret, serve_http, LocalNode, NodeAccess, RunningNode,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -92,7 +94,8 @@ pub async fn start(
     );
     let load = Arc::new(WorkerLoadSource::new(local.clone(), &plane));
     let status_load = load.clone();
-    let router = info_routes(local.clone()).route(
+    let access = Arc::new(NodeAccess::new(auth.clone(), node_config.admin_users.clone()));
+    let router = info_routes(local.clone(), access).route(
         "/v1/status",
         get(move || {
             let load = status_load.clone();

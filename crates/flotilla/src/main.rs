@@ -123,6 +123,9 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
+/// The stack of every runtime thread of a node.
+const RUNTIME_STACK_BYTES: usize = 16 << 20;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -275,13 +278,18 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
         eprintln!("invalid configuration: coordinator=false in config.properties, but this is `flotilla coordinator`");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("failed to start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Planning and running a query recurse over its plan; statements are bounded in depth
+    // (flotilla-sql's MAX_NESTING_DEPTH, views' MAX_VIEW_DEPTH), and the threads get a stack
+    // with room to spare for what those bounds allow (address space; only what is used is
+    // touched).
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(RUNTIME_STACK_BYTES).build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("failed to start the runtime: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
     runtime.block_on(async move {
         let address = SocketAddr::new(args.bind, setup.node.http_port);
         let started = match role {

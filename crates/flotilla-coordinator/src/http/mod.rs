@@ -70,13 +70,16 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(coordinator.clone(), route_to_owner))
         .with_state(coordinator.clone())
-        .merge(flotilla_resource_manager::info_routes(coordinator.local.clone()))
+        .merge(flotilla_resource_manager::info_routes(coordinator.local.clone(), coordinator.access.clone()))
 }
 
 /// Relays a request about another coordinator's query to that coordinator, found by the
 /// query id's suffix in the cluster view; serves everything else here. A request already
 /// relayed once is served here whatever it names (no loops).
 async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Request, next: Next) -> Response {
+    if let Some(refused) = flotilla_gateway::proxy::refuse_ambiguous_path(request.uri().path()) {
+        return refused;
+    }
     let Some(id) = follow_up_query(request.uri().path()) else {
         return next.run(request).await;
     };
@@ -84,7 +87,9 @@ async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Re
         return next.run(request).await;
     }
     // Follow-ups carry no body (a kill's message is short).
-    let request = match Relayed::read(request, 1 << 20, coordinator.own_host(), &coordinator.local.node_id).await {
+    let trusted = coordinator.trusts_forwarded(request.headers());
+    let by = &coordinator.local.node_id;
+    let request = match Relayed::read(request, 1 << 20, coordinator.own_host(), by, trusted).await {
         Ok(request) => request,
         Err(response) => return response,
     };

@@ -100,9 +100,28 @@ fn flatten_stages(stage: &flotilla_sql::StageProgress, state: &str, out: &mut Ve
 }
 
 fn self_uri(coordinator: &Coordinator, request_headers: &HeaderMap) -> String {
-    flotilla_gateway::uris::QueryUris::from_headers(request_headers, coordinator.own_host())
+    coordinator
+        .client_uris(request_headers)
         .map(|u| u.base().to_string())
         .unwrap_or_else(|_| coordinator.local.http_uri.clone())
+}
+
+/// Whether the caller (`X-Trino-User`) may kill or cancel `query`: its own user, or an
+/// admin (`access-control.admin-users`); 403 with Trino's words otherwise.
+fn check_may_act(coordinator: &Coordinator, request_headers: &HeaderMap, query: &Query) -> Result<(), HttpError> {
+    let user = flotilla_resource_manager::request_user(request_headers);
+    if coordinator.access.may_act_on_query(user, &query.session.user) {
+        return Ok(());
+    }
+    Err(HttpError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "Access Denied: User {} cannot kill query {} owned by {}",
+            user.unwrap_or("(anonymous)"),
+            query.id,
+            query.session.user
+        ),
+    ))
 }
 
 fn find(coordinator: &Coordinator, query_id: &str) -> Result<Arc<Query>, HttpError> {
@@ -182,30 +201,37 @@ pub async fn exists(
     find(&coordinator, &query_id).map(|_| StatusCode::OK)
 }
 
-/// `DELETE /v1/query/{id}`: cancels the query (`USER_CANCELED`).
+/// `DELETE /v1/query/{id}`: cancels the query (`USER_CANCELED`), for its user or an admin.
 pub async fn cancel(
     State(coordinator): State<Arc<Coordinator>>,
     Path(query_id): Path<String>,
+    request_headers: HeaderMap,
 ) -> Result<StatusCode, HttpError> {
     let query = find(&coordinator, &query_id)?;
+    check_may_act(&coordinator, &request_headers, &query)?;
     coordinator.manager.cancel(&query.id, ErrorCode::UserCanceled, "Query was canceled");
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PUT /v1/query/{id}/killed` with the message as the body: fails the query with
-/// `ADMINISTRATIVELY_KILLED`. As Trino: 202 killed, 409 already ended, 410 unknown.
+/// `ADMINISTRATIVELY_KILLED`, for its user or an admin. As Trino: 202 killed, 403 not
+/// allowed, 409 already ended, 410 unknown.
 pub async fn kill(
     State(coordinator): State<Arc<Coordinator>>,
     Path(query_id): Path<String>,
+    request_headers: HeaderMap,
     message: String,
-) -> StatusCode {
-    let Ok(id) = query_id.parse::<QueryId>() else { return StatusCode::GONE };
+) -> Result<StatusCode, HttpError> {
+    let Some(query) = query_id.parse::<QueryId>().ok().and_then(|id| coordinator.manager.get(&id)) else {
+        return Ok(StatusCode::GONE);
+    };
+    check_may_act(&coordinator, &request_headers, &query)?;
     let message = message.trim();
-    match coordinator.manager.registry().kill(&id, (!message.is_empty()).then_some(message)) {
+    Ok(match coordinator.manager.registry().kill(&query.id, (!message.is_empty()).then_some(message)) {
         KillOutcome::Killed => StatusCode::ACCEPTED,
         KillOutcome::NotRunning => StatusCode::CONFLICT,
         KillOutcome::NotFound => StatusCode::GONE,
-    }
+    })
 }
 
 /// `GET /v1/resourceGroupState/{group/path}` (Trino's shape, segments separated by `/`):

@@ -28,7 +28,7 @@ const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 const LONGEST_MAX_WAIT: Duration = Duration::from_secs(10);
 
 fn uris(coordinator: &Coordinator, request_headers: &HeaderMap) -> Result<QueryUris, HttpError> {
-    QueryUris::from_headers(request_headers, coordinator.own_host()).map_err(HttpError::bad_request)
+    coordinator.client_uris(request_headers).map_err(HttpError::bad_request)
 }
 
 pub async fn submit(

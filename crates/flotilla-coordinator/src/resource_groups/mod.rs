@@ -317,8 +317,7 @@ impl Admission {
     pub async fn cluster_state(&self, path: &str) -> Result<GroupState, String> {
         let mut errors = Vec::new();
         for (_, uri) in self.resource_managers() {
-            let encoded = path.replace('/', "%2F");
-            match self.client.get::<GroupState>(&uri, &format!("{LEASE_PATH}/groups/{encoded}")).await {
+            match self.client.get::<GroupState>(&uri, &flotilla_proto::admission::group_state_path(path)).await {
                 // The first (smallest id) that answers is the leader, or knows as much.
                 Ok(state) => return Ok(state),
                 Err(error) => errors.push(error),

@@ -12,7 +12,9 @@
 //!   form, then a session cookie (`Trino-UI-Token`, a JWT signed with `web-ui.shared-secret`,
 //!   by default derived from the cluster's internal shared secret), so every coordinator
 //!   accepts the cookie another one issued. Pages without it go to the login form; the API
-//!   answers 401. Kill needs the query's user, or a user in `web-ui.admin-users`.
+//!   answers 401. Kill needs the query's user, or a user in `access-control.admin-users`.
+//!   Every UI response forbids framing (`X-Frame-Options`, CSP `frame-ancestors`), so the
+//!   Kill button cannot be clickjacked.
 //! - **Assets**: plain HTML, CSS and JavaScript in `src/ui/assets`, embedded in the binary
 //!   with `include_str!`: no front-end build step.
 
@@ -55,12 +57,11 @@ const PAGE_HTML: &str = include_str!("assets/page.html");
 pub struct UiAuth {
     encoding: EncodingKey,
     decoding: DecodingKey,
-    admins: Vec<String>,
 }
 
 impl std::fmt::Debug for UiAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UiAuth").field("admins", &self.admins).finish_non_exhaustive()
+        f.debug_struct("UiAuth").finish_non_exhaustive()
     }
 }
 
@@ -81,11 +82,10 @@ fn now_secs() -> u64 {
 
 impl UiAuth {
     /// `secret`: `web-ui.shared-secret`, or one derived from the internal shared secret.
-    pub fn new(secret: &str, admins: Vec<String>) -> Self {
+    pub fn new(secret: &str) -> Self {
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
-            admins,
         }
     }
 
@@ -108,10 +108,6 @@ impl UiAuth {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[AUDIENCE]);
         jsonwebtoken::decode::<Claims>(&token, &self.decoding, &validation).ok().map(|data| data.claims.sub)
-    }
-
-    fn may_kill(&self, user: &str, owner: &str) -> bool {
-        user == owner || self.admins.iter().any(|admin| admin == user)
     }
 }
 
@@ -137,7 +133,22 @@ pub fn routes() -> Router<Arc<Coordinator>> {
         .route("/ui/logout", get(logout))
         .route("/ui/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/ui/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }));
-    pages.route_layer(middleware::from_fn(require_login)).merge(open)
+    pages.route_layer(middleware::from_fn(require_login)).merge(open).layer(middleware::from_fn(no_framing))
+}
+
+/// Headers every UI response carries: no framing by other sites (clickjacking), no MIME
+/// sniffing, no referrer outside the UI.
+async fn no_framing(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'"),
+    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
 }
 
 fn html(body: String) -> Response {
@@ -168,6 +179,16 @@ async fn require_login(request: Request, next: Next) -> Response {
             Redirect::to(&target).into_response()
         }
     }
+}
+
+/// Only a path of the UI on this site may be a login's target: no open redirect, and
+/// nothing that cannot go in a `Location` header (control characters, CR/LF).
+fn safe_redirect(target: &str) -> bool {
+    target.starts_with("/ui/")
+        && !target.contains("//")
+        && !target.contains('\\')
+        && target.bytes().all(|b| b.is_ascii_graphic())
+        && HeaderValue::from_str(target).is_ok()
 }
 
 /// Percent-encodes everything but unreserved characters.
@@ -215,11 +236,7 @@ async fn login(Extension(auth): Extension<Arc<UiAuth>>, Form(form): Form<LoginFo
         Ok(token) => token,
         Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
     };
-    // Only a path on this site may be the target (no open redirect).
-    let target = form
-        .redirect
-        .filter(|r| r.starts_with("/ui/") && !r.starts_with("//") && !r.contains('\\'))
-        .unwrap_or_else(|| "/ui/".to_string());
+    let target = form.redirect.filter(|r| safe_redirect(r)).unwrap_or_else(|| "/ui/".to_string());
     let cookie = format!("{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={}", SESSION_LIFETIME.as_secs());
     let mut response = Redirect::to(&target).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -298,7 +315,6 @@ async fn resource_groups(State(coordinator): State<Arc<Coordinator>>) -> Result<
 /// 410 unknown.
 async fn kill(
     State(coordinator): State<Arc<Coordinator>>,
-    Extension(auth): Extension<Arc<UiAuth>>,
     Extension(UiUser(user)): Extension<UiUser>,
     Path(query_id): Path<String>,
     message: String,
@@ -306,11 +322,11 @@ async fn kill(
     let Some(query) = query_id.parse::<QueryId>().ok().and_then(|id| coordinator.manager.get(&id)) else {
         return (StatusCode::GONE, format!("Query not found: {query_id}")).into_response();
     };
-    if !auth.may_kill(&user, &query.session.user) {
+    if !coordinator.access.may_act_on_query(Some(&user), &query.session.user) {
         return (
             StatusCode::FORBIDDEN,
             format!(
-                "User {user} may not kill query {query_id} of user {} (web-ui.admin-users may)",
+                "Access Denied: User {user} cannot kill query {query_id} owned by {} (access-control.admin-users may)",
                 query.session.user
             ),
         )
@@ -337,19 +353,30 @@ mod tests {
 
     #[test]
     fn a_session_signed_with_the_shared_secret_is_accepted_by_any_coordinator() {
-        let a = UiAuth::new("a-web-ui-secret-of-some-length", vec!["admin".into()]);
-        let b = UiAuth::new("a-web-ui-secret-of-some-length", Vec::new());
+        let a = UiAuth::new("a-web-ui-secret-of-some-length");
+        let b = UiAuth::new("a-web-ui-secret-of-some-length");
         let token = a.issue("alice").unwrap();
         assert_eq!(b.user(&cookie(&token)).as_deref(), Some("alice"));
-        let other = UiAuth::new("another-secret-entirely-here", Vec::new());
+        let other = UiAuth::new("another-secret-entirely-here");
         assert_eq!(other.user(&cookie(&token)), None, "another cluster's cookie");
         assert_eq!(b.user(&cookie("not.a.token")), None);
         assert_eq!(b.user(&HeaderMap::new()), None);
-        assert!(a.may_kill("alice", "alice") && a.may_kill("admin", "bob") && !a.may_kill("alice", "bob"));
     }
 
     #[test]
     fn login_redirects_only_to_the_ui() {
         assert_eq!(urlencoding("/ui/query.html?x y"), "/ui/query.html%3Fx%20y");
+        assert!(safe_redirect("/ui/query.html?20261122_101010_00001_abcde"));
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/ui/",
+            "/ui//evil",
+            "/ui/\\evil",
+            "/ui/x\r\nSet-Cookie: a=b",
+            "/ui/\u{7f}",
+            "/other",
+        ] {
+            assert!(!safe_redirect(bad), "{bad:?}");
+        }
     }
 }

@@ -41,8 +41,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode};
 use flotilla_proto::{ErrorCode, FlotillaError};
 
 use super::files_store::{self, block_on, Root};
-use super::files_table::{self, Entry, FilesTable, TableMeta};
-use super::{CatalogError, Properties};
+use super::files_table::{self, Entry, FilesTable, RevisionError, TableMeta};
+use super::{view_expansion, CatalogError, Properties};
 
 /// The file formats a table may have, by file extension.
 const FORMATS: [&str; 3] = ["parquet", "csv", "json"];
@@ -82,6 +82,8 @@ pub type ViewPlanner = Arc<
 /// A stored view: its SQL and the catalog and schema its names resolve in.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ViewDefinition {
+    /// This incarnation of the view (its entry's revisions carry it).
+    pub id: String,
     pub sql: String,
     pub catalog: String,
     pub schema: String,
@@ -91,8 +93,14 @@ pub struct ViewDefinition {
 /// directories).
 const SCHEMA_MARKER: &str = "schema";
 
+fn schema_marker(schema_dir: &Path) -> Path {
+    schema_dir.clone().join(files_table::META_DIR).join(SCHEMA_MARKER)
+}
+
 /// The catalog over `files.root`.
 pub struct FilesCatalog {
+    /// The catalog's name (views are named `catalog.schema.view` while they are expanded).
+    name: String,
     root: Arc<Root>,
     views: OnceLock<ViewPlanner>,
 }
@@ -105,8 +113,8 @@ impl std::fmt::Debug for FilesCatalog {
 
 impl FilesCatalog {
     /// `root`: the `files.root` property; the S3 properties are taken from `properties`.
-    pub fn new(root: &str, properties: &mut Properties) -> Result<Self, CatalogError> {
-        Ok(Self { root: Arc::new(Root::new(root, properties)?), views: OnceLock::new() })
+    pub fn new(name: &str, root: &str, properties: &mut Properties) -> Result<Self, CatalogError> {
+        Ok(Self { name: name.to_string(), root: Arc::new(Root::new(root, properties)?), views: OnceLock::new() })
     }
 
     /// Where the catalog keeps its objects.
@@ -221,20 +229,38 @@ pub struct PendingTable {
     dir: Path,
     meta: TableMeta,
     name: (String, String, String),
+    /// The marker of the schema (created by CREATE SCHEMA) when it had one: it must still
+    /// be there once the table is published, else the schema was dropped meanwhile.
+    schema_marker: Option<Path>,
     published: bool,
 }
 
 impl PendingTable {
     /// The new table, to write into.
     pub async fn table(&self) -> Result<FilesTable> {
-        FilesTable::open(&self.root, self.dir.clone(), self.meta.clone()).await
+        FilesTable::open(&self.root, self.dir.clone(), self.meta.clone(), false).await
     }
 
-    /// Makes the table visible, whole; TABLE_ALREADY_EXISTS when another got there first.
+    /// Makes the table visible, whole; TABLE_ALREADY_EXISTS when another got there first,
+    /// SCHEMA_NOT_FOUND when its schema was dropped while it was written (DROP SCHEMA takes
+    /// the schema's marker away before it looks for tables one last time, so either it sees
+    /// this table and keeps the schema, or this sees the marker gone and takes the table
+    /// back).
     pub async fn publish(mut self) -> Result<(), FlotillaError> {
         let entry = Entry::Table(self.meta.clone());
-        match files_table::write_entry(self.root.store().as_ref(), &self.dir, &entry, PutMode::Create).await {
+        let store = self.root.store().clone();
+        match files_table::write_entry(store.as_ref(), &self.dir, &entry, PutMode::Create).await {
             Ok(()) => {
+                if let Some(marker) = &self.schema_marker {
+                    if let Err(object_store::Error::NotFound { .. }) = store.head(marker).await {
+                        let _ = store.delete(&files_table::entry_path(&self.dir)).await;
+                        let (catalog, schema, table) = &self.name;
+                        return Err(FlotillaError::new(
+                            ErrorCode::SchemaNotFound,
+                            format!("Schema '{catalog}.{schema}' was dropped while table '{table}' was created"),
+                        ));
+                    }
+                }
                 self.published = true;
                 Ok(())
             }
@@ -327,7 +353,7 @@ impl FilesCatalog {
         if self.schema_dir(catalog, schema).await.is_ok() {
             return exists();
         }
-        let marker = Path::from(schema).join(files_table::META_DIR).join(SCHEMA_MARKER);
+        let marker = schema_marker(&Path::from(schema));
         let store = self.root.store();
         match files_store::write_json(store, &marker, &serde_json::Map::new(), PutMode::Create).await {
             Ok(()) => Ok(true),
@@ -343,15 +369,35 @@ impl FilesCatalog {
             Err(_) if if_exists => return Ok(false),
             Err(error) => return Err(error),
         };
-        let tables = table_names(&self.root, &dir, false).await.map_err(|e| store_error("list tables", e))?;
-        if !tables.is_empty() {
-            return Err(FlotillaError::new(
-                ErrorCode::SchemaNotEmpty,
-                format!("Cannot drop non-empty schema '{schema}'"),
-            ));
+        let not_empty =
+            || FlotillaError::new(ErrorCode::SchemaNotEmpty, format!("Cannot drop non-empty schema '{schema}'"));
+        let listed = || async { table_names(&self.root, &dir, false).await.map_err(|e| store_error("list tables", e)) };
+        if !listed().await?.is_empty() {
+            return Err(not_empty());
         }
-        // What is left: the marker, and remains of failed writes.
+        // The marker goes first, then the tables are looked for once more: a CREATE TABLE
+        // AS publishing meanwhile either is seen here (the schema stays) or finds the marker
+        // gone (and takes its table back).
         let store = self.root.store();
+        let marker = schema_marker(&dir);
+        let had_marker = match store.delete(&marker).await {
+            Ok(()) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(error) => return Err(store_error(&format!("drop schema {schema}"), error)),
+        };
+        if !listed().await?.is_empty() {
+            if had_marker {
+                let restored = files_store::write_json(store, &marker, &serde_json::Map::new(), PutMode::Create).await;
+                if let Err(error) = restored.or_else(|e| match e {
+                    object_store::Error::AlreadyExists { .. } => Ok(()),
+                    other => Err(other),
+                }) {
+                    tracing::warn!(%error, schema, "could not restore the marker of a schema that stays");
+                }
+            }
+            return Err(not_empty());
+        }
+        // What is left: remains of failed writes.
         let objects = files_store::list_all(store, &dir).await.map_err(|e| store_error("list", e))?;
         let paths = objects.into_iter().map(|o| o.location).collect();
         files_store::delete_all(store, paths).await.map_err(|e| store_error(&format!("drop schema {schema}"), e))?;
@@ -379,9 +425,16 @@ impl FilesCatalog {
                 format!("Invalid table name '{table}': use lowercase letters, digits and '_'"),
             ));
         }
-        let dir = self.schema_dir(catalog, schema).await?.join(table);
+        let schema_dir = self.schema_dir(catalog, schema).await?;
+        let marker = schema_marker(&schema_dir);
+        let schema_marker = match self.root.store().head(&marker).await {
+            Ok(_) => Some(marker),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(error) => return Err(store_error(&format!("create table {table}"), error)),
+        };
+        let dir = schema_dir.join(table);
         let name = (catalog.to_string(), schema.to_string(), table.to_string());
-        Ok(PendingTable { root: self.root.clone(), dir, meta, name, published: false })
+        Ok(PendingTable { root: self.root.clone(), dir, meta, name, schema_marker, published: false })
     }
 
     /// `DROP TABLE`: the entry goes first (the table disappears at once), then its files.
@@ -483,8 +536,9 @@ impl FilesCatalog {
         Ok(true)
     }
 
-    /// `CREATE [OR REPLACE] VIEW`: the definition as the name's entry, replaced atomically;
-    /// TABLE_ALREADY_EXISTS when a table (or, without OR REPLACE, a view) has the name.
+    /// `CREATE [OR REPLACE] VIEW`: the definition as the name's entry (a new entry, or the
+    /// next revision of the view's); TABLE_ALREADY_EXISTS when a table (or, without OR
+    /// REPLACE, a view) has the name.
     pub async fn create_view(
         &self,
         catalog: &str,
@@ -497,16 +551,31 @@ impl FilesCatalog {
         if !valid_name(view) {
             return Err(FlotillaError::not_supported(format!("Invalid view name '{view}'")));
         }
-        let mode = match self.locate(&schema_dir, view).await? {
-            Some(Found::Entry { entry: Entry::View(_), .. }) if or_replace => PutMode::Overwrite,
+        let dir = schema_dir.clone().join(view);
+        let store = self.root.store().as_ref();
+        let failed = |error| store_error(&format!("create view {view}"), error);
+        match self.locate(&schema_dir, view).await? {
+            Some(Found::Entry { entry: Entry::View(existing), .. }) if or_replace => {
+                let replacement = Entry::View(ViewDefinition { id: existing.id.clone(), ..definition.clone() });
+                let replace = |entry: &mut Entry| {
+                    *entry = replacement.clone();
+                    Ok(())
+                };
+                match files_table::revise_entry(store, &dir, &existing.id, replace).await {
+                    Ok(()) => return Ok(()),
+                    // Dropped meanwhile: create it anew, below.
+                    Err(RevisionError::Gone) => {}
+                    Err(RevisionError::Refused(error)) => return Err(error),
+                    Err(RevisionError::Store(error)) => return Err(failed(error)),
+                }
+            }
             Some(_) => return Err(table_exists_error(catalog, schema, view)),
-            None => PutMode::Create,
-        };
-        let entry = Entry::View(definition.clone());
-        match files_table::write_entry(self.root.store().as_ref(), &schema_dir.join(view), &entry, mode).await {
+            None => {}
+        }
+        match files_table::write_entry(store, &dir, &Entry::View(definition.clone()), PutMode::Create).await {
             Ok(()) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => Err(table_exists_error(catalog, schema, view)),
-            Err(error) => Err(store_error(&format!("create view {view}"), error)),
+            Err(error) => Err(failed(error)),
         }
     }
 
@@ -520,10 +589,13 @@ impl FilesCatalog {
     ) -> Result<bool, FlotillaError> {
         let schema_dir = self.schema_dir(catalog, schema).await?;
         match self.locate(&schema_dir, view).await? {
-            Some(Found::Entry { dir, entry: Entry::View(_) }) => {
+            Some(Found::Entry { dir, entry: Entry::View(definition) }) => {
                 let store = self.root.store();
-                let deleted = store.delete(&files_table::entry_path(&dir)).await;
-                deleted.map_err(|e| store_error(&format!("drop view {view}"), e))?;
+                let failed = |e| store_error(&format!("drop view {view}"), e);
+                store.delete(&files_table::entry_path(&dir)).await.map_err(failed)?;
+                // Its revisions.
+                let objects = files_table::objects_of(store.as_ref(), &dir, &definition.id).await.map_err(failed)?;
+                files_store::delete_all(store, objects).await.map_err(failed)?;
                 self.root.prune(&dir);
                 Ok(true)
             }
@@ -545,8 +617,8 @@ impl FilesCatalog {
         comment: Option<String>,
     ) -> Result<(), FlotillaError> {
         let schema_dir = self.schema_dir(catalog, schema).await?;
-        let (dir, mut meta) = match self.locate(&schema_dir, table).await? {
-            Some(Found::Entry { dir, entry: Entry::Table(meta) }) => (dir, meta),
+        let (dir, id) = match self.locate(&schema_dir, table).await? {
+            Some(Found::Entry { dir, entry: Entry::Table(meta) }) => (dir, meta.id),
             None => return Err(table_not_found(catalog, schema, table)),
             Some(_) => {
                 return Err(FlotillaError::not_supported(format!(
@@ -554,18 +626,25 @@ impl FilesCatalog {
             )))
             }
         };
-        match column {
-            None => meta.comment = comment,
-            Some(name) => {
-                let column = meta.columns.iter_mut().find(|c| c.name == name).ok_or_else(|| {
-                    FlotillaError::new(ErrorCode::ColumnNotFound, format!("Column '{name}' does not exist"))
-                })?;
-                column.comment = comment;
+        let set = |entry: &mut Entry| {
+            let Entry::Table(meta) = entry else { return Err(table_not_found(catalog, schema, table)) };
+            match column {
+                None => meta.comment = comment.clone(),
+                Some(name) => {
+                    let column = meta.columns.iter_mut().find(|c| c.name == name).ok_or_else(|| {
+                        FlotillaError::new(ErrorCode::ColumnNotFound, format!("Column '{name}' does not exist"))
+                    })?;
+                    column.comment = comment.clone();
+                }
             }
+            Ok(())
+        };
+        match files_table::revise_entry(self.root.store().as_ref(), &dir, &id, set).await {
+            Ok(()) => Ok(()),
+            Err(RevisionError::Gone) => Err(table_not_found(catalog, schema, table)),
+            Err(RevisionError::Refused(error)) => Err(error),
+            Err(RevisionError::Store(error)) => Err(store_error(&format!("comment on {table}"), error)),
         }
-        let written =
-            files_table::write_entry(self.root.store().as_ref(), &dir, &Entry::Table(meta), PutMode::Overwrite).await;
-        written.map_err(|e| store_error(&format!("comment on {table}"), e))
     }
 }
 
@@ -590,8 +669,12 @@ impl CatalogProvider for FilesCatalog {
         let exists = block_on(async move { schema_names(&root).await });
         let wanted = name.to_string();
         exists.map_or(true, |names| names.contains(&wanted)).then(|| {
-            let schema =
-                FilesSchema { root: self.root.clone(), dir: Path::from(name), views: self.views.get().cloned() };
+            let schema = FilesSchema {
+                catalog: self.name.clone(),
+                root: self.root.clone(),
+                dir: Path::from(name),
+                views: self.views.get().cloned(),
+            };
             Arc::new(schema) as Arc<dyn SchemaProvider>
         })
     }
@@ -603,6 +686,7 @@ impl CatalogProvider for FilesCatalog {
 
 /// One schema: a directory under the root.
 struct FilesSchema {
+    catalog: String,
     root: Arc<Root>,
     dir: Path,
     views: Option<ViewPlanner>,
@@ -628,7 +712,7 @@ impl SchemaProvider for FilesSchema {
         let (path, extension, folder) = match locate(&self.root, &self.dir, name).await? {
             None => return Ok(None),
             Some(Found::Entry { dir, entry: Entry::Table(meta) }) => {
-                return Ok(Some(Arc::new(FilesTable::open(&self.root, dir, meta).await?)))
+                return Ok(Some(Arc::new(FilesTable::open(&self.root, dir, meta, true).await?)))
             }
             Some(Found::Entry { entry: Entry::View(view), .. }) => return self.view(name, view).await,
             Some(Found::Files { path, extension, folder }) => (path, extension, folder),
@@ -654,12 +738,23 @@ impl SchemaProvider for FilesSchema {
 }
 
 impl FilesSchema {
-    /// A stored view, planned in its own catalog and schema.
+    /// A stored view, planned in its own catalog and schema (refused when it reaches
+    /// itself); in a listing, one that cannot be planned is listed as invalid.
     async fn view(&self, name: &str, view: ViewDefinition) -> Result<Option<Arc<dyn TableProvider>>> {
         let planner =
             self.views.clone().ok_or_else(|| DataFusionError::Plan(format!("view {name} cannot be planned here")))?;
-        let plan = planner(view.sql.clone(), view.catalog, view.schema).await?;
-        Ok(Some(Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(view.sql)))))
+        let qualified = format!("{}.{}.{name}", self.catalog, self.dir);
+        let tolerate = view_expansion::tolerate_invalid_views();
+        let planning = planner(view.sql.clone(), view.catalog, view.schema);
+        let error = match view_expansion::expand(qualified.clone(), planning).await {
+            Ok(plan) => return Ok(Some(Arc::new(datafusion::catalog::view::ViewTable::new(plan, Some(view.sql))))),
+            Err(error) => view_expansion::failed_view(&qualified, &error),
+        };
+        if tolerate {
+            tracing::warn!(view = %qualified, %error, "a stored view cannot be planned; listed as invalid");
+            return Ok(Some(Arc::new(view_expansion::InvalidView::new(view.sql, error))));
+        }
+        Err(view_expansion::carried(error))
     }
 }
 
@@ -687,7 +782,7 @@ mod tests {
     #[tokio::test]
     async fn schemas_are_directories_and_tables_are_directories_or_files() {
         let root = temp_root();
-        let catalog = FilesCatalog::new(root.to_str().unwrap(), &mut Properties::new()).unwrap();
+        let catalog = FilesCatalog::new("lake", root.to_str().unwrap(), &mut Properties::new()).unwrap();
         assert_eq!(catalog.schema_names(), vec!["sales"]);
         let schema = catalog.schema("sales").unwrap();
         assert_eq!(schema.table_names(), vec!["orders", "regions"]);
@@ -706,10 +801,13 @@ mod tests {
     #[test]
     fn a_local_root_must_be_an_existing_directory() {
         for bad in ["relative/path", "/definitely/not/here"] {
-            assert!(FilesCatalog::new(bad, &mut Properties::new()).is_err(), "{bad}");
+            assert!(FilesCatalog::new("lake", bad, &mut Properties::new()).is_err(), "{bad}");
         }
-        assert!(
-            FilesCatalog::new(&format!("file://{}", std::env::temp_dir().display()), &mut Properties::new()).is_ok()
-        );
+        assert!(FilesCatalog::new(
+            "lake",
+            &format!("file://{}", std::env::temp_dir().display()),
+            &mut Properties::new()
+        )
+        .is_ok());
     }
 }

@@ -4,7 +4,9 @@
 //! ```text
 //!   orders/
 //!     _flotilla/table                 the entry: a table (id, format, columns, comments)
-//!                                     or a view (its SQL) — JSON
+//!                                     or a view (id, its SQL) — JSON, as created
+//!     _flotilla/<id>.entry.v00000001  revisions of the entry (COMMENT, CREATE OR REPLACE
+//!                                     VIEW): the highest is the entry as it is now
 //!     _flotilla/<id>.v00000001        manifest: the data files committed so far (JSON)
 //!     _flotilla/<id>.v00000002        ... each commit writes the next version
 //!     data/<id>-20261123_..._0.parquet  data files, named by the table and the writing query
@@ -18,6 +20,12 @@
 //! of two racing creations exactly one creates it. Readers take the highest version of the
 //! entry's id, complete by construction; dropping a table deletes its entry first. Files
 //! written by a query that fails never reach a manifest and are never read.
+//!
+//! The entry itself is never overwritten: a change to it is the next revision, created only
+//! if absent like a manifest, so of two concurrent changes both land (the second is applied
+//! to the first's result), and a change that finds the entry gone (or replaced by another
+//! id: dropped, maybe created anew) afterwards takes its revision back and fails, so it
+//! can never bring a dropped name back.
 
 use std::sync::Arc;
 
@@ -32,7 +40,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode};
 use serde::{Deserialize, Serialize};
 
 use super::files::{format_of, ViewDefinition};
@@ -51,6 +59,21 @@ const ENTRY_FILE: &str = "table";
 pub enum Entry {
     Table(TableMeta),
     View(ViewDefinition),
+}
+
+impl Entry {
+    /// Tells this incarnation of the name from earlier and later ones.
+    pub fn id(&self) -> &str {
+        match self {
+            Entry::Table(meta) => &meta.id,
+            Entry::View(view) => &view.id,
+        }
+    }
+}
+
+/// A new table's or view's id.
+pub fn new_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// What a table is: its identity, format and columns.
@@ -90,7 +113,7 @@ impl TableMeta {
                 comment: None,
             })
             .collect();
-        Self { id: format!("{:016x}", rand::random::<u64>()), format: format.to_string(), columns, comment: None }
+        Self { id: new_id(), format: format.to_string(), columns, comment: None }
     }
 
     pub fn schema(&self) -> Result<SchemaRef> {
@@ -121,13 +144,91 @@ pub fn entry_path(dir: &Path) -> Path {
     dir.clone().join(META_DIR).join(ENTRY_FILE)
 }
 
-/// The entry of the name at `dir`; `None` when nothing was created there (or it was
-/// dropped).
-pub async fn read_entry(store: &dyn ObjectStore, dir: &Path) -> object_store::Result<Option<Entry>> {
-    read_json(store, &entry_path(dir)).await
+fn revision_path(dir: &Path, id: &str, revision: u64) -> Path {
+    dir.clone().join(META_DIR).join(format!("{id}.entry.v{revision:08}"))
 }
 
-/// Creates or replaces the entry (`PutMode::Create` fails with `AlreadyExists` when taken).
+/// The entry of the name at `dir` as it is now (its latest revision), with that revision's
+/// number (0: as created); `None` when nothing was created there (or it was dropped).
+pub async fn read_entry_revision(store: &dyn ObjectStore, dir: &Path) -> object_store::Result<Option<(Entry, u64)>> {
+    let Some(created) = read_json::<Entry>(store, &entry_path(dir)).await? else { return Ok(None) };
+    let (_, objects) = files_store::list_dir(store, &dir.clone().join(META_DIR)).await?;
+    let prefix = format!("{}.entry.v", created.id());
+    let latest =
+        objects.iter().filter_map(|o| o.location.filename()?.strip_prefix(prefix.as_str())?.parse::<u64>().ok()).max();
+    let Some(revision) = latest else { return Ok(Some((created, 0))) };
+    match read_json::<Entry>(store, &revision_path(dir, created.id(), revision)).await? {
+        Some(revised) if revised.id() == created.id() => Ok(Some((revised, revision))),
+        // A revision goes away only with its entry (a drop, or a change that found the
+        // entry gone).
+        _ => Ok(None),
+    }
+}
+
+/// The entry of the name at `dir` as it is now; `None` when nothing was created there (or
+/// it was dropped).
+pub async fn read_entry(store: &dyn ObjectStore, dir: &Path) -> object_store::Result<Option<Entry>> {
+    Ok(read_entry_revision(store, dir).await?.map(|(entry, _)| entry))
+}
+
+/// Why [`revise_entry`] changed nothing.
+#[derive(Debug)]
+pub enum RevisionError {
+    /// The name no longer has the entry of that id (dropped, maybe created anew).
+    Gone,
+    /// The change itself refused (a column that does not exist, say).
+    Refused(flotilla_proto::FlotillaError),
+    Store(object_store::Error),
+}
+
+impl From<object_store::Error> for RevisionError {
+    fn from(error: object_store::Error) -> Self {
+        RevisionError::Store(error)
+    }
+}
+
+/// How often a change is re-applied to a revision that another change created first.
+const REVISION_ATTEMPTS: usize = 64;
+
+/// Changes the entry of id `id` at `dir` with `change`, applied to its latest revision, as
+/// its next revision (see the module doc: nothing is lost to a concurrent change, and a
+/// dropped name is never brought back).
+pub async fn revise_entry(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    id: &str,
+    change: impl Fn(&mut Entry) -> Result<(), flotilla_proto::FlotillaError>,
+) -> Result<(), RevisionError> {
+    for _ in 0..REVISION_ATTEMPTS {
+        let Some((mut entry, revision)) = read_entry_revision(store, dir).await? else {
+            return Err(RevisionError::Gone);
+        };
+        if entry.id() != id {
+            return Err(RevisionError::Gone);
+        }
+        change(&mut entry).map_err(RevisionError::Refused)?;
+        let path = revision_path(dir, id, revision + 1);
+        match write_json(store, &path, &entry, PutMode::Create).await {
+            Ok(()) => {}
+            // Another change took this revision: apply this one to it.
+            Err(object_store::Error::AlreadyExists { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+        return match read_json::<Entry>(store, &entry_path(dir)).await? {
+            Some(created) if created.id() == id => Ok(()),
+            _ => {
+                let _ = store.delete(&path).await;
+                Err(RevisionError::Gone)
+            }
+        };
+    }
+    Err(RevisionError::Store(object_store::Error::Generic {
+        store: "flotilla",
+        source: format!("{REVISION_ATTEMPTS} concurrent changes to {dir} in a row; try again").into(),
+    }))
+}
+
+/// Creates the entry (`PutMode::Create` fails with `AlreadyExists` when taken).
 pub async fn write_entry(
     store: &dyn ObjectStore,
     dir: &Path,
@@ -189,6 +290,26 @@ pub async fn commit(store: &dyn ObjectStore, dir: &Path, id: &str, files: &[Stri
     }
 }
 
+/// [`commit`] to a published table: after the new version is created, the table's entry
+/// must still be there with the same id. A table dropped (or dropped and created anew)
+/// meanwhile gets nothing: the version is deleted again and the statement fails, so no
+/// acknowledged write is orphaned. (A drop deletes the entry before it lists what to
+/// delete, so a version created before this check is either seen and deleted by the drop,
+/// after a successful INSERT, or taken back here.)
+pub async fn commit_to_published(store: &dyn ObjectStore, dir: &Path, id: &str, files: &[String]) -> Result<u64> {
+    let version = commit(store, dir, id, files).await?;
+    match read_entry(store, dir).await? {
+        Some(Entry::Table(meta)) if meta.id == id => Ok(version),
+        _ => {
+            let _ = store.delete(&manifest_path(dir, id, version)).await;
+            Err(super::view_expansion::carried(flotilla_proto::FlotillaError::new(
+                flotilla_proto::ErrorCode::TableNotFound,
+                format!("Table {dir} was dropped while the statement ran; nothing was written"),
+            )))
+        }
+    }
+}
+
 /// A table the connector created, at its latest committed version.
 #[derive(Debug)]
 pub struct FilesTable {
@@ -199,15 +320,18 @@ pub struct FilesTable {
     meta: TableMeta,
     schema: SchemaRef,
     manifest: Manifest,
+    /// Its entry exists (else it is a new table, written before it is published).
+    published: bool,
 }
 
 impl FilesTable {
-    /// The table `meta` describes, in `dir` of `root`, at its latest version.
-    pub async fn open(root: &super::files_store::Root, dir: Path, meta: TableMeta) -> Result<Self> {
+    /// The table `meta` describes, in `dir` of `root`, at its latest version; `published`:
+    /// its entry exists (false for a table being created).
+    pub async fn open(root: &super::files_store::Root, dir: Path, meta: TableMeta, published: bool) -> Result<Self> {
         let schema = meta.schema()?;
         let manifest = read_manifest(root.store().as_ref(), &dir, &meta.id).await?;
         let url = format!("{}/", root.url_of(&dir));
-        Ok(Self { store: root.store().clone(), dir, url, meta, schema, manifest })
+        Ok(Self { store: root.store().clone(), dir, url, meta, schema, manifest, published })
     }
 
     pub fn meta(&self) -> &TableMeta {
@@ -275,7 +399,8 @@ impl TableProvider for FilesTable {
         };
         let writer = Arc::new(FilesWriteExec::new(input, spec)?);
         let coalesced = Arc::new(CoalescePartitionsExec::new(writer));
-        Ok(Arc::new(FilesCommitExec::new(coalesced, self.store.clone(), self.dir.clone(), self.meta.id.clone())))
+        let (store, dir, id) = (self.store.clone(), self.dir.clone(), self.meta.id.clone());
+        Ok(Arc::new(FilesCommitExec::new(coalesced, store, dir, id, self.published)))
     }
 }
 
@@ -313,5 +438,77 @@ mod tests {
         let other = read_manifest(store.as_ref(), &dir, "another-id").await.unwrap();
         assert_eq!(other, Manifest::default(), "an earlier table's manifests are not this one's");
         assert_eq!(objects_of(store.as_ref(), &dir, &meta.id).await.unwrap().len(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_commit_to_a_table_dropped_meanwhile_is_taken_back() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let dir = Path::from("sales/orders");
+        let schema = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+        let meta = TableMeta::new("parquet", &schema);
+        write_entry(store.as_ref(), &dir, &Entry::Table(meta.clone()), PutMode::Create).await.unwrap();
+        assert_eq!(commit_to_published(store.as_ref(), &dir, &meta.id, &["data/a.parquet".into()]).await.unwrap(), 1);
+        // Dropped, then created anew under the same name: a late commit of the old id fails.
+        store.delete(&entry_path(&dir)).await.unwrap();
+        let error = commit_to_published(store.as_ref(), &dir, &meta.id, &["data/b.parquet".into()]).await.unwrap_err();
+        assert_eq!(crate::error::from_datafusion(&error).code, flotilla_proto::ErrorCode::TableNotFound);
+        let newer = TableMeta::new("parquet", &schema);
+        write_entry(store.as_ref(), &dir, &Entry::Table(newer), PutMode::Create).await.unwrap();
+        assert!(commit_to_published(store.as_ref(), &dir, &meta.id, &["data/c.parquet".into()]).await.is_err());
+        let manifest = read_manifest(store.as_ref(), &dir, &meta.id).await.unwrap();
+        assert_eq!(manifest.version, 1, "the refused versions were deleted: {manifest:?}");
+    }
+
+    fn comment_on(entry: &mut Entry, text: &str) -> Result<(), flotilla_proto::FlotillaError> {
+        match entry {
+            Entry::Table(meta) => {
+                meta.comment = Some(match &meta.comment {
+                    Some(before) => format!("{before},{text}"),
+                    None => text.to_string(),
+                });
+                Ok(())
+            }
+            Entry::View(_) => Err(flotilla_proto::FlotillaError::user("a view")),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_revisions_all_land_and_none_revives_a_dropped_entry() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let dir = Path::from("sales/orders");
+        let meta = TableMeta::new("parquet", &Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        write_entry(store.as_ref(), &dir, &Entry::Table(meta.clone()), PutMode::Create).await.unwrap();
+        let changes: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, dir, id) = (store.clone(), dir.clone(), meta.id.clone());
+                tokio::spawn(
+                    async move { revise_entry(store.as_ref(), &dir, &id, |e| comment_on(e, &i.to_string())).await },
+                )
+            })
+            .collect();
+        for change in changes {
+            change.await.unwrap().unwrap();
+        }
+        let Some((Entry::Table(now), revision)) = read_entry_revision(store.as_ref(), &dir).await.unwrap() else {
+            panic!("a table")
+        };
+        assert_eq!(revision, 8);
+        let mut seen: Vec<&str> = now.comment.as_deref().unwrap().split(',').collect();
+        seen.sort();
+        assert_eq!(seen, ["0", "1", "2", "3", "4", "5", "6", "7"], "no change lost");
+        // Dropped: a late change fails and leaves nothing; the name stays dropped.
+        store.delete(&entry_path(&dir)).await.unwrap();
+        let late = revise_entry(store.as_ref(), &dir, &meta.id, |e| comment_on(e, "late")).await;
+        assert!(matches!(late, Err(RevisionError::Gone)), "{late:?}");
+        assert!(read_entry(store.as_ref(), &dir).await.unwrap().is_none());
+        // Created anew under another id: a change for the old id does not touch it.
+        let newer = TableMeta::new("parquet", &Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        write_entry(store.as_ref(), &dir, &Entry::Table(newer.clone()), PutMode::Create).await.unwrap();
+        let stale = revise_entry(store.as_ref(), &dir, &meta.id, |e| comment_on(e, "stale")).await;
+        assert!(matches!(stale, Err(RevisionError::Gone)), "{stale:?}");
+        assert_eq!(read_entry(store.as_ref(), &dir).await.unwrap(), Some(Entry::Table(newer)));
+        let refused =
+            revise_entry(store.as_ref(), &dir, &meta.id, |_| Err(flotilla_proto::FlotillaError::user("x"))).await;
+        assert!(matches!(refused, Err(RevisionError::Gone)));
     }
 }

@@ -219,12 +219,21 @@ pub struct FilesCommitExec {
     store: Arc<dyn ObjectStore>,
     dir: Path,
     id: String,
+    /// The table is published (an INSERT): the commit must still find its entry, with its
+    /// id. A new table's (CREATE TABLE AS) is published after its commit instead.
+    published: bool,
     properties: Arc<PlanProperties>,
 }
 
 impl FilesCommitExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, store: Arc<dyn ObjectStore>, dir: Path, id: String) -> Self {
-        Self { input, store, dir, id, properties: properties(count_schema(), 1) }
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        store: Arc<dyn ObjectStore>,
+        dir: Path,
+        id: String,
+        published: bool,
+    ) -> Self {
+        Self { input, store, dir, id, published, properties: properties(count_schema(), 1) }
     }
 }
 
@@ -267,7 +276,7 @@ impl ExecutionPlan for FilesCommitExec {
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
         let input = only_child(children, self.name())?;
-        Ok(Arc::new(FilesCommitExec::new(input, self.store.clone(), self.dir.clone(), self.id.clone())))
+        Ok(Arc::new(FilesCommitExec::new(input, self.store.clone(), self.dir.clone(), self.id.clone(), self.published)))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -275,7 +284,7 @@ impl ExecutionPlan for FilesCommitExec {
             return Err(DataFusionError::Internal(format!("FilesCommitExec has one partition, not {partition}")));
         }
         let input = self.input.clone();
-        let (store, dir, id) = (self.store.clone(), self.dir.clone(), self.id.clone());
+        let (store, dir, id, published) = (self.store.clone(), self.dir.clone(), self.id.clone(), self.published);
         let output = futures::stream::once(async move {
             let batches = datafusion::physical_plan::collect(input, context).await?;
             let mut files = Vec::new();
@@ -289,7 +298,16 @@ impl ExecutionPlan for FilesCommitExec {
                 }
             }
             if !files.is_empty() {
-                super::files_table::commit(store.as_ref(), &dir, &id, &files).await?;
+                let committed = match published {
+                    true => super::files_table::commit_to_published(store.as_ref(), &dir, &id, &files).await,
+                    false => super::files_table::commit(store.as_ref(), &dir, &id, &files).await,
+                };
+                if let Err(error) = committed {
+                    // Nothing refers to what this statement wrote.
+                    let written = files.iter().map(|file| Path::from(format!("{dir}/{file}")));
+                    let _ = super::files_store::delete_all(&store, written.collect()).await;
+                    return Err(error);
+                }
             }
             Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![rows])) as ArrayRef])?)
         });

@@ -19,6 +19,7 @@ mod properties;
 pub mod system;
 pub mod tpch;
 pub mod tpch_scan;
+pub mod view_expansion;
 mod virtual_table;
 
 use std::collections::BTreeMap;
@@ -162,7 +163,7 @@ impl Catalogs {
                     key: "files.root".into(),
                     message: "required: the directory holding the catalog's schemas".into(),
                 })?;
-                let catalog = Arc::new(files::FilesCatalog::new(&root, &mut properties)?);
+                let catalog = Arc::new(files::FilesCatalog::new(name, &root, &mut properties)?);
                 writable = Some(catalog.clone());
                 catalog
             }
@@ -208,7 +209,14 @@ impl Catalogs {
 
 /// Every table of a catalog as (schema, table, provider), sorted by schema then table; the
 /// one walk behind the metadata tables of `information_schema` and `system`.
+/// A view that cannot be planned is listed all the same ([`view_expansion::listing`]).
 pub(crate) async fn catalog_tables(
+    catalog: &dyn CatalogProvider,
+) -> datafusion::common::Result<Vec<(String, String, Arc<dyn datafusion::catalog::TableProvider>)>> {
+    view_expansion::listing(list_catalog_tables(catalog)).await
+}
+
+async fn list_catalog_tables(
     catalog: &dyn CatalogProvider,
 ) -> datafusion::common::Result<Vec<(String, String, Arc<dyn datafusion::catalog::TableProvider>)>> {
     let mut tables = Vec::new();

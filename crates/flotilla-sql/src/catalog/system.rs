@@ -50,9 +50,11 @@ pub trait RuntimeSource: std::fmt::Debug + Send + Sync {
     fn nodes(&self) -> Vec<NodeRow>;
     fn queries(&self) -> Vec<QueryRow>;
     /// Kills a running query of any coordinator of the cluster
-    /// (`CALL system.runtime.kill_query`): it fails with `ADMINISTRATIVELY_KILLED`.
+    /// (`CALL system.runtime.kill_query`) on behalf of `user`, who must be the query's user
+    /// or an admin (else PERMISSION_DENIED): it fails with `ADMINISTRATIVELY_KILLED`.
     async fn kill_query(
         &self,
+        user: &str,
         query_id: &str,
         message: Option<&str>,
     ) -> std::result::Result<(), flotilla_proto::FlotillaError>;

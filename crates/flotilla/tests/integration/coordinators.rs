@@ -16,7 +16,7 @@ use crate::{collect, Http};
 const LONG_QUERY: &str = "SELECT count(*) FROM tpch.sf10.lineitem";
 
 /// node id -> coordinator id, from the cluster view.
-async fn coordinator_ids(http: &Http, expected: usize) -> BTreeMap<String, String> {
+pub(crate) async fn coordinator_ids(http: &Http, expected: usize) -> BTreeMap<String, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let nodes: Vec<Value> = http.get_json(&format!("{}/v1/node", http.base)).await;
@@ -33,7 +33,7 @@ async fn coordinator_ids(http: &Http, expected: usize) -> BTreeMap<String, Strin
 }
 
 /// Waits until the gateway itself routes to `expected` coordinators (its own view).
-async fn wait_gateway_sees(gateway: &Http, expected: usize) {
+pub(crate) async fn wait_gateway_sees(gateway: &Http, expected: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status: Value = gateway.get_json(&format!("{}/v1/gateway", gateway.base)).await;
@@ -103,7 +103,7 @@ impl Outside {
 }
 
 /// One raw HTTP/1.1 request (for request lines reqwest will not send), with its response.
-fn raw_request(address: &str, request: &str) -> String {
+pub(crate) fn raw_request(address: &str, request: &str) -> String {
     let mut stream = std::net::TcpStream::connect(address.trim_start_matches("http://")).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
@@ -145,8 +145,22 @@ async fn any_coordinator_serves_follow_ups_lists_cancels_and_kills_every_query()
     let first = submit(&a, LONG_QUERY).await;
     let long_id = first["id"].as_str().unwrap().to_string();
     wait_running(&b, &long_id).await;
-    let deleted = c.client.delete(format!("{}/v1/query/{long_id}", c.base)).send().await.unwrap();
-    assert_eq!(deleted.status(), 204);
+    // Only the query's user (or an admin) may: no user, or another one, is refused.
+    let delete = |user: Option<&str>| {
+        let request = c.client.delete(format!("{}/v1/query/{long_id}", c.base));
+        match user {
+            Some(user) => request.header("X-Trino-User", user),
+            None => request,
+        }
+    };
+    assert_eq!(delete(None).send().await.unwrap().status(), 403);
+    assert_eq!(delete(Some("mallory")).send().await.unwrap().status(), 403);
+    let killed = c.client.put(format!("{}/v1/query/{long_id}/killed", c.base)).header("X-Trino-User", "mallory");
+    assert_eq!(killed.body("no").send().await.unwrap().status(), 403);
+    let kill_as_mallory = format!("CALL system.runtime.kill_query('{long_id}')");
+    let refused = c.error_with(c.post_as("mallory", &kill_as_mallory)).await;
+    assert_eq!(refused["errorName"], "PERMISSION_DENIED", "{refused}");
+    assert_eq!(delete(Some("test")).send().await.unwrap().status(), 204);
     let responses = poll_through(&b, &first, &a.base).await;
     assert_eq!(responses.last().unwrap()["error"]["errorName"], "USER_CANCELED");
 
@@ -232,8 +246,8 @@ async fn user_hash_keeps_each_user_on_one_coordinator_and_moves_only_a_removed_c
 
     // Drain coordinator-2 and wait for it to exit and leave the gateway's view.
     let removed = ids["coordinator-2"].clone();
-    let drained = gateway.client.put(format!("{}/v1/info/state", cluster.cluster.coordinators[1].url));
-    assert_eq!(drained.json(&"SHUTTING_DOWN").send().await.unwrap().status(), 200);
+    let drained_url = cluster.cluster.coordinators[1].url.clone();
+    assert_eq!(cluster.drain(&drained_url).await, 200);
     wait_exited(&mut cluster.cluster.coordinators[1]).await;
     let after = landing(&gateway, &users).await;
     for ((user, was), now) in users.iter().zip(&before).zip(&after) {
@@ -256,8 +270,12 @@ async fn a_draining_coordinator_finishes_its_queries_while_the_gateway_sends_new
     let id = first["id"].as_str().unwrap().to_string();
     wait_running(&draining, &id).await;
 
-    let put = draining.client.put(format!("{}/v1/info/state", draining.base)).json(&"SHUTTING_DOWN");
-    assert_eq!(put.send().await.unwrap().status(), 200);
+    // Only a node of the cluster (or an admin user) may drain it.
+    let anonymous = draining.client.put(format!("{}/v1/info/state", draining.base)).json(&"SHUTTING_DOWN");
+    assert_eq!(anonymous.send().await.unwrap().status(), 403);
+    let state: Value = draining.get_json(&format!("{}/v1/info/state", draining.base)).await;
+    assert_eq!(state, "ACTIVE", "a refused request changed nothing");
+    assert_eq!(cluster.drain(&draining.base).await, 200);
     let state: Value = draining.get_json(&format!("{}/v1/info/state", draining.base)).await;
     assert_eq!(state, "SHUTTING_DOWN");
     let refused = draining.post("SELECT 1").send().await.unwrap();

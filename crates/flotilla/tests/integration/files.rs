@@ -27,7 +27,7 @@ fn normalized(rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
 
 /// An `etc/` with the `tpch` catalog (standard column names) and a `lake` files catalog
 /// over `root`.
-fn lake_etc(root: &Path) -> TempDir {
+pub(crate) fn lake_etc(root: &Path) -> TempDir {
     let etc = TempDir::new("flotilla-etc");
     std::fs::create_dir_all(etc.path.join("catalog")).unwrap();
     let lake = format!("connector.name=files\nfiles.root={}\n", root.display());

@@ -166,6 +166,24 @@ impl ProcessCluster {
         flotilla_resource_manager::InternalClient::new(std::sync::Arc::new(auth), std::time::Duration::from_secs(5))
     }
 
+    /// A token of this cluster's internal signature, as another node would send it.
+    pub fn internal_token(&self) -> String {
+        flotilla_proto::InternalAuth::new(&self.cluster.secret, "test-harness").unwrap().token()
+    }
+
+    /// Asks the node at `url` to drain (`PUT /v1/info/state`, signed as a node of the
+    /// cluster); returns the answer's status.
+    pub async fn drain(&self, url: &str) -> u16 {
+        let answer = reqwest::Client::new()
+            .put(format!("{url}/v1/info/state"))
+            .header(flotilla_proto::INTERNAL_BEARER_HEADER, self.internal_token())
+            .json(&"SHUTTING_DOWN")
+            .send()
+            .await
+            .unwrap();
+        answer.status().as_u16()
+    }
+
     pub fn coordinator_url(&self) -> String {
         self.cluster.coordinators[0].url.clone()
     }

@@ -8,6 +8,7 @@ mod distributed;
 mod docs;
 mod files;
 mod harness;
+mod hostile;
 mod memory;
 mod plans;
 mod protocol;

@@ -26,7 +26,12 @@ impl RuntimeSource for NoRuntime {
         Vec::new()
     }
 
-    async fn kill_query(&self, query_id: &str, _message: Option<&str>) -> Result<(), flotilla_proto::FlotillaError> {
+    async fn kill_query(
+        &self,
+        _user: &str,
+        query_id: &str,
+        _message: Option<&str>,
+    ) -> Result<(), flotilla_proto::FlotillaError> {
         Err(flotilla_proto::FlotillaError::new(
             flotilla_proto::ErrorCode::NotFound,
             format!("no query {query_id} here"),

@@ -1,0 +1,1 @@
+INSERT INTO n SELECT a, b FROM t

@@ -1,0 +1,1 @@
+SELECT CAST(c AS decimal(10,2)), date '2024-01-01' + interval '1' day FROM t

@@ -1,0 +1,1 @@
+SELECT t.a, u.d FROM t JOIN u ON t.a = u.a

@@ -1,0 +1,1 @@
+PREPARE p FROM SELECT a FROM t WHERE a = ?

@@ -1,0 +1,1 @@
+CREATE TABLE n AS SELECT a, b FROM t

@@ -1,0 +1,1 @@
+WITH x AS (SELECT 1 a UNION ALL SELECT 2) SELECT * FROM x, t WHERE x.a = t.a

@@ -1,0 +1,1 @@
+CALL system.runtime.kill_query('20260101_000000_00000_abcde')

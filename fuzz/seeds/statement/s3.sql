@@ -1,0 +1,1 @@
+SELECT count(*), sum(c), max(b) FROM t GROUP BY a HAVING count(*) > 0

@@ -1,0 +1,1 @@
+SHOW CATALOGS LIKE 'l_k%'

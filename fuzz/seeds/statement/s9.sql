@@ -1,0 +1,1 @@
+SET SESSION task_concurrency = 4
