@@ -18,14 +18,15 @@ const SEGMENT: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// The path of one resource group's cluster-wide state (`group`: its dotted path, a value
-/// a client chose), encoded as one path segment.
-pub fn group_state_path(group: &str) -> String {
-    let mut segment = percent_encoding::utf8_percent_encode(group, SEGMENT).to_string();
-    // `.` and `..` alone are dot segments to every URL parser: escape them too.
-    if segment.bytes().all(|b| b == b'.') {
-        segment = segment.replace('.', "%2E");
+/// a client chose), encoded as one path segment; `None` for a path with an empty group
+/// name (which no group has), so `.` and `..`, dot segments to every URL parser even when
+/// escaped, never become one.
+pub fn group_state_path(group: &str) -> Option<String> {
+    if group.split('.').any(str::is_empty) {
+        return None;
     }
-    format!("{LEASE_PATH}/groups/{segment}")
+    let segment = percent_encoding::utf8_percent_encode(group, SEGMENT);
+    Some(format!("{LEASE_PATH}/groups/{segment}"))
 }
 
 /// A group's limits as the coordinator's resource group configuration has them.
@@ -158,14 +159,17 @@ mod tests {
 
     #[test]
     fn group_paths_stay_one_segment() {
-        assert_eq!(group_state_path("global.adhoc"), format!("{LEASE_PATH}/groups/global.adhoc"));
-        for hostile in ["..\\..\\view", "../../view", "..", ".", "a/b", "a%2Fb", "a?x=1#y", "é"] {
-            let path = group_state_path(hostile);
+        assert_eq!(group_state_path("global.adhoc").unwrap(), format!("{LEASE_PATH}/groups/global.adhoc"));
+        for empty in ["..", ".", "", "a..b", ".a", "a.", "a/../../view"] {
+            assert_eq!(group_state_path(empty), None, "{empty}");
+        }
+        for hostile in ["\\\\view", "a/x/view", "a/b", "a%2Fb", "a?x=1#y", "é", "%2e%2e"] {
+            let path = group_state_path(hostile).unwrap();
             let segment = path.strip_prefix(&format!("{LEASE_PATH}/groups/")).unwrap();
             assert!(segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)), "{hostile}: {path}");
             assert!(segment != "." && segment != "..", "{hostile}: {path}");
             let url = url::Url::parse(&format!("http://rm{path}")).unwrap();
-            assert!(url.path().starts_with(&format!("{LEASE_PATH}/groups/")), "{hostile}: {}", url.path());
+            assert_eq!(url.path(), path, "{hostile}: the URL parser changed it");
         }
     }
 }

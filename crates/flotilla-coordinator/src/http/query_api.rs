@@ -241,6 +241,9 @@ pub async fn resource_group_state(
     Path(path): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
     let path = path.trim_matches('/').replace('/', ".");
+    if flotilla_proto::admission::group_state_path(&path).is_none() {
+        return Err(HttpError::not_found(format!("Resource group not found: {path}")));
+    }
     let admission = coordinator.manager.admission();
     let state = admission.cluster_state(&path).await.map_err(|e| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     if state.hard_concurrency_limit == 0 && state.max_queued == 0 && state.running == 0 && state.queued == 0 {

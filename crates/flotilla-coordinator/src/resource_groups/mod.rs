@@ -315,9 +315,12 @@ impl Admission {
 
     /// A group's cluster-wide numbers, from the admission leader.
     pub async fn cluster_state(&self, path: &str) -> Result<GroupState, String> {
+        let Some(group_path) = flotilla_proto::admission::group_state_path(path) else {
+            return Err(format!("'{path}' is not a resource group path"));
+        };
         let mut errors = Vec::new();
         for (_, uri) in self.resource_managers() {
-            match self.client.get::<GroupState>(&uri, &flotilla_proto::admission::group_state_path(path)).await {
+            match self.client.get::<GroupState>(&uri, &group_path).await {
                 // The first (smallest id) that answers is the leader, or knows as much.
                 Ok(state) => return Ok(state),
                 Err(error) => errors.push(error),

@@ -279,11 +279,20 @@ impl Drop for PendingTable {
             return;
         }
         let (root, dir, id) = (self.root.clone(), self.dir.clone(), self.meta.id.clone());
+        let marker = self.schema_marker.clone();
         files_store::spawn(async move {
             if let Ok(objects) = files_table::objects_of(root.store().as_ref(), &dir, &id).await {
                 let _ = files_store::delete_all(root.store(), objects).await;
             }
             root.prune(&dir);
+            // The schema was dropped while this table was written: what this left of its
+            // directory goes too (a directory is a schema on a local root).
+            if let Some(marker) = marker {
+                if let Err(object_store::Error::NotFound { .. }) = root.store().head(&marker).await {
+                    let schema_dir: Path = dir.parts().take(dir.parts().count().saturating_sub(1)).collect();
+                    root.prune(&schema_dir);
+                }
+            }
         });
     }
 }

@@ -177,7 +177,7 @@ async fn tables_are_created_written_and_dropped_whole() {
     let id = first["id"].as_str().unwrap().to_string();
     a.wait_for_state(&id, &["PLANNING", "RUNNING"], std::time::Duration::from_secs(20)).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    a.client.delete(format!("{}/v1/query/{id}", a.base)).send().await.unwrap();
+    a.client.delete(format!("{}/v1/query/{id}", a.base)).header("X-Trino-User", "test").send().await.unwrap();
     a.wait_for_state(&id, &["FAILED"], std::time::Duration::from_secs(20)).await;
     let (_, rows) = b.rows("SELECT count(*) FROM lake.s.t").await;
     assert_eq!(count(&rows), 102, "the cancelled insert added nothing");

@@ -353,7 +353,12 @@ async fn control_endpoints_check_who_asks_and_relays_cannot_be_steered() {
                 "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n\"SHUTTING_DOWN\""
             );
             let answer = raw_request(base, &request);
-            assert!(answer.starts_with("HTTP/1.1 400"), "{method} {path} via {base}: {answer}");
+            // Refused (400) where a relay could follow it; a coordinator's own router has no
+            // such route (404). Never the relayed endpoint's answer.
+            assert!(answer.starts_with("HTTP/1.1 4"), "{method} {path} via {base}: {answer}");
+            if base == &cluster.gateway_url() {
+                assert!(answer.starts_with("HTTP/1.1 400"), "{method} {path} via the gateway: {answer}");
+            }
         }
     }
     // The group path is one segment of the internal URL: no other endpoint is reached.
@@ -362,28 +367,15 @@ async fn control_endpoints_check_who_asks_and_relays_cannot_be_steered() {
     all_alive(&cluster, "steered relays").await;
 
     // X-Forwarded-* from a client do not steer nextUri (http-server.process-forwarded is off).
-    let first: Value = gateway
-        .post("SELECT 1")
-        .header("X-Forwarded-Host", "evil.example")
-        .header("X-Forwarded-Proto", "https")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let steered = |http: &Http| {
+        http.post("SELECT 1").header("X-Forwarded-Host", "evil.example").header("X-Forwarded-Proto", "https")
+    };
+    let first = gateway.first(steered(&gateway)).await;
     let next = first["nextUri"].as_str().unwrap();
     assert!(next.starts_with(&cluster.gateway_url()), "{next}");
-    let direct: Value = Http::new(&coordinator)
-        .post("SELECT 1")
-        .header("X-Forwarded-Host", "evil.example")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(direct["nextUri"].as_str().unwrap().starts_with(&coordinator), "{direct}");
+    let direct = Http::new(&coordinator);
+    let first = direct.first(steered(&direct)).await;
+    assert!(first["nextUri"].as_str().unwrap().starts_with(&coordinator), "{first}");
 
     // The login redirect with a CR/LF in it: a redirect to the UI, not a server error.
     let form = "username=alice&password=&redirect=%2Fui%2Fx%0d%0aSet-Cookie%3A%20a%3Db";

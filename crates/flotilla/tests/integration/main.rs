@@ -48,6 +48,11 @@ impl Http {
         }
     }
 
+    /// Sends a statement and returns the first response document (no follow-ups).
+    pub async fn first(&self, request: reqwest::RequestBuilder) -> Value {
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
     pub fn post(&self, sql: &str) -> reqwest::RequestBuilder {
         self.post_as("test", sql)
     }

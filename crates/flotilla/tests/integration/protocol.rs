@@ -163,7 +163,9 @@ async fn query_resource_supports_get_head_and_delete() {
     let list: Value =
         http.client.get(format!("{}/v1/query", cluster.url())).send().await.unwrap().json().await.unwrap();
     assert!(list.as_array().unwrap().iter().any(|q| q["queryId"] == first["id"]));
-    assert_eq!(http.client.delete(&info_uri).send().await.unwrap().status(), 204);
+    assert_eq!(http.client.delete(&info_uri).send().await.unwrap().status(), 403, "no user: not the query's");
+    let delete = http.client.delete(&info_uri).header("X-Trino-User", "test");
+    assert_eq!(delete.send().await.unwrap().status(), 204);
     let responses = http.run_with(http.client.get(first["nextUri"].as_str().unwrap())).await;
     assert_eq!(responses.last().unwrap()["error"]["errorName"], "USER_CANCELED");
     let unknown = format!("{}/v1/query/20260101_000000_00000_zzzzz", cluster.url());
@@ -188,8 +190,11 @@ async fn bad_requests_get_400_and_the_server_keeps_serving() {
     assert_eq!(bad_session.status(), 400);
     let bad_utf8 = http.client.post(&url).header("X-Trino-User", "u").body(vec![0xff, 0xfe]).send().await.unwrap();
     assert_eq!(bad_utf8.status(), 400);
-    let bad_host = http.post("SELECT 1").header("X-Forwarded-Host", "evil/path").send().await.unwrap();
+    let bad_host = http.post("SELECT 1").header("Host", "evil/path").send().await.unwrap();
     assert_eq!(bad_host.status(), 400);
+    // Untrusted X-Forwarded-* (http-server.process-forwarded is off) are ignored, not refused.
+    let ignored = http.post("SELECT 1").header("X-Forwarded-Host", "evil/path").send().await.unwrap();
+    assert_eq!(ignored.status(), 200);
     let (_, rows) = http.rows("SELECT 42").await;
     assert_eq!(rows, vec![vec![Value::from(42)]]);
     cluster.shutdown().await;
@@ -210,19 +215,21 @@ async fn a_megabyte_of_sql_is_refused_with_a_trino_error_and_just_under_the_limi
 
 #[tokio::test]
 async fn forwarded_headers_shape_next_uri() {
-    let cluster = TestCluster::start_default().await;
+    let forwarded = |http: &Http| {
+        http.post("SELECT 1")
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "trino.example.com")
+            .header("X-Forwarded-Port", "8443")
+    };
+    // Trusted only with http-server.process-forwarded, as in Trino.
+    let ignored = TestCluster::start_default().await;
+    let http = Http::new(&ignored.url());
+    let first = http.first(forwarded(&http)).await;
+    assert!(first["nextUri"].as_str().unwrap().starts_with(&ignored.url()), "{first}");
+    ignored.shutdown().await;
+    let cluster = TestCluster::builder().config(|config| config.node.process_forwarded = true).start().await;
     let http = Http::new(&cluster.url());
-    let first: Value = http
-        .post("SELECT 1")
-        .header("X-Forwarded-Proto", "https")
-        .header("X-Forwarded-Host", "trino.example.com")
-        .header("X-Forwarded-Port", "8443")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = http.first(forwarded(&http)).await;
     assert!(first["nextUri"].as_str().unwrap().starts_with("https://trino.example.com:8443/v1/statement/queued/"));
     assert!(first["infoUri"].as_str().unwrap().starts_with("https://trino.example.com:8443/v1/query/"));
     cluster.shutdown().await;

@@ -178,8 +178,11 @@ async fn the_clusters_queue_limit_holds_across_coordinators_and_unmatched_querie
     let error = sixth.error_with(sixth.post_as("stranger", "SELECT 1")).await;
     assert_eq!(error["errorName"], "QUERY_REJECTED", "{error}");
     // Killing the running query lets the queue drain: every queued query finishes.
-    let killed =
-        coordinators[0].client.delete(format!("{}/v1/query/{running_id}", coordinators[0].base)).send().await.unwrap();
+    let killed = coordinators[0]
+        .client
+        .delete(format!("{}/v1/query/{running_id}", coordinators[0].base))
+        .header("X-Trino-User", "bench0");
+    let killed = killed.send().await.unwrap();
     assert_eq!(killed.status(), 204);
     for (i, id) in queued.iter().enumerate() {
         let http = &coordinators[(i + 1) % 3];
