@@ -59,7 +59,7 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Refuses a path whose meaning depends on who normalises it: a `.` or `..` segment (also
 /// written `%2e`), an encoded `/` or a `\\` (which URL parsers read as `/`), or an empty
-/// segment. Relay decisions are made on the path as received, and the HTTP client that
+/// segment (a trailing `/` is fine). Relay decisions are made on the path as received, and the HTTP client that
 /// relays it would resolve such segments to another endpoint.
 pub fn check_path(path: &str) -> Result<(), String> {
     let ambiguous = || Err(format!("ambiguous request path '{}'", path.escape_default()));
@@ -67,7 +67,8 @@ pub fn check_path(path: &str) -> Result<(), String> {
     if rest.is_empty() {
         return Ok(());
     }
-    for segment in rest.split('/') {
+    // A trailing `/` (`/ui/`) is no empty segment in between.
+    for segment in rest.strip_suffix('/').unwrap_or(rest).split('/') {
         let decoded: Vec<u8> = percent_decode(segment.as_bytes()).collect();
         let dots = decoded == b"." || decoded == b"..";
         if segment.is_empty() || dots || decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
@@ -377,6 +378,7 @@ mod tests {
             "/v1/resourceGroupState/a%2Fb".to_string(),
             "/v1/resourceGroupState/a\\b".to_string(),
             "/v1//query".to_string(),
+            "/ui//".to_string(),
             "/v1/query/%00".to_string(),
             "v1/query".to_string(),
         ] {

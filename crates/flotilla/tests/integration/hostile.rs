@@ -361,6 +361,11 @@ async fn control_endpoints_check_who_asks_and_relays_cannot_be_steered() {
             }
         }
     }
+    // A trailing slash is no ambiguity: the UI's root still answers (with its login).
+    for base in [&cluster.gateway_url(), &coordinator] {
+        let answer = raw_request(base, &format!("GET /ui/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"));
+        assert!(answer.starts_with("HTTP/1.1 303"), "/ui/ via {base}: {answer}");
+    }
     // The group path is one segment of the internal URL: no other endpoint is reached.
     let answer = gateway.client.get(format!("{coordinator}/v1/resourceGroupState/global")).send().await.unwrap();
     assert!(answer.status().is_success() || answer.status() == 404, "{}", answer.status());
