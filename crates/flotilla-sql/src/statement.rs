@@ -284,8 +284,13 @@ impl<'a> Cursor<'a> {
         self.tokens[self.position..].iter().all(|t| matches!(t.token, Token::SemiColon | Token::EOF))
     }
 
+    /// Where the current token starts; past the last token, where that one ends (so
+    /// [`Cursor::rest`] is empty there, never the whole statement again).
     fn here(&self) -> Location {
-        self.tokens.get(self.position).map(|t| t.span.start).unwrap_or(Location { line: 1, column: 1 })
+        match self.tokens.get(self.position) {
+            Some(token) => token.span.start,
+            None => self.tokens.last().map(|t| t.span.end).unwrap_or(Location { line: 1, column: 1 }),
+        }
     }
 
     fn error(&self, message: &str) -> FlotillaError {
@@ -626,6 +631,20 @@ mod tests {
         assert!(
             matches!(parse("EXPLAIN (TYPE DISTRIBUTED) SELECT 1"), TrinoStatement::Explain { analyze: false, logical: false, sql } if sql == "SELECT 1")
         );
+    }
+
+    #[test]
+    fn statements_that_end_early_are_errors_not_loops() {
+        // Found by the `statement` fuzz target: past the last token the rest of the text
+        // was the whole statement again, so `PREPARE p FROM` parsed itself forever.
+        for sql in ["PREPARE p FROM", "PREPARE p FROM  ", "prepare p from -- nothing\n", "EXPLAIN", "EXPLAIN ANALYZE"] {
+            let parsed = parse_statement(sql);
+            assert!(!matches!(parsed, Ok(TrinoStatement::Prepare { .. })), "{sql}: {parsed:?}");
+            if let Ok(TrinoStatement::Explain { sql: inner, .. }) = &parsed {
+                assert!(inner.is_empty(), "{sql}: {inner}");
+            }
+        }
+        assert!(parse_statement("PREPARE p FROM").is_err());
     }
 
     #[test]
