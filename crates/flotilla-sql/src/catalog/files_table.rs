@@ -298,8 +298,9 @@ pub async fn commit(store: &dyn ObjectStore, dir: &Path, id: &str, files: &[Stri
 /// after a successful INSERT, or taken back here.)
 pub async fn commit_to_published(store: &dyn ObjectStore, dir: &Path, id: &str, files: &[String]) -> Result<u64> {
     let version = commit(store, dir, id, files).await?;
-    match read_entry(store, dir).await? {
-        Some(Entry::Table(meta)) if meta.id == id => Ok(version),
+    // The entry as created is enough: its id is what a drop or a new table changes.
+    match read_json::<Entry>(store, &entry_path(dir)).await? {
+        Some(created) if created.id() == id => Ok(version),
         _ => {
             let _ = store.delete(&manifest_path(dir, id, version)).await;
             Err(super::view_expansion::carried(flotilla_proto::FlotillaError::new(
