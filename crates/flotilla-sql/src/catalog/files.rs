@@ -24,6 +24,7 @@
 //! racing creations of one name exactly one wins. All I/O goes through [`super::files_store`].
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
@@ -273,6 +274,12 @@ impl PendingTable {
     }
 }
 
+/// When what a failed write left is swept again: writers on other nodes that were cancelled
+/// with the query may still finish an upload already in flight, or remove its staging file,
+/// just after the first sweep (found in `writes_racing_drops_lose_nothing_acknowledged`:
+/// empty directories of a dropped schema stayed behind and listed it again).
+const STRAGGLER_SWEEPS: [Duration; 3] = [Duration::ZERO, Duration::from_secs(2), Duration::from_secs(10)];
+
 impl Drop for PendingTable {
     fn drop(&mut self) {
         if self.published {
@@ -281,16 +288,19 @@ impl Drop for PendingTable {
         let (root, dir, id) = (self.root.clone(), self.dir.clone(), self.meta.id.clone());
         let marker = self.schema_marker.clone();
         files_store::spawn(async move {
-            if let Ok(objects) = files_table::objects_of(root.store().as_ref(), &dir, &id).await {
-                let _ = files_store::delete_all(root.store(), objects).await;
-            }
-            root.prune(&dir);
-            // The schema was dropped while this table was written: what this left of its
-            // directory goes too (a directory is a schema on a local root).
-            if let Some(marker) = marker {
-                if let Err(object_store::Error::NotFound { .. }) = root.store().head(&marker).await {
-                    let schema_dir: Path = dir.parts().take(dir.parts().count().saturating_sub(1)).collect();
-                    root.prune(&schema_dir);
+            for delay in STRAGGLER_SWEEPS {
+                tokio::time::sleep(delay).await;
+                if let Ok(objects) = files_table::objects_of(root.store().as_ref(), &dir, &id).await {
+                    let _ = files_store::delete_all(root.store(), objects).await;
+                }
+                root.prune(&dir);
+                // The schema was dropped while this table was written: what this left of its
+                // directory goes too (a directory is a schema on a local root).
+                if let Some(marker) = &marker {
+                    if let Err(object_store::Error::NotFound { .. }) = root.store().head(marker).await {
+                        let schema_dir: Path = dir.parts().take(dir.parts().count().saturating_sub(1)).collect();
+                        root.prune(&schema_dir);
+                    }
                 }
             }
         });
