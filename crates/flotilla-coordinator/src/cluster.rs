@@ -156,8 +156,7 @@ impl HeartbeatSource for QueryReporter {
     fn memory_kills(&self, kills: &[flotilla_proto::cluster::MemoryKill]) {
         for kill in kills {
             let Ok(id) = kill.query_id.parse::<QueryId>() else { continue };
-            let error = FlotillaError::new(ErrorCode::ClusterOutOfMemory, kill.message.clone());
-            if self.registry.fail(&id, error) == KillOutcome::Killed {
+            if self.registry.fail(&id, kill.error()) == KillOutcome::Killed {
                 tracing::warn!(query = %id, "killed by the cluster's low-memory killer");
             }
         }

@@ -152,20 +152,25 @@ impl Scheduler {
         progress
     }
 
-    /// Names the workers in an error by node id as well as URL; a worker found gone is not
-    /// given new tasks until a heartbeat newer than the failure shows it alive.
+    /// Names the workers in an error's message by node id as well as URL; the worker a
+    /// `REMOTE_HOST_GONE` error is about (its `remote_host`) is not given new tasks until a
+    /// heartbeat newer than the failure shows it alive.
     pub fn name_workers(&self, mut error: FlotillaError) -> FlotillaError {
         let Some(snapshot) = self.view.snapshot() else { return error };
+        let gone = match error.code {
+            ErrorCode::RemoteHostGone => error.remote_host.as_deref().map(|host| host.trim_end_matches('/')),
+            _ => None,
+        };
         for node in &snapshot.view.nodes {
             let Some(uri) = node.node.data_uri.as_deref() else { continue };
+            if gone == Some(uri.trim_end_matches('/')) {
+                let mut state = self.state.lock();
+                state.suspects.retain(|_, at| at.elapsed() < SUSPECT_MEMORY);
+                state.suspects.insert(node.node.node_id.clone(), Instant::now());
+            }
             for form in [format!("{uri}/"), uri.to_string()] {
                 if error.message.contains(&form) {
                     error.message = error.message.replace(&form, &format!("{} ({uri})", node.node.node_id));
-                    if error.code == ErrorCode::RemoteHostGone {
-                        let mut state = self.state.lock();
-                        state.suspects.retain(|_, at| at.elapsed() < SUSPECT_MEMORY);
-                        state.suspects.insert(node.node.node_id.clone(), Instant::now());
-                    }
                     break;
                 }
             }

@@ -258,10 +258,24 @@ pub fn follow_up_query(path: &str) -> Option<QueryId> {
     id.parse().ok()
 }
 
-/// Where the coordinator `owner` serves, from the view; an error that says it is gone when
-/// the view has it dead or does not have it at all (looked up again in a fresh view first,
-/// for a coordinator younger than ours).
-pub async fn locate_owner(view: &ClusterViewClient, owner: &CoordinatorId) -> Result<String, String> {
+/// Why a query's owning coordinator cannot be relayed to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerGone {
+    /// No coordinator in the cluster view has that id.
+    #[error("coordinator {owner} is gone (the cluster has no coordinator with that id)")]
+    Unknown { owner: CoordinatorId },
+    /// The view has it dead.
+    #[error("coordinator {owner} is gone (node {node} sent no heartbeat for {age_ms} ms)")]
+    Dead { owner: CoordinatorId, node: String, age_ms: u64 },
+    /// It is in the view, but its connection was refused.
+    #[error("coordinator {owner} is gone (connection refused at {base}: {cause})")]
+    Refused { owner: CoordinatorId, base: String, cause: String },
+}
+
+/// Where the coordinator `owner` serves, from the view; [`OwnerGone`] when the view has it
+/// dead or does not have it at all (looked up again in a fresh view first, for a
+/// coordinator younger than ours).
+pub async fn locate_owner(view: &ClusterViewClient, owner: &CoordinatorId) -> Result<String, OwnerGone> {
     if let Some(found) = view.snapshot().as_ref().and_then(|s| find_coordinator(s, owner)) {
         return found;
     }
@@ -271,16 +285,17 @@ pub async fn locate_owner(view: &ClusterViewClient, owner: &CoordinatorId) -> Re
             return found;
         }
     }
-    Err(format!("coordinator {owner} is gone (the cluster has no coordinator with that id)"))
+    Err(OwnerGone::Unknown { owner: owner.clone() })
 }
 
-fn find_coordinator(snapshot: &ViewSnapshot, owner: &CoordinatorId) -> Option<Result<String, String>> {
+fn find_coordinator(snapshot: &ViewSnapshot, owner: &CoordinatorId) -> Option<Result<String, OwnerGone>> {
     let node = snapshot.view.nodes.iter().find(|n| n.node.coordinator_id.as_deref() == Some(owner.as_str()))?;
     Some(match node.state {
-        NodeState::Dead => Err(format!(
-            "coordinator {owner} is gone (node {} sent no heartbeat for {} ms)",
-            node.node.node_id, node.last_heartbeat_age_ms
-        )),
+        NodeState::Dead => Err(OwnerGone::Dead {
+            owner: owner.clone(),
+            node: node.node.node_id.clone(),
+            age_ms: node.last_heartbeat_age_ms,
+        }),
         NodeState::Active | NodeState::ShuttingDown => Ok(node.node.http_uri.clone()),
     })
 }
@@ -297,12 +312,12 @@ pub async fn relay_to_owner(
     let owner = id.coordinator();
     let base = match locate_owner(view, &owner).await {
         Ok(base) => base,
-        Err(message) => return owner_gone(request, id, &message),
+        Err(gone) => return owner_gone(request, id, &gone),
     };
     match forwarder.send(&base, request).await {
         Ok(response) => response,
         Err(ForwardError::Refused(error)) => {
-            owner_gone(request, id, &format!("coordinator {owner} is gone (connection refused at {base}: {error})"))
+            owner_gone(request, id, &OwnerGone::Refused { owner, base, cause: error.to_string() })
         }
         // Polls are idempotent: a status the client retries.
         Err(ForwardError::Failed(error)) => {
@@ -313,8 +328,8 @@ pub async fn relay_to_owner(
 }
 
 /// The answer for a follow-up whose owner is gone.
-pub fn owner_gone(request: &Relayed, id: &QueryId, reason: &str) -> Response {
-    let message = format!("Query {id} is lost: {reason}");
+pub fn owner_gone(request: &Relayed, id: &QueryId, gone: &OwnerGone) -> Response {
+    let message = format!("Query {id} is lost: {gone}");
     let is_poll = request.method == Method::GET && request.path_and_query.starts_with("/v1/statement/");
     if !is_poll {
         return (StatusCode::NOT_FOUND, format!("Query not found: {message}")).into_response();
@@ -437,7 +452,8 @@ mod tests {
     #[tokio::test]
     async fn a_lost_query_fails_polls_with_a_trino_error_and_404s_the_rest() {
         let id: QueryId = "20261122_101010_00001_abcde".parse().unwrap();
-        let poll = owner_gone(&request(Method::GET, "/v1/statement/executing/x/y/1"), &id, "coordinator abcde is gone");
+        let gone = OwnerGone::Unknown { owner: id.coordinator() };
+        let poll = owner_gone(&request(Method::GET, "/v1/statement/executing/x/y/1"), &id, &gone);
         assert_eq!(poll.status(), StatusCode::OK);
         let body = axum::body::to_bytes(poll.into_body(), 1 << 20).await.unwrap();
         let results: QueryResults = serde_json::from_slice(&body).unwrap();
@@ -446,9 +462,9 @@ mod tests {
         let error = results.error.unwrap();
         assert_eq!(error.error_name, "REMOTE_HOST_GONE");
         assert!(error.message.contains("coordinator abcde is gone"), "{}", error.message);
-        let info = owner_gone(&request(Method::GET, &format!("/v1/query/{id}")), &id, "gone");
+        let info = owner_gone(&request(Method::GET, &format!("/v1/query/{id}")), &id, &gone);
         assert_eq!(info.status(), StatusCode::NOT_FOUND);
-        let cancel = owner_gone(&request(Method::DELETE, "/v1/statement/executing/x/y/1"), &id, "gone");
+        let cancel = owner_gone(&request(Method::DELETE, "/v1/statement/executing/x/y/1"), &id, &gone);
         assert_eq!(cancel.status(), StatusCode::NOT_FOUND);
     }
 }

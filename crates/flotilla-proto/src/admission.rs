@@ -141,6 +141,25 @@ pub struct LeaseGrant {
     pub leases: Vec<GroupLease>,
 }
 
+/// Why a lease request got no grant: the body of the leader's `409 Conflict`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "refusal", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum LeaseRefusal {
+    /// This resource manager is not the admission leader; `uri` is.
+    NotLeader { leader: String, uri: String },
+    /// The request is older than one already answered for this coordinator.
+    Stale { seq: u64, answered: u64 },
+}
+
+impl std::fmt::Display for LeaseRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseRefusal::NotLeader { leader, uri } => write!(f, "not the admission leader ({leader} at {uri} is)"),
+            LeaseRefusal::Stale { seq, answered } => write!(f, "request {seq} is stale ({answered} was answered)"),
+        }
+    }
+}
+
 /// Cluster-wide numbers of one group, as the leader knows them
 /// (`/v1/resourceGroupState/{path}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

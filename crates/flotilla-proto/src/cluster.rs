@@ -285,10 +285,6 @@ pub struct HeartbeatAck {
     pub memory_kills: Vec<MemoryKill>,
 }
 
-/// How a query killed by the low-memory killer is described (Trino's words), also when the
-/// message travels from a worker as text: `CLUSTER_OUT_OF_MEMORY`.
-pub const CLUSTER_MEMORY_PHRASE: &str = "Query killed because the cluster is out of memory";
-
 /// A query killed by the low-memory killer, with the message it fails with
 /// (`CLUSTER_OUT_OF_MEMORY`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +292,13 @@ pub const CLUSTER_MEMORY_PHRASE: &str = "Query killed because the cluster is out
 pub struct MemoryKill {
     pub query_id: String,
     pub message: String,
+}
+
+impl MemoryKill {
+    /// What the query fails with, on its coordinator and in its tasks' reservations.
+    pub fn error(&self) -> crate::FlotillaError {
+        crate::FlotillaError::new(crate::ErrorCode::ClusterOutOfMemory, self.message.clone())
+    }
 }
 
 /// A node's record as resource managers hold and exchange it.

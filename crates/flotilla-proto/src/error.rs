@@ -190,15 +190,40 @@ pub struct FlotillaError {
     pub code: ErrorCode,
     pub message: String,
     pub location: Option<ErrorLocation>,
+    /// The node the error is about, when it is one (the data URL of a worker that could
+    /// not be reached): the scheduler stops placing tasks there.
+    pub remote_host: Option<String>,
+}
+
+/// How a [`FlotillaError`] is written when it must travel as text inside another system's
+/// error (DataFusion's `External` errors cross the worker data plane as their `Display`):
+/// this tag, then the error as JSON, and nothing else.
+pub const WIRE_TAG: &str = "flotilla-error:";
+
+/// The JSON of [`FlotillaError::to_wire`].
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireError {
+    error_name: String,
+    message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    location: Option<(u32, u32)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remote_host: Option<String>,
 }
 
 impl FlotillaError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), location: None }
+        Self { code, message: message.into(), location: None, remote_host: None }
     }
 
     pub fn with_location(mut self, location: ErrorLocation) -> Self {
         self.location = Some(location);
+        self
+    }
+
+    pub fn with_remote_host(mut self, remote_host: impl Into<String>) -> Self {
+        self.remote_host = Some(remote_host.into());
         self
     }
 
@@ -212,6 +237,48 @@ impl FlotillaError {
 
     pub fn user(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::GenericUserError, message)
+    }
+
+    /// The error as text that [`FlotillaError::from_wire`] reads back whole.
+    pub fn to_wire(&self) -> String {
+        let wire = WireError {
+            error_name: self.code.name().to_string(),
+            message: self.message.clone(),
+            location: self.location.map(|l| (l.line, l.column)),
+            remote_host: self.remote_host.clone(),
+        };
+        format!("{WIRE_TAG}{}", serde_json::to_string(&wire).expect("an error serialises"))
+    }
+
+    /// The error `text` is, when it is exactly what [`FlotillaError::to_wire`] wrote (not
+    /// when it merely contains it: a message quoting a user's value must not become a code).
+    pub fn from_wire(text: &str) -> Option<Self> {
+        Self::decode(serde_json::from_str(text.strip_prefix(WIRE_TAG)?).ok()?)
+    }
+
+    /// The error whose wire text `text` quotes, where it may only be quoted by Flotilla
+    /// itself (an engine's memory refusal that wraps the refusal it got: no user value is
+    /// ever part of such a message).
+    pub fn quoted_in(text: &str) -> Option<Self> {
+        let at = text.find(WIRE_TAG)?;
+        let mut values = serde_json::Deserializer::from_str(&text[at + WIRE_TAG.len()..]).into_iter::<WireError>();
+        Self::decode(values.next()?.ok()?)
+    }
+
+    fn decode(wire: WireError) -> Option<Self> {
+        Some(Self {
+            code: ErrorCode::from_name(&wire.error_name)?,
+            message: wire.message,
+            location: wire.location.map(|(line, column)| ErrorLocation { line, column }),
+            remote_host: wire.remote_host,
+        })
+    }
+}
+
+impl ErrorCode {
+    /// The code Trino names `name`.
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|code| code.name() == name)
     }
 }
 
@@ -240,5 +307,26 @@ mod tests {
         }
         assert_eq!(ErrorCode::TableNotFound.code(), 46);
         assert_eq!(ErrorCode::SyntaxError.name(), "SYNTAX_ERROR");
+    }
+
+    #[test]
+    fn errors_read_back_from_their_wire_text_and_only_from_it() {
+        for code in ErrorCode::ALL {
+            let error = FlotillaError::new(*code, "it \"broke\"\nflotilla-error:{}").with_remote_host("http://w:1");
+            assert_eq!(FlotillaError::from_wire(&error.to_wire()), Some(error.clone()), "{code}");
+        }
+        let located = FlotillaError::new(ErrorCode::SyntaxError, "x").with_location(ErrorLocation { line: 2, column: 3 });
+        assert_eq!(FlotillaError::from_wire(&located.to_wire()), Some(located.clone()));
+        // Quoted inside another message (a user's value), or cut, it is not an error.
+        assert_eq!(FlotillaError::from_wire(&format!("Cannot cast '{}'", located.to_wire())), None);
+        let wire = located.to_wire();
+        assert_eq!(FlotillaError::from_wire(&wire[..wire.len() - 1]), None);
+        assert_eq!(FlotillaError::from_wire(&format!("{wire} trailing")), None);
+        let unknown = wire.replace("SYNTAX_ERROR", "NO_SUCH_ERROR");
+        assert_eq!(FlotillaError::from_wire(&unknown), None);
+        // Quoted by an engine message that wraps it, it is found.
+        let wrapped = format!("Failed to reserve memory for sort during spill: Resources exhausted: {wire}");
+        assert_eq!(FlotillaError::quoted_in(&wrapped), Some(located));
+        assert_eq!(FlotillaError::quoted_in("Resources exhausted: flotilla-error:{"), None);
     }
 }

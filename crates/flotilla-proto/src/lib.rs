@@ -4,8 +4,9 @@
 //! the closed set of error codes ([`ErrorCode`]) that every transport maps once, the
 //! [`FlotillaError`] that carries such a code across hops, and the identifiers whose shape
 //! other roles rely on ([`QueryId`], [`CoordinatorId`]); the cluster's control messages
-//! ([`cluster`]), the node-level settings ([`config`]) and internal-call authentication
-//! ([`internal_auth`]).
+//! ([`cluster`]), the node-level settings ([`config`]), internal-call authentication
+//! ([`internal_auth`]) and how internal calls fail ([`CallError`], with typed refusals such as
+//! [`admission::LeaseRefusal`]).
 //!
 //! ```text
 //!   engine / coordinator ──FlotillaError{code, message, location}──▶ protocol (Trino JSON)
@@ -13,6 +14,7 @@
 //! ```
 
 pub mod admission;
+mod call;
 pub mod cluster;
 pub mod config;
 mod data_size;
@@ -21,10 +23,11 @@ mod error;
 pub mod internal_auth;
 mod query_id;
 
+pub use call::CallError;
 pub use config::{ConfigError, NodeConfig, Setting, NODE_SETTINGS};
 pub use data_size::parse_data_size;
 pub use duration::parse_duration;
-pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry};
+pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry, WIRE_TAG};
 pub use internal_auth::{InternalAuth, InternalAuthError, INTERNAL_BEARER_HEADER};
 pub use query_id::{random_hex, CoordinatorId, QueryId, QueryIdGenerator, QueryIdParseError};
 

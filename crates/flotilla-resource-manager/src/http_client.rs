@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_proto::{InternalAuth, INTERNAL_BEARER_HEADER};
+use flotilla_proto::{CallError, InternalAuth, INTERNAL_BEARER_HEADER};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -28,51 +28,37 @@ impl InternalClient {
     }
 
     /// POSTs `body` as JSON to `base` + `path` and decodes the JSON answer.
-    pub async fn post<B: Serialize, R: DeserializeOwned>(&self, base: &str, path: &str, body: &B) -> Result<R, String> {
-        let request = self.http.post(format!("{base}{path}")).json(body);
-        self.send(base, request).await
-    }
-
-    /// POSTs `body` as JSON and returns the status and body whatever the status (for calls
-    /// whose non-success answers carry information).
-    pub async fn post_raw<B: Serialize>(
+    pub async fn post<B: Serialize, R: DeserializeOwned>(
         &self,
         base: &str,
         path: &str,
         body: &B,
-    ) -> Result<(u16, bytes::Bytes), String> {
-        let response = self
-            .http
-            .post(format!("{base}{path}"))
-            .json(body)
-            .header(INTERNAL_BEARER_HEADER, self.auth.token())
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| format!("failed to reach {base}: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| format!("unreadable answer from {base}: {e}"))?;
-        Ok((status, body))
+    ) -> Result<R, CallError> {
+        let request = self.http.post(format!("{base}{path}")).json(body);
+        self.send(base, request).await
     }
 
     /// GETs `base` + `path` and decodes the JSON answer.
-    pub async fn get<R: DeserializeOwned>(&self, base: &str, path: &str) -> Result<R, String> {
+    pub async fn get<R: DeserializeOwned>(&self, base: &str, path: &str) -> Result<R, CallError> {
         let request = self.http.get(format!("{base}{path}"));
         self.send(base, request).await
     }
 
-    async fn send<R: DeserializeOwned>(&self, base: &str, request: reqwest::RequestBuilder) -> Result<R, String> {
+    async fn send<R: DeserializeOwned>(&self, base: &str, request: reqwest::RequestBuilder) -> Result<R, CallError> {
         let response = request
             .header(INTERNAL_BEARER_HEADER, self.auth.token())
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| format!("failed to reach {base}: {e}"))?;
+            .map_err(|e| CallError::Unreachable { base: base.to_string(), cause: e.to_string() })?;
         let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::Unreachable { base: base.to_string(), cause: format!("answer cut: {e}") })?;
         if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            return Err(format!("{base} answered {status}: {}", text.trim()));
+            return Err(CallError::Refused { base: base.to_string(), status: status.as_u16(), body: body.to_vec() });
         }
-        response.json().await.map_err(|e| format!("unreadable answer from {base}: {e}"))
+        serde_json::from_slice(&body).map_err(|e| CallError::BadAnswer { base: base.to_string(), cause: e.to_string() })
     }
 }

@@ -61,6 +61,6 @@ pub use http_server::serve_http;
 pub use node::{info_routes, request_user, LocalNode, NodeAccess};
 pub use peer::{HttpPeerTransport, PeerTransport};
 pub use role::{heartbeater, require_secret, start_resource_manager, RunningNode};
-pub use server::{LeaseRefusal, ResourceManager, INTERNAL_CALL_TIMEOUT};
+pub use server::{ResourceManager, INTERNAL_CALL_TIMEOUT};
 pub use state::{ClusterState, StateConfig};
 pub use view_client::{ClusterViewClient, ViewSnapshot};

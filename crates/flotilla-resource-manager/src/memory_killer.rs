@@ -32,7 +32,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use flotilla_proto::cluster::{MemoryKill, WorkerLoad, CLUSTER_MEMORY_PHRASE};
+use flotilla_proto::cluster::{MemoryKill, WorkerLoad};
 
 /// How long a kill is announced while its memory stays reserved, before another query may
 /// be chosen.
@@ -154,7 +154,7 @@ impl LowMemoryKiller {
         let kill = MemoryKill {
             query_id: victim.to_string(),
             message: format!(
-                "{CLUSTER_MEMORY_PHRASE}. Please try again in a few minutes. (It held {} MB, the most by \
+                "Query killed because the cluster is out of memory. Please try again in a few minutes. (It held {} MB, the most by \
                  query.low-memory-killer.policy={}; workers blocked for {:?} or more: {}; decided by resource manager {node_id})",
                 bytes >> 20,
                 self.config.policy,

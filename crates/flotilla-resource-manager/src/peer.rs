@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use flotilla_proto::cluster::{PeerSync, PeerSyncAck, PEER_SYNC_PATH};
+use flotilla_proto::CallError;
 
 use crate::http_client::InternalClient;
 
@@ -15,7 +16,7 @@ pub trait PeerTransport: Send + Sync + std::fmt::Debug + 'static {
         peer_id: &'a str,
         peer_uri: &'a str,
         sync: &'a PeerSync,
-    ) -> Pin<Box<dyn Future<Output = Result<PeerSyncAck, String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<PeerSyncAck, CallError>> + Send + 'a>>;
 }
 
 /// The real transport: signed HTTP.
@@ -36,7 +37,7 @@ impl PeerTransport for HttpPeerTransport {
         _peer_id: &'a str,
         peer_uri: &'a str,
         sync: &'a PeerSync,
-    ) -> Pin<Box<dyn Future<Output = Result<PeerSyncAck, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<PeerSyncAck, CallError>> + Send + 'a>> {
         Box::pin(self.client.post(peer_uri, PEER_SYNC_PATH, sync))
     }
 }

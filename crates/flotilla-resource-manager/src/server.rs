@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use flotilla_proto::admission::{GroupState, LeaseGrant, LeaseRequest, LEASE_PATH};
+use flotilla_proto::admission::{GroupState, LeaseGrant, LeaseRefusal, LeaseRequest, LEASE_PATH};
 use flotilla_proto::cluster::{
     ClusterView, Heartbeat, HeartbeatAck, PeerSync, PeerSyncAck, CLUSTER_VIEW_PATH, HEARTBEAT_PATH, PEER_SYNC_PATH,
 };
@@ -26,7 +26,7 @@ use crate::http_client::InternalClient;
 use crate::memory_killer::LowMemoryKiller;
 use crate::node::LocalNode;
 use crate::peer::{HttpPeerTransport, PeerTransport};
-use crate::state::ClusterState;
+use crate::state::{ClusterState, HeartbeatError};
 
 /// Peer pushes can carry many records; heartbeats and view requests stay small.
 const PEER_SYNC_BODY_LIMIT: usize = 64 << 20;
@@ -104,23 +104,22 @@ impl ResourceManager {
 
     /// The view as JSON, reused for [`VIEW_REUSE`]: a coordinator's view may be that much
     /// older than the age it counts from its fetch.
-    fn serialized_view(&self) -> Result<bytes::Bytes, String> {
+    fn serialized_view(&self) -> Result<bytes::Bytes, serde_json::Error> {
         let mut cached = self.serialized_view.lock();
         if let Some((built, body)) = cached.as_ref() {
             if built.elapsed() < VIEW_REUSE {
                 return Ok(body.clone());
             }
         }
-        let body =
-            bytes::Bytes::from(serde_json::to_vec(&self.view()).map_err(|e| format!("view not serializable: {e}"))?);
+        let body = bytes::Bytes::from(serde_json::to_vec(&self.view())?);
         *cached = Some((Instant::now(), body.clone()));
         Ok(body)
     }
 
     /// Applies a heartbeat as the HTTP handler does.
-    pub fn handle_heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatAck, String> {
+    pub fn handle_heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatAck, HeartbeatError> {
         let mut state = self.state.lock();
-        let acknowledged_version = state.apply_heartbeat(heartbeat, Instant::now()).map_err(|e| e.to_string())?;
+        let acknowledged_version = state.apply_heartbeat(heartbeat, Instant::now())?;
         Ok(HeartbeatAck {
             resource_manager: state.node_id().to_string(),
             acknowledged_version,
@@ -224,7 +223,7 @@ async fn require_internal_auth(State(auth): State<Arc<InternalAuth>>, request: R
 async fn heartbeat(State(manager): State<Arc<ResourceManager>>, Json(heartbeat): Json<Heartbeat>) -> Response {
     match manager.handle_heartbeat(heartbeat) {
         Ok(ack) => Json(ack).into_response(),
-        Err(message) => (StatusCode::BAD_REQUEST, message).into_response(),
+        Err(error) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
     }
 }
 
@@ -241,27 +240,15 @@ async fn view(State(manager): State<Arc<ResourceManager>>) -> Response {
     let result = tokio::task::spawn_blocking(move || manager.serialized_view()).await;
     match result {
         Ok(Ok(body)) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("view not serializable: {error}")).into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("view failed: {error}")).into_response(),
     }
-}
-
-/// Why a lease request got no grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseRefusal {
-    NotLeader { leader: String, uri: String },
-    Stale { seq: u64, answered: u64 },
 }
 
 async fn leases(State(manager): State<Arc<ResourceManager>>, Json(request): Json<LeaseRequest>) -> Response {
     match manager.handle_lease_request(request) {
         Ok(grant) => Json(grant).into_response(),
-        Err(LeaseRefusal::NotLeader { leader, uri }) => {
-            (StatusCode::CONFLICT, Json(serde_json::json!({"leader": leader, "uri": uri}))).into_response()
-        }
-        Err(LeaseRefusal::Stale { seq, answered }) => {
-            (StatusCode::CONFLICT, Json(serde_json::json!({"stale": seq, "answered": answered}))).into_response()
-        }
+        Err(refusal) => (StatusCode::CONFLICT, Json(refusal)).into_response(),
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_proto::cluster::{ClusterView, NodeRole, NodeView, CLUSTER_VIEW_PATH};
+use flotilla_proto::CallError;
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -86,7 +87,7 @@ impl ClusterViewClient {
     }
 
     /// Fetches a fresh view, failing over through the resource managers.
-    pub async fn refresh(&self) -> Result<(), String> {
+    pub async fn refresh(&self) -> Result<(), CallError> {
         let mut errors = Vec::new();
         for uri in self.candidates() {
             match self.client.get::<ClusterView>(&uri, CLUSTER_VIEW_PATH).await {
@@ -99,9 +100,9 @@ impl ClusterViewClient {
                 Err(error) => errors.push(error),
             }
         }
-        let message = if errors.is_empty() { "no resource manager is known".to_string() } else { errors.join("; ") };
-        *self.last_error.lock() = Some(message.clone());
-        Err(message)
+        let error = CallError::all_failed(errors, "no resource manager is known");
+        *self.last_error.lock() = Some(error.to_string());
+        Err(error)
     }
 
     /// Refreshes until `shutdown`.

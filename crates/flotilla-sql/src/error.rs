@@ -48,17 +48,54 @@ fn classify_arrow(error: &ArrowError) -> ErrorCode {
     }
 }
 
-/// How a worker that cannot be reached is described (by the data plane's client), also
-/// after the error has travelled through another worker as text: `REMOTE_HOST_GONE`.
-pub const WORKER_GONE_PHRASE: &str = "is unreachable or gone";
+/// A Flotilla error inside a DataFusion error, in the form that survives the worker data
+/// plane: datafusion-distributed sends an `External` error as its `Display`, which for this
+/// is the error's wire text ([`FlotillaError::to_wire`]); [`from_datafusion`] reads it back
+/// on the other side, however many workers it went through.
+#[derive(Debug)]
+pub struct Carried(pub FlotillaError);
 
-/// A Flotilla error carried inside a DataFusion error (by a catalog, say), anywhere in its
-/// chain of causes.
+impl std::fmt::Display for Carried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.to_wire())
+    }
+}
+
+impl std::error::Error for Carried {}
+
+/// `error` as a DataFusion error that keeps its code across processes.
+pub fn carry(error: FlotillaError) -> DataFusionError {
+    DataFusionError::External(Box::new(Carried(error)))
+}
+
+/// `error` as the message of a `ResourcesExhausted` error (what a memory pool must refuse
+/// with, so operators that can spill do), keeping its code across processes.
+pub fn carry_exhausted(error: &FlotillaError) -> DataFusionError {
+    DataFusionError::ResourcesExhausted(error.to_wire())
+}
+
+/// A Flotilla error carried inside a DataFusion error (by a catalog, a memory pool, the data
+/// plane's client, or another process through the data plane), anywhere in its chain of
+/// causes.
 fn carried(error: &DataFusionError) -> Option<FlotillaError> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
         if let Some(flotilla) = current.downcast_ref::<FlotillaError>() {
             return Some(flotilla.clone());
+        }
+        if let Some(Carried(flotilla)) = current.downcast_ref::<Carried>() {
+            return Some(flotilla.clone());
+        }
+        let wire = match current.downcast_ref::<DataFusionError>() {
+            // DataFusion wraps a refusal it got in a refusal of its own (an aggregate that
+            // cannot spill): memory refusals quote no user value, so the quote is ours.
+            Some(DataFusionError::ResourcesExhausted(message)) => FlotillaError::quoted_in(message),
+            // After a hop, a `Carried` is a generic error whose text is the wire form.
+            Some(_) => None,
+            None => FlotillaError::from_wire(&current.to_string()),
+        };
+        if wire.is_some() {
+            return wire;
         }
         cause = current.source();
     }
@@ -69,19 +106,6 @@ fn carried(error: &DataFusionError) -> Option<FlotillaError> {
 pub fn from_datafusion(error: &DataFusionError) -> FlotillaError {
     if let Some(error) = carried(error) {
         return error;
-    }
-    let text = error.to_string();
-    if let Some(at) = text.find("Worker ").filter(|_| text.contains(WORKER_GONE_PHRASE)) {
-        return FlotillaError::new(ErrorCode::RemoteHostGone, text[at..].trim().to_string());
-    }
-    for (phrase, code) in [
-        (crate::memory::CLUSTER_MEMORY_PHRASE, ErrorCode::ClusterOutOfMemory),
-        (crate::memory::LOCAL_MEMORY_PHRASE, ErrorCode::ExceededLocalMemoryLimit),
-    ] {
-        if let Some(at) = text.find(phrase) {
-            let message = text[at..].lines().next().unwrap_or_default().trim().to_string();
-            return FlotillaError::new(code, message);
-        }
     }
     let location = error
         .diagnostic()
@@ -198,6 +222,55 @@ mod tests {
         let original = FlotillaError::new(ErrorCode::ViewIsRecursive, "View 'c.s.v' is recursive");
         let error = DataFusionError::External(Box::new(original.clone())).context("planning");
         assert_eq!(from_datafusion(&error), original);
+    }
+
+    /// What datafusion-distributed does to an error crossing the data plane: an `External`
+    /// error becomes a generic one holding its `Display` (its `DataFusionErrorProto`), other
+    /// variants keep their own text; the receiving worker may wrap it again.
+    fn across_a_hop(error: &DataFusionError) -> DataFusionError {
+        #[derive(Debug)]
+        struct Generic(String);
+        impl std::fmt::Display for Generic {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for Generic {}
+        match error {
+            DataFusionError::External(inner) => DataFusionError::External(Box::new(Generic(inner.to_string()))),
+            DataFusionError::Context(context, inner) => across_a_hop(inner).context(context.clone()),
+            DataFusionError::ResourcesExhausted(message) => DataFusionError::ResourcesExhausted(message.clone()),
+            other => DataFusionError::Execution(other.to_string()),
+        }
+    }
+
+    #[test]
+    fn remote_errors_keep_their_code_across_hops_whatever_their_words() {
+        let gone = FlotillaError::new(ErrorCode::RemoteHostGone, "Worker http://127.0.0.1:9/ went away")
+            .with_remote_host("http://127.0.0.1:9/");
+        let killed = FlotillaError::new(ErrorCode::ClusterOutOfMemory, "Killed: the cluster is full");
+        for (error, expected) in [
+            (carry(gone.clone()), &gone),
+            (carry(gone.clone()).context("exchange"), &gone),
+            (carry_exhausted(&killed), &killed),
+            // An aggregate that could not spill wraps the refusal in one of its own.
+            (
+                DataFusionError::ResourcesExhausted(format!(
+                    "Failed to reserve memory for sort during spill: {}",
+                    carry_exhausted(&killed)
+                )),
+                &killed,
+            ),
+        ] {
+            let two_hops = across_a_hop(&across_a_hop(&error));
+            assert_eq!(&from_datafusion(&two_hops), expected, "{two_hops}");
+        }
+        // A per-node limit is typed by its variant, whatever its text.
+        let local = across_a_hop(&DataFusionError::ResourcesExhausted("over the limit".into()));
+        assert_eq!(from_datafusion(&local).code, ErrorCode::ExceededLocalMemoryLimit);
+        // A user's value quoting the wire form in an ordinary error is not a code.
+        let forged = DataFusionError::Execution(format!("Cannot cast '{}' to INT", gone.to_wire()));
+        assert_eq!(from_datafusion(&across_a_hop(&forged)).code, ErrorCode::InvalidCastArgument);
     }
 
     #[test]

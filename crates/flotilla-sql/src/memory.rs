@@ -28,13 +28,8 @@ use std::time::{Duration, Instant};
 
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation};
+use flotilla_proto::FlotillaError;
 use parking_lot::{Condvar, Mutex};
-
-/// How a refused reservation over `query.max-memory-per-node` is described (the message
-/// travels from a worker as text): `EXCEEDED_LOCAL_MEMORY_LIMIT`.
-pub const LOCAL_MEMORY_PHRASE: &str = "Query exceeded per-node memory limit";
-
-pub use flotilla_proto::cluster::CLUSTER_MEMORY_PHRASE;
 
 /// The longest a waiting reservation sleeps before it looks again (a freed reservation wakes
 /// it sooner).
@@ -112,7 +107,7 @@ pub struct PeakMemoryPool {
     /// The query's reservations waiting now.
     blocked: AtomicUsize,
     /// Set when the query was killed: every reservation from then on fails with it.
-    killed: Mutex<Option<String>>,
+    killed: Mutex<Option<FlotillaError>>,
 }
 
 impl PeakMemoryPool {
@@ -168,16 +163,17 @@ impl PeakMemoryPool {
         self.blocked.load(Ordering::Relaxed)
     }
 
-    /// Fails the query's waiting and future reservations with `message`.
-    pub fn kill(&self, message: &str) {
-        self.killed.lock().get_or_insert_with(|| message.to_string());
+    /// Fails the query's waiting and future reservations with `error` (carried as a
+    /// refusal, so it keeps its code on the coordinator).
+    pub fn kill(&self, error: FlotillaError) {
+        self.killed.lock().get_or_insert(error);
         if let Some(waits) = &self.waits {
             waits.wake();
         }
     }
 
     fn killed(&self) -> Option<DataFusionError> {
-        self.killed.lock().clone().map(DataFusionError::ResourcesExhausted)
+        self.killed.lock().as_ref().map(crate::error::carry_exhausted)
     }
 
     fn add(&self, bytes: usize) {
@@ -298,7 +294,7 @@ impl MemoryPool for PeakMemoryPool {
         let limit = self.limit.load(Ordering::Relaxed);
         if held.saturating_add(additional) > limit {
             return Err(DataFusionError::ResourcesExhausted(format!(
-                "{LOCAL_MEMORY_PHRASE} of {} [query.max-memory-per-node]: it holds {} and {} asked for {} more",
+                "Query exceeded per-node memory limit of {} [query.max-memory-per-node]: it holds {} and {} asked for {} more",
                 human_bytes(limit),
                 human_bytes(held),
                 reservation.consumer().name(),
@@ -330,6 +326,7 @@ impl MemoryPool for PeakMemoryPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flotilla_proto::ErrorCode;
     use datafusion::execution::memory_pool::GreedyMemoryPool;
 
     fn register(pool: &Arc<PeakMemoryPool>, name: &str) -> MemoryReservation {
@@ -393,10 +390,11 @@ mod tests {
         let held = register(&a, "a");
         held.try_grow(800).unwrap();
         let query = b.clone();
-        let waiter = std::thread::spawn(move || register(&query, "b").try_grow(500).unwrap_err().to_string());
+        let waiter = std::thread::spawn(move || register(&query, "b").try_grow(500).unwrap_err());
         wait_until(|| b.blocked() == 1);
-        b.kill(&format!("{CLUSTER_MEMORY_PHRASE}. Please try again in a few minutes."));
-        assert!(waiter.join().unwrap().contains(CLUSTER_MEMORY_PHRASE));
+        b.kill(FlotillaError::new(ErrorCode::ClusterOutOfMemory, "Query killed. Try again."));
+        let error = waiter.join().unwrap();
+        assert_eq!(crate::error::from_datafusion(&error).code, ErrorCode::ClusterOutOfMemory, "{error}");
         assert_eq!(waits.waiting(), 0);
         assert!(register(&b, "later").try_grow(1).is_err(), "a killed query gets no more memory");
     }

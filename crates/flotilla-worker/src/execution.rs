@@ -89,10 +89,10 @@ impl TaskTracker {
 
     /// Fails the query's waiting and future reservations here (the low-memory killer's
     /// verdict); a query with nothing here is left alone.
-    pub fn kill(&self, query_id: &str, message: &str) {
+    pub fn kill(&self, query_id: &str, error: flotilla_proto::FlotillaError) {
         if let Some(usage) = self.queries.lock().get(query_id) {
-            tracing::warn!(query = query_id, "{message}");
-            usage.memory.kill(message);
+            tracing::warn!(query = query_id, "{}", error.message);
+            usage.memory.kill(error);
         }
     }
 

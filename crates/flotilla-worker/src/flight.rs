@@ -10,8 +10,9 @@
 //!   HTTP/2 keep-alives, so a worker that dies is noticed within seconds, not at the next
 //!   TCP timeout.
 //! - Transport failures (connection refused or reset, a dead stream) become
-//!   [`WorkerUnreachable`] errors naming the worker's URL; errors the worker itself raised
-//!   (a division by zero in its task) pass through unchanged.
+//!   `REMOTE_HOST_GONE` errors whose `remote_host` is the worker's URL, carried in their
+//!   wire form so the code survives every hop; errors the worker itself raised (a division
+//!   by zero in its task) pass through unchanged.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,7 +30,7 @@ use datafusion_distributed::{
     SetPlanRequest, WorkerChannel, WorkerToCoordinatorMsg,
 };
 use flotilla_proto::internal_auth::INTERNAL_BEARER_HEADER;
-use flotilla_proto::InternalAuth;
+use flotilla_proto::{ErrorCode, FlotillaError, InternalAuth};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue};
@@ -44,25 +45,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A worker could not be reached, or its connection broke during a task.
-#[derive(Debug)]
-pub struct WorkerUnreachable {
-    pub url: String,
-    pub cause: String,
-}
-
-use flotilla_sql::error::WORKER_GONE_PHRASE as UNREACHABLE_PHRASE;
-
-impl fmt::Display for WorkerUnreachable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Worker {} {UNREACHABLE_PHRASE}: {}", self.url, self.cause)
-    }
-}
-
-impl std::error::Error for WorkerUnreachable {}
-
 /// Keeps query errors raised on the worker; turns transport failures into
-/// [`WorkerUnreachable`].
+/// `REMOTE_HOST_GONE` naming the worker (carried, so the code and the worker survive every
+/// further hop).
 fn name_transport_failure(url: &Url, error: DataFusionError) -> DataFusionError {
     let transport = match error.find_root() {
         DataFusionError::External(inner) => {
@@ -76,7 +61,9 @@ fn name_transport_failure(url: &Url, error: DataFusionError) -> DataFusionError 
         return error;
     }
     let cause = error.find_root().to_string();
-    DataFusionError::External(Box::new(WorkerUnreachable { url: url.to_string(), cause }))
+    let gone = FlotillaError::new(ErrorCode::RemoteHostGone, format!("Worker {url} is unreachable or gone: {cause}"))
+        .with_remote_host(url.as_str());
+    flotilla_sql::error::carry(gone)
 }
 
 /// Authenticated, cached channels to workers.

@@ -103,7 +103,7 @@ impl HeartbeatSource for WorkerLoadSource {
 
     fn memory_kills(&self, kills: &[MemoryKill]) {
         for kill in kills {
-            self.tracker.kill(&kill.query_id, &kill.message);
+            self.tracker.kill(&kill.query_id, kill.error());
         }
     }
 }

@@ -265,7 +265,8 @@ async fn phase(args: &Args, workers: usize) -> Result<PhaseResult, String> {
             let sender = sender.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
-                let result: Result<serde_json::Value, String> = client.post(&url, HEARTBEAT_PATH, &heartbeat).await;
+                let result: Result<serde_json::Value, String> =
+                    client.post(&url, HEARTBEAT_PATH, &heartbeat).await.map_err(|e| e.to_string());
                 drop(permit);
                 let _ = sender.send(result.map(|_| started.elapsed().as_micros() as u64));
             });

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use flotilla_proto::admission::{
-    GroupDemand, GroupLease, GroupLimits, GroupState, LeaseGrant, LeaseRequest, LEASE_PATH,
+    GroupDemand, GroupLease, GroupLimits, GroupState, LeaseGrant, LeaseRefusal, LeaseRequest, LEASE_PATH,
 };
 use flotilla_proto::cluster::NodeRole;
-use flotilla_proto::{ErrorCode, FlotillaError, QueryId};
+use flotilla_proto::{CallError, ErrorCode, FlotillaError, QueryId};
 use flotilla_resource_manager::{ClusterViewClient, InternalClient, LocalNode};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, Notify};
@@ -314,9 +314,9 @@ impl Admission {
     }
 
     /// A group's cluster-wide numbers, from the admission leader.
-    pub async fn cluster_state(&self, path: &str) -> Result<GroupState, String> {
+    pub async fn cluster_state(&self, path: &str) -> Result<GroupState, CallError> {
         let Some(group_path) = flotilla_proto::admission::group_state_path(path) else {
-            return Err(format!("'{path}' is not a resource group path"));
+            return Err(CallError::NotSent(format!("'{path}' is not a resource group path")));
         };
         let mut errors = Vec::new();
         for (_, uri) in self.resource_managers() {
@@ -326,7 +326,7 @@ impl Admission {
                 Err(error) => errors.push(error),
             }
         }
-        Err(format!("no resource manager answered: {}", errors.join("; ")))
+        Err(CallError::all_failed(errors, "no resource manager in the cluster view"))
     }
 
     /// Why the last lease request failed, if it did.
@@ -386,6 +386,7 @@ impl Admission {
                 apply(&mut state, &grant, expires);
             }
             Err(error) => {
+                let error = error.to_string();
                 let mut state = self.state.lock();
                 if state.last_error.as_deref() != Some(error.as_str()) {
                     tracing::warn!(%error, "no resource group lease; queries of limited groups wait");
@@ -395,11 +396,10 @@ impl Admission {
         }
     }
 
-    async fn ask_leader(&self, request: &LeaseRequest) -> Result<LeaseGrant, String> {
+    /// Asks the resource managers in order (the smallest id first) until the leader grants
+    /// a lease; a refusal that names the leader sends the request there next.
+    async fn ask_leader(&self, request: &LeaseRequest) -> Result<LeaseGrant, CallError> {
         let managers = self.resource_managers();
-        if managers.is_empty() {
-            return Err("no resource manager in the cluster view".into());
-        }
         let mut errors = Vec::new();
         let mut redirected: Option<String> = None;
         let mut order: Vec<String> = managers.iter().map(|(_, uri)| uri.clone()).collect();
@@ -407,23 +407,20 @@ impl Admission {
         while index < order.len() && index < managers.len() + 2 {
             let uri = order[index].clone();
             index += 1;
-            match self.client.post_raw(&uri, LEASE_PATH, request).await {
-                Ok((200, body)) => return serde_json::from_slice(&body).map_err(|e| format!("bad lease grant: {e}")),
-                Ok((409, body)) => {
-                    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                    if let Some(leader) = answer["uri"].as_str() {
-                        if redirected.as_deref() != Some(leader) {
-                            redirected = Some(leader.to_string());
-                            order.insert(index, leader.to_string());
+            match self.client.post::<_, LeaseGrant>(&uri, LEASE_PATH, request).await {
+                Ok(grant) => return Ok(grant),
+                Err(error) => {
+                    if let Some(LeaseRefusal::NotLeader { uri: leader, .. }) = error.refusal(409) {
+                        if redirected.as_deref() != Some(leader.as_str()) {
+                            redirected = Some(leader.clone());
+                            order.insert(index, leader);
                         }
                     }
-                    errors.push(format!("{uri}: {answer}"));
+                    errors.push(error);
                 }
-                Ok((status, body)) => errors.push(format!("{uri}: {status} {}", String::from_utf8_lossy(&body))),
-                Err(error) => errors.push(format!("{uri}: {error}")),
             }
         }
-        Err(format!("no admission leader answered: {}", errors.join("; ")))
+        Err(CallError::all_failed(errors, "no resource manager in the cluster view"))
     }
 
     /// Renews leases while queries wait or run; reloads the configuration file when it

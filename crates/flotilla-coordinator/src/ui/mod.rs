@@ -304,7 +304,7 @@ async fn resource_groups(State(coordinator): State<Arc<Coordinator>>) -> Result<
         .map(|state| {
             state
                 .map(|state| query_api::group_state_json(&state, admission.enabled()))
-                .map_err(|e| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e))
+                .map_err(|e| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(groups))

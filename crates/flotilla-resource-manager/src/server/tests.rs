@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use flotilla_proto::cluster::{NodeAnnouncement, NodeRole, NodeState, ReportedState};
+use flotilla_proto::CallError;
 
 use super::*;
 use crate::state::StateConfig;
@@ -52,12 +53,14 @@ impl PeerTransport for Link {
         peer_id: &'a str,
         _peer_uri: &'a str,
         sync: &'a PeerSync,
-    ) -> Pin<Box<dyn Future<Output = Result<PeerSyncAck, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<PeerSyncAck, CallError>> + Send + 'a>> {
         Box::pin(async move {
+            let unreachable = |cause: String| CallError::Unreachable { base: peer_id.to_string(), cause };
             if self.network.link_cut(&self.from, peer_id) {
-                return Err(format!("link {} -> {peer_id} is cut", self.from));
+                return Err(unreachable(format!("link {} -> {peer_id} is cut", self.from)));
             }
-            let target = self.network.managers.read().get(peer_id).cloned().ok_or("no such peer")?;
+            let target =
+                self.network.managers.read().get(peer_id).cloned().ok_or_else(|| unreachable("no such peer".into()))?;
             Ok(target.handle_peer_sync(sync.clone()))
         })
     }

@@ -15,7 +15,7 @@ use crate::Http;
 /// test machine.
 const DEAD_WITHIN: Duration = Duration::from_secs(5 + 4);
 
-async fn view(client: &InternalClient, rm: &str) -> Result<ClusterView, String> {
+async fn view(client: &InternalClient, rm: &str) -> Result<ClusterView, flotilla_proto::CallError> {
     client.get::<ClusterView>(rm, CLUSTER_VIEW_PATH).await
 }
 

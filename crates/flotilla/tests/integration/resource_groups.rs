@@ -1,9 +1,11 @@
 //! Resource groups across coordinators: a burst spread over three coordinators never runs
 //! more than the group's limit (also while the admission leader dies), and the cluster's
-//! queue limit holds across coordinators.
+//! queue limit holds across coordinators. A resource manager that is not the admission
+//! leader refuses leases with a typed refusal that names the leader.
 
 use std::time::{Duration, Instant};
 
+use flotilla_proto::admission::{LeaseGrant, LeaseRefusal, LeaseRequest, LEASE_PATH};
 use serde_json::Value;
 
 use crate::harness::{ProcessCluster, TempDir};
@@ -89,6 +91,20 @@ async fn burst_test(kill_leader_after: Option<Duration>) {
     // The admission leader grants nothing in its first lease period (3 s): wait it out so
     // the figures are about the burst.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    if kill_leader_after.is_none() {
+        // The other resource manager refuses a lease with a refusal that names the leader
+        // (what coordinators follow), whatever the refusal's words.
+        let request = LeaseRequest { coordinator: "probe".into(), instance: "i".into(), seq: 1, demands: vec![] };
+        let follower = &cluster.cluster.resource_managers[1].url;
+        let refused =
+            cluster.internal_client().post::<_, LeaseGrant>(follower, LEASE_PATH, &request).await.unwrap_err();
+        match refused.refusal::<LeaseRefusal>(409) {
+            Some(LeaseRefusal::NotLeader { uri, .. }) => {
+                assert_eq!(uri.trim_end_matches('/'), cluster.cluster.resource_managers[0].url.trim_end_matches('/'))
+            }
+            other => panic!("expected a refusal naming the leader, got {other:?} from {refused}"),
+        }
+    }
     let leader = &mut cluster.cluster.resource_managers[0];
     let during = async {
         if let Some(after) = kill_leader_after {
