@@ -5,14 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flotilla_gateway::proxy::locate_owner;
-use flotilla_gateway::{Forwarder, Relayed};
+use flotilla_node::relay::locate_owner;
+use flotilla_node::{Forwarder, Relayed};
 use flotilla_proto::cluster::{
     truncate_query_text, CoordinatorReport, NodeRole, QueryIdentity, QueryProgress, QuerySummary, QueryUpdate,
     ResourceGroupUsage,
 };
 use flotilla_proto::{ErrorCode, FlotillaError, QueryId};
-use flotilla_resource_manager::{ClusterViewClient, HeartbeatSource, LocalNode, NodeAccess};
+use flotilla_node::{ClusterViewClient, HeartbeatSource, LocalNode, NodeAccess};
 use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource};
 use flotilla_worker::WorkerLoadSource;
 use parking_lot::Mutex;

@@ -20,7 +20,7 @@
 //!
 //! Any coordinator serves any request: a poll, cancel or `/v1/query/{id}` for a query of
 //! another coordinator is relayed to its owner, found by the query id's suffix in the view
-//! (`http::route_to_owner`, with `flotilla_gateway`'s relaying). With resource groups
+//! (`http::route_to_owner`, with `flotilla_node`'s relaying). With resource groups
 //! configured, a query waits `QUEUED` until [`resource_groups::Admission`] holds a slot for
 //! its group under a lease from the admission leader, so the limits hold cluster-wide.
 //! SIGTERM or `PUT /v1/info/state` drains: [`RunningCoordinator::drain`].
@@ -44,10 +44,8 @@ use std::time::Duration;
 
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{CoordinatorId, InternalAuth, NodeConfig, QueryIdGenerator};
-use flotilla_resource_manager::{
-    heartbeater, serve_http, ClusterViewClient, InternalClient, LocalNode, NodeAccess, ResourceManager,
-    INTERNAL_CALL_TIMEOUT,
-};
+use flotilla_node::{heartbeater, serve_http, ClusterViewClient, InternalClient, LocalNode, NodeAccess, INTERNAL_CALL_TIMEOUT};
+use flotilla_resource_manager::ResourceManager;
 use flotilla_sql::catalog::Catalogs;
 use flotilla_sql::Engine;
 use flotilla_worker::flight::FlightChannels;
@@ -70,7 +68,7 @@ pub struct Coordinator {
     /// The resource managers' view, cached.
     pub view: Arc<ClusterViewClient>,
     /// Relays requests about other coordinators' queries to their owners.
-    pub forwarder: flotilla_gateway::Forwarder,
+    pub forwarder: flotilla_node::Forwarder,
     /// The web UI's sessions.
     pub ui: Arc<ui::UiAuth>,
     /// Who may kill queries and drain this node.
@@ -97,8 +95,8 @@ impl Coordinator {
     }
 
     /// The base URI a request's client used, for the URIs handed back to it.
-    pub fn client_uris(&self, headers: &axum::http::HeaderMap) -> Result<flotilla_gateway::uris::QueryUris, String> {
-        flotilla_gateway::uris::QueryUris::from_headers(headers, self.own_host(), self.trusts_forwarded(headers))
+    pub fn client_uris(&self, headers: &axum::http::HeaderMap) -> Result<flotilla_protocol::uris::QueryUris, String> {
+        flotilla_protocol::uris::QueryUris::from_headers(headers, self.own_host(), self.trusts_forwarded(headers))
     }
 
     /// Binds `address` (port 0 picks a free one) and starts serving.
@@ -116,7 +114,7 @@ impl Coordinator {
         let secret = match (&config.node.shared_secret, embedded) {
             (Some(secret), _) => secret.clone(),
             (None, true) => InternalAuth::generate_secret(),
-            (None, false) => flotilla_resource_manager::require_secret(&config.node)?.to_string(),
+            (None, false) => flotilla_node::require_secret(&config.node)?.to_string(),
         };
         let listener = TcpListener::bind(address).await?;
         let local_address = listener.local_addr()?;
@@ -151,7 +149,7 @@ impl Coordinator {
         let view = ClusterViewClient::new(seeds.clone(), client.clone(), config.node.heartbeat_interval);
 
         let registry = Arc::new(QueryRegistry::default());
-        let forwarder = flotilla_gateway::Forwarder::new(auth.clone());
+        let forwarder = flotilla_node::Forwarder::new(auth.clone());
         let access = Arc::new(NodeAccess::new(auth.clone(), config.node.admin_users.clone()));
         let runtime = Arc::new(ClusterRuntime {
             local: local.clone(),

@@ -314,7 +314,7 @@ impl Query {
     /// A response document: status fields plus, optionally, one page of data.
     pub fn results(
         &self,
-        uris: &flotilla_gateway::uris::QueryUris,
+        uris: &flotilla_protocol::uris::QueryUris,
         next_token: Option<u64>,
         page: Option<Page>,
     ) -> QueryResults {

@@ -27,7 +27,7 @@ use datafusion_distributed::{
 };
 use flotilla_proto::cluster::{NodeRole, NodeState, NodeView};
 use flotilla_proto::{ErrorCode, FlotillaError};
-use flotilla_resource_manager::{ClusterViewClient, ViewSnapshot};
+use flotilla_node::{ClusterViewClient, ViewSnapshot};
 use flotilla_sql::{Distributor, SqlSession};
 use flotilla_worker::flight::FlightChannels;
 use flotilla_worker::{MAX_MEMORY_PER_NODE_HEADER, QUERY_ID_HEADER};

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use flotilla_proto::cluster::{NodeRole, NodeState};
-use flotilla_resource_manager::ViewSnapshot;
+use flotilla_node::ViewSnapshot;
 use parking_lot::Mutex;
 
 /// How the gateway spreads new queries (`gateway.routing-policy`).

@@ -11,13 +11,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router as HttpRouter};
 use flotilla_proto::config::{ConfigError, Setting};
 use flotilla_proto::{InternalAuth, NodeConfig};
-use flotilla_resource_manager::{require_secret, serve_http, ClusterViewClient, InternalClient, INTERNAL_CALL_TIMEOUT};
+use flotilla_node::{require_secret, serve_http, ClusterViewClient, InternalClient, INTERNAL_CALL_TIMEOUT};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{follow_up_query, refuse_ambiguous_path, relay_to_owner, ForwardError, Forwarder, Relayed};
+use flotilla_node::relay::{follow_up_query, refuse_ambiguous_path, relay_to_owner, ForwardError, Forwarder, Relayed};
 use crate::routing::{Router, RoutingPolicy};
 
 /// Every setting only the gateway reads.

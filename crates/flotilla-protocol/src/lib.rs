@@ -14,6 +14,7 @@
 
 pub mod headers;
 pub mod results;
+pub mod uris;
 mod types;
 mod values;
 

@@ -37,30 +37,21 @@
 //!   renewals they admit locally, and without a lease they queue rather than over-admit.
 //!
 //! Entry points: [`ResourceManager`] (the role: [`ResourceManager::router`] for its HTTP
-//! API, [`ResourceManager::spawn_background`] for peer sync and sweeping), [`Heartbeater`]
-//! (run by every node), [`ClusterViewClient`] (run by coordinators). All internal calls are
-//! signed with the shared secret ([`flotilla_proto::InternalAuth`]).
+//! API, [`ResourceManager::spawn_background`] for peer sync and sweeping). The other ends,
+//! `Heartbeater` (run by every node) and `ClusterViewClient` (run by coordinators and
+//! gateways), are in `flotilla-node`. All internal calls are signed with the shared secret
+//! ([`flotilla_proto::InternalAuth`]).
 
 pub mod admission;
-mod agent;
 mod config;
-mod http_client;
-pub mod http_server;
 pub mod memory_killer;
-pub mod node;
 mod peer;
 mod role;
 mod server;
 pub mod state;
-mod view_client;
 
-pub use agent::{HeartbeatSource, Heartbeater};
 pub use config::{ResourceManagerConfig, SETTINGS};
-pub use http_client::InternalClient;
-pub use http_server::serve_http;
-pub use node::{info_routes, request_user, LocalNode, NodeAccess};
 pub use peer::{HttpPeerTransport, PeerTransport};
-pub use role::{heartbeater, require_secret, start_resource_manager, RunningNode};
-pub use server::{ResourceManager, INTERNAL_CALL_TIMEOUT};
+pub use role::start_resource_manager;
+pub use server::ResourceManager;
 pub use state::{ClusterState, StateConfig};
-pub use view_client::{ClusterViewClient, ViewSnapshot};

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use flotilla_proto::cluster::{PeerSync, PeerSyncAck, PEER_SYNC_PATH};
 use flotilla_proto::CallError;
 
-use crate::http_client::InternalClient;
+use flotilla_node::InternalClient;
 
 /// How a push reaches a peer.
 pub trait PeerTransport: Send + Sync + std::fmt::Debug + 'static {

@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{LeaseAuthority, LeaseError};
 use crate::config::ResourceManagerConfig;
-use crate::http_client::InternalClient;
+use flotilla_node::{InternalClient, INTERNAL_CALL_TIMEOUT};
 use crate::memory_killer::LowMemoryKiller;
-use crate::node::LocalNode;
+use flotilla_node::LocalNode;
 use crate::peer::{HttpPeerTransport, PeerTransport};
 use crate::state::{ClusterState, HeartbeatError};
 
@@ -256,8 +256,6 @@ async fn group_state(State(manager): State<Arc<ResourceManager>>, Path(path): Pa
     Json(manager.group_state(&path))
 }
 
-/// How long internal calls may take before they count as failed.
-pub const INTERNAL_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests;

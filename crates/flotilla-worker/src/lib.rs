@@ -52,7 +52,7 @@ use axum::Json;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{InternalAuth, NodeConfig};
-use flotilla_resource_manager::{
+use flotilla_node::{
     heartbeater, info_routes, require_secret, serve_http, LocalNode, NodeAccess, RunningNode,
 };
 use tokio::net::TcpListener;

@@ -354,7 +354,7 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
 /// A started role.
 enum Running {
     Coordinator(flotilla_coordinator::RunningCoordinator),
-    Node(flotilla_resource_manager::RunningNode),
+    Node(flotilla_node::RunningNode),
     Gateway(flotilla_gateway::RunningGateway),
 }
 
@@ -369,7 +369,7 @@ impl Running {
     }
 
     /// The node as the cluster knows it (a gateway is not a member).
-    fn local(&self) -> Option<std::sync::Arc<flotilla_resource_manager::LocalNode>> {
+    fn local(&self) -> Option<std::sync::Arc<flotilla_node::LocalNode>> {
         match self {
             Running::Coordinator(c) => Some(c.coordinator.local.clone()),
             Running::Node(n) => Some(n.local.clone()),

@@ -23,7 +23,8 @@ use flotilla_proto::cluster::{
     ReportedState, WorkerLoad, CLUSTER_VIEW_PATH, HEARTBEAT_PATH,
 };
 use flotilla_proto::{InternalAuth, NodeConfig};
-use flotilla_resource_manager::{InternalClient, ResourceManagerConfig};
+use flotilla_node::InternalClient;
+use flotilla_resource_manager::ResourceManagerConfig;
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 

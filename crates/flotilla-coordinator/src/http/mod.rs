@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
-use flotilla_gateway::{follow_up_query, relay_to_owner, Relayed, FORWARDED_BY};
+use flotilla_node::{follow_up_query, relay_to_owner, Relayed, FORWARDED_BY};
 
 use crate::Coordinator;
 
@@ -70,14 +70,14 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(coordinator.clone(), route_to_owner))
         .with_state(coordinator.clone())
-        .merge(flotilla_resource_manager::info_routes(coordinator.local.clone(), coordinator.access.clone()))
+        .merge(flotilla_node::info_routes(coordinator.local.clone(), coordinator.access.clone()))
 }
 
 /// Relays a request about another coordinator's query to that coordinator, found by the
 /// query id's suffix in the cluster view; serves everything else here. A request already
 /// relayed once is served here whatever it names (no loops).
 async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Request, next: Next) -> Response {
-    if let Some(refused) = flotilla_gateway::proxy::refuse_ambiguous_path(request.uri().path()) {
+    if let Some(refused) = flotilla_node::relay::refuse_ambiguous_path(request.uri().path()) {
         return refused;
     }
     let Some(id) = follow_up_query(request.uri().path()) else {

@@ -109,7 +109,7 @@ fn self_uri(coordinator: &Coordinator, request_headers: &HeaderMap) -> String {
 /// Whether the caller (`X-Trino-User`) may kill or cancel `query`: its own user, or an
 /// admin (`access-control.admin-users`); 403 with Trino's words otherwise.
 fn check_may_act(coordinator: &Coordinator, request_headers: &HeaderMap, query: &Query) -> Result<(), HttpError> {
-    let user = flotilla_resource_manager::request_user(request_headers);
+    let user = flotilla_node::request_user(request_headers);
     if coordinator.access.may_act_on_query(user, &query.session.user) {
         return Ok(());
     }

@@ -22,7 +22,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use super::HttpError;
 use crate::query::{CachedResponse, Page, Query, QueryState, ResultCursor};
 use crate::Coordinator;
-use flotilla_gateway::uris::QueryUris;
+use flotilla_protocol::uris::QueryUris;
 
 const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 const LONGEST_MAX_WAIT: Duration = Duration::from_secs(10);

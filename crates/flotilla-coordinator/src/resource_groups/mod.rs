@@ -21,7 +21,7 @@ use flotilla_proto::admission::{
 };
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{CallError, ErrorCode, FlotillaError, QueryId};
-use flotilla_resource_manager::{ClusterViewClient, InternalClient, LocalNode};
+use flotilla_node::{ClusterViewClient, InternalClient, LocalNode};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;

@@ -161,9 +161,9 @@ impl ProcessCluster {
     }
 
     /// A signed client for internal endpoints, holding this cluster's secret.
-    pub fn internal_client(&self) -> flotilla_resource_manager::InternalClient {
+    pub fn internal_client(&self) -> flotilla_node::InternalClient {
         let auth = flotilla_proto::InternalAuth::new(&self.cluster.secret, "test-harness").unwrap();
-        flotilla_resource_manager::InternalClient::new(std::sync::Arc::new(auth), std::time::Duration::from_secs(5))
+        flotilla_node::InternalClient::new(std::sync::Arc::new(auth), std::time::Duration::from_secs(5))
     }
 
     /// A token of this cluster's internal signature, as another node would send it.

@@ -3,7 +3,7 @@
 //! another node of the cluster), else the request's own `Host`, so `nextUri` keeps the client
 //! on the address it used (a load balancer, a gateway).
 
-use axum::http::HeaderMap;
+use http::HeaderMap;
 use flotilla_proto::QueryId;
 
 /// Builds `nextUri` and `infoUri` for one request.
@@ -75,7 +75,7 @@ impl QueryUris {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -25,11 +25,11 @@ use bytes::Bytes;
 use flotilla_proto::cluster::NodeState;
 use flotilla_proto::{CoordinatorId, ErrorCode, FlotillaError, InternalAuth, QueryId, INTERNAL_BEARER_HEADER};
 use flotilla_protocol::{QueryError, QueryResults, StatementStats};
-use flotilla_resource_manager::{ClusterViewClient, ViewSnapshot};
+use crate::{ClusterViewClient, ViewSnapshot};
 use futures::TryStreamExt;
 use percent_encoding::percent_decode;
 
-use crate::uris::QueryUris;
+use flotilla_protocol::uris::QueryUris;
 
 /// Marks a relayed request (its value names the relaying node); a marked request is served
 /// where it lands, never relayed again.
