@@ -189,10 +189,11 @@ impl ResourceManager {
             self.killer.lock().tick(leader, &state.worker_loads(now), state.node_id(), now);
             state.live_peers(now)
         };
-        let pushes = peers.into_iter().filter_map(|(peer_id, peer_instance, peer_uri)| {
-            let (sync, upto, since) = self.state.lock().prepare_sync(&peer_id, &peer_instance, now)?;
+        let pushes = peers.into_iter().filter_map(|peer| {
+            let (sync, upto, since) = self.state.lock().prepare_sync(&peer.node_id, &peer.instance, now)?;
             Some(async move {
-                let result = self.transport.push(&peer_id, &peer_uri, &sync).await;
+                let peer_id = peer.node_id;
+                let result = self.transport.push(&peer_id, &peer.uri, &sync).await;
                 (peer_id, upto, since, result)
             })
         });

@@ -70,6 +70,15 @@ struct PeerCursor {
     version: u64,
 }
 
+/// Another live resource manager.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Peer {
+    pub node_id: String,
+    /// Its process (a restarted peer is sent everything).
+    pub instance: String,
+    pub uri: String,
+}
+
 /// Why a heartbeat was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeartbeatError {
@@ -337,14 +346,18 @@ impl ClusterState {
         }
     }
 
-    /// Live resource managers other than this one: (node id, instance, http uri).
-    pub fn live_peers(&self, now: Instant) -> Vec<(String, String, String)> {
-        let mut peers: Vec<(String, String, String)> = self
+    /// Live resource managers other than this one, by node id.
+    pub fn live_peers(&self, now: Instant) -> Vec<Peer> {
+        let mut peers: Vec<Peer> = self
             .nodes
             .values()
             .filter(|n| n.record.node.has_role(NodeRole::ResourceManager) && n.record.node.node_id != self.node_id)
             .filter(|n| self.node_state(n, now).is_live())
-            .map(|n| (n.record.node.node_id.clone(), n.record.node.instance.clone(), n.record.node.http_uri.clone()))
+            .map(|n| Peer {
+                node_id: n.record.node.node_id.clone(),
+                instance: n.record.node.instance.clone(),
+                uri: n.record.node.http_uri.clone(),
+            })
             .collect();
         peers.sort();
         peers
@@ -481,7 +494,7 @@ impl ClusterState {
     pub fn admission_leader(&self, now: Instant) -> Option<(String, String)> {
         self.live_peers(now)
             .into_iter()
-            .map(|(id, _, uri)| (id, uri))
+            .map(|peer| (peer.node_id, peer.uri))
             .filter(|(id, _)| id.as_str() < self.node_id.as_str())
             .min()
     }
@@ -500,7 +513,7 @@ impl ClusterState {
             *group_memory.entry(query.summary.identity.resource_group.clone()).or_default() +=
                 query.summary.progress.peak_memory_bytes;
         }
-        let peers = self.live_peers(now).into_iter().map(|(id, _, _)| id).collect();
+        let peers = self.live_peers(now).into_iter().map(|peer| peer.node_id).collect();
         crate::admission::ClusterUsage { coordinators, group_memory, peers }
     }
 }

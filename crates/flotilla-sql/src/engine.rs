@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, TableProvider};
+use datafusion::common::TableReference;
 use datafusion::execution::memory_pool::UnboundedMemoryPool;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -244,10 +245,10 @@ impl Engine {
                 }
                 TrinoStatement::ShowCatalogs { like } => rows(show::catalogs(&self.catalogs, like.as_deref())?, memory),
                 TrinoStatement::ShowSchemas { catalog, like } => {
-                    rows(show::schemas(&self.catalogs, session, catalog.as_deref(), like.as_deref())?, memory)
+                    rows(show::schemas(&self.catalogs, session, catalog.as_deref(), like.as_deref()).await?, memory)
                 }
                 TrinoStatement::ShowTables { schema, like } => {
-                    rows(show::tables(&self.catalogs, session, &schema, like.as_deref())?, memory)
+                    rows(show::tables(&self.catalogs, session, &schema, like.as_deref()).await?, memory)
                 }
                 TrinoStatement::ShowColumns { table } => {
                     let provider = self.resolve_table(session, &table).await?;
@@ -278,7 +279,7 @@ impl Engine {
                     };
                     let provider =
                         self.catalogs.catalog(&catalog_name).ok_or_else(|| catalog_not_found(&catalog_name))?;
-                    if provider.schema(&schema).is_none() {
+                    if crate::catalog::listing::schema(provider.as_ref(), &schema).await.is_none() {
                         return Err(schema_not_found(&catalog_name, &schema));
                     }
                     let changes = SessionChanges {
@@ -350,15 +351,17 @@ impl Engine {
             let kind = statement.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase();
             return Err(FlotillaError::not_supported(format!("This statement is not supported: {kind}")));
         }
-        state
-            .statement_to_plan(DFStatement::Statement(Box::new(statement)))
-            .await
-            .map_err(|e| self.refine_not_found(missing_names(df_error(e), session), session))
+        let statement = DFStatement::Statement(Box::new(statement));
+        check_qualified(state, session, &statement)?;
+        match state.statement_to_plan(statement).await {
+            Ok(plan) => Ok(plan),
+            Err(error) => Err(self.refine_not_found(df_error(error), session).await),
+        }
     }
 
     /// DataFusion reports a missing catalog or schema as a missing table; name what is
     /// actually missing, as Trino does.
-    fn refine_not_found(&self, error: FlotillaError, session: &SqlSession) -> FlotillaError {
+    async fn refine_not_found(&self, error: FlotillaError, session: &SqlSession) -> FlotillaError {
         if error.code != ErrorCode::TableNotFound {
             return error;
         }
@@ -372,8 +375,10 @@ impl Engine {
         let (Some(catalog), Some(schema)) = (catalog, schema) else { return error };
         match self.catalogs.catalog(&catalog) {
             None => catalog_not_found(&catalog),
-            Some(provider) if provider.schema(&schema).is_none() => schema_not_found(&catalog, &schema),
-            Some(_) => error,
+            Some(provider) => match crate::catalog::listing::schema(provider.as_ref(), &schema).await {
+                None => schema_not_found(&catalog, &schema),
+                Some(_) => error,
+            },
         }
     }
 
@@ -480,9 +485,11 @@ impl Engine {
         session: &SqlSession,
         name: &[String],
     ) -> Result<Arc<dyn TableProvider>, FlotillaError> {
-        let (catalog, schema, table) = session.qualify(name)?;
+        let crate::session::TableName { catalog, schema, table } = session.qualify(name)?;
         let catalog_provider = self.catalogs.catalog(&catalog).ok_or_else(|| catalog_not_found(&catalog))?;
-        let schema_provider = catalog_provider.schema(&schema).ok_or_else(|| schema_not_found(&catalog, &schema))?;
+        let schema_provider = crate::catalog::listing::schema(catalog_provider.as_ref(), &schema)
+            .await
+            .ok_or_else(|| schema_not_found(&catalog, &schema))?;
         schema_provider.table(&table).await.map_err(df_error)?.ok_or_else(|| {
             FlotillaError::new(ErrorCode::TableNotFound, format!("Table '{catalog}.{schema}.{table}' does not exist"))
         })
@@ -497,15 +504,26 @@ pub(crate) fn schema_not_found(catalog: &str, schema: &str) -> FlotillaError {
     FlotillaError::new(ErrorCode::SchemaNotFound, format!("Schema '{catalog}.{schema}' does not exist"))
 }
 
-/// Turns errors about the placeholder defaults into Trino's "must be specified" errors.
-fn missing_names(error: FlotillaError, session: &SqlSession) -> FlotillaError {
-    if session.catalog.is_none() && error.message.contains(UNSET_CATALOG) {
-        return crate::session::missing_catalog();
+/// Trino's "must be specified" errors, before planning: a table the statement names without
+/// the catalog (or schema) when the session has none.
+fn check_qualified(state: &SessionState, session: &SqlSession, statement: &DFStatement) -> Result<(), FlotillaError> {
+    if session.catalog.is_some() && session.schema.is_some() {
+        return Ok(());
     }
-    if session.schema.is_none() && error.message.contains(UNSET_SCHEMA) {
-        return crate::session::missing_schema();
+    for reference in state.resolve_table_references(statement).map_err(df_error)? {
+        let (needs_catalog, needs_schema) = match reference {
+            TableReference::Full { .. } => (false, false),
+            TableReference::Partial { .. } => (true, false),
+            TableReference::Bare { .. } => (true, true),
+        };
+        if needs_catalog && session.catalog.is_none() {
+            return Err(crate::session::missing_catalog());
+        }
+        if needs_schema && session.schema.is_none() {
+            return Err(crate::session::missing_schema());
+        }
     }
-    error
+    Ok(())
 }
 
 fn prepared<'a>(session: &'a SqlSession, name: &str) -> Result<&'a str, FlotillaError> {

@@ -30,4 +30,4 @@ pub use distributed::Distributor;
 pub use engine::{bind_parameters, Engine, SessionChanges, StatementResult};
 pub use memory::{MemoryWaits, PeakMemoryPool};
 pub use progress::{plan_progress, stage_tree, PlanProgress, ScanCounters, StageProgress, TaskFigures};
-pub use session::SqlSession;
+pub use session::{SqlSession, TableName};

@@ -6,6 +6,20 @@ use std::collections::BTreeMap;
 use flotilla_proto::{parse_duration, ErrorCode, FlotillaError};
 use flotilla_protocol::ClientSession;
 
+/// A table's (or view's) full name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableName {
+    pub catalog: String,
+    pub schema: String,
+    pub table: String,
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.catalog, self.schema, self.table)
+    }
+}
+
 /// What a statement needs from the client's session.
 #[derive(Debug, Clone, Default)]
 pub struct SqlSession {
@@ -187,11 +201,12 @@ impl SqlSession {
     }
 
     /// `[[catalog.]schema.]name` completed with the session's catalog and schema.
-    pub fn qualify(&self, name: &[String]) -> Result<(String, String, String), FlotillaError> {
+    pub fn qualify(&self, name: &[String]) -> Result<TableName, FlotillaError> {
+        let full = |catalog: String, schema: String, table: &String| TableName { catalog, schema, table: table.clone() };
         match name {
-            [table] => Ok((self.catalog_or_error()?, self.schema.clone().ok_or_else(missing_schema)?, table.clone())),
-            [schema, table] => Ok((self.catalog_or_error()?, schema.clone(), table.clone())),
-            [catalog, schema, table] => Ok((catalog.clone(), schema.clone(), table.clone())),
+            [table] => Ok(full(self.catalog_or_error()?, self.schema.clone().ok_or_else(missing_schema)?, table)),
+            [schema, table] => Ok(full(self.catalog_or_error()?, schema.clone(), table)),
+            [catalog, schema, table] => Ok(full(catalog.clone(), schema.clone(), table)),
             _ => Err(FlotillaError::new(
                 ErrorCode::SyntaxError,
                 format!("too many dots in table name '{}'", name.join(".")),

@@ -67,7 +67,7 @@ pub fn catalogs(list: &Arc<dyn CatalogProviderList>, like: Option<&str>) -> Resu
     single_column("Catalog", list.catalog_names(), like)
 }
 
-pub fn schemas(
+pub async fn schemas(
     list: &Arc<dyn CatalogProviderList>,
     session: &SqlSession,
     catalog: Option<&str>,
@@ -78,10 +78,10 @@ pub fn schemas(
         None => session.catalog_or_error()?,
     };
     let provider = list.catalog(&catalog).ok_or_else(|| catalog_not_found(&catalog))?;
-    single_column("Schema", provider.schema_names(), like)
+    single_column("Schema", crate::catalog::listing::schema_names(provider.as_ref()).await, like)
 }
 
-pub fn tables(
+pub async fn tables(
     list: &Arc<dyn CatalogProviderList>,
     session: &SqlSession,
     schema: &[String],
@@ -92,8 +92,10 @@ pub fn tables(
         name => session.qualify_schema(name)?,
     };
     let provider = list.catalog(&catalog).ok_or_else(|| catalog_not_found(&catalog))?;
-    let schema_provider = provider.schema(&schema).ok_or_else(|| schema_not_found(&catalog, &schema))?;
-    single_column("Table", schema_provider.table_names(), like)
+    let schema_provider = crate::catalog::listing::schema(provider.as_ref(), &schema)
+        .await
+        .ok_or_else(|| schema_not_found(&catalog, &schema))?;
+    single_column("Table", crate::catalog::listing::table_names(schema_provider.as_ref()).await, like)
 }
 
 pub fn columns(table: &dyn TableProvider) -> RecordBatch {

@@ -30,7 +30,7 @@ use crate::catalog::view_expansion;
 use crate::engine::{df_error, done, rows, Engine, SessionChanges, StatementResult};
 use crate::memory::PeakMemoryPool;
 use crate::progress::ScanCounters;
-use crate::session::SqlSession;
+use crate::session::{SqlSession, TableName};
 
 /// A name's parts, lowercased as Trino folds unquoted identifiers.
 fn parts(name: &ObjectName) -> Vec<String> {
@@ -50,7 +50,7 @@ fn schema_name(session: &SqlSession, name: &ObjectName) -> Result<(String, Strin
 }
 
 /// `[[catalog.]schema.]table` with the session's catalog and schema.
-fn table_name(session: &SqlSession, name: &ObjectName) -> Result<(String, String, String), FlotillaError> {
+fn table_name(session: &SqlSession, name: &ObjectName) -> Result<TableName, FlotillaError> {
     session.qualify(&parts(name))
 }
 
@@ -184,14 +184,14 @@ pub(crate) async fn execute(
         }
         Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
             for name in &names {
-                let (catalog, schema, table) = table_name(session, name)?;
+                let TableName { catalog, schema, table } = table_name(session, name)?;
                 writable(engine, &catalog, "dropping tables")?.drop_table(&catalog, &schema, &table, if_exists).await?;
             }
             done("DROP TABLE", SessionChanges::default(), memory)
         }
         Statement::Drop { object_type: ObjectType::View, if_exists, names, .. } => {
             for name in &names {
-                let (catalog, schema, view) = table_name(session, name)?;
+                let TableName { catalog, schema, table: view } = table_name(session, name)?;
                 writable(engine, &catalog, "dropping views")?.drop_view(&catalog, &schema, &view, if_exists).await?;
             }
             done("DROP VIEW", SessionChanges::default(), memory)
@@ -206,9 +206,9 @@ pub(crate) async fn execute(
             else {
                 return Err(FlotillaError::not_supported("Only ALTER TABLE ... RENAME TO is supported"));
             };
-            let (catalog, schema, table) = table_name(session, &alter.name)?;
-            let (to_catalog, to_schema, to_table) = match parts(to).as_slice() {
-                [table] => (catalog.clone(), schema.clone(), table.clone()),
+            let TableName { catalog, schema, table } = table_name(session, &alter.name)?;
+            let TableName { catalog: to_catalog, schema: to_schema, table: to_table } = match parts(to).as_slice() {
+                [table] => TableName { catalog: catalog.clone(), schema: schema.clone(), table: table.clone() },
                 _ => table_name(session, to)?,
             };
             if to_catalog != catalog {
@@ -223,7 +223,7 @@ pub(crate) async fn execute(
             if view.materialized || !view.columns.is_empty() || view.if_not_exists {
                 return Err(FlotillaError::not_supported("Only CREATE [OR REPLACE] VIEW name AS query is supported"));
             }
-            let (catalog, schema, name) = table_name(session, &view.name)?;
+            let TableName { catalog, schema, table: name } = table_name(session, &view.name)?;
             let files = writable(engine, &catalog, "creating views")?;
             // The query must plan now; its names resolve later as they do now. It is planned
             // as the view itself would be, so a view that reads itself (directly or through
@@ -254,14 +254,14 @@ pub(crate) async fn execute(
                 }
                 other => return Err(FlotillaError::not_supported(format!("COMMENT ON {other} is not supported"))),
             };
-            let (catalog, schema, table) = table_name(session, &table_ref)?;
+            let TableName { catalog, schema, table } = table_name(session, &table_ref)?;
             writable(engine, &catalog, "comments")?
                 .set_comment(&catalog, &schema, &table, column.as_deref(), comment)
                 .await?;
             done("COMMENT", SessionChanges::default(), memory)
         }
         Statement::ShowCreate { obj_type, obj_name } => {
-            let (catalog, schema, table) = table_name(session, &obj_name)?;
+            let TableName { catalog, schema, table } = table_name(session, &obj_name)?;
             let provider = engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
             let name = format!("{catalog}.{schema}.{table}");
             let (column, text) = match (obj_type, provider.table_type()) {
@@ -289,7 +289,7 @@ pub(crate) async fn execute(
             // Tables Flotilla did not create (plain directories of files) have no manifest to
             // commit to: writing into them could not be made whole.
             if let TableObject::TableName(name) = &insert.table {
-                let (catalog, schema, table) = table_name(session, name)?;
+                let TableName { catalog, schema, table } = table_name(session, name)?;
                 writable(engine, &catalog, "inserts")?;
                 let provider = engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
                 if !provider.is::<crate::catalog::files_table::FilesTable>() {
@@ -338,7 +338,7 @@ async fn create_table(
             "Only CREATE TABLE [IF NOT EXISTS] name (columns) | AS query is supported",
         ));
     }
-    let (catalog, schema, table) = table_name(session, &create.name)?;
+    let TableName { catalog, schema, table } = table_name(session, &create.name)?;
     let files = writable(engine, &catalog, "creating tables")?.clone();
     let format = table_format(&create.table_options)?;
     // Trino reports both forms as CREATE TABLE (with the rows written for AS).

@@ -263,7 +263,7 @@ fn simulate(seed: u64) {
         }
         if (elapsed.as_millis() / 100) % 5 == 0 {
             for from in 0..3 {
-                for (peer, instance, _) in rms[from].live_peers(now) {
+                for crate::state::Peer { node_id: peer, instance, .. } in rms[from].live_peers(now) {
                     let to: usize = peer[2..].parse().unwrap();
                     if let Some((sync, upto, since)) = rms[from].prepare_sync(&peer, &instance, now) {
                         in_flight.push_back((now, Message::Sync { from, to, sync, upto, since }));

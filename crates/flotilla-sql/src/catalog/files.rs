@@ -41,7 +41,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode};
 
 use flotilla_proto::{ErrorCode, FlotillaError};
 
-use super::files_store::{self, block_on, Root};
+use super::files_store::{self, Root};
 use super::files_table::{self, Entry, FilesTable, RevisionError, TableMeta};
 use super::{view_expansion, CatalogError, Properties};
 
@@ -104,6 +104,7 @@ pub struct FilesCatalog {
     name: String,
     root: Arc<Root>,
     views: OnceLock<ViewPlanner>,
+    listed: Arc<parking_lot::Mutex<Listed>>,
 }
 
 impl std::fmt::Debug for FilesCatalog {
@@ -115,7 +116,14 @@ impl std::fmt::Debug for FilesCatalog {
 impl FilesCatalog {
     /// `root`: the `files.root` property; the S3 properties are taken from `properties`.
     pub fn new(name: &str, root: &str, properties: &mut Properties) -> Result<Self, CatalogError> {
-        Ok(Self { name: name.to_string(), root: Arc::new(Root::new(root, properties)?), views: OnceLock::new() })
+        Ok(Self { name: name.to_string(), root: Arc::new(Root::new(root, properties)?), views: OnceLock::new(), listed: Default::default() })
+    }
+
+    /// The same catalog with its store wrapped (a test's slow store, say).
+    #[cfg(test)]
+    pub(crate) fn with_store_wrapped(self, wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>) -> Self {
+        let root = Arc::try_unwrap(self.root).expect("a new catalog's root is not shared");
+        Self { root: Arc::new(root.with_store_wrapped(wrap)), ..self }
     }
 
     /// Where the catalog keeps its objects.
@@ -229,7 +237,7 @@ pub struct PendingTable {
     root: Arc<Root>,
     dir: Path,
     meta: TableMeta,
-    name: (String, String, String),
+    name: crate::session::TableName,
     /// The marker of the schema (created by CREATE SCHEMA) when it had one: it must still
     /// be there once the table is published, else the schema was dropped meanwhile.
     schema_marker: Option<Path>,
@@ -255,7 +263,7 @@ impl PendingTable {
                 if let Some(marker) = &self.schema_marker {
                     if let Err(object_store::Error::NotFound { .. }) = store.head(marker).await {
                         let _ = store.delete(&files_table::entry_path(&self.dir)).await;
-                        let (catalog, schema, table) = &self.name;
+                        let crate::session::TableName { catalog, schema, table } = &self.name;
                         return Err(FlotillaError::new(
                             ErrorCode::SchemaNotFound,
                             format!("Schema '{catalog}.{schema}' was dropped while table '{table}' was created"),
@@ -266,10 +274,10 @@ impl PendingTable {
                 Ok(())
             }
             Err(object_store::Error::AlreadyExists { .. }) => {
-                let (catalog, schema, table) = &self.name;
+                let crate::session::TableName { catalog, schema, table } = &self.name;
                 Err(table_exists_error(catalog, schema, table))
             }
-            Err(error) => Err(store_error(&format!("create table {}", self.name.2), error)),
+            Err(error) => Err(store_error(&format!("create table {}", self.name.table), error)),
         }
     }
 }
@@ -452,7 +460,7 @@ impl FilesCatalog {
             Err(error) => return Err(store_error(&format!("create table {table}"), error)),
         };
         let dir = schema_dir.join(table);
-        let name = (catalog.to_string(), schema.to_string(), table.to_string());
+        let name = crate::session::TableName { catalog: catalog.into(), schema: schema.into(), table: table.into() };
         Ok(PendingTable { root: self.root.clone(), dir, meta, name, schema_marker, published: false })
     }
 
@@ -667,35 +675,51 @@ impl FilesCatalog {
     }
 }
 
-impl CatalogProvider for FilesCatalog {
-    /// (A store that cannot be listed lists nothing, and the failure is logged; reading a
-    /// table reports it to the client.)
-    fn schema_names(&self) -> Vec<String> {
-        let root = self.root.clone();
-        block_on(async move { schema_names(&root).await }).unwrap_or_else(|error| {
-            tracing::warn!(%error, "cannot list the schemas of a files catalog");
-            Vec::new()
-        })
+/// What the last asynchronous listings found, for DataFusion's synchronous listing methods
+/// (which cannot wait for a store): Flotilla's own code lists through
+/// [`super::listing`], which asks the store and refreshes this.
+#[derive(Debug, Default)]
+struct Listed {
+    schemas: Vec<String>,
+    tables: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl FilesCatalog {
+    /// The catalog's schemas, from the store.
+    pub(crate) async fn list_schemas(&self) -> object_store::Result<Vec<String>> {
+        let names = schema_names(&self.root).await?;
+        self.listed.lock().schemas = names.clone();
+        Ok(names)
     }
 
-    /// The schema, when it exists; when the store cannot say, the schema too, so that
-    /// reading a table reports the store's error.
-    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        if !valid_name(name) {
-            return None;
+    /// Whether schema `name` exists, from the store.
+    pub(crate) async fn has_schema(&self, name: &str) -> object_store::Result<bool> {
+        Ok(valid_name(name) && self.list_schemas().await?.iter().any(|s| s == name))
+    }
+
+    fn schema_provider(&self, name: &str) -> FilesSchema {
+        FilesSchema {
+            catalog: self.name.clone(),
+            root: self.root.clone(),
+            dir: Path::from(name),
+            views: self.views.get().cloned(),
+            listed: self.listed.clone(),
         }
-        let root = self.root.clone();
-        let exists = block_on(async move { schema_names(&root).await });
-        let wanted = name.to_string();
-        exists.map_or(true, |names| names.contains(&wanted)).then(|| {
-            let schema = FilesSchema {
-                catalog: self.name.clone(),
-                root: self.root.clone(),
-                dir: Path::from(name),
-                views: self.views.get().cloned(),
-            };
-            Arc::new(schema) as Arc<dyn SchemaProvider>
-        })
+    }
+}
+
+/// DataFusion's view of the catalog. Nothing here touches the store: planning resolves the
+/// tables a statement names through the asynchronous [`SchemaProvider::table`] before it
+/// plans, and the listings are the last ones taken asynchronously.
+impl CatalogProvider for FilesCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.listed.lock().schemas.clone()
+    }
+
+    /// A schema of any valid name, unchecked: whether it exists is found out when one of its
+    /// tables is looked up (asynchronously), or by [`super::listing::schema`].
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        valid_name(name).then(|| Arc::new(self.schema_provider(name)) as Arc<dyn SchemaProvider>)
     }
 
     fn register_schema(&self, name: &str, _schema: Arc<dyn SchemaProvider>) -> Result<Option<Arc<dyn SchemaProvider>>> {
@@ -704,11 +728,12 @@ impl CatalogProvider for FilesCatalog {
 }
 
 /// One schema: a directory under the root.
-struct FilesSchema {
+pub(crate) struct FilesSchema {
     catalog: String,
     root: Arc<Root>,
     dir: Path,
     views: Option<ViewPlanner>,
+    listed: Arc<parking_lot::Mutex<Listed>>,
 }
 
 impl std::fmt::Debug for FilesSchema {
@@ -717,14 +742,21 @@ impl std::fmt::Debug for FilesSchema {
     }
 }
 
+impl FilesSchema {
+    /// The schema's tables and views, from the store (sorted; a name that cannot be looked
+    /// up is left out and logged).
+    pub(crate) async fn list_tables(&self) -> object_store::Result<Vec<String>> {
+        let names = table_names(&self.root, &self.dir, true).await?;
+        self.listed.lock().tables.insert(self.dir.to_string(), names.clone());
+        Ok(names)
+    }
+}
+
 #[async_trait]
 impl SchemaProvider for FilesSchema {
+    /// The last listing taken asynchronously (see [`FilesSchema::list_tables`]).
     fn table_names(&self) -> Vec<String> {
-        let (root, dir) = (self.root.clone(), self.dir.clone());
-        block_on(async move { table_names(&root, &dir, true).await }).unwrap_or_else(|error| {
-            tracing::warn!(%error, schema = %self.dir, "cannot list the tables of a files catalog");
-            Vec::new()
-        })
+        self.listed.lock().tables.get(self.dir.as_ref()).cloned().unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -750,9 +782,9 @@ impl SchemaProvider for FilesSchema {
         Ok(Some(Arc::new(ListingTable::try_new(config)?)))
     }
 
+    /// Whether the last listing taken asynchronously had `name`.
     fn table_exist(&self, name: &str) -> bool {
-        let (root, dir, name) = (self.root.clone(), self.dir.clone(), name.to_string());
-        block_on(async move { locate(&root, &dir, &name).await }).is_ok_and(|found| found.is_some())
+        self.table_names().iter().any(|table| table == name)
     }
 }
 
@@ -802,9 +834,9 @@ mod tests {
     async fn schemas_are_directories_and_tables_are_directories_or_files() {
         let root = temp_root();
         let catalog = FilesCatalog::new("lake", root.to_str().unwrap(), &mut Properties::new()).unwrap();
-        assert_eq!(catalog.schema_names(), vec!["sales"]);
-        let schema = catalog.schema("sales").unwrap();
-        assert_eq!(schema.table_names(), vec!["orders", "regions"]);
+        assert_eq!(super::super::listing::schema_names(&catalog).await, vec!["sales"]);
+        let schema = super::super::listing::schema(&catalog, "sales").await.unwrap();
+        assert_eq!(super::super::listing::table_names(schema.as_ref()).await, vec!["orders", "regions"]);
         let orders = schema.table("orders").await.unwrap().unwrap();
         let columns: Vec<String> = orders.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(columns, vec!["id", "amount"]);
@@ -813,7 +845,7 @@ mod tests {
         assert_eq!(rows, 3, "both files of the table");
         assert!(schema.table("regions").await.unwrap().is_some());
         assert!(schema.table("notes").await.unwrap().is_none());
-        assert!(catalog.schema("missing").is_none());
+        assert!(super::super::listing::schema(&catalog, "missing").await.is_none());
         std::fs::remove_dir_all(root).unwrap();
     }
 

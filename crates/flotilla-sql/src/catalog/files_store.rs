@@ -13,12 +13,12 @@
 //! for that URL ([`Root::object_store`]), so every node needs the catalog's properties —
 //! as in Trino, where every node has `etc/catalog/`.
 //!
-//! DataFusion asks some catalog questions synchronously (`schema_names`, `table_names`);
-//! those run on a small runtime of their own ([`block_on`]), never on the caller's.
+//! Every request to the store is asynchronous: nothing here blocks a thread (DataFusion's
+//! synchronous listing methods answer from the last listing; see `catalog::listing`).
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -57,6 +57,13 @@ pub struct Root {
 }
 
 impl Root {
+    /// The same root with its store wrapped (a test's slow store, say).
+    #[cfg(test)]
+    pub(crate) fn with_store_wrapped(mut self, wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>) -> Self {
+        self.store = wrap(self.store);
+        self
+    }
+
     /// `root`: the `files.root` property; `properties`: the catalog's other properties, of
     /// which the S3 ones are taken.
     pub fn new(root: &str, properties: &mut Properties) -> Result<Self, CatalogError> {
@@ -229,39 +236,17 @@ impl Root {
     }
 }
 
-/// The runtime catalog I/O runs on when DataFusion asks synchronously.
-fn io_runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("flotilla-catalog-io")
-            .enable_all()
-            .build()
-            .expect("the catalog I/O runtime starts")
-    })
-}
-
-/// Runs `future` on the catalog I/O runtime and waits for it, blocking the calling thread
-/// (for DataFusion's synchronous catalog methods; each request has the store's timeout).
-pub fn block_on<F>(future: F) -> F::Output
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-    io_runtime().spawn(async move {
-        let _ = sender.send(future.await);
-    });
-    receiver.recv().expect("catalog I/O runs to completion")
-}
-
-/// Starts `future` on the catalog I/O runtime without waiting (clean-ups from `Drop`).
+/// Starts `future` on the runtime of the caller without waiting (clean-ups from `Drop`);
+/// outside any runtime (a process shutting down) it is left undone, with a warning: what it
+/// would have deleted is what a failed write leaves, which no reader sees.
 pub fn spawn<F>(future: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    io_runtime().spawn(future);
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(future)),
+        Err(_) => tracing::warn!("a clean-up of a files catalog was skipped: no runtime is running"),
+    }
 }
 
 /// The names of the "directories" right under `dir`, and the objects right in it.

@@ -26,6 +26,11 @@ impl WithInformationSchema {
     pub fn new(name: String, inner: Arc<dyn CatalogProvider>) -> Self {
         Self { name, inner }
     }
+
+    /// The catalog itself, without its `information_schema`.
+    pub fn inner(&self) -> &Arc<dyn CatalogProvider> {
+        &self.inner
+    }
 }
 
 impl CatalogProvider for WithInformationSchema {
@@ -81,7 +86,7 @@ impl InformationSchema {
         let mut rows: Vec<Vec<ScalarValue>> = Vec::new();
         match name {
             "schemata" => {
-                let mut names = self.catalog.schema_names();
+                let mut names = super::listing::schema_names(self.catalog.as_ref()).await;
                 names.push(INFORMATION_SCHEMA.to_string());
                 names.sort();
                 rows.extend(names.into_iter().map(|s| vec![catalog(), text(s)]));

@@ -15,6 +15,7 @@ pub mod files_store;
 pub mod files_table;
 pub mod files_write;
 mod information_schema;
+pub mod listing;
 mod properties;
 pub mod system;
 pub mod tpch;
@@ -220,13 +221,9 @@ async fn list_catalog_tables(
     catalog: &dyn CatalogProvider,
 ) -> datafusion::common::Result<Vec<(String, String, Arc<dyn datafusion::catalog::TableProvider>)>> {
     let mut tables = Vec::new();
-    let mut schema_names = catalog.schema_names();
-    schema_names.sort();
-    for schema_name in schema_names {
+    for schema_name in listing::schema_names(catalog).await {
         let Some(schema) = catalog.schema(&schema_name) else { continue };
-        let mut names = schema.table_names();
-        names.sort();
-        for table_name in names {
+        for table_name in listing::table_names(schema.as_ref()).await {
             if let Some(table) = schema.table(&table_name).await? {
                 tables.push((schema_name.clone(), table_name, table));
             }

@@ -223,7 +223,7 @@ impl SystemSchema {
             ("jdbc", "schemas") => {
                 let mut rows = Vec::new();
                 for (catalog_name, _, catalog) in self.catalogs.iter() {
-                    let mut names = catalog.schema_names();
+                    let mut names = super::listing::schema_names(catalog.as_ref()).await;
                     names.push(INFORMATION_SCHEMA.to_string());
                     names.sort();
                     for name in names {
