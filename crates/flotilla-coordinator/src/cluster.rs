@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flotilla_node::relay::locate_owner;
+use flotilla_node::{ClusterViewClient, HeartbeatSource, LocalNode, NodeAccess};
 use flotilla_node::{Forwarder, Relayed};
 use flotilla_proto::cluster::{
     truncate_query_text, CoordinatorReport, NodeRole, QueryIdentity, QueryProgress, QuerySummary, QueryUpdate,
     ResourceGroupUsage,
 };
 use flotilla_proto::{ErrorCode, FlotillaError, QueryId};
-use flotilla_node::{ClusterViewClient, HeartbeatSource, LocalNode, NodeAccess};
 use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource};
 use flotilla_worker::WorkerLoadSource;
 use parking_lot::Mutex;

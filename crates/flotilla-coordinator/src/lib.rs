@@ -42,9 +42,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_node::{
+    heartbeater, serve_http, ClusterViewClient, InternalClient, LocalNode, NodeAccess, INTERNAL_CALL_TIMEOUT,
+};
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{CoordinatorId, InternalAuth, NodeConfig, QueryIdGenerator};
-use flotilla_node::{heartbeater, serve_http, ClusterViewClient, InternalClient, LocalNode, NodeAccess, INTERNAL_CALL_TIMEOUT};
 use flotilla_resource_manager::ResourceManager;
 use flotilla_sql::catalog::Catalogs;
 use flotilla_sql::Engine;
@@ -95,7 +97,10 @@ impl Coordinator {
     }
 
     /// The base URI a request's client used, for the URIs handed back to it.
-    pub fn client_uris(&self, headers: &axum::http::HeaderMap) -> Result<flotilla_protocol::uris::QueryUris, String> {
+    pub fn client_uris(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<flotilla_protocol::uris::QueryUris, flotilla_protocol::uris::InvalidHeader> {
         flotilla_protocol::uris::QueryUris::from_headers(headers, self.own_host(), self.trusts_forwarded(headers))
     }
 

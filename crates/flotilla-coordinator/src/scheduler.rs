@@ -25,9 +25,9 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion_distributed::{
     ChannelResolver, DistributedExt, RouteTasksEvent, RouteTasksEventResponse, RouteTasksHandler, WorkerResolver,
 };
+use flotilla_node::{ClusterViewClient, ViewSnapshot};
 use flotilla_proto::cluster::{NodeRole, NodeState, NodeView};
 use flotilla_proto::{ErrorCode, FlotillaError};
-use flotilla_node::{ClusterViewClient, ViewSnapshot};
 use flotilla_sql::{Distributor, SqlSession};
 use flotilla_worker::flight::FlightChannels;
 use flotilla_worker::{MAX_MEMORY_PER_NODE_HEADER, QUERY_ID_HEADER};

@@ -10,8 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use flotilla_proto::cluster::{NodeRole, NodeState};
 use flotilla_node::ViewSnapshot;
+use flotilla_proto::cluster::{NodeRole, NodeState};
 use parking_lot::Mutex;
 
 /// How the gateway spreads new queries (`gateway.routing-policy`).

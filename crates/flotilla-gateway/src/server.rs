@@ -9,16 +9,16 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router as HttpRouter};
+use flotilla_node::{require_secret, serve_http, ClusterViewClient, InternalClient, INTERNAL_CALL_TIMEOUT};
 use flotilla_proto::config::{ConfigError, Setting};
 use flotilla_proto::{InternalAuth, NodeConfig};
-use flotilla_node::{require_secret, serve_http, ClusterViewClient, InternalClient, INTERNAL_CALL_TIMEOUT};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use flotilla_node::relay::{follow_up_query, refuse_ambiguous_path, relay_to_owner, ForwardError, Forwarder, Relayed};
 use crate::routing::{Router, RoutingPolicy};
+use flotilla_node::relay::{follow_up_query, refuse_ambiguous_path, relay_to_owner, ForwardError, Forwarder, Relayed};
 
 /// Every setting only the gateway reads.
 pub const SETTINGS: &[Setting] = &[Setting {

@@ -149,7 +149,8 @@ impl Heartbeater {
                 coordinator: reports.as_mut().and_then(Iterator::next),
             };
             async move {
-                let result: Result<HeartbeatAck, flotilla_proto::CallError> = self.client.post(target, HEARTBEAT_PATH, &heartbeat).await;
+                let result: Result<HeartbeatAck, flotilla_proto::CallError> =
+                    self.client.post(target, HEARTBEAT_PATH, &heartbeat).await;
                 (target.clone(), result)
             }
         });

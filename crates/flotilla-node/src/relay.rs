@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{ClusterViewClient, ViewSnapshot};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -25,7 +26,6 @@ use bytes::Bytes;
 use flotilla_proto::cluster::NodeState;
 use flotilla_proto::{CoordinatorId, ErrorCode, FlotillaError, InternalAuth, QueryId, INTERNAL_BEARER_HEADER};
 use flotilla_protocol::{QueryError, QueryResults, StatementStats};
-use crate::{ClusterViewClient, ViewSnapshot};
 use futures::TryStreamExt;
 use percent_encoding::percent_decode;
 
@@ -61,8 +61,8 @@ const HOP_BY_HOP: &[&str] = &[
 /// written `%2e`), an encoded `/` or a `\\` (which URL parsers read as `/`), or an empty
 /// segment (a trailing `/` is fine). Relay decisions are made on the path as received, and the HTTP client that
 /// relays it would resolve such segments to another endpoint.
-pub fn check_path(path: &str) -> Result<(), String> {
-    let ambiguous = || Err(format!("ambiguous request path '{}'", path.escape_default()));
+pub fn check_path(path: &str) -> Result<(), AmbiguousPath> {
+    let ambiguous = || Err(AmbiguousPath(path.escape_default().to_string()));
     let Some(rest) = path.strip_prefix('/') else { return ambiguous() };
     if rest.is_empty() {
         return Ok(());
@@ -78,9 +78,14 @@ pub fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A request path [`check_path`] refuses (escaped for messages and logs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ambiguous request path '{0}'")]
+pub struct AmbiguousPath(pub String);
+
 /// [`check_path`] as a response: `None` when the path may be relayed.
 pub fn refuse_ambiguous_path(path: &str) -> Option<Response> {
-    check_path(path).err().map(|message| (StatusCode::BAD_REQUEST, message).into_response())
+    check_path(path).err().map(|refused| (StatusCode::BAD_REQUEST, refused.to_string()).into_response())
 }
 
 /// A request read off the wire, ready to be sent to a coordinator (again, for a POST
@@ -113,7 +118,7 @@ impl Relayed {
             return Err(refused);
         }
         let uris = QueryUris::from_headers(&parts.headers, fallback_host, trust_forwarded)
-            .map_err(|message| (StatusCode::BAD_REQUEST, message).into_response())?;
+            .map_err(|error| (StatusCode::BAD_REQUEST, error.to_string()).into_response())?;
         let body = axum::body::to_bytes(body, body_limit).await.map_err(|_| {
             (StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {body_limit} bytes")).into_response()
         })?;

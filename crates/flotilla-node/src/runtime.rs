@@ -63,4 +63,3 @@ pub fn heartbeater(
     let client = InternalClient::new(auth, timeout);
     Heartbeater::new(local.clone(), seeds, client, source, config.heartbeat_interval)
 }
-

@@ -30,9 +30,9 @@ impl CallError {
     /// The node the call went to.
     pub fn base(&self) -> Option<&str> {
         match self {
-            CallError::Unreachable { base, .. } | CallError::Refused { base, .. } | CallError::BadAnswer { base, .. } => {
-                Some(base)
-            }
+            CallError::Unreachable { base, .. }
+            | CallError::Refused { base, .. }
+            | CallError::BadAnswer { base, .. } => Some(base),
             CallError::NotSent(_) | CallError::AllFailed(_) => None,
         }
     }
@@ -71,11 +71,8 @@ mod tests {
     #[test]
     fn refusals_decode_as_their_type_and_status_only() {
         let refusal = LeaseRefusal::NotLeader { leader: "rm-1".into(), uri: "http://127.0.0.1:1".into() };
-        let error = CallError::Refused {
-            base: "http://rm-2".into(),
-            status: 409,
-            body: serde_json::to_vec(&refusal).unwrap(),
-        };
+        let error =
+            CallError::Refused { base: "http://rm-2".into(), status: 409, body: serde_json::to_vec(&refusal).unwrap() };
         assert_eq!(error.refusal::<LeaseRefusal>(409), Some(refusal));
         assert_eq!(error.refusal::<LeaseRefusal>(400), None);
         let garbage = CallError::Refused { base: "b".into(), status: 409, body: b"{\"uri\": 3}".to_vec() };

@@ -315,7 +315,8 @@ mod tests {
             let error = FlotillaError::new(*code, "it \"broke\"\nflotilla-error:{}").with_remote_host("http://w:1");
             assert_eq!(FlotillaError::from_wire(&error.to_wire()), Some(error.clone()), "{code}");
         }
-        let located = FlotillaError::new(ErrorCode::SyntaxError, "x").with_location(ErrorLocation { line: 2, column: 3 });
+        let located =
+            FlotillaError::new(ErrorCode::SyntaxError, "x").with_location(ErrorLocation { line: 2, column: 3 });
         assert_eq!(FlotillaError::from_wire(&located.to_wire()), Some(located.clone()));
         // Quoted inside another message (a user's value), or cut, it is not an error.
         assert_eq!(FlotillaError::from_wire(&format!("Cannot cast '{}'", located.to_wire())), None);

@@ -14,8 +14,8 @@
 
 pub mod headers;
 pub mod results;
-pub mod uris;
 mod types;
+pub mod uris;
 mod values;
 
 pub use headers::{ClientSession, HeaderError};

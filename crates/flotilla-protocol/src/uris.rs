@@ -3,8 +3,8 @@
 //! another node of the cluster), else the request's own `Host`, so `nextUri` keeps the client
 //! on the address it used (a load balancer, a gateway).
 
-use http::HeaderMap;
 use flotilla_proto::QueryId;
+use http::HeaderMap;
 
 /// Builds `nextUri` and `infoUri` for one request.
 #[derive(Debug, Clone)]
@@ -26,24 +26,37 @@ fn valid_host(host: &str) -> bool {
     !host.is_empty() && host.len() <= 255 && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
 }
 
+/// A request header the URIs cannot be built from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {header} '{value}'")]
+pub struct InvalidHeader {
+    pub header: &'static str,
+    pub value: String,
+}
+
 impl QueryUris {
     /// From request headers; `fallback_host` is this server's own address. `X-Forwarded-*`
     /// are ignored unless `trust_forwarded`.
-    pub fn from_headers(headers: &HeaderMap, fallback_host: &str, trust_forwarded: bool) -> Result<Self, String> {
+    pub fn from_headers(
+        headers: &HeaderMap,
+        fallback_host: &str,
+        trust_forwarded: bool,
+    ) -> Result<Self, InvalidHeader> {
         let forwarded = |name: &str| if trust_forwarded { header(headers, name) } else { None };
         let scheme = match forwarded("x-forwarded-proto") {
             Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
             Some(proto) if proto.eq_ignore_ascii_case("http") => "http",
-            Some(other) => return Err(format!("invalid X-Forwarded-Proto '{other}'")),
+            Some(other) => return Err(InvalidHeader { header: "X-Forwarded-Proto", value: other.to_string() }),
             None => "http",
         };
         let host = forwarded("x-forwarded-host").or_else(|| header(headers, "host")).unwrap_or(fallback_host);
         if !valid_host(host) {
-            return Err(format!("invalid host '{host}'"));
+            return Err(InvalidHeader { header: "host", value: host.to_string() });
         }
         let host = match forwarded("x-forwarded-port") {
             Some(port) => {
-                let port: u16 = port.parse().map_err(|_| format!("invalid X-Forwarded-Port '{port}'"))?;
+                let port: u16 =
+                    port.parse().map_err(|_| InvalidHeader { header: "X-Forwarded-Port", value: port.to_string() })?;
                 let without_port = match host.rsplit_once(':') {
                     Some((name, maybe_port))
                         if !host.ends_with(']') && maybe_port.bytes().all(|b| b.is_ascii_digit()) =>

@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{LeaseAuthority, LeaseError};
 use crate::config::ResourceManagerConfig;
-use flotilla_node::{InternalClient, INTERNAL_CALL_TIMEOUT};
 use crate::memory_killer::LowMemoryKiller;
-use flotilla_node::LocalNode;
 use crate::peer::{HttpPeerTransport, PeerTransport};
 use crate::state::{ClusterState, HeartbeatError};
+use flotilla_node::LocalNode;
+use flotilla_node::{InternalClient, INTERNAL_CALL_TIMEOUT};
 
 /// Peer pushes can carry many records; heartbeats and view requests stay small.
 const PEER_SYNC_BODY_LIMIT: usize = 64 << 20;
@@ -241,7 +241,9 @@ async fn view(State(manager): State<Arc<ResourceManager>>) -> Response {
     let result = tokio::task::spawn_blocking(move || manager.serialized_view()).await;
     match result {
         Ok(Ok(body)) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("view not serializable: {error}")).into_response(),
+        Ok(Err(error)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("view not serializable: {error}")).into_response()
+        }
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("view failed: {error}")).into_response(),
     }
 }
@@ -256,7 +258,6 @@ async fn leases(State(manager): State<Arc<ResourceManager>>, Json(request): Json
 async fn group_state(State(manager): State<Arc<ResourceManager>>, Path(path): Path<String>) -> Json<GroupState> {
     Json(manager.group_state(&path))
 }
-
 
 #[cfg(test)]
 mod tests;

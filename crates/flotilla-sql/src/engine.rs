@@ -256,39 +256,12 @@ impl Engine {
                 }
                 TrinoStatement::ShowFunctions { like } => rows(show::functions(&self.base, like.as_deref())?, memory),
                 TrinoStatement::ShowSession { like } => rows(show::session(session, like.as_deref())?, memory),
-                TrinoStatement::SetSession { name, value } => {
-                    let property = session_property(&name)?;
-                    let value = literal_text(&value).ok_or_else(|| {
-                        FlotillaError::new(
-                            ErrorCode::InvalidSessionProperty,
-                            format!("value of {name} must be a literal"),
-                        )
-                    })?;
-                    property.validate(&value)?;
-                    let changes = SessionChanges { set_session: vec![(name, value)], ..Default::default() };
-                    done("SET SESSION", changes, memory)
-                }
+                TrinoStatement::SetSession { name, value } => set_session(name, &value, memory),
                 TrinoStatement::ResetSession { name } => {
                     session_property(&name)?;
                     done("RESET SESSION", SessionChanges { clear_session: vec![name], ..Default::default() }, memory)
                 }
-                TrinoStatement::Use { catalog, schema } => {
-                    let catalog_name = match catalog.clone() {
-                        Some(catalog) => catalog,
-                        None => session.catalog_or_error()?,
-                    };
-                    let provider =
-                        self.catalogs.catalog(&catalog_name).ok_or_else(|| catalog_not_found(&catalog_name))?;
-                    if crate::catalog::listing::schema(provider.as_ref(), &schema).await.is_none() {
-                        return Err(schema_not_found(&catalog_name, &schema));
-                    }
-                    let changes = SessionChanges {
-                        set_catalog: Some(catalog_name),
-                        set_schema: Some(schema),
-                        ..Default::default()
-                    };
-                    done("USE", changes, memory)
-                }
+                TrinoStatement::Use { catalog, schema } => self.use_schema(session, catalog, schema, memory).await,
                 TrinoStatement::Prepare { name, sql } => {
                     done("PREPARE", SessionChanges { added_prepare: vec![(name, sql)], ..Default::default() }, memory)
                 }
@@ -305,38 +278,69 @@ impl Engine {
                 TrinoStatement::ExecuteImmediate { sql, parameters } => {
                     self.execute_parsed(session, bind_parameters(parse_prepared(&sql)?, &parameters)?).await
                 }
-                TrinoStatement::DescribeOutput { name } => {
-                    let sql = prepared(session, &name)?.to_string();
-                    let schema = self.output_schema(session, &sql, memory.clone()).await?;
-                    rows(show::describe_output(&schema), memory)
-                }
-                TrinoStatement::DescribeInput { name } => {
-                    let sql = prepared(session, &name)?.to_string();
-                    let statement = numbered_placeholders(parse_prepared(&sql)?)?;
-                    let TrinoStatement::Other(statement) = statement else {
-                        return rows(show::describe_input(&BTreeMap::new()), memory);
-                    };
-                    let state = self.session_state(session, memory.clone())?;
-                    let plan = self.plan_logical(&state, session, *statement).await?;
-                    let types = plan.get_parameter_types().map_err(df_error)?;
-                    rows(show::describe_input(&types.into_iter().collect()), memory)
-                }
+                TrinoStatement::DescribeOutput { name } => self.describe_output(session, &name, memory).await,
+                TrinoStatement::DescribeInput { name } => self.describe_input(session, &name, memory).await,
                 TrinoStatement::StartTransaction => {
                     let id = format!("{:032x}", rand::random::<u128>());
-                    done(
-                        "START TRANSACTION",
-                        SessionChanges { started_transaction_id: Some(id), ..Default::default() },
-                        memory,
-                    )
+                    let changes = SessionChanges { started_transaction_id: Some(id), ..Default::default() };
+                    done("START TRANSACTION", changes, memory)
                 }
-                TrinoStatement::Commit => {
-                    done("COMMIT", SessionChanges { clear_transaction_id: true, ..Default::default() }, memory)
-                }
-                TrinoStatement::Rollback => {
-                    done("ROLLBACK", SessionChanges { clear_transaction_id: true, ..Default::default() }, memory)
-                }
+                // Every statement autocommits: the transaction id is only echoed.
+                TrinoStatement::Commit => end_transaction("COMMIT", memory),
+                TrinoStatement::Rollback => end_transaction("ROLLBACK", memory),
             }
         })
+    }
+
+    /// `USE [catalog.]schema`: the schema must exist.
+    async fn use_schema(
+        &self,
+        session: &SqlSession,
+        catalog: Option<String>,
+        schema: String,
+        memory: Arc<PeakMemoryPool>,
+    ) -> Result<StatementResult, FlotillaError> {
+        let catalog_name = match catalog {
+            Some(catalog) => catalog,
+            None => session.catalog_or_error()?,
+        };
+        let provider = self.catalogs.catalog(&catalog_name).ok_or_else(|| catalog_not_found(&catalog_name))?;
+        if crate::catalog::listing::schema(provider.as_ref(), &schema).await.is_none() {
+            return Err(schema_not_found(&catalog_name, &schema));
+        }
+        let changes =
+            SessionChanges { set_catalog: Some(catalog_name), set_schema: Some(schema), ..Default::default() };
+        done("USE", changes, memory)
+    }
+
+    /// `DESCRIBE OUTPUT name`: the columns a prepared statement returns.
+    async fn describe_output(
+        &self,
+        session: &SqlSession,
+        name: &str,
+        memory: Arc<PeakMemoryPool>,
+    ) -> Result<StatementResult, FlotillaError> {
+        let sql = prepared(session, name)?.to_string();
+        let schema = self.output_schema(session, &sql, memory.clone()).await?;
+        rows(show::describe_output(&schema), memory)
+    }
+
+    /// `DESCRIBE INPUT name`: the parameters a prepared statement takes, with their types.
+    async fn describe_input(
+        &self,
+        session: &SqlSession,
+        name: &str,
+        memory: Arc<PeakMemoryPool>,
+    ) -> Result<StatementResult, FlotillaError> {
+        let sql = prepared(session, name)?.to_string();
+        let statement = numbered_placeholders(parse_prepared(&sql)?)?;
+        let TrinoStatement::Other(statement) = statement else {
+            return rows(show::describe_input(&BTreeMap::new()), memory);
+        };
+        let state = self.session_state(session, memory.clone())?;
+        let plan = self.plan_logical(&state, session, *statement).await?;
+        let types = plan.get_parameter_types().map_err(df_error)?;
+        rows(show::describe_input(&types.into_iter().collect()), memory)
     }
 
     pub(crate) async fn plan_logical(
@@ -502,6 +506,21 @@ pub(crate) fn catalog_not_found(name: &str) -> FlotillaError {
 
 pub(crate) fn schema_not_found(catalog: &str, schema: &str) -> FlotillaError {
     FlotillaError::new(ErrorCode::SchemaNotFound, format!("Schema '{catalog}.{schema}' does not exist"))
+}
+
+/// `SET SESSION name = literal`: a known property and a valid value.
+fn set_session(name: String, value: &Expr, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+    let property = session_property(&name)?;
+    let value = literal_text(value).ok_or_else(|| {
+        FlotillaError::new(ErrorCode::InvalidSessionProperty, format!("value of {name} must be a literal"))
+    })?;
+    property.validate(&value)?;
+    done("SET SESSION", SessionChanges { set_session: vec![(name, value)], ..Default::default() }, memory)
+}
+
+/// `COMMIT` or `ROLLBACK`.
+fn end_transaction(kind: &str, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+    done(kind, SessionChanges { clear_transaction_id: true, ..Default::default() }, memory)
 }
 
 /// Trino's "must be specified" errors, before planning: a table the statement names without

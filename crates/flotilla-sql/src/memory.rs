@@ -326,8 +326,8 @@ impl MemoryPool for PeakMemoryPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_proto::ErrorCode;
     use datafusion::execution::memory_pool::GreedyMemoryPool;
+    use flotilla_proto::ErrorCode;
 
     fn register(pool: &Arc<PeakMemoryPool>, name: &str) -> MemoryReservation {
         MemoryConsumer::new(name).register(&(pool.clone() as Arc<dyn MemoryPool>))

@@ -202,7 +202,8 @@ impl SqlSession {
 
     /// `[[catalog.]schema.]name` completed with the session's catalog and schema.
     pub fn qualify(&self, name: &[String]) -> Result<TableName, FlotillaError> {
-        let full = |catalog: String, schema: String, table: &String| TableName { catalog, schema, table: table.clone() };
+        let full =
+            |catalog: String, schema: String, table: &String| TableName { catalog, schema, table: table.clone() };
         match name {
             [table] => Ok(full(self.catalog_or_error()?, self.schema.clone().ok_or_else(missing_schema)?, table)),
             [schema, table] => Ok(full(self.catalog_or_error()?, schema.clone(), table)),

@@ -18,8 +18,9 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, TableType};
 use datafusion::physical_plan::execute_stream;
 use datafusion::sql::sqlparser::ast::{
-    AlterTableOperation, CommentObject, CreateTable, CreateTableOptions, Expr, ObjectName, ObjectType,
-    RenameTableNameKind, SchemaName, ShowCreateObject, SqlOption, Statement, TableObject, Value,
+    AlterTable, AlterTableOperation, CommentObject, CreateTable, CreateTableOptions, CreateView, Expr, Insert,
+    ObjectName, ObjectType, RenameTableNameKind, SchemaName, ShowCreateObject, SqlOption, Statement, TableObject,
+    Value,
 };
 use flotilla_proto::{ErrorCode, FlotillaError};
 use futures::TryStreamExt;
@@ -154,6 +155,8 @@ fn table_format(options: &CreateTableOptions) -> Result<String, FlotillaError> {
     Ok(format)
 }
 
+/// Runs a statement that writes, or reads what writes made (`SHOW CREATE`): one call per
+/// statement kind.
 pub(crate) async fn execute(
     engine: &Engine,
     session: &SqlSession,
@@ -161,152 +164,225 @@ pub(crate) async fn execute(
     memory: Arc<PeakMemoryPool>,
 ) -> Result<StatementResult, FlotillaError> {
     match statement {
-        Statement::CreateSchema { schema_name: name, if_not_exists, .. } => {
-            let name = match name {
-                SchemaName::Simple(name) | SchemaName::NamedAuthorization(name, _) => name,
-                SchemaName::UnnamedAuthorization(_) => {
-                    return Err(FlotillaError::not_supported("CREATE SCHEMA needs a schema name"))
-                }
-            };
-            let (catalog, schema) = schema_name(session, &name)?;
-            writable(engine, &catalog, "creating schemas")?.create_schema(&catalog, &schema, if_not_exists).await?;
-            done("CREATE SCHEMA", SessionChanges::default(), memory)
+        Statement::CreateSchema { schema_name, if_not_exists, .. } => {
+            create_schema(engine, session, schema_name, if_not_exists, memory).await
         }
         Statement::Drop { object_type: ObjectType::Schema, if_exists, names, cascade, .. } => {
-            if cascade {
-                return Err(FlotillaError::not_supported("DROP SCHEMA ... CASCADE is not supported"));
-            }
-            for name in &names {
-                let (catalog, schema) = schema_name(session, name)?;
-                writable(engine, &catalog, "dropping schemas")?.drop_schema(&catalog, &schema, if_exists).await?;
-            }
-            done("DROP SCHEMA", SessionChanges::default(), memory)
+            drop_schema(engine, session, names, if_exists, cascade, memory).await
         }
-        Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
-            for name in &names {
-                let TableName { catalog, schema, table } = table_name(session, name)?;
-                writable(engine, &catalog, "dropping tables")?.drop_table(&catalog, &schema, &table, if_exists).await?;
-            }
-            done("DROP TABLE", SessionChanges::default(), memory)
-        }
-        Statement::Drop { object_type: ObjectType::View, if_exists, names, .. } => {
-            for name in &names {
-                let TableName { catalog, schema, table: view } = table_name(session, name)?;
-                writable(engine, &catalog, "dropping views")?.drop_view(&catalog, &schema, &view, if_exists).await?;
-            }
-            done("DROP VIEW", SessionChanges::default(), memory)
-        }
+        Statement::Drop {
+            object_type: object_type @ (ObjectType::Table | ObjectType::View), if_exists, names, ..
+        } => drop_relations(engine, session, names, if_exists, object_type == ObjectType::View, memory).await,
         Statement::Drop { object_type, .. } => {
             Err(FlotillaError::not_supported(format!("DROP {object_type} is not supported")))
         }
-        Statement::AlterTable(alter) => {
-            let [AlterTableOperation::RenameTable {
-                table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to),
-            }] = alter.operations.as_slice()
-            else {
-                return Err(FlotillaError::not_supported("Only ALTER TABLE ... RENAME TO is supported"));
-            };
-            let TableName { catalog, schema, table } = table_name(session, &alter.name)?;
-            let TableName { catalog: to_catalog, schema: to_schema, table: to_table } = match parts(to).as_slice() {
-                [table] => TableName { catalog: catalog.clone(), schema: schema.clone(), table: table.clone() },
-                _ => table_name(session, to)?,
-            };
-            if to_catalog != catalog {
-                return Err(FlotillaError::not_supported("Table rename across catalogs is not supported"));
-            }
-            writable(engine, &catalog, "renaming tables")?
-                .rename_table(&catalog, (&schema, &table), (&to_schema, &to_table), alter.if_exists)
-                .await?;
-            done("RENAME TABLE", SessionChanges::default(), memory)
-        }
-        Statement::CreateView(view) => {
-            if view.materialized || !view.columns.is_empty() || view.if_not_exists {
-                return Err(FlotillaError::not_supported("Only CREATE [OR REPLACE] VIEW name AS query is supported"));
-            }
-            let TableName { catalog, schema, table: name } = table_name(session, &view.name)?;
-            let files = writable(engine, &catalog, "creating views")?;
-            // The query must plan now; its names resolve later as they do now. It is planned
-            // as the view itself would be, so a view that reads itself (directly or through
-            // other views) is refused with VIEW_IS_RECURSIVE.
-            let state = engine.session_state_counting(session, memory.clone(), Arc::new(ScanCounters::default()))?;
-            let planning = async {
-                let query = Statement::Query(view.query.clone());
-                engine.plan_logical(&state, session, query).await.map_err(view_expansion::carried)
-            };
-            view_expansion::expand(format!("{catalog}.{schema}.{name}"), planning).await.map_err(df_error)?;
-            let definition = ViewDefinition {
-                id: crate::catalog::files_table::new_id(),
-                sql: view.query.to_string(),
-                catalog: session.catalog.clone().unwrap_or_else(|| catalog.clone()),
-                schema: session.schema.clone().unwrap_or_else(|| schema.clone()),
-            };
-            files.create_view(&catalog, &schema, &name, &definition, view.or_replace).await?;
-            done("CREATE VIEW", SessionChanges::default(), memory)
-        }
+        Statement::AlterTable(alter) => alter_table(engine, session, alter, memory).await,
+        Statement::CreateView(view) => create_view(engine, session, view, memory).await,
         Statement::CreateTable(create) => create_table(engine, session, create, memory).await,
         Statement::Comment { object_type, object_name, comment, .. } => {
-            let (table_ref, column) = match object_type {
-                CommentObject::Table => (object_name.clone(), None),
-                CommentObject::Column => {
-                    let mut name = object_name.clone();
-                    let column = name.0.pop().map(|part| parts(&ObjectName(vec![part])).remove(0));
-                    (name, column)
-                }
-                other => return Err(FlotillaError::not_supported(format!("COMMENT ON {other} is not supported"))),
-            };
-            let TableName { catalog, schema, table } = table_name(session, &table_ref)?;
-            writable(engine, &catalog, "comments")?
-                .set_comment(&catalog, &schema, &table, column.as_deref(), comment)
-                .await?;
-            done("COMMENT", SessionChanges::default(), memory)
+            set_comment(engine, session, object_type, object_name, comment, memory).await
         }
-        Statement::ShowCreate { obj_type, obj_name } => {
-            let TableName { catalog, schema, table } = table_name(session, &obj_name)?;
-            let provider = engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
-            let name = format!("{catalog}.{schema}.{table}");
-            let (column, text) = match (obj_type, provider.table_type()) {
-                (ShowCreateObject::View, TableType::View) | (ShowCreateObject::Table, TableType::View) => {
-                    let sql = provider.get_table_definition().unwrap_or_default().to_string();
-                    ("Create View", format!("CREATE VIEW {name} AS\n{sql}"))
-                }
-                (ShowCreateObject::Table, _) => ("Create Table", create_table_text(&name, provider.as_ref())),
-                (ShowCreateObject::View, _) => {
-                    return Err(FlotillaError::new(
-                        ErrorCode::NotSupported,
-                        format!("Relation '{name}' is a table, not a view"),
-                    ))
-                }
-                (other, _) => {
-                    return Err(FlotillaError::not_supported(format!("SHOW CREATE {other} is not supported")))
-                }
-            };
-            let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
-            let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![text])) as ArrayRef])
-                .map_err(|e| FlotillaError::internal(e.to_string()))?;
-            rows(batch, memory)
-        }
-        Statement::Insert(insert) => {
-            // Tables Flotilla did not create (plain directories of files) have no manifest to
-            // commit to: writing into them could not be made whole.
-            if let TableObject::TableName(name) = &insert.table {
-                let TableName { catalog, schema, table } = table_name(session, name)?;
-                writable(engine, &catalog, "inserts")?;
-                let provider = engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
-                if !provider.is::<crate::catalog::files_table::FilesTable>() {
-                    return Err(FlotillaError::not_supported(format!(
-                        "Cannot insert into '{catalog}.{schema}.{table}': only tables created through Flotilla can be written"
-                    )));
-                }
-            }
-            let statement = Statement::Insert(insert);
-            let scans = Arc::new(ScanCounters::default());
-            let state = engine.session_state_counting(session, memory.clone(), scans)?;
-            let logical = engine.plan_logical(&state, session, statement).await?;
-            let count = run(engine, state, session, &logical).await?;
-            updated("INSERT", count, memory)
-        }
+        Statement::ShowCreate { obj_type, obj_name } => show_create(engine, session, obj_type, obj_name, memory).await,
+        Statement::Insert(insert) => insert_into(engine, session, insert, memory).await,
         other => Err(FlotillaError::not_supported(format!("This statement is not supported: {other}"))),
     }
+}
+
+/// `CREATE SCHEMA`.
+async fn create_schema(
+    engine: &Engine,
+    session: &SqlSession,
+    name: SchemaName,
+    if_not_exists: bool,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    let name = match name {
+        SchemaName::Simple(name) | SchemaName::NamedAuthorization(name, _) => name,
+        SchemaName::UnnamedAuthorization(_) => {
+            return Err(FlotillaError::not_supported("CREATE SCHEMA needs a schema name"))
+        }
+    };
+    let (catalog, schema) = schema_name(session, &name)?;
+    writable(engine, &catalog, "creating schemas")?.create_schema(&catalog, &schema, if_not_exists).await?;
+    done("CREATE SCHEMA", SessionChanges::default(), memory)
+}
+
+/// `DROP SCHEMA` (only an empty one).
+async fn drop_schema(
+    engine: &Engine,
+    session: &SqlSession,
+    names: Vec<ObjectName>,
+    if_exists: bool,
+    cascade: bool,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    if cascade {
+        return Err(FlotillaError::not_supported("DROP SCHEMA ... CASCADE is not supported"));
+    }
+    for name in &names {
+        let (catalog, schema) = schema_name(session, name)?;
+        writable(engine, &catalog, "dropping schemas")?.drop_schema(&catalog, &schema, if_exists).await?;
+    }
+    done("DROP SCHEMA", SessionChanges::default(), memory)
+}
+
+/// `DROP TABLE` or, with `views`, `DROP VIEW`.
+async fn drop_relations(
+    engine: &Engine,
+    session: &SqlSession,
+    names: Vec<ObjectName>,
+    if_exists: bool,
+    views: bool,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    let (what, update_type) = if views { ("dropping views", "DROP VIEW") } else { ("dropping tables", "DROP TABLE") };
+    for name in &names {
+        let TableName { catalog, schema, table } = table_name(session, name)?;
+        let files = writable(engine, &catalog, what)?;
+        match views {
+            true => files.drop_view(&catalog, &schema, &table, if_exists).await?,
+            false => files.drop_table(&catalog, &schema, &table, if_exists).await?,
+        };
+    }
+    done(update_type, SessionChanges::default(), memory)
+}
+
+/// `ALTER TABLE ... RENAME TO`.
+async fn alter_table(
+    engine: &Engine,
+    session: &SqlSession,
+    alter: AlterTable,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    let [AlterTableOperation::RenameTable { table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to) }] =
+        alter.operations.as_slice()
+    else {
+        return Err(FlotillaError::not_supported("Only ALTER TABLE ... RENAME TO is supported"));
+    };
+    let TableName { catalog, schema, table } = table_name(session, &alter.name)?;
+    let TableName { catalog: to_catalog, schema: to_schema, table: to_table } = match parts(to).as_slice() {
+        [table] => TableName { catalog: catalog.clone(), schema: schema.clone(), table: table.clone() },
+        _ => table_name(session, to)?,
+    };
+    if to_catalog != catalog {
+        return Err(FlotillaError::not_supported("Table rename across catalogs is not supported"));
+    }
+    writable(engine, &catalog, "renaming tables")?
+        .rename_table(&catalog, (&schema, &table), (&to_schema, &to_table), alter.if_exists)
+        .await?;
+    done("RENAME TABLE", SessionChanges::default(), memory)
+}
+
+/// `CREATE [OR REPLACE] VIEW`.
+async fn create_view(
+    engine: &Engine,
+    session: &SqlSession,
+    view: CreateView,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    if view.materialized || !view.columns.is_empty() || view.if_not_exists {
+        return Err(FlotillaError::not_supported("Only CREATE [OR REPLACE] VIEW name AS query is supported"));
+    }
+    let TableName { catalog, schema, table: name } = table_name(session, &view.name)?;
+    let files = writable(engine, &catalog, "creating views")?;
+    // The query must plan now; its names resolve later as they do now. It is planned
+    // as the view itself would be, so a view that reads itself (directly or through
+    // other views) is refused with VIEW_IS_RECURSIVE.
+    let state = engine.session_state_counting(session, memory.clone(), Arc::new(ScanCounters::default()))?;
+    let planning = async {
+        let query = Statement::Query(view.query.clone());
+        engine.plan_logical(&state, session, query).await.map_err(view_expansion::carried)
+    };
+    view_expansion::expand(format!("{catalog}.{schema}.{name}"), planning).await.map_err(df_error)?;
+    let definition = ViewDefinition {
+        id: crate::catalog::files_table::new_id(),
+        sql: view.query.to_string(),
+        catalog: session.catalog.clone().unwrap_or_else(|| catalog.clone()),
+        schema: session.schema.clone().unwrap_or_else(|| schema.clone()),
+    };
+    files.create_view(&catalog, &schema, &name, &definition, view.or_replace).await?;
+    done("CREATE VIEW", SessionChanges::default(), memory)
+}
+
+/// `COMMENT ON TABLE | COLUMN`.
+async fn set_comment(
+    engine: &Engine,
+    session: &SqlSession,
+    object_type: CommentObject,
+    object_name: ObjectName,
+    comment: Option<String>,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    let (table_ref, column) = match object_type {
+        CommentObject::Table => (object_name.clone(), None),
+        CommentObject::Column => {
+            let mut name = object_name.clone();
+            let column = name.0.pop().map(|part| parts(&ObjectName(vec![part])).remove(0));
+            (name, column)
+        }
+        other => return Err(FlotillaError::not_supported(format!("COMMENT ON {other} is not supported"))),
+    };
+    let TableName { catalog, schema, table } = table_name(session, &table_ref)?;
+    writable(engine, &catalog, "comments")?.set_comment(&catalog, &schema, &table, column.as_deref(), comment).await?;
+    done("COMMENT", SessionChanges::default(), memory)
+}
+
+/// `SHOW CREATE TABLE | VIEW`.
+async fn show_create(
+    engine: &Engine,
+    session: &SqlSession,
+    obj_type: ShowCreateObject,
+    obj_name: ObjectName,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    let TableName { catalog, schema, table } = table_name(session, &obj_name)?;
+    let provider = engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
+    let name = format!("{catalog}.{schema}.{table}");
+    let (column, text) = match (obj_type, provider.table_type()) {
+        (ShowCreateObject::View, TableType::View) | (ShowCreateObject::Table, TableType::View) => {
+            let sql = provider.get_table_definition().unwrap_or_default().to_string();
+            ("Create View", format!("CREATE VIEW {name} AS\n{sql}"))
+        }
+        (ShowCreateObject::Table, _) => ("Create Table", create_table_text(&name, provider.as_ref())),
+        (ShowCreateObject::View, _) => {
+            return Err(FlotillaError::new(
+                ErrorCode::NotSupported,
+                format!("Relation '{name}' is a table, not a view"),
+            ))
+        }
+        (other, _) => return Err(FlotillaError::not_supported(format!("SHOW CREATE {other} is not supported"))),
+    };
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![text])) as ArrayRef])
+        .map_err(|e| FlotillaError::internal(e.to_string()))?;
+    rows(batch, memory)
+}
+
+/// `INSERT INTO ... VALUES | SELECT`.
+async fn insert_into(
+    engine: &Engine,
+    session: &SqlSession,
+    insert: Insert,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    // Tables Flotilla did not create (plain directories of files) have no manifest to
+    // commit to: writing into them could not be made whole.
+    if let TableObject::TableName(name) = &insert.table {
+        let TableName { catalog, schema, table } = table_name(session, name)?;
+        writable(engine, &catalog, "inserts")?;
+        let provider = engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
+        if !provider.is::<crate::catalog::files_table::FilesTable>() {
+            return Err(FlotillaError::not_supported(format!(
+                "Cannot insert into '{catalog}.{schema}.{table}': only tables created through Flotilla can be written"
+            )));
+        }
+    }
+    let statement = Statement::Insert(insert);
+    let scans = Arc::new(ScanCounters::default());
+    let state = engine.session_state_counting(session, memory.clone(), scans)?;
+    let logical = engine.plan_logical(&state, session, statement).await?;
+    let count = run(engine, state, session, &logical).await?;
+    updated("INSERT", count, memory)
 }
 
 /// Runs a write's plan to the end; returns the rows written.

@@ -50,11 +50,9 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::Json;
 use datafusion::execution::object_store::ObjectStoreRegistry;
+use flotilla_node::{heartbeater, info_routes, require_secret, serve_http, LocalNode, NodeAccess, RunningNode};
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{InternalAuth, NodeConfig};
-use flotilla_node::{
-    heartbeater, info_routes, require_secret, serve_http, LocalNode, NodeAccess, RunningNode,
-};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use datafusion::execution::memory_pool::MemoryPool;
-use flotilla_proto::cluster::{MemoryKill, WorkerLoad};
 use flotilla_node::{HeartbeatSource, LocalNode};
+use flotilla_proto::cluster::{MemoryKill, WorkerLoad};
 use parking_lot::Mutex;
 use serde_json::Value;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};

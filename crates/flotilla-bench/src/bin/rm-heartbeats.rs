@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flotilla_bench::cpu_seconds;
+use flotilla_node::InternalClient;
 use flotilla_proto::cluster::{
     CoordinatorReport, Heartbeat, NodeAnnouncement, NodeRole, QueryIdentity, QueryProgress, QuerySummary, QueryUpdate,
     ReportedState, WorkerLoad, CLUSTER_VIEW_PATH, HEARTBEAT_PATH,
 };
 use flotilla_proto::{InternalAuth, NodeConfig};
-use flotilla_node::InternalClient;
 use flotilla_resource_manager::ResourceManagerConfig;
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;

@@ -245,7 +245,10 @@ pub async fn resource_group_state(
         return Err(HttpError::not_found(format!("Resource group not found: {path}")));
     }
     let admission = coordinator.manager.admission();
-    let state = admission.cluster_state(&path).await.map_err(|e| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let state = admission
+        .cluster_state(&path)
+        .await
+        .map_err(|e| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     if state.hard_concurrency_limit == 0 && state.max_queued == 0 && state.running == 0 && state.queued == 0 {
         return Err(HttpError::not_found(format!("Resource group not found: {path}")));
     }

@@ -28,7 +28,7 @@ const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 const LONGEST_MAX_WAIT: Duration = Duration::from_secs(10);
 
 fn uris(coordinator: &Coordinator, request_headers: &HeaderMap) -> Result<QueryUris, HttpError> {
-    coordinator.client_uris(request_headers).map_err(HttpError::bad_request)
+    coordinator.client_uris(request_headers).map_err(|e| HttpError::bad_request(e.to_string()))
 }
 
 pub async fn submit(

@@ -16,12 +16,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use flotilla_node::{ClusterViewClient, InternalClient, LocalNode};
 use flotilla_proto::admission::{
     GroupDemand, GroupLease, GroupLimits, GroupState, LeaseGrant, LeaseRefusal, LeaseRequest, LEASE_PATH,
 };
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{CallError, ErrorCode, FlotillaError, QueryId};
-use flotilla_node::{ClusterViewClient, InternalClient, LocalNode};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;

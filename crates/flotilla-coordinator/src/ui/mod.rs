@@ -89,10 +89,10 @@ impl UiAuth {
         }
     }
 
-    fn issue(&self, user: &str) -> Result<String, String> {
+    fn issue(&self, user: &str) -> jsonwebtoken::errors::Result<String> {
         let claims =
             Claims { sub: user.to_string(), aud: AUDIENCE.into(), exp: now_secs() + SESSION_LIFETIME.as_secs() };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| e.to_string())
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
     /// The user of a valid session cookie among `headers`.
@@ -234,7 +234,7 @@ async fn login(Extension(auth): Extension<Arc<UiAuth>>, Form(form): Form<LoginFo
     }
     let token = match auth.issue(user) {
         Ok(token) => token,
-        Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
+        Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     };
     let target = form.redirect.filter(|r| safe_redirect(r)).unwrap_or_else(|| "/ui/".to_string());
     let cookie = format!("{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={}", SESSION_LIFETIME.as_secs());

@@ -59,7 +59,10 @@ pub struct Root {
 impl Root {
     /// The same root with its store wrapped (a test's slow store, say).
     #[cfg(test)]
-    pub(crate) fn with_store_wrapped(mut self, wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>) -> Self {
+    pub(crate) fn with_store_wrapped(
+        mut self,
+        wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+    ) -> Self {
         self.store = wrap(self.store);
         self
     }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use flotilla_proto::cluster::{ClusterView, NodeState, CLUSTER_VIEW_PATH, HEARTBEAT_PATH, PEER_SYNC_PATH};
 use flotilla_node::InternalClient;
+use flotilla_proto::cluster::{ClusterView, NodeState, CLUSTER_VIEW_PATH, HEARTBEAT_PATH, PEER_SYNC_PATH};
 use serde_json::{json, Value};
 
 use crate::harness::{ProcessCluster, TestCluster};

@@ -305,7 +305,15 @@ async fn sigterm_drains_a_coordinator_like_put_shutting_down() {
     let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
     // It takes no new query, finishes the running one with every row, then exits.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state: Value = coordinator.get_json(&format!("{}/v1/info/state", coordinator.base)).await;
+        if state == "SHUTTING_DOWN" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not start draining: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(coordinator.post("SELECT 1").send().await.unwrap().status(), 503);
     let responses = poll_through(&coordinator, &first, &coordinator.base).await;
     assert!(responses.last().unwrap().get("error").is_none(), "{}", responses.last().unwrap());
