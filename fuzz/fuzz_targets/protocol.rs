@@ -92,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
             // A path the relay accepts means the same to the URL parser the relay sends it
             // with: no segment resolved away, none split (a backslash read as a slash).
             let path = text.split(['?', '#']).next().unwrap_or_default();
-            if flotilla_gateway::proxy::check_path(path).is_ok() && path.parse::<http::uri::PathAndQuery>().is_ok() {
+            if flotilla_node::relay::check_path(path).is_ok() && path.parse::<http::uri::PathAndQuery>().is_ok() {
                 if let Ok(url) = url::Url::parse(&format!("http://coordinator:8080{path}")) {
                     let decoded = |p: &str| -> Vec<Vec<u8>> {
                         p.split('/').map(|s| percent_encoding::percent_decode_str(s).collect()).collect()
@@ -100,10 +100,10 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(decoded(url.path()), decoded(path), "{path:?} changed meaning: {}", url.path());
                 }
             }
-            let _ = flotilla_gateway::follow_up_query(path);
+            let _ = flotilla_node::follow_up_query(path);
             let map = headers(&text);
             for trusted in [false, true] {
-                if let Ok(uris) = flotilla_gateway::uris::QueryUris::from_headers(&map, "127.0.0.1:8080", trusted) {
+                if let Ok(uris) = flotilla_protocol::uris::QueryUris::from_headers(&map, "127.0.0.1:8080", trusted) {
                     // What goes back to a client is a scheme and an authority, nothing injected.
                     let base = uris.base();
                     let authority = base.split_once("://").map(|(_, rest)| rest).unwrap_or(base);
