@@ -41,12 +41,6 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Most memory a query may reserve across the cluster; its coordinator fails it with EXCEEDED_GLOBAL_MEMORY_LIMIT past it (checked twice a second)",
     },
     Setting {
-        name: "shutdown.grace-period",
-        default: "2m",
-        roles: "coordinator",
-        doc: "Longest a draining coordinator (SIGTERM, PUT /v1/info/state \"SHUTTING_DOWN\") waits for its queries before failing them",
-    },
-    Setting {
         name: "resource-groups.configuration-manager",
         default: "(none)",
         roles: "coordinator",
@@ -82,8 +76,6 @@ pub struct CoordinatorConfig {
     pub client_timeout: Duration,
     pub max_history: usize,
     pub min_expire_age: Duration,
-    /// `shutdown.grace-period`.
-    pub shutdown_grace_period: Duration,
     /// `query.max-memory`.
     pub max_memory: u64,
     /// `node-scheduler.include-coordinator`.
@@ -107,7 +99,6 @@ impl Default for CoordinatorConfig {
             client_timeout: Duration::from_secs(300),
             max_history: 100,
             min_expire_age: Duration::from_secs(900),
-            shutdown_grace_period: Duration::from_secs(120),
             max_memory: 20 << 30,
             include_coordinator: true,
             worker: flotilla_worker::WorkerConfig::default(),
@@ -146,7 +137,6 @@ impl CoordinatorConfig {
                     .map_err(|m| ConfigError::invalid(file, key, value, m))?
                     .max(1)
             }
-            "shutdown.grace-period" => self.shutdown_grace_period = parse_duration_value(file, key, value)?,
             "node-scheduler.include-coordinator" => self.include_coordinator = parse_value(file, key, value)?,
             "resource-groups.configuration-manager" => {
                 if value != "file" {
@@ -176,7 +166,7 @@ mod tests {
         let mut config = CoordinatorConfig::default();
         for setting in SETTINGS {
             let value = match setting.name {
-                "query.client.timeout" | "query.min-expire-age" | "shutdown.grace-period" => "10s",
+                "query.client.timeout" | "query.min-expire-age" => "10s",
                 "resource-groups.configuration-manager" => "file",
                 "resource-groups.config-file" => "etc/resource-groups.json",
                 "web-ui.shared-secret" => "a-long-enough-web-ui-secret",

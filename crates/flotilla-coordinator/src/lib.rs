@@ -261,7 +261,7 @@ impl RunningCoordinator {
     /// another coordinator), lets the running queries finish and their clients read every
     /// page, for at most `shutdown.grace-period`, then shuts down.
     pub async fn drain(self) {
-        let grace = self.coordinator.manager.config().shutdown_grace_period;
+        let grace = self.coordinator.manager.config().node.shutdown_grace_period;
         self.coordinator.local.begin_shutdown();
         self.heartbeat_now.notify_one();
         let deadline = tokio::time::Instant::now() + grace;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::{InternalAuth, NodeConfig};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -15,13 +16,29 @@ use crate::node::LocalNode;
 /// How long internal calls may take before they count as failed.
 pub const INTERNAL_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A started node; [`RunningNode::shutdown`] stops everything it started.
-#[derive(Debug)]
+/// The work a node has in hand that a drain waits for (a worker's running tasks).
+pub type InFlight = Arc<dyn Fn() -> usize + Send + Sync>;
+
+/// A started node; [`RunningNode::shutdown`] stops everything it started,
+/// [`RunningNode::drain`] lets its work in hand finish first.
 pub struct RunningNode {
     pub local: Arc<LocalNode>,
     pub address: SocketAddr,
     pub shutdown: CancellationToken,
     pub tasks: Vec<JoinHandle<()>>,
+    /// What a drain waits for; `None`: nothing (the node stops at once).
+    pub in_flight: Option<InFlight>,
+    /// Sends a heartbeat at once, so the cluster sees the node's state change.
+    pub heartbeat_now: Arc<Notify>,
+    /// `shutdown.grace-period` and `discovery.heartbeat-interval`.
+    pub grace_period: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode").field("node", &self.local.node_id).field("address", &self.address).finish()
+    }
 }
 
 impl RunningNode {
@@ -37,6 +54,41 @@ impl RunningNode {
             let _ = task.await;
         }
     }
+
+    /// A graceful stop (SIGTERM, `PUT /v1/info/state` `"SHUTTING_DOWN"`), as Trino's
+    /// workers do it: the node reports `SHUTTING_DOWN` at once (an immediate heartbeat), so
+    /// coordinators place nothing new here; it keeps serving while they may not have seen
+    /// that yet ([`notice_period`]: work placed meanwhile is waited for too), then until its
+    /// work in hand is done, for at most `shutdown.grace-period` in all, then shuts down.
+    pub async fn drain(self) {
+        let Some(in_flight) = self.in_flight.clone() else { return self.shutdown().await };
+        self.local.begin_shutdown();
+        self.heartbeat_now.notify_one();
+        let started = tokio::time::Instant::now();
+        let notice = notice_period(self.heartbeat_interval).min(self.grace_period);
+        loop {
+            let busy = in_flight();
+            let elapsed = started.elapsed();
+            if busy == 0 && elapsed >= notice {
+                break;
+            }
+            if elapsed >= self.grace_period {
+                tracing::warn!(busy, grace = ?self.grace_period, "grace period over; stopping with work in hand");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!(took = ?started.elapsed(), "drained");
+        self.shutdown().await;
+    }
+}
+
+/// How long after a node reports `SHUTTING_DOWN` coordinators may still place work on it:
+/// its heartbeat reaches the resource managers at once, a coordinator's view is refreshed
+/// about once a heartbeat interval, and a query planned just before may still start its
+/// tasks; three intervals and a second cover that.
+pub fn notice_period(heartbeat_interval: Duration) -> Duration {
+    heartbeat_interval * 3 + Duration::from_secs(1)
 }
 
 /// The shared secret, or why a cluster node cannot run without one.

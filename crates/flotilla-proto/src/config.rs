@@ -109,6 +109,12 @@ pub const NODE_SETTINGS: &[Setting] = &[
         doc: "Users (comma-separated) who may kill or cancel any query (REST, web UI, system.runtime.kill_query) and drain a node (PUT /v1/info/state); others only their own queries, and nodes only with the internal secret",
     },
     Setting {
+        name: "shutdown.grace-period",
+        default: "2m",
+        roles: "coordinator, worker",
+        doc: "Longest a draining node (SIGTERM, PUT /v1/info/state \"SHUTTING_DOWN\") waits for its work: a coordinator for its queries (then fails them), a worker for its running tasks",
+    },
+    Setting {
         name: "http-server.process-forwarded",
         default: "false",
         roles: "coordinator, gateway",
@@ -133,6 +139,8 @@ pub struct NodeConfig {
     pub admin_users: Vec<String>,
     /// `http-server.process-forwarded`.
     pub process_forwarded: bool,
+    /// `shutdown.grace-period`.
+    pub shutdown_grace_period: Duration,
 }
 
 impl Default for NodeConfig {
@@ -149,6 +157,7 @@ impl Default for NodeConfig {
             coordinator_flag: None,
             admin_users: Vec::new(),
             process_forwarded: false,
+            shutdown_grace_period: Duration::from_secs(120),
         }
     }
 }
@@ -235,6 +244,7 @@ impl NodeConfig {
                 self.admin_users = users;
             }
             "http-server.process-forwarded" => self.process_forwarded = parse_value(file, key, value)?,
+            "shutdown.grace-period" => self.shutdown_grace_period = parse_duration_value(file, key, value)?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -46,5 +46,15 @@ pub async fn start_resource_manager(
     agent.beat_once().await;
     let beating = agent.spawn(shutdown.clone());
     tracing::info!(address = %local_address, node = %local.node_id, "resource manager started");
-    Ok(RunningNode { local, address: local_address, shutdown, tasks: vec![beating, background, server] })
+    Ok(RunningNode {
+        local,
+        address: local_address,
+        shutdown,
+        tasks: vec![beating, background, server],
+        // A resource manager holds no work to finish: it stops at once.
+        in_flight: None,
+        heartbeat_now: agent.waker(),
+        grace_period: node_config.shutdown_grace_period,
+        heartbeat_interval: node_config.heartbeat_interval,
+    })
 }

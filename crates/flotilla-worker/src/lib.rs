@@ -112,5 +112,15 @@ pub async fn start(
         worker_group = %local.worker_group,
         "worker started"
     );
-    Ok(RunningNode { local, address: local_address, shutdown, tasks: vec![beating, server, data_server] })
+    let tracker = plane.tracker.clone();
+    Ok(RunningNode {
+        local,
+        address: local_address,
+        shutdown,
+        tasks: vec![beating, server, data_server],
+        in_flight: Some(Arc::new(move || tracker.running_tasks())),
+        heartbeat_now: agent.waker(),
+        grace_period: node_config.shutdown_grace_period,
+        heartbeat_interval: node_config.heartbeat_interval,
+    })
 }

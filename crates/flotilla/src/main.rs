@@ -339,7 +339,7 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
         };
         match stop {
             Stop::Drain => {
-                eprintln!("draining: finishing the running queries, then shutting down");
+                eprintln!("draining: finishing the work in hand, then shutting down");
                 running.drain().await;
             }
             Stop::Now => {
@@ -385,11 +385,12 @@ impl Running {
         }
     }
 
-    /// A graceful stop: a coordinator finishes its queries first; the other roles hold no
-    /// client work and stop at once.
+    /// A graceful stop: a coordinator finishes its queries first, a worker its tasks;
+    /// resource managers and gateways hold no such work and stop at once.
     async fn drain(self) {
         match self {
             Running::Coordinator(c) => c.drain().await,
+            Running::Node(n) => n.drain().await,
             other => other.shutdown().await,
         }
     }

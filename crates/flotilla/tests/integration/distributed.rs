@@ -191,3 +191,51 @@ async fn a_worker_dying_fails_its_query_by_name_and_the_next_query_runs_on_the_r
     let (_, rows) = http.rows("SELECT count(*), sum(totalprice) > 0 FROM tpch.tiny.orders").await;
     assert_eq!(rows, vec![vec![Value::from(15000), Value::from(true)]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_worker_finishes_its_tasks_gets_no_new_ones_and_exits() {
+    let mut cluster = ProcessCluster::builder().workers(3).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 5).await;
+
+    // A query of a few seconds with tasks on every worker; worker-2 is drained under it.
+    let (id, response) = start_until_placed(&http, http.post("SELECT count(*) FROM tpch.sf1.lineitem")).await;
+    assert!(task_nodes(&http, &id).await.contains("worker-2"));
+    let drained_at = Instant::now();
+    assert_eq!(cluster.drain(&cluster.cluster.workers[1].url.clone()).await, 200);
+    // It still had the query's tasks to finish when it was told to drain.
+    let status = worker_status(&http, &cluster.cluster.workers[1].url).await;
+    assert!(status["runningTasks"].as_u64().unwrap() > 0, "nothing left to finish: {status}");
+
+    // The cluster sees it shutting down, and places nothing new on it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, state) = http.rows("SELECT state FROM system.runtime.nodes WHERE node_id = 'worker-2'").await;
+        if state == vec![vec![Value::from("shutting_down")]] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker-2 does not show as shutting down: {state:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (other, other_response) =
+        start_until_placed(&http, http.post("SELECT count(*) FROM tpch.sf1.orders WHERE totalprice > 0")).await;
+    let placed = task_nodes(&http, &other).await;
+    assert!(!placed.contains("worker-2"), "a task went to the draining worker: {placed:?}");
+
+    // Both queries end with every row: the drained worker finished its tasks.
+    let last = tokio::time::timeout(Duration::from_secs(120), finish(&http, response)).await.expect("the query ends");
+    assert!(last.get("error").is_none(), "the drained worker's query failed: {last}");
+    let other_last = tokio::time::timeout(Duration::from_secs(120), finish(&http, other_response)).await.unwrap();
+    assert!(other_last.get("error").is_none(), "{other_last}");
+
+    // Then it exits (after its notice period: 3 heartbeats and a second).
+    let worker = &mut cluster.cluster.workers[1];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while worker.is_running() {
+        assert!(Instant::now() < deadline, "the drained worker did not exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(drained_at.elapsed() >= Duration::from_secs(4), "it left before coordinators could notice");
+    let (_, rows) = http.rows("SELECT count(*) FROM tpch.tiny.orders").await;
+    assert_eq!(rows, vec![vec![Value::from(15000)]]);
+}
