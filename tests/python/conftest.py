@@ -61,7 +61,17 @@ def etc_dir(tmp_path_factory):
     (etc / "catalog" / "tpch_simplified.properties").write_text("connector.name=tpch\n")
     lake = tmp_path_factory.mktemp("lake")
     (etc / "catalog" / "lake.properties").write_text(f"connector.name=files\nfiles.root={lake}\n")
+    (etc / "catalog" / "blackhole.properties").write_text("connector.name=blackhole\n")
     return etc
+
+
+# A blackhole table read at a page a second for an hour: a query that runs until it is
+# cancelled or killed, on the workers, without using the CPU.
+SLOW_TABLE = (
+    "CREATE TABLE IF NOT EXISTS blackhole.default.slow (x bigint) WITH (split_count = 1, "
+    "pages_per_split = 3600, rows_per_page = 1, page_processing_delay = '1s')"
+)
+SLOW_QUERY = "SELECT count(*) FROM blackhole.default.slow"
 
 
 @pytest.fixture(scope="session")

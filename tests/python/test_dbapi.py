@@ -8,6 +8,8 @@ from decimal import Decimal
 import pytest
 import trino
 
+from conftest import SLOW_QUERY, SLOW_TABLE
+
 
 def test_fetchall_and_description(connect):
     cursor = connect(catalog="tpch", schema="tiny").cursor()
@@ -48,13 +50,16 @@ def test_stats_are_reported(connect):
 def test_cancel_stops_a_running_query(connect, server):
     import requests
 
+    setup = connect().cursor()
+    setup.execute(SLOW_TABLE)
+    setup.fetchall()
     cursor = connect().cursor()
     # execute() blocks until the first row arrives, so the cancel comes from another thread,
     # as it would from a UI's cancel button.
     timer = threading.Timer(1.0, cursor.cancel)
     timer.start()
     try:
-        cursor.execute("SELECT count(*) FROM tpch.sf1000.lineitem")
+        cursor.execute(SLOW_QUERY)
         cursor.fetchall()
     except trino.exceptions.TrinoUserError as error:
         assert error.error_name == "USER_CANCELED"

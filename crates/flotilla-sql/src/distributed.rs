@@ -30,6 +30,7 @@ use datafusion_distributed::{
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use flotilla_proto::FlotillaError;
 
+use crate::catalog::blackhole::{BlackholeScanExec, BlackholeScanSpec};
 use crate::catalog::files_write::{FilesWriteExec, WriteSpec};
 use crate::catalog::tpch::TpchTableProvider;
 use crate::catalog::tpch_scan::{TpchScanExec, TpchScanSpec};
@@ -63,6 +64,7 @@ pub fn is_distributable(plan: &LogicalPlan) -> bool {
             // connector's listing tables).
             let on_workers = source_as_provider(&scan.source).is_ok_and(|provider| {
                 provider.is::<TpchTableProvider>()
+                    || provider.is::<crate::catalog::blackhole::BlackholeTable>()
                     || provider.is::<datafusion::datasource::listing::ListingTable>()
                     || provider.is::<crate::catalog::files_table::FilesTable>()
                     // A view is as distributable as what it reads.
@@ -84,8 +86,8 @@ pub fn is_distributable(plan: &LogicalPlan) -> bool {
 pub fn with_flotilla_operators(builder: SessionStateBuilder) -> SessionStateBuilder {
     builder
         .with_distributed_user_codec(FlotillaCodec)
-        .with_distributed_desired_task_count_handler(tpch_task_count)
-        .with_distributed_scale_up_leaf_node_handler(tpch_scale_up)
+        .with_distributed_desired_task_count_handler(task_count)
+        .with_distributed_scale_up_leaf_node_handler(scale_up)
 }
 
 /// The session a worker runs a task in: the worker's runtime and the distributed settings
@@ -98,6 +100,16 @@ pub fn worker_session_state(builder: SessionStateBuilder) -> SessionState {
     state
 }
 
+/// How many tasks a scan of ours takes: a `tpch` scan by its rows; a `blackhole` scan at most
+/// one per split.
+fn task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskCountEventResponse>> {
+    if let Some(scan) = event.plan.downcast_ref::<BlackholeScanExec>() {
+        let splits = scan.spec().generation.split_count.max(1) as usize;
+        return Some(Ok(DesiredTaskCountEventResponse::maximum(splits)));
+    }
+    tpch_task_count(event)
+}
+
 fn tpch_task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskCountEventResponse>> {
     let scan = event.plan.downcast_ref::<TpchScanExec>()?;
     let rows = scan.approximate_rows();
@@ -106,6 +118,20 @@ fn tpch_task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTas
     } else {
         DesiredTaskCountEventResponse::desired(rows / MIN_ROWS_PER_TASK)
     }))
+}
+
+/// Spreads a scan of ours over the tasks its stage got: each task generates its own share.
+fn scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
+    if let Some(scan) = event.plan.downcast_ref::<BlackholeScanExec>() {
+        let leaf = scan.split(event.task_count).and_then(|variants| {
+            DistributedLeafExec::try_new(
+                event.plan.clone(),
+                variants.into_iter().map(|scan| Arc::new(scan) as Arc<dyn ExecutionPlan>),
+            )
+        });
+        return Some(leaf.map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))));
+    }
+    tpch_scale_up(event)
 }
 
 fn tpch_scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
@@ -125,6 +151,7 @@ pub struct FlotillaCodec;
 
 const TPCH_SCAN_TAG: &[u8] = b"flotilla.tpch_scan:";
 const FILES_WRITE_TAG: &[u8] = b"flotilla.files_write:";
+const BLACKHOLE_SCAN_TAG: &[u8] = b"flotilla.blackhole_scan:";
 
 impl PhysicalExtensionCodec for FlotillaCodec {
     fn try_decode(
@@ -141,6 +168,15 @@ impl PhysicalExtensionCodec for FlotillaCodec {
             let spec: WriteSpec = serde_json::from_slice(body)
                 .map_err(|e| DataFusionError::Internal(format!("malformed files write in a distributed plan: {e}")))?;
             return Ok(Arc::new(FilesWriteExec::new(input.clone(), spec)?));
+        }
+        if let Some(body) = buf.strip_prefix(BLACKHOLE_SCAN_TAG) {
+            if !inputs.is_empty() {
+                return Err(DataFusionError::Internal("a blackhole scan has no inputs".into()));
+            }
+            let spec: BlackholeScanSpec = serde_json::from_slice(body).map_err(|e| {
+                DataFusionError::Internal(format!("malformed blackhole scan in a distributed plan: {e}"))
+            })?;
+            return Ok(Arc::new(BlackholeScanExec::try_new(spec)?));
         }
         let Some(body) = buf.strip_prefix(TPCH_SCAN_TAG) else {
             return Err(DataFusionError::Internal("unknown Flotilla operator in a distributed plan".into()));
@@ -163,6 +199,10 @@ impl PhysicalExtensionCodec for FlotillaCodec {
             buf.extend_from_slice(FILES_WRITE_TAG);
             return serde_json::to_writer(&mut *buf, write.spec())
                 .map_err(|e| DataFusionError::Internal(e.to_string()));
+        }
+        if let Some(scan) = node.downcast_ref::<BlackholeScanExec>() {
+            buf.extend_from_slice(BLACKHOLE_SCAN_TAG);
+            return serde_json::to_writer(&mut *buf, scan.spec()).map_err(|e| DataFusionError::Internal(e.to_string()));
         }
         let Some(scan) = node.downcast_ref::<TpchScanExec>() else {
             return Err(DataFusionError::NotImplemented(format!("{} cannot run on a worker", node.name())));
@@ -187,6 +227,29 @@ mod tests {
             partitions: (1..=partitions).map(|part| Part { part, count: partitions }).collect(),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn blackhole_scans_travel_to_workers_whole() {
+        use crate::catalog::blackhole::BlackholeScanExec;
+        let schema = datafusion::arrow::datatypes::Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+            "d",
+            datafusion::arrow::datatypes::DataType::Decimal128(12, 2),
+            true,
+        )]);
+        let table = crate::catalog::blackhole::tests_support::spec(&schema);
+        let scan: Arc<dyn ExecutionPlan> = Arc::new(BlackholeScanExec::try_new(table).unwrap());
+        let converter = datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {};
+        let mut buf = Vec::new();
+        FlotillaCodec.try_encode(scan.clone(), &mut buf, &converter).unwrap();
+        let decoded = FlotillaCodec.try_decode(&buf, &[], &TaskContext::default(), &converter).unwrap();
+        let decoded = decoded.downcast_ref::<BlackholeScanExec>().unwrap();
+        assert_eq!(decoded.spec(), scan.downcast_ref::<BlackholeScanExec>().unwrap().spec());
+        assert_eq!(decoded.schema(), scan.schema());
+        // Garbage after the tag is an error, not a panic.
+        let mut bad = b"flotilla.blackhole_scan:{".to_vec();
+        bad.extend_from_slice(b"\"columns\": 3}");
+        assert!(FlotillaCodec.try_decode(&bad, &[], &TaskContext::default(), &converter).is_err());
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub struct Engine {
     runtime: Arc<dyn RuntimeSource>,
     /// The catalogs statements may write to.
     pub(crate) writable: Arc<BTreeMap<String, Arc<crate::catalog::files::FilesCatalog>>>,
+    pub(crate) blackholes: Arc<BTreeMap<String, Arc<crate::catalog::blackhole::BlackholeCatalog>>>,
     /// The object stores the catalogs' files are read and written through.
     object_stores: Arc<dyn ObjectStoreRegistry>,
 }
@@ -153,6 +154,7 @@ impl Engine {
             distributor: None,
             runtime,
             writable: Arc::new(writable),
+            blackholes: Arc::new(catalogs.blackholes()),
             object_stores: catalogs.object_stores(),
         }
     }

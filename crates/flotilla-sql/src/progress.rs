@@ -46,15 +46,15 @@ pub struct PlanProgress {
     pub expected_rows: u64,
 }
 
-/// The rows a leaf is expected to produce, when its connector can say.
+/// The rows a leaf is expected to produce, when its connector can say (its statistics).
 fn expected_rows(leaf: &Arc<dyn ExecutionPlan>) -> u64 {
     let leaf = match leaf.downcast_ref::<datafusion_distributed::DistributedLeafExec>() {
         Some(distributed) => distributed.original(),
         None => leaf,
     };
-    leaf.downcast_ref::<crate::catalog::tpch_scan::TpchScanExec>()
-        .map(|scan| scan.approximate_rows() as u64)
-        .unwrap_or(0)
+    #[allow(deprecated)]
+    let statistics = leaf.partition_statistics(None);
+    statistics.ok().and_then(|s| s.num_rows.get_value().copied()).unwrap_or(0) as u64
 }
 
 /// Progress of a running plan: splits and CPU from the plan's metrics, input figures from

@@ -25,6 +25,7 @@ use datafusion::sql::sqlparser::ast::{
 use flotilla_proto::{ErrorCode, FlotillaError};
 use futures::TryStreamExt;
 
+use crate::catalog::blackhole::{BlackholeCatalog, Generation};
 use crate::catalog::files::{FilesCatalog, ViewDefinition};
 use crate::catalog::files_table::TableMeta;
 use crate::catalog::view_expansion;
@@ -110,8 +111,8 @@ fn create_table_text(name: &str, table: &dyn datafusion::catalog::TableProvider)
     text
 }
 
-/// The `format` table property (`PARQUET` by default, `CSV`, `JSON`); others are refused.
-fn table_format(options: &CreateTableOptions) -> Result<String, FlotillaError> {
+/// `WITH (name = value, ...)` as (lowercase name, value text) pairs.
+fn table_properties(options: &CreateTableOptions) -> Result<Vec<(String, String)>, FlotillaError> {
     let list: &[SqlOption] = match options {
         CreateTableOptions::None => &[],
         CreateTableOptions::With(list)
@@ -119,23 +120,33 @@ fn table_format(options: &CreateTableOptions) -> Result<String, FlotillaError> {
         | CreateTableOptions::Plain(list)
         | CreateTableOptions::TableProperties(list) => list,
     };
+    list.iter()
+        .map(|option| {
+            let SqlOption::KeyValue { key, value } = option else {
+                return Err(FlotillaError::new(
+                    ErrorCode::InvalidTableProperty,
+                    format!("Unsupported table property: {option}"),
+                ));
+            };
+            let text = match value {
+                Expr::Value(v) => match &v.value {
+                    Value::SingleQuotedString(text) => text.clone(),
+                    other => other.to_string(),
+                },
+                other => other.to_string(),
+            };
+            Ok((key.value.to_lowercase(), text))
+        })
+        .collect()
+}
+
+/// The `format` table property (`PARQUET` by default, `CSV`, `JSON`); others are refused.
+fn table_format(options: &CreateTableOptions) -> Result<String, FlotillaError> {
     let mut format = "parquet".to_string();
-    for option in list {
-        let SqlOption::KeyValue { key, value } = option else {
-            return Err(FlotillaError::new(
-                ErrorCode::InvalidTableProperty,
-                format!("Unsupported table property: {option}"),
-            ));
-        };
-        match key.value.to_lowercase().as_str() {
+    for (key, value) in table_properties(options)? {
+        match key.as_str() {
             "format" => {
-                let text = match value {
-                    Expr::Value(v) => match &v.value {
-                        Value::SingleQuotedString(text) => text.to_lowercase(),
-                        other => other.to_string().to_lowercase(),
-                    },
-                    other => other.to_string().to_lowercase(),
-                };
+                let text = value.to_lowercase();
                 if !["parquet", "csv", "json"].contains(&text.as_str()) {
                     return Err(FlotillaError::new(
                         ErrorCode::InvalidTableProperty,
@@ -203,7 +214,10 @@ async fn create_schema(
         }
     };
     let (catalog, schema) = schema_name(session, &name)?;
-    writable(engine, &catalog, "creating schemas")?.create_schema(&catalog, &schema, if_not_exists).await?;
+    match engine.blackholes.get(&catalog) {
+        Some(blackhole) => blackhole.create_schema(&catalog, &schema, if_not_exists)?,
+        None => writable(engine, &catalog, "creating schemas")?.create_schema(&catalog, &schema, if_not_exists).await?,
+    };
     done("CREATE SCHEMA", SessionChanges::default(), memory)
 }
 
@@ -221,7 +235,10 @@ async fn drop_schema(
     }
     for name in &names {
         let (catalog, schema) = schema_name(session, name)?;
-        writable(engine, &catalog, "dropping schemas")?.drop_schema(&catalog, &schema, if_exists).await?;
+        match engine.blackholes.get(&catalog) {
+            Some(blackhole) => blackhole.drop_schema(&catalog, &schema, if_exists)?,
+            None => writable(engine, &catalog, "dropping schemas")?.drop_schema(&catalog, &schema, if_exists).await?,
+        };
     }
     done("DROP SCHEMA", SessionChanges::default(), memory)
 }
@@ -237,7 +254,12 @@ async fn drop_relations(
 ) -> Result<StatementResult, FlotillaError> {
     let (what, update_type) = if views { ("dropping views", "DROP VIEW") } else { ("dropping tables", "DROP TABLE") };
     for name in &names {
-        let TableName { catalog, schema, table } = table_name(session, name)?;
+        let name = table_name(session, name)?;
+        if let (Some(blackhole), false) = (engine.blackholes.get(&name.catalog), views) {
+            blackhole.drop_table(&name, if_exists)?;
+            continue;
+        }
+        let TableName { catalog, schema, table } = name;
         let files = writable(engine, &catalog, what)?;
         match views {
             true => files.drop_view(&catalog, &schema, &table, if_exists).await?,
@@ -369,9 +391,13 @@ async fn insert_into(
     // commit to: writing into them could not be made whole.
     if let TableObject::TableName(name) = &insert.table {
         let TableName { catalog, schema, table } = table_name(session, name)?;
-        writable(engine, &catalog, "inserts")?;
+        if !engine.blackholes.contains_key(&catalog) {
+            writable(engine, &catalog, "inserts")?;
+        }
         let provider = engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
-        if !provider.is::<crate::catalog::files_table::FilesTable>() {
+        if !provider.is::<crate::catalog::files_table::FilesTable>()
+            && !provider.is::<crate::catalog::blackhole::BlackholeTable>()
+        {
             return Err(FlotillaError::not_supported(format!(
                 "Cannot insert into '{catalog}.{schema}.{table}': only tables created through Flotilla can be written"
             )));
@@ -414,7 +440,11 @@ async fn create_table(
             "Only CREATE TABLE [IF NOT EXISTS] name (columns) | AS query is supported",
         ));
     }
-    let TableName { catalog, schema, table } = table_name(session, &create.name)?;
+    let name = table_name(session, &create.name)?;
+    if let Some(blackhole) = engine.blackholes.get(&name.catalog).cloned() {
+        return create_blackhole_table(engine, session, create, &blackhole, name, memory).await;
+    }
+    let TableName { catalog, schema, table } = name;
     let files = writable(engine, &catalog, "creating tables")?.clone();
     let format = table_format(&create.table_options)?;
     // Trino reports both forms as CREATE TABLE (with the rows written for AS).
@@ -430,8 +460,30 @@ async fn create_table(
     }
     let scans = Arc::new(ScanCounters::default());
     let state = engine.session_state_counting(session, memory.clone(), scans)?;
+    let (arrow_schema, query) = new_table_columns(engine, session, &state, &create).await?;
+    let pending = files.new_table(&catalog, &schema, &table, TableMeta::new(&format, &arrow_schema)).await?;
+    let Some(logical) = query else {
+        pending.publish().await?;
+        return updated(update_type, 0, memory);
+    };
+    let target = Arc::new(pending.table().await.map_err(df_error)?);
+    let insert = LogicalPlanBuilder::insert_into(logical, table.as_str(), provider_as_source(target), InsertOp::Append)
+        .and_then(|b| b.build())
+        .map_err(df_error)?;
+    let count = run(engine, state, session, &insert).await?;
+    pending.publish().await?;
+    updated(update_type, count, memory)
+}
+
+/// A new table's columns: from its column list (DataFusion's own planning of the statement
+/// gives the Arrow schema), or from its query, with the query's plan.
+async fn new_table_columns(
+    engine: &Engine,
+    session: &SqlSession,
+    state: &datafusion::execution::session_state::SessionState,
+    create: &CreateTable,
+) -> Result<(Schema, Option<LogicalPlan>), FlotillaError> {
     let Some(query) = create.query.clone() else {
-        // Columns only: DataFusion's own planning of the statement gives the Arrow schema.
         let mut columns_only = create.clone();
         columns_only.table_options = CreateTableOptions::None;
         let plan = state
@@ -444,11 +496,9 @@ async fn create_table(
         if arrow_schema.fields().is_empty() {
             return Err(FlotillaError::new(ErrorCode::MissingColumnName, "A table needs at least one column"));
         }
-        let pending = files.new_table(&catalog, &schema, &table, TableMeta::new(&format, &arrow_schema)).await?;
-        pending.publish().await?;
-        return updated(update_type, 0, memory);
+        return Ok((arrow_schema, None));
     };
-    let logical = engine.plan_logical(&state, session, Statement::Query(query)).await?;
+    let logical = engine.plan_logical(state, session, Statement::Query(query)).await?;
     let arrow_schema = logical.schema().as_arrow().clone();
     if let Some(position) = arrow_schema.fields().iter().position(|f| f.name().starts_with("_col")) {
         return Err(FlotillaError::new(
@@ -456,12 +506,32 @@ async fn create_table(
             format!("Column name not specified at position {}", position + 1),
         ));
     }
-    let pending = files.new_table(&catalog, &schema, &table, TableMeta::new(&format, &arrow_schema)).await?;
-    let target = Arc::new(pending.table().await.map_err(df_error)?);
-    let insert = LogicalPlanBuilder::insert_into(logical, table.as_str(), provider_as_source(target), InsertOp::Append)
-        .and_then(|b| b.build())
-        .map_err(df_error)?;
+    Ok((arrow_schema, Some(logical)))
+}
+
+/// `CREATE TABLE` in a blackhole catalog: the columns and Trino's blackhole properties; with
+/// a query, its rows are counted and dropped.
+async fn create_blackhole_table(
+    engine: &Engine,
+    session: &SqlSession,
+    create: CreateTable,
+    blackhole: &BlackholeCatalog,
+    name: TableName,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
+    let generation = Generation::from_properties(&table_properties(&create.table_options)?)?;
+    let state = engine.session_state_counting(session, memory.clone(), Arc::new(ScanCounters::default()))?;
+    let (arrow_schema, query) = new_table_columns(engine, session, &state, &create).await?;
+    if !blackhole.create_table(&name, Arc::new(arrow_schema), generation, create.if_not_exists)? {
+        return updated("CREATE TABLE", 0, memory);
+    }
+    let Some(logical) = query else { return updated("CREATE TABLE", 0, memory) };
+    let target =
+        engine.resolve_table(session, &[name.catalog.clone(), name.schema.clone(), name.table.clone()]).await?;
+    let insert =
+        LogicalPlanBuilder::insert_into(logical, name.table.as_str(), provider_as_source(target), InsertOp::Append)
+            .and_then(|b| b.build())
+            .map_err(df_error)?;
     let count = run(engine, state, session, &insert).await?;
-    pending.publish().await?;
-    updated(update_type, count, memory)
+    updated("CREATE TABLE", count, memory)
 }

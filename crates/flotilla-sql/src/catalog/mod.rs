@@ -10,6 +10,7 @@
 //!        DataFusion CatalogProviderList: each catalog + information_schema, and `system`
 //! ```
 
+pub mod blackhole;
 pub mod files;
 pub mod files_store;
 pub mod files_table;
@@ -47,7 +48,7 @@ pub enum CatalogError {
     #[error("{path}: connector.name is required")]
     MissingConnector { path: PathBuf },
     /// `connector.name` names a connector Flotilla does not have.
-    #[error("{path}: unknown connector '{connector}' (available: tpch, files)")]
+    #[error("{path}: unknown connector '{connector}' (available: tpch, files, blackhole)")]
     UnknownConnector { path: PathBuf, connector: String },
     /// A property the connector does not know.
     #[error("{path}: unknown property '{key}' for connector {connector}")]
@@ -68,6 +69,8 @@ pub struct CatalogEntry {
     pub provider: Arc<dyn CatalogProvider>,
     /// The same catalog when statements can write to it (`files`).
     pub writable: Option<Arc<files::FilesCatalog>>,
+    /// The same catalog when it is a `blackhole` one.
+    pub blackhole: Option<Arc<blackhole::BlackholeCatalog>>,
 }
 
 /// The configured catalogs (not counting `system`).
@@ -85,6 +88,7 @@ impl Catalogs {
             connector: "tpch".into(),
             provider: Arc::new(tpch::TpchCatalog::new(tpch::ColumnNaming::Simplified)),
             writable: None,
+            blackhole: None,
         });
         catalogs
     }
@@ -151,6 +155,7 @@ impl Catalogs {
             .remove("connector.name")
             .ok_or_else(|| CatalogError::MissingConnector { path: path.to_path_buf() })?;
         let mut writable = None;
+        let mut blackhole = None;
         let provider: Arc<dyn CatalogProvider> = match connector.as_str() {
             "tpch" => {
                 let naming = match properties.remove("tpch.column-naming") {
@@ -168,6 +173,11 @@ impl Catalogs {
                 writable = Some(catalog.clone());
                 catalog
             }
+            "blackhole" => {
+                let catalog = Arc::new(blackhole::BlackholeCatalog::default());
+                blackhole = Some(catalog.clone());
+                catalog
+            }
             other => {
                 return Err(CatalogError::UnknownConnector { path: path.to_path_buf(), connector: other.to_string() })
             }
@@ -175,7 +185,12 @@ impl Catalogs {
         if let Some(key) = properties.keys().next() {
             return Err(CatalogError::UnknownProperty { path: path.to_path_buf(), connector, key: key.clone() });
         }
-        Ok(CatalogEntry { name: name.to_string(), connector, provider, writable })
+        Ok(CatalogEntry { name: name.to_string(), connector, provider, writable, blackhole })
+    }
+
+    /// The `blackhole` catalogs, by name.
+    pub fn blackholes(&self) -> BTreeMap<String, Arc<blackhole::BlackholeCatalog>> {
+        self.entries.values().filter_map(|e| Some((e.name.clone(), e.blackhole.clone()?))).collect()
     }
 
     /// The catalogs statements can write to, by name.

@@ -10,8 +10,16 @@ use serde_json::Value;
 use crate::harness::ProcessCluster;
 use crate::Http;
 
-/// A query that runs for minutes: every stage busy on every worker it is given.
-const LONG_QUERY: &str = "SELECT count(*) FROM tpch.sf1000.lineitem WHERE quantity > 1";
+/// Creates a blackhole table of `splits` splits that takes an hour to read (a page a
+/// second, costing no CPU); returns the query that reads it.
+async fn long_query(http: &Http, name: &str, splits: u32) -> String {
+    http.rows(&format!(
+        "CREATE TABLE blackhole.default.{name} (x bigint) WITH (split_count = {splits}, pages_per_split = 3600, \
+         rows_per_page = 10, page_processing_delay = '1s')"
+    ))
+    .await;
+    format!("SELECT count(*) FROM blackhole.default.{name} WHERE x >= 0")
+}
 
 async fn get_json(http: &Http, url: &str) -> Value {
     http.get_json(&url).await
@@ -92,9 +100,11 @@ async fn wait_until_idle(http: &Http, workers: &[String], within: Duration) -> D
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_stay_in_their_warehouse_avoid_busy_groups_and_cancel_cleanly() {
+    let etc = crate::blackhole::blackhole_etc();
     let cluster = ProcessCluster::builder()
         .workers(4)
         .worker_labels(&[("a", "g1"), ("a", "g2"), ("b", "g1"), ("b", "g2")])
+        .etc_dir(&etc.path)
         .start();
     let http = Http::new(&cluster.coordinator_url());
     wait_for_nodes(&http, 6).await;
@@ -133,7 +143,8 @@ async fn queries_stay_in_their_warehouse_avoid_busy_groups_and_cancel_cleanly() 
     assert!(error["message"].as_str().unwrap().contains("nowhere"), "{error}");
 
     // A long query occupies one group of warehouse a; the next query goes to the other.
-    let (long_id, long_response) = start_until_placed(&http, in_warehouse(&http, LONG_QUERY, "a")).await;
+    let long = long_query(&http, "long", 2).await;
+    let (long_id, long_response) = start_until_placed(&http, in_warehouse(&http, &long, "a")).await;
     let busy = task_nodes(&http, &long_id).await;
     assert_eq!(busy.len(), 1, "one worker per group in warehouse a: {busy:?}");
     let short = http.run_with(in_warehouse(&http, "SELECT count(*) FROM tpch.tiny.orders", "a")).await;
@@ -173,11 +184,13 @@ async fn queries_stay_in_their_warehouse_avoid_busy_groups_and_cancel_cleanly() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_dying_fails_its_query_by_name_and_the_next_query_runs_on_the_rest() {
-    let mut cluster = ProcessCluster::builder().workers(3).start();
+    let etc = crate::blackhole::blackhole_etc();
+    let mut cluster = ProcessCluster::builder().workers(3).etc_dir(&etc.path).start();
     let http = Http::new(&cluster.coordinator_url());
     wait_for_nodes(&http, 5).await;
 
-    let (id, response) = start_until_placed(&http, http.post(LONG_QUERY)).await;
+    let long = long_query(&http, "long", 3).await;
+    let (id, response) = start_until_placed(&http, http.post(&long)).await;
     let used = task_nodes(&http, &id).await;
     assert!(used.contains("worker-2"), "the query uses every worker: {used:?}");
     cluster.cluster.workers[1].kill();

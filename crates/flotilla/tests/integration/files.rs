@@ -34,7 +34,28 @@ pub(crate) fn lake_etc(root: &Path) -> TempDir {
     std::fs::write(etc.path.join("catalog/lake.properties"), lake).unwrap();
     std::fs::write(etc.path.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
         .unwrap();
+    std::fs::write(etc.path.join("catalog/blackhole.properties"), "connector.name=blackhole\n").unwrap();
     etc
+}
+
+/// Waits until a worker runs tasks of query `id` (the scheduler may have placed them all on
+/// one), as its `/v1/status` lists them; returns its index.
+async fn writing_worker(http: &Http, cluster: &ProcessCluster, id: &str) -> usize {
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        seen.clear();
+        for (index, worker) in cluster.cluster.workers.iter().enumerate() {
+            let status: Value = http.get_json(&format!("{}/v1/status", worker.url)).await;
+            seen.push(status["queries"].clone());
+            let queries = status["queries"].as_array().cloned().unwrap_or_default();
+            if queries.iter().any(|q| q["queryId"] == id && q["tasks"].as_u64().unwrap_or(0) > 0) {
+                return index;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no worker runs the tasks of {id}: {seen:?}")
 }
 
 fn with_schema(http: &Http, catalog: &str, sql: &str) -> reqwest::RequestBuilder {
@@ -171,41 +192,28 @@ async fn tables_are_created_written_and_dropped_whole() {
     let (_, rows) = a.rows("SELECT count(*), count(DISTINCT name) FROM lake.s.t").await;
     assert_eq!(rows, vec![vec![Value::from(102), Value::from(27)]], "every insert landed");
 
-    // A cancelled INSERT leaves the table as it was.
-    let slow = "INSERT INTO lake.s.t SELECT l_orderkey, l_comment FROM tpch.sf100.lineitem";
+    // A cancelled INSERT leaves the table as it was (its source: a page a second, for an hour).
+    crate::blackhole::slow_table(&a, "slow", 3600).await;
+    let slow = "INSERT INTO lake.s.t SELECT x, 'slow' FROM blackhole.default.slow";
     let first = a.client.execute(a.post(slow).build().unwrap()).await.unwrap().json::<Value>().await.unwrap();
     let id = first["id"].as_str().unwrap().to_string();
-    a.wait_for_state(&id, &["PLANNING", "RUNNING"], std::time::Duration::from_secs(20)).await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    writing_worker(&a, &cluster, &id).await;
     a.client.delete(format!("{}/v1/query/{id}", a.base)).header("X-Trino-User", "test").send().await.unwrap();
     a.wait_for_state(&id, &["FAILED"], std::time::Duration::from_secs(20)).await;
     let (_, rows) = b.rows("SELECT count(*) FROM lake.s.t").await;
     assert_eq!(count(&rows), 102, "the cancelled insert added nothing");
 
-    // A worker killed in the middle of a CREATE TABLE AS: the query fails, no table.
-    let doomed = "CREATE TABLE lake.s.doomed AS SELECT * FROM tpch.sf100.lineitem";
+    // A worker killed in the middle of a CREATE TABLE AS: the query fails, no table. (Its
+    // source writes some files: two splits, one fast, one slow.)
+    a.rows(
+        "CREATE TABLE blackhole.default.halting (x bigint) WITH (split_count = 2, pages_per_split = 3600, \
+         rows_per_page = 10, page_processing_delay = '1s')",
+    )
+    .await;
+    let doomed = "CREATE TABLE lake.s.doomed AS SELECT * FROM blackhole.default.halting";
     let first = a.client.execute(a.post(doomed).build().unwrap()).await.unwrap().json::<Value>().await.unwrap();
     let id = first["id"].as_str().unwrap().to_string();
-    a.wait_for_state(&id, &["PLANNING", "RUNNING"], std::time::Duration::from_secs(20)).await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    // A worker that runs tasks of it (the scheduler may have placed them all on one), as its
-    // /v1/status lists them.
-    let mut busy = None;
-    let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while busy.is_none() && std::time::Instant::now() < deadline {
-        seen.clear();
-        for (index, worker) in cluster.cluster.workers.iter().enumerate() {
-            let status: Value = a.get_json(&format!("{}/v1/status", worker.url)).await;
-            seen.push(status["queries"].clone());
-            let queries = status["queries"].as_array().cloned().unwrap_or_default();
-            if queries.iter().any(|q| q["queryId"] == id.as_str() && q["tasks"].as_u64().unwrap_or(0) > 0) {
-                busy = Some(index);
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    let busy = busy.unwrap_or_else(|| panic!("a worker runs the write's tasks {id}: {seen:?}"));
+    let busy = writing_worker(&a, &cluster, &id).await;
     cluster.cluster.workers[busy].kill();
     a.wait_for_state(&id, &["FAILED"], std::time::Duration::from_secs(60)).await;
     let (_, tables) = a.rows("SHOW TABLES FROM lake.s").await;

@@ -134,11 +134,11 @@ async fn unknown_queries_bad_slugs_and_bad_tokens_are_404() {
 
 #[tokio::test]
 async fn delete_next_uri_cancels_the_query() {
-    let cluster = TestCluster::start_default().await;
+    let cluster = crate::blackhole::with_blackhole().await;
     let http = Http::new(&cluster.url());
-    // Large enough to still be running when the cancel arrives.
-    let first: Value =
-        http.post("SELECT count(*) FROM tpch.sf100.lineitem").send().await.unwrap().json().await.unwrap();
+    // Still running when the cancel arrives: an hour of pages.
+    let slow = crate::blackhole::slow_table(&http, "slow", 3600).await;
+    let first: Value = http.post(&slow).send().await.unwrap().json().await.unwrap();
     let next = first["nextUri"].as_str().unwrap().to_string();
     let deleted = http.client.delete(&next).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
@@ -151,10 +151,10 @@ async fn delete_next_uri_cancels_the_query() {
 
 #[tokio::test]
 async fn query_resource_supports_get_head_and_delete() {
-    let cluster = TestCluster::start_default().await;
+    let cluster = crate::blackhole::with_blackhole().await;
     let http = Http::new(&cluster.url());
-    let first: Value =
-        http.post("SELECT count(*) FROM tpch.sf100.lineitem").send().await.unwrap().json().await.unwrap();
+    let slow = crate::blackhole::slow_table(&http, "slow", 3600).await;
+    let first: Value = http.post(&slow).send().await.unwrap().json().await.unwrap();
     let info_uri = first["infoUri"].as_str().unwrap().to_string();
     let info: Value = http.client.get(&info_uri).send().await.unwrap().json().await.unwrap();
     assert_eq!(info["queryId"], first["id"]);
@@ -253,6 +253,7 @@ async fn errors_carry_trino_names_and_locations() {
     assert_eq!(http.error("SELECT * FROM nation").await["errorName"], "MISSING_CATALOG_NAME");
     assert_eq!(http.error("SELECT no_such_function(1)").await["errorName"], "FUNCTION_NOT_FOUND");
     assert_eq!(http.error("CREATE TABLE tpch.tiny.t (a bigint)").await["errorName"], "NOT_SUPPORTED");
+    assert_eq!(http.error("CREATE TABLE tpch.tiny.t AS SELECT 1 x").await["errorName"], "NOT_SUPPORTED");
     assert_eq!(http.error("CREATE TABLE t (a bigint)").await["errorName"], "MISSING_CATALOG_NAME");
     assert_eq!(http.error("SELECT 1/0").await["errorName"], "DIVISION_BY_ZERO");
     cluster.shutdown().await;
@@ -260,13 +261,25 @@ async fn errors_carry_trino_names_and_locations() {
 
 #[tokio::test]
 async fn a_query_nobody_polls_is_abandoned() {
-    let cluster = TestCluster::builder().config(|c| c.client_timeout = std::time::Duration::from_secs(1)).start().await;
+    let cluster = TestCluster::builder()
+        .catalog("blackhole", "connector.name=blackhole\n")
+        .config(|c| c.client_timeout = std::time::Duration::from_secs(1))
+        .start()
+        .await;
     let http = Http::new(&cluster.url());
-    let first: Value =
-        http.post("SELECT count(*) FROM tpch.sf1000.lineitem").send().await.unwrap().json().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let info: Value = http.client.get(first["infoUri"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
-    assert_eq!(info["state"], "FAILED");
+    let slow = crate::blackhole::slow_table(&http, "slow", 3600).await;
+    let first: Value = http.post(&slow).send().await.unwrap().json().await.unwrap();
+    // Reading the query's info is not polling it: it is abandoned after the timeout.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let info = loop {
+        let info: Value =
+            http.client.get(first["infoUri"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
+        if info["state"] == "FAILED" {
+            break info;
+        }
+        assert!(std::time::Instant::now() < deadline, "never abandoned: {info}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert_eq!(info["errorCode"]["name"], "ABANDONED_QUERY");
     cluster.shutdown().await;
 }

@@ -140,6 +140,9 @@ async fn the_limit_holds_while_the_admission_leader_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clusters_queue_limit_holds_across_coordinators_and_unmatched_queries_are_rejected() {
     let etc = etc_with_groups(&global(1, 5));
+    std::fs::create_dir_all(etc.path.join("catalog")).unwrap();
+    std::fs::write(etc.path.join("catalog/tpch.properties"), "connector.name=tpch\n").unwrap();
+    std::fs::write(etc.path.join("catalog/blackhole.properties"), "connector.name=blackhole\n").unwrap();
     let cluster = ProcessCluster::builder().resource_managers(1).coordinators(3).etc_dir(&etc.path).start();
     let coordinators: Vec<Http> = cluster.cluster.coordinators.iter().map(|c| Http::new(&c.url)).collect();
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -148,8 +151,12 @@ async fn the_clusters_queue_limit_holds_across_coordinators_and_unmatched_querie
         let request = http.post_as(&format!("bench{i}"), sql);
         async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
     };
-    // One runs (for a long time) ...
-    let running = submit(0, "SELECT count(*) FROM tpch.sf100.lineitem").await;
+    // One runs (for an hour, a page a second) ...
+    let create = "CREATE TABLE blackhole.default.slow (x bigint) \
+                  WITH (split_count = 1, pages_per_split = 3600, rows_per_page = 1, page_processing_delay = '1s')";
+    let created = coordinators[0].run_with(coordinators[0].post_as("bench-setup", create)).await;
+    assert!(created.last().unwrap().get("error").is_none(), "{}", created.last().unwrap());
+    let running = submit(0, "SELECT count(*) FROM blackhole.default.slow").await;
     let running_id = running["id"].as_str().unwrap().to_string();
     coordinators[0].wait_for_state(&running_id, &["PLANNING", "RUNNING"], Duration::from_secs(20)).await;
     // ... five wait, spread over the three coordinators ...
