@@ -68,7 +68,7 @@ def etc_dir(tmp_path_factory):
 # A blackhole table read at a page a second for an hour: a query that runs until it is
 # cancelled or killed, on the workers, without using the CPU.
 SLOW_TABLE = (
-    "CREATE TABLE IF NOT EXISTS blackhole.default.slow (x bigint) WITH (split_count = 1, "
+    "CREATE TABLE IF NOT EXISTS blackhole.default.slow (x bigint) WITH (split_count = 2, "
     "pages_per_split = 3600, rows_per_page = 1, page_processing_delay = '1s')"
 )
 SLOW_QUERY = "SELECT count(*) FROM blackhole.default.slow"

@@ -15,10 +15,12 @@ import requests
 import trino
 from playwright.sync_api import sync_playwright
 
+from conftest import SLOW_QUERY, SLOW_TABLE
+
 CHROMIUM = os.environ.get("FLOTILLA_CHROMIUM", "/usr/bin/chromium")
 SHOTS = pathlib.Path(os.environ.get("FLOTILLA_REPORT_DIR", "target/reports")) / "ui"
-# Runs for many seconds in a debug build: long enough to be killed from the UI.
-LONG_QUERY = "SELECT sum(l_quantity), max(l_comment) FROM tpch.sf100.lineitem"
+# Runs for an hour on the worker, costing nothing: long enough to be killed from the UI.
+LONG_QUERY = SLOW_QUERY
 SHORT_QUERIES = [
     "SELECT count(*) FROM tpch.tiny.nation",
     "SELECT n_name, count(*) FROM tpch.tiny.nation GROUP BY n_name ORDER BY 1 LIMIT 3",
@@ -73,6 +75,9 @@ def test_the_ui_shows_the_whole_cluster_from_any_coordinator(start_cluster):
         finished.append(cursor.query_id)
     long_run = {}
     started = threading.Event()
+    setup = connect(a, "alice").cursor()
+    setup.execute(SLOW_TABLE)
+    setup.fetchall()
 
     def run_long():
         cursor = connect(a, "alice").cursor()
