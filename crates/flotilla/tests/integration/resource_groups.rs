@@ -24,6 +24,16 @@ fn etc_with_groups(groups: &str) -> TempDir {
     etc
 }
 
+/// Runs a query of the `global` group through each coordinator in turn: once each has
+/// finished, every coordinator holds a lease from the admission leader (which grants
+/// nothing in its first lease period).
+async fn leases_granted(coordinators: &[Http]) {
+    for http in coordinators {
+        let responses = http.run_with(http.post_as("bench-warm-up", "SELECT 1")).await;
+        assert!(responses.last().unwrap().get("error").is_none(), "{}", responses.last().unwrap());
+    }
+}
+
 fn global(hard: u32, queued: u32) -> String {
     format!(
         r#"{{"rootGroups": [{{"name": "global", "softMemoryLimit": "100%", "hardConcurrencyLimit": {hard}, "maxQueued": {queued}}}],
@@ -88,9 +98,9 @@ async fn burst_test(kill_leader_after: Option<Duration>) {
     let etc = etc_with_groups(&global(2, 100));
     let mut cluster = ProcessCluster::builder().resource_managers(2).coordinators(3).etc_dir(&etc.path).start();
     let coordinators: Vec<Http> = cluster.cluster.coordinators.iter().map(|c| Http::new(&c.url)).collect();
-    // The admission leader grants nothing in its first lease period (3 s): wait it out so
-    // the figures are about the burst.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The admission leader grants nothing in its first lease period (3 s): wait until every
+    // coordinator has run a query of the group, so the figures are about the burst.
+    leases_granted(&coordinators).await;
     if kill_leader_after.is_none() {
         // The other resource manager refuses a lease with a refusal that names the leader
         // (what coordinators follow), whatever the refusal's words.
@@ -145,7 +155,7 @@ async fn the_clusters_queue_limit_holds_across_coordinators_and_unmatched_querie
     std::fs::write(etc.path.join("catalog/blackhole.properties"), "connector.name=blackhole\n").unwrap();
     let cluster = ProcessCluster::builder().resource_managers(1).coordinators(3).etc_dir(&etc.path).start();
     let coordinators: Vec<Http> = cluster.cluster.coordinators.iter().map(|c| Http::new(&c.url)).collect();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    leases_granted(&coordinators).await;
     let submit = |i: usize, sql: &str| {
         let http = &coordinators[i % 3];
         let request = http.post_as(&format!("bench{i}"), sql);
