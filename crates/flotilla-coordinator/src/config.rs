@@ -41,6 +41,36 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Most memory a query may reserve across the cluster; its coordinator fails it with EXCEEDED_GLOBAL_MEMORY_LIMIT past it (checked twice a second)",
     },
     Setting {
+        name: "retry-policy",
+        default: "QUERY",
+        roles: "coordinator",
+        doc: "QUERY: a query that loses a worker before it has returned a row runs again on the live workers (session property retry_policy overrides); NONE: it fails with REMOTE_HOST_GONE. User errors, limits, kills and cancels are never retried",
+    },
+    Setting {
+        name: "query-retry-attempts",
+        default: "4",
+        roles: "coordinator",
+        doc: "Most times a query is run again after losing a worker",
+    },
+    Setting {
+        name: "retry-initial-delay",
+        default: "1s",
+        roles: "coordinator",
+        doc: "Wait before the first retry (the lost worker's heartbeats stop meanwhile); each next wait is retry-delay-scale-factor times longer",
+    },
+    Setting {
+        name: "retry-max-delay",
+        default: "1m",
+        roles: "coordinator",
+        doc: "Longest wait between two attempts",
+    },
+    Setting {
+        name: "retry-delay-scale-factor",
+        default: "2.0",
+        roles: "coordinator",
+        doc: "How much longer each wait between attempts is than the one before",
+    },
+    Setting {
         name: "resource-groups.configuration-manager",
         default: "(none)",
         roles: "coordinator",
@@ -88,6 +118,39 @@ pub struct CoordinatorConfig {
     pub resource_groups_file: Option<std::path::PathBuf>,
     /// `web-ui.shared-secret`.
     pub web_ui_secret: Option<String>,
+    /// `retry-policy` and its delays.
+    pub retry: RetryConfig,
+}
+
+/// When and how often a query that lost a worker runs again (Trino's names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// `retry-policy=QUERY` (else `NONE`).
+    pub enabled: bool,
+    pub attempts: u32,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    pub scale_factor: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            attempts: 4,
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            scale_factor: 2.0,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The wait before retry number `retry` (1-based).
+    pub fn delay(&self, retry: u32) -> Duration {
+        let factor = self.scale_factor.powi(retry.saturating_sub(1).min(64) as i32);
+        self.initial_delay.mul_f64(factor.min(1e6)).min(self.max_delay)
+    }
 }
 
 impl Default for CoordinatorConfig {
@@ -105,6 +168,7 @@ impl Default for CoordinatorConfig {
             resource_groups_manager: None,
             resource_groups_file: None,
             web_ui_secret: None,
+            retry: RetryConfig::default(),
         }
     }
 }
@@ -145,6 +209,31 @@ impl CoordinatorConfig {
                 self.resource_groups_manager = Some(value.to_string());
             }
             "resource-groups.config-file" => self.resource_groups_file = Some(value.into()),
+            "retry-policy" => {
+                self.retry.enabled = match value.to_ascii_uppercase().as_str() {
+                    "QUERY" => true,
+                    "NONE" => false,
+                    "TASK" => {
+                        return Err(ConfigError::invalid(file, key, value, "TASK is not supported: use QUERY or NONE"))
+                    }
+                    _ => return Err(ConfigError::invalid(file, key, value, "expected QUERY or NONE")),
+                }
+            }
+            "query-retry-attempts" => {
+                self.retry.attempts = parse_value(file, key, value)?;
+                if self.retry.attempts > 100 {
+                    return Err(ConfigError::invalid(file, key, value, "at most 100"));
+                }
+            }
+            "retry-initial-delay" => self.retry.initial_delay = parse_duration_value(file, key, value)?,
+            "retry-max-delay" => self.retry.max_delay = parse_duration_value(file, key, value)?,
+            "retry-delay-scale-factor" => {
+                let factor: f64 = parse_value(file, key, value)?;
+                if !(1.0..=100.0).contains(&factor) {
+                    return Err(ConfigError::invalid(file, key, value, "expected a number from 1 to 100"));
+                }
+                self.retry.scale_factor = factor;
+            }
             "web-ui.shared-secret" => {
                 if value.len() < flotilla_proto::internal_auth::MIN_SECRET_LENGTH {
                     return Err(ConfigError::invalid(file, key, value, "must be at least 16 characters"));
@@ -166,7 +255,7 @@ mod tests {
         let mut config = CoordinatorConfig::default();
         for setting in SETTINGS {
             let value = match setting.name {
-                "query.client.timeout" | "query.min-expire-age" => "10s",
+                "query.client.timeout" | "query.min-expire-age" | "retry-initial-delay" | "retry-max-delay" => "10s",
                 "resource-groups.configuration-manager" => "file",
                 "resource-groups.config-file" => "etc/resource-groups.json",
                 "web-ui.shared-secret" => "a-long-enough-web-ui-secret",

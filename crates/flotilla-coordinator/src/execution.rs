@@ -11,6 +11,7 @@ use futures::StreamExt;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::config::RetryConfig;
 use crate::query::{Page, Query, QueryState, TARGET_PAGE_BYTES};
 use crate::resource_groups::{Admission, QueryContext};
 use crate::scheduler::Scheduler;
@@ -21,12 +22,13 @@ pub async fn run_query(
     scheduler: Arc<Scheduler>,
     admission: Arc<Admission>,
     max_memory: u64,
+    retry: RetryConfig,
     query: Arc<Query>,
     pages: mpsc::Sender<Page>,
 ) {
     let mut session = SqlSession::from(&query.session);
     session.query_id = Some(query.id.to_string());
-    run(&engine, &scheduler, &admission, max_memory, &query, &session, pages).await;
+    run(&engine, &scheduler, &admission, max_memory, &retry, &query, &session, pages).await;
     // The query's tasks are gone from the workers once its stream is dropped; what stays is
     // where they ran (already copied when the query ended by itself).
     keep_placements(&scheduler, &query);
@@ -38,11 +40,13 @@ fn keep_placements(scheduler: &Scheduler, query: &Query) {
     query.status.lock().tasks = scheduler.placements(&query.id.to_string());
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     engine: &Engine,
     scheduler: &Scheduler,
     admission: &Arc<Admission>,
     max_memory: u64,
+    retry: &RetryConfig,
     query: &Arc<Query>,
     session: &SqlSession,
     pages: mpsc::Sender<Page>,
@@ -65,7 +69,7 @@ async fn run(
     let slot = parking_lot::Mutex::new(None);
     let work = async {
         *slot.lock() = admit(admission, query, session).await?;
-        execute(engine, query, session, pages).await
+        execute_with_retries(engine, scheduler, retry, query, session, pages).await
     };
     // The workers' heartbeats carry each query's progress; the view brings it here.
     let id = query.id.to_string();
@@ -109,7 +113,7 @@ async fn run(
             match outcome {
                 Ok(()) => query.transition(QueryState::Finished),
                 Err(error) => {
-                    query.fail(scheduler.name_workers(error));
+                    query.fail(error);
                 }
             }
         }
@@ -153,11 +157,60 @@ async fn admit(
     admission.admit(&query.id, &selected, created_ms, priority, &query.cancel).await
 }
 
+/// Runs the query, and again (up to `query-retry-attempts` times, after growing waits) while
+/// it fails because a worker was lost and no row has reached the client: the retry is
+/// planned afresh, so its tasks go to the live workers (the lost one is a suspect the
+/// scheduler skips until it heartbeats again). A write is run again too: its commit is the
+/// last thing it does, so a failed attempt committed nothing, and what it wrote is deleted.
+/// User errors, limits, kills and cancels are never retried.
+async fn execute_with_retries(
+    engine: &Engine,
+    scheduler: &Scheduler,
+    retry: &RetryConfig,
+    query: &Arc<Query>,
+    session: &SqlSession,
+    pages: mpsc::Sender<Page>,
+) -> Result<(), FlotillaError> {
+    let enabled = match session.property("retry_policy")?.to_ascii_uppercase().as_str() {
+        "QUERY" => true,
+        "NONE" => false,
+        _ => retry.enabled,
+    };
+    let mut retries = 0u32;
+    loop {
+        let sent = std::sync::atomic::AtomicBool::new(false);
+        let error = match execute(engine, query, session, &pages, &sent).await {
+            Ok(()) => return Ok(()),
+            Err(error) => scheduler.name_workers(error),
+        };
+        let retryable = error.code == ErrorCode::RemoteHostGone
+            && !sent.load(std::sync::atomic::Ordering::Relaxed)
+            && !query.cancel.is_cancelled();
+        if !enabled || !retryable || retries >= retry.attempts {
+            return Err(error);
+        }
+        retries += 1;
+        let delay = retry.delay(retries);
+        tracing::warn!(query = %query.id, attempt = retries, ?delay, %error, "a worker was lost; running the query again");
+        {
+            let mut status = query.status.lock();
+            status.failed_attempts.push(crate::query::FailedAttempt { error, at: chrono::Utc::now() });
+            status.plan = None;
+            status.output_rows = 0;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = query.cancel.cancelled() => return Err(FlotillaError::new(ErrorCode::UserCanceled, "Query was canceled")),
+        }
+    }
+}
+
 async fn execute(
     engine: &Engine,
     query: &Arc<Query>,
     session: &SqlSession,
-    pages: mpsc::Sender<Page>,
+    pages: &mpsc::Sender<Page>,
+    sent: &std::sync::atomic::AtomicBool,
 ) -> Result<(), FlotillaError> {
     query.transition(QueryState::Planning);
     let result = engine.execute(session, &query.sql).await?;
@@ -203,13 +256,15 @@ async fn execute(
             serde_json::to_writer(&mut buffer, &row).map_err(|e| FlotillaError::internal(e.to_string()))?;
             rows_in_buffer += 1;
             if buffer.len() >= TARGET_PAGE_BYTES {
-                send_page(&pages, &mut buffer, &mut rows_in_buffer).await?;
+                sent.store(true, std::sync::atomic::Ordering::Relaxed);
+                send_page(pages, &mut buffer, &mut rows_in_buffer).await?;
             }
         }
         // Hand over what a batch produced rather than holding it for the next batch, so
         // the first rows reach the client early.
         if rows_in_buffer > 0 {
-            send_page(&pages, &mut buffer, &mut rows_in_buffer).await?;
+            sent.store(true, std::sync::atomic::Ordering::Relaxed);
+            send_page(pages, &mut buffer, &mut rows_in_buffer).await?;
         }
     }
     collect_task_metrics(query).await;

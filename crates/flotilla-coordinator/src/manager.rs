@@ -159,6 +159,7 @@ impl QueryManager {
             self.scheduler.clone(),
             self.admission.clone(),
             self.config.max_memory,
+            self.config.retry.clone(),
             query.clone(),
             sender,
         ));

@@ -113,6 +113,15 @@ pub struct QueryStatus {
     pub delivered: bool,
     /// The resource group the query was placed in (once selected).
     pub resource_group: Option<String>,
+    /// Attempts that failed because a worker was lost, and were run again.
+    pub failed_attempts: Vec<FailedAttempt>,
+}
+
+/// An attempt of a query that lost a worker and was run again.
+#[derive(Debug, Clone)]
+pub struct FailedAttempt {
+    pub error: FlotillaError,
+    pub at: DateTime<Utc>,
 }
 
 /// The page cursor: the last response served (so a retry gets the same bytes) and the
@@ -184,6 +193,7 @@ impl Query {
                 remote: Default::default(),
                 delivered: false,
                 resource_group: None,
+                failed_attempts: Vec::new(),
             }),
             cursor: tokio::sync::Mutex::new(ResultCursor {
                 last_token: 0,

@@ -92,6 +92,16 @@ fn validate_optional_data_size(value: &str) -> Result<(), String> {
     }
 }
 
+/// `QUERY` or `NONE` (Trino's retry policies without `TASK`), or empty for "the
+/// coordinator's `retry-policy`".
+fn validate_retry_policy(value: &str) -> Result<(), String> {
+    match value.to_ascii_uppercase().as_str() {
+        "" | "QUERY" | "NONE" => Ok(()),
+        "TASK" => Err("TASK is not supported (it needs spooled exchanges): use QUERY or NONE".into()),
+        _ => Err(format!("'{value}' is not a retry policy (QUERY or NONE)")),
+    }
+}
+
 /// The most parallel partitions per operator a session may ask for.
 pub const MAX_TASK_CONCURRENCY: u32 = 256;
 
@@ -154,6 +164,13 @@ pub const SESSION_PROPERTIES: &[SessionProperty] = &[
         default: || "default".to_string(),
         description: "Warehouse whose workers run the query (node.warehouse of the workers)",
         validate: validate_warehouse,
+    },
+    SessionProperty {
+        name: "retry_policy",
+        type_name: "varchar",
+        default: String::new,
+        description: "QUERY: run the query again when a worker it used is lost, before any row was returned; NONE: fail it (empty: the coordinator's retry-policy)",
+        validate: validate_retry_policy,
     },
 ];
 

@@ -239,6 +239,12 @@ impl Root {
     }
 }
 
+/// When what a failed write left is swept again: writers on other nodes that were cancelled
+/// with the query may still finish an upload already in flight, or remove its staging file,
+/// just after the first sweep (found in `writes_racing_drops_lose_nothing_acknowledged`:
+/// empty directories of a dropped schema stayed behind and listed it again).
+pub const STRAGGLER_SWEEPS: [Duration; 3] = [Duration::ZERO, Duration::from_secs(2), Duration::from_secs(10)];
+
 /// Starts `future` on the runtime of the caller without waiting (clean-ups from `Drop`);
 /// outside any runtime (a process shutting down) it is left undone, with a warning: what it
 /// would have deleted is what a failed write leaves, which no reader sees.

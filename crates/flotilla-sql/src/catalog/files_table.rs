@@ -398,10 +398,11 @@ impl TableProvider for FilesTable {
                 rand::random::<u32>()
             ),
         };
+        let prefix = spec.prefix.clone();
         let writer = Arc::new(FilesWriteExec::new(input, spec)?);
         let coalesced = Arc::new(CoalescePartitionsExec::new(writer));
         let (store, dir, id) = (self.store.clone(), self.dir.clone(), self.meta.id.clone());
-        Ok(Arc::new(FilesCommitExec::new(coalesced, store, dir, id, self.published)))
+        Ok(Arc::new(FilesCommitExec::new(coalesced, store, dir, id, self.published, prefix)))
     }
 }
 

@@ -222,6 +222,9 @@ pub struct FilesCommitExec {
     /// The table is published (an INSERT): the commit must still find its entry, with its
     /// id. A new table's (CREATE TABLE AS) is published after its commit instead.
     published: bool,
+    /// Start of the names of the data files this write makes ([`WriteSpec::prefix`]): what
+    /// is deleted when it does not commit.
+    prefix: String,
     properties: Arc<PlanProperties>,
 }
 
@@ -232,8 +235,40 @@ impl FilesCommitExec {
         dir: Path,
         id: String,
         published: bool,
+        prefix: String,
     ) -> Self {
-        Self { input, store, dir, id, published, properties: properties(count_schema(), 1) }
+        Self { input, store, dir, id, published, prefix, properties: properties(count_schema(), 1) }
+    }
+}
+
+/// Deletes the data files of a write that did not commit (it failed, was cancelled, or lost
+/// a worker): dropped armed, it sweeps the files named with the write's prefix, now and again
+/// after writers cancelled elsewhere may have finished an upload in flight.
+struct Uncommitted {
+    store: Arc<dyn ObjectStore>,
+    data: Path,
+    prefix: String,
+    armed: bool,
+}
+
+impl Drop for Uncommitted {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (store, data, prefix) = (self.store.clone(), self.data.clone(), self.prefix.clone());
+        super::files_store::spawn(async move {
+            for delay in super::files_store::STRAGGLER_SWEEPS {
+                tokio::time::sleep(delay).await;
+                let Ok((_, objects)) = super::files_store::list_dir(store.as_ref(), &data).await else { continue };
+                let written: Vec<Path> = objects
+                    .into_iter()
+                    .map(|o| o.location)
+                    .filter(|p| p.filename().is_some_and(|name| name.starts_with(prefix.as_str())))
+                    .collect();
+                let _ = super::files_store::delete_all(&store, written).await;
+            }
+        });
     }
 }
 
@@ -276,7 +311,14 @@ impl ExecutionPlan for FilesCommitExec {
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
         let input = only_child(children, self.name())?;
-        Ok(Arc::new(FilesCommitExec::new(input, self.store.clone(), self.dir.clone(), self.id.clone(), self.published)))
+        Ok(Arc::new(FilesCommitExec::new(
+            input,
+            self.store.clone(),
+            self.dir.clone(),
+            self.id.clone(),
+            self.published,
+            self.prefix.clone(),
+        )))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -285,7 +327,11 @@ impl ExecutionPlan for FilesCommitExec {
         }
         let input = self.input.clone();
         let (store, dir, id, published) = (self.store.clone(), self.dir.clone(), self.id.clone(), self.published);
+        let data = dir.clone().join(super::files_table::DATA_DIR);
+        let uncommitted = Uncommitted { store: store.clone(), data, prefix: self.prefix.clone(), armed: true };
         let output = futures::stream::once(async move {
+            // The guard lives (and is dropped) with this future: a cancelled write drops it.
+            let mut uncommitted = uncommitted;
             let batches = datafusion::physical_plan::collect(input, context).await?;
             let mut files = Vec::new();
             let mut rows = 0u64;
@@ -302,13 +348,10 @@ impl ExecutionPlan for FilesCommitExec {
                     true => super::files_table::commit_to_published(store.as_ref(), &dir, &id, &files).await,
                     false => super::files_table::commit(store.as_ref(), &dir, &id, &files).await,
                 };
-                if let Err(error) = committed {
-                    // Nothing refers to what this statement wrote.
-                    let written = files.iter().map(|file| Path::from(format!("{dir}/{file}")));
-                    let _ = super::files_store::delete_all(&store, written.collect()).await;
-                    return Err(error);
-                }
+                // Refused, nothing refers to what this statement wrote: `uncommitted` goes.
+                committed?;
             }
+            uncommitted.armed = false;
             Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![rows])) as ArrayRef])?)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(count_schema(), output)))

@@ -189,8 +189,10 @@ async fn a_worker_dying_fails_its_query_by_name_and_the_next_query_runs_on_the_r
     let http = Http::new(&cluster.coordinator_url());
     wait_for_nodes(&http, 5).await;
 
+    // With retries off (today's behaviour before retry-policy=QUERY, the default).
     let long = long_query(&http, "long", 3).await;
-    let (id, response) = start_until_placed(&http, http.post(&long)).await;
+    let request = http.post(&long).header("X-Trino-Session", "retry_policy=NONE");
+    let (id, response) = start_until_placed(&http, request).await;
     let used = task_nodes(&http, &id).await;
     assert!(used.contains("worker-2"), "the query uses every worker: {used:?}");
     cluster.cluster.workers[1].kill();
@@ -203,6 +205,48 @@ async fn a_worker_dying_fails_its_query_by_name_and_the_next_query_runs_on_the_r
     // The next query succeeds right away on the workers that are left.
     let (_, rows) = http.rows("SELECT count(*), sum(totalprice) > 0 FROM tpch.tiny.orders").await;
     assert_eq!(rows, vec![vec![Value::from(15000), Value::from(true)]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_that_loses_a_worker_runs_again_on_the_others() {
+    let etc = crate::blackhole::blackhole_etc();
+    let mut cluster = ProcessCluster::builder().workers(3).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 5).await;
+
+    // Three splits of 4 pages, a page every half second: two seconds an attempt.
+    http.rows(
+        "CREATE TABLE blackhole.default.paced (x bigint) WITH (split_count = 3, pages_per_split = 4, \
+         rows_per_page = 10, page_processing_delay = '500ms')",
+    )
+    .await;
+    let (id, response) = start_until_placed(&http, http.post("SELECT count(*) FROM blackhole.default.paced")).await;
+    assert!(task_nodes(&http, &id).await.contains("worker-2"), "the query uses every worker");
+    cluster.cluster.workers[1].kill();
+
+    let follow = async {
+        let mut responses = vec![response];
+        while let Some(next) = responses.last().unwrap()["nextUri"].as_str().map(str::to_string) {
+            responses.push(get_json(&http, &next).await);
+        }
+        responses
+    };
+    let responses = tokio::time::timeout(Duration::from_secs(60), follow).await.expect("the query ends");
+    let last = responses.last().unwrap();
+    assert!(last.get("error").is_none(), "the query should have run again on the others: {last}");
+    let (_, rows) = crate::collect(&responses);
+    assert_eq!(rows, vec![vec![Value::from(120)]], "every row, once");
+    let info = get_json(&http, &format!("{}/v1/query/{id}", http.base)).await;
+    let attempts = info["failedAttempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{info}");
+    assert_eq!(attempts[0]["errorName"], "REMOTE_HOST_GONE");
+    assert!(attempts[0]["message"].as_str().unwrap().contains("worker-2"), "{info}");
+    // One failed attempt only: the retry went to the live workers (a task on the dead one
+    // would have failed it again).
+
+    // A user error is never retried.
+    let error = http.error("SELECT CAST('x' AS integer) FROM blackhole.default.paced").await;
+    assert_eq!(error["errorName"], "INVALID_CAST_ARGUMENT", "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,7 +211,8 @@ async fn tables_are_created_written_and_dropped_whole() {
     )
     .await;
     let doomed = "CREATE TABLE lake.s.doomed AS SELECT * FROM blackhole.default.halting";
-    let first = a.client.execute(a.post(doomed).build().unwrap()).await.unwrap().json::<Value>().await.unwrap();
+    let request = a.post(doomed).header("X-Trino-Session", "retry_policy=NONE");
+    let first = a.client.execute(request.build().unwrap()).await.unwrap().json::<Value>().await.unwrap();
     let id = first["id"].as_str().unwrap().to_string();
     let busy = writing_worker(&a, &cluster, &id).await;
     cluster.cluster.workers[busy].kill();

@@ -3,7 +3,6 @@
 //! `files_table`); the read side, which DataFusion plans against, is the parent module.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::path::Path;
@@ -65,12 +64,6 @@ impl PendingTable {
     }
 }
 
-/// When what a failed write left is swept again: writers on other nodes that were cancelled
-/// with the query may still finish an upload already in flight, or remove its staging file,
-/// just after the first sweep (found in `writes_racing_drops_lose_nothing_acknowledged`:
-/// empty directories of a dropped schema stayed behind and listed it again).
-const STRAGGLER_SWEEPS: [Duration; 3] = [Duration::ZERO, Duration::from_secs(2), Duration::from_secs(10)];
-
 impl Drop for PendingTable {
     fn drop(&mut self) {
         if self.published {
@@ -79,7 +72,7 @@ impl Drop for PendingTable {
         let (root, dir, id) = (self.root.clone(), self.dir.clone(), self.meta.id.clone());
         let marker = self.schema_marker.clone();
         files_store::spawn(async move {
-            for delay in STRAGGLER_SWEEPS {
+            for delay in files_store::STRAGGLER_SWEEPS {
                 tokio::time::sleep(delay).await;
                 if let Ok(objects) = files_table::objects_of(root.store().as_ref(), &dir, &id).await {
                     let _ = files_store::delete_all(root.store(), objects).await;
