@@ -304,3 +304,49 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_table_as_that_loses_a_worker_runs_again_and_lands_once() {
+    let root = TempDir::new("flotilla-lake");
+    let etc = lake_etc(&root.path);
+    let mut cluster = ProcessCluster::builder().workers(2).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 4).await;
+    http.rows("CREATE SCHEMA lake.s").await;
+    // Two splits of 6 pages, a page every half second: three seconds an attempt.
+    http.rows(
+        "CREATE TABLE blackhole.default.paced (x bigint) WITH (split_count = 2, pages_per_split = 6, \
+         rows_per_page = 10, page_processing_delay = '500ms')",
+    )
+    .await;
+    let request = http.post("CREATE TABLE lake.s.copy AS SELECT x, 'row' AS note FROM blackhole.default.paced");
+    let first = http.client.execute(request.build().unwrap()).await.unwrap().json::<Value>().await.unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+    let busy = writing_worker(&http, &cluster, &id).await;
+    cluster.cluster.workers[busy].kill();
+    http.wait_for_state(&id, &["FINISHED", "FAILED"], std::time::Duration::from_secs(60)).await;
+    let info: Value = http.get_json(&format!("{}/v1/query/{id}", http.base)).await;
+    assert_eq!(info["state"], "FINISHED", "{info}");
+    assert_eq!(info["failedAttempts"].as_array().unwrap().len(), 1, "{info}");
+
+    // The table exists once, with every row once.
+    let (_, rows) = http.rows("SELECT count(*), count(DISTINCT note) FROM lake.s.copy").await;
+    assert_eq!(rows, vec![vec![Value::from(120), Value::from(1)]]);
+    // What the failed attempt wrote is deleted: every data file left is the table's own
+    // (named by its id), once the clean-up's last sweep is done.
+    let entry: Value =
+        serde_json::from_slice(&std::fs::read(root.path.join("s/copy/_flotilla/table")).unwrap()).unwrap();
+    let table_id = entry["id"].as_str().or(entry["table"]["id"].as_str()).expect("the entry names its id").to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let strays: Vec<_> = crate::hostile::files_under(&root.path.join("s/copy/data"))
+            .into_iter()
+            .filter(|f| !f.file_name().unwrap().to_string_lossy().starts_with(&table_id))
+            .collect();
+        if strays.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the failed attempt's files stayed: {strays:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

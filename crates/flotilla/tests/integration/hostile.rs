@@ -38,7 +38,7 @@ async fn all_alive(cluster: &ProcessCluster, after: &str) {
 }
 
 /// Every file under `dir` (none when it does not exist).
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
