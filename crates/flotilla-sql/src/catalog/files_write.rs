@@ -348,8 +348,13 @@ impl ExecutionPlan for FilesCommitExec {
                     true => super::files_table::commit_to_published(store.as_ref(), &dir, &id, &files).await,
                     false => super::files_table::commit(store.as_ref(), &dir, &id, &files).await,
                 };
-                // Refused, nothing refers to what this statement wrote: `uncommitted` goes.
-                committed?;
+                if let Err(error) = committed {
+                    // Refused: nothing refers to what this statement wrote. It goes before the
+                    // statement answers (and `uncommitted` sweeps again for stragglers).
+                    let written = files.iter().map(|file| Path::from(format!("{dir}/{file}")));
+                    let _ = super::files_store::delete_all(&store, written.collect()).await;
+                    return Err(error);
+                }
             }
             uncommitted.armed = false;
             Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![rows])) as ArrayRef])?)
