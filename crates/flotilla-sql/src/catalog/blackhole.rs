@@ -570,15 +570,7 @@ mod tests {
             Field::new("b", DataType::Boolean, true),
             Field::new("d", DataType::Decimal128(12, 2), true),
         ]));
-        let generation = Generation {
-            split_count: 2,
-            pages_per_split: 3,
-            rows_per_page: 5,
-            field_length: 2,
-            page_processing_delay_ms: 1,
-        };
-        let spec =
-            BlackholeScanSpec { columns: Columns::of(&schema).unwrap(), generation, limit: None, share: whole() };
+        let spec = super::tests_support::spec(&schema);
         let exec = Arc::new(BlackholeScanExec::try_new(spec.clone()).unwrap());
         let context = Arc::new(TaskContext::default());
         let batches = datafusion::physical_plan::collect(exec, context.clone()).await.unwrap();
