@@ -296,3 +296,44 @@ async fn a_draining_worker_finishes_its_tasks_gets_no_new_ones_and_exits() {
     let (_, rows) = http.rows("SELECT count(*) FROM tpch.tiny.orders").await;
     assert_eq!(rows, vec![vec![Value::from(15000)]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_whose_every_attempt_loses_a_worker_reports_each_attempts_error() {
+    let etc = crate::blackhole::blackhole_etc();
+    std::fs::write(etc.path.join("config.properties"), "query-retry-attempts=1\nretry-initial-delay=200ms\n").unwrap();
+    let mut cluster = ProcessCluster::builder().workers(3).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 5).await;
+    http.rows(
+        "CREATE TABLE blackhole.default.paced (x bigint) WITH (split_count = 3, pages_per_split = 60, \
+         rows_per_page = 10, page_processing_delay = '500ms')",
+    )
+    .await;
+    let (id, response) = start_until_placed(&http, http.post("SELECT count(*) FROM blackhole.default.paced")).await;
+
+    // Each attempt loses a worker it runs on: worker-1 under the first, worker-2 under the retry.
+    for (attempt, index) in [(0usize, 0usize), (1, 1)] {
+        let url = cluster.cluster.workers[index].url.clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = get_json(&http, &format!("{}/v1/query/{id}", http.base)).await;
+            let attempts = info["failedAttempts"].as_array().map_or(0, Vec::len);
+            let status = worker_status(&http, &url).await;
+            let busy = status["queries"].as_array().into_iter().flatten().any(|q| q["queryId"] == id.as_str());
+            if attempts == attempt && busy {
+                break;
+            }
+            assert!(Instant::now() < deadline, "attempt {attempt} never ran on worker {}: {info}", index + 1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster.cluster.workers[index].kill();
+    }
+
+    let last = tokio::time::timeout(Duration::from_secs(60), finish(&http, response)).await.expect("the query ends");
+    assert_eq!(last["error"]["errorName"], "REMOTE_HOST_GONE", "{last}");
+    assert!(last["error"]["message"].as_str().unwrap().contains("worker-2"), "{last}");
+    let info = get_json(&http, &format!("{}/v1/query/{id}", http.base)).await;
+    let attempts = info["failedAttempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{info}");
+    assert!(attempts[0]["message"].as_str().unwrap().contains("worker-1"), "{info}");
+}
