@@ -337,3 +337,62 @@ async fn a_query_whose_every_attempt_loses_a_worker_reports_each_attempts_error(
     assert_eq!(attempts.len(), 1, "{info}");
     assert!(attempts[0]["message"].as_str().unwrap().contains("worker-1"), "{info}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_worker_under_load_fails_no_query() {
+    let etc = crate::blackhole::blackhole_etc();
+    let mut cluster = ProcessCluster::builder().workers(3).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 5).await;
+    // A query of about a second on the workers (3 splits, 4 pages 250 ms apart).
+    http.rows(
+        "CREATE TABLE blackhole.default.paced (x bigint) WITH (split_count = 3, pages_per_split = 4, \
+         rows_per_page = 10, page_processing_delay = '250ms')",
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (http, stop) = (Http::new(&http.base), stop.clone());
+            tokio::spawn(async move {
+                let (mut answered, mut failed) = (0usize, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let responses = http.run("SELECT count(*) FROM blackhole.default.paced").await;
+                    match responses.last().unwrap().get("error") {
+                        Some(error) => failed.push(error.clone()),
+                        None if crate::collect(&responses).1 == vec![vec![Value::from(120)]] => answered += 1,
+                        None => failed.push(responses.last().unwrap().clone()),
+                    }
+                }
+                (answered, failed)
+            })
+        })
+        .collect();
+
+    // Each worker in turn: drained (as Kubernetes does before stopping a pod), then started
+    // again once it has exited, then the cluster counts it again.
+    for index in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let url = cluster.cluster.workers[index].url.clone();
+        assert_eq!(cluster.drain(&url).await, 200);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while cluster.cluster.workers[index].is_running() {
+            assert!(Instant::now() < deadline, "worker {} did not exit after draining", index + 1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut worker = cluster.cluster.workers.remove(index);
+        cluster.cluster.restart(&mut worker).unwrap();
+        cluster.cluster.workers.insert(index, worker);
+        wait_for_nodes(&http, 5).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for client in clients {
+        let (ok, failed) = client.await.unwrap();
+        assert!(failed.is_empty(), "queries failed during the rolling restart: {failed:#?}");
+        answered += ok;
+    }
+    eprintln!("{answered} queries answered during a rolling restart of 3 workers, none failed");
+    assert!(answered >= 6, "the clients kept running queries: {answered}");
+}
