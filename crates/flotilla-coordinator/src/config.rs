@@ -273,5 +273,24 @@ mod tests {
         assert!(error.to_string().contains("etc/config.properties"), "{error}");
         assert!(error.to_string().contains("query.max-history"), "{error}");
         assert!(config.apply("c", "query.client.timeout", "5").is_err());
+        for (key, bad) in [
+            ("retry-policy", "TASK"),
+            ("retry-policy", "sometimes"),
+            ("query-retry-attempts", "-1"),
+            ("query-retry-attempts", "1000"),
+            ("retry-delay-scale-factor", "0.5"),
+            ("retry-delay-scale-factor", "NaN"),
+            ("retry-initial-delay", "soon"),
+        ] {
+            assert!(config.apply("c", key, bad).is_err(), "{key}={bad}");
+        }
+    }
+
+    #[test]
+    fn retry_waits_grow_to_their_bound() {
+        let retry = RetryConfig::default();
+        let waits: Vec<Duration> = [1, 2, 3, 10, u32::MAX].map(|n| retry.delay(n)).to_vec();
+        assert_eq!(waits[..3], [Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)]);
+        assert_eq!(waits[3..], [Duration::from_secs(60), Duration::from_secs(60)], "bounded by retry-max-delay");
     }
 }

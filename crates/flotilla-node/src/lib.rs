@@ -27,5 +27,5 @@ pub use http_client::InternalClient;
 pub use http_server::serve_http;
 pub use node::{info_routes, request_user, LocalNode, NodeAccess};
 pub use relay::{follow_up_query, relay_to_owner, ForwardError, Forwarder, Relayed, FORWARDED_BY};
-pub use runtime::{heartbeater, notice_period, require_secret, InFlight, RunningNode, INTERNAL_CALL_TIMEOUT};
+pub use runtime::{heartbeater, require_secret, InFlight, RunningNode, INTERNAL_CALL_TIMEOUT};
 pub use view_client::{ClusterViewClient, ViewSnapshot};

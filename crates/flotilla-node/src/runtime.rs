@@ -87,7 +87,7 @@ impl RunningNode {
 /// its heartbeat reaches the resource managers at once, a coordinator's view is refreshed
 /// about once a heartbeat interval, and a query planned just before may still start its
 /// tasks; three intervals and a second cover that.
-pub fn notice_period(heartbeat_interval: Duration) -> Duration {
+fn notice_period(heartbeat_interval: Duration) -> Duration {
     heartbeat_interval * 3 + Duration::from_secs(1)
 }
 

@@ -27,30 +27,12 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The node the call went to.
-    pub fn base(&self) -> Option<&str> {
-        match self {
-            CallError::Unreachable { base, .. }
-            | CallError::Refused { base, .. }
-            | CallError::BadAnswer { base, .. } => Some(base),
-            CallError::NotSent(_) | CallError::AllFailed(_) => None,
-        }
-    }
-
     /// `errors` of the nodes tried in turn, or `none` when there was no node to try.
     pub fn all_failed(mut errors: Vec<CallError>, none: &str) -> CallError {
         match errors.len() {
             0 => CallError::NotSent(none.to_string()),
             1 => errors.remove(0),
             _ => CallError::AllFailed(errors),
-        }
-    }
-
-    /// The status of a refusal.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            CallError::Refused { status, .. } => Some(*status),
-            _ => None,
         }
     }
 

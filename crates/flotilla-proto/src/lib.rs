@@ -27,7 +27,7 @@ pub use call::CallError;
 pub use config::{ConfigError, NodeConfig, Setting, NODE_SETTINGS};
 pub use data_size::parse_data_size;
 pub use duration::parse_duration;
-pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry, WIRE_TAG};
+pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry};
 pub use internal_auth::{InternalAuth, InternalAuthError, INTERNAL_BEARER_HEADER};
 pub use query_id::{random_hex, CoordinatorId, QueryId, QueryIdGenerator, QueryIdParseError};
 

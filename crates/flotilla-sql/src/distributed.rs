@@ -122,27 +122,19 @@ fn tpch_task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTas
 
 /// Spreads a scan of ours over the tasks its stage got: each task generates its own share.
 fn scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
-    if let Some(scan) = event.plan.downcast_ref::<BlackholeScanExec>() {
-        let leaf = scan.split(event.task_count).and_then(|variants| {
-            DistributedLeafExec::try_new(
-                event.plan.clone(),
-                variants.into_iter().map(|scan| Arc::new(scan) as Arc<dyn ExecutionPlan>),
-            )
-        });
-        return Some(leaf.map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))));
+    fn leaf<T: ExecutionPlan + 'static>(
+        event: &ScaleUpLeafNodeEvent<'_>,
+        variants: Result<Vec<T>>,
+    ) -> Result<ScaleUpLeafNodeEventResponse> {
+        let variants = variants?.into_iter().map(|scan| Arc::new(scan) as Arc<dyn ExecutionPlan>);
+        let leaf = DistributedLeafExec::try_new(event.plan.clone(), variants)?;
+        Ok(ScaleUpLeafNodeEventResponse::new(Arc::new(leaf)))
     }
-    tpch_scale_up(event)
-}
-
-fn tpch_scale_up(event: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
+    if let Some(scan) = event.plan.downcast_ref::<BlackholeScanExec>() {
+        return Some(leaf(&event, scan.split(event.task_count)));
+    }
     let scan = event.plan.downcast_ref::<TpchScanExec>()?;
-    let leaf = scan.split(event.task_count).and_then(|variants| {
-        DistributedLeafExec::try_new(
-            event.plan.clone(),
-            variants.into_iter().map(|scan| Arc::new(scan) as Arc<dyn ExecutionPlan>),
-        )
-    });
-    Some(leaf.map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))))
+    Some(leaf(&event, scan.split(event.task_count)))
 }
 
 /// Encodes Flotilla's own operators for the trip to a worker: a tag, then JSON.

@@ -298,6 +298,20 @@ mod tests {
             assert!(session.validate().is_ok(), "{good}");
         }
         assert!(validate_task_concurrency(&default_task_concurrency()).is_ok());
+        let mut session = SqlSession::default();
+        for bad in ["TASK", "always", "QUERY ", &"Q".repeat(100_000)] {
+            session.properties.insert("retry_policy".into(), bad.to_string());
+            assert_eq!(
+                session.validate().unwrap_err().code,
+                ErrorCode::InvalidSessionProperty,
+                "{}",
+                &bad[..5.min(bad.len())]
+            );
+        }
+        for good in ["QUERY", "none", ""] {
+            session.properties.insert("retry_policy".into(), good.into());
+            assert!(session.validate().is_ok(), "{good}");
+        }
     }
 
     #[test]

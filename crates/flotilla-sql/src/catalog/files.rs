@@ -254,7 +254,9 @@ impl FilesCatalog {
     /// The catalog's schemas, from the store.
     pub(crate) async fn list_schemas(&self) -> object_store::Result<Vec<String>> {
         let names = schema_names(&self.root).await?;
-        self.listed.lock().schemas = names.clone();
+        let mut listed = self.listed.lock();
+        listed.tables.retain(|schema, _| names.contains(schema));
+        listed.schemas = names.clone();
         Ok(names)
     }
 

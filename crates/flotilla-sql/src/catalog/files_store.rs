@@ -243,7 +243,22 @@ impl Root {
 /// with the query may still finish an upload already in flight, or remove its staging file,
 /// just after the first sweep (found in `writes_racing_drops_lose_nothing_acknowledged`:
 /// empty directories of a dropped schema stayed behind and listed it again).
-pub const STRAGGLER_SWEEPS: [Duration; 3] = [Duration::ZERO, Duration::from_secs(2), Duration::from_secs(10)];
+const STRAGGLER_SWEEPS: [Duration; 3] = [Duration::ZERO, Duration::from_secs(2), Duration::from_secs(10)];
+
+/// Runs `sweep` (the clean-up of what a write that did not commit left) in the background,
+/// at once and again after each of [`STRAGGLER_SWEEPS`].
+pub fn sweep_later<F, Fut>(sweep: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    spawn(async move {
+        for delay in STRAGGLER_SWEEPS {
+            tokio::time::sleep(delay).await;
+            sweep().await;
+        }
+    });
+}
 
 /// Starts `future` on the runtime of the caller without waiting (clean-ups from `Drop`);
 /// outside any runtime (a process shutting down) it is left undone, with a warning: what it

@@ -257,10 +257,10 @@ impl Drop for Uncommitted {
             return;
         }
         let (store, data, prefix) = (self.store.clone(), self.data.clone(), self.prefix.clone());
-        super::files_store::spawn(async move {
-            for delay in super::files_store::STRAGGLER_SWEEPS {
-                tokio::time::sleep(delay).await;
-                let Ok((_, objects)) = super::files_store::list_dir(store.as_ref(), &data).await else { continue };
+        super::files_store::sweep_later(move || {
+            let (store, data, prefix) = (store.clone(), data.clone(), prefix.clone());
+            async move {
+                let Ok((_, objects)) = super::files_store::list_dir(store.as_ref(), &data).await else { return };
                 let written: Vec<Path> = objects
                     .into_iter()
                     .map(|o| o.location)

@@ -239,8 +239,10 @@ async fn list_catalog_tables(
     for schema_name in listing::schema_names(catalog).await {
         let Some(schema) = catalog.schema(&schema_name) else { continue };
         for table_name in listing::table_names(schema.as_ref()).await {
-            // A table renamed or dropped while it is read fails that read (its files go): read
-            // it once more, and leave it out if it is gone by then, as Trino's listings do.
+            // A table renamed or dropped while it is read fails that read: its manifest goes
+            // between the listing and the read (dbt's second run renames `t` to `t__dbt_backup`
+            // while its other thread reads information_schema). Read it once more, and leave
+            // it out if it is gone by then, as Trino's listings do.
             let table = match schema.table(&table_name).await {
                 Ok(table) => table,
                 Err(first) => match schema.table(&table_name).await {

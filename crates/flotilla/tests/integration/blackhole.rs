@@ -27,15 +27,30 @@ pub(crate) async fn with_blackhole() -> TestCluster {
         .await
 }
 
-/// Creates `blackhole.default.NAME` (one bigint column) that a full scan takes `seconds`
-/// to read, one page a second; returns the query that reads it.
-pub(crate) async fn slow_table(http: &Http, name: &str, seconds: u64) -> String {
+/// Creates `blackhole.default.NAME` (one bigint column) of `splits` splits of `pages` pages
+/// of 10 rows, a page every `delay` (e.g. `'500ms'`); returns the query that counts it.
+pub(crate) async fn paced_table(http: &Http, name: &str, splits: u32, pages: u32, delay: &str) -> String {
     http.rows(&format!(
-        "CREATE TABLE blackhole.default.{name} (x bigint) WITH (split_count = 2, pages_per_split = {seconds}, \
-         rows_per_page = 10, page_processing_delay = '1s')"
+        "CREATE TABLE blackhole.default.{name} (x bigint) WITH (split_count = {splits}, \
+         pages_per_split = {pages}, rows_per_page = 10, page_processing_delay = '{delay}')"
     ))
     .await;
     format!("SELECT count(*) FROM blackhole.default.{name}")
+}
+
+/// A table that a full scan takes `seconds` to read, one page a second (2 splits).
+pub(crate) async fn slow_table(http: &Http, name: &str, seconds: u32) -> String {
+    paced_table(http, name, 2, seconds, "1s").await
+}
+
+/// A process cluster of `workers` workers with the `tpch` and `blackhole` catalogs, every
+/// node counted by the coordinator; the `etc/` lives as long as the cluster is used.
+pub(crate) async fn blackhole_cluster(workers: usize) -> (TempDir, ProcessCluster, Http) {
+    let etc = blackhole_etc();
+    let cluster = ProcessCluster::builder().workers(workers).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.coordinator_url());
+    crate::distributed::wait_for_nodes(&http, workers + 2).await;
+    (etc, cluster, http)
 }
 
 async fn fails_with(http: &Http, sql: &str, name: &str) -> Value {
@@ -105,14 +120,21 @@ async fn blackhole_tables_swallow_writes_and_generate_their_rows() {
         assert!(error["message"].as_str().unwrap().contains(word), "{error}");
     }
     fails_with(&http, "CREATE VIEW blackhole.default.v AS SELECT 1 x", "NOT_SUPPORTED").await;
+
+    // Racing creations of one name: exactly one wins, the others are told it exists.
+    let racers = (0..8).map(|_| {
+        let http = Http::new(&http.base);
+        async move { http.run("CREATE TABLE blackhole.default.race (a integer)").await.last().unwrap().clone() }
+    });
+    let outcomes = futures::future::join_all(racers).await;
+    let won = outcomes.iter().filter(|o| o.get("error").is_none()).count();
+    assert_eq!(won, 1, "{outcomes:#?}");
+    assert!(outcomes.iter().filter_map(|o| o.get("error")).all(|e| e["errorName"] == "TABLE_ALREADY_EXISTS"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_blackhole_scan_runs_on_a_worker_until_cancelled() {
-    let etc = blackhole_etc();
-    let cluster = ProcessCluster::builder().workers(2).etc_dir(&etc.path).start();
-    let http = Http::new(&cluster.coordinator_url());
-    crate::distributed::wait_for_nodes(&http, 4).await;
+    let (_etc, cluster, http) = blackhole_cluster(2).await;
     let workers: Vec<String> = cluster.cluster.workers.iter().map(|w| w.url.clone()).collect();
 
     let query = slow_table(&http, "slow", 3600).await;

@@ -10,15 +10,10 @@ use serde_json::Value;
 use crate::harness::ProcessCluster;
 use crate::Http;
 
-/// Creates a blackhole table of `splits` splits that takes an hour to read (a page a
-/// second, costing no CPU); returns the query that reads it.
+/// A blackhole table of `splits` splits that takes an hour to read (a page a second,
+/// costing no CPU); returns the query that reads it.
 async fn long_query(http: &Http, name: &str, splits: u32) -> String {
-    http.rows(&format!(
-        "CREATE TABLE blackhole.default.{name} (x bigint) WITH (split_count = {splits}, pages_per_split = 3600, \
-         rows_per_page = 10, page_processing_delay = '1s')"
-    ))
-    .await;
-    format!("SELECT count(*) FROM blackhole.default.{name} WHERE x >= 0")
+    crate::blackhole::paced_table(http, name, splits, 3600, "1s").await
 }
 
 async fn get_json(http: &Http, url: &str) -> Value {
@@ -184,10 +179,7 @@ async fn queries_stay_in_their_warehouse_avoid_busy_groups_and_cancel_cleanly() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_dying_fails_its_query_by_name_and_the_next_query_runs_on_the_rest() {
-    let etc = crate::blackhole::blackhole_etc();
-    let mut cluster = ProcessCluster::builder().workers(3).etc_dir(&etc.path).start();
-    let http = Http::new(&cluster.coordinator_url());
-    wait_for_nodes(&http, 5).await;
+    let (_etc, mut cluster, http) = crate::blackhole::blackhole_cluster(3).await;
 
     // With retries off (today's behaviour before retry-policy=QUERY, the default).
     let long = long_query(&http, "long", 3).await;
@@ -209,18 +201,11 @@ async fn a_worker_dying_fails_its_query_by_name_and_the_next_query_runs_on_the_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_that_loses_a_worker_runs_again_on_the_others() {
-    let etc = crate::blackhole::blackhole_etc();
-    let mut cluster = ProcessCluster::builder().workers(3).etc_dir(&etc.path).start();
-    let http = Http::new(&cluster.coordinator_url());
-    wait_for_nodes(&http, 5).await;
+    let (_etc, mut cluster, http) = crate::blackhole::blackhole_cluster(3).await;
 
     // Three splits of 4 pages, a page every half second: two seconds an attempt.
-    http.rows(
-        "CREATE TABLE blackhole.default.paced (x bigint) WITH (split_count = 3, pages_per_split = 4, \
-         rows_per_page = 10, page_processing_delay = '500ms')",
-    )
-    .await;
-    let (id, response) = start_until_placed(&http, http.post("SELECT count(*) FROM blackhole.default.paced")).await;
+    let paced = crate::blackhole::paced_table(&http, "paced", 3, 4, "500ms").await;
+    let (id, response) = start_until_placed(&http, http.post(&paced)).await;
     assert!(task_nodes(&http, &id).await.contains("worker-2"), "the query uses every worker");
     cluster.cluster.workers[1].kill();
 
@@ -304,12 +289,8 @@ async fn a_query_whose_every_attempt_loses_a_worker_reports_each_attempts_error(
     let mut cluster = ProcessCluster::builder().workers(3).etc_dir(&etc.path).start();
     let http = Http::new(&cluster.coordinator_url());
     wait_for_nodes(&http, 5).await;
-    http.rows(
-        "CREATE TABLE blackhole.default.paced (x bigint) WITH (split_count = 3, pages_per_split = 60, \
-         rows_per_page = 10, page_processing_delay = '500ms')",
-    )
-    .await;
-    let (id, response) = start_until_placed(&http, http.post("SELECT count(*) FROM blackhole.default.paced")).await;
+    let paced = crate::blackhole::paced_table(&http, "paced", 3, 60, "500ms").await;
+    let (id, response) = start_until_placed(&http, http.post(&paced)).await;
 
     // Each attempt loses a worker it runs on: worker-1 under the first, worker-2 under the retry.
     for (attempt, index) in [(0usize, 0usize), (1, 1)] {
@@ -340,24 +321,17 @@ async fn a_query_whose_every_attempt_loses_a_worker_reports_each_attempts_error(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_worker_under_load_fails_no_query() {
-    let etc = crate::blackhole::blackhole_etc();
-    let mut cluster = ProcessCluster::builder().workers(3).etc_dir(&etc.path).start();
-    let http = Http::new(&cluster.coordinator_url());
-    wait_for_nodes(&http, 5).await;
+    let (_etc, mut cluster, http) = crate::blackhole::blackhole_cluster(3).await;
     // A query of about a second on the workers (3 splits, 4 pages 250 ms apart).
-    http.rows(
-        "CREATE TABLE blackhole.default.paced (x bigint) WITH (split_count = 3, pages_per_split = 4, \
-         rows_per_page = 10, page_processing_delay = '250ms')",
-    )
-    .await;
+    let paced = crate::blackhole::paced_table(&http, "paced", 3, 4, "250ms").await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..3)
         .map(|_| {
-            let (http, stop) = (Http::new(&http.base), stop.clone());
+            let (http, stop, paced) = (Http::new(&http.base), stop.clone(), paced.clone());
             tokio::spawn(async move {
                 let (mut answered, mut failed) = (0usize, Vec::new());
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let responses = http.run("SELECT count(*) FROM blackhole.default.paced").await;
+                    let responses = http.run(&paced).await;
                     match responses.last().unwrap().get("error") {
                         Some(error) => failed.push(error.clone()),
                         None if crate::collect(&responses).1 == vec![vec![Value::from(120)]] => answered += 1,

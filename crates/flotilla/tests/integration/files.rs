@@ -203,13 +203,9 @@ async fn tables_are_created_written_and_dropped_whole() {
     let (_, rows) = b.rows("SELECT count(*) FROM lake.s.t").await;
     assert_eq!(count(&rows), 102, "the cancelled insert added nothing");
 
-    // A worker killed in the middle of a CREATE TABLE AS: the query fails, no table. (Its
-    // source writes some files: two splits, one fast, one slow.)
-    a.rows(
-        "CREATE TABLE blackhole.default.halting (x bigint) WITH (split_count = 2, pages_per_split = 3600, \
-         rows_per_page = 10, page_processing_delay = '1s')",
-    )
-    .await;
+    // A worker killed in the middle of a CREATE TABLE AS: with retries off the query fails,
+    // no table. (Its source pages for an hour.)
+    crate::blackhole::slow_table(&a, "halting", 3600).await;
     let doomed = "CREATE TABLE lake.s.doomed AS SELECT * FROM blackhole.default.halting";
     let request = a.post(doomed).header("X-Trino-Session", "retry_policy=NONE");
     let first = a.client.execute(request.build().unwrap()).await.unwrap().json::<Value>().await.unwrap();
@@ -314,11 +310,7 @@ async fn a_create_table_as_that_loses_a_worker_runs_again_and_lands_once() {
     wait_for_nodes(&http, 4).await;
     http.rows("CREATE SCHEMA lake.s").await;
     // Two splits of 6 pages, a page every half second: three seconds an attempt.
-    http.rows(
-        "CREATE TABLE blackhole.default.paced (x bigint) WITH (split_count = 2, pages_per_split = 6, \
-         rows_per_page = 10, page_processing_delay = '500ms')",
-    )
-    .await;
+    crate::blackhole::paced_table(&http, "paced", 2, 6, "500ms").await;
     let request = http.post("CREATE TABLE lake.s.copy AS SELECT x, 'row' AS note FROM blackhole.default.paced");
     let first = http.client.execute(request.build().unwrap()).await.unwrap().json::<Value>().await.unwrap();
     let id = first["id"].as_str().unwrap().to_string();

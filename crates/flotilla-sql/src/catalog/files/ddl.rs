@@ -71,9 +71,9 @@ impl Drop for PendingTable {
         }
         let (root, dir, id) = (self.root.clone(), self.dir.clone(), self.meta.id.clone());
         let marker = self.schema_marker.clone();
-        files_store::spawn(async move {
-            for delay in files_store::STRAGGLER_SWEEPS {
-                tokio::time::sleep(delay).await;
+        files_store::sweep_later(move || {
+            let (root, dir, id, marker) = (root.clone(), dir.clone(), id.clone(), marker.clone());
+            async move {
                 if let Ok(objects) = files_table::objects_of(root.store().as_ref(), &dir, &id).await {
                     let _ = files_store::delete_all(root.store(), objects).await;
                 }
