@@ -530,6 +530,37 @@ mod tests {
     }
 
     #[test]
+    fn every_column_type_a_table_can_have_travels_to_a_worker() {
+        use datafusion::arrow::datatypes::TimeUnit;
+        let types = [
+            DataType::Boolean,
+            DataType::Int8,
+            DataType::Int16,
+            DataType::Int32,
+            DataType::Int64,
+            DataType::Float32,
+            DataType::Float64,
+            DataType::Decimal128(38, 10),
+            DataType::Utf8,
+            DataType::Binary,
+            DataType::Date32,
+            DataType::Time64(TimeUnit::Microsecond),
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+05:30".into())),
+            DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
+            DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+        ];
+        let fields: Vec<Field> =
+            types.iter().enumerate().map(|(i, t)| Field::new(format!("c{i}"), t.clone(), true)).collect();
+        let schema = Schema::new(fields);
+        let columns = Columns::of(&schema).unwrap();
+        let travelled: Columns = serde_json::from_str(&serde_json::to_string(&columns).unwrap()).unwrap();
+        assert_eq!(travelled.schema().unwrap().as_ref(), &schema);
+        // And a page of every type can be generated.
+        BlackholeScanExec::page(&travelled.schema().unwrap(), 3, 2).unwrap();
+    }
+
+    #[test]
     fn properties_are_bounded_and_named() {
         let ok = Generation::from_properties(&props(&[
             ("split_count", "2"),
