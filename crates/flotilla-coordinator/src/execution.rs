@@ -11,28 +11,40 @@ use futures::StreamExt;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::adoption::Registrar;
 use crate::config::RetryConfig;
-use crate::query::{Page, Query, QueryState, TARGET_PAGE_BYTES};
+use crate::query::{Page, Query, QueryState, Registration, TARGET_PAGE_BYTES};
+use flotilla_proto::adoption::QueryRegistration;
 use crate::resource_groups::{Admission, QueryContext};
 use crate::scheduler::Scheduler;
 
-/// Runs `query` to completion, failure, cancellation or its time limit.
-pub async fn run_query(
-    engine: Engine,
-    scheduler: Arc<Scheduler>,
-    admission: Arc<Admission>,
-    max_memory: u64,
-    retry: RetryConfig,
-    query: Arc<Query>,
-    pages: mpsc::Sender<Page>,
-) {
-    let mut session = SqlSession::from(&query.session);
-    session.query_id = Some(query.id.to_string());
-    run(&engine, &scheduler, &admission, max_memory, &retry, &query, &session, pages).await;
-    // The query's tasks are gone from the workers once its stream is dropped; what stays is
-    // where they ran (already copied when the query ended by itself).
-    keep_placements(&scheduler, &query);
-    scheduler.forget(&query.id.to_string());
+/// What every query's execution task works with.
+#[derive(Debug)]
+pub struct Execution {
+    pub engine: Engine,
+    pub scheduler: Arc<Scheduler>,
+    pub admission: Arc<Admission>,
+    pub registrar: Arc<Registrar>,
+    /// `query.max-memory`.
+    pub max_memory: u64,
+    pub retry: RetryConfig,
+}
+
+impl Execution {
+    /// Runs `query` to completion, failure, cancellation or its time limit: registers it
+    /// for adoption first (its first response waits for that), then queues, plans and runs
+    /// it.
+    pub async fn run(self: Arc<Self>, query: Arc<Query>, pages: mpsc::Sender<Page>, registration: QueryRegistration) {
+        let kept = self.registrar.register(&registration).await;
+        query.set_registration(if kept { Registration::Kept } else { Registration::NotKept });
+        let mut session = SqlSession::from(&query.session);
+        session.query_id = Some(query.id.to_string());
+        run(&self, &query, &session, pages, registration).await;
+        // The query's tasks are gone from the workers once its stream is dropped; what
+        // stays is where they ran (already copied when the query ended by itself).
+        keep_placements(&self.scheduler, &query);
+        self.scheduler.forget(&query.id.to_string());
+    }
 }
 
 /// Copies where the query's tasks ran from the scheduler into the query's stats.
@@ -40,17 +52,15 @@ fn keep_placements(scheduler: &Scheduler, query: &Query) {
     query.status.lock().tasks = scheduler.placements(&query.id.to_string());
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run(
-    engine: &Engine,
-    scheduler: &Scheduler,
-    admission: &Arc<Admission>,
-    max_memory: u64,
-    retry: &RetryConfig,
+    execution: &Execution,
     query: &Arc<Query>,
     session: &SqlSession,
     pages: mpsc::Sender<Page>,
+    mut registration: QueryRegistration,
 ) {
+    let Execution { engine, scheduler, admission, registrar, max_memory, retry } = execution;
+    let max_memory = *max_memory;
     let cancel = query.cancel.clone();
     let limits = session.max_run_time().and_then(|time| {
         let memory = session.data_size("query_max_memory")?.map_or(max_memory, |m| m.min(max_memory));
@@ -69,6 +79,11 @@ async fn run(
     let slot = parking_lot::Mutex::new(None);
     let work = async {
         *slot.lock() = admit(admission, query, session).await?;
+        // A write that may commit is never run again by an adopter: say so before it starts.
+        if registration.write && *query.registration.lock() == Registration::Kept {
+            registration.started = true;
+            registrar.register(&registration).await;
+        }
         execute_with_retries(engine, scheduler, retry, query, session, pages).await
     };
     // The workers' heartbeats carry each query's progress; the view brings it here.
@@ -242,13 +257,36 @@ async fn execute(
         status.memory = Some(result.memory.clone());
         status.scans = Some(result.scans.clone());
     }
+    // An adopted query whose client has rows already: skip exactly those, which is only the
+    // same rows when the order is deterministic.
+    let mut skip = query.adopted.as_ref().map_or(0, |a| a.rows);
+    if skip > 0 && !result.totally_ordered {
+        let from = query.adopted.as_ref().map_or("", |a| a.from.as_str());
+        // Not REMOTE_HOST_GONE: that one is retried, and this would fail the same way.
+        return Err(FlotillaError::new(
+            ErrorCode::GenericInternalError,
+            format!(
+                "The coordinator that ran query {} died after {skip} rows were returned ({from}); the query's output order \
+                 is not deterministic (no ORDER BY that orders every row), so it cannot be resumed safely. Run it again.",
+                query.id
+            ),
+        ));
+    }
     query.transition(QueryState::Running);
 
     let mut stream = result.stream;
     let mut buffer: Vec<u8> = Vec::with_capacity(TARGET_PAGE_BYTES);
     let mut rows_in_buffer = 0usize;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| flotilla_sql::error::from_datafusion(&e))?;
+        let mut batch = batch.map_err(|e| flotilla_sql::error::from_datafusion(&e))?;
+        if skip > 0 {
+            let skipped = skip.min(batch.num_rows() as u64);
+            skip -= skipped;
+            batch = batch.slice(skipped as usize, batch.num_rows() - skipped as usize);
+            if batch.num_rows() == 0 {
+                continue;
+            }
+        }
         let rows = encode_batch(&batch, &types).map_err(|e| FlotillaError::internal(e.to_string()))?;
         query.status.lock().output_rows += rows.len() as u64;
         for row in rows {

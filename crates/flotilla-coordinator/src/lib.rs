@@ -20,7 +20,8 @@
 //!
 //! Any coordinator serves any request: a poll, cancel or `/v1/query/{id}` for a query of
 //! another coordinator is relayed to its owner, found by the query id's suffix in the view
-//! (`http::route_to_owner`, with `flotilla_node`'s relaying). With resource groups
+//! (`http::route_to_owner`, with `flotilla_node`'s relaying). A follow-up of a query whose
+//! owner died is adopted: run again here under its id ([`adoption`]). With resource groups
 //! configured, a query waits `QUEUED` until [`resource_groups::Admission`] holds a slot for
 //! its group under a lease from the admission leader, so the limits hold cluster-wide.
 //! SIGTERM or `PUT /v1/info/state` drains: [`RunningCoordinator::drain`].
@@ -28,6 +29,7 @@
 //! Entry points: [`Coordinator::start`] binds and serves, returning a [`RunningCoordinator`]
 //! whose `shutdown` stops every background task it started. Settings are in [`config`].
 
+pub mod adoption;
 mod cluster;
 pub mod config;
 mod execution;
@@ -71,6 +73,8 @@ pub struct Coordinator {
     pub view: Arc<ClusterViewClient>,
     /// Relays requests about other coordinators' queries to their owners.
     pub forwarder: flotilla_node::Forwarder,
+    /// Registers this coordinator's queries, and adopts those of dead coordinators.
+    pub registrar: Arc<adoption::Registrar>,
     /// The web UI's sessions.
     pub ui: Arc<ui::UiAuth>,
     /// Who may kill queries and drain this node.
@@ -174,6 +178,7 @@ impl Coordinator {
             embedded_config.validate(node_config.heartbeat_interval).map_err(|e| invalid(e.to_string()))?;
         }
         let groups_file = config.resource_groups().map_err(|e| invalid(e.to_string()))?;
+        let registrar = Arc::new(adoption::Registrar::new(local.clone(), view.clone(), client.clone()));
         let admission =
             resource_groups::Admission::new(groups_file, local.clone(), view.clone(), client).map_err(invalid)?;
         tasks.extend(admission.spawn(shutdown.clone()));
@@ -186,6 +191,7 @@ impl Coordinator {
             engine,
             scheduler.clone(),
             admission.clone(),
+            registrar.clone(),
             QueryIdGenerator::new(id.clone()),
             registry.clone(),
             config,
@@ -196,12 +202,14 @@ impl Coordinator {
             local: local.clone(),
             view: view.clone(),
             forwarder: forwarder.clone(),
+            registrar: registrar.clone(),
             ui: ui_auth,
             access,
             process_forwarded,
         });
 
         tasks.push(tokio::spawn(manager.clone().sweep_loop(shutdown.clone())));
+        tasks.push(tokio::spawn(registrar.forget_loop(shutdown.clone())));
         let mut app = http::router(coordinator.clone());
         if embedded {
             let resource_manager = ResourceManager::for_node(&local, embedded_config, auth.clone());

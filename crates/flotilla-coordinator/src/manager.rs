@@ -14,9 +14,11 @@ use rand::Rng;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::adoption::Registrar;
 use crate::config::CoordinatorConfig;
-use crate::execution::run_query;
-use crate::query::{Query, QueryState, PAGE_BUFFER};
+use crate::execution::Execution;
+use crate::query::{Adopted, Page, Query, QueryState, Registration, PAGE_BUFFER};
+use flotilla_proto::adoption::QueryRegistration;
 use crate::resource_groups::Admission;
 use crate::scheduler::Scheduler;
 
@@ -91,9 +93,7 @@ impl QueryRegistry {
 /// Creates and tracks this coordinator's queries.
 #[derive(Debug)]
 pub struct QueryManager {
-    engine: Engine,
-    scheduler: Arc<Scheduler>,
-    admission: Arc<Admission>,
+    execution: Arc<Execution>,
     ids: QueryIdGenerator,
     registry: Arc<QueryRegistry>,
     config: CoordinatorConfig,
@@ -109,19 +109,32 @@ impl QueryManager {
         engine: Engine,
         scheduler: Arc<Scheduler>,
         admission: Arc<Admission>,
+        registrar: Arc<Registrar>,
         ids: QueryIdGenerator,
         registry: Arc<QueryRegistry>,
         config: CoordinatorConfig,
     ) -> Self {
-        Self { engine, scheduler, admission, ids, registry, config }
+        let execution = Arc::new(Execution {
+            engine,
+            scheduler,
+            admission,
+            registrar,
+            max_memory: config.max_memory,
+            retry: config.retry.clone(),
+        });
+        Self { execution, ids, registry, config }
     }
 
     pub fn admission(&self) -> &Arc<Admission> {
-        &self.admission
+        &self.execution.admission
     }
 
     pub fn scheduler(&self) -> &Arc<Scheduler> {
-        &self.scheduler
+        &self.execution.scheduler
+    }
+
+    pub fn registrar(&self) -> &Arc<Registrar> {
+        &self.execution.registrar
     }
 
     pub fn config(&self) -> &CoordinatorConfig {
@@ -133,8 +146,9 @@ impl QueryManager {
     }
 
     /// Registers a query and starts running it; too long a text fails the query (as Trino
-    /// does) rather than the request.
-    pub fn create(&self, session: ClientSession, sql: String) -> Arc<Query> {
+    /// does) rather than the request. `session_headers`: the client's `X-Trino-*` headers,
+    /// kept so another coordinator can run the query again if this one dies.
+    pub fn create(&self, session: ClientSession, session_headers: Vec<(String, String)>, sql: String) -> Arc<Query> {
         let (sender, receiver) = mpsc::channel(PAGE_BUFFER);
         let too_long = sql.chars().count() > self.config.max_query_length;
         let mut query = Query::new(self.ids.next(), sql, session, receiver, new_slug());
@@ -142,6 +156,7 @@ impl QueryManager {
         let query = Arc::new(query);
         self.registry.insert(query.clone());
         if too_long {
+            query.set_registration(Registration::NotKept);
             query.fail(FlotillaError::new(
                 ErrorCode::QueryTextTooLarge,
                 format!(
@@ -152,17 +167,66 @@ impl QueryManager {
             ));
             return query;
         }
+        let registration = self.execution.registrar.registration(
+            &query.id,
+            &query.slug,
+            &query.sql,
+            session_headers,
+            &query.session.user,
+            query.created_at.timestamp_millis(),
+        );
+        self.start(query.clone(), sender, registration);
+        query
+    }
+
+    /// Takes over a query whose owner died (the admission leader granted it to this
+    /// coordinator as `registration`): runs it again under its id, answering the client's
+    /// next poll (`token`), past the `rows` it already has.
+    pub fn adopt(
+        &self,
+        registration: QueryRegistration,
+        from: &str,
+        token: u64,
+        rows: u64,
+    ) -> Result<Arc<Query>, String> {
+        let id: QueryId = registration.query_id.parse().map_err(|e| format!("{e}"))?;
+        let session = ClientSession::from_headers(
+            registration.session_headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())),
+        )
+        .map_err(|e| e.to_string())?;
+        // Two polls racing to adopt the same query here: the second finds the first's.
+        let mut queries = self.registry.queries.lock();
+        if let Some(existing) = queries.get(&id) {
+            return Ok(existing.clone());
+        }
+        let (sender, receiver) = mpsc::channel(PAGE_BUFFER);
+        let mut query = Query::new(id.clone(), registration.sql.clone(), session, receiver, registration.slug.clone());
+        query.on_change = self.registry.changed.get().cloned();
+        query.adopted = Some(Adopted { from: from.to_string(), rows });
+        // Its age and its place in the queue are those of the original submission.
+        if let Some(created_at) = chrono::DateTime::from_timestamp_millis(registration.create_time_ms) {
+            let age = (chrono::Utc::now() - created_at).to_std().unwrap_or_default();
+            query.created = std::time::Instant::now().checked_sub(age).unwrap_or(query.created);
+            query.created_at = created_at;
+        }
+        {
+            let cursor = query.cursor.get_mut();
+            cursor.last_token = token.saturating_sub(1);
+            cursor.rows_served = rows;
+        }
+        let query = Arc::new(query);
+        queries.insert(id, query.clone());
+        drop(queries);
+        tracing::info!(query_id = %query.id, %from, token, rows, "adopted a query whose coordinator is gone");
+        self.start(query.clone(), sender, registration);
+        Ok(query)
+    }
+
+    /// Spawns the query's execution task.
+    fn start(&self, query: Arc<Query>, pages: mpsc::Sender<Page>, registration: QueryRegistration) {
         let watched = query.clone();
-        let scheduler = self.scheduler.clone();
-        let execution = std::panic::AssertUnwindSafe(run_query(
-            self.engine.clone(),
-            self.scheduler.clone(),
-            self.admission.clone(),
-            self.config.max_memory,
-            self.config.retry.clone(),
-            query.clone(),
-            sender,
-        ));
+        let scheduler = self.execution.scheduler.clone();
+        let execution = std::panic::AssertUnwindSafe(self.execution.clone().run(query, pages, registration));
         tokio::spawn(async move {
             // A bug that panics while running one query fails that query; it must not leave
             // the client polling a query that will never end.
@@ -173,11 +237,13 @@ impl QueryManager {
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
                 tracing::error!(query_id = %watched.id, %detail, "query execution panicked");
+                if *watched.registration.lock() == Registration::Pending {
+                    watched.set_registration(Registration::NotKept);
+                }
                 watched.fail(FlotillaError::internal(format!("query execution failed unexpectedly: {detail}")));
                 scheduler.forget(&watched.id.to_string());
             }
         });
-        query
     }
 
     pub fn get(&self, id: &QueryId) -> Option<Arc<Query>> {
@@ -204,6 +270,18 @@ impl QueryManager {
                     ErrorCode::AbandonedQuery,
                     format!("Query {} was abandoned by the client, as it may have exited or stopped checking for query results", query.id),
                 ));
+            }
+        }
+        // The client has the final answer: no one will adopt the query any more.
+        for query in &queries {
+            let over = {
+                let status = query.status.lock();
+                status.state.is_done() && (status.delivered || query.idle_for() > self.config.client_timeout)
+            };
+            let mut registration = query.registration.lock();
+            if over && *registration == Registration::Kept {
+                *registration = Registration::Forgotten;
+                self.execution.registrar.forget_later(&query.id);
             }
         }
         let mut expirable: Vec<&Arc<Query>> = queries

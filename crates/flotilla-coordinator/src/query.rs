@@ -134,6 +134,8 @@ pub struct ResultCursor {
     /// A page taken from the channel to look past it, not served yet.
     pub pending: Option<Page>,
     pub exhausted: bool,
+    /// Rows in the responses served so far (with those an adopted query skipped).
+    pub rows_served: u64,
 }
 
 /// A response as served, so re-asking a token returns the same page.
@@ -141,6 +143,28 @@ pub struct ResultCursor {
 pub struct CachedResponse {
     pub body: bytes::Bytes,
     pub changes: SessionChanges,
+}
+
+/// Where the query's registration with the resource managers stands (for adoption).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Its execution task is registering it.
+    Pending,
+    /// At least one resource manager keeps it.
+    Kept,
+    /// None does: the query cannot be adopted.
+    NotKept,
+    /// Its client has the final answer, and the resource managers were told to drop it.
+    Forgotten,
+}
+
+/// What this coordinator took over when it adopted the query from a dead owner.
+#[derive(Debug, Clone)]
+pub struct Adopted {
+    /// Why the previous owner is gone.
+    pub from: String,
+    /// Rows the client had received already: skipped.
+    pub rows: u64,
 }
 
 /// A query owned by this coordinator.
@@ -161,6 +185,11 @@ pub struct Query {
     pub last_heartbeat: Mutex<Instant>,
     /// Also woken on state changes: the coordinator's heartbeat reports them.
     pub on_change: Option<Arc<Notify>>,
+    /// Set when this coordinator adopted the query from a dead owner.
+    pub adopted: Option<Adopted>,
+    pub registration: Mutex<Registration>,
+    /// Woken when the registration leaves [`Registration::Pending`].
+    pub registered: Notify,
 }
 
 impl Query {
@@ -204,11 +233,32 @@ impl Query {
                 pages,
                 pending: None,
                 exhausted: false,
+                rows_served: 0,
             }),
             state_changed: Notify::new(),
             cancel: CancellationToken::new(),
             last_heartbeat: Mutex::new(now),
             on_change: None,
+            adopted: None,
+            registration: Mutex::new(Registration::Pending),
+            registered: Notify::new(),
+        }
+    }
+
+    /// Records how the registration went and wakes whoever waits for it.
+    pub fn set_registration(&self, registration: Registration) {
+        *self.registration.lock() = registration;
+        self.registered.notify_waiters();
+    }
+
+    /// Waits until the execution task has registered the query (or given up on it).
+    pub async fn wait_registered(&self) {
+        loop {
+            let registered = self.registered.notified();
+            if *self.registration.lock() != Registration::Pending {
+                return;
+            }
+            registered.await;
         }
     }
 
@@ -322,11 +372,14 @@ impl Query {
     }
 
     /// A response document: status fields plus, optionally, one page of data.
+    /// `rows`: how many rows the client will have once it has this response (carried in
+    /// `nextUri`, so a coordinator that adopts the query knows what to skip).
     pub fn results(
         &self,
         uris: &flotilla_protocol::uris::QueryUris,
         next_token: Option<u64>,
         page: Option<Page>,
+        rows: u64,
     ) -> QueryResults {
         let stats = self.stats();
         let status = self.status.lock();
@@ -345,7 +398,7 @@ impl Query {
         };
         if let Some(token) = next_token {
             let phase = if matches!(status.state, QueryState::Queued) { "queued" } else { "executing" };
-            results.next_uri = Some(uris.next_uri(phase, &self.id, &self.slug, token));
+            results.next_uri = Some(uris.next_uri(phase, &self.id, &self.slug, token, rows));
         }
         results
     }

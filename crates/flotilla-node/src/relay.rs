@@ -142,6 +142,22 @@ impl Relayed {
         Ok(Self { method: parts.method, path_and_query, headers, body, client_base: uris.base().to_string() })
     }
 
+    /// The request again, to be served by this node's own routes.
+    pub fn into_request(self) -> Request {
+        let mut request = Request::new(Body::from(self.body));
+        *request.method_mut() = self.method;
+        if let Ok(uri) = self.path_and_query.parse() {
+            *request.uri_mut() = uri;
+        }
+        *request.headers_mut() = self.headers;
+        // The client's own address (reading the request dropped its `Host`).
+        let host = self.client_base.split_once("://").map_or(self.client_base.as_str(), |(_, host)| host);
+        if let Ok(host) = HeaderValue::from_str(host) {
+            request.headers_mut().insert(axum::http::header::HOST, host);
+        }
+        request
+    }
+
     /// A request built here (not read off the wire), such as a kill sent to the owner.
     pub fn internal(method: Method, path_and_query: String, body: Bytes, by: &str) -> Self {
         let mut headers = HeaderMap::new();
@@ -174,7 +190,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Whether nothing accepts connections at `base` any more (the connection is refused).
 /// A probe that times out or succeeds says the coordinator may be alive.
-async fn refuses_connections(base: &str) -> bool {
+pub async fn refuses_connections(base: &str) -> bool {
     let address = base.split_once("://").map_or(base, |(_, rest)| rest).trim_end_matches('/');
     match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
         Ok(Err(error)) => error.kind() == std::io::ErrorKind::ConnectionRefused,
@@ -305,9 +321,11 @@ fn find_coordinator(snapshot: &ViewSnapshot, owner: &CoordinatorId) -> Option<Re
     })
 }
 
-/// Relays a follow-up of query `id` to its owner; when the owner is gone, answers with an
-/// error saying so (for a statement poll, a failed query, which every Trino client reports
-/// as such; otherwise a 404).
+/// Relays a follow-up of query `id` to its owner. When the owner is gone, the follow-up
+/// goes to a live coordinator, which adopts the query or knows who did (every relay for
+/// one query picks the same coordinator first, so racing follow-ups meet there); with no
+/// live coordinator, the answer says the query is lost (for a statement poll, a failed
+/// query, which every Trino client reports as such; otherwise a 404).
 pub async fn relay_to_owner(
     forwarder: &Forwarder,
     view: &ClusterViewClient,
@@ -315,21 +333,65 @@ pub async fn relay_to_owner(
     id: &QueryId,
 ) -> Response {
     let owner = id.coordinator();
-    let base = match locate_owner(view, &owner).await {
-        Ok(base) => base,
-        Err(gone) => return owner_gone(request, id, &gone),
+    let gone = match locate_owner(view, &owner).await {
+        Ok(base) => match forwarder.send(&base, request).await {
+            Ok(response) => return response,
+            Err(ForwardError::Refused(error)) => OwnerGone::Refused { owner, base, cause: error.to_string() },
+            // Polls are idempotent: a status the client retries.
+            Err(ForwardError::Failed(error)) => {
+                return (
+                    StatusCode::BAD_GATEWAY,
+                    format!("coordinator {owner} at {base} did not answer for query {id}: {error}"),
+                )
+                    .into_response()
+            }
+        },
+        Err(gone) => gone,
     };
-    match forwarder.send(&base, request).await {
-        Ok(response) => response,
-        Err(ForwardError::Refused(error)) => {
-            owner_gone(request, id, &OwnerGone::Refused { owner, base, cause: error.to_string() })
-        }
-        // Polls are idempotent: a status the client retries.
-        Err(ForwardError::Failed(error)) => {
-            (StatusCode::BAD_GATEWAY, format!("coordinator {owner} at {base} did not answer for query {id}: {error}"))
-                .into_response()
+    for (node_id, base) in adopters(view, id) {
+        match forwarder.send(&base, request).await {
+            Ok(response) => return response,
+            Err(ForwardError::Refused(error)) => {
+                tracing::debug!(coordinator = %node_id, %error, query = %id, "refused a follow-up of an orphaned query")
+            }
+            Err(ForwardError::Failed(error)) => {
+                return (
+                    StatusCode::BAD_GATEWAY,
+                    format!("coordinator {node_id} at {base} did not answer for query {id}: {error}"),
+                )
+                    .into_response()
+            }
         }
     }
+    owner_gone(request, id, &gone)
+}
+
+/// The active coordinators other than `id`'s owner (node id, URI), in the order a follow-up
+/// of `id` tries them: highest random weight first (rendezvous hashing), so every gateway
+/// sends one query's follow-ups to the same coordinator while it lives.
+pub fn adopters(view: &ClusterViewClient, id: &QueryId) -> Vec<(String, String)> {
+    let Some(snapshot) = view.snapshot() else { return Vec::new() };
+    let owner = id.coordinator();
+    let mut coordinators: Vec<(u64, String, String)> = snapshot
+        .view
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Active && n.node.coordinator_id.is_some())
+        .filter(|n| n.node.coordinator_id.as_deref() != Some(owner.as_str()))
+        .map(|n| (weight(id.as_str(), &n.node.node_id), n.node.node_id.clone(), n.node.http_uri.clone()))
+        .collect();
+    coordinators.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    coordinators.into_iter().map(|(_, node_id, uri)| (node_id, uri)).collect()
+}
+
+/// A stable 64-bit FNV-1a hash of a query id and a node id (the same in every process).
+fn weight(query: &str, node: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in query.bytes().chain([0]).chain(node.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 /// The answer for a follow-up whose owner is gone.

@@ -63,6 +63,19 @@ impl ClusterViewClient {
         self.current.read().clone()
     }
 
+    /// The live resource managers (node id, HTTP URI) in the order to ask them: by node id,
+    /// so the admission leader (the live one with the smallest) comes first.
+    pub fn resource_managers(&self) -> Vec<(String, String)> {
+        let Some(snapshot) = self.snapshot() else { return Vec::new() };
+        let mut managers: Vec<(String, String)> = snapshot
+            .view
+            .live_with_role(NodeRole::ResourceManager)
+            .map(|n| (n.node.node_id.clone(), n.node.http_uri.clone()))
+            .collect();
+        managers.sort();
+        managers
+    }
+
     /// Why the last refresh failed, if it did.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().clone()

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod admission;
+pub mod adoption;
 mod call;
 pub mod cluster;
 pub mod config;

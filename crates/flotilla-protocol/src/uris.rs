@@ -76,8 +76,14 @@ impl QueryUris {
         &self.base
     }
 
-    pub fn next_uri(&self, phase: &str, id: &QueryId, slug: &str, token: u64) -> String {
-        format!("{}/v1/statement/{phase}/{id}/{slug}/{token}", self.base)
+    /// `rows`: how many rows the client has received when it follows this URI; carried
+    /// (as `?rows=N`, when not 0) so a coordinator that adopts the query after its owner
+    /// died knows how many to skip.
+    pub fn next_uri(&self, phase: &str, id: &QueryId, slug: &str, token: u64, rows: u64) -> String {
+        match rows {
+            0 => format!("{}/v1/statement/{phase}/{id}/{slug}/{token}", self.base),
+            rows => format!("{}/v1/statement/{phase}/{id}/{slug}/{token}?rows={rows}", self.base),
+        }
     }
 
     pub fn info_uri(&self, id: &QueryId) -> String {

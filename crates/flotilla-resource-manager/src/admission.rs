@@ -163,7 +163,7 @@ impl LeaseAuthority {
     /// Whether every lease another resource manager may have granted has expired: this one
     /// has led for a lease duration, and so long has passed since each live peer learnt
     /// that it is alive (a peer that was leader stops granting then).
-    fn warmed_up(&self, peers: &[String], now: Instant) -> bool {
+    pub(crate) fn warmed_up(&self, peers: &[String], now: Instant) -> bool {
         let settled = |since: Instant| now.duration_since(since) >= LEASE_DURATION;
         self.leader_since.is_some_and(settled)
             && peers.iter().all(|peer| self.acknowledged.get(peer).is_some_and(|at| settled(*at)))

@@ -35,6 +35,9 @@
 //!   group limits hold for the whole cluster, so coordinators admit within leases of slots
 //!   granted by one resource manager, the admission leader ([`admission`]); between
 //!   renewals they admit locally, and without a lease they queue rather than over-admit.
+//!   Likewise, coordinators register each query before answering its client, and the
+//!   admission leader decides which live coordinator adopts a dead owner's query
+//!   ([`registry`]).
 //!
 //! Entry points: [`ResourceManager`] (the role: [`ResourceManager::router`] for its HTTP
 //! API, [`ResourceManager::spawn_background`] for peer sync and sweeping). The other ends,
@@ -46,6 +49,7 @@ pub mod admission;
 mod config;
 pub mod memory_killer;
 mod peer;
+pub mod registry;
 mod role;
 mod server;
 pub mod state;

@@ -12,6 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flotilla_proto::admission::{GroupState, LeaseGrant, LeaseRefusal, LeaseRequest, LEASE_PATH};
+use flotilla_proto::adoption::{
+    AdoptAnswer, AdoptRequest, ForgetQueries, QueryRegistration, ADOPT_PATH, FORGET_PATH, REGISTRATION_PATH,
+};
 use flotilla_proto::cluster::{
     ClusterView, Heartbeat, HeartbeatAck, PeerSync, PeerSyncAck, CLUSTER_VIEW_PATH, HEARTBEAT_PATH, PEER_SYNC_PATH,
 };
@@ -24,12 +27,18 @@ use crate::admission::{LeaseAuthority, LeaseError};
 use crate::config::ResourceManagerConfig;
 use crate::memory_killer::LowMemoryKiller;
 use crate::peer::{HttpPeerTransport, PeerTransport};
+use crate::registry::{RegistrationError, Registry};
 use crate::state::{ClusterState, HeartbeatError};
 use flotilla_node::LocalNode;
 use flotilla_node::{InternalClient, INTERNAL_CALL_TIMEOUT};
 
 /// Peer pushes can carry many records; heartbeats and view requests stay small.
 const PEER_SYNC_BODY_LIMIT: usize = 64 << 20;
+/// A registration carries a query's full SQL text (at most `query.max-length` characters,
+/// a million by default, of up to four bytes each) and its session headers.
+const REGISTRATION_BODY_LIMIT: usize = 16 << 20;
+/// How long a claimant waits before asking a new admission leader again.
+const ADOPT_RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// One resource manager.
 #[derive(Debug)]
@@ -48,6 +57,8 @@ pub struct ResourceManager {
     admission: Mutex<LeaseAuthority>,
     /// The cluster's low-memory killer, acting when this one is the admission leader.
     killer: Mutex<LowMemoryKiller>,
+    /// Queries registered for adoption (lock order: `registry`, then `state`).
+    registry: Mutex<Registry>,
 }
 
 /// How long a serialized view is served again before it is rebuilt.
@@ -75,6 +86,7 @@ impl ResourceManager {
             serialized_view: Mutex::new(None),
             admission: Mutex::new(LeaseAuthority::default()),
             killer: Mutex::new(LowMemoryKiller::new(config.low_memory_killer)),
+            registry: Mutex::new(Registry::default()),
             config,
         })
     }
@@ -93,6 +105,10 @@ impl ResourceManager {
             .route(CLUSTER_VIEW_PATH, get(view))
             .route(LEASE_PATH, post(leases))
             .route(&format!("{LEASE_PATH}/groups/{{path}}"), get(group_state))
+            .route(REGISTRATION_PATH, post(register).layer(DefaultBodyLimit::max(REGISTRATION_BODY_LIMIT)))
+            .route(&format!("{REGISTRATION_PATH}/{{query_id}}"), get(registration))
+            .route(FORGET_PATH, post(forget))
+            .route(ADOPT_PATH, post(adopt).layer(DefaultBodyLimit::max(REGISTRATION_BODY_LIMIT)))
             .route_layer(middleware::from_fn_with_state(self.auth.clone(), require_internal_auth))
             .with_state(self.clone())
     }
@@ -153,6 +169,68 @@ impl ResourceManager {
         self.admission.lock().group_state(path, &usage, now)
     }
 
+    /// Keeps a query's registration (see [`Registry::register`]).
+    pub fn register(&self, registration: QueryRegistration) -> Result<(), RegistrationError> {
+        self.registry.lock().register(registration)
+    }
+
+    /// A registered query, if this resource manager has it.
+    pub fn registration(&self, query_id: &str) -> Option<QueryRegistration> {
+        self.registry.lock().get(query_id).cloned()
+    }
+
+    /// Drops an owner's registrations of finished queries.
+    pub fn forget(&self, forget: &ForgetQueries) {
+        self.registry.lock().forget(&forget.owner, &forget.query_ids);
+    }
+
+    /// Decides a claim on a query whose owner the claimant found gone, when this resource
+    /// manager is the admission leader (and has led long enough to know every adoption an
+    /// earlier leader granted: their claimants registered the outcome everywhere within
+    /// that time). The registered owner is gone when the view has it dead, not at all, or
+    /// as another instance, or when its address refuses connections (a killed process is
+    /// seen that way at once, long before its heartbeats are missed).
+    pub async fn handle_adopt(&self, request: AdoptRequest) -> AdoptAnswer {
+        let now = Instant::now();
+        let (leader, peers) = {
+            let state = self.state.lock();
+            (state.admission_leader(now), state.live_peers(now).into_iter().map(|p| p.node_id).collect::<Vec<_>>())
+        };
+        {
+            let mut admission = self.admission.lock();
+            admission.observe_leadership(leader.is_none(), now);
+            if let Some((leader, uri)) = leader {
+                return AdoptAnswer::NotLeader { leader, uri };
+            }
+            if !admission.warmed_up(&peers, now) {
+                return AdoptAnswer::NotReady { retry_after_ms: ADOPT_RETRY_AFTER.as_millis() as u64 };
+            }
+        }
+        let current = self.registration(&request.registration.query_id).unwrap_or_else(|| request.registration.clone());
+        let live = |owner: &str, instance: &str| self.state.lock().is_live(owner, instance, Instant::now());
+        // Probed outside every lock; judged again below for an owner that changed meanwhile.
+        let probed_gone = !live(&current.owner, &current.owner_instance)
+            || flotilla_node::relay::refuses_connections(&current.owner_uri).await;
+        let answer = self.registry.lock().adopt(&request, |owner| {
+            if owner.owner == current.owner && owner.owner_instance == current.owner_instance {
+                probed_gone
+            } else {
+                !live(&owner.owner, &owner.owner_instance)
+            }
+        });
+        match &answer {
+            AdoptAnswer::Granted { epoch } => tracing::info!(
+                query_id = %request.registration.query_id,
+                from = %current.owner,
+                to = %request.adopter,
+                epoch,
+                "query adopted"
+            ),
+            other => tracing::debug!(query_id = %request.registration.query_id, %other, "adoption refused"),
+        }
+        answer
+    }
+
     /// Merges a peer's push as the HTTP handler does.
     pub fn handle_peer_sync(&self, sync: PeerSync) -> PeerSyncAck {
         self.state.lock().apply_peer_sync(sync, Instant::now())
@@ -189,6 +267,7 @@ impl ResourceManager {
             self.killer.lock().tick(leader, &state.worker_loads(now), state.node_id(), now);
             state.live_peers(now)
         };
+        self.registry.lock().sweep(|owner, instance| self.state.lock().is_live(owner, instance, now), now);
         let pushes = peers.into_iter().filter_map(|peer| {
             let (sync, upto, since) = self.state.lock().prepare_sync(&peer.node_id, &peer.instance, now)?;
             Some(async move {
@@ -257,6 +336,33 @@ async fn leases(State(manager): State<Arc<ResourceManager>>, Json(request): Json
 
 async fn group_state(State(manager): State<Arc<ResourceManager>>, Path(path): Path<String>) -> Json<GroupState> {
     Json(manager.group_state(&path))
+}
+
+async fn register(State(manager): State<Arc<ResourceManager>>, Json(registration): Json<QueryRegistration>) -> Response {
+    match manager.register(registration) {
+        Ok(()) => Json(serde_json::json!({})).into_response(),
+        Err(error @ RegistrationError::Full { .. }) => (StatusCode::INSUFFICIENT_STORAGE, error.to_string()).into_response(),
+        Err(error @ RegistrationError::Invalid(_)) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+    }
+}
+
+async fn registration(State(manager): State<Arc<ResourceManager>>, Path(query_id): Path<String>) -> Response {
+    match manager.registration(&query_id) {
+        Some(registration) => Json(registration).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no registration of query {}", query_id.escape_default())).into_response(),
+    }
+}
+
+async fn forget(State(manager): State<Arc<ResourceManager>>, Json(forget): Json<ForgetQueries>) -> Response {
+    manager.forget(&forget);
+    Json(serde_json::json!({})).into_response()
+}
+
+async fn adopt(State(manager): State<Arc<ResourceManager>>, Json(request): Json<AdoptRequest>) -> Response {
+    match manager.handle_adopt(request).await {
+        answer @ AdoptAnswer::Granted { .. } => Json(answer).into_response(),
+        answer => (StatusCode::CONFLICT, Json(answer)).into_response(),
+    }
 }
 
 #[cfg(test)]

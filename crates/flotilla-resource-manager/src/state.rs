@@ -363,6 +363,13 @@ impl ClusterState {
         peers
     }
 
+    /// Whether the node `node_id` is alive in the incarnation `instance`.
+    pub fn is_live(&self, node_id: &str, instance: &str, now: Instant) -> bool {
+        self.nodes
+            .get(node_id)
+            .is_some_and(|n| n.record.node.instance == instance && self.node_state(n, now).is_live())
+    }
+
     /// The last reported load of every live worker (node id, load).
     pub fn worker_loads(&self, now: Instant) -> Vec<(String, WorkerLoad)> {
         self.nodes

@@ -64,6 +64,9 @@ pub struct StatementResult {
     pub memory: Arc<PeakMemoryPool>,
     /// Input read by the connectors so far.
     pub scans: Arc<ScanCounters>,
+    /// Running it again returns the same rows in the same order
+    /// ([`crate::ordering::totally_ordered`]); false for everything but queries.
+    pub totally_ordered: bool,
 }
 
 impl std::fmt::Debug for StatementResult {
@@ -428,7 +431,9 @@ impl Engine {
     ) -> Result<StatementResult, FlotillaError> {
         let scans = Arc::new(ScanCounters::default());
         let state = self.session_state_counting(session, memory.clone(), scans.clone())?;
-        let (state, plan) = self.plan_physical(state, session, statement).await?;
+        let logical = self.plan_logical(&state, session, statement).await?;
+        let totally_ordered = crate::ordering::totally_ordered(&logical);
+        let (state, plan) = self.physical_from_logical(state, session, &logical).await?;
         let stream = execute_stream(plan.clone(), state.task_ctx()).map_err(df_error)?;
         Ok(StatementResult {
             schema: plan.schema(),
@@ -439,6 +444,7 @@ impl Engine {
             plan: Some(plan),
             memory,
             scans,
+            totally_ordered,
         })
     }
 
@@ -639,6 +645,7 @@ pub(crate) fn rows(batch: RecordBatch, memory: Arc<PeakMemoryPool>) -> Result<St
         plan: None,
         memory,
         scans: Arc::new(ScanCounters::default()),
+        totally_ordered: false,
     })
 }
 

@@ -16,6 +16,7 @@ pub mod distributed;
 mod engine;
 pub mod error;
 mod functions;
+pub mod ordering;
 pub mod memory;
 mod procedures;
 pub mod progress;

@@ -18,7 +18,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
-use flotilla_node::{follow_up_query, relay_to_owner, Relayed, FORWARDED_BY};
+use flotilla_node::relay::{locate_owner, ForwardError, OwnerGone};
+use flotilla_node::{follow_up_query, Relayed, FORWARDED_BY};
+
+use crate::adoption;
 
 use crate::Coordinator;
 
@@ -75,7 +78,8 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
 
 /// Relays a request about another coordinator's query to that coordinator, found by the
 /// query id's suffix in the cluster view; serves everything else here. A request already
-/// relayed once is served here whatever it names (no loops).
+/// relayed once is served here whatever it names (no loops). A query whose owner is gone is
+/// adopted here, or relayed to the coordinator that adopted it ([`adoption::serve_orphan`]).
 async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Request, next: Next) -> Response {
     if let Some(refused) = flotilla_node::relay::refuse_ambiguous_path(request.uri().path()) {
         return refused;
@@ -83,9 +87,11 @@ async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Re
     let Some(id) = follow_up_query(request.uri().path()) else {
         return next.run(request).await;
     };
-    if id.coordinator() == coordinator.id || request.headers().contains_key(FORWARDED_BY) {
+    if coordinator.manager.get(&id).is_some() {
         return next.run(request).await;
     }
+    let owner = id.coordinator();
+    let forwarded = request.headers().contains_key(FORWARDED_BY);
     // Follow-ups carry no body (a kill's message is short).
     let trusted = coordinator.trusts_forwarded(request.headers());
     let by = &coordinator.local.node_id;
@@ -93,5 +99,31 @@ async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Re
         Ok(request) => request,
         Err(response) => return response,
     };
-    relay_to_owner(&coordinator.forwarder, &coordinator.view, &request, &id).await
+    let gone = if owner == coordinator.id {
+        // Ours by its id, yet not here: it ended and was forgotten.
+        return next.run(request.into_request()).await;
+    } else if forwarded {
+        // Relayed here by a gateway or coordinator that found its owner gone.
+        match locate_owner(&coordinator.view, &owner).await {
+            Ok(base) => OwnerGone::Refused { owner, base, cause: "as the node that relayed it found".into() },
+            Err(gone) => gone,
+        }
+    } else {
+        match locate_owner(&coordinator.view, &owner).await {
+            Ok(base) => match coordinator.forwarder.send(&base, &request).await {
+                Ok(response) => return response,
+                Err(ForwardError::Refused(cause)) => OwnerGone::Refused { owner, base, cause },
+                // Polls are idempotent: a status the client retries.
+                Err(ForwardError::Failed(error)) => {
+                    return (
+                        StatusCode::BAD_GATEWAY,
+                        format!("coordinator {owner} at {base} did not answer for query {id}: {error}"),
+                    )
+                        .into_response()
+                }
+            },
+            Err(gone) => gone,
+        }
+    };
+    adoption::serve_orphan(&coordinator, request, &id, gone, next).await
 }

@@ -69,6 +69,8 @@ fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
         "errorType": status.error.as_ref().map(|e| e.code.error_type().as_str()),
         "errorCode": status.error.as_ref().map(|e| json!({"code": e.code.code(), "name": e.code.name(), "type": e.code.error_type().as_str()})),
         "failureInfo": status.error.as_ref().map(|e| QueryError::from(e).failure_info),
+        // Set when this coordinator adopted the query after its owner died.
+        "adoptedFrom": query.adopted.as_ref().map(|a| json!({"from": a.from, "rowsSkipped": a.rows})),
         // Attempts run again after losing a worker (retry-policy=QUERY), oldest first.
         "failedAttempts": status.failed_attempts.iter().map(|attempt| json!({
             "errorName": attempt.error.code.name(),

@@ -26,6 +26,8 @@ use flotilla_protocol::uris::QueryUris;
 
 const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 const LONGEST_MAX_WAIT: Duration = Duration::from_secs(10);
+/// The longest a new query's first response waits for its registration.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(1);
 
 fn uris(coordinator: &Coordinator, request_headers: &HeaderMap) -> Result<QueryUris, HttpError> {
     coordinator.client_uris(request_headers).map_err(|e| HttpError::bad_request(e.to_string()))
@@ -50,9 +52,12 @@ pub async fn submit(
     if sql.trim().is_empty() {
         return Err(HttpError::bad_request("SQL statement is empty"));
     }
-    let query = coordinator.manager.create(session, sql);
+    let query = coordinator.manager.create(session, crate::adoption::session_headers(&request_headers), sql);
+    // Registered before the client learns of it, so a follow-up after this coordinator's
+    // death can be adopted elsewhere (bounded: the registration gives up on its own).
+    let _ = tokio::time::timeout(REGISTRATION_WAIT, query.wait_registered()).await;
     let mut cursor = query.cursor.lock().await;
-    let response = build_response(&query, &uris, Some(1), None);
+    let response = build_response(&query, &uris, Some(1), None, 0);
     cursor.last_token = 0;
     cursor.last_response = response.clone();
     Ok(respond(&response))
@@ -128,7 +133,7 @@ async fn next_response(
     loop {
         let state_changed = query.state_changed.notified();
         if query.state() == QueryState::Failed {
-            return build_response(query, uris, None, None);
+            return build_response(query, uris, None, None, cursor.rows_served);
         }
         if let Some(page) = cursor.pending.take() {
             return page_response(query, uris, cursor, token, page);
@@ -140,15 +145,15 @@ async fn next_response(
                     cursor.exhausted = true;
                     continue;
                 }
-                Err(_) => return build_response(query, uris, next, None),
+                Err(_) => return build_response(query, uris, next, None, cursor.rows_served),
             }
         }
         if query.state() == QueryState::Finished {
-            return build_response(query, uris, None, None);
+            return build_response(query, uris, None, None, cursor.rows_served);
         }
         // Data is exhausted but the task has not recorded its outcome yet.
         if tokio::time::timeout_at(deadline, state_changed).await.is_err() {
-            return build_response(query, uris, next, None);
+            return build_response(query, uris, next, None, cursor.rows_served);
         }
     }
 }
@@ -168,11 +173,18 @@ fn page_response(
         Err(TryRecvError::Empty) => {}
     }
     let last = cursor.exhausted && cursor.pending.is_none() && query.state() == QueryState::Finished;
-    build_response(query, uris, if last { None } else { Some(token + 1) }, Some(page))
+    cursor.rows_served += page.row_count as u64;
+    build_response(query, uris, if last { None } else { Some(token + 1) }, Some(page), cursor.rows_served)
 }
 
-fn build_response(query: &Query, uris: &QueryUris, next_token: Option<u64>, page: Option<Page>) -> Arc<CachedResponse> {
-    let results = query.results(uris, next_token, page);
+fn build_response(
+    query: &Query,
+    uris: &QueryUris,
+    next_token: Option<u64>,
+    page: Option<Page>,
+    rows: u64,
+) -> Arc<CachedResponse> {
+    let results = query.results(uris, next_token, page, rows);
     // Plain structs, string-keyed maps and already-valid raw JSON: serialising cannot fail.
     let body = serde_json::to_vec(&results).expect("query results serialize");
     let changes = query.status.lock().changes.clone();

@@ -20,7 +20,6 @@ use flotilla_node::{ClusterViewClient, InternalClient, LocalNode};
 use flotilla_proto::admission::{
     GroupDemand, GroupLease, GroupLimits, GroupState, LeaseGrant, LeaseRefusal, LeaseRequest, LEASE_PATH,
 };
-use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{CallError, ErrorCode, FlotillaError, QueryId};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, Notify};
@@ -337,14 +336,7 @@ impl Admission {
     /// The resource managers in the order to ask them: by node id (the leader is the live
     /// one with the smallest).
     fn resource_managers(&self) -> Vec<(String, String)> {
-        let Some(snapshot) = self.view.snapshot() else { return Vec::new() };
-        let mut managers: Vec<(String, String)> = snapshot
-            .view
-            .live_with_role(NodeRole::ResourceManager)
-            .map(|n| (n.node.node_id.clone(), n.node.http_uri.clone()))
-            .collect();
-        managers.sort();
-        managers
+        self.view.resource_managers()
     }
 
     /// One lease round: lower the leases to what is held, ask the leader, apply its answer.
@@ -572,7 +564,7 @@ mod tests {
         std::fs::write(&file, groups("first")).unwrap();
         let open = |file: &std::path::Path| {
             let node = flotilla_proto::NodeConfig::default();
-            let local = LocalNode::new(&node, vec![NodeRole::Coordinator], "http://x".into(), None, None, "c");
+            let local = LocalNode::new(&node, vec![flotilla_proto::cluster::NodeRole::Coordinator], "http://x".into(), None, None, "c");
             let secret = "0123456789abcdef0123456789abcdef";
             let client = InternalClient::new(
                 Arc::new(flotilla_proto::InternalAuth::new(secret, "c").unwrap()),

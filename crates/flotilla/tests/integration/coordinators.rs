@@ -1,5 +1,6 @@
 //! Many coordinators, one cluster: follow-ups reach the owner through any coordinator,
-//! kills work from anywhere, a dead owner gives a clear error, the gateway routes by user,
+//! kills work from anywhere, an owner that never existed gives a clear error (a dead one's
+//! queries are adopted: `adoption.rs`), the gateway routes by user,
 //! and a draining coordinator finishes its queries while the others take the new ones.
 
 use std::collections::BTreeMap;
@@ -114,7 +115,7 @@ pub(crate) fn raw_request(address: &str, request: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_coordinator_serves_follow_ups_lists_cancels_and_kills_every_query() {
-    let mut cluster = ProcessCluster::builder().resource_managers(1).coordinators(3).start();
+    let cluster = ProcessCluster::builder().resource_managers(1).coordinators(3).start();
     let [a, b, c] = [0, 1, 2].map(|i| Http::new(&cluster.cluster.coordinators[i].url));
     let ids = coordinator_ids(&a, 3).await;
     let a_id = ids["coordinator-1"].clone();
@@ -204,18 +205,6 @@ async fn any_coordinator_serves_follow_ups_lists_cancels_and_kills_every_query()
     assert_eq!(forged["error"]["errorName"], "REMOTE_HOST_GONE", "{forged}");
     assert!(forged["error"]["message"].as_str().unwrap().contains("coordinator zzzzz is gone"), "{forged}");
     outside.assert_untouched();
-
-    // The owner dies mid-query: polls through another coordinator get a clear error fast.
-    let first = submit(&a, LONG_QUERY).await;
-    let doomed = first["id"].as_str().unwrap().to_string();
-    wait_running(&a, &doomed).await;
-    cluster.cluster.coordinators[0].kill();
-    let started = Instant::now();
-    let responses = poll_through(&b, &first, &a.base).await;
-    let error = &responses.last().unwrap()["error"];
-    assert_eq!(error["errorName"], "REMOTE_HOST_GONE", "{error}");
-    assert!(error["message"].as_str().unwrap().contains(&format!("coordinator {a_id} is gone")), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(10), "no hang: {:?}", started.elapsed());
 }
 
 /// The coordinator (by id suffix) each user's query lands on through the gateway.

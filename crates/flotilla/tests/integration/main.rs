@@ -1,6 +1,7 @@
 //! Integration tests: real roles on loopback, driven over HTTP. One test binary for the
 //! whole workspace.
 
+mod adoption;
 mod blackhole;
 mod cli;
 mod cluster;
