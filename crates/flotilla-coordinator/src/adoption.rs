@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flotilla_node::relay::{owner_gone, ForwardError, OwnerGone};
 use flotilla_node::{ClusterViewClient, InternalClient, LocalNode, Relayed};
@@ -298,13 +297,17 @@ impl Poll {
 /// or as registered) is gone: relayed to the coordinator that adopted it, or adopted here
 /// (statement polls only: a poll is what carries the client's position), or answered as
 /// lost.
-pub async fn serve_orphan(
+pub async fn serve_orphan<Serve, Served>(
     coordinator: &Arc<Coordinator>,
     request: Relayed,
     id: &QueryId,
     gone: OwnerGone,
-    next: Next,
-) -> Response {
+    serve_here: Serve,
+) -> Response
+where
+    Serve: FnOnce(Relayed) -> Served,
+    Served: std::future::Future<Output = Response>,
+{
     let relayed_once = request.headers.contains_key(ADOPTION_RELAY);
     if !relayed_once {
         if let Some(uri) = coordinator.registrar.known_owner(id) {
@@ -355,7 +358,7 @@ pub async fn serve_orphan(
             if let Err(error) = coordinator.manager.adopt(adopted, &from, poll.token, poll.rows) {
                 return (StatusCode::BAD_REQUEST, format!("Query {id} cannot be adopted: {error}")).into_response();
             }
-            next.run(request.into_request()).await
+            serve_here(request).await
         }
         AdoptAnswer::OwnedBy { uri, owner, .. } if !relayed_once && owner != coordinator.local.node_id => {
             coordinator.registrar.learn_owner(id, &uri);

@@ -95,13 +95,20 @@ async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Re
     // Follow-ups carry no body (a kill's message is short).
     let trusted = coordinator.trusts_forwarded(request.headers());
     let by = &coordinator.local.node_id;
+    // What routing put there (the path's parameters), for serving the request here after all.
+    let extensions = request.extensions().clone();
     let request = match Relayed::read(request, 1 << 20, coordinator.own_host(), by, trusted).await {
         Ok(request) => request,
         Err(response) => return response,
     };
+    let serve_here = move |request: Relayed| {
+        let mut request = request.into_request();
+        *request.extensions_mut() = extensions;
+        next.run(request)
+    };
     let gone = if owner == coordinator.id {
         // Ours by its id, yet not here: it ended and was forgotten.
-        return next.run(request.into_request()).await;
+        return serve_here(request).await;
     } else if forwarded {
         // Relayed here by a gateway or coordinator that found its owner gone.
         match locate_owner(&coordinator.view, &owner).await {
@@ -125,5 +132,5 @@ async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Re
             Err(gone) => gone,
         }
     };
-    adoption::serve_orphan(&coordinator, request, &id, gone, next).await
+    adoption::serve_orphan(&coordinator, request, &id, gone, serve_here).await
 }

@@ -15,11 +15,11 @@ use crate::harness::{ProcessCluster, TempDir};
 use crate::{collect, Http};
 
 /// Every row ordered by every column: the order is deterministic.
-const ORDERED: &str = "SELECT l_orderkey, l_linenumber FROM tpch.tiny.lineitem ORDER BY l_orderkey, l_linenumber";
+const ORDERED: &str = "SELECT orderkey, linenumber FROM tpch.tiny.lineitem ORDER BY orderkey, linenumber";
 /// The same rows in no promised order.
-const UNORDERED: &str = "SELECT l_orderkey, l_linenumber FROM tpch.tiny.lineitem";
+const UNORDERED: &str = "SELECT orderkey, linenumber FROM tpch.tiny.lineitem";
 /// Runs for a few seconds before its one row.
-const SLOW_AGGREGATE: &str = "SELECT count(*), sum(l_quantity) FROM tpch.sf1.lineitem";
+const SLOW_AGGREGATE: &str = "SELECT count(*), sum(quantity) FROM tpch.sf1.lineitem";
 /// What a coordinator logs when it adopts a query.
 const ADOPTED_LINE: &str = "adopted a query whose coordinator is gone";
 
