@@ -397,7 +397,8 @@ impl Query {
             update_count: status.update_count,
         };
         if let Some(token) = next_token {
-            let phase = if matches!(status.state, QueryState::Queued) { "queued" } else { "executing" };
+            // The submission's response always points at the queue, as Trino's does.
+            let phase = if token == 1 || status.state == QueryState::Queued { "queued" } else { "executing" };
             results.next_uri = Some(uris.next_uri(phase, &self.id, &self.slug, token, rows));
         }
         results

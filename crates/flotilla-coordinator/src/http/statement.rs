@@ -53,13 +53,18 @@ pub async fn submit(
         return Err(HttpError::bad_request("SQL statement is empty"));
     }
     let query = coordinator.manager.create(session, crate::adoption::session_headers(&request_headers), sql);
-    // Registered before the client learns of it, so a follow-up after this coordinator's
-    // death can be adopted elsewhere (bounded: the registration gives up on its own).
+    // The document describes the query as submitted (queued, as Trino's first response
+    // does); it is sent once the query is registered, so a follow-up after this
+    // coordinator's death can be adopted elsewhere (bounded: the registration gives up on
+    // its own).
+    let response = {
+        let mut cursor = query.cursor.lock().await;
+        let response = build_response(&query, &uris, Some(1), None, 0);
+        cursor.last_token = 0;
+        cursor.last_response = response.clone();
+        response
+    };
     let _ = tokio::time::timeout(REGISTRATION_WAIT, query.wait_registered()).await;
-    let mut cursor = query.cursor.lock().await;
-    let response = build_response(&query, &uris, Some(1), None, 0);
-    cursor.last_token = 0;
-    cursor.last_response = response.clone();
     Ok(respond(&response))
 }
 
