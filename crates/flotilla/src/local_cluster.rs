@@ -195,12 +195,12 @@ impl NodeProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Kills the process at once (SIGKILL: no goodbye heartbeat).
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Kills the process at once (SIGKILL: no goodbye heartbeat).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
