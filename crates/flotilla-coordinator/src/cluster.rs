@@ -79,7 +79,7 @@ pub struct QueryReporter {
 
 fn progress_of(query: &Query) -> QueryProgress {
     let stats = query.stats();
-    let status = query.status.lock();
+    let status = query.status();
     QueryProgress {
         state: status.state.as_str().to_string(),
         start_time_ms: status.started_at.map(|t| t.timestamp_millis()),
@@ -93,7 +93,7 @@ fn progress_of(query: &Query) -> QueryProgress {
 
 /// The query's resource group (`global` until it has been selected).
 fn status_group(query: &Query) -> String {
-    query.status.lock().resource_group.clone().unwrap_or_else(|| crate::resource_groups::DEFAULT_GROUP.to_string())
+    query.status().resource_group.clone().unwrap_or_else(|| crate::resource_groups::DEFAULT_GROUP.to_string())
 }
 
 fn identity_of(query: &Query) -> QueryIdentity {
@@ -396,7 +396,7 @@ impl ClusterRuntime {
             .all()
             .into_iter()
             .map(|q| {
-                let status = q.status.lock();
+                let status = q.status();
                 QueryRow {
                     query_id: q.id.to_string(),
                     state: status.state.as_str().to_string(),

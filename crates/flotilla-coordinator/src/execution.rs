@@ -1,9 +1,13 @@
-//! The task that runs one query: plans it with the engine, encodes its batches into pages of
-//! Trino JSON rows and feeds them to the query's bounded page channel.
+//! The task that runs one query and owns its state ([`QueryOwner`]): registers it for
+//! adoption, queues it in its resource group, plans it with the engine, encodes its batches
+//! into pages of Trino JSON rows and feeds them to the query's bounded page channel, runs it
+//! again when it loses a worker, and races all that against its limits ([`crate::limits`])
+//! and the commands others send it (kills, cancels).
 
 use std::sync::Arc;
 
 use datafusion_distributed::{rewrite_distributed_plan_with_metrics, DistributedExec, DistributedMetricsFormat};
+use flotilla_proto::adoption::QueryRegistration;
 use flotilla_proto::{ErrorCode, FlotillaError};
 use flotilla_protocol::{encode_batch, Column, TrinoType};
 use flotilla_sql::{Engine, SqlSession};
@@ -13,8 +17,8 @@ use tokio::sync::mpsc;
 
 use crate::adoption::Registrar;
 use crate::config::RetryConfig;
-use crate::query::{Page, Query, QueryState, Registration, TARGET_PAGE_BYTES};
-use flotilla_proto::adoption::QueryRegistration;
+use crate::limits::{MemoryLimit, TimeLimit};
+use crate::query::{Command, Commands, Page, Query, QueryOwner, QueryState, Registration, TARGET_PAGE_BYTES};
 use crate::resource_groups::{Admission, QueryContext};
 use crate::scheduler::Scheduler;
 
@@ -30,132 +34,112 @@ pub struct Execution {
     pub retry: RetryConfig,
 }
 
+/// One query's execution task: the query, its owner (the one writer of its state) and the
+/// commands sent to it.
+pub struct Task {
+    pub query: Arc<Query>,
+    pub owner: QueryOwner,
+    pub commands: Commands,
+    pub pages: mpsc::Sender<Page>,
+    pub registration: QueryRegistration,
+}
+
 impl Execution {
-    /// Runs `query` to completion, failure, cancellation or its time limit: registers it
-    /// for adoption first (its first response waits for that), then queues, plans and runs
-    /// it.
-    pub async fn run(self: Arc<Self>, query: Arc<Query>, pages: mpsc::Sender<Page>, registration: QueryRegistration) {
-        let kept = self.registrar.register(&registration).await;
-        query.set_registration(if kept { Registration::Kept } else { Registration::NotKept });
-        let mut session = SqlSession::from(&query.session);
-        session.query_id = Some(query.id.to_string());
-        run(&self, &query, &session, pages, registration).await;
+    /// Runs the query to completion, failure, a command or a limit: registers it for
+    /// adoption first (its first response waits for that), then queues, plans and runs it.
+    pub async fn run(self: Arc<Self>, task: Task) {
+        let Task { query, owner, mut commands, pages, registration } = task;
+        let work = async {
+            let kept = self.registrar.register(&registration).await;
+            owner.registered(if kept { Registration::Kept } else { Registration::NotKept });
+            let mut session = SqlSession::from(&query.session);
+            session.query_id = Some(query.id.to_string());
+            self.run_owned(&query, &owner, &mut commands, &session, pages, registration).await;
+        };
+        // A bug that panics while running one query fails that query; it must not leave the
+        // client polling a query that will never end.
+        if let Err(panic) = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work)).await {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            tracing::error!(query_id = %query.id, %detail, "query execution panicked");
+            if owner.status().registration == Registration::Pending {
+                owner.registered(Registration::NotKept);
+            }
+            owner.fail(FlotillaError::internal(format!("query execution failed unexpectedly: {detail}")));
+        }
         // The query's tasks are gone from the workers once its stream is dropped; what
         // stays is where they ran (already copied when the query ended by itself).
-        keep_placements(&self.scheduler, &query);
+        keep_placements(&self.scheduler, &query, &owner);
         self.scheduler.forget(&query.id.to_string());
+    }
+
+    async fn run_owned(
+        &self,
+        query: &Arc<Query>,
+        owner: &QueryOwner,
+        commands: &mut Commands,
+        session: &SqlSession,
+        pages: mpsc::Sender<Page>,
+        mut registration: QueryRegistration,
+    ) {
+        let limits = session.max_run_time().and_then(|time| Ok((TimeLimit(time), MemoryLimit::for_session(session, self.max_memory)?)));
+        let (time_limit, memory_limit) = match limits {
+            Ok(limits) => limits,
+            Err(error) => {
+                owner.fail(error);
+                return;
+            }
+        };
+        // Queued until its resource group has room. The slot is kept outside the work so it
+        // is released only after the query has recorded its end (below): a query that starts
+        // with it never overlaps this one.
+        let slot = parking_lot::Mutex::new(None);
+        let work = async {
+            *slot.lock() = admit(&self.admission, query, owner, session).await?;
+            // A write that may commit is never run again by an adopter: say so before it
+            // starts.
+            if registration.write && owner.status().registration == Registration::Kept {
+                registration.started = true;
+                self.registrar.register(&registration).await;
+            }
+            execute_with_retries(&self.engine, &self.scheduler, &self.retry, query, owner, session, pages).await
+        };
+        let id = query.id.to_string();
+        let ended = tokio::select! {
+            outcome = work => {
+                // Where the tasks ran is part of the final stats: in place before the query
+                // reports its end.
+                keep_placements(&self.scheduler, query, owner);
+                outcome
+            }
+            Command::Fail(error) = commands.next() => Err(error),
+            error = memory_limit.exceeded(owner, &self.scheduler, &id) => Err(error),
+            error = time_limit.expired() => Err(error),
+        };
+        match ended {
+            Ok(()) => owner.transition(QueryState::Finished),
+            Err(error) => {
+                owner.fail(error);
+            }
+        }
+        drop(slot);
     }
 }
 
 /// Copies where the query's tasks ran from the scheduler into the query's stats.
-fn keep_placements(scheduler: &Scheduler, query: &Query) {
-    query.status.lock().tasks = scheduler.placements(&query.id.to_string());
-}
-
-async fn run(
-    execution: &Execution,
-    query: &Arc<Query>,
-    session: &SqlSession,
-    pages: mpsc::Sender<Page>,
-    mut registration: QueryRegistration,
-) {
-    let Execution { engine, scheduler, admission, registrar, max_memory, retry } = execution;
-    let max_memory = *max_memory;
-    let cancel = query.cancel.clone();
-    let limits = session.max_run_time().and_then(|time| {
-        let memory = session.data_size("query_max_memory")?.map_or(max_memory, |m| m.min(max_memory));
-        Ok((time, memory))
-    });
-    let (limit, memory_limit) = match limits {
-        Ok(limits) => limits,
-        Err(error) => {
-            query.fail(error);
-            return;
-        }
-    };
-    // Queued until its resource group has room. The slot is kept outside the work so it is
-    // released only after the query has recorded its end (below): a query that starts with
-    // it never overlaps this one.
-    let slot = parking_lot::Mutex::new(None);
-    let work = async {
-        *slot.lock() = admit(admission, query, session).await?;
-        // A write that may commit is never run again by an adopter: say so before it starts.
-        if registration.write && *query.registration.lock() == Registration::Kept {
-            registration.started = true;
-            registrar.register(&registration).await;
-        }
-        execute_with_retries(engine, scheduler, retry, query, session, pages).await
-    };
-    // The workers' heartbeats carry each query's progress; the view brings it here.
-    let id = query.id.to_string();
-    let progress = async {
-        loop {
-            tokio::time::sleep(PROGRESS_INTERVAL).await;
-            // Only a query running on workers has progress there.
-            let (distributed, local) = {
-                let status = query.status.lock();
-                let distributed = status.plan.as_ref().is_some_and(|p| p.is::<DistributedExec>());
-                (distributed, status.memory.as_ref().map_or(0, |m| m.query_reserved() as u64))
-            };
-            let remote = if distributed { scheduler.remote_progress(&id) } else { Default::default() };
-            if distributed {
-                let mut status = query.status.lock();
-                // Tasks that ended drop out of the heartbeats: keep the most seen.
-                status.remote.rows = status.remote.rows.max(remote.rows);
-                status.remote.bytes = status.remote.bytes.max(remote.bytes);
-                status.remote.workers = status.remote.workers.max(remote.workers);
-                status.remote.reserved_bytes = status.remote.reserved_bytes.max(remote.reserved_bytes);
-            }
-            // query.max-memory: what it holds here plus on every worker (as of their last
-            // heartbeats).
-            if local + remote.reserved_bytes > memory_limit {
-                query.fail(FlotillaError::new(
-                    ErrorCode::ExceededGlobalMemoryLimit,
-                    format!(
-                        "Query exceeded distributed user memory limit of {}",
-                        flotilla_sql::memory::human_bytes(memory_limit as usize)
-                    ),
-                ));
-            }
-        }
-    };
-    tokio::select! {
-        _ = progress => {}
-        outcome = work => {
-            // Where the tasks ran is part of the final stats: in place before the query
-            // reports its end.
-            keep_placements(scheduler, query);
-            match outcome {
-                Ok(()) => query.transition(QueryState::Finished),
-                Err(error) => {
-                    query.fail(error);
-                }
-            }
-        }
-        _ = cancel.cancelled() => {
-            // `fail` or a cancel request already recorded why.
-        }
-        _ = tokio::time::sleep(limit) => {
-            query.fail(FlotillaError::new(
-                ErrorCode::ExceededTimeLimit,
-                format!("Query exceeded maximum time limit of {}", humanize(limit)),
-            ));
-        }
-    }
-    drop(slot);
-}
-
-/// How often a running query's progress is read from the cluster view.
-const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
-
-fn humanize(limit: std::time::Duration) -> String {
-    format!("{:.2}s", limit.as_secs_f64())
+fn keep_placements(scheduler: &Scheduler, query: &Query, owner: &QueryOwner) {
+    let placements = scheduler.placements(&query.id.to_string());
+    owner.update(|status| status.tasks = placements);
 }
 
 /// Places the query in its resource group and waits for a running slot there.
 async fn admit(
     admission: &Arc<Admission>,
     query: &Arc<Query>,
+    owner: &QueryOwner,
     session: &SqlSession,
 ) -> Result<Option<crate::resource_groups::Permit>, FlotillaError> {
     let context = QueryContext {
@@ -166,10 +150,10 @@ async fn admit(
         user_groups: &[],
     };
     let selected = admission.select(&context)?;
-    query.status.lock().resource_group = Some(selected.path.clone());
+    owner.update(|status| status.resource_group = Some(selected.path.clone()));
     let priority = session.property("query_priority")?.parse::<i64>().unwrap_or(1);
     let created_ms = query.created_at.timestamp_millis();
-    admission.admit(&query.id, &selected, created_ms, priority, &query.cancel).await
+    admission.admit(&query.id, &selected, created_ms, priority, &owner.cancel).await
 }
 
 /// Runs the query, and again (up to `query-retry-attempts` times, after growing waits) while
@@ -183,6 +167,7 @@ async fn execute_with_retries(
     scheduler: &Scheduler,
     retry: &RetryConfig,
     query: &Arc<Query>,
+    owner: &QueryOwner,
     session: &SqlSession,
     pages: mpsc::Sender<Page>,
 ) -> Result<(), FlotillaError> {
@@ -194,28 +179,27 @@ async fn execute_with_retries(
     let mut retries = 0u32;
     loop {
         let sent = std::sync::atomic::AtomicBool::new(false);
-        let error = match execute(engine, query, session, &pages, &sent).await {
+        let error = match execute(engine, query, owner, session, &pages, &sent).await {
             Ok(()) => return Ok(()),
             Err(error) => scheduler.name_workers(error),
         };
         let retryable = error.code == ErrorCode::RemoteHostGone
             && !sent.load(std::sync::atomic::Ordering::Relaxed)
-            && !query.cancel.is_cancelled();
+            && !owner.cancel.is_cancelled();
         if !enabled || !retryable || retries >= retry.attempts {
             return Err(error);
         }
         retries += 1;
         let delay = retry.delay(retries);
         tracing::warn!(query = %query.id, attempt = retries, ?delay, %error, "a worker was lost; running the query again");
-        {
-            let mut status = query.status.lock();
+        owner.update(|status| {
             status.failed_attempts.push(crate::query::FailedAttempt { error, at: chrono::Utc::now() });
             status.plan = None;
             status.output_rows = 0;
-        }
+        });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = query.cancel.cancelled() => return Err(FlotillaError::new(ErrorCode::UserCanceled, "Query was canceled")),
+            _ = owner.cancel.cancelled() => return Err(FlotillaError::new(ErrorCode::UserCanceled, "Query was canceled")),
         }
     }
 }
@@ -223,11 +207,12 @@ async fn execute_with_retries(
 async fn execute(
     engine: &Engine,
     query: &Arc<Query>,
+    owner: &QueryOwner,
     session: &SqlSession,
     pages: &mpsc::Sender<Page>,
     sent: &std::sync::atomic::AtomicBool,
 ) -> Result<(), FlotillaError> {
-    query.transition(QueryState::Planning);
+    owner.transition(QueryState::Planning);
     let result = engine.execute(session, &query.sql).await?;
     let types = result
         .schema
@@ -246,8 +231,7 @@ async fn execute(
             type_signature: trino_type.signature(),
         })
         .collect();
-    {
-        let mut status = query.status.lock();
+    owner.update(|status| {
         status.columns = Some(columns);
         status.column_types = types.clone();
         status.update_type = result.update_type.clone();
@@ -256,7 +240,7 @@ async fn execute(
         status.plan = result.plan.clone();
         status.memory = Some(result.memory.clone());
         status.scans = Some(result.scans.clone());
-    }
+    });
     // An adopted query whose client has rows already: skip exactly those, which is only the
     // same rows when the order is deterministic.
     let mut skip = query.adopted.as_ref().map_or(0, |a| a.rows);
@@ -272,7 +256,7 @@ async fn execute(
             ),
         ));
     }
-    query.transition(QueryState::Running);
+    owner.transition(QueryState::Running);
 
     let mut stream = result.stream;
     let mut buffer: Vec<u8> = Vec::with_capacity(TARGET_PAGE_BYTES);
@@ -288,7 +272,7 @@ async fn execute(
             }
         }
         let rows = encode_batch(&batch, &types).map_err(|e| FlotillaError::internal(e.to_string()))?;
-        query.status.lock().output_rows += rows.len() as u64;
+        owner.update(|status| status.output_rows += rows.len() as u64);
         for row in rows {
             buffer.push(if rows_in_buffer == 0 { b'[' } else { b',' });
             serde_json::to_writer(&mut buffer, &row).map_err(|e| FlotillaError::internal(e.to_string()))?;
@@ -305,7 +289,7 @@ async fn execute(
             send_page(pages, &mut buffer, &mut rows_in_buffer).await?;
         }
     }
-    collect_task_metrics(query).await;
+    collect_task_metrics(query, owner).await;
     Ok(())
 }
 
@@ -315,12 +299,12 @@ const TASK_METRICS_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 
 /// Puts the workers' task metrics into a distributed query's plan, so its final stats
 /// (processed rows and bytes, CPU, splits) count the work done on the workers.
-async fn collect_task_metrics(query: &Query) {
-    let plan = query.status.lock().plan.clone();
+async fn collect_task_metrics(query: &Query, owner: &QueryOwner) {
+    let plan = owner.status().plan.clone();
     let Some(plan) = plan.filter(|p| p.is::<DistributedExec>()) else { return };
     let rewrite = rewrite_distributed_plan_with_metrics(plan, DistributedMetricsFormat::PerTask);
     match tokio::time::timeout(TASK_METRICS_WAIT, rewrite).await {
-        Ok(Ok(with_metrics)) => query.status.lock().plan = Some(with_metrics),
+        Ok(Ok(with_metrics)) => owner.update(|status| status.plan = Some(with_metrics)),
         Ok(Err(error)) => tracing::warn!(query_id = %query.id, %error, "task metrics could not be merged"),
         Err(_) => tracing::warn!(query_id = %query.id, "task metrics did not all arrive in time"),
     }

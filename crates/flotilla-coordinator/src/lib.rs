@@ -33,6 +33,7 @@ pub mod adoption;
 mod cluster;
 pub mod config;
 mod execution;
+pub mod limits;
 pub mod http;
 mod manager;
 mod query;

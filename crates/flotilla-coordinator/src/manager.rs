@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adoption::Registrar;
 use crate::config::CoordinatorConfig;
-use crate::execution::Execution;
-use crate::query::{Adopted, Page, Query, QueryState, Registration, PAGE_BUFFER};
+use crate::execution::{Execution, Task};
+use crate::query::{Adopted, NewQuery, Query, QueryState, Registration, PAGE_BUFFER};
 use flotilla_proto::adoption::QueryRegistration;
 use crate::resource_groups::Admission;
 use crate::scheduler::Scheduler;
@@ -150,20 +150,25 @@ impl QueryManager {
     /// kept so another coordinator can run the query again if this one dies.
     pub fn create(&self, session: ClientSession, session_headers: Vec<(String, String)>, sql: String) -> Arc<Query> {
         let (sender, receiver) = mpsc::channel(PAGE_BUFFER);
-        let too_long = sql.chars().count() > self.config.max_query_length;
-        let mut query = Query::new(self.ids.next(), sql, session, receiver, new_slug());
-        query.on_change = self.registry.changed.get().cloned();
+        let new = NewQuery {
+            id: self.ids.next(),
+            slug: new_slug(),
+            sql,
+            session,
+            pages: receiver,
+            adopted: None,
+            created_at: chrono::Utc::now(),
+            on_change: self.registry.changed.get().cloned(),
+        };
+        let (query, owner, commands) = Query::new(new);
         let query = Arc::new(query);
         self.registry.insert(query.clone());
-        if too_long {
-            query.set_registration(Registration::NotKept);
-            query.fail(FlotillaError::new(
+        let length = query.sql.chars().count();
+        if length > self.config.max_query_length {
+            owner.registered(Registration::NotKept);
+            owner.fail(FlotillaError::new(
                 ErrorCode::QueryTextTooLarge,
-                format!(
-                    "Query text length ({}) exceeds the maximum length ({})",
-                    query.sql.chars().count(),
-                    self.config.max_query_length
-                ),
+                format!("Query text length ({length}) exceeds the maximum length ({})", self.config.max_query_length),
             ));
             return query;
         }
@@ -175,7 +180,7 @@ impl QueryManager {
             &query.session.user,
             query.created_at.timestamp_millis(),
         );
-        self.start(query.clone(), sender, registration);
+        tokio::spawn(self.execution.clone().run(Task { query: query.clone(), owner, commands, pages: sender, registration }));
         query
     }
 
@@ -200,50 +205,26 @@ impl QueryManager {
             return Ok(existing.clone());
         }
         let (sender, receiver) = mpsc::channel(PAGE_BUFFER);
-        let mut query = Query::new(id.clone(), registration.sql.clone(), session, receiver, registration.slug.clone());
-        query.on_change = self.registry.changed.get().cloned();
-        query.adopted = Some(Adopted { from: from.to_string(), rows });
-        // Its age and its place in the queue are those of the original submission.
-        if let Some(created_at) = chrono::DateTime::from_timestamp_millis(registration.create_time_ms) {
-            let age = (chrono::Utc::now() - created_at).to_std().unwrap_or_default();
-            query.created = std::time::Instant::now().checked_sub(age).unwrap_or(query.created);
-            query.created_at = created_at;
-        }
-        {
-            let cursor = query.cursor.get_mut();
-            cursor.last_token = token.saturating_sub(1);
-            cursor.rows_served = rows;
-        }
+        let new = NewQuery {
+            id: id.clone(),
+            slug: registration.slug.clone(),
+            sql: registration.sql.clone(),
+            session,
+            pages: receiver,
+            adopted: Some(Adopted { from: from.to_string(), rows }),
+            // Its age and its place in the queue are those of the original submission.
+            created_at: chrono::DateTime::from_timestamp_millis(registration.create_time_ms)
+                .unwrap_or_else(chrono::Utc::now),
+            on_change: self.registry.changed.get().cloned(),
+        };
+        let (mut query, owner, commands) = Query::new(new);
+        query.cursor.get_mut().last_token = token.saturating_sub(1);
         let query = Arc::new(query);
         queries.insert(id, query.clone());
         drop(queries);
         tracing::info!(query_id = %query.id, %from, token, rows, "adopted a query whose coordinator is gone");
-        self.start(query.clone(), sender, registration);
+        tokio::spawn(self.execution.clone().run(Task { query: query.clone(), owner, commands, pages: sender, registration }));
         Ok(query)
-    }
-
-    /// Spawns the query's execution task.
-    fn start(&self, query: Arc<Query>, pages: mpsc::Sender<Page>, registration: QueryRegistration) {
-        let watched = query.clone();
-        let scheduler = self.execution.scheduler.clone();
-        let execution = std::panic::AssertUnwindSafe(self.execution.clone().run(query, pages, registration));
-        tokio::spawn(async move {
-            // A bug that panics while running one query fails that query; it must not leave
-            // the client polling a query that will never end.
-            if let Err(panic) = futures::FutureExt::catch_unwind(execution).await {
-                let detail = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                tracing::error!(query_id = %watched.id, %detail, "query execution panicked");
-                if *watched.registration.lock() == Registration::Pending {
-                    watched.set_registration(Registration::NotKept);
-                }
-                watched.fail(FlotillaError::internal(format!("query execution failed unexpectedly: {detail}")));
-                scheduler.forget(&watched.id.to_string());
-            }
-        });
     }
 
     pub fn get(&self, id: &QueryId) -> Option<Arc<Query>> {
@@ -274,21 +255,19 @@ impl QueryManager {
         }
         // The client has the final answer: no one will adopt the query any more.
         for query in &queries {
-            let over = {
-                let status = query.status.lock();
-                status.state.is_done() && (status.delivered || query.idle_for() > self.config.client_timeout)
+            let (done, kept) = {
+                let status = query.status();
+                (status.state.is_done(), status.registration == Registration::Kept)
             };
-            let mut registration = query.registration.lock();
-            if over && *registration == Registration::Kept {
-                *registration = Registration::Forgotten;
+            let over = done && (query.delivered() || query.idle_for() > self.config.client_timeout);
+            if over && kept && query.forget_registration() {
                 self.execution.registrar.forget_later(&query.id);
             }
         }
         let mut expirable: Vec<&Arc<Query>> = queries
             .iter()
             .filter(|q| {
-                let status = q.status.lock();
-                status.state.is_done() && (status.delivered || q.idle_for() > self.config.client_timeout)
+                q.state().is_done() && (q.delivered() || q.idle_for() > self.config.client_timeout)
             })
             .collect();
         let mut expired: Vec<QueryId> = Vec::new();
@@ -298,7 +277,7 @@ impl QueryManager {
         expired.extend(
             expirable
                 .iter()
-                .filter(|q| q.status.lock().ended.is_some_and(|e| e.elapsed() > self.config.min_expire_age))
+                .filter(|q| q.status().ended.is_some_and(|e| e.elapsed() > self.config.min_expire_age))
                 .map(|q| q.id.clone()),
         );
         self.registry.remove(&expired);
@@ -332,8 +311,7 @@ impl QueryManager {
             .all()
             .iter()
             .filter(|q| {
-                let status = q.status.lock();
-                !status.state.is_done() || (!status.delivered && q.idle_for() < DRAIN_CLIENT_IDLE)
+                !q.state().is_done() || (!q.delivered() && q.idle_for() < DRAIN_CLIENT_IDLE)
             })
             .count()
     }

@@ -3,10 +3,17 @@
 //! instead of filling memory), and the idempotent page cursor the protocol serves.
 //!
 //! ```text
-//!  execution task ── Page ──▶ bounded channel ──▶ ResultCursor (token n, cached response)
-//!        │ state, columns, error                         ▲ GET nextUri (token n or n+1)
-//!        └──────────────────▶ QueryStatus ◀──────────────┘
+//!            commands (fail: kill, cancel, abandon, shutdown, memory kill)
+//!  anyone ─────────────────────────────────────────────┐
+//!                                                      ▼
+//!  execution task (QueryOwner: the one writer) ── Page ──▶ bounded channel ──▶ ResultCursor
+//!        │ publishes QueryStatus (watch)                           ▲ GET nextUri (token n or n+1)
+//!        └──────────────────▶ Query::status() ◀────────────────────┘ (and every other reader)
 //! ```
+//!
+//! The execution task owns the query's state: it alone writes [`QueryStatus`], through its
+//! [`QueryOwner`], and publishes every change on a `watch` channel; everything else reads
+//! it, and asks for a change (a failure) by sending the owner a [`Command`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +27,7 @@ use flotilla_sql::{
 };
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Pages buffered between the execution task and the client.
@@ -109,8 +116,8 @@ pub struct QueryStatus {
     pub tasks: Vec<crate::scheduler::TaskPlacement>,
     /// Progress on the workers while the query runs, from their heartbeats.
     pub remote: crate::scheduler::RemoteProgress,
-    /// The final response (no `nextUri`) has been produced.
-    pub delivered: bool,
+    /// How the query's registration for adoption went.
+    pub registration: Registration,
     /// The resource group the query was placed in (once selected).
     pub resource_group: Option<String>,
     /// Attempts that failed because a worker was lost, and were run again.
@@ -154,9 +161,19 @@ pub enum Registration {
     Kept,
     /// None does: the query cannot be adopted.
     NotKept,
-    /// Its client has the final answer, and the resource managers were told to drop it.
-    Forgotten,
 }
+
+/// What others ask of a query's execution task.
+#[derive(Debug)]
+pub enum Command {
+    /// End the query with this error (a kill, a cancel, abandonment, shutdown, the memory
+    /// killer's verdict), unless it has already ended.
+    Fail(FlotillaError),
+}
+
+/// Commands waiting for the execution task, at most (the first failure decides; more are
+/// dropped).
+const COMMAND_BACKLOG: usize = 8;
 
 /// What this coordinator took over when it adopted the query from a dead owner.
 #[derive(Debug, Clone)]
@@ -167,7 +184,8 @@ pub struct Adopted {
     pub rows: u64,
 }
 
-/// A query owned by this coordinator.
+/// A query owned by this coordinator: what never changes, the page cursor, and a view of
+/// the state its execution task publishes.
 #[derive(Debug)]
 pub struct Query {
     pub id: QueryId,
@@ -176,139 +194,160 @@ pub struct Query {
     pub session: ClientSession,
     pub created: Instant,
     pub created_at: DateTime<Utc>,
-    pub status: Mutex<QueryStatus>,
-    pub cursor: tokio::sync::Mutex<ResultCursor>,
-    /// Woken when the state changes (planning done, failure, end of data).
-    pub state_changed: Notify,
-    pub cancel: CancellationToken,
-    /// Last time a client asked about this query (for abandonment).
-    pub last_heartbeat: Mutex<Instant>,
-    /// Also woken on state changes: the coordinator's heartbeat reports them.
-    pub on_change: Option<Arc<Notify>>,
     /// Set when this coordinator adopted the query from a dead owner.
     pub adopted: Option<Adopted>,
-    pub registration: Mutex<Registration>,
-    /// Woken when the registration leaves [`Registration::Pending`].
-    pub registered: Notify,
+    pub cursor: tokio::sync::Mutex<ResultCursor>,
+    status: watch::Receiver<QueryStatus>,
+    commands: mpsc::Sender<Command>,
+    /// Last time a client asked about this query (for abandonment).
+    last_heartbeat: Mutex<Instant>,
+    /// The final response (no `nextUri`) has been produced (written by the page cursor).
+    delivered: std::sync::atomic::AtomicBool,
+    /// The resource managers were told to drop the registration (written by the sweep).
+    forgotten: std::sync::atomic::AtomicBool,
+}
+
+/// The one writer of a query's state, held by its execution task.
+#[derive(Debug)]
+pub struct QueryOwner {
+    status: watch::Sender<QueryStatus>,
+    /// Cancelled when the query ends by a failure: stops whatever works for it.
+    pub cancel: CancellationToken,
+    /// Woken on state changes: the coordinator's heartbeat reports them.
+    on_change: Option<Arc<Notify>>,
+}
+
+/// What a new query starts from (`adopted`, `created`: for a query taken over from a dead
+/// owner).
+#[derive(Debug)]
+pub struct NewQuery {
+    pub id: QueryId,
+    pub slug: String,
+    pub sql: String,
+    pub session: ClientSession,
+    pub pages: mpsc::Receiver<Page>,
+    pub adopted: Option<Adopted>,
+    /// When it was submitted (now, unless adopted).
+    pub created_at: DateTime<Utc>,
+    /// Woken on every state change.
+    pub on_change: Option<Arc<Notify>>,
 }
 
 impl Query {
-    pub fn new(id: QueryId, sql: String, session: ClientSession, pages: mpsc::Receiver<Page>, slug: String) -> Self {
+    /// The query, and its owner and commands (for the execution task).
+    pub fn new(new: NewQuery) -> (Query, QueryOwner, Commands) {
         let now = Instant::now();
-        Query {
-            id,
-            slug,
-            sql,
-            session,
-            created: now,
-            created_at: Utc::now(),
-            status: Mutex::new(QueryStatus {
-                state: QueryState::Queued,
-                columns: None,
-                column_types: Vec::new(),
-                error: None,
-                update_type: None,
-                update_count: None,
-                changes: SessionChanges::default(),
-                plan: None,
-                memory: None,
-                scans: None,
-                started: None,
-                started_at: None,
-                ended: None,
-                ended_at: None,
-                output_rows: 0,
-                tasks: Vec::new(),
-                remote: Default::default(),
-                delivered: false,
-                resource_group: None,
-                failed_attempts: Vec::new(),
-            }),
+        let age = (Utc::now() - new.created_at).to_std().unwrap_or_default();
+        let (sender, receiver) = watch::channel(QueryStatus {
+            state: QueryState::Queued,
+            columns: None,
+            column_types: Vec::new(),
+            error: None,
+            update_type: None,
+            update_count: None,
+            changes: SessionChanges::default(),
+            plan: None,
+            memory: None,
+            scans: None,
+            started: None,
+            started_at: None,
+            ended: None,
+            ended_at: None,
+            output_rows: 0,
+            tasks: Vec::new(),
+            remote: Default::default(),
+            registration: Registration::Pending,
+            resource_group: None,
+            failed_attempts: Vec::new(),
+        });
+        let (commands, command_receiver) = mpsc::channel(COMMAND_BACKLOG);
+        let rows = new.adopted.as_ref().map_or(0, |a| a.rows);
+        let query = Query {
+            id: new.id,
+            slug: new.slug,
+            sql: new.sql,
+            session: new.session,
+            created: now.checked_sub(age).unwrap_or(now),
+            created_at: new.created_at,
+            adopted: new.adopted,
             cursor: tokio::sync::Mutex::new(ResultCursor {
                 last_token: 0,
                 last_response: Arc::new(CachedResponse {
                     body: bytes::Bytes::new(),
                     changes: SessionChanges::default(),
                 }),
-                pages,
+                pages: new.pages,
                 pending: None,
                 exhausted: false,
-                rows_served: 0,
+                rows_served: rows,
             }),
-            state_changed: Notify::new(),
-            cancel: CancellationToken::new(),
+            status: receiver,
+            commands,
             last_heartbeat: Mutex::new(now),
-            on_change: None,
-            adopted: None,
-            registration: Mutex::new(Registration::Pending),
-            registered: Notify::new(),
-        }
+            delivered: Default::default(),
+            forgotten: Default::default(),
+        };
+        let owner = QueryOwner { status: sender, cancel: CancellationToken::new(), on_change: new.on_change };
+        (query, owner, Commands(command_receiver))
     }
 
-    /// Records how the registration went and wakes whoever waits for it.
-    pub fn set_registration(&self, registration: Registration) {
-        *self.registration.lock() = registration;
-        self.registered.notify_waiters();
+    /// The query's state as its execution task last published it. Do not hold it across an
+    /// await, nor take it twice in one expression.
+    pub fn status(&self) -> watch::Ref<'_, QueryStatus> {
+        self.status.borrow()
     }
 
-    /// Waits until the execution task has registered the query (or given up on it).
-    pub async fn wait_registered(&self) {
-        loop {
-            let registered = self.registered.notified();
-            if *self.registration.lock() != Registration::Pending {
-                return;
-            }
-            registered.await;
-        }
+    /// A receiver that wakes on every change of the state.
+    pub fn watch(&self) -> watch::Receiver<QueryStatus> {
+        self.status.clone()
     }
 
     pub fn state(&self) -> QueryState {
-        self.status.lock().state
+        self.status.borrow().state
     }
 
     pub fn touch(&self) {
         *self.last_heartbeat.lock() = Instant::now();
     }
 
-    /// Moves to `state` unless the query has already ended.
-    pub fn transition(&self, state: QueryState) {
-        let mut status = self.status.lock();
-        if status.state.is_done() {
-            return;
+    /// Asks the execution task to end the query with `error`; false when it has already
+    /// ended (or is ending for another reason already).
+    pub fn fail(&self, error: FlotillaError) -> bool {
+        if self.state().is_done() {
+            return false;
         }
-        status.state = state;
-        if state == QueryState::Running && status.started.is_none() {
-            status.started = Some(Instant::now());
-            status.started_at = Some(Utc::now());
-        }
-        if state.is_done() {
-            status.ended = Some(Instant::now());
-            status.ended_at = Some(Utc::now());
-        }
-        drop(status);
-        self.state_changed.notify_waiters();
-        if let Some(on_change) = &self.on_change {
-            on_change.notify_one();
+        match self.commands.try_send(Command::Fail(error)) {
+            Ok(()) => true,
+            // Full: failures already wait, the first decides.
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
-    /// Ends the query with an error, unless it has already ended; whether it did.
-    pub fn fail(&self, error: FlotillaError) -> bool {
-        {
-            let mut status = self.status.lock();
-            if status.state.is_done() {
-                return false;
-            }
-            status.error = Some(error);
-        }
-        self.transition(QueryState::Failed);
-        self.cancel.cancel();
-        true
+    /// The page cursor produced the final response.
+    pub fn mark_delivered(&self) {
+        self.delivered.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the client has received the final response.
+    pub fn delivered(&self) -> bool {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks the registration forgotten; true the first time.
+    pub fn forget_registration(&self) -> bool {
+        !self.forgotten.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until the execution task has registered the query (or given up on it).
+    pub async fn wait_registered(&self) {
+        let mut status = self.watch();
+        let _ = status.wait_for(|s| s.registration != Registration::Pending || s.state.is_done()).await;
     }
 
     /// The statistics block of a response.
     pub fn stats(&self) -> StatementStats {
-        let status = self.status.lock();
+        let status = self.status();
         let now = Instant::now();
         let end = status.ended.unwrap_or(now);
         let queued_until = status.started.unwrap_or(end);
@@ -382,7 +421,7 @@ impl Query {
         rows: u64,
     ) -> QueryResults {
         let stats = self.stats();
-        let status = self.status.lock();
+        let status = self.status();
         let mut results = QueryResults {
             id: self.id.to_string(),
             info_uri: uris.info_uri(&self.id),
@@ -407,5 +446,82 @@ impl Query {
     /// How long the query has been idle from the client's side.
     pub fn idle_for(&self) -> Duration {
         self.last_heartbeat.lock().elapsed()
+    }
+}
+
+impl QueryOwner {
+    /// The state as published.
+    pub fn status(&self) -> watch::Ref<'_, QueryStatus> {
+        self.status.borrow()
+    }
+
+    /// Changes the state's details (not its lifecycle: [`Self::transition`], [`Self::fail`]).
+    pub fn update(&self, change: impl FnOnce(&mut QueryStatus)) {
+        self.status.send_modify(change);
+    }
+
+    /// Moves to `state` unless the query has already ended.
+    pub fn transition(&self, state: QueryState) {
+        let mut moved = false;
+        self.status.send_if_modified(|status| {
+            if status.state.is_done() {
+                return false;
+            }
+            status.state = state;
+            if state == QueryState::Running && status.started.is_none() {
+                status.started = Some(Instant::now());
+                status.started_at = Some(Utc::now());
+            }
+            if state.is_done() {
+                status.ended = Some(Instant::now());
+                status.ended_at = Some(Utc::now());
+            }
+            moved = true;
+            true
+        });
+        if moved {
+            if let Some(on_change) = &self.on_change {
+                on_change.notify_one();
+            }
+        }
+    }
+
+    /// Ends the query with `error` unless it has already ended (whether it did), and stops
+    /// whatever still works for it.
+    pub fn fail(&self, error: FlotillaError) -> bool {
+        let mut failed = false;
+        self.status.send_if_modified(|status| {
+            if status.state.is_done() {
+                return false;
+            }
+            status.error = Some(error);
+            failed = true;
+            true
+        });
+        if failed {
+            self.transition(QueryState::Failed);
+            self.cancel.cancel();
+        }
+        failed
+    }
+
+    /// Records how the registration went.
+    pub fn registered(&self, registration: Registration) {
+        self.update(|status| status.registration = registration);
+    }
+
+}
+
+/// The commands sent to one query, received by its execution task.
+#[derive(Debug)]
+pub struct Commands(mpsc::Receiver<Command>);
+
+impl Commands {
+    /// The next command (never resolves once every sender is gone).
+    pub async fn next(&mut self) -> Command {
+        match self.0.recv().await {
+            Some(command) => command,
+            None => std::future::pending().await,
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::Coordinator;
 
 fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
     let stats = query.stats();
-    let status = query.status.lock();
+    let status = query.status();
     // The scheduler knows the placements while the query runs; they move to the query when
     // it ends (copied before the scheduler forgets them, so one of the two has them).
     let placements = match status.tasks.is_empty() {

@@ -135,8 +135,9 @@ async fn next_response(
 ) -> Arc<CachedResponse> {
     let deadline = tokio::time::Instant::now() + max_wait;
     let next = Some(token + 1);
+    let mut changes = query.watch();
     loop {
-        let state_changed = query.state_changed.notified();
+        changes.borrow_and_update();
         if query.state() == QueryState::Failed {
             return build_response(query, uris, None, None, cursor.rows_served);
         }
@@ -157,7 +158,7 @@ async fn next_response(
             return build_response(query, uris, None, None, cursor.rows_served);
         }
         // Data is exhausted but the task has not recorded its outcome yet.
-        if tokio::time::timeout_at(deadline, state_changed).await.is_err() {
+        if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
             return build_response(query, uris, next, None, cursor.rows_served);
         }
     }
@@ -192,9 +193,9 @@ fn build_response(
     let results = query.results(uris, next_token, page, rows);
     // Plain structs, string-keyed maps and already-valid raw JSON: serialising cannot fail.
     let body = serde_json::to_vec(&results).expect("query results serialize");
-    let changes = query.status.lock().changes.clone();
+    let changes = query.status().changes.clone();
     if next_token.is_none() {
-        query.status.lock().delivered = true;
+        query.mark_delivered();
     }
     Arc::new(CachedResponse { body: body.into(), changes })
 }
