@@ -308,7 +308,8 @@ where
     Serve: FnOnce(Relayed) -> Served,
     Served: std::future::Future<Output = Response>,
 {
-    let relayed_once = request.headers.contains_key(ADOPTION_RELAY);
+    // Believed only from another node of the cluster (a client's own is ignored).
+    let relayed_once = request.headers.contains_key(ADOPTION_RELAY) && coordinator.access.is_internal(&request.headers);
     if !relayed_once {
         if let Some(uri) = coordinator.registrar.known_owner(id) {
             if let Some(response) = relay_to_adopter(coordinator, &request, id, &uri).await {

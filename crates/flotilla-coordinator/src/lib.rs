@@ -257,8 +257,14 @@ impl RunningCoordinator {
 
     /// Stops accepting queries, fails the running ones and waits for the server to stop.
     pub async fn shutdown(self) {
-        self.coordinator.local.begin_shutdown();
         self.coordinator.manager.fail_all("Coordinator is shutting down");
+        self.stop().await;
+    }
+
+    /// Stops serving; queries still running are left to be adopted by another coordinator
+    /// (their clients' next polls find this one gone).
+    async fn stop(self) {
+        self.coordinator.local.begin_shutdown();
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = task.await;
@@ -268,7 +274,8 @@ impl RunningCoordinator {
     /// A graceful shutdown (`PUT /v1/info/state` `"SHUTTING_DOWN"`, SIGTERM): reports
     /// `SHUTTING_DOWN` at once (new queries get 503, which the gateway answers by trying
     /// another coordinator), lets the running queries finish and their clients read every
-    /// page, for at most `shutdown.grace-period`, then shuts down.
+    /// page, for at most `shutdown.grace-period`, then stops; a query still running then is
+    /// adopted by another coordinator at its client's next poll.
     pub async fn drain(self) {
         let grace = self.coordinator.manager.config().node.shutdown_grace_period;
         self.coordinator.local.begin_shutdown();
@@ -280,13 +287,13 @@ impl RunningCoordinator {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(in_flight, ?grace, "grace period over; failing the queries still running");
+                tracing::warn!(in_flight, ?grace, "grace period over; another coordinator adopts the queries still running");
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::info!("drained");
-        self.shutdown().await;
+        self.stop().await;
     }
 
     /// Resolves when the coordinator has been asked to shut down (for a signal handler).

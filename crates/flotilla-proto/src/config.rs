@@ -112,7 +112,7 @@ pub const NODE_SETTINGS: &[Setting] = &[
         name: "shutdown.grace-period",
         default: "2m",
         roles: "coordinator, worker",
-        doc: "Longest a draining node (SIGTERM, PUT /v1/info/state \"SHUTTING_DOWN\") waits for its work: a coordinator for its queries (then fails them), a worker for its running tasks",
+        doc: "Longest a draining node (SIGTERM, PUT /v1/info/state \"SHUTTING_DOWN\") waits for its work: a coordinator for its queries (then leaves them to be adopted by another), a worker for its running tasks",
     },
     Setting {
         name: "http-server.process-forwarded",

@@ -229,3 +229,97 @@ async fn followers_racing_to_adopt_one_query_adopt_it_once() {
     assert!(rows == expected, "the rows in order");
     assert_eq!(adoptions(&cluster), 1, "adopted once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_and_claims_are_for_signed_nodes_and_bounded() {
+    use flotilla_proto::adoption::{AdoptAnswer, AdoptRequest, QueryRegistration, ADOPT_PATH, REGISTRATION_PATH};
+    let cluster = ProcessCluster::builder().coordinators(2).start();
+    let rm = cluster.cluster.resource_managers[0].url.clone();
+    let http = Http::new(&cluster.cluster.coordinators[0].url);
+    coordinator_ids(&http, 2).await;
+    let signed = cluster.internal_client();
+    let view: flotilla_proto::cluster::ClusterView =
+        signed.get(&rm, flotilla_proto::cluster::CLUSTER_VIEW_PATH).await.unwrap();
+    let owner = view.nodes.iter().find(|n| n.node.node_id == "coordinator-1").map(|n| n.node.clone()).unwrap();
+    let registration = QueryRegistration {
+        query_id: "20261201_101010_00001_abcde".into(),
+        slug: "yslug".into(),
+        sql: "SELECT 1".into(),
+        session_headers: vec![("x-trino-user".into(), "alice".into())],
+        user: "alice".into(),
+        create_time_ms: 1,
+        owner: "coordinator-1".into(),
+        owner_instance: owner.instance.clone(),
+        owner_uri: owner.http_uri.clone(),
+        epoch: 0,
+        write: false,
+        started: false,
+    };
+    let raw = reqwest::Client::new();
+    // Unsigned: refused, whatever the body.
+    for path in [REGISTRATION_PATH, ADOPT_PATH] {
+        let answer = raw.post(format!("{rm}{path}")).json(&registration).send().await.unwrap();
+        assert_eq!(answer.status(), 401, "{path}");
+    }
+    let unsigned = raw.get(format!("{rm}{REGISTRATION_PATH}/{}", registration.query_id)).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    // Signed but malformed, not a query id, or too large.
+    let token = cluster.internal_token();
+    let post = |path: &str, body: Vec<u8>| {
+        raw.post(format!("{rm}{path}"))
+            .header(flotilla_proto::INTERNAL_BEARER_HEADER, token.clone())
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    for body in [b"{".to_vec(), b"[]".to_vec(), b"{\"queryId\": 7}".to_vec()] {
+        let status = post(REGISTRATION_PATH, body).send().await.unwrap().status().as_u16();
+        assert!((400..500).contains(&status), "{status}");
+    }
+    let mut not_an_id = registration.clone();
+    not_an_id.query_id = "../../view".into();
+    let refused = signed.post::<_, Value>(&rm, REGISTRATION_PATH, &not_an_id).await.unwrap_err();
+    assert!(refused.to_string().contains("not a query id"), "{refused}");
+    let mut huge = registration.clone();
+    huge.sql = "x".repeat(17 << 20);
+    let status = post(REGISTRATION_PATH, serde_json::to_vec(&huge).unwrap()).send().await.unwrap().status();
+    assert_eq!(status, 413);
+    // Kept, read back; a claim on a live owner's query is refused with the owner's address.
+    signed.post::<_, Value>(&rm, REGISTRATION_PATH, &registration).await.unwrap();
+    let path = format!("{REGISTRATION_PATH}/{}", registration.query_id);
+    let kept: QueryRegistration = signed.get(&rm, &path).await.unwrap();
+    assert_eq!(kept, registration);
+    let claim = AdoptRequest {
+        registration: registration.clone(),
+        adopter: "coordinator-2".into(),
+        adopter_instance: "whatever".into(),
+        adopter_uri: "http://127.0.0.1:1".into(),
+    };
+    // The leader decides nothing in its first lease period; then it refuses.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let answer = loop {
+        let error = signed.post::<_, AdoptAnswer>(&rm, ADOPT_PATH, &claim).await.unwrap_err();
+        let answer: AdoptAnswer = error.refusal(409).unwrap();
+        if !matches!(answer, AdoptAnswer::NotReady { .. }) || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        answer,
+        AdoptAnswer::OwnedBy { owner: "coordinator-1".into(), uri: registration.owner_uri.clone(), epoch: 0 }
+    );
+    // A follow-up of a query no resource manager registered is lost, whatever relay marker a
+    // client adds (only a signed one is believed).
+    let stranger = format!("{}/v1/statement/executing/20261201_101010_00001_zzzzz/yslug/1", http.base);
+    let answer: Value = http
+        .client
+        .get(&stranger)
+        .header(flotilla_coordinator::adoption::ADOPTION_RELAY, "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["error"]["errorName"], "REMOTE_HOST_GONE", "{answer}");
+}
