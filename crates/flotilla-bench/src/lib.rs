@@ -124,6 +124,26 @@ pub async fn wait_for_workers(client: &mut flotilla_cli::Client, workers: usize)
     }
 }
 
+/// The load generator's runtime: two worker threads, like the machines it runs on.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())
+}
+
+/// Sequential `SELECT 1` latencies against `url` (after 50 to warm up), in microseconds.
+pub async fn select_one_latencies(url: &str, queries: usize) -> Result<hdrhistogram::Histogram<u64>, String> {
+    let mut client = flotilla_cli::Client::new(url, "bench").map_err(|e| e.to_string())?;
+    for _ in 0..50 {
+        client.run("SELECT 1", |_| {}).await.map_err(|e| e.to_string())?;
+    }
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    for _ in 0..queries {
+        let start = std::time::Instant::now();
+        client.run("SELECT 1", |_| {}).await.map_err(|e| e.to_string())?;
+        histogram.record(start.elapsed().as_micros() as u64).map_err(|e| e.to_string())?;
+    }
+    Ok(histogram)
+}
+
 /// utime + stime of a process, in seconds (Linux, from /proc).
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -321,6 +321,28 @@ fn find_coordinator(snapshot: &ViewSnapshot, owner: &CoordinatorId) -> Option<Re
     })
 }
 
+/// Relays a follow-up of query `id` to its owner, found by the id's suffix in the view;
+/// `Err` when the owner is gone (dead or unknown in the view, or refusing connections).
+pub async fn relay_to_id_owner(
+    forwarder: &Forwarder,
+    view: &ClusterViewClient,
+    request: &Relayed,
+    id: &QueryId,
+) -> Result<Response, OwnerGone> {
+    let owner = id.coordinator();
+    let base = locate_owner(view, &owner).await?;
+    match forwarder.send(&base, request).await {
+        Ok(response) => Ok(response),
+        Err(ForwardError::Refused(error)) => Err(OwnerGone::Refused { owner, base, cause: error.to_string() }),
+        // Polls are idempotent: a status the client retries.
+        Err(ForwardError::Failed(error)) => Ok((
+            StatusCode::BAD_GATEWAY,
+            format!("coordinator {owner} at {base} did not answer for query {id}: {error}"),
+        )
+            .into_response()),
+    }
+}
+
 /// Relays a follow-up of query `id` to its owner. When the owner is gone, the follow-up
 /// goes to a live coordinator, which adopts the query or knows who did (every relay for
 /// one query picks the same coordinator first, so racing follow-ups meet there); with no
@@ -332,20 +354,8 @@ pub async fn relay_to_owner(
     request: &Relayed,
     id: &QueryId,
 ) -> Response {
-    let owner = id.coordinator();
-    let gone = match locate_owner(view, &owner).await {
-        Ok(base) => match forwarder.send(&base, request).await {
-            Ok(response) => return response,
-            Err(ForwardError::Refused(error)) => OwnerGone::Refused { owner, base, cause: error.to_string() },
-            // Polls are idempotent: a status the client retries.
-            Err(ForwardError::Failed(error)) => {
-                return (
-                    StatusCode::BAD_GATEWAY,
-                    format!("coordinator {owner} at {base} did not answer for query {id}: {error}"),
-                )
-                    .into_response()
-            }
-        },
+    let gone = match relay_to_id_owner(forwarder, view, request, id).await {
+        Ok(response) => return response,
         Err(gone) => gone,
     };
     for (node_id, base) in adopters(view, id) {

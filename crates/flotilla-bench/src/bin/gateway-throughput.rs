@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flotilla::local_cluster::{LocalCluster, LocalClusterSpec};
-use flotilla_bench::{cpu_seconds, flotilla_binary};
+use flotilla_bench::{cpu_seconds, flotilla_binary, select_one_latencies as latencies};
 use flotilla_cli::Client;
 use flotilla_gateway::RoutingPolicy;
-use hdrhistogram::Histogram;
 use serde_json::Value;
 
 #[derive(Debug, Parser)]
@@ -35,21 +34,6 @@ struct Args {
     /// Markdown file to write the results into (its `gateway` section).
     #[arg(long)]
     output: Option<PathBuf>,
-}
-
-/// Sequential `SELECT 1` latencies against `url`, in microseconds.
-async fn latencies(url: &str, queries: usize) -> Result<Histogram<u64>, String> {
-    let mut client = Client::new(url, "bench").map_err(|e| e.to_string())?;
-    for _ in 0..50 {
-        client.run("SELECT 1", |_| {}).await.map_err(|e| e.to_string())?;
-    }
-    let mut histogram = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
-    for _ in 0..queries {
-        let start = Instant::now();
-        client.run("SELECT 1", |_| {}).await.map_err(|e| e.to_string())?;
-        histogram.record(start.elapsed().as_micros() as u64).map_err(|e| e.to_string())?;
-    }
-    Ok(histogram)
 }
 
 /// Queries completed by `clients` concurrent clients in `seconds`.
@@ -150,11 +134,7 @@ fn measure(args: &Args, runtime: &tokio::runtime::Runtime, coordinators: usize) 
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = flotilla_bench::runtime()?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut report = format!(
         "Produced by `target/release/gateway-throughput --output BENCHMARKS.md` (release build). \

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flotilla::local_cluster::{LocalCluster, LocalClusterSpec, NodeProcess};
-use flotilla_bench::flotilla_binary;
-use flotilla_cli::Client;
+use flotilla_bench::{flotilla_binary, select_one_latencies as latencies};
 use flotilla_gateway::RoutingPolicy;
 use flotilla_proto::adoption::{QueryRegistration, REGISTRATION_PATH};
 use hdrhistogram::Histogram;
@@ -70,21 +69,6 @@ fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("a plain client builds")
 }
 
-/// Sequential `SELECT 1` latencies against `url`, in microseconds.
-async fn latencies(url: &str, queries: usize) -> Result<Histogram<u64>, String> {
-    let mut client = Client::new(url, "bench").map_err(|e| e.to_string())?;
-    for _ in 0..50 {
-        client.run("SELECT 1", |_| {}).await.map_err(|e| e.to_string())?;
-    }
-    let mut histogram = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
-    for _ in 0..queries {
-        let start = Instant::now();
-        client.run("SELECT 1", |_| {}).await.map_err(|e| e.to_string())?;
-        histogram.record(start.elapsed().as_micros() as u64).map_err(|e| e.to_string())?;
-    }
-    Ok(histogram)
-}
-
 /// One registration (the body a `SELECT 1` registers) to both resource managers at once, as
 /// a coordinator sends it, `queries` times; microseconds.
 async fn registrations(cluster: &LocalCluster, queries: usize) -> Result<Histogram<u64>, String> {
@@ -126,11 +110,9 @@ async fn registrations(cluster: &LocalCluster, queries: usize) -> Result<Histogr
     Ok(histogram)
 }
 
-/// Submits `sql` at `url` and follows it to the end: (query id, rows, seconds).
-async fn run_query(url: &str, sql: &str) -> Result<(String, Vec<Value>, f64), String> {
-    let client = http();
-    let start = Instant::now();
-    let first: Value = client
+/// Submits `sql` at `url`: its first response.
+async fn submit(client: &reqwest::Client, url: &str, sql: &str) -> Result<Value, String> {
+    client
         .post(format!("{url}/v1/statement"))
         .header("X-Trino-User", "bench")
         .body(sql.to_string())
@@ -139,9 +121,15 @@ async fn run_query(url: &str, sql: &str) -> Result<(String, Vec<Value>, f64), St
         .map_err(|e| e.to_string())?
         .json()
         .await
-        .map_err(|e| e.to_string())?;
-    let id = first["id"].as_str().unwrap_or_default().to_string();
-    follow(&client, first, start).await.map(|(rows, seconds)| (id, rows, seconds))
+        .map_err(|e| e.to_string())
+}
+
+/// Submits `sql` at `url` and follows it to the end: (rows, seconds).
+async fn run_query(url: &str, sql: &str) -> Result<(Vec<Value>, f64), String> {
+    let client = http();
+    let start = Instant::now();
+    let first = submit(&client, url, sql).await?;
+    follow(&client, first, start).await
 }
 
 async fn follow(client: &reqwest::Client, first: Value, start: Instant) -> Result<(Vec<Value>, f64), String> {
@@ -229,16 +217,7 @@ async fn faulted_run(
 ) -> Result<(f64, Vec<Value>), String> {
     let client = http();
     let start = Instant::now();
-    let first: Value = client
-        .post(format!("{gateway}/v1/statement"))
-        .header("X-Trino-User", "bench")
-        .body(sql.to_string())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let first = submit(&client, gateway, sql).await?;
     let id = first["id"].as_str().unwrap_or_default().to_string();
     let running = {
         let client = client.clone();
@@ -286,11 +265,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = flotilla_bench::runtime()?;
     let work = std::env::temp_dir().join(format!("flotilla-recovery-bench-{}", std::process::id()));
     let etc = work.join("etc");
     std::fs::create_dir_all(etc.join("catalog")).map_err(|e| e.to_string())?;
@@ -356,7 +331,7 @@ async fn measure(args: &Args, cluster: &mut LocalCluster) -> Result<String, Stri
     let mut plain = Vec::new();
     let mut answer = Vec::new();
     for _ in 0..args.repeats.max(3) {
-        let (_, rows, seconds) = run_query(&gateway, &args.query).await?;
+        let (rows, seconds) = run_query(&gateway, &args.query).await?;
         plain.push(seconds);
         answer = rows;
     }

@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
-use flotilla_node::relay::{locate_owner, ForwardError, OwnerGone};
+use flotilla_node::relay::{locate_owner, relay_to_id_owner, OwnerGone};
 use flotilla_node::{follow_up_query, Relayed, FORWARDED_BY};
 
 use crate::adoption;
@@ -116,19 +116,8 @@ async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Re
             Err(gone) => gone,
         }
     } else {
-        match locate_owner(&coordinator.view, &owner).await {
-            Ok(base) => match coordinator.forwarder.send(&base, &request).await {
-                Ok(response) => return response,
-                Err(ForwardError::Refused(cause)) => OwnerGone::Refused { owner, base, cause },
-                // Polls are idempotent: a status the client retries.
-                Err(ForwardError::Failed(error)) => {
-                    return (
-                        StatusCode::BAD_GATEWAY,
-                        format!("coordinator {owner} at {base} did not answer for query {id}: {error}"),
-                    )
-                        .into_response()
-                }
-            },
+        match relay_to_id_owner(&coordinator.forwarder, &coordinator.view, &request, &id).await {
+            Ok(response) => return response,
             Err(gone) => gone,
         }
     };
