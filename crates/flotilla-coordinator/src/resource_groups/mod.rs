@@ -161,6 +161,28 @@ struct Loaded {
     modified: Option<SystemTime>,
 }
 
+/// A query waiting in [`Admission::admit`]; dropped before it took its answer, it leaves
+/// the waiting lists, or gives back the slot it was granted meanwhile.
+struct Waiter {
+    admission: Arc<Admission>,
+    path: String,
+    id: QueryId,
+    admitted: Option<oneshot::Receiver<Result<(), FlotillaError>>>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let Some(mut admitted) = self.admitted.take() else { return };
+        if self.admission.withdraw(&self.path, &self.id) {
+            return;
+        }
+        // Answered already: answers are sent under the lock `withdraw` took, so it is here.
+        if let Ok(Ok(())) = admitted.try_recv() {
+            self.admission.release(&self.path);
+        }
+    }
+}
+
 /// This coordinator's admission: group selection and the lease client.
 #[derive(Debug)]
 pub struct Admission {
@@ -256,18 +278,17 @@ impl Admission {
             state.released = false;
         }
         self.wake.notify_one();
-        let mut admitted = admitted;
+        // Whoever stops waiting (a cancel, or this future dropped) leaves the queue; a slot
+        // granted meanwhile is given back.
+        let mut waiter = Waiter { admission: self.clone(), path: selected.path.clone(), id: id.clone(), admitted: Some(admitted) };
         let outcome = tokio::select! {
-            outcome = &mut admitted => outcome,
+            outcome = waiter.admitted.as_mut().expect("set above") => outcome,
             _ = cancel.cancelled() => {
-                if self.withdraw(&selected.path, id) {
-                    return Err(FlotillaError::new(ErrorCode::UserCanceled, "Query was canceled while queued"));
-                }
-                // Answered just before the cancel (answers are sent under the same lock):
-                // take the answer, so an admitted slot is released by the permit.
-                admitted.await
+                drop(waiter);
+                return Err(FlotillaError::new(ErrorCode::UserCanceled, "Query was canceled while queued"));
             }
         };
+        waiter.admitted = None;
         match outcome {
             Ok(Ok(())) => Ok(Some(Permit { admission: Some(self.clone()), path: selected.path.clone() })),
             Ok(Err(error)) => Err(error),

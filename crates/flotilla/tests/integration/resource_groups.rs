@@ -210,6 +210,29 @@ async fn the_clusters_queue_limit_holds_across_coordinators_and_unmatched_querie
     // A query no selector matches is rejected.
     let error = sixth.error_with(sixth.post_as("stranger", "SELECT 1")).await;
     assert_eq!(error["errorName"], "QUERY_REJECTED", "{error}");
+    // A queued query that is cancelled leaves the queue (its slot is not held by anyone).
+    let cancelled = queued.pop().unwrap();
+    let owner = &coordinators[5 % 3];
+    let answer = owner
+        .client
+        .delete(format!("{}/v1/query/{cancelled}", owner.base))
+        .header("X-Trino-User", "bench5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 204);
+    let info = owner.wait_for_state(&cancelled, &["FAILED"], Duration::from_secs(10)).await;
+    assert_eq!(info["errorCode"]["name"], "USER_CANCELED", "{info}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state: Value =
+            coordinators[1].get_json(&format!("{}/v1/resourceGroupState/global", coordinators[1].base)).await;
+        if state["numQueuedQueries"] == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cancelled query still counts as queued: {state}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Killing the running query lets the queue drain: every queued query finishes.
     let killed = coordinators[0]
         .client
