@@ -42,6 +42,8 @@ const REGISTER_STRAGGLERS: Duration = Duration::from_millis(20);
 const CLAIM_PATIENCE: Duration = Duration::from_secs(6);
 /// Registrations forgotten per call.
 const FORGET_BATCH: usize = 2_000;
+/// Times a forget is sent before it is given up.
+const FORGET_ATTEMPTS: u8 = 5;
 /// Forgets waiting to be sent, at most (beyond, they are dropped: the resource managers
 /// drop the registration when this coordinator is gone anyway).
 const FORGET_BACKLOG: usize = 100_000;
@@ -55,7 +57,8 @@ pub struct Registrar {
     local: Arc<LocalNode>,
     view: Arc<ClusterViewClient>,
     client: InternalClient,
-    forgets: Mutex<Vec<String>>,
+    /// Registrations to forget, with how many times sending them failed.
+    forgets: Mutex<Vec<(String, u8)>>,
     /// Coordinators known to own adopted queries (query id → (URI, learnt at)).
     owners: Mutex<HashMap<String, (String, Instant)>>,
 }
@@ -137,32 +140,43 @@ impl Registrar {
     pub fn forget_later(&self, query_id: &QueryId) {
         let mut forgets = self.forgets.lock();
         if forgets.len() < FORGET_BACKLOG {
-            forgets.push(query_id.to_string());
+            forgets.push((query_id.to_string(), 0));
         }
     }
 
-    /// Sends the queued forgets to every live resource manager.
+    /// Sends the queued forgets to every live resource manager; a batch some resource
+    /// manager did not take is sent again next time (at most [`FORGET_ATTEMPTS`] times:
+    /// forgetting twice is harmless, and a registration never forgotten is dropped when
+    /// this coordinator is gone).
     pub async fn flush_forgets(&self) {
+        let mut failed = Vec::new();
         loop {
-            let batch: Vec<String> = {
+            let batch: Vec<(String, u8)> = {
                 let mut forgets = self.forgets.lock();
                 let take = forgets.len().min(FORGET_BATCH);
                 forgets.drain(..take).collect()
             };
             if batch.is_empty() {
-                return;
+                break;
             }
-            let forget = ForgetQueries { owner: self.local.node_id.clone(), query_ids: batch };
+            let forget = ForgetQueries {
+                owner: self.local.node_id.clone(),
+                query_ids: batch.iter().map(|(id, _)| id.clone()).collect(),
+            };
             let calls = self.view.resource_managers().into_iter().map(|(_, uri)| {
                 let (client, forget) = (&self.client, &forget);
                 async move { client.post::<_, serde_json::Value>(&uri, FORGET_PATH, forget).await }
             });
-            for result in futures::future::join_all(calls).await {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "forgetting registrations failed; the resource manager drops them when this coordinator is gone");
-                }
+            let errors: Vec<CallError> =
+                futures::future::join_all(calls).await.into_iter().filter_map(Result::err).collect();
+            if let Some(error) = errors.first() {
+                tracing::debug!(%error, "forgetting registrations failed; sent again next time");
+                failed.extend(batch.into_iter().filter(|(_, n)| n + 1 < FORGET_ATTEMPTS).map(|(id, n)| (id, n + 1)));
             }
         }
+        let mut forgets = self.forgets.lock();
+        let room = FORGET_BACKLOG.saturating_sub(forgets.len());
+        forgets.extend(failed.into_iter().take(room));
     }
 
     /// The registration of `id` from the first resource manager that has one.

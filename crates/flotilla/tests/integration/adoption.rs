@@ -308,6 +308,18 @@ async fn registrations_and_claims_are_for_signed_nodes_and_bounded() {
         answer,
         AdoptAnswer::OwnedBy { owner: "coordinator-1".into(), uri: registration.owner_uri.clone(), epoch: 0 }
     );
+    // Registered before its first response; forgotten once the client has the last one.
+    let first = http.first(http.post("SELECT 1")).await;
+    let id = first["id"].as_str().unwrap().to_string();
+    let path = format!("{REGISTRATION_PATH}/{id}");
+    let kept: QueryRegistration = signed.get(&rm, &path).await.unwrap();
+    assert_eq!((kept.sql.as_str(), kept.owner.as_str(), kept.write), ("SELECT 1", "coordinator-1", false));
+    follow(&http, first["nextUri"].as_str().map(str::to_string), &http.base).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while signed.get::<QueryRegistration>(&rm, &path).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the registration of {id} is never forgotten");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A follow-up of a query no resource manager registered is lost, whatever relay marker a
     // client adds (only a signed one is believed).
     let stranger = format!("{}/v1/statement/executing/20261201_101010_00001_zzzzz/yslug/1", http.base);
