@@ -106,7 +106,7 @@ impl Registrar {
         }
         let (sender, mut answers) = tokio::sync::mpsc::channel(managers.len());
         let body = Arc::new(registration.clone());
-        for (node_id, uri) in managers.iter().cloned() {
+        for (node_id, uri) in managers {
             let (client, body, sender) = (self.client.clone(), body.clone(), sender.clone());
             tokio::spawn(async move {
                 let kept = client.post::<_, serde_json::Value>(&uri, REGISTRATION_PATH, body.as_ref()).await;
