@@ -238,7 +238,9 @@ impl Registrar {
             }
             match wait {
                 Some(wait) if Instant::now() + wait < give_up => tokio::time::sleep(wait).await,
-                Some(_) => return Err(CallError::NotSent("the admission leader is not ready to decide adoptions".into())),
+                Some(_) => {
+                    return Err(CallError::NotSent("the admission leader is not ready to decide adoptions".into()))
+                }
                 None => return Err(CallError::all_failed(errors, "no resource manager in the cluster view")),
             }
         }
@@ -299,10 +301,8 @@ impl Poll {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let ["v1", "statement", "queued" | "executing", _id, slug, token] = segments.as_slice() else { return None };
-        let rows = query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("rows="))
-            .map_or(Some(0), |n| n.parse::<u64>().ok())?;
+        let rows =
+            query.split('&').find_map(|pair| pair.strip_prefix("rows=")).map_or(Some(0), |n| n.parse::<u64>().ok())?;
         Some(Poll { slug: slug.to_string(), token: token.parse().ok()?, rows })
     }
 }

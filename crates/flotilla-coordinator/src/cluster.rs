@@ -223,6 +223,7 @@ impl HeartbeatSource for QueryReporter {
                             progress: tracked.progress.clone(),
                             coordinator: self.local.node_id.clone(),
                             version,
+                            epoch: query.adopted.as_ref().map_or(0, |a| a.epoch),
                         }),
                         false => ReportItem::Update(QueryUpdate {
                             query_id: query.id.to_string(),

@@ -85,7 +85,9 @@ impl Execution {
         pages: mpsc::Sender<Page>,
         mut registration: QueryRegistration,
     ) {
-        let limits = session.max_run_time().and_then(|time| Ok((TimeLimit(time), MemoryLimit::for_session(session, self.max_memory)?)));
+        let limits = session
+            .max_run_time()
+            .and_then(|time| Ok((TimeLimit(time), MemoryLimit::for_session(session, self.max_memory)?)));
         let (time_limit, memory_limit) = match limits {
             Ok(limits) => limits,
             Err(error) => {

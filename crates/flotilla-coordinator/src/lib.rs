@@ -33,8 +33,8 @@ pub mod adoption;
 mod cluster;
 pub mod config;
 mod execution;
-pub mod limits;
 pub mod http;
+pub mod limits;
 mod manager;
 mod query;
 pub mod resource_groups;
@@ -287,7 +287,11 @@ impl RunningCoordinator {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(in_flight, ?grace, "grace period over; another coordinator adopts the queries still running");
+                tracing::warn!(
+                    in_flight,
+                    ?grace,
+                    "grace period over; another coordinator adopts the queries still running"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -18,9 +18,9 @@ use crate::adoption::Registrar;
 use crate::config::CoordinatorConfig;
 use crate::execution::{Execution, Task};
 use crate::query::{Adopted, NewQuery, Query, QueryState, Registration, PAGE_BUFFER};
-use flotilla_proto::adoption::QueryRegistration;
 use crate::resource_groups::Admission;
 use crate::scheduler::Scheduler;
+use flotilla_proto::adoption::QueryRegistration;
 
 /// A finished query whose client has not polled for this long is not waited for by a
 /// draining coordinator (clients poll pages back to back).
@@ -180,7 +180,13 @@ impl QueryManager {
             &query.session.user,
             query.created_at.timestamp_millis(),
         );
-        tokio::spawn(self.execution.clone().run(Task { query: query.clone(), owner, commands, pages: sender, registration }));
+        tokio::spawn(self.execution.clone().run(Task {
+            query: query.clone(),
+            owner,
+            commands,
+            pages: sender,
+            registration,
+        }));
         query
     }
 
@@ -211,7 +217,7 @@ impl QueryManager {
             sql: registration.sql.clone(),
             session,
             pages: receiver,
-            adopted: Some(Adopted { from: from.to_string(), rows }),
+            adopted: Some(Adopted { from: from.to_string(), rows, epoch: registration.epoch }),
             // Its age and its place in the queue are those of the original submission.
             created_at: chrono::DateTime::from_timestamp_millis(registration.create_time_ms)
                 .unwrap_or_else(chrono::Utc::now),
@@ -223,7 +229,13 @@ impl QueryManager {
         queries.insert(id, query.clone());
         drop(queries);
         tracing::info!(query_id = %query.id, %from, token, rows, "adopted a query whose coordinator is gone");
-        tokio::spawn(self.execution.clone().run(Task { query: query.clone(), owner, commands, pages: sender, registration }));
+        tokio::spawn(self.execution.clone().run(Task {
+            query: query.clone(),
+            owner,
+            commands,
+            pages: sender,
+            registration,
+        }));
         Ok(query)
     }
 
@@ -266,9 +278,7 @@ impl QueryManager {
         }
         let mut expirable: Vec<&Arc<Query>> = queries
             .iter()
-            .filter(|q| {
-                q.state().is_done() && (q.delivered() || q.idle_for() > self.config.client_timeout)
-            })
+            .filter(|q| q.state().is_done() && (q.delivered() || q.idle_for() > self.config.client_timeout))
             .collect();
         let mut expired: Vec<QueryId> = Vec::new();
         // Oldest first: drop what exceeds the history size, then what outlived its age.
@@ -310,9 +320,7 @@ impl QueryManager {
         self.registry
             .all()
             .iter()
-            .filter(|q| {
-                !q.state().is_done() || (!q.delivered() && q.idle_for() < DRAIN_CLIENT_IDLE)
-            })
+            .filter(|q| !q.state().is_done() || (!q.delivered() && q.idle_for() < DRAIN_CLIENT_IDLE))
             .count()
     }
 

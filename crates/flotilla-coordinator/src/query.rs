@@ -182,6 +182,8 @@ pub struct Adopted {
     pub from: String,
     /// Rows the client had received already: skipped.
     pub rows: u64,
+    /// The adoption's epoch (how many times the query changed owner).
+    pub epoch: u32,
 }
 
 /// A query owned by this coordinator: what never changes, the page cursor, and a view of
@@ -509,7 +511,6 @@ impl QueryOwner {
     pub fn registered(&self, registration: Registration) {
         self.update(|status| status.registration = registration);
     }
-
 }
 
 /// The commands sent to one query, received by its execution task.

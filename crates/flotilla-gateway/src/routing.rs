@@ -228,6 +228,7 @@ mod tests {
             },
             coordinator: coordinator.into(),
             version: 1,
+            epoch: 0,
         }
     }
 

@@ -210,6 +210,14 @@ pub struct QuerySummary {
     pub coordinator: String,
     /// Orders updates of this query (the owner's change counter).
     pub version: u64,
+    /// How many times the query was adopted: an adopter's summary replaces an earlier
+    /// owner's, whatever their versions (each counts its own).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u32,
+}
+
+fn is_zero(epoch: &u32) -> bool {
+    *epoch == 0
 }
 
 /// A change to a query the resource manager already knows.

@@ -200,10 +200,7 @@ mod tests {
         // The adopter dies too: the next claim takes the next epoch.
         let mut registry = Registry::default();
         registry.register(registration("c2", 1)).unwrap();
-        assert_eq!(
-            registry.adopt(&claim("c3", registration("c2", 1)), |_| true),
-            AdoptAnswer::Granted { epoch: 2 }
-        );
+        assert_eq!(registry.adopt(&claim("c3", registration("c2", 1)), |_| true), AdoptAnswer::Granted { epoch: 2 });
         assert_eq!(registry.get("20261201_101010_00001_abcde").unwrap().owner, "c3");
     }
 

@@ -338,10 +338,15 @@ async fn group_state(State(manager): State<Arc<ResourceManager>>, Path(path): Pa
     Json(manager.group_state(&path))
 }
 
-async fn register(State(manager): State<Arc<ResourceManager>>, Json(registration): Json<QueryRegistration>) -> Response {
+async fn register(
+    State(manager): State<Arc<ResourceManager>>,
+    Json(registration): Json<QueryRegistration>,
+) -> Response {
     match manager.register(registration) {
         Ok(()) => Json(serde_json::json!({})).into_response(),
-        Err(error @ RegistrationError::Full { .. }) => (StatusCode::INSUFFICIENT_STORAGE, error.to_string()).into_response(),
+        Err(error @ RegistrationError::Full { .. }) => {
+            (StatusCode::INSUFFICIENT_STORAGE, error.to_string()).into_response()
+        }
         Err(error @ RegistrationError::Invalid(_)) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
     }
 }
@@ -349,7 +354,9 @@ async fn register(State(manager): State<Arc<ResourceManager>>, Json(registration
 async fn registration(State(manager): State<Arc<ResourceManager>>, Path(query_id): Path<String>) -> Response {
     match manager.registration(&query_id) {
         Some(registration) => Json(registration).into_response(),
-        None => (StatusCode::NOT_FOUND, format!("no registration of query {}", query_id.escape_default())).into_response(),
+        None => {
+            (StatusCode::NOT_FOUND, format!("no registration of query {}", query_id.escape_default())).into_response()
+        }
     }
 }
 

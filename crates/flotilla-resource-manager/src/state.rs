@@ -186,7 +186,10 @@ impl ClusterState {
     }
 
     fn merge_query(&mut self, summary: QuerySummary) {
-        let newer = self.queries.get(&summary.identity.query_id).is_none_or(|q| summary.version > q.summary.version);
+        let newer = self
+            .queries
+            .get(&summary.identity.query_id)
+            .is_none_or(|q| (summary.epoch, summary.version) > (q.summary.epoch, q.summary.version));
         if newer {
             let local_version = self.bump();
             self.queries.insert(summary.identity.query_id.clone(), QueryEntry { summary, local_version });
@@ -251,7 +254,9 @@ impl ClusterState {
             let Some(entry) = self.queries.get(&update.query_id) else {
                 continue;
             };
-            if update.version <= entry.summary.version {
+            // Only the query's current owner moves it on (an adopted query's earlier owner
+            // counted its versions on its own).
+            if entry.summary.coordinator != coordinator || update.version <= entry.summary.version {
                 continue;
             }
             let local_version = self.bump();
@@ -365,9 +370,7 @@ impl ClusterState {
 
     /// Whether the node `node_id` is alive in the incarnation `instance`.
     pub fn is_live(&self, node_id: &str, instance: &str, now: Instant) -> bool {
-        self.nodes
-            .get(node_id)
-            .is_some_and(|n| n.record.node.instance == instance && self.node_state(n, now).is_live())
+        self.nodes.get(node_id).is_some_and(|n| n.record.node.instance == instance && self.node_state(n, now).is_live())
     }
 
     /// The last reported load of every live worker (node id, load).

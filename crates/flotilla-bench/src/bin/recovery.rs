@@ -52,7 +52,8 @@ enum Fault {
 }
 
 impl Fault {
-    const ALL: [Fault; 5] = [Fault::KillWorker, Fault::KillOwner, Fault::KillLeader, Fault::DrainWorker, Fault::DrainOwner];
+    const ALL: [Fault; 5] =
+        [Fault::KillWorker, Fault::KillOwner, Fault::KillLeader, Fault::DrainWorker, Fault::DrainOwner];
 
     fn describe(self) -> &'static str {
         match self {
@@ -97,7 +98,9 @@ async fn registrations(cluster: &LocalCluster, queries: usize) -> Result<Histogr
             .iter()
             .map(|uri| {
                 let (client, uri, registration) = (client.clone(), uri.clone(), registration.clone());
-                tokio::spawn(async move { client.post::<_, Value>(&uri, REGISTRATION_PATH, registration.as_ref()).await })
+                tokio::spawn(
+                    async move { client.post::<_, Value>(&uri, REGISTRATION_PATH, registration.as_ref()).await },
+                )
             })
             .collect();
         for call in calls {
@@ -143,7 +146,8 @@ async fn follow(client: &reqwest::Client, first: Value, start: Instant) -> Resul
             return Err(format!("query failed: {error}"));
         }
         let Some(next) = response["nextUri"].as_str().map(str::to_string) else { break };
-        response = client.get(&next).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+        response =
+            client.get(&next).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
     }
     Ok((rows, start.elapsed().as_secs_f64()))
 }
@@ -199,8 +203,14 @@ enum Role {
 
 /// node id -> coordinator id, from the view.
 async fn coordinator_ids(gateway: &str) -> Result<Vec<(String, String)>, String> {
-    let nodes: Vec<Value> =
-        http().get(format!("{gateway}/v1/node")).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+    let nodes: Vec<Value> = http()
+        .get(format!("{gateway}/v1/node"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(nodes
         .iter()
         .filter_map(|n| Some((n["nodeId"].as_str()?.to_string(), n["coordinatorId"].as_str()?.to_string())))

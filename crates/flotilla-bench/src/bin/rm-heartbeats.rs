@@ -127,6 +127,7 @@ fn query(coordinator: usize, n: u64, state: &str) -> QuerySummary {
         },
         coordinator: String::new(),
         version: n * 2,
+        epoch: 0,
     }
 }
 

@@ -280,7 +280,8 @@ impl Admission {
         self.wake.notify_one();
         // Whoever stops waiting (a cancel, or this future dropped) leaves the queue; a slot
         // granted meanwhile is given back.
-        let mut waiter = Waiter { admission: self.clone(), path: selected.path.clone(), id: id.clone(), admitted: Some(admitted) };
+        let mut waiter =
+            Waiter { admission: self.clone(), path: selected.path.clone(), id: id.clone(), admitted: Some(admitted) };
         let outcome = tokio::select! {
             outcome = waiter.admitted.as_mut().expect("set above") => outcome,
             _ = cancel.cancelled() => {
@@ -585,7 +586,14 @@ mod tests {
         std::fs::write(&file, groups("first")).unwrap();
         let open = |file: &std::path::Path| {
             let node = flotilla_proto::NodeConfig::default();
-            let local = LocalNode::new(&node, vec![flotilla_proto::cluster::NodeRole::Coordinator], "http://x".into(), None, None, "c");
+            let local = LocalNode::new(
+                &node,
+                vec![flotilla_proto::cluster::NodeRole::Coordinator],
+                "http://x".into(),
+                None,
+                None,
+                "c",
+            );
             let secret = "0123456789abcdef0123456789abcdef";
             let client = InternalClient::new(
                 Arc::new(flotilla_proto::InternalAuth::new(secret, "c").unwrap()),

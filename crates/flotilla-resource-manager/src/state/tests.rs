@@ -115,6 +115,7 @@ fn summary(query_id: &str, state: &str, version: u64, end: Option<i64>) -> Query
         },
         coordinator: String::new(),
         version,
+        epoch: 0,
     }
 }
 
@@ -178,6 +179,46 @@ fn a_restarted_coordinator_starts_a_new_report_and_drops_its_old_active_queries(
     assert_eq!(rm.apply_heartbeat(coordinator_heartbeat(&new, 1, delta), now).unwrap(), None);
     let ids: Vec<String> = rm.view(now, 0).queries.into_iter().map(|q| q.identity.query_id).collect();
     assert_eq!(ids, vec!["q2".to_string()]);
+}
+
+#[test]
+fn an_adopters_reports_replace_the_dead_owners_whatever_their_versions() {
+    let mut rm = state("rm1");
+    let now = Instant::now();
+    let c1 = announcement("c1", "a", 1, NodeRole::Coordinator);
+    let c2 = announcement("c2", "a", 1, NodeRole::Coordinator);
+    let report = CoordinatorReport {
+        base_version: 0,
+        version: 50,
+        new_queries: vec![summary("q1", "RUNNING", 50, None)],
+        ..Default::default()
+    };
+    rm.apply_heartbeat(coordinator_heartbeat(&c1, 1, report), now).unwrap();
+    // c1 died; c2 adopted q1 (epoch 1) and counts its own, lower, versions.
+    let mut adopted = summary("q1", "RUNNING", 3, None);
+    adopted.epoch = 1;
+    let report = CoordinatorReport { base_version: 0, version: 3, new_queries: vec![adopted], ..Default::default() };
+    rm.apply_heartbeat(coordinator_heartbeat(&c2, 1, report), now).unwrap();
+    let owner = |rm: &ClusterState| rm.view(now, 0).queries[0].coordinator.clone();
+    assert_eq!(owner(&rm), "c2");
+    // The adopter's updates apply; a late update of the old owner's changes nothing, nor
+    // does its old summary relayed by a peer.
+    let update = |version, state: &str| QueryUpdate {
+        query_id: "q1".into(),
+        version,
+        progress: summary("q1", state, version, Some(9)).progress,
+    };
+    let delta =
+        CoordinatorReport { base_version: 3, version: 4, updates: vec![update(4, "FINISHED")], ..Default::default() };
+    rm.apply_heartbeat(coordinator_heartbeat(&c2, 2, delta), now).unwrap();
+    let late =
+        CoordinatorReport { base_version: 50, version: 60, updates: vec![update(60, "FAILED")], ..Default::default() };
+    rm.apply_heartbeat(coordinator_heartbeat(&c1, 2, late), now).unwrap();
+    let mut relayed = summary("q1", "FAILED", 99, None);
+    relayed.coordinator = "c1".into();
+    rm.merge_query(relayed);
+    let view = rm.view(now, 0);
+    assert_eq!((view.queries[0].coordinator.as_str(), view.queries[0].progress.state.as_str()), ("c2", "FINISHED"));
 }
 
 #[test]

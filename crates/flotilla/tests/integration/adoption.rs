@@ -183,11 +183,8 @@ async fn a_dead_coordinators_queries_are_adopted_queued_running_and_after_rows()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_racing_to_adopt_one_query_adopt_it_once() {
     let (etc, _lake) = etc();
-    let mut cluster = ProcessCluster::builder()
-        .coordinators(3)
-        .gateways(2, RoutingPolicy::RoundRobin)
-        .etc_dir(&etc.path)
-        .start();
+    let mut cluster =
+        ProcessCluster::builder().coordinators(3).gateways(2, RoutingPolicy::RoundRobin).etc_dir(&etc.path).start();
     let coordinators: Vec<Http> = cluster.cluster.coordinators.iter().map(|c| Http::new(&c.url)).collect();
     let gateways: Vec<Http> = cluster.cluster.gateways.iter().map(|g| Http::new(&g.url)).collect();
     let ids = coordinator_ids(&coordinators[0], 3).await;
