@@ -77,9 +77,12 @@ def run_client(url, index, start, records, expected):
                 record["error"] = f"wrong answer: {rows!r} instead of {expected[sql]!r}"
             record["end"] = time.monotonic() - start
             # Asked at once: its coordinator may be drained later in the run.
-            info = requests.get(f"{url}/v1/query/{cursor.query_id}", timeout=5).json()
-            record["adopted"] = info.get("adoptedFrom") is not None
-            record["retried"] = len(info.get("failedAttempts") or [])
+            info = requests.get(f"{url}/v1/query/{cursor.query_id}", timeout=5)
+            if info.ok:
+                record["adopted"] = info.json().get("adoptedFrom") is not None
+                record["retried"] = len(info.json().get("failedAttempts") or [])
+            else:
+                record["infoError"] = f"{info.status_code}: {info.text[:200]}"
         except Exception as error:  # every failure is recorded and judged below
             record.update(ok=False, error=f"{type(error).__name__}: {error}", query_id=getattr(error, "query_id", None))
         finally:
@@ -203,6 +206,7 @@ def test_no_query_fails_while_nodes_die_drain_and_restart(start_cluster, tmp_pat
         "succeeded": len(records) - len(failed),
         "failed": len(failed),
         "failures": [f"{r['sql'][:60]}: {r['error'][:300]}" for r in failed],
+        "queryInfoUnavailable": [r["infoError"] for r in records if "infoError" in r],
         "medianSecondsByQuery": {sql[:60]: round(t, 3) for sql, t in median.items()},
         "adopted": extra("adopted"),
         "retriedAfterWorkerLoss": extra("retried"),

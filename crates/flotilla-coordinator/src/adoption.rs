@@ -78,7 +78,6 @@ impl Registrar {
         user: &str,
         create_time_ms: i64,
     ) -> QueryRegistration {
-        let query_type = crate::resource_groups::config::query_type(sql);
         QueryRegistration {
             query_id: id.to_string(),
             slug: slug.to_string(),
@@ -90,7 +89,7 @@ impl Registrar {
             owner_instance: self.local.instance.clone(),
             owner_uri: self.local.http_uri.clone(),
             epoch: 0,
-            write: !matches!(query_type, "SELECT" | "DESCRIBE"),
+            write: !flotilla_protocol::is_read_only(sql),
             started: false,
         }
     }
@@ -325,7 +324,10 @@ where
     // Believed only from another node of the cluster (a client's own is ignored).
     let relayed_once = request.headers.contains_key(ADOPTION_RELAY) && coordinator.access.is_internal(&request.headers);
     if !relayed_once {
-        if let Some(uri) = coordinator.registrar.known_owner(id) {
+        // Learnt from an earlier claim, or the view (which lists the query under its
+        // adopter once the adopter reported it, also after its registration is forgotten).
+        let known = coordinator.registrar.known_owner(id).or_else(|| owner_in_view(coordinator, id));
+        if let Some(uri) = known {
             if let Some(response) = relay_to_adopter(coordinator, &request, id, &uri).await {
                 return response;
             }
@@ -384,6 +386,16 @@ where
         }
         other => unavailable(id, &format!("its adoption is undecided ({other})")),
     }
+}
+
+/// The live coordinator other than this one that the view lists as the owner of adopted
+/// query `id`.
+fn owner_in_view(coordinator: &Coordinator, id: &QueryId) -> Option<String> {
+    let snapshot = coordinator.view.snapshot()?;
+    let view = &snapshot.view;
+    let query = view.queries.iter().find(|q| q.identity.query_id == id.as_str() && q.epoch > 0)?;
+    let owner = view.nodes.iter().find(|n| n.node.node_id == query.coordinator && n.state.is_live())?;
+    (owner.node.node_id != coordinator.local.node_id).then(|| owner.node.http_uri.clone())
 }
 
 /// Relays to the coordinator that adopted the query; `None` when it refused the connection

@@ -26,6 +26,9 @@ use flotilla_proto::adoption::QueryRegistration;
 /// draining coordinator (clients poll pages back to back).
 const DRAIN_CLIENT_IDLE: Duration = Duration::from_secs(5);
 
+/// How long after a query ended its registration is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(5);
+
 /// What a kill found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KillOutcome {
@@ -265,11 +268,14 @@ impl QueryManager {
                 ));
             }
         }
-        // The client has the final answer: no one will adopt the query any more.
+        // The client has the final answer: no one will adopt the query any more. Forgotten
+        // a little later, once the cluster view lists the query under its owner (where a
+        // coordinator finds an adopted query's owner when it has no registration).
         for query in &queries {
             let (done, kept) = {
                 let status = query.status();
-                (status.state.is_done(), status.registration == Registration::Kept)
+                let ended_a_while_ago = status.ended.is_some_and(|e| e.elapsed() > FORGET_AFTER);
+                (status.state.is_done() && ended_a_while_ago, status.registration == Registration::Kept)
             };
             let over = done && (query.delivered() || query.idle_for() > self.config.client_timeout);
             if over && kept && query.forget_registration() {

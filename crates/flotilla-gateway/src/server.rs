@@ -140,17 +140,31 @@ fn user_of(request: &Relayed) -> String {
         .to_string()
 }
 
+/// Whether the coordinator at `base`, whose exchange just broke, is dead: its address
+/// refuses connections within a second (a killed process's port closes as it is torn down).
+async fn died(base: &str) -> bool {
+    for _ in 0..10 {
+        if flotilla_node::relay::refuses_connections(base).await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// A new query: to the first coordinator in policy order that takes it. A coordinator that
 /// refuses the connection, or answers 503 (a coordinator shutting down says so before it
-/// registers anything), is skipped and the next one tried; once a coordinator may have
-/// registered the query it is never sent elsewhere, and a failure then is a 500, which no
-/// Trino client retries (they retry 502, 503 and 504).
+/// registers anything), is skipped and the next one tried. Once a coordinator may have
+/// registered the query, a write is never sent elsewhere (it may have run there), and a
+/// failure then is a 500, which no Trino client retries (they retry 502, 503 and 504); a
+/// read-only query is sent to the next coordinator when the first one died meanwhile.
 async fn submit(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let request =
         match Relayed::read(request, BODY_LIMIT, &gateway.host, &gateway.name, gateway.process_forwarded).await {
             Ok(request) => request,
             Err(response) => return response,
         };
+    let read_only = std::str::from_utf8(&request.body).is_ok_and(flotilla_protocol::is_read_only);
     let snapshot = gateway.view.snapshot();
     let targets = gateway.router.order(snapshot.as_ref(), &user_of(&request), Instant::now());
     let mut skipped = Vec::new();
@@ -168,6 +182,13 @@ async fn submit(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
                 tracing::warn!(coordinator = %target.node_id, %error, "coordinator refused a new query; trying the next");
                 gateway.router.failed(&target.node_id, Instant::now());
                 skipped.push(format!("{} refused the connection", target.node_id));
+            }
+            // A query (read-only) that a coordinator took and then died with: it ran
+            // nowhere else, and running it again changes nothing, so the next one takes it.
+            Err(ForwardError::Failed(error)) if read_only && died(&target.url).await => {
+                tracing::warn!(coordinator = %target.node_id, %error, "coordinator died while taking a new query; trying the next");
+                gateway.router.failed(&target.node_id, Instant::now());
+                skipped.push(format!("{} died while taking the query", target.node_id));
             }
             Err(ForwardError::Failed(error)) => {
                 tracing::warn!(coordinator = %target.node_id, %error, "coordinator failed while taking a new query");

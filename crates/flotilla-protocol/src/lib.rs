@@ -13,12 +13,14 @@
 //! Trino clients parse) and [`ClientSession`] (the `X-Trino-*` request headers).
 
 pub mod headers;
+mod query_type;
 pub mod results;
 mod types;
 pub mod uris;
 mod values;
 
 pub use headers::{ClientSession, HeaderError};
+pub use query_type::{is_read_only, query_type};
 pub use results::{
     Column, ErrorLocationJson, FailureInfo, QueryError, QueryResults, StageStats, StatementStats, Warning,
 };

@@ -324,29 +324,7 @@ fn expand(template: &str, variables: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// Trino's query type of a statement, from its first keywords.
-pub fn query_type(sql: &str) -> &'static str {
-    let words: Vec<String> = sql
-        .split(|c: char| c.is_whitespace() || c == '(')
-        .filter(|w| !w.is_empty())
-        .take(6)
-        .map(|w| w.to_ascii_uppercase())
-        .collect();
-    let first = words.first().map(String::as_str).unwrap_or("");
-    match first {
-        "SELECT" | "WITH" | "VALUES" | "TABLE" | "" => "SELECT",
-        "EXPLAIN" => "EXPLAIN",
-        "SHOW" | "DESCRIBE" | "DESC" => "DESCRIBE",
-        "INSERT" => "INSERT",
-        "UPDATE" => "UPDATE",
-        "DELETE" => "DELETE",
-        "MERGE" => "MERGE",
-        "ANALYZE" => "ANALYZE",
-        "CREATE" if words.iter().any(|w| w == "AS") && words.iter().any(|w| w == "TABLE") => "INSERT",
-        "ALTER" if words.iter().any(|w| w == "EXECUTE") => "ALTER_TABLE_EXECUTE",
-        _ => "DATA_DEFINITION",
-    }
-}
+pub use flotilla_protocol::query_type;
 
 /// Reads the file named by `resource-groups.config-file`.
 pub fn load(path: &std::path::Path) -> Result<ResourceGroupsConfig, String> {
@@ -521,16 +499,5 @@ mod tests {
             let error = ResourceGroupsConfig::parse(text).unwrap_err();
             assert!(error.contains(expected), "{text}: {error}");
         }
-    }
-
-    #[test]
-    fn query_types_follow_trino() {
-        assert_eq!(query_type("  select 1"), "SELECT");
-        assert_eq!(query_type("WITH x AS (SELECT 1) SELECT * FROM x"), "SELECT");
-        assert_eq!(query_type("EXPLAIN SELECT 1"), "EXPLAIN");
-        assert_eq!(query_type("SHOW TABLES"), "DESCRIBE");
-        assert_eq!(query_type("CREATE TABLE t AS SELECT 1"), "INSERT");
-        assert_eq!(query_type("CREATE TABLE t (a int)"), "DATA_DEFINITION");
-        assert_eq!(query_type("SET SESSION a = 1"), "DATA_DEFINITION");
     }
 }

@@ -312,7 +312,7 @@ async fn registrations_and_claims_are_for_signed_nodes_and_bounded() {
     let kept: QueryRegistration = signed.get(&rm, &path).await.unwrap();
     assert_eq!((kept.sql.as_str(), kept.owner.as_str(), kept.write), ("SELECT 1", "coordinator-1", false));
     follow(&http, first["nextUri"].as_str().map(str::to_string), &http.base).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while signed.get::<QueryRegistration>(&rm, &path).await.is_ok() {
         assert!(std::time::Instant::now() < deadline, "the registration of {id} is never forgotten");
         tokio::time::sleep(Duration::from_millis(100)).await;
