@@ -1,6 +1,6 @@
 """Starts real Flotilla servers (the `flotilla` binary) on loopback for the tests: a
 single coordinator (`server`), and clusters started by `flotilla up`: one resource manager,
-two coordinators behind a gateway and three workers (`cluster_server`), and the failover
+two coordinators behind a gateway and three workers (`cluster_server`), and the chaos
 test's own (`start_cluster`).
 
 The binary comes from $FLOTILLA_BIN (set by scripts/test). Servers listen on free ports
