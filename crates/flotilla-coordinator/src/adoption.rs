@@ -338,15 +338,16 @@ where
         Ok(None) => return owner_gone(&request, id, &gone),
         Err(error) => return unavailable(id, &format!("its registration could not be read: {error}")),
     };
+    // The registered owner (an adopter), when it is alive, answers everything about it.
+    let elsewhere = registration.owner != coordinator.local.node_id && !relayed_once;
+    if elsewhere && registered_owner_live(coordinator, &registration) {
+        if let Some(response) = relay_to_adopter(coordinator, &request, id, &registration.owner_uri).await {
+            return response;
+        }
+    }
     let poll = Poll::parse(&request.method, &request.path_and_query);
     let Some(poll) = poll.filter(|p| p.slug == registration.slug && p.token > 0) else {
-        // Not a poll: only a live owner (an adopter) can answer it.
-        let adopted = registration.owner != coordinator.local.node_id && registration.epoch > 0 && !relayed_once;
-        if adopted {
-            if let Some(response) = relay_to_adopter(coordinator, &request, id, &registration.owner_uri).await {
-                return response;
-            }
-        }
+        // Not a poll, and no live owner: nobody can answer it.
         return owner_gone(&request, id, &gone);
     };
     if registration.write && registration.started {
@@ -386,6 +387,15 @@ where
         }
         other => unavailable(id, &format!("its adoption is undecided ({other})")),
     }
+}
+
+/// Whether the view has the registered owner alive, in the incarnation that registered it.
+fn registered_owner_live(coordinator: &Coordinator, registration: &QueryRegistration) -> bool {
+    coordinator.view.snapshot().is_some_and(|snapshot| {
+        snapshot.view.nodes.iter().any(|n| {
+            n.node.node_id == registration.owner && n.node.instance == registration.owner_instance && n.state.is_live()
+        })
+    })
 }
 
 /// The live coordinator other than this one that the view lists as the owner of adopted
