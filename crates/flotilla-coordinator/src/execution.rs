@@ -194,10 +194,14 @@ async fn execute_with_retries(
         retries += 1;
         let delay = retry.delay(retries);
         tracing::warn!(query = %query.id, attempt = retries, ?delay, %error, "a worker was lost; running the query again");
+        // The next attempt's figures start afresh: the failed one's tasks are gone.
+        scheduler.forget(&query.id.to_string());
         owner.update(|status| {
             status.failed_attempts.push(crate::query::FailedAttempt { error, at: chrono::Utc::now() });
             status.plan = None;
             status.output_rows = 0;
+            status.tasks.clear();
+            status.remote = Default::default();
         });
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

@@ -227,7 +227,10 @@ async fn a_query_that_loses_a_worker_runs_again_on_the_others() {
     assert_eq!(attempts[0]["errorName"], "REMOTE_HOST_GONE");
     assert!(attempts[0]["message"].as_str().unwrap().contains("worker-2"), "{info}");
     // One failed attempt only: the retry went to the live workers (a task on the dead one
-    // would have failed it again).
+    // would have failed it again), and the stats list the last attempt's tasks only.
+    let nodes: std::collections::BTreeSet<&str> =
+        info["tasks"].as_array().unwrap().iter().filter_map(|t| t["nodeId"].as_str()).collect();
+    assert!(!nodes.is_empty() && !nodes.contains("worker-2"), "{info}");
 
     // A user error is never retried.
     let error = http.error("SELECT CAST('x' AS integer) FROM blackhole.default.paced").await;
