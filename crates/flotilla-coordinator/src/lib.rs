@@ -217,6 +217,11 @@ impl Coordinator {
             app = app.merge(resource_manager.router());
             tasks.push(resource_manager.spawn_background(shutdown.clone()));
         }
+        let https = flotilla_node::tls::start_https(&node_config, address.ip(), app.clone(), shutdown.clone()).await?;
+        let https_address = https.map(|(address, task)| {
+            tasks.push(task);
+            address
+        });
         tasks.push(serve_http(listener, app, shutdown.clone()));
 
         let worker_load = plane.as_ref().map(|plane| Arc::new(WorkerLoadSource::new(local.clone(), plane)));
@@ -233,7 +238,7 @@ impl Coordinator {
         tasks.push(agent.spawn(shutdown.clone()));
         tasks.push(view.spawn(shutdown.clone()));
         tracing::info!(address = %local_address, coordinator = %coordinator.id, embedded_resource_manager = embedded, "coordinator started");
-        Ok(RunningCoordinator { coordinator, address: local_address, shutdown, tasks, heartbeat_now })
+        Ok(RunningCoordinator { coordinator, address: local_address, https_address, shutdown, tasks, heartbeat_now })
     }
 }
 
@@ -243,6 +248,8 @@ impl Coordinator {
 pub struct RunningCoordinator {
     pub coordinator: Arc<Coordinator>,
     pub address: SocketAddr,
+    /// Where it serves clients over HTTPS, when `http-server.https.enabled`.
+    pub https_address: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     /// Sends a heartbeat now (so a state change reaches the resource managers at once).

@@ -75,6 +75,8 @@ struct Gateway {
 pub struct RunningGateway {
     pub name: String,
     pub address: SocketAddr,
+    /// Where it serves clients over HTTPS, when `http-server.https.enabled`.
+    pub https_address: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -127,9 +129,15 @@ pub async fn start(config: GatewayConfig, address: SocketAddr) -> std::io::Resul
         .fallback(relay)
         .with_state(gateway);
     let shutdown = CancellationToken::new();
-    let tasks = vec![view.spawn(shutdown.clone()), serve_http(listener, app, shutdown.clone())];
+    let mut tasks = vec![view.spawn(shutdown.clone())];
+    let https = flotilla_node::tls::start_https(&config.node, address.ip(), app.clone(), shutdown.clone()).await?;
+    let https_address = https.map(|(address, task)| {
+        tasks.push(task);
+        address
+    });
+    tasks.push(serve_http(listener, app, shutdown.clone()));
     tracing::info!(address = %local_address, policy = %config.policy, "gateway started");
-    Ok(RunningGateway { name, address: local_address, shutdown, tasks })
+    Ok(RunningGateway { name, address: local_address, https_address, shutdown, tasks })
 }
 
 fn user_of(request: &Relayed) -> String {

@@ -2,8 +2,12 @@
 //! a bound on open connections ([`MAX_CONNECTIONS`]; past it, new connections wait in the
 //! kernel's accept queue), a deadline for a request's headers ([`HEADER_READ_TIMEOUT`]: a
 //! client that opens a connection and sends nothing, or dribbles its headers, is cut off),
-//! and a bound on the header block (hyper's buffer, [`MAX_HEADER_BYTES`]).
+//! and a bound on the header block (hyper's buffer, [`MAX_HEADER_BYTES`]). The same server
+//! speaks TLS ([`serve_https`], rustls) on a client-facing port; requests that came over
+//! TLS carry the `X-Flotilla-Client-Tls` header (set here, and removed from every request
+//! that came in plain), so the URIs handed back to their clients say `https`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -14,6 +18,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use flotilla_protocol::uris::CLIENT_TLS_HEADER;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
@@ -30,7 +37,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown`, with the limits above.
 pub fn serve_http(listener: TcpListener, router: Router, shutdown: CancellationToken) -> JoinHandle<()> {
-    serve_with_header_deadline(listener, router, shutdown, HEADER_READ_TIMEOUT)
+    serve_with_header_deadline(listener, router, shutdown, HEADER_READ_TIMEOUT, None)
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown`, with the limits above (a client
+/// has [`HEADER_READ_TIMEOUT`] for its handshake too).
+pub fn serve_https(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    serve_with_header_deadline(listener, router, shutdown, HEADER_READ_TIMEOUT, Some(TlsAcceptor::from(tls)))
 }
 
 fn serve_with_header_deadline(
@@ -38,6 +56,7 @@ fn serve_with_header_deadline(
     router: Router,
     shutdown: CancellationToken,
     header_read_timeout: Duration,
+    tls: Option<TlsAcceptor>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -70,12 +89,40 @@ fn serve_with_header_deadline(
             };
             let _ = stream.set_nodelay(true);
             let router = router.clone();
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| router.clone().call(request));
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-            let connection = graceful.watch(connection);
+            let over_tls = tls.is_some();
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                // Whether the client used TLS is this server's to say, never the client's.
+                let headers = request.headers_mut();
+                headers.remove(CLIENT_TLS_HEADER);
+                if over_tls {
+                    headers.insert(CLIENT_TLS_HEADER, http::HeaderValue::from_static("1"));
+                }
+                router.clone().call(request)
+            });
+            let Some(tls) = tls.clone() else {
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    // A client that goes away mid-request is not the server's error.
+                    let _ = connection.await;
+                    drop(permit);
+                });
+                continue;
+            };
+            let (builder, watcher) = (builder.clone(), graceful.watcher());
             tokio::spawn(async move {
-                // A client that goes away mid-request is not the server's error.
-                let _ = connection.await;
+                // The handshake happens here, so a slow client holds up only its own
+                // connection, and only until the header deadline.
+                let stream = match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let _ = watcher.watch(connection).await;
                 drop(permit);
             });
         }
@@ -98,7 +145,7 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let shutdown = CancellationToken::new();
-        let task = serve_with_header_deadline(listener, router, shutdown.clone(), DEADLINE);
+        let task = serve_with_header_deadline(listener, router, shutdown.clone(), DEADLINE, None);
         (address, shutdown, task)
     }
 

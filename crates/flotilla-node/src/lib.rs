@@ -20,11 +20,12 @@ pub mod http_server;
 pub mod node;
 pub mod relay;
 mod runtime;
+pub mod tls;
 mod view_client;
 
 pub use agent::{HeartbeatSource, Heartbeater};
 pub use http_client::InternalClient;
-pub use http_server::serve_http;
+pub use http_server::{serve_http, serve_https};
 pub use node::{info_routes, request_user, LocalNode, NodeAccess};
 pub use relay::{follow_up_query, relay_to_owner, ForwardError, Forwarder, Relayed, FORWARDED_BY};
 pub use runtime::{heartbeater, require_secret, InFlight, RunningNode, INTERNAL_CALL_TIMEOUT};

@@ -115,6 +115,30 @@ pub const NODE_SETTINGS: &[Setting] = &[
         doc: "Longest a draining node (SIGTERM, PUT /v1/info/state \"SHUTTING_DOWN\") waits for its work: a coordinator for its queries (then leaves them to be adopted by another), a worker for its running tasks",
     },
     Setting {
+        name: "http-server.http.enabled",
+        default: "true",
+        roles: "all",
+        doc: "Serve plain HTTP; it cannot be turned off yet (internal calls use it), so false is refused",
+    },
+    Setting {
+        name: "http-server.https.enabled",
+        default: "false",
+        roles: "coordinator, gateway",
+        doc: "Also serve clients over HTTPS (TLS 1.2/1.3, rustls) on http-server.https.port; nextUri then says https for them",
+    },
+    Setting {
+        name: "http-server.https.port",
+        default: "8443",
+        roles: "coordinator, gateway",
+        doc: "Port of the HTTPS server (0: any free one)",
+    },
+    Setting {
+        name: "http-server.https.keystore.path",
+        default: "(none)",
+        roles: "coordinator, gateway",
+        doc: "PEM file with the server's certificate chain (its own first) and its unencrypted private key; required with https",
+    },
+    Setting {
         name: "http-server.process-forwarded",
         default: "false",
         roles: "coordinator, gateway",
@@ -141,6 +165,19 @@ pub struct NodeConfig {
     pub process_forwarded: bool,
     /// `shutdown.grace-period`.
     pub shutdown_grace_period: Duration,
+    /// `http-server.https.enabled`.
+    pub https_enabled: bool,
+    /// `http-server.https.port`.
+    pub https_port: u16,
+    /// `http-server.https.keystore.path`.
+    pub https_keystore: Option<std::path::PathBuf>,
+}
+
+/// The HTTPS server's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsConfig {
+    pub port: u16,
+    pub keystore: std::path::PathBuf,
 }
 
 impl Default for NodeConfig {
@@ -158,6 +195,9 @@ impl Default for NodeConfig {
             admin_users: Vec::new(),
             process_forwarded: false,
             shutdown_grace_period: Duration::from_secs(120),
+            https_enabled: false,
+            https_port: 8443,
+            https_keystore: None,
         }
     }
 }
@@ -186,6 +226,20 @@ pub fn parse_discovery_uris(value: &str) -> Result<Vec<String>, String> {
 }
 
 impl NodeConfig {
+    /// The HTTPS server to run, if `http-server.https.enabled`.
+    pub fn https(&self) -> Result<Option<HttpsConfig>, ConfigError> {
+        if !self.https_enabled {
+            return Ok(None);
+        }
+        let Some(keystore) = self.https_keystore.clone() else {
+            return Err(ConfigError::Inconsistent(
+                "http-server.https.enabled=true needs http-server.https.keystore.path (a PEM file with the certificate and key)"
+                    .into(),
+            ));
+        };
+        Ok(Some(HttpsConfig { port: self.https_port, keystore }))
+    }
+
     /// Applies one property; `Ok(false)` when the key is not a node setting.
     pub fn apply(&mut self, file: &str, key: &str, value: &str) -> Result<bool, ConfigError> {
         let invalid = |message: &str| ConfigError::invalid(file, key, value, message);
@@ -244,6 +298,19 @@ impl NodeConfig {
                 self.admin_users = users;
             }
             "http-server.process-forwarded" => self.process_forwarded = parse_value(file, key, value)?,
+            "http-server.http.enabled" => {
+                if !parse_value::<bool>(file, key, value)? {
+                    return Err(invalid("plain HTTP cannot be turned off yet: internal calls use it"));
+                }
+            }
+            "http-server.https.enabled" => self.https_enabled = parse_value(file, key, value)?,
+            "http-server.https.port" => self.https_port = parse_value(file, key, value)?,
+            "http-server.https.keystore.path" => {
+                if value.trim().is_empty() {
+                    return Err(invalid("give the PEM file's path"));
+                }
+                self.https_keystore = Some(value.trim().into());
+            }
             "shutdown.grace-period" => self.shutdown_grace_period = parse_duration_value(file, key, value)?,
             _ => return Ok(false),
         }
@@ -293,5 +360,20 @@ mod tests {
         assert!(!error.to_string().contains("short"), "the secret is not echoed: {error}");
         assert!(config.apply("f", "discovery.heartbeat-interval", "10ms").is_err());
         assert!(config.apply("f", "coordinator", "maybe").is_err());
+    }
+
+    #[test]
+    fn https_needs_a_keystore_and_plain_http_stays_on() {
+        let mut config = NodeConfig::default();
+        assert_eq!(config.https(), Ok(None));
+        config.apply("f", "http-server.https.enabled", "true").unwrap();
+        assert!(matches!(config.https(), Err(ConfigError::Inconsistent(_))));
+        config.apply("f", "http-server.https.keystore.path", "/etc/flotilla/server.pem").unwrap();
+        config.apply("f", "http-server.https.port", "0").unwrap();
+        let https = config.https().unwrap().unwrap();
+        assert_eq!((https.port, https.keystore.to_str()), (0, Some("/etc/flotilla/server.pem")));
+        assert!(config.apply("f", "http-server.https.port", "70000").is_err());
+        assert!(config.apply("f", "http-server.http.enabled", "false").is_err());
+        assert!(config.apply("f", "http-server.http.enabled", "true").is_ok());
     }
 }

@@ -25,7 +25,7 @@ pub mod internal_auth;
 mod query_id;
 
 pub use call::CallError;
-pub use config::{ConfigError, NodeConfig, Setting, NODE_SETTINGS};
+pub use config::{ConfigError, HttpsConfig, NodeConfig, Setting, NODE_SETTINGS};
 pub use data_size::parse_data_size;
 pub use duration::parse_duration;
 pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry};

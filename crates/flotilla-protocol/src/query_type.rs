@@ -51,7 +51,13 @@ mod tests {
     fn only_queries_and_descriptions_are_read_only() {
         assert!(is_read_only("WITH x AS (SELECT 1) SELECT * FROM x"));
         assert!(is_read_only("SHOW SCHEMAS"));
-        for write in ["INSERT INTO t VALUES 1", "CREATE TABLE t AS SELECT 1", "CALL system.runtime.kill_query('x')", "EXPLAIN ANALYZE INSERT INTO t VALUES 1", "-- comment\nSELECT 1"] {
+        for write in [
+            "INSERT INTO t VALUES 1",
+            "CREATE TABLE t AS SELECT 1",
+            "CALL system.runtime.kill_query('x')",
+            "EXPLAIN ANALYZE INSERT INTO t VALUES 1",
+            "-- comment\nSELECT 1",
+        ] {
             assert!(!is_read_only(write), "{write}");
         }
     }

@@ -6,6 +6,10 @@
 use flotilla_proto::QueryId;
 use http::HeaderMap;
 
+/// Set by Flotilla's HTTP server on a request that came over TLS (and removed from any
+/// other): the URIs handed back then say `https`.
+pub const CLIENT_TLS_HEADER: &str = "x-flotilla-client-tls";
+
 /// Builds `nextUri` and `infoUri` for one request.
 #[derive(Debug, Clone)]
 pub struct QueryUris {
@@ -47,6 +51,7 @@ impl QueryUris {
             Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
             Some(proto) if proto.eq_ignore_ascii_case("http") => "http",
             Some(other) => return Err(InvalidHeader { header: "X-Forwarded-Proto", value: other.to_string() }),
+            None if headers.contains_key(CLIENT_TLS_HEADER) => "https",
             None => "http",
         };
         let host = forwarded("x-forwarded-host").or_else(|| header(headers, "host")).unwrap_or(fallback_host);
@@ -122,6 +127,15 @@ mod tests {
         // Untrusted (Trino's default): a client cannot point nextUri elsewhere.
         let uris = QueryUris::from_headers(&forwarded, "127.0.0.1:8080", false).unwrap();
         assert_eq!(uris.base(), "http://10.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_request_that_came_over_tls_gets_https_uris() {
+        let uris = QueryUris::from_headers(&headers(&[("host", "db:8443"), (CLIENT_TLS_HEADER, "1")]), "x", false);
+        assert_eq!(uris.unwrap().base(), "https://db:8443");
+        // A trusted proxy in front says what the client used.
+        let behind = headers(&[("host", "db:8443"), (CLIENT_TLS_HEADER, "1"), ("x-forwarded-proto", "http")]);
+        assert_eq!(QueryUris::from_headers(&behind, "x", true).unwrap().base(), "http://db:8443");
     }
 
     #[test]

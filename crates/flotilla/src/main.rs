@@ -328,6 +328,14 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let https = match &running {
+            Running::Coordinator(coordinator) => coordinator.https_address,
+            Running::Gateway(gateway) => gateway.https_address,
+            _ => None,
+        };
+        if let Some(address) = https {
+            eprintln!("Flotilla is serving Trino clients over HTTPS at https://{address}");
+        }
         if let Running::Coordinator(coordinator) = &running {
             eprintln!("Flotilla is serving Trino clients at {}", coordinator.url());
         }
