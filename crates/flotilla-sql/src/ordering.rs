@@ -6,7 +6,8 @@
 //! its input: the keys cover every column (rows that tie are equal rows), or they include
 //! a unique key of the input (DataFusion's functional dependencies: an aggregate's group-by
 //! columns, a table's primary key). Only order-keeping operators (projection, limit,
-//! filter, alias) may sit above that sort.
+//! filter, alias) may sit above that sort. It holds too when the output has one row at
+//! most: an aggregate without `GROUP BY`, or a `LIMIT 1` (or 0).
 
 use std::collections::HashSet;
 
@@ -20,7 +21,13 @@ pub fn totally_ordered(plan: &LogicalPlan) -> bool {
     loop {
         match node {
             LogicalPlan::Projection(p) => node = &p.input,
-            LogicalPlan::Limit(l) => node = &l.input,
+            LogicalPlan::Limit(l) => {
+                if matches!(l.get_fetch_type(), Ok(datafusion::logical_expr::FetchType::Literal(Some(fetch))) if fetch <= 1) {
+                    return true;
+                }
+                node = &l.input
+            }
+            LogicalPlan::Aggregate(a) if a.group_expr.is_empty() => return true,
             LogicalPlan::Filter(f) => node = &f.input,
             LogicalPlan::SubqueryAlias(a) => node = &a.input,
             LogicalPlan::Sort(sort) => {
@@ -73,6 +80,10 @@ mod tests {
         assert!(!ordered("SELECT a, count(*) AS n FROM t GROUP BY a, b ORDER BY a").await);
         assert!(!ordered("SELECT a, b FROM t").await);
         assert!(!ordered("SELECT a FROM (SELECT a FROM t ORDER BY a) GROUP BY a").await);
+        assert!(!ordered("SELECT a, b FROM t LIMIT 2").await);
+        // One row at most: nothing to order.
+        assert!(ordered("SELECT count(*), sum(a) FROM t WHERE b > 1").await);
+        assert!(ordered("SELECT a FROM t LIMIT 1").await);
         // A sort by the only output column: rows that tie are equal.
         assert!(ordered("SELECT a + b FROM t ORDER BY a + b").await);
     }
