@@ -18,6 +18,7 @@ mod agent;
 mod http_client;
 pub mod http_server;
 pub mod node;
+pub mod password_file;
 pub mod relay;
 mod runtime;
 pub mod tls;

@@ -22,7 +22,8 @@ pub fn totally_ordered(plan: &LogicalPlan) -> bool {
         match node {
             LogicalPlan::Projection(p) => node = &p.input,
             LogicalPlan::Limit(l) => {
-                if matches!(l.get_fetch_type(), Ok(datafusion::logical_expr::FetchType::Literal(Some(fetch))) if fetch <= 1) {
+                if matches!(l.get_fetch_type(), Ok(datafusion::logical_expr::FetchType::Literal(Some(fetch))) if fetch <= 1)
+                {
                     return true;
                 }
                 node = &l.input
