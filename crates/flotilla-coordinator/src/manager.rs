@@ -183,13 +183,7 @@ impl QueryManager {
             &query.session.user,
             query.created_at.timestamp_millis(),
         );
-        tokio::spawn(self.execution.clone().run(Task {
-            query: query.clone(),
-            owner,
-            commands,
-            pages: sender,
-            registration,
-        }));
+        self.spawn(Task { query: query.clone(), owner, commands, pages: sender, registration });
         query
     }
 
@@ -232,14 +226,13 @@ impl QueryManager {
         queries.insert(id, query.clone());
         drop(queries);
         tracing::info!(query_id = %query.id, %from, token, rows, "adopted a query whose coordinator is gone");
-        tokio::spawn(self.execution.clone().run(Task {
-            query: query.clone(),
-            owner,
-            commands,
-            pages: sender,
-            registration,
-        }));
+        self.spawn(Task { query: query.clone(), owner, commands, pages: sender, registration });
         Ok(query)
+    }
+
+    /// Starts a query's execution task.
+    fn spawn(&self, task: Task) {
+        tokio::spawn(self.execution.clone().run(task));
     }
 
     pub fn get(&self, id: &QueryId) -> Option<Arc<Query>> {
