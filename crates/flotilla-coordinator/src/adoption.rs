@@ -75,7 +75,6 @@ impl Registrar {
         slug: &str,
         sql: &str,
         session_headers: Vec<(String, String)>,
-        user: &str,
         create_time_ms: i64,
     ) -> QueryRegistration {
         QueryRegistration {
@@ -83,7 +82,6 @@ impl Registrar {
             slug: slug.to_string(),
             sql: sql.to_string(),
             session_headers,
-            user: user.to_string(),
             create_time_ms,
             owner: self.local.node_id.clone(),
             owner_instance: self.local.instance.clone(),

@@ -136,10 +136,6 @@ impl QueryManager {
         &self.execution.scheduler
     }
 
-    pub fn registrar(&self) -> &Arc<Registrar> {
-        &self.execution.registrar
-    }
-
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
     }
@@ -180,7 +176,6 @@ impl QueryManager {
             &query.slug,
             &query.sql,
             session_headers,
-            &query.session.user,
             query.created_at.timestamp_millis(),
         );
         self.spawn(Task { query: query.clone(), owner, commands, pages: sender, registration });

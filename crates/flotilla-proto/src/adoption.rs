@@ -41,9 +41,9 @@ pub struct QueryRegistration {
     pub slug: String,
     /// The full SQL text.
     pub sql: String,
-    /// The client's `X-Trino-*` request headers (name, value): the session, exactly as sent.
+    /// The client's `X-Trino-*` request headers (name, value): the session (user included),
+    /// exactly as sent.
     pub session_headers: Vec<(String, String)>,
-    pub user: String,
     pub create_time_ms: i64,
     /// The coordinator running it now (node id, instance, HTTP URI).
     pub owner: String,
@@ -64,7 +64,6 @@ impl QueryRegistration {
     pub fn weight(&self) -> usize {
         256 + self.sql.len()
             + self.slug.len()
-            + self.user.len()
             + self.owner_uri.len()
             + self.session_headers.iter().map(|(n, v)| n.len() + v.len() + 16).sum::<usize>()
     }

@@ -157,7 +157,6 @@ mod tests {
             slug: "yslug".into(),
             sql: "SELECT 1".into(),
             session_headers: vec![("x-trino-user".into(), "alice".into())],
-            user: "alice".into(),
             create_time_ms: 1,
             owner: owner.into(),
             owner_instance: format!("{owner}-i"),

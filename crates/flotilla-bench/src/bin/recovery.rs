@@ -83,7 +83,6 @@ async fn registrations(cluster: &LocalCluster, queries: usize) -> Result<Histogr
             slug: "ybench".into(),
             sql: "SELECT 1".into(),
             session_headers: vec![("x-trino-user".into(), "bench".into())],
-            user: "bench".into(),
             create_time_ms: 0,
             owner: "bench".into(),
             owner_instance: "bench".into(),

@@ -243,7 +243,6 @@ async fn registrations_and_claims_are_for_signed_nodes_and_bounded() {
         slug: "yslug".into(),
         sql: "SELECT 1".into(),
         session_headers: vec![("x-trino-user".into(), "alice".into())],
-        user: "alice".into(),
         create_time_ms: 1,
         owner: "coordinator-1".into(),
         owner_instance: owner.instance.clone(),
