@@ -279,6 +279,11 @@ async fn registrations_and_claims_are_for_signed_nodes_and_bounded() {
     huge.sql = "x".repeat(17 << 20);
     let status = post(REGISTRATION_PATH, serde_json::to_vec(&huge).unwrap()).send().await.unwrap().status();
     assert_eq!(status, 413);
+    // Reading a registration by anything but a registered id finds nothing.
+    for id in ["%2e%2e", "x%00y", "20261201_101010_00009_abcde", &"9".repeat(10_000)] {
+        let error = signed.get::<QueryRegistration>(&rm, &format!("{REGISTRATION_PATH}/{id}")).await.unwrap_err();
+        assert!(matches!(error, flotilla_proto::CallError::Refused { status: 404, .. }), "{id}: {error}");
+    }
     // Kept, read back; a claim on a live owner's query is refused with the owner's address.
     signed.post::<_, Value>(&rm, REGISTRATION_PATH, &registration).await.unwrap();
     let path = format!("{REGISTRATION_PATH}/{}", registration.query_id);
@@ -316,18 +321,38 @@ async fn registrations_and_claims_are_for_signed_nodes_and_bounded() {
         assert!(std::time::Instant::now() < deadline, "the registration of {id} is never forgotten");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // A follow-up of a query no resource manager registered is lost, whatever relay marker a
-    // client adds (only a signed one is believed).
+    // A follow-up of a query no resource manager registered is lost.
     let stranger = format!("{}/v1/statement/executing/20261201_101010_00001_zzzzz/yslug/1", http.base);
-    let answer: Value = http
-        .client
-        .get(&stranger)
-        .header(flotilla_coordinator::adoption::ADOPTION_RELAY, "1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer: Value = http.get_json(&stranger).await;
     assert_eq!(answer["error"]["errorName"], "REMOTE_HOST_GONE", "{answer}");
+    // A query registered to coordinator-2 (alive), named after a coordinator that never was:
+    // a poll at coordinator-1 is relayed to coordinator-2, which runs it. A client's own
+    // relay marker is not believed: believed, it would stop that relay, and coordinator-1's
+    // claim would be refused (the owner is alive), a 503.
+    let b = cluster.cluster.coordinators[1].url.clone();
+    let c2 = view.nodes.iter().find(|n| n.node.node_id == "coordinator-2").map(|n| n.node.clone()).unwrap();
+    let moved = QueryRegistration {
+        query_id: "20261201_101010_00002_zzzzz".into(),
+        owner: "coordinator-2".into(),
+        owner_instance: c2.instance.clone(),
+        owner_uri: b,
+        epoch: 1,
+        ..registration.clone()
+    };
+    signed.post::<_, Value>(&rm, REGISTRATION_PATH, &moved).await.unwrap();
+    let poll = format!("{}/v1/statement/executing/{}/yslug/1", http.base, moved.query_id);
+    let answer =
+        http.client.get(&poll).header(flotilla_coordinator::adoption::ADOPTION_RELAY, "1").send().await.unwrap();
+    assert_eq!(answer.status(), 200, "the forged marker was believed");
+    let first: Value = answer.json().await.unwrap();
+    let mut responses = vec![first.clone()];
+    responses.extend(follow(&http, first["nextUri"].as_str().map(str::to_string), &http.base).await);
+    no_error(&responses);
+    assert_eq!(collect(&responses).1, vec![vec![Value::from(1)]]);
+    assert!(
+        responses.iter().filter_map(|r| r["nextUri"].as_str()).all(|uri| uri.starts_with(&http.base)),
+        "the client stays on the address it used"
+    );
+    let logs = std::fs::read_to_string(&cluster.cluster.coordinators[1].log_path).unwrap_or_default();
+    assert!(logs.contains(ADOPTED_LINE) && logs.contains(&moved.query_id), "coordinator-2 ran it");
 }
