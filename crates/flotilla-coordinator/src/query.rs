@@ -458,8 +458,13 @@ impl QueryOwner {
     }
 
     /// Changes the state's details (not its lifecycle: [`Self::transition`], [`Self::fail`]).
+    /// Readers see it at once; nobody is woken (figures change with every batch, and what
+    /// waiters wait for, the state and the registration, wakes them).
     pub fn update(&self, change: impl FnOnce(&mut QueryStatus)) {
-        self.status.send_modify(change);
+        self.status.send_if_modified(|status| {
+            change(status);
+            false
+        });
     }
 
     /// Moves to `state` unless the query has already ended.
@@ -509,7 +514,7 @@ impl QueryOwner {
 
     /// Records how the registration went.
     pub fn registered(&self, registration: Registration) {
-        self.update(|status| status.registration = registration);
+        self.status.send_modify(|status| status.registration = registration);
     }
 }
 

@@ -5,7 +5,8 @@
 //! authority: the target is always a coordinator taken from the resource managers' view
 //! (no open proxy). The relayed request carries `X-Forwarded-Proto/Host/Port` naming the
 //! address the client used, so the `nextUri` the owner builds keeps the client on that
-//! address, and `X-Flotilla-Forwarded-By`, so a request is relayed at most once; it is
+//! address, and `X-Flotilla-Forwarded-By`, so a request is relayed to an owner at most once
+//! (a coordinator adopting a dead owner's query may relay it once more, to the adopter); it is
 //! signed with the cluster's secret, which is what makes the receiving coordinator believe
 //! those `X-Forwarded-*` headers (a client's own are dropped unless
 //! `http-server.process-forwarded` is set).
@@ -31,8 +32,8 @@ use percent_encoding::percent_decode;
 
 use flotilla_protocol::uris::QueryUris;
 
-/// Marks a relayed request (its value names the relaying node); a marked request is served
-/// where it lands, never relayed again.
+/// Marks a relayed request (its value names the relaying node); a marked request is never
+/// relayed to the owner its id names again (only to the coordinator that adopted it).
 pub const FORWARDED_BY: &str = "x-flotilla-forwarded-by";
 
 /// Connecting to a coordinator: a live one on a healthy network answers well within this.

@@ -78,8 +78,9 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
 
 /// Relays a request about another coordinator's query to that coordinator, found by the
 /// query id's suffix in the cluster view; serves everything else here. A request already
-/// relayed once is served here whatever it names (no loops). A query whose owner is gone is
-/// adopted here, or relayed to the coordinator that adopted it ([`adoption::serve_orphan`]).
+/// relayed once is not sent to the id's owner again (no loops). A query whose owner is gone
+/// is adopted here, or relayed once more, to the coordinator that adopted it, which never
+/// relays it again ([`adoption::serve_orphan`], [`adoption::ADOPTION_RELAY`]).
 async fn route_to_owner(State(coordinator): State<Arc<Coordinator>>, request: Request, next: Next) -> Response {
     if let Some(refused) = flotilla_node::relay::refuse_ambiguous_path(request.uri().path()) {
         return refused;
