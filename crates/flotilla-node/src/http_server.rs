@@ -162,6 +162,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tls_client_that_never_finishes_its_handshake_is_cut_off() {
+        let path = std::env::temp_dir().join(format!("flotilla-tls-test-{}.pem", std::process::id()));
+        std::fs::write(&path, crate::tls::tests::TEST_KEYSTORE).unwrap();
+        let tls = crate::tls::server_config(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let shutdown = CancellationToken::new();
+        let task =
+            serve_with_header_deadline(listener, router, shutdown.clone(), DEADLINE, Some(TlsAcceptor::from(tls)));
+        // Silence, then garbage instead of a ClientHello: both connections are closed.
+        let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut garbage = tokio::net::TcpStream::connect(address).await.unwrap();
+        garbage.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        for stream in [&mut silent, &mut garbage] {
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+            assert!(read.is_ok(), "the connection was closed");
+            assert!(!String::from_utf8_lossy(&answer).contains("ok"), "no plain answer over the TLS port");
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_client_that_sends_no_headers_is_cut_off() {
         let (address, shutdown, task) = server().await;
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();

@@ -59,7 +59,7 @@ pub async fn start_https(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn keystore(text: &str) -> (std::path::PathBuf, Result<Arc<rustls::ServerConfig>, KeystoreError>) {
@@ -68,6 +68,21 @@ mod tests {
         let result = server_config(&path);
         let _ = std::fs::remove_file(&path);
         (path, result)
+    }
+
+    /// A self-signed certificate and its key (tests only).
+    pub(crate) const TEST_KEYSTORE: &str = include_str!("testdata/self-signed.pem");
+
+    #[test]
+    fn a_pem_keystore_with_a_certificate_and_its_key_loads() {
+        let (_, loaded) = keystore(TEST_KEYSTORE);
+        let config = loaded.unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        // Another key than the certificate's is refused.
+        let key_at = TEST_KEYSTORE.find("-----BEGIN PRIVATE KEY").unwrap();
+        let other_key = include_str!("testdata/other-key.pem");
+        let (_, mismatched) = keystore(&format!("{}{other_key}", &TEST_KEYSTORE[..key_at]));
+        assert!(mismatched.unwrap_err().message.contains("does not fit"));
     }
 
     #[test]
