@@ -14,10 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use flotilla_node::relay::{owner_gone, ForwardError, OwnerGone};
+use flotilla_node::relay::{failed_poll, owner_gone, ForwardError, OwnerGone};
 use flotilla_node::{ClusterViewClient, InternalClient, LocalNode, Relayed};
 use flotilla_proto::adoption::{
     registration_path, AdoptAnswer, AdoptRequest, ForgetQueries, QueryRegistration, ADOPT_PATH, FORGET_PATH,
@@ -355,7 +354,7 @@ where
                 "Query {id} is lost: {gone}, after this write started; whether it committed is unknown, so it is not run again"
             ),
         );
-        return failed_document(&request, id, &error);
+        return failed_poll(&request, id, &error);
     }
     let answer = match coordinator.registrar.claim(&registration).await {
         Ok(answer) => answer,
@@ -425,24 +424,6 @@ async fn relay_to_adopter(coordinator: &Coordinator, request: &Relayed, id: &Que
 fn unavailable(id: &QueryId, why: &str) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, format!("Query {id} is being adopted by another coordinator, but {why}"))
         .into_response()
-}
-
-/// A poll's answer for a query that failed without running here.
-fn failed_document(request: &Relayed, id: &QueryId, error: &FlotillaError) -> Response {
-    let results = flotilla_protocol::QueryResults {
-        id: id.to_string(),
-        info_uri: format!("{}/v1/query/{id}", request.client_base),
-        stats: flotilla_protocol::StatementStats { state: "FAILED".into(), ..Default::default() },
-        error: Some(flotilla_protocol::QueryError::from(error)),
-        ..Default::default()
-    };
-    // Plain strings and numbers: serialising cannot fail.
-    let body = serde_json::to_vec(&results).expect("query results serialize");
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 #[cfg(test)]

@@ -412,12 +412,17 @@ pub fn owner_gone(request: &Relayed, id: &QueryId, gone: &OwnerGone) -> Response
     if !is_poll {
         return (StatusCode::NOT_FOUND, format!("Query not found: {message}")).into_response();
     }
-    let error = FlotillaError::new(ErrorCode::RemoteHostGone, message);
+    failed_poll(request, id, &FlotillaError::new(ErrorCode::RemoteHostGone, message))
+}
+
+/// The answer to a statement poll of a query that failed without a coordinator to run it:
+/// a failed query's document, which every Trino client reports as such.
+pub fn failed_poll(request: &Relayed, id: &QueryId, error: &FlotillaError) -> Response {
     let results = QueryResults {
         id: id.to_string(),
         info_uri: format!("{}/v1/query/{id}", request.client_base),
         stats: StatementStats { state: "FAILED".into(), ..Default::default() },
-        error: Some(QueryError::from(&error)),
+        error: Some(QueryError::from(error)),
         ..Default::default()
     };
     // Plain strings and numbers: serialising cannot fail.
