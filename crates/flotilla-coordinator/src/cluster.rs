@@ -338,6 +338,10 @@ impl RuntimeSource for ClusterRuntime {
             if let Ok(value) = http::HeaderValue::from_str(user) {
                 request.headers.insert("x-trino-user", value);
             }
+            // The owner authenticates clients too: this coordinator vouches for the user.
+            if let Ok(value) = http::HeaderValue::from_str(&self.access.vouch(user)) {
+                request.headers.insert(flotilla_proto::PRINCIPAL_HEADER, value);
+            }
             let response = self.forwarder.send(&base, &request).await.map_err(|error| {
                 FlotillaError::new(
                     ErrorCode::RemoteHostGone,

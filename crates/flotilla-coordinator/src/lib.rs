@@ -45,6 +45,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_node::authentication::Security;
 use flotilla_node::{
     heartbeater, serve_http, ClusterViewClient, InternalClient, LocalNode, NodeAccess, INTERNAL_CALL_TIMEOUT,
 };
@@ -80,6 +81,8 @@ pub struct Coordinator {
     pub ui: Arc<ui::UiAuth>,
     /// Who may kill queries and drain this node.
     pub access: Arc<NodeAccess>,
+    /// Client authentication (`http-server.authentication.type`), if configured.
+    pub security: Option<Arc<Security>>,
     /// `http-server.process-forwarded`.
     process_forwarded: bool,
 }
@@ -107,6 +110,12 @@ impl Coordinator {
         headers: &axum::http::HeaderMap,
     ) -> Result<flotilla_protocol::uris::QueryUris, flotilla_protocol::uris::InvalidHeader> {
         flotilla_protocol::uris::QueryUris::from_headers(headers, self.own_host(), self.trusts_forwarded(headers))
+    }
+
+    /// Whether the request's client connected over TLS (here, or to the gateway or proxy
+    /// that relayed it, as its trusted `X-Forwarded-Proto` says).
+    pub fn client_is_secure(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.client_uris(headers).is_ok_and(|uris| uris.base().starts_with("https://"))
     }
 
     /// Binds `address` (port 0 picks a free one) and starts serving.
@@ -160,7 +169,10 @@ impl Coordinator {
 
         let registry = Arc::new(QueryRegistry::default());
         let forwarder = flotilla_node::Forwarder::new(auth.clone());
-        let access = Arc::new(NodeAccess::new(auth.clone(), config.node.admin_users.clone()));
+        let authenticates = !config.node.security.authentication.is_empty();
+        let access = Arc::new(NodeAccess::from_config(auth.clone(), &config.node, authenticates).map_err(invalid)?);
+        let security = Security::from_config(&config.node.security, auth.clone(), access.access_control().cloned())
+            .map_err(invalid)?;
         let runtime = Arc::new(ClusterRuntime {
             local: local.clone(),
             registry: registry.clone(),
@@ -171,8 +183,9 @@ impl Coordinator {
         let channels = FlightChannels::new(auth.clone());
         let own_worker = plane.as_ref().map(|_| local.node_id.clone());
         let scheduler = Scheduler::new(view.clone(), channels, own_worker);
-        let engine =
-            Engine::new(&catalogs, runtime).with_distributor(Arc::new(SchedulerDistributor(scheduler.clone())));
+        let engine = Engine::new(&catalogs, runtime)
+            .with_distributor(Arc::new(SchedulerDistributor(scheduler.clone())))
+            .with_access_control(access.access_control().cloned());
         let node_config = config.node.clone();
         let embedded_config = config.resource_manager.clone();
         if embedded {
@@ -206,6 +219,7 @@ impl Coordinator {
             registrar: registrar.clone(),
             ui: ui_auth,
             access,
+            security,
             process_forwarded,
         });
 

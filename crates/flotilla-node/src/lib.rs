@@ -15,6 +15,7 @@
 //! `flotilla-worker`, `flotilla-gateway`) build on this one and not on each other.
 
 mod agent;
+pub mod authentication;
 mod http_client;
 pub mod http_server;
 pub mod node;

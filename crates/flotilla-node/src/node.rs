@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use flotilla_proto::access_control::{AccessControl, QueryAccess, SystemInformationAccess};
 use flotilla_proto::cluster::{NodeAnnouncement, NodeRole, ReportedState};
 use flotilla_proto::{random_hex, InternalAuth, NodeConfig, INTERNAL_BEARER_HEADER};
 use serde_json::{json, Value};
@@ -139,14 +140,25 @@ impl LocalNode {
     }
 }
 
-/// Who may do what to a node and its queries. Until user authentication exists, a user is
-/// who `X-Trino-User` says (the README states this trust boundary); another node proves
-/// itself with the cluster's shared secret.
+/// Who may do what to a node and its queries.
+///
+/// Another node proves itself with the cluster's shared secret. A user is who
+/// `X-Trino-User` says: on a coordinator with authentication, that header was set by
+/// [`crate::authentication::Security::admit`] from the authenticated principal; on a node
+/// that does not authenticate clients while the cluster is configured to
+/// (`http-server.authentication.type`), user names are not believed at all; without
+/// authentication, the header is believed (the README states this trust boundary).
+///
+/// With `access-control.name=file`, Trino's rules decide (`queries`, `system_information`);
+/// without, `access-control.admin-users` may act on every query and node.
 #[derive(Debug)]
 pub struct NodeAccess {
     auth: Arc<InternalAuth>,
     /// `access-control.admin-users`.
     admins: Vec<String>,
+    rules: Option<Arc<AccessControl>>,
+    /// Whether `X-Trino-User` names a user this node may believe.
+    believes_users: bool,
 }
 
 /// The user a request names (`X-Trino-User`, else Presto's header).
@@ -159,8 +171,30 @@ pub fn request_user(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl NodeAccess {
+    /// Without access control rules, users believed (tests, tools).
     pub fn new(auth: Arc<InternalAuth>, admins: Vec<String>) -> Self {
-        Self { auth, admins }
+        Self { auth, admins, rules: None, believes_users: true }
+    }
+
+    /// A node's access from its configuration: loads the access control rules file, if one
+    /// is configured. `authenticates_clients`: this node runs client authentication.
+    pub fn from_config(
+        auth: Arc<InternalAuth>,
+        config: &NodeConfig,
+        authenticates_clients: bool,
+    ) -> Result<Self, String> {
+        let security = &config.security;
+        let rules = match (&security.access_control_file, security.access_control) {
+            (Some(path), true) => Some(Arc::new(AccessControl::load(path, security.access_control_refresh)?)),
+            _ => None,
+        };
+        let believes_users = security.authentication.is_empty() || authenticates_clients;
+        Ok(Self { auth, admins: config.admin_users.clone(), rules, believes_users })
+    }
+
+    /// The access control rules, when `access-control.name=file`.
+    pub fn access_control(&self) -> Option<&Arc<AccessControl>> {
+        self.rules.as_ref()
     }
 
     /// The request is signed with the cluster's secret (another node sent it or relayed it).
@@ -168,19 +202,51 @@ impl NodeAccess {
         self.auth.verify(headers.get(INTERNAL_BEARER_HEADER).and_then(|v| v.to_str().ok())).is_ok()
     }
 
-    pub fn is_admin(&self, user: &str) -> bool {
+    /// A signed statement that `user` is authenticated, for a request this node sends on a
+    /// user's behalf ([`flotilla_proto::PRINCIPAL_HEADER`]).
+    pub fn vouch(&self, user: &str) -> String {
+        self.auth.sign_principal(user)
+    }
+
+    /// The user of a request, if this node believes it.
+    pub fn user<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        request_user(headers).filter(|_| self.believes_users)
+    }
+
+    fn is_admin(&self, user: &str) -> bool {
         self.admins.iter().any(|admin| admin == user)
     }
 
-    /// Whether `user` may kill or cancel a query of `owner`: its own, or any as an admin.
+    /// Whether `user` may kill or cancel a query of `owner`: their own always; others' as
+    /// the rules' `queries` section allows (`kill`), or as an admin without rules.
     pub fn may_act_on_query(&self, user: Option<&str>, owner: &str) -> bool {
-        user.is_some_and(|user| user == owner || self.is_admin(user))
+        let Some(user) = user.filter(|_| self.believes_users) else { return false };
+        user == owner
+            || match &self.rules {
+                Some(rules) => rules.rules().query_access(user, Some(owner), QueryAccess::Kill),
+                None => self.is_admin(user),
+            }
     }
 
-    /// Whether the request may change the node's state: signed by the cluster, or from an
-    /// admin user.
+    /// Whether `user` may see a query of `owner` (listings, details): their own always;
+    /// others' as the rules allow (`view`); everyone's without rules.
+    pub fn may_view_query(&self, user: Option<&str>, owner: &str) -> bool {
+        match &self.rules {
+            None => true,
+            Some(rules) => user
+                .filter(|_| self.believes_users)
+                .is_some_and(|user| user == owner || rules.rules().query_access(user, Some(owner), QueryAccess::View)),
+        }
+    }
+
+    /// Whether the request may change the node's state: signed by the cluster, or from a
+    /// user the rules give `system_information` write (an admin without rules).
     pub fn may_manage_node(&self, headers: &HeaderMap) -> bool {
-        self.is_internal(headers) || request_user(headers).is_some_and(|user| self.is_admin(user))
+        self.is_internal(headers)
+            || self.user(headers).is_some_and(|user| match &self.rules {
+                Some(rules) => rules.rules().system_information(user, SystemInformationAccess::Write),
+                None => self.is_admin(user),
+            })
     }
 }
 
@@ -200,7 +266,7 @@ async fn put_state(
     body: axum::body::Bytes,
 ) -> Response {
     if !access.may_manage_node(&headers) {
-        let user = request_user(&headers).unwrap_or("(anonymous)");
+        let user = access.user(&headers).unwrap_or("(anonymous)");
         tracing::warn!(%user, "refused a request to change the node's state");
         return (
             StatusCode::FORBIDDEN,

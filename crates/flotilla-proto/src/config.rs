@@ -106,7 +106,7 @@ pub const NODE_SETTINGS: &[Setting] = &[
         name: "access-control.admin-users",
         default: "(none)",
         roles: "all",
-        doc: "Users (comma-separated) who may kill or cancel any query (REST, web UI, system.runtime.kill_query) and drain a node (PUT /v1/info/state); others only their own queries, and nodes only with the internal secret",
+        doc: "Without access-control.name=file: users (comma-separated) who may kill or cancel any query (REST, web UI, system.runtime.kill_query) and drain a node (PUT /v1/info/state); others only their own queries, and nodes only with the internal secret. With it, the rules decide",
     },
     Setting {
         name: "shutdown.grace-period",
@@ -144,6 +144,84 @@ pub const NODE_SETTINGS: &[Setting] = &[
         roles: "coordinator, gateway",
         doc: "Trust X-Forwarded-Proto/Host/Port from clients (set it behind a proxy that sets them); relays between Flotilla nodes are trusted by their internal signature",
     },
+    Setting {
+        name: "http-server.authentication.type",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "How clients authenticate, comma-separated and tried in order: PASSWORD (HTTP Basic, checked against the password authenticator) and/or JWT (a Bearer token); none: X-Trino-User is believed",
+    },
+    Setting {
+        name: "http-server.authentication.allow-insecure-over-http",
+        default: "false",
+        roles: "coordinator",
+        doc: "Accept credentials over plain HTTP; without it, an authenticated cluster serves clients only over HTTPS (plain HTTP answers 403)",
+    },
+    Setting {
+        name: "http-server.authentication.jwt.key-file",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "PEM public key (RSA or EC) or JWKS JSON file that JWTs must be signed with; required with JWT",
+    },
+    Setting {
+        name: "http-server.authentication.jwt.required-issuer",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "The `iss` a JWT must carry",
+    },
+    Setting {
+        name: "http-server.authentication.jwt.required-audience",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "The `aud` a JWT must carry",
+    },
+    Setting {
+        name: "http-server.authentication.jwt.principal-field",
+        default: "sub",
+        roles: "coordinator",
+        doc: "The JWT claim that names the principal",
+    },
+    Setting {
+        name: "password-authenticator.name",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "`file` (in etc/password-authenticator.properties, as Trino): passwords from file.password-file",
+    },
+    Setting {
+        name: "file.password-file",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "Trino's password file: `user:hash` lines, bcrypt ($2y$, cost >= 8) or PBKDF2 (iterations:salt:hash, hex)",
+    },
+    Setting {
+        name: "file.refresh-period",
+        default: "5s",
+        roles: "coordinator",
+        doc: "How often the password file is checked for changes",
+    },
+    Setting {
+        name: "file.auth-token-cache.max-size",
+        default: "1000",
+        roles: "coordinator",
+        doc: "Successful password checks remembered (bcrypt is slow on purpose)",
+    },
+    Setting {
+        name: "access-control.name",
+        default: "(none)",
+        roles: "all",
+        doc: "`file` (in etc/access-control.properties, as Trino): Trino's JSON rules in security.config-file decide who reads, writes, sees, kills and impersonates what; none: access-control.admin-users only",
+    },
+    Setting {
+        name: "security.config-file",
+        default: "(none)",
+        roles: "all",
+        doc: "The access control rules file (Trino's file-based system access control JSON)",
+    },
+    Setting {
+        name: "security.refresh-period",
+        default: "(none)",
+        roles: "all",
+        doc: "How often the rules file is re-read; without it, it is read once at start",
+    },
 ];
 
 /// The node-level settings.
@@ -171,6 +249,140 @@ pub struct NodeConfig {
     pub https_port: u16,
     /// `http-server.https.keystore.path`.
     pub https_keystore: Option<std::path::PathBuf>,
+    /// Client authentication and access control.
+    pub security: SecurityConfig,
+}
+
+/// A client authentication method (`http-server.authentication.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthenticationType {
+    Password,
+    Jwt,
+}
+
+/// Client authentication and access control settings.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    pub authentication: Vec<AuthenticationType>,
+    pub allow_insecure_over_http: bool,
+    pub jwt_key_file: Option<std::path::PathBuf>,
+    pub jwt_required_issuer: Option<String>,
+    pub jwt_required_audience: Option<String>,
+    pub jwt_principal_field: String,
+    /// `password-authenticator.name` was `file`.
+    pub password_authenticator: bool,
+    pub password_file: Option<std::path::PathBuf>,
+    pub password_refresh: Duration,
+    pub password_cache_size: usize,
+    /// `access-control.name` was `file`.
+    pub access_control: bool,
+    pub access_control_file: Option<std::path::PathBuf>,
+    pub access_control_refresh: Option<Duration>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            authentication: Vec::new(),
+            allow_insecure_over_http: false,
+            jwt_key_file: None,
+            jwt_required_issuer: None,
+            jwt_required_audience: None,
+            jwt_principal_field: "sub".into(),
+            password_authenticator: false,
+            password_file: None,
+            password_refresh: Duration::from_secs(5),
+            password_cache_size: 1000,
+            access_control: false,
+            access_control_file: None,
+            access_control_refresh: None,
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// Checks that the settings work together (before anything starts).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let inconsistent = |m: &str| Err(ConfigError::Inconsistent(m.to_string()));
+        if self.authentication.contains(&AuthenticationType::Password) {
+            if !self.password_authenticator {
+                return inconsistent("http-server.authentication.type=PASSWORD needs etc/password-authenticator.properties with password-authenticator.name=file");
+            }
+            if self.password_file.is_none() {
+                return inconsistent("password-authenticator.name=file needs file.password-file");
+            }
+        }
+        if self.authentication.contains(&AuthenticationType::Jwt) && self.jwt_key_file.is_none() {
+            return inconsistent("http-server.authentication.type=JWT needs http-server.authentication.jwt.key-file");
+        }
+        if self.access_control && self.access_control_file.is_none() {
+            return inconsistent("access-control.name=file needs security.config-file");
+        }
+        Ok(())
+    }
+
+    /// Applies one property; `Ok(false)` when the key is not a security setting.
+    fn apply(&mut self, file: &str, key: &str, value: &str) -> Result<bool, ConfigError> {
+        let invalid = |message: &str| ConfigError::invalid(file, key, value, message);
+        let path = |value: &str| -> Result<std::path::PathBuf, ConfigError> {
+            match value.trim() {
+                "" => Err(invalid("give a file's path")),
+                path => Ok(path.into()),
+            }
+        };
+        let text = |value: &str| match value.trim() {
+            "" => Err(invalid("must not be empty")),
+            text => Ok(text.to_string()),
+        };
+        match key {
+            "http-server.authentication.type" => {
+                let mut types = Vec::new();
+                for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let kind = match name.to_ascii_uppercase().as_str() {
+                        "PASSWORD" => AuthenticationType::Password,
+                        "JWT" => AuthenticationType::Jwt,
+                        "CERTIFICATE" | "KERBEROS" | "OAUTH2" | "HEADER" => {
+                            return Err(invalid(&format!("{name} authentication is not supported (PASSWORD, JWT)")))
+                        }
+                        _ => return Err(invalid(&format!("unknown authentication type {name} (PASSWORD, JWT)"))),
+                    };
+                    if !types.contains(&kind) {
+                        types.push(kind);
+                    }
+                }
+                self.authentication = types;
+            }
+            "http-server.authentication.allow-insecure-over-http" => {
+                self.allow_insecure_over_http = parse_value(file, key, value)?
+            }
+            "http-server.authentication.jwt.key-file" => self.jwt_key_file = Some(path(value)?),
+            "http-server.authentication.jwt.required-issuer" => self.jwt_required_issuer = Some(text(value)?),
+            "http-server.authentication.jwt.required-audience" => self.jwt_required_audience = Some(text(value)?),
+            "http-server.authentication.jwt.principal-field" => self.jwt_principal_field = text(value)?,
+            "password-authenticator.name" => match value.trim() {
+                "file" => self.password_authenticator = true,
+                other => return Err(invalid(&format!("unsupported password authenticator {other} (file)"))),
+            },
+            "file.password-file" => self.password_file = Some(path(value)?),
+            "file.refresh-period" => self.password_refresh = parse_duration_value(file, key, value)?,
+            "file.auth-token-cache.max-size" => self.password_cache_size = parse_value(file, key, value)?,
+            "access-control.name" => match value.trim() {
+                "file" => self.access_control = true,
+                "default" | "allow-all" => self.access_control = false,
+                other => return Err(invalid(&format!("unsupported access control {other} (file)"))),
+            },
+            "security.config-file" => self.access_control_file = Some(path(value)?),
+            "security.refresh-period" => {
+                let period = parse_duration_value(file, key, value)?;
+                if period.is_zero() {
+                    return Err(invalid("must be more than 0"));
+                }
+                self.access_control_refresh = Some(period);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 /// The HTTPS server's settings.
@@ -198,6 +410,7 @@ impl Default for NodeConfig {
             https_enabled: false,
             https_port: 8443,
             https_keystore: None,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -312,7 +525,7 @@ impl NodeConfig {
                 self.https_keystore = Some(value.trim().into());
             }
             "shutdown.grace-period" => self.shutdown_grace_period = parse_duration_value(file, key, value)?,
-            _ => return Ok(false),
+            _ => return self.security.apply(file, key, value),
         }
         Ok(true)
     }

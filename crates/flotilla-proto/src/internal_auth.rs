@@ -27,6 +27,17 @@ struct Claims {
     exp: u64,
 }
 
+/// The header a relayed client request carries its authenticated principal in.
+pub const PRINCIPAL_HEADER: &str = "x-flotilla-principal";
+const PRINCIPAL_AUDIENCE: &str = "flotilla-principal";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PrincipalClaims {
+    sub: String,
+    aud: String,
+    exp: u64,
+}
+
 /// Why an internal call was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InternalAuthError {
@@ -95,6 +106,25 @@ impl InternalAuth {
         token
     }
 
+    /// A token naming the authenticated principal of a client request that this node
+    /// relays to another ([`PRINCIPAL_HEADER`]): the receiver believes it only with this
+    /// cluster's secret, so a client cannot claim a principal.
+    pub fn sign_principal(&self, principal: &str) -> String {
+        let exp = (SystemTime::now() + TOKEN_LIFETIME).duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let claims = PrincipalClaims { sub: principal.to_string(), aud: PRINCIPAL_AUDIENCE.to_string(), exp };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing does not fail")
+    }
+
+    /// The principal a [`PRINCIPAL_HEADER`] token names, if this cluster signed it.
+    pub fn verify_principal(&self, token: &str) -> Option<String> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 30;
+        validation.set_audience(&[PRINCIPAL_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        jsonwebtoken::decode::<PrincipalClaims>(token, &self.decoding, &validation).ok().map(|data| data.claims.sub)
+    }
+
     /// Checks a request's header value; returns the calling node's id.
     pub fn verify(&self, header: Option<&str>) -> Result<String, InternalAuthError> {
         let token = header.ok_or(InternalAuthError::Missing)?;
@@ -117,6 +147,12 @@ mod tests {
         let token = caller.token();
         assert_eq!(receiver.verify(Some(&token)).unwrap(), "w1");
         assert_eq!(caller.token(), token, "tokens are cached");
+        let principal = caller.sign_principal("alice");
+        assert_eq!(receiver.verify_principal(&principal).as_deref(), Some("alice"));
+        assert!(receiver.verify(Some(&principal)).is_err(), "a principal token is no internal bearer");
+        assert!(receiver.verify_principal(&token).is_none(), "an internal bearer names no principal");
+        let other = InternalAuth::new("another-secret-of-16+", "x").unwrap();
+        assert!(other.verify_principal(&principal).is_none());
 
         let other = InternalAuth::new("another-secret-of-length", "rm2").unwrap();
         assert!(matches!(other.verify(Some(&token)), Err(InternalAuthError::Invalid(_))));

@@ -13,6 +13,7 @@
 //!                                                               └──▶ HTTP status (REST)
 //! ```
 
+pub mod access_control;
 pub mod admission;
 pub mod adoption;
 mod call;
@@ -25,11 +26,11 @@ pub mod internal_auth;
 mod query_id;
 
 pub use call::CallError;
-pub use config::{ConfigError, HttpsConfig, NodeConfig, Setting, NODE_SETTINGS};
+pub use config::{AuthenticationType, ConfigError, HttpsConfig, NodeConfig, SecurityConfig, Setting, NODE_SETTINGS};
 pub use data_size::parse_data_size;
 pub use duration::parse_duration;
 pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry};
-pub use internal_auth::{InternalAuth, InternalAuthError, INTERNAL_BEARER_HEADER};
+pub use internal_auth::{InternalAuth, InternalAuthError, INTERNAL_BEARER_HEADER, PRINCIPAL_HEADER};
 pub use query_id::{random_hex, CoordinatorId, QueryId, QueryIdGenerator, QueryIdParseError};
 
 /// The longest user name accepted (`X-Trino-User`, admin lists): user names are copied

@@ -30,11 +30,12 @@ pub async fn start_resource_manager(
     let local =
         LocalNode::new(&node_config, vec![NodeRole::ResourceManager], url.clone(), None, None, "resource-manager");
     let auth = Arc::new(InternalAuth::new(secret, &local.node_id).map_err(invalid)?);
+    let access = Arc::new(NodeAccess::from_config(auth.clone(), &node_config, false).map_err(invalid)?);
     let manager = ResourceManager::for_node(&local, config, auth.clone());
     let status_node = local.clone();
     let router = manager
         .router()
-        .merge(info_routes(local.clone(), Arc::new(NodeAccess::new(auth.clone(), node_config.admin_users.clone()))))
+        .merge(info_routes(local.clone(), access))
         .route("/v1/status", get(move || async move { Json(status_node.status()) }));
     let shutdown = CancellationToken::new();
     let server = serve_http(listener, router, shutdown.clone());

@@ -19,8 +19,10 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{visit_expressions, visit_expressions_mut, Expr, Statement, Value};
 use datafusion_distributed::{display_plan_ascii, explain_analyze, DistributedMetricsFormat, SessionStateBuilderExt};
+use flotilla_proto::access_control::{access_denied, AccessControl};
 use flotilla_proto::{ErrorCode, FlotillaError};
 
+use crate::access;
 use crate::catalog::{Catalogs, RuntimeSource};
 use crate::distributed::{is_distributable, with_flotilla_operators, Distributor};
 use crate::error::from_datafusion;
@@ -93,6 +95,8 @@ pub struct Engine {
     pub(crate) blackholes: Arc<BTreeMap<String, Arc<crate::catalog::blackhole::BlackholeCatalog>>>,
     /// The object stores the catalogs' files are read and written through.
     object_stores: Arc<dyn ObjectStoreRegistry>,
+    /// `access-control.name=file`: the rules every statement is checked against.
+    access: Option<Arc<AccessControl>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -159,7 +163,14 @@ impl Engine {
             writable: Arc::new(writable),
             blackholes: Arc::new(catalogs.blackholes()),
             object_stores: catalogs.object_stores(),
+            access: None,
         }
+    }
+
+    /// Checks every statement against `rules` ([`crate::access`]).
+    pub fn with_access_control(mut self, rules: Option<Arc<AccessControl>>) -> Self {
+        self.access = rules;
+        self
     }
 
     /// Runs statements that read only worker-readable tables across the workers that
@@ -218,8 +229,13 @@ impl Engine {
     /// Parses, plans and starts one statement.
     pub async fn execute(&self, session: &SqlSession, sql: &str) -> Result<StatementResult, FlotillaError> {
         session.validate()?;
-        let statement = parse_statement(sql)?;
-        self.execute_parsed(session, statement).await
+        let scope = self.access.as_ref().map(|control| access::AccessScope::new(&session.user, control.rules()));
+        access::within(scope, async {
+            access::check_statement(session.properties.keys().cloned())?;
+            let statement = parse_statement(sql)?;
+            self.execute_parsed(session, statement).await
+        })
+        .await
     }
 
     fn execute_parsed<'a>(
@@ -256,12 +272,19 @@ impl Engine {
                     rows(show::tables(&self.catalogs, session, &schema, like.as_deref()).await?, memory)
                 }
                 TrinoStatement::ShowColumns { table } => {
+                    let name = session.qualify(&table)?;
+                    if !access::table_visible(&name.catalog, &name.schema, &name.table) {
+                        return Err(access_denied(format!("Cannot show columns of table {name}")));
+                    }
                     let provider = self.resolve_table(session, &table).await?;
                     rows(show::columns(provider.as_ref()), memory)
                 }
                 TrinoStatement::ShowFunctions { like } => rows(show::functions(&self.base, like.as_deref())?, memory),
                 TrinoStatement::ShowSession { like } => rows(show::session(session, like.as_deref())?, memory),
-                TrinoStatement::SetSession { name, value } => set_session(name, &value, memory),
+                TrinoStatement::SetSession { name, value } => {
+                    access::check_session_property(&name)?;
+                    set_session(name, &value, memory)
+                }
                 TrinoStatement::ResetSession { name } => {
                     session_property(&name)?;
                     done("RESET SESSION", SessionChanges { clear_session: vec![name], ..Default::default() }, memory)
@@ -360,10 +383,18 @@ impl Engine {
             let kind = statement.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase();
             return Err(FlotillaError::not_supported(format!("This statement is not supported: {kind}")));
         }
+        let target = match &statement {
+            Statement::Insert(insert) => crate::writes::insert_target(session, insert),
+            _ => None,
+        };
         let statement = DFStatement::Statement(Box::new(statement));
         check_qualified(state, session, &statement)?;
-        match state.statement_to_plan(statement).await {
-            Ok(plan) => Ok(plan),
+        let (planned, read) = access::recording(state.statement_to_plan(statement)).await;
+        match planned {
+            Ok(plan) => {
+                access::check_reads(&read, target.as_ref())?;
+                Ok(plan)
+            }
             Err(error) => Err(self.refine_not_found(df_error(error), session).await),
         }
     }

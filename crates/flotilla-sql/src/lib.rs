@@ -11,6 +11,7 @@
 //! response headers). Errors are [`flotilla_proto::FlotillaError`]s with Trino's codes,
 //! classified once in [`error`]. Catalogs are configured Trino-style ([`catalog::Catalogs`]).
 
+pub mod access;
 pub mod catalog;
 pub mod distributed;
 mod engine;

@@ -89,6 +89,7 @@ pub(crate) async fn call(
     procedure: &Function,
 ) -> Result<(), FlotillaError> {
     let name = qualified_name(session, procedure)?;
+    crate::access::check_procedure(&name)?;
     match name.as_str() {
         "system.runtime.kill_query" => {
             let mut values = bind(procedure, KILL_QUERY_PARAMETERS)?.into_iter();

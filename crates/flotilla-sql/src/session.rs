@@ -7,7 +7,7 @@ use flotilla_proto::{parse_duration, ErrorCode, FlotillaError};
 use flotilla_protocol::ClientSession;
 
 /// A table's (or view's) full name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableName {
     pub catalog: String,
     pub schema: String,

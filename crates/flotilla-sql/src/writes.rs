@@ -22,9 +22,11 @@ use datafusion::sql::sqlparser::ast::{
     ObjectName, ObjectType, RenameTableNameKind, SchemaName, ShowCreateObject, SqlOption, Statement, TableObject,
     Value,
 };
+use flotilla_proto::access_control::TablePrivilege;
 use flotilla_proto::{ErrorCode, FlotillaError};
 use futures::TryStreamExt;
 
+use crate::access;
 use crate::catalog::blackhole::{BlackholeCatalog, Generation};
 use crate::catalog::files::{FilesCatalog, ViewDefinition};
 use crate::catalog::files_table::TableMeta;
@@ -54,6 +56,14 @@ fn schema_name(session: &SqlSession, name: &ObjectName) -> Result<(String, Strin
 /// `[[catalog.]schema.]table` with the session's catalog and schema.
 fn table_name(session: &SqlSession, name: &ObjectName) -> Result<TableName, FlotillaError> {
     session.qualify(&parts(name))
+}
+
+/// The table an `INSERT` writes to (its reads are checked apart from it).
+pub(crate) fn insert_target(session: &SqlSession, insert: &Insert) -> Option<TableName> {
+    match &insert.table {
+        TableObject::TableName(name) => table_name(session, name).ok(),
+        _ => None,
+    }
 }
 
 /// The catalog to write to, or why it cannot be written.
@@ -214,6 +224,7 @@ async fn create_schema(
         }
     };
     let (catalog, schema) = schema_name(session, &name)?;
+    access::check_schema_owner(&catalog, &schema, "create")?;
     match engine.blackholes.get(&catalog) {
         Some(blackhole) => blackhole.create_schema(&catalog, &schema, if_not_exists)?,
         None => writable(engine, &catalog, "creating schemas")?.create_schema(&catalog, &schema, if_not_exists).await?,
@@ -235,6 +246,7 @@ async fn drop_schema(
     }
     for name in &names {
         let (catalog, schema) = schema_name(session, name)?;
+        access::check_schema_owner(&catalog, &schema, "drop")?;
         match engine.blackholes.get(&catalog) {
             Some(blackhole) => blackhole.drop_schema(&catalog, &schema, if_exists)?,
             None => writable(engine, &catalog, "dropping schemas")?.drop_schema(&catalog, &schema, if_exists).await?,
@@ -255,6 +267,8 @@ async fn drop_relations(
     let (what, update_type) = if views { ("dropping views", "DROP VIEW") } else { ("dropping tables", "DROP TABLE") };
     for name in &names {
         let name = table_name(session, name)?;
+        let action = if views { "drop view" } else { "drop table" };
+        access::check_table(&name, TablePrivilege::Ownership, Some(action))?;
         if let (Some(blackhole), false) = (engine.blackholes.get(&name.catalog), views) {
             blackhole.drop_table(&name, if_exists)?;
             continue;
@@ -289,6 +303,13 @@ async fn alter_table(
     if to_catalog != catalog {
         return Err(FlotillaError::not_supported("Table rename across catalogs is not supported"));
     }
+    let from = TableName { catalog: catalog.clone(), schema: schema.clone(), table: table.clone() };
+    let to = TableName { catalog: catalog.clone(), schema: to_schema.clone(), table: to_table.clone() };
+    if access::check_table(&from, TablePrivilege::Ownership, None).is_err()
+        || access::check_table(&to, TablePrivilege::Ownership, None).is_err()
+    {
+        return Err(flotilla_proto::access_control::access_denied(format!("Cannot rename table from {from} to {to}")));
+    }
     writable(engine, &catalog, "renaming tables")?
         .rename_table(&catalog, (&schema, &table), (&to_schema, &to_table), alter.if_exists)
         .await?;
@@ -305,7 +326,9 @@ async fn create_view(
     if view.materialized || !view.columns.is_empty() || view.if_not_exists {
         return Err(FlotillaError::not_supported("Only CREATE [OR REPLACE] VIEW name AS query is supported"));
     }
-    let TableName { catalog, schema, table: name } = table_name(session, &view.name)?;
+    let view_name = table_name(session, &view.name)?;
+    access::check_table(&view_name, TablePrivilege::Ownership, Some("create view"))?;
+    let TableName { catalog, schema, table: name } = view_name;
     let files = writable(engine, &catalog, "creating views")?;
     // The query must plan now; its names resolve later as they do now. It is planned
     // as the view itself would be, so a view that reads itself (directly or through
@@ -344,7 +367,10 @@ async fn set_comment(
         }
         other => return Err(FlotillaError::not_supported(format!("COMMENT ON {other} is not supported"))),
     };
-    let TableName { catalog, schema, table } = table_name(session, &table_ref)?;
+    let target = table_name(session, &table_ref)?;
+    let action = if column.is_some() { "comment column of table" } else { "comment table" };
+    access::check_table(&target, TablePrivilege::Ownership, Some(action))?;
+    let TableName { catalog, schema, table } = target;
     writable(engine, &catalog, "comments")?.set_comment(&catalog, &schema, &table, column.as_deref(), comment).await?;
     done("COMMENT", SessionChanges::default(), memory)
 }
@@ -357,7 +383,9 @@ async fn show_create(
     obj_name: ObjectName,
     memory: Arc<PeakMemoryPool>,
 ) -> Result<StatementResult, FlotillaError> {
-    let TableName { catalog, schema, table } = table_name(session, &obj_name)?;
+    let target = table_name(session, &obj_name)?;
+    access::check_table(&target, TablePrivilege::Ownership, Some("show create table for"))?;
+    let TableName { catalog, schema, table } = target;
     let provider = engine.resolve_table(session, &[catalog.clone(), schema.clone(), table.clone()]).await?;
     let name = format!("{catalog}.{schema}.{table}");
     let (column, text) = match (obj_type, provider.table_type()) {
@@ -390,7 +418,9 @@ async fn insert_into(
     // Tables Flotilla did not create (plain directories of files) have no manifest to
     // commit to: writing into them could not be made whole.
     if let TableObject::TableName(name) = &insert.table {
-        let TableName { catalog, schema, table } = table_name(session, name)?;
+        let target = table_name(session, name)?;
+        access::check_table(&target, TablePrivilege::Insert, None)?;
+        let TableName { catalog, schema, table } = target;
         if !engine.blackholes.contains_key(&catalog) {
             writable(engine, &catalog, "inserts")?;
         }
@@ -441,6 +471,7 @@ async fn create_table(
         ));
     }
     let name = table_name(session, &create.name)?;
+    access::check_table(&name, TablePrivilege::Ownership, Some("create table"))?;
     if let Some(blackhole) = engine.blackholes.get(&name.catalog).cloned() {
         return create_blackhole_table(engine, session, create, &blackhole, name, memory).await;
     }

@@ -92,7 +92,7 @@ pub async fn start(
     );
     let load = Arc::new(WorkerLoadSource::new(local.clone(), &plane));
     let status_load = load.clone();
-    let access = Arc::new(NodeAccess::new(auth.clone(), node_config.admin_users.clone()));
+    let access = Arc::new(NodeAccess::from_config(auth.clone(), &node_config, false).map_err(invalid)?);
     let router = info_routes(local.clone(), access).route(
         "/v1/status",
         get(move || {

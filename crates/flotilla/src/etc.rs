@@ -1,6 +1,8 @@
 //! Reads a Trino-style `etc/` directory: `config.properties` and `node.properties` for the
-//! settings of every role, `catalog/*.properties` for catalogs. Without a directory (or
-//! without `catalog/`), the built-in defaults apply: the `tpch` catalog (and `system`).
+//! settings of every role (and, as Trino, `access-control.properties` and
+//! `password-authenticator.properties` for security), `catalog/*.properties` for catalogs.
+//! Without a directory (or without `catalog/`), the built-in defaults apply: the `tpch`
+//! catalog (and `system`).
 //!
 //! One `etc/` may serve every role (as `flotilla up` does): a key is accepted when any role
 //! declares it, and each role reads the keys it knows.
@@ -67,7 +69,13 @@ pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
-    for name in ["config.properties", "node.properties", "resource-groups.properties"] {
+    for name in [
+        "config.properties",
+        "node.properties",
+        "resource-groups.properties",
+        "access-control.properties",
+        "password-authenticator.properties",
+    ] {
         let path = dir.join(name);
         if !path.exists() {
             continue;
@@ -81,5 +89,6 @@ pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
     if catalog_dir.is_dir() {
         setup.catalogs = Catalogs::load_dir(&catalog_dir).map_err(|e| e.to_string())?;
     }
+    setup.node.security.validate().map_err(|e| e.to_string())?;
     Ok(setup)
 }

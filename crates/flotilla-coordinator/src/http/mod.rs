@@ -74,6 +74,26 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .layer(middleware::from_fn_with_state(coordinator.clone(), route_to_owner))
         .with_state(coordinator.clone())
         .merge(flotilla_node::info_routes(coordinator.local.clone(), coordinator.access.clone()))
+        .layer(middleware::from_fn_with_state(coordinator, authenticate))
+}
+
+/// Client authentication, before everything else (relays to a query's owner included):
+/// [`flotilla_node::authentication::Security::admit`]. Without authentication configured,
+/// requests pass as they are.
+async fn authenticate(State(coordinator): State<Arc<Coordinator>>, mut request: Request, next: Next) -> Response {
+    let Some(security) = coordinator.security.clone() else {
+        return next.run(request).await;
+    };
+    let secure = coordinator.client_is_secure(request.headers());
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    match security.admit(&method, &path, request.headers_mut(), secure).await {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            tracing::debug!(%path, reason = refusal.message(), "refused a request's credentials");
+            refusal.into_response()
+        }
+    }
 }
 
 /// Relays a request about another coordinator's query to that coordinator, found by the

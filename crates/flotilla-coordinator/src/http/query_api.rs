@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::Extension;
 use axum::Json;
 use flotilla_proto::admission::GroupState;
 use flotilla_proto::cluster::{ClusterView, QuerySummary};
@@ -16,6 +17,7 @@ use serde_json::{json, Value};
 use super::HttpError;
 use crate::manager::KillOutcome;
 use crate::query::Query;
+use crate::ui::UiUser;
 use crate::Coordinator;
 
 fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
@@ -114,8 +116,9 @@ fn self_uri(coordinator: &Coordinator, request_headers: &HeaderMap) -> String {
         .unwrap_or_else(|_| coordinator.local.http_uri.clone())
 }
 
-/// Whether the caller (`X-Trino-User`) may kill or cancel `query`: its own user, or an
-/// admin (`access-control.admin-users`); 403 with Trino's words otherwise.
+/// Whether the caller (`X-Trino-User`) may kill or cancel `query`: its own user, or as the
+/// access control rules allow (an admin in `access-control.admin-users` without rules);
+/// 403 with Trino's words otherwise.
 fn check_may_act(coordinator: &Coordinator, request_headers: &HeaderMap, query: &Query) -> Result<(), HttpError> {
     let user = flotilla_node::request_user(request_headers);
     if coordinator.access.may_act_on_query(user, &query.session.user) {
@@ -137,19 +140,37 @@ fn find(coordinator: &Coordinator, query_id: &str) -> Result<Arc<Query>, HttpErr
     coordinator.manager.get(&id).ok_or_else(|| HttpError::not_found(format!("Query not found: {query_id}")))
 }
 
+/// The user asking: the web UI's logged-in user, else the request's (authenticated) user.
+fn viewer<'a>(
+    coordinator: &Coordinator,
+    ui_user: &'a Option<Extension<UiUser>>,
+    headers: &'a HeaderMap,
+) -> Option<&'a str> {
+    match ui_user {
+        Some(Extension(UiUser(user))) => Some(user.as_str()),
+        None => coordinator.access.user(headers),
+    }
+}
+
+/// `GET /v1/query` (and the UI's list): the queries the caller may see (with access control
+/// rules: their own and those the `queries` rules let them view).
 pub async fn list(
     State(coordinator): State<Arc<Coordinator>>,
     UrlQuery(parameters): UrlQuery<HashMap<String, String>>,
+    ui_user: Option<Extension<UiUser>>,
     request_headers: HeaderMap,
 ) -> Json<Vec<Value>> {
     let base = self_uri(&coordinator, &request_headers);
     let wanted = parameters.get("state").map(|s| s.to_ascii_uppercase());
+    let user = viewer(&coordinator, &ui_user, &request_headers);
+    let visible = |owner: &str| coordinator.access.may_view_query(user, owner);
     let mut listed: Vec<Value> = coordinator
         .manager
         .registry()
         .all()
         .iter()
         .filter(|q| wanted.as_deref().is_none_or(|s| q.state().as_str() == s))
+        .filter(|q| visible(&q.session.user))
         .map(|q| summary(&coordinator, q, &base))
         .collect();
     // The other coordinators' queries, from the resource managers' view.
@@ -161,6 +182,7 @@ pub async fn list(
             .iter()
             .filter(|q| !own.contains(q.identity.query_id.as_str()))
             .filter(|q| wanted.as_deref().is_none_or(|s| q.progress.state == s))
+            .filter(|q| visible(&q.identity.user))
             .map(|q| remote_summary(q, &snapshot.view))
             .collect();
         listed.extend(remote);
@@ -196,9 +218,13 @@ fn remote_summary(query: &QuerySummary, view: &ClusterView) -> Value {
 pub async fn info(
     State(coordinator): State<Arc<Coordinator>>,
     Path(query_id): Path<String>,
+    ui_user: Option<Extension<UiUser>>,
     request_headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
     let query = find(&coordinator, &query_id)?;
+    if !coordinator.access.may_view_query(viewer(&coordinator, &ui_user, &request_headers), &query.session.user) {
+        return Err(HttpError::new(StatusCode::FORBIDDEN, "Access Denied: Cannot view query"));
+    }
     Ok(Json(summary(&coordinator, &query, &self_uri(&coordinator, &request_headers))))
 }
 

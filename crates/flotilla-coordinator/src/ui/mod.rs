@@ -128,7 +128,7 @@ pub fn routes() -> Router<Arc<Coordinator>> {
         .route("/ui/api/query/{query_id}", get(query_api::info))
         .route("/ui/api/query/{query_id}/killed", put(kill));
     let open = Router::new()
-        .route("/ui/login.html", get(|| async { html(LOGIN_HTML.to_string()) }))
+        .route("/ui/login.html", get(login_page))
         .route("/ui/login", post(login))
         .route("/ui/logout", get(logout))
         .route("/ui/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
@@ -213,6 +213,19 @@ async fn page(Extension(UiUser(user)): Extension<UiUser>, name: &str) -> Respons
     html(PAGE_HTML.replace("{{page}}", name).replace("{{title}}", title).replace("{{user}}", &escaped))
 }
 
+/// The login form, saying whether a password is checked.
+async fn login_page(State(coordinator): State<Arc<Coordinator>>) -> Response {
+    let (note, password) = match &coordinator.security {
+        None => (
+            "Password authentication is not configured: any user name is accepted (Trino's insecure mode).",
+            "placeholder=\"not configured\" disabled",
+        ),
+        Some(security) if security.has_passwords() => ("Log in with your user name and password.", "required"),
+        Some(_) => ("The web UI needs password authentication, which is not configured.", "disabled"),
+    };
+    html(LOGIN_HTML.replace("{{note}}", note).replace("{{password}}", password))
+}
+
 #[derive(Debug, Deserialize)]
 struct LoginForm {
     username: String,
@@ -222,22 +235,63 @@ struct LoginForm {
     redirect: Option<String>,
 }
 
-/// Trino's insecure login: any user name, no password.
-async fn login(Extension(auth): Extension<Arc<UiAuth>>, Form(form): Form<LoginForm>) -> Response {
+/// The login form: with password authentication configured, Trino's form authentication
+/// (the password is checked; over HTTPS only, unless insecure authentication is allowed);
+/// without any authentication, Trino's insecure login (any user name, no password). A
+/// cluster that authenticates clients only with JWTs has no UI login.
+async fn login(
+    State(coordinator): State<Arc<Coordinator>>,
+    Extension(auth): Extension<Arc<UiAuth>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let user = form.username.trim();
     if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
         return (StatusCode::BAD_REQUEST, "A user name is required").into_response();
     }
-    if form.password.as_deref().is_some_and(|p| !p.is_empty()) {
-        return (StatusCode::BAD_REQUEST, "Password authentication is not configured: leave the password empty")
-            .into_response();
+    let password = form.password.as_deref().unwrap_or_default();
+    let secure = coordinator.client_is_secure(&headers);
+    match &coordinator.security {
+        None if !password.is_empty() => {
+            return (StatusCode::BAD_REQUEST, "Password authentication is not configured: leave the password empty")
+                .into_response();
+        }
+        None => {}
+        Some(security) if !security.has_passwords() => {
+            return (
+                StatusCode::FORBIDDEN,
+                "The web UI needs password authentication (http-server.authentication.type=PASSWORD)",
+            )
+                .into_response();
+        }
+        Some(security) => {
+            if let Err(refusal) = security.transport_allowed(secure) {
+                return refusal.into_response();
+            }
+            if let Err(refusal) = security.check_password(user, password).await {
+                tracing::info!(%user, "web UI login refused");
+                let target = format!(
+                    "/ui/login.html?failed=1{}",
+                    match form.redirect.as_deref().filter(|r| safe_redirect(r)) {
+                        Some(back) => format!("&redirect={}", urlencoding(back)),
+                        None => String::new(),
+                    }
+                );
+                drop(refusal);
+                return Redirect::to(&target).into_response();
+            }
+        }
     }
     let token = match auth.issue(user) {
         Ok(token) => token,
         Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     };
     let target = form.redirect.filter(|r| safe_redirect(r)).unwrap_or_else(|| "/ui/".to_string());
-    let cookie = format!("{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={}", SESSION_LIFETIME.as_secs());
+    let secure_flag = if secure { "; Secure" } else { "" };
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Lax; Max-Age={}{secure_flag}",
+        SESSION_LIFETIME.as_secs()
+    );
     let mut response = Redirect::to(&target).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -325,10 +379,7 @@ async fn kill(
     if !coordinator.access.may_act_on_query(Some(&user), &query.session.user) {
         return (
             StatusCode::FORBIDDEN,
-            format!(
-                "Access Denied: User {user} cannot kill query {query_id} owned by {} (access-control.admin-users may)",
-                query.session.user
-            ),
+            format!("Access Denied: User {user} cannot kill query {query_id} owned by {}", query.session.user),
         )
             .into_response();
     }

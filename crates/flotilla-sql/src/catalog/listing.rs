@@ -16,6 +16,7 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider};
 
 use super::files::{FilesCatalog, FilesSchema};
 use super::WithInformationSchema;
+use crate::access::{SecuredCatalog, SecuredSchema};
 
 /// The schemas of `catalog`, sorted.
 pub async fn schema_names(catalog: &dyn CatalogProvider) -> Vec<String> {
@@ -24,6 +25,9 @@ pub async fn schema_names(catalog: &dyn CatalogProvider) -> Vec<String> {
         let mut names = Box::pin(schema_names(wrapped.inner().as_ref())).await;
         names.push(super::information_schema::INFORMATION_SCHEMA.to_string());
         names
+    } else if let Some(secured) = any.downcast_ref::<SecuredCatalog>() {
+        let names = Box::pin(schema_names(secured.inner().as_ref())).await;
+        names.into_iter().filter(|schema| crate::access::schema_visible(secured.name(), schema)).collect()
     } else if let Some(files) = any.downcast_ref::<FilesCatalog>() {
         files.list_schemas().await.unwrap_or_else(|error| {
             tracing::warn!(%error, "cannot list the schemas of a files catalog");
@@ -42,6 +46,8 @@ pub async fn schema(catalog: &dyn CatalogProvider, name: &str) -> Option<Arc<dyn
     let exists = if let Some(wrapped) = any.downcast_ref::<WithInformationSchema>() {
         name == super::information_schema::INFORMATION_SCHEMA
             || Box::pin(schema(wrapped.inner().as_ref(), name)).await.is_some()
+    } else if let Some(secured) = any.downcast_ref::<SecuredCatalog>() {
+        Box::pin(schema(secured.inner().as_ref(), name)).await.is_some()
     } else if let Some(files) = any.downcast_ref::<FilesCatalog>() {
         files.has_schema(name).await.unwrap_or_else(|error| {
             tracing::warn!(%error, schema = name, "cannot tell whether a files schema exists");
@@ -55,7 +61,12 @@ pub async fn schema(catalog: &dyn CatalogProvider, name: &str) -> Option<Arc<dyn
 
 /// The tables and views of `schema`, sorted.
 pub async fn table_names(schema: &dyn SchemaProvider) -> Vec<String> {
-    let mut names = match (schema as &dyn std::any::Any).downcast_ref::<FilesSchema>() {
+    let any: &dyn std::any::Any = schema;
+    if let Some(secured) = any.downcast_ref::<SecuredSchema>() {
+        let names = Box::pin(table_names(secured.inner().as_ref())).await;
+        return secured.visible(names);
+    }
+    let mut names = match any.downcast_ref::<FilesSchema>() {
         Some(files) => files.list_tables().await.unwrap_or_else(|error| {
             tracing::warn!(%error, "cannot list the tables of a files schema");
             Vec::new()

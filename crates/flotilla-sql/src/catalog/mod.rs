@@ -207,19 +207,27 @@ impl Catalogs {
     }
 
     /// The catalogs DataFusion resolves names against: each configured catalog and `system`,
-    /// all with an `information_schema`.
+    /// all with an `information_schema`, and each behind the access control layer
+    /// ([`crate::access::SecuredCatalog`]: listings filtered, reads recorded).
     pub fn provider_list(&self, runtime: Arc<dyn RuntimeSource>) -> Arc<dyn CatalogProviderList> {
+        let secured = |name: &str, provider: Arc<dyn CatalogProvider>| -> Arc<dyn CatalogProvider> {
+            Arc::new(crate::access::SecuredCatalog::new(name.to_string(), provider))
+        };
         let list = MemoryCatalogProviderList::new();
         // The system tables list the configured catalogs (sorted by name, as `entries` is);
         // they add `system` itself where Trino lists it.
-        let configured: Vec<(String, String, Arc<dyn CatalogProvider>)> =
-            self.entries.values().map(|e| (e.name.clone(), e.connector.clone(), e.provider.clone())).collect();
-        let system: Arc<dyn CatalogProvider> = Arc::new(system::SystemCatalog::new(Arc::new(configured), runtime));
-        let providers = self.entries.values().map(|e| (e.name.clone(), e.provider.clone()));
-        for (name, provider) in providers.chain([(SYSTEM_CATALOG.to_string(), system)]) {
+        let configured: Vec<(String, String, Arc<dyn CatalogProvider>)> = self
+            .entries
+            .values()
+            .map(|e| (e.name.clone(), e.connector.clone(), secured(&e.name, e.provider.clone())))
+            .collect();
+        let system: Arc<dyn CatalogProvider> =
+            Arc::new(system::SystemCatalog::new(Arc::new(configured.clone()), runtime));
+        let providers = configured.into_iter().map(|(name, _, provider)| (name, provider));
+        for (name, provider) in providers.chain([(SYSTEM_CATALOG.to_string(), secured(SYSTEM_CATALOG, system))]) {
             list.register_catalog(name.clone(), Arc::new(WithInformationSchema::new(name, provider)));
         }
-        Arc::new(list)
+        Arc::new(crate::access::SecuredCatalogList::new(Arc::new(list)))
     }
 }
 

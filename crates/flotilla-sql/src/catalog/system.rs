@@ -120,8 +120,12 @@ fn timestamp_value(value: Option<DateTime<Utc>>) -> ScalarValue {
 impl SystemSchema {
     /// All catalog names, `system` included, sorted.
     fn catalog_names(&self) -> Vec<(String, String)> {
-        let mut names: Vec<(String, String)> =
-            self.catalogs.iter().map(|(name, connector, _)| (name.clone(), connector.clone())).collect();
+        let mut names: Vec<(String, String)> = self
+            .catalogs
+            .iter()
+            .filter(|(name, _, _)| crate::access::catalog_visible(name))
+            .map(|(name, connector, _)| (name.clone(), connector.clone()))
+            .collect();
         names.push((SYSTEM_CATALOG.to_string(), SYSTEM_CATALOG.to_string()));
         names.sort();
         names
@@ -130,7 +134,9 @@ impl SystemSchema {
     /// (catalog, schema, table, kind, comment) for every table of the non-system catalogs.
     async fn all_tables(&self) -> Result<Vec<(String, String, String, TableType, Option<String>)>> {
         let mut tables = Vec::new();
-        for (catalog_name, _, catalog) in self.catalogs.iter() {
+        for (catalog_name, _, catalog) in
+            self.catalogs.iter().filter(|(name, _, _)| crate::access::catalog_visible(name))
+        {
             for (schema_name, table_name, table) in super::catalog_tables(catalog.as_ref()).await? {
                 let comment = super::files_table::comments(table.as_ref()).and_then(|(comment, _)| comment);
                 tables.push((catalog_name.clone(), schema_name, table_name, table.table_type(), comment));
@@ -183,6 +189,7 @@ impl SystemSchema {
                 self.runtime
                     .queries()
                     .into_iter()
+                    .filter(|q| crate::access::query_visible(&q.user))
                     .map(|q| {
                         vec![
                             text(q.query_id),
@@ -222,7 +229,8 @@ impl SystemSchema {
             }
             ("jdbc", "schemas") => {
                 let mut rows = Vec::new();
-                for (catalog_name, _, catalog) in self.catalogs.iter() {
+                let visible = self.catalogs.iter().filter(|(name, _, _)| crate::access::catalog_visible(name));
+                for (catalog_name, _, catalog) in visible {
                     let mut names = super::listing::schema_names(catalog.as_ref()).await;
                     names.push(INFORMATION_SCHEMA.to_string());
                     names.sort();

@@ -79,6 +79,11 @@ pub async fn listing<T>(work: impl Future<Output = T>) -> T {
     EXPANSION.scope(expansion, work).await
 }
 
+/// Whether a listing of tables is running (its lookups are no reads of the tables).
+pub fn in_listing() -> bool {
+    current().listing
+}
+
 /// Whether a view that failed to plan should be listed rather than fail: inside a listing,
 /// for the listed view itself (not for a view it reads, whose failure is its reader's).
 pub fn tolerate_invalid_views() -> bool {
