@@ -404,13 +404,17 @@ impl Running {
     }
 }
 
-/// Waits until the coordinator's `/v1/node` lists `expected` live nodes.
-async fn wait_until_listed(coordinator: &str, expected: usize, within: Duration) -> Result<(), String> {
+/// Waits until the coordinator's `/v1/node` lists `expected` live nodes (asked as a node of
+/// the cluster, with its secret: clients may have to authenticate).
+async fn wait_until_listed(coordinator: &str, secret: &str, expected: usize, within: Duration) -> Result<(), String> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
+    let auth = flotilla_proto::InternalAuth::new(secret, "flotilla-up")?;
     let deadline = std::time::Instant::now() + within;
     let mut listed = 0;
     while std::time::Instant::now() < deadline {
-        if let Ok(response) = client.get(format!("{coordinator}/v1/node")).send().await {
+        let request =
+            client.get(format!("{coordinator}/v1/node")).header(flotilla_proto::INTERNAL_BEARER_HEADER, auth.token());
+        if let Ok(response) = request.send().await {
             if let Ok(nodes) = response.json::<Vec<serde_json::Value>>().await {
                 listed = nodes.len();
                 if listed >= expected {
@@ -467,7 +471,9 @@ fn up(spec: LocalClusterSpec) -> ExitCode {
     };
     let client_url = cluster.client_url().to_string();
     let expected = spec.resource_managers + spec.coordinators + spec.workers;
-    if let Err(error) = runtime.block_on(wait_until_listed(&client_url, expected, Duration::from_secs(30))) {
+    let coordinator = cluster.coordinators.first().map(|p| p.url.clone()).unwrap_or_else(|| client_url.clone());
+    let listed = wait_until_listed(&coordinator, &cluster.secret, expected, Duration::from_secs(30));
+    if let Err(error) = runtime.block_on(listed) {
         eprintln!("the cluster did not come together: {error}");
         return ExitCode::FAILURE;
     }

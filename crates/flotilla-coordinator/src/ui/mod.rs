@@ -8,11 +8,12 @@
 //!   from the view). `/ui/api/query/{id}` and its kill are follow-ups of the query: the
 //!   coordinator middleware (and the gateway) relay them to the owning coordinator, which has
 //!   the details (stages, tasks, plan), like every other follow-up.
-//! - **Access**: Trino's insecure mode (no password authentication is configured): a username
-//!   form, then a session cookie (`Trino-UI-Token`, a JWT signed with `web-ui.shared-secret`,
+//! - **Access**: a login form, which checks the password when password authentication is
+//!   configured (Trino's form authentication), else Trino's insecure mode (any user name); then a session cookie (`Trino-UI-Token`, a JWT signed with `web-ui.shared-secret`,
 //!   by default derived from the cluster's internal shared secret), so every coordinator
 //!   accepts the cookie another one issued. Pages without it go to the login form; the API
-//!   answers 401. Kill needs the query's user, or a user in `access-control.admin-users`.
+//!   answers 401. Kill needs the query's user, or one the access control rules (else
+//!   `access-control.admin-users`) allow.
 //!   Every UI response forbids framing (`X-Frame-Options`, CSP `frame-ancestors`), so the
 //!   Kill button cannot be clickjacked.
 //! - **Assets**: plain HTML, CSS and JavaScript in `src/ui/assets`, embedded in the binary

@@ -15,6 +15,7 @@ mod memory;
 mod plans;
 mod protocol;
 mod resource_groups;
+mod security;
 mod sql_surface;
 mod sqllogic;
 
