@@ -359,8 +359,12 @@ impl Security {
 }
 
 /// Paths any client may read without credentials: `/v1/info` (as Trino) and the web UI,
-/// whose own login checks passwords.
+/// whose own login checks passwords. Decided on the path as received: one a URL parser
+/// could rewrite (`/ui/../v1/statement`) is never public.
 fn public(method: &Method, path: &str) -> bool {
+    if crate::relay::check_path(path).is_err() {
+        return false;
+    }
     path == "/v1/info"
         || (path == "/v1/info/state" && method == Method::GET)
         || path == "/ui"
@@ -442,6 +446,10 @@ mod tests {
         assert!(proxied.get("x-presto-user").is_none());
         // Public paths and malformed credentials.
         security.admit(&Method::GET, "/v1/info", &mut HeaderMap::new(), false).await.unwrap();
+        security.admit(&Method::GET, "/ui/login.html", &mut HeaderMap::new(), false).await.unwrap();
+        for sneaky in ["/ui/../v1/statement", "/ui/%2e%2e/v1/query", "/ui//v1/query"] {
+            assert!(security.admit(&post, sneaky, &mut HeaderMap::new(), true).await.is_err(), "{sneaky}");
+        }
         let refused = security.admit(&Method::PUT, "/v1/info/state", &mut HeaderMap::new(), true).await.unwrap_err();
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
         for bad in ["Basic !!!", "Basic", "Bearer x.y.z", "Digest abc", "Basic YWxpY2U="] {
