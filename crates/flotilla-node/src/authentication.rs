@@ -26,8 +26,10 @@
 //! The web UI (`/ui/`) has its own login, which checks the password
 //! ([`Security::check_password`]); `/v1/info` is public, as in Trino.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +38,7 @@ use flotilla_proto::access_control::AccessControl;
 use flotilla_proto::{AuthenticationType, InternalAuth, SecurityConfig, INTERNAL_BEARER_HEADER, PRINCIPAL_HEADER};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::password_file::PasswordFile;
@@ -58,7 +61,16 @@ struct JwtAuthenticator {
     issuer: Option<String>,
     audience: Option<String>,
     principal_field: String,
+    /// Tokens verified already (SHA-256 of the token → principal, and until when it may be
+    /// believed without checking again: its `exp`, at most [`JWT_CACHE_TIME`]): a client
+    /// sends the same token with every request of every query.
+    verified: Mutex<HashMap<Vec<u8>, (String, SystemTime)>>,
 }
+
+/// The longest a verified token is believed without checking it again.
+const JWT_CACHE_TIME: Duration = Duration::from_secs(60);
+/// The most tokens remembered.
+const JWT_CACHE_SIZE: usize = 1000;
 
 impl JwtAuthenticator {
     fn load(config: &SecurityConfig, path: &Path) -> Result<Self, String> {
@@ -88,10 +100,33 @@ impl JwtAuthenticator {
             issuer: config.jwt_required_issuer.clone(),
             audience: config.jwt_required_audience.clone(),
             principal_field: config.jwt_principal_field.clone(),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
     fn authenticate(&self, token: &str) -> Result<String, String> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().to_vec();
+        let now = SystemTime::now();
+        if let Some((principal, until)) = self.verified.lock().get(&digest) {
+            if now < *until {
+                return Ok(principal.clone());
+            }
+        }
+        let (principal, expires) = self.verify(token)?;
+        let until = expires.map_or(now + JWT_CACHE_TIME, |exp| exp.min(now + JWT_CACHE_TIME));
+        let mut verified = self.verified.lock();
+        if verified.len() >= JWT_CACHE_SIZE {
+            verified.retain(|_, (_, until)| now < *until);
+            if verified.len() >= JWT_CACHE_SIZE {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, (principal.clone(), until));
+        Ok(principal)
+    }
+
+    /// Verifies a token: its principal, and when it expires (`exp`).
+    fn verify(&self, token: &str) -> Result<(String, Option<SystemTime>), String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("invalid JWT: {e}"))?;
         let owned;
         let key = match &self.keys {
@@ -129,8 +164,10 @@ impl JwtAuthenticator {
         }
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &validation)
             .map_err(|e| format!("invalid JWT: {e}"))?;
+        let expires =
+            data.claims.get("exp").and_then(serde_json::Value::as_u64).map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
         match data.claims.get(&self.principal_field) {
-            Some(serde_json::Value::String(principal)) if valid_user(principal) => Ok(principal.clone()),
+            Some(serde_json::Value::String(principal)) if valid_user(principal) => Ok((principal.clone(), expires)),
             _ => Err(format!("the JWT has no usable '{}' claim", self.principal_field)),
         }
     }
@@ -257,6 +294,9 @@ impl Security {
         };
         if !valid_user(user) || password.len() > MAX_CREDENTIALS {
             return Err(Refusal::unauthorized("Access Denied: Invalid credentials"));
+        }
+        if passwords.accepted_before(user, password) {
+            return Ok(());
         }
         let _permit = self.checks.acquire().await.map_err(|_| Refusal::unauthorized("shutting down"))?;
         let (user, password) = (user.to_string(), password.to_string());
@@ -528,8 +568,12 @@ mod tests {
                 security.admit(&Method::POST, "/v1/statement", &mut headers, true).await.map(|()| headers)
             }
         };
-        let headers = admit(sign(good.clone(), Some("k1"))).await.unwrap();
-        assert_eq!(headers.get("x-trino-user").unwrap(), "carol");
+        let token = sign(good.clone(), Some("k1"));
+        for _ in 0..2 {
+            // The second time from the cache of verified tokens.
+            let headers = admit(token.clone()).await.unwrap();
+            assert_eq!(headers.get("x-trino-user").unwrap(), "carol");
+        }
         for (claims, kid) in [
             (serde_json::json!({"sub": "carol", "iss": "other", "aud": "flotilla", "exp": exp}), Some("k1")),
             (serde_json::json!({"sub": "carol", "iss": "issuer", "aud": "else", "exp": exp}), Some("k1")),

@@ -176,10 +176,24 @@ impl PasswordFile {
         }
     }
 
-    /// Checks `user`'s `password`.
-    pub fn authenticate(&self, user: &str, password: &str) -> Result<(), AuthenticationError> {
+    fn cache_key(user: &str, password: &str) -> (String, Vec<u8>) {
         let digest = ring::digest::digest(&ring::digest::SHA256, password.as_bytes()).as_ref().to_vec();
-        let key = (user.to_string(), digest);
+        (user.to_string(), digest)
+    }
+
+    /// Whether `user`'s `password` was accepted before (and the file has not changed since):
+    /// the answer without the slow hash, for checking on an async thread.
+    pub fn accepted_before(&self, user: &str, password: &str) -> bool {
+        let key = Self::cache_key(user, password);
+        let mut loaded = self.loaded.lock();
+        self.refresh(&mut loaded);
+        loaded.accepted.contains_key(&key)
+    }
+
+    /// Checks `user`'s `password` (slow on purpose when it was not accepted before: call it
+    /// where blocking is fine).
+    pub fn authenticate(&self, user: &str, password: &str) -> Result<(), AuthenticationError> {
+        let key = Self::cache_key(user, password);
         let hash = {
             let mut loaded = self.loaded.lock();
             self.refresh(&mut loaded);
