@@ -199,7 +199,7 @@ impl Coordinator {
         // Every coordinator of the cluster must sign UI sessions alike: the configured
         // secret, else one derived from the cluster's shared secret.
         let ui_secret = config.web_ui_secret.clone().unwrap_or_else(|| format!("flotilla-web-ui:{secret}"));
-        let ui_auth = Arc::new(ui::UiAuth::new(&ui_secret));
+        let ui_auth = Arc::new(ui::UiAuth::new(&ui_secret, security.as_ref().is_some_and(|s| s.has_passwords())));
         let process_forwarded = config.node.process_forwarded;
         let manager = Arc::new(QueryManager::new(
             engine,

@@ -103,6 +103,12 @@ pub const NODE_SETTINGS: &[Setting] = &[
         doc: "Secret every internal call is signed with; required once `discovery.uri` is set",
     },
     Setting {
+        name: "internal-communication.https.required",
+        default: "false",
+        roles: "all",
+        doc: "TLS between nodes; not supported yet (true is refused): internal calls are plain HTTP, signed with the shared secret",
+    },
+    Setting {
         name: "access-control.admin-users",
         default: "(none)",
         roles: "all",
@@ -511,6 +517,13 @@ impl NodeConfig {
                 self.admin_users = users;
             }
             "http-server.process-forwarded" => self.process_forwarded = parse_value(file, key, value)?,
+            "internal-communication.https.required" => {
+                if parse_value::<bool>(file, key, value)? {
+                    return Err(invalid(
+                        "TLS between nodes is not supported yet: internal calls are plain HTTP, signed with the shared secret",
+                    ));
+                }
+            }
             "http-server.http.enabled" => {
                 if !parse_value::<bool>(file, key, value)? {
                     return Err(invalid("plain HTTP cannot be turned off yet: internal calls use it"));
@@ -569,6 +582,19 @@ mod tests {
         assert_eq!(config.warehouse, "etl");
         assert!(!config.apply("f", "query.max-history", "1").unwrap());
         assert!(config.apply("f", "node.worker-group", "a b").is_err());
+        assert!(config.apply("f", "internal-communication.https.required", "false").unwrap());
+        let refused = config.apply("f", "internal-communication.https.required", "true").unwrap_err();
+        assert!(refused.to_string().contains("not supported"), "{refused}");
+        assert!(config.apply("f", "http-server.authentication.type", "PASSWORD, jwt").unwrap());
+        assert_eq!(config.security.authentication, [AuthenticationType::Password, AuthenticationType::Jwt]);
+        assert!(config
+            .apply("f", "http-server.authentication.type", "KERBEROS")
+            .unwrap_err()
+            .to_string()
+            .contains("not supported"));
+        assert!(config.apply("f", "security.refresh-period", "0s").is_err());
+        assert!(config.security.validate().is_err(), "PASSWORD without a password authenticator");
+        assert!(config.apply("f", "password-authenticator.name", "ldap").is_err());
         let error = config.apply("f", "internal-communication.shared-secret", "short").unwrap_err();
         assert!(!error.to_string().contains("short"), "the secret is not echoed: {error}");
         assert!(config.apply("f", "discovery.heartbeat-interval", "10ms").is_err());

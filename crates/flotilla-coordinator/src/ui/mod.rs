@@ -9,7 +9,8 @@
 //!   coordinator middleware (and the gateway) relay them to the owning coordinator, which has
 //!   the details (stages, tasks, plan), like every other follow-up.
 //! - **Access**: a login form, which checks the password when password authentication is
-//!   configured (Trino's form authentication), else Trino's insecure mode (any user name); then a session cookie (`Trino-UI-Token`, a JWT signed with `web-ui.shared-secret`,
+//!   configured (Trino's form authentication), else Trino's insecure mode (any user name);
+//!   then a session cookie (`Trino-UI-Token`, a JWT signed with `web-ui.shared-secret`,
 //!   by default derived from the cluster's internal shared secret), so every coordinator
 //!   accepts the cookie another one issued. Pages without it go to the login form; the API
 //!   answers 401. Kill needs the query's user, or one the access control rules (else
@@ -58,6 +59,7 @@ const PAGE_HTML: &str = include_str!("assets/page.html");
 pub struct UiAuth {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    passwords: bool,
 }
 
 impl std::fmt::Debug for UiAuth {
@@ -71,6 +73,10 @@ struct Claims {
     sub: String,
     aud: String,
     exp: u64,
+    /// The login checked a password (a session of insecure mode does not count once
+    /// passwords are required).
+    #[serde(default)]
+    pwd: bool,
 }
 
 /// The logged-in user of a request.
@@ -82,17 +88,19 @@ fn now_secs() -> u64 {
 }
 
 impl UiAuth {
-    /// `secret`: `web-ui.shared-secret`, or one derived from the internal shared secret.
-    pub fn new(secret: &str) -> Self {
+    /// `secret`: `web-ui.shared-secret`, or one derived from the internal shared secret;
+    /// `passwords`: logins check passwords (only sessions of such logins are valid).
+    pub fn new(secret: &str, passwords: bool) -> Self {
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
+            passwords,
         }
     }
 
     fn issue(&self, user: &str) -> jsonwebtoken::errors::Result<String> {
-        let claims =
-            Claims { sub: user.to_string(), aud: AUDIENCE.into(), exp: now_secs() + SESSION_LIFETIME.as_secs() };
+        let exp = now_secs() + SESSION_LIFETIME.as_secs();
+        let claims = Claims { sub: user.to_string(), aud: AUDIENCE.into(), exp, pwd: self.passwords };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
@@ -108,7 +116,8 @@ impl UiAuth {
             .map(|(_, value)| value.to_string())?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[AUDIENCE]);
-        jsonwebtoken::decode::<Claims>(&token, &self.decoding, &validation).ok().map(|data| data.claims.sub)
+        let claims = jsonwebtoken::decode::<Claims>(&token, &self.decoding, &validation).ok()?.claims;
+        (claims.pwd || !self.passwords).then_some(claims.sub)
     }
 }
 
@@ -269,7 +278,7 @@ async fn login(
             if let Err(refusal) = security.transport_allowed(secure) {
                 return refusal.into_response();
             }
-            if let Err(refusal) = security.check_password(user, password).await {
+            if security.check_password(user, password).await.is_err() {
                 tracing::info!(%user, "web UI login refused");
                 let target = format!(
                     "/ui/login.html?failed=1{}",
@@ -278,7 +287,6 @@ async fn login(
                         None => String::new(),
                     }
                 );
-                drop(refusal);
                 return Redirect::to(&target).into_response();
             }
         }
@@ -405,11 +413,14 @@ mod tests {
 
     #[test]
     fn a_session_signed_with_the_shared_secret_is_accepted_by_any_coordinator() {
-        let a = UiAuth::new("a-web-ui-secret-of-some-length");
-        let b = UiAuth::new("a-web-ui-secret-of-some-length");
+        let a = UiAuth::new("a-web-ui-secret-of-some-length", false);
+        let b = UiAuth::new("a-web-ui-secret-of-some-length", false);
         let token = a.issue("alice").unwrap();
         assert_eq!(b.user(&cookie(&token)).as_deref(), Some("alice"));
-        let other = UiAuth::new("another-secret-entirely-here");
+        let checked = UiAuth::new("a-web-ui-secret-of-some-length", true);
+        assert_eq!(checked.user(&cookie(&token)), None, "an insecure-mode session once passwords are required");
+        assert_eq!(checked.user(&cookie(&checked.issue("alice").unwrap())).as_deref(), Some("alice"));
+        let other = UiAuth::new("another-secret-entirely-here", false);
         assert_eq!(other.user(&cookie(&token)), None, "another cluster's cookie");
         assert_eq!(b.user(&cookie("not.a.token")), None);
         assert_eq!(b.user(&HeaderMap::new()), None);
