@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from conftest import BIN, SLOW_QUERY, SLOW_TABLE, _start, _stop, wait_for
-from test_tls import _certificates
+from test_tls import _certificates, https_rows
 
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "admin": "admin-pw", "svc": "svc-pw", "dbt": "dbt-pw"}
 ISSUER = "flotilla-test-issuer"
@@ -138,13 +138,7 @@ def _connect(url, ca_file, user, auth, **kwargs):
 
 
 def _query(url, ca_file, user, auth, sql, **kwargs):
-    connection = _connect(url, ca_file, user, auth, **kwargs)
-    try:
-        cursor = connection.cursor()
-        cursor.execute(sql)
-        return cursor.fetchall()
-    finally:
-        connection.close()
+    return https_rows(url, ca_file, sql, user=user, auth=auth, **kwargs)
 
 
 def _basic(user):
@@ -294,6 +288,13 @@ def test_killing_another_users_query_needs_a_rule(secure_cluster):
         f"{gateway}/v1/info/state", json="SHUTTING_DOWN", auth=("bob", PASSWORDS["bob"]), verify=str(ca)
     )
     assert drained.status_code in (403, 404), drained.text
+    # The protocol's own cancel (DELETE on a nextUri): the URI alone is not enough for bob.
+    started = requests.post(
+        f"{gateway}/v1/statement", data=SLOW_QUERY, auth=("alice", PASSWORDS["alice"]), verify=str(ca)
+    ).json()
+    next_uri = started["nextUri"]
+    assert requests.delete(next_uri, auth=("bob", PASSWORDS["bob"]), verify=str(ca)).status_code == 403
+    assert requests.delete(next_uri, auth=("alice", PASSWORDS["alice"]), verify=str(ca)).status_code == 204
     # admin may kill it (the queries rule), from SQL.
     _query(gateway, ca, "admin", _basic("admin"), f"CALL system.runtime.kill_query(query_id => '{query_id}', message => 'bye')")
     thread.join(30)

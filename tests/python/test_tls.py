@@ -94,10 +94,11 @@ def _https_url(lines, timeout=30):
     raise AssertionError("no HTTPS address printed")
 
 
-def _rows(url, ca_file, sql):
+def https_rows(url, ca_file, sql, user="tls", **kwargs):
+    """The rows of `sql`, run by the real client over HTTPS trusting `ca_file` alone."""
     host, port = url.split("://", 1)[1].rsplit(":", 1)
     connection = trino.dbapi.connect(
-        host=host, port=int(port), user="tls", catalog="tpch", schema="tiny", http_scheme="https", verify=str(ca_file)
+        host=host, port=int(port), user=user, http_scheme="https", verify=str(ca_file), **kwargs
     )
     try:
         cursor = connection.cursor()
@@ -105,6 +106,10 @@ def _rows(url, ca_file, sql):
         return cursor.fetchall()
     finally:
         connection.close()
+
+
+def _rows(url, ca_file, sql):
+    return https_rows(url, ca_file, sql, catalog="tpch", schema="tiny")
 
 
 @pytest.fixture(autouse=True)

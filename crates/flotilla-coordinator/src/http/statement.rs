@@ -115,11 +115,23 @@ pub async fn fetch(
     Ok(respond(&response))
 }
 
+/// `DELETE` on a `nextUri`: the query's URI is the capability (as in Trino); with
+/// authentication configured, the authenticated user must also be one who may cancel it
+/// (its own user, or as the access control rules allow).
 pub async fn cancel(
     State(coordinator): State<Arc<Coordinator>>,
     Path((phase, query_id, slug, _token)): Path<(String, String, String, String)>,
+    request_headers: HeaderMap,
 ) -> Result<StatusCode, HttpError> {
     let query = find_query(&coordinator, &phase, &query_id, &slug)?;
+    let user = coordinator.access.user(&request_headers);
+    if coordinator.security.is_some() && !coordinator.access.may_act_on_query(user, &query.session.user) {
+        let user = user.unwrap_or("(anonymous)");
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!("Access Denied: User {user} cannot kill query {query_id} owned by {}", query.session.user),
+        ));
+    }
     coordinator.manager.cancel(&query.id, ErrorCode::UserCanceled, "Query was canceled");
     Ok(StatusCode::NO_CONTENT)
 }
