@@ -171,11 +171,6 @@ pub fn request_user(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl NodeAccess {
-    /// Without access control rules, users believed (tests, tools).
-    pub fn new(auth: Arc<InternalAuth>, admins: Vec<String>) -> Self {
-        Self { auth, admins, rules: None, believes_users: true }
-    }
-
     /// A node's access from its configuration: loads the access control rules file, if one
     /// is configured. `authenticates_clients`: this node runs client authentication.
     pub fn from_config(
