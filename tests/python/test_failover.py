@@ -85,6 +85,16 @@ def run_client(url, index, start, records, expected):
                 record["infoError"] = f"{info.status_code}: {info.text[:200]}"
         except Exception as error:  # every failure is recorded and judged below
             record.update(ok=False, error=f"{type(error).__name__}: {error}", query_id=getattr(error, "query_id", None))
+            record["end"] = time.monotonic() - start
+            # What the query went through, for the report (its attempts, an adoption).
+            try:
+                info = requests.get(f"{url}/v1/query/{record['query_id']}", timeout=5)
+                details = info.json() if info.ok else {"status": info.status_code, "text": info.text[:200]}
+                record["details"] = {
+                    key: details.get(key) for key in ("failedAttempts", "adoptedFrom", "coordinator", "tasks", "status", "text")
+                }
+            except Exception as lookup:  # noqa: BLE001 - only for the report
+                record["details"] = f"{type(lookup).__name__}: {lookup}"
         finally:
             connection.close()
         record.setdefault("end", time.monotonic() - start)
@@ -205,7 +215,17 @@ def test_no_query_fails_while_nodes_die_drain_and_restart(start_cluster, tmp_pat
         "queries": len(records),
         "succeeded": len(records) - len(failed),
         "failed": len(failed),
-        "failures": [f"{r['sql'][:60]}: {r['error'][:300]}" for r in failed],
+        "failures": [
+            {
+                "sql": r["sql"][:60],
+                "error": r["error"][:600],
+                "queryId": r.get("query_id"),
+                "from": round(r["start"], 2),
+                "to": round(r["end"], 2),
+                "details": r.get("details"),
+            }
+            for r in failed
+        ],
         "queryInfoUnavailable": [r["infoError"] for r in records if "infoError" in r],
         "medianSecondsByQuery": {sql[:60]: round(t, 3) for sql, t in median.items()},
         "adopted": extra("adopted"),

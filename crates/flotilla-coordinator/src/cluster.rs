@@ -13,7 +13,7 @@ use flotilla_proto::cluster::{
     ResourceGroupUsage,
 };
 use flotilla_proto::{ErrorCode, FlotillaError, QueryId};
-use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource};
+use flotilla_sql::catalog::{NodeRow, QueryRow, RuntimeSource, WorkerPlace};
 use flotilla_worker::WorkerLoadSource;
 use parking_lot::Mutex;
 
@@ -46,9 +46,6 @@ fn within_budget(items: &[(u64, usize)], budget: usize) -> (usize, Option<u64>) 
     }
     (items.len(), None)
 }
-
-/// Every query runs in the default warehouse until the `warehouse` session property exists.
-pub const DEFAULT_WAREHOUSE: &str = "default";
 
 #[derive(Debug)]
 struct Tracked {
@@ -102,7 +99,7 @@ fn identity_of(query: &Query) -> QueryIdentity {
         user: query.session.user.clone(),
         source: query.session.source.clone(),
         resource_group: status_group(query),
-        warehouse: DEFAULT_WAREHOUSE.to_string(),
+        warehouse: query.warehouse(),
         query: truncate_query_text(&query.sql),
         create_time_ms: query.created_at.timestamp_millis(),
     }
@@ -290,6 +287,13 @@ impl RuntimeSource for ClusterRuntime {
                 state: node.state.trino_name().to_string(),
                 memory_pool_bytes: node.worker.as_ref().map(|w| w.memory_pool_bytes),
                 memory_reserved_bytes: node.worker.as_ref().map(|w| w.memory_reserved_bytes),
+                worker: node.worker.as_ref().map(|w| WorkerPlace {
+                    warehouse: node.node.warehouse.clone(),
+                    worker_group: node.node.worker_group.clone(),
+                    running_tasks: w.running_tasks,
+                    process_cpu_load: w.process_cpu_load,
+                }),
+                live: node.state.is_live(),
             })
             .collect()
     }
@@ -392,6 +396,7 @@ fn remote_row(summary: &QuerySummary) -> QueryRow {
             .and_then(|name| flotilla_proto::ErrorCode::ALL.iter().find(|c| c.name() == name))
             .map(|code| code.error_type().as_str().to_string()),
         error_code: error.map(str::to_string),
+        warehouse: summary.identity.warehouse.clone(),
     }
 }
 
@@ -413,6 +418,7 @@ impl ClusterRuntime {
                     end: status.ended_at,
                     error_type: status.error.as_ref().map(|e| e.code.error_type().as_str().to_string()),
                     error_code: status.error.as_ref().map(|e| e.code.name().to_string()),
+                    warehouse: q.warehouse(),
                 }
             })
             .collect()

@@ -236,6 +236,14 @@ pub struct NewQuery {
 }
 
 impl Query {
+    /// The warehouse the query runs in: its session's `warehouse` property (what the
+    /// scheduler places its tasks by), else the property's default.
+    pub fn warehouse(&self) -> String {
+        self.session.properties.get("warehouse").cloned().unwrap_or_else(|| {
+            flotilla_sql::session::session_property("warehouse").map(|p| (p.default)()).unwrap_or_default()
+        })
+    }
+
     /// The query, and its owner and commands (for the execution task).
     pub fn new(new: NewQuery) -> (Query, QueryOwner, Commands) {
         let now = Instant::now();

@@ -41,7 +41,7 @@ fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
         "query": query.sql,
         "self": format!("{self_uri}/v1/query/{}", query.id),
         "coordinator": coordinator.local.node_id,
-        "warehouse": crate::cluster::DEFAULT_WAREHOUSE,
+        "warehouse": query.warehouse(),
         "plan": status.plan.as_ref().map(|plan| datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string()),
         "resourceGroupId": status.resource_group.as_ref().map(|g| g.split('.').collect::<Vec<_>>()),
         "session": {

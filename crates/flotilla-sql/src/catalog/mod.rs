@@ -33,7 +33,7 @@ use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStor
 
 pub use information_schema::{trino_type_name as information_schema_type_name, WithInformationSchema};
 pub use properties::{parse_properties, Properties};
-pub use system::{NodeRow, QueryRow, RuntimeSource, SYSTEM_CATALOG};
+pub use system::{NodeRow, QueryRow, RuntimeSource, WorkerPlace, SYSTEM_CATALOG};
 
 /// Catalog configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! The `system` catalog, as Trino tools expect it: `runtime.nodes` and `runtime.queries`
-//! (from the node that plans the query, through [`RuntimeSource`]), `jdbc.*` for JDBC/ODBC
+//! (from the node that plans the query, through [`RuntimeSource`]), Flotilla's
+//! `runtime.worker_groups` and `runtime.warehouses` (the live workers by their labels, and
+//! each warehouse's running and queued queries), `jdbc.*` for JDBC/ODBC
 //! metadata calls, and `metadata.catalogs` / `metadata.table_comments`.
 
 use std::sync::Arc;
@@ -27,6 +29,48 @@ pub struct NodeRow {
     /// A worker's memory pool and what queries reserve in it now (none for other roles).
     pub memory_pool_bytes: Option<u64>,
     pub memory_reserved_bytes: Option<u64>,
+    /// Where a worker belongs (`node.warehouse`, `node.worker-group`) and its load: tasks
+    /// running, and CPU used by its process (a fraction of its machine). None for other roles.
+    pub worker: Option<WorkerPlace>,
+    /// Live (`active` or draining), as the resource managers see it.
+    pub live: bool,
+}
+
+/// A worker's labels and load, for `system.runtime.worker_groups` and `warehouses`.
+#[derive(Debug, Clone)]
+pub struct WorkerPlace {
+    pub warehouse: String,
+    pub worker_group: String,
+    pub running_tasks: u32,
+    pub process_cpu_load: f64,
+}
+
+/// One worker group: the live workers announcing the same (warehouse, group) labels.
+#[derive(Debug, Default)]
+struct GroupRow {
+    workers: i64,
+    running_tasks: i64,
+    memory_pool_bytes: i64,
+    memory_reserved_bytes: i64,
+    cpu_load: f64,
+}
+
+/// The live workers grouped by (warehouse, worker group), sorted.
+fn worker_groups(nodes: &[NodeRow]) -> std::collections::BTreeMap<(String, String), GroupRow> {
+    let mut groups = std::collections::BTreeMap::<(String, String), GroupRow>::new();
+    for node in nodes.iter().filter(|n| n.live) {
+        let Some(place) = &node.worker else { continue };
+        let group = groups.entry((place.warehouse.clone(), place.worker_group.clone())).or_default();
+        group.workers += 1;
+        group.running_tasks += i64::from(place.running_tasks);
+        group.memory_pool_bytes += node.memory_pool_bytes.unwrap_or_default() as i64;
+        group.memory_reserved_bytes += node.memory_reserved_bytes.unwrap_or_default() as i64;
+        group.cpu_load += place.process_cpu_load;
+    }
+    for group in groups.values_mut() {
+        group.cpu_load /= group.workers.max(1) as f64;
+    }
+    groups
 }
 
 /// A query as `system.runtime.queries` lists it.
@@ -42,6 +86,8 @@ pub struct QueryRow {
     pub end: Option<DateTime<Utc>>,
     pub error_type: Option<String>,
     pub error_code: Option<String>,
+    /// The warehouse the query runs in.
+    pub warehouse: String,
 }
 
 /// Where the runtime tables get their rows: the coordinator implements it.
@@ -78,7 +124,7 @@ impl SystemCatalog {
 const SCHEMAS: &[(&str, &[&str])] = &[
     ("jdbc", &["catalogs", "schemas", "table_types", "tables"]),
     ("metadata", &["catalogs", "materialized_views", "table_comments"]),
-    ("runtime", &["nodes", "queries"]),
+    ("runtime", &["nodes", "queries", "warehouses", "worker_groups"]),
 ];
 
 impl CatalogProvider for SystemCatalog {
@@ -173,6 +219,83 @@ impl SystemSchema {
                     })
                     .collect(),
             ),
+            ("runtime", "worker_groups") => (
+                Arc::new(Schema::new(vec![
+                    varchar("warehouse"),
+                    varchar("worker_group"),
+                    varchar("kind"),
+                    varchar("referenced_group"),
+                    Field::new("workers", DataType::Int64, false),
+                    Field::new("running_tasks", DataType::Int64, false),
+                    Field::new("memory_pool_bytes", DataType::Int64, false),
+                    Field::new("memory_reserved_bytes", DataType::Int64, false),
+                    Field::new("cpu_load", DataType::Float64, false),
+                ])),
+                worker_groups(&self.runtime.nodes())
+                    .into_iter()
+                    .map(|((warehouse, group), row)| {
+                        vec![
+                            text(warehouse),
+                            text(group),
+                            // Every group is the workers announcing it until groups can be
+                            // defined (shared groups reference another warehouse's).
+                            text("physical"),
+                            optional_text(None::<String>),
+                            ScalarValue::Int64(Some(row.workers)),
+                            ScalarValue::Int64(Some(row.running_tasks)),
+                            ScalarValue::Int64(Some(row.memory_pool_bytes)),
+                            ScalarValue::Int64(Some(row.memory_reserved_bytes)),
+                            ScalarValue::Float64(Some(row.cpu_load)),
+                        ]
+                    })
+                    .collect(),
+            ),
+            ("runtime", "warehouses") => {
+                let groups = worker_groups(&self.runtime.nodes());
+                let queries = self.runtime.queries();
+                let mut warehouses = std::collections::BTreeMap::<String, (i64, i64, i64, i64, i64)>::new();
+                for ((warehouse, _), row) in &groups {
+                    let entry = warehouses.entry(warehouse.clone()).or_default();
+                    entry.0 += 1;
+                    entry.1 += row.workers;
+                    entry.2 += row.running_tasks;
+                }
+                for query in &queries {
+                    let queued = query.state == "QUEUED";
+                    let running = matches!(query.state.as_str(), "PLANNING" | "RUNNING");
+                    if running || queued {
+                        let entry = warehouses.entry(query.warehouse.clone()).or_default();
+                        if running {
+                            entry.3 += 1;
+                        } else {
+                            entry.4 += 1;
+                        }
+                    }
+                }
+                (
+                    Arc::new(Schema::new(vec![
+                        varchar("warehouse"),
+                        Field::new("worker_groups", DataType::Int64, false),
+                        Field::new("workers", DataType::Int64, false),
+                        Field::new("running_tasks", DataType::Int64, false),
+                        Field::new("running_queries", DataType::Int64, false),
+                        Field::new("queued_queries", DataType::Int64, false),
+                    ])),
+                    warehouses
+                        .into_iter()
+                        .map(|(name, (groups, workers, tasks, running, queued))| {
+                            vec![
+                                text(name),
+                                ScalarValue::Int64(Some(groups)),
+                                ScalarValue::Int64(Some(workers)),
+                                ScalarValue::Int64(Some(tasks)),
+                                ScalarValue::Int64(Some(running)),
+                                ScalarValue::Int64(Some(queued)),
+                            ]
+                        })
+                        .collect(),
+                )
+            }
             ("runtime", "queries") => (
                 Arc::new(Schema::new(vec![
                     varchar("query_id"),
@@ -185,6 +308,7 @@ impl SystemSchema {
                     timestamp("end"),
                     varchar("error_type"),
                     varchar("error_code"),
+                    varchar("warehouse"),
                 ])),
                 self.runtime
                     .queries()
@@ -202,6 +326,7 @@ impl SystemSchema {
                             timestamp_value(q.end),
                             optional_text(q.error_type),
                             optional_text(q.error_code),
+                            text(q.warehouse),
                         ]
                     })
                     .collect(),

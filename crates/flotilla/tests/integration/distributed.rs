@@ -114,6 +114,22 @@ async fn queries_stay_in_their_warehouse_avoid_busy_groups_and_cancel_cleanly() 
     let info = get_json(&http, &format!("{}/v1/query/{id}", http.base)).await;
     assert!(!used.is_empty(), "the query ran on workers: {info}");
     assert!(used.iter().all(|n| n == "worker-3" || n == "worker-4"), "warehouse b used {used:?}");
+    // Listed with the warehouse it ran in (/v1/query/{id}, system.runtime.queries, /v1/query).
+    assert_eq!(info["warehouse"], "b", "{info}");
+    let listed = format!("SELECT warehouse FROM system.runtime.queries WHERE query_id = '{id}'");
+    assert_eq!(http.rows(&listed).await.1, vec![vec![Value::from("b")]]);
+    let listing: Value = get_json(&http, &format!("{}/v1/query", http.base)).await;
+    assert!(listing.as_array().unwrap().iter().any(|q| q["queryId"] == id.as_str() && q["warehouse"] == "b"));
+    // The worker groups and warehouses, from the workers' labels in the view.
+    let groups = "SELECT warehouse, worker_group, kind, workers FROM system.runtime.worker_groups ORDER BY 1, 2";
+    let row = |w: &str, g: &str| vec![Value::from(w), Value::from(g), Value::from("physical"), Value::from(1)];
+    assert_eq!(http.rows(groups).await.1, vec![row("a", "g1"), row("a", "g2"), row("b", "g1"), row("b", "g2")]);
+    let warehouses =
+        "SELECT warehouse, worker_groups, workers, running_queries FROM system.runtime.warehouses ORDER BY 1";
+    let row =
+        |w: &str, n: i64, running: i64| vec![Value::from(w), Value::from(n), Value::from(n), Value::from(running)];
+    // `default` has no workers here, and runs this very query (on the coordinator).
+    assert_eq!(http.rows(warehouses).await.1, vec![row("a", 2, 0), row("b", 2, 0), row("default", 0, 1)]);
     // The final stats count the work done on the workers, stage by stage.
     let stats = &responses.last().unwrap()["stats"];
     assert_eq!(stats["processedRows"], 60175, "{stats}");
