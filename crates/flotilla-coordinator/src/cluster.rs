@@ -298,6 +298,10 @@ impl RuntimeSource for ClusterRuntime {
             .collect()
     }
 
+    fn warehouses(&self) -> Vec<flotilla_proto::warehouses::WarehouseDefinition> {
+        self.view.snapshot().map(|snapshot| snapshot.view.warehouses.clone()).unwrap_or_default()
+    }
+
     /// This coordinator's queries as they are now, plus every other coordinator's from the
     /// resource managers' view (as recent as their last heartbeat).
     fn queries(&self) -> Vec<QueryRow> {

@@ -27,6 +27,7 @@ use datafusion_distributed::{
 };
 use flotilla_node::{ClusterViewClient, ViewSnapshot};
 use flotilla_proto::cluster::{NodeRole, NodeState, NodeView};
+use flotilla_proto::warehouses::{shared_groups, WarehouseDefinition};
 use flotilla_proto::{ErrorCode, FlotillaError};
 use flotilla_sql::{Distributor, SqlSession};
 use flotilla_worker::flight::FlightChannels;
@@ -179,8 +180,21 @@ impl Scheduler {
     }
 }
 
-/// The live workers of `warehouse`, with loads corrected by what was placed since their
-/// last heartbeat in the view; workers found gone are left out until they heartbeat again.
+/// The worker group a worker serves `warehouse` in: its own group when it belongs to the
+/// warehouse (its labels), or a shared group of the warehouse's definition that references
+/// the worker's physical group.
+fn group_in(node: &NodeView, warehouse: &str, definitions: &[WarehouseDefinition]) -> Option<String> {
+    if node.node.warehouse == warehouse {
+        return Some(node.node.worker_group.clone());
+    }
+    shared_groups(definitions, warehouse)
+        .find(|(_, from)| from.warehouse == node.node.warehouse && from.worker_group == node.node.worker_group)
+        .map(|(name, _)| name.to_string())
+}
+
+/// The live workers of `warehouse` (its own, and those of the physical groups its shared
+/// groups reference), with loads corrected by what was placed since their last heartbeat in
+/// the view; workers found gone are left out until they heartbeat again.
 fn candidates(state: &mut State, snapshot: &ViewSnapshot, warehouse: &str, now: Instant) -> Vec<Candidate> {
     while state.recent.front().is_some_and(|p| now.duration_since(p.at) > PLACEMENT_MEMORY) {
         state.recent.pop_front();
@@ -190,8 +204,8 @@ fn candidates(state: &mut State, snapshot: &ViewSnapshot, warehouse: &str, now: 
         .nodes
         .iter()
         .filter(|n| n.state == NodeState::Active && n.node.has_role(NodeRole::Worker))
-        .filter(|n| n.node.warehouse == warehouse)
         .filter_map(|n| {
+            let group = group_in(n, warehouse, &snapshot.view.warehouses)?;
             let url = Url::parse(n.node.data_uri.as_deref()?).ok()?;
             // When the worker's last heartbeat in the view was sent, by our clock.
             let reported_at = snapshot.reported_at(n);
@@ -200,7 +214,7 @@ fn candidates(state: &mut State, snapshot: &ViewSnapshot, warehouse: &str, now: 
                 return None;
             }
             let since = state.recent.iter().filter(|p| p.node_id == n.node.node_id && newer(p.at)).count();
-            Some(candidate(n, url, since))
+            Some(candidate(n, url, group, since))
         })
         .collect()
 }
@@ -236,7 +250,7 @@ fn pick_group(
     Ok(workers)
 }
 
-fn candidate(node: &NodeView, url: Url, placed_since: usize) -> Candidate {
+fn candidate(node: &NodeView, url: Url, group: String, placed_since: usize) -> Candidate {
     let (tasks, memory) = match &node.worker {
         Some(load) if load.memory_pool_bytes > 0 => {
             (load.running_tasks as f64, load.memory_reserved_bytes as f64 / load.memory_pool_bytes as f64)
@@ -247,7 +261,7 @@ fn candidate(node: &NodeView, url: Url, placed_since: usize) -> Candidate {
     Candidate {
         node_id: node.node.node_id.clone(),
         url,
-        group: node.node.worker_group.clone(),
+        group,
         running_tasks: tasks + placed_since as f64,
         memory_fraction: memory,
     }
@@ -374,6 +388,7 @@ mod tests {
             queries: Vec::new(),
             resource_groups: Vec::new(),
             memory: MemoryTotals::default(),
+            warehouses: Vec::new(),
         };
         ViewSnapshot { view: Arc::new(view), fetched }
     }
@@ -403,6 +418,30 @@ mod tests {
         let error = pick_group(&mut state, Some(&view), "c", now).unwrap_err();
         assert_eq!(error.code, ErrorCode::NoNodesAvailable);
         assert!(pick_group(&mut state, None, "a", now).is_err(), "no view, no workers");
+    }
+
+    #[test]
+    fn a_shared_group_runs_on_the_workers_of_the_group_it_references() {
+        let now = Instant::now();
+        let mut view = snapshot(
+            vec![worker("a1", "a", "g1", 3, 100), worker("b1", "b", "g1", 0, 100), worker("b2", "b", "g2", 5, 100)],
+            now,
+        );
+        let definitions = flotilla_proto::warehouses::parse(
+            r#"{"warehouses": [
+                {"name": "a", "type": "read", "workerGroups": [{"name": "g1"}, {"name": "borrowed", "sharedFrom": "b.g1"}]},
+                {"name": "b", "type": "read", "workerGroups": [{"name": "g1"}, {"name": "g2"}]}
+            ]}"#,
+        )
+        .unwrap();
+        Arc::get_mut(&mut view.view).unwrap().warehouses = definitions;
+        let mut state = State::default();
+        // a's own g1 is busy; its shared group (b's g1) is idle.
+        let group = pick_group(&mut state, Some(&view), "a", now).unwrap();
+        assert_eq!(ids(&group), ["b1"]);
+        assert_eq!(group[0].group, "borrowed");
+        // b still runs on its own groups, and never on a's.
+        assert_eq!(ids(&pick_group(&mut state, Some(&view), "b", now).unwrap()), ["b1"]);
     }
 
     #[test]

@@ -241,6 +241,7 @@ mod tests {
             queries,
             resource_groups: Vec::new(),
             memory: Default::default(),
+            warehouses: Vec::new(),
         };
         ViewSnapshot { view: Arc::new(view), fetched: Instant::now() }
     }

@@ -389,6 +389,10 @@ pub struct ClusterView {
     /// Per resource group usage, summed over the live coordinators.
     pub resource_groups: Vec<ResourceGroupUsage>,
     pub memory: MemoryTotals,
+    /// The warehouse definitions (`warehouse.config-file`); none: every warehouse is the
+    /// workers that announce it.
+    #[serde(default)]
+    pub warehouses: Vec<crate::warehouses::WarehouseDefinition>,
 }
 
 impl ClusterView {

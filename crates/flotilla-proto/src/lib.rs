@@ -24,6 +24,7 @@ mod duration;
 mod error;
 pub mod internal_auth;
 mod query_id;
+pub mod warehouses;
 
 pub use call::CallError;
 pub use config::{AuthenticationType, ConfigError, HttpsConfig, NodeConfig, SecurityConfig, Setting, NODE_SETTINGS};

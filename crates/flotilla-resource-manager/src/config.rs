@@ -44,6 +44,12 @@ pub const SETTINGS: &[Setting] = &[
         roles: "resource-manager (and a coordinator's embedded one)",
         doc: "How long a worker's reservations wait on its full pool before the low-memory killer kills one query (CLUSTER_OUT_OF_MEMORY)",
     },
+    Setting {
+        name: "warehouse.config-file",
+        default: "(etc/warehouses.json when present)",
+        roles: "resource-manager (and a coordinator's embedded one)",
+        doc: "Warehouse definitions (types; physical and shared worker groups), re-read every second when it changes and served to every coordinator in the cluster view",
+    },
 ];
 
 #[derive(Debug, Clone)]
@@ -51,6 +57,8 @@ pub struct ResourceManagerConfig {
     pub state: StateConfig,
     pub peer_sync_interval: Duration,
     pub low_memory_killer: KillerConfig,
+    /// `warehouse.config-file`.
+    pub warehouses_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ResourceManagerConfig {
@@ -59,6 +67,7 @@ impl Default for ResourceManagerConfig {
             state: StateConfig::default(),
             peer_sync_interval: Duration::from_millis(500),
             low_memory_killer: KillerConfig::default(),
+            warehouses_file: None,
         }
     }
 }
@@ -78,6 +87,10 @@ impl ResourceManagerConfig {
                     value.parse().map_err(|m: String| ConfigError::invalid(file, key, value, m))?
             }
             "query.low-memory-killer.delay" => self.low_memory_killer.delay = parse_duration_value(file, key, value)?,
+            "warehouse.config-file" => match value.trim() {
+                "" => return Err(ConfigError::invalid(file, key, value, "give the file's path")),
+                path => self.warehouses_file = Some(path.into()),
+            },
             _ => return Ok(false),
         }
         Ok(true)
@@ -96,6 +109,9 @@ impl ResourceManagerConfig {
                 "resource-manager.node-expiration-timeout must not be shorter than resource-manager.node-status-timeout"
                     .into(),
             ));
+        }
+        if let Some(path) = &self.warehouses_file {
+            crate::warehouses::read(path).map_err(ConfigError::Inconsistent)?;
         }
         if self.peer_sync_interval.is_zero() {
             return Err(ConfigError::Inconsistent("resource-manager.peer-sync-interval must be positive".into()));

@@ -53,6 +53,7 @@ pub mod registry;
 mod role;
 mod server;
 pub mod state;
+mod warehouses;
 
 pub use config::{ResourceManagerConfig, SETTINGS};
 pub use peer::{HttpPeerTransport, PeerTransport};

@@ -29,6 +29,7 @@ use crate::memory_killer::LowMemoryKiller;
 use crate::peer::{HttpPeerTransport, PeerTransport};
 use crate::registry::{RegistrationError, Registry};
 use crate::state::{ClusterState, HeartbeatError};
+use crate::warehouses::WarehouseFile;
 use flotilla_node::LocalNode;
 use flotilla_node::{InternalClient, INTERNAL_CALL_TIMEOUT};
 
@@ -59,6 +60,8 @@ pub struct ResourceManager {
     killer: Mutex<LowMemoryKiller>,
     /// Queries registered for adoption (lock order: `registry`, then `state`).
     registry: Mutex<Registry>,
+    /// `warehouse.config-file`, served in the view.
+    warehouses: Option<WarehouseFile>,
 }
 
 /// How long a serialized view is served again before it is rebuilt.
@@ -87,6 +90,7 @@ impl ResourceManager {
             admission: Mutex::new(LeaseAuthority::default()),
             killer: Mutex::new(LowMemoryKiller::new(config.low_memory_killer)),
             registry: Mutex::new(Registry::default()),
+            warehouses: config.warehouses_file.as_deref().map(WarehouseFile::open),
             config,
         })
     }
@@ -115,7 +119,11 @@ impl ResourceManager {
 
     /// The current view.
     pub fn view(&self) -> ClusterView {
-        self.state.lock().view(Instant::now(), epoch_ms())
+        let mut view = self.state.lock().view(Instant::now(), epoch_ms());
+        if let Some(file) = &self.warehouses {
+            view.warehouses = file.current().as_ref().clone();
+        }
+        view
     }
 
     /// The view as JSON, reused for [`VIEW_REUSE`]: a coordinator's view may be that much

@@ -491,6 +491,7 @@ impl ClusterState {
             queries,
             resource_groups,
             memory,
+            warehouses: Vec::new(),
         }
     }
 

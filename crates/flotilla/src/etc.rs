@@ -89,6 +89,10 @@ pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
     if catalog_dir.is_dir() {
         setup.catalogs = Catalogs::load_dir(&catalog_dir).map_err(|e| e.to_string())?;
     }
+    let warehouses = dir.join("warehouses.json");
+    if setup.resource_manager.warehouses_file.is_none() && warehouses.is_file() {
+        setup.resource_manager.warehouses_file = Some(warehouses);
+    }
     setup.node.security.validate().map_err(|e| e.to_string())?;
     Ok(setup)
 }

@@ -4,6 +4,7 @@
 //! each warehouse's running and queued queries), `jdbc.*` for JDBC/ODBC
 //! metadata calls, and `metadata.catalogs` / `metadata.table_comments`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::TableType;
+use flotilla_proto::warehouses::WarehouseDefinition;
 
 use super::information_schema::INFORMATION_SCHEMA;
 use super::virtual_table::{optional_text, rows_to_table, text};
@@ -45,9 +47,12 @@ pub struct WorkerPlace {
     pub process_cpu_load: f64,
 }
 
-/// One worker group: the live workers announcing the same (warehouse, group) labels.
-#[derive(Debug, Default)]
+/// One worker group: the live workers announcing the same (warehouse, group) labels, or a
+/// shared group (the load of the physical group it references).
+#[derive(Debug, Default, Clone)]
 struct GroupRow {
+    kind: &'static str,
+    referenced: Option<String>,
     workers: i64,
     running_tasks: i64,
     memory_pool_bytes: i64,
@@ -55,9 +60,10 @@ struct GroupRow {
     cpu_load: f64,
 }
 
-/// The live workers grouped by (warehouse, worker group), sorted.
-fn worker_groups(nodes: &[NodeRow]) -> std::collections::BTreeMap<(String, String), GroupRow> {
-    let mut groups = std::collections::BTreeMap::<(String, String), GroupRow>::new();
+/// Every worker group by (warehouse, group), sorted: the physical ones from the live
+/// workers' labels and the definitions, and the definitions' shared ones.
+fn worker_groups(nodes: &[NodeRow], definitions: &[WarehouseDefinition]) -> BTreeMap<(String, String), GroupRow> {
+    let mut groups = BTreeMap::<(String, String), GroupRow>::new();
     for node in nodes.iter().filter(|n| n.live) {
         let Some(place) = &node.worker else { continue };
         let group = groups.entry((place.warehouse.clone(), place.worker_group.clone())).or_default();
@@ -68,7 +74,21 @@ fn worker_groups(nodes: &[NodeRow]) -> std::collections::BTreeMap<(String, Strin
         group.cpu_load += place.process_cpu_load;
     }
     for group in groups.values_mut() {
+        group.kind = "physical";
         group.cpu_load /= group.workers.max(1) as f64;
+    }
+    for warehouse in definitions {
+        for group in &warehouse.worker_groups {
+            let key = (warehouse.name.clone(), group.name.clone());
+            let row = match &group.shared_from {
+                None => groups.get(&key).cloned().unwrap_or(GroupRow { kind: "physical", ..Default::default() }),
+                Some(from) => {
+                    let physical = groups.get(&(from.warehouse.clone(), from.worker_group.clone())).cloned();
+                    GroupRow { kind: "shared", referenced: Some(from.to_string()), ..physical.unwrap_or_default() }
+                }
+            };
+            groups.insert(key, row);
+        }
     }
     groups
 }
@@ -95,6 +115,11 @@ pub struct QueryRow {
 pub trait RuntimeSource: std::fmt::Debug + Send + Sync {
     fn nodes(&self) -> Vec<NodeRow>;
     fn queries(&self) -> Vec<QueryRow>;
+    /// The warehouse definitions the cluster schedules by (none: every warehouse is the
+    /// workers that announce it).
+    fn warehouses(&self) -> Vec<WarehouseDefinition> {
+        Vec::new()
+    }
     /// Kills a running query of any coordinator of the cluster
     /// (`CALL system.runtime.kill_query`) on behalf of `user`, who must be the query's user
     /// or an admin (else PERMISSION_DENIED): it fails with `ADMINISTRATIVELY_KILLED`.
@@ -231,16 +256,14 @@ impl SystemSchema {
                     Field::new("memory_reserved_bytes", DataType::Int64, false),
                     Field::new("cpu_load", DataType::Float64, false),
                 ])),
-                worker_groups(&self.runtime.nodes())
+                worker_groups(&self.runtime.nodes(), &self.runtime.warehouses())
                     .into_iter()
                     .map(|((warehouse, group), row)| {
                         vec![
                             text(warehouse),
                             text(group),
-                            // Every group is the workers announcing it until groups can be
-                            // defined (shared groups reference another warehouse's).
-                            text("physical"),
-                            optional_text(None::<String>),
+                            text(row.kind),
+                            optional_text(row.referenced),
                             ScalarValue::Int64(Some(row.workers)),
                             ScalarValue::Int64(Some(row.running_tasks)),
                             ScalarValue::Int64(Some(row.memory_pool_bytes)),
@@ -251,16 +274,19 @@ impl SystemSchema {
                     .collect(),
             ),
             ("runtime", "warehouses") => {
-                let groups = worker_groups(&self.runtime.nodes());
-                let queries = self.runtime.queries();
-                let mut warehouses = std::collections::BTreeMap::<String, (i64, i64, i64, i64, i64)>::new();
+                let definitions = self.runtime.warehouses();
+                let groups = worker_groups(&self.runtime.nodes(), &definitions);
+                let mut warehouses = BTreeMap::<String, (i64, i64, i64, i64, i64)>::new();
+                for definition in &definitions {
+                    warehouses.entry(definition.name.clone()).or_default();
+                }
                 for ((warehouse, _), row) in &groups {
                     let entry = warehouses.entry(warehouse.clone()).or_default();
                     entry.0 += 1;
                     entry.1 += row.workers;
                     entry.2 += row.running_tasks;
                 }
-                for query in &queries {
+                for query in self.runtime.queries() {
                     let queued = query.state == "QUEUED";
                     let running = matches!(query.state.as_str(), "PLANNING" | "RUNNING");
                     if running || queued {
@@ -272,9 +298,11 @@ impl SystemSchema {
                         }
                     }
                 }
+                let kind = |name: &str| definitions.iter().find(|d| d.name == name).map(|d| d.kind.as_str());
                 (
                     Arc::new(Schema::new(vec![
                         varchar("warehouse"),
+                        varchar("type"),
                         Field::new("worker_groups", DataType::Int64, false),
                         Field::new("workers", DataType::Int64, false),
                         Field::new("running_tasks", DataType::Int64, false),
@@ -285,7 +313,8 @@ impl SystemSchema {
                         .into_iter()
                         .map(|(name, (groups, workers, tasks, running, queued))| {
                             vec![
-                                text(name),
+                                optional_text(Some(name.clone())),
+                                optional_text(kind(&name)),
                                 ScalarValue::Int64(Some(groups)),
                                 ScalarValue::Int64(Some(workers)),
                                 ScalarValue::Int64(Some(tasks)),

@@ -389,3 +389,64 @@ async fn a_rolling_restart_of_every_worker_under_load_fails_no_query() {
     eprintln!("{answered} queries answered during a rolling restart of 3 workers, none failed");
     assert!(answered >= 6, "the clients kept running queries: {answered}");
 }
+
+/// `etc/warehouses.json` on the resource managers: a warehouse without workers of its own
+/// runs on the physical group its shared group references (and reports that group's load);
+/// changing the file moves its queries without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_groups_run_on_the_group_they_reference_and_follow_the_definitions_file() {
+    let etc = crate::blackhole::blackhole_etc();
+    let definitions = |from: &str| {
+        format!(
+            r#"{{"warehouses": [
+                {{"name": "a", "type": "write", "workerGroups": [{{"name": "g1"}}, {{"name": "g2"}}]}},
+                {{"name": "bi", "type": "read", "workerGroups": [{{"name": "lent", "sharedFrom": "{from}"}}]}}
+            ]}}"#
+        )
+    };
+    std::fs::write(etc.path.join("warehouses.json"), definitions("a.g1")).unwrap();
+    let cluster =
+        ProcessCluster::builder().workers(2).worker_labels(&[("a", "g1"), ("a", "g2")]).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 4).await;
+    let groups = "SELECT warehouse, worker_group, kind, referenced_group, workers FROM system.runtime.worker_groups ORDER BY 1, 2";
+    let row = |w: &str, g: &str, kind: &str, from: Option<&str>| {
+        vec![Value::from(w), Value::from(g), Value::from(kind), from.map_or(Value::Null, Value::from), Value::from(1)]
+    };
+    assert_eq!(
+        http.rows(groups).await.1,
+        vec![
+            row("a", "g1", "physical", None),
+            row("a", "g2", "physical", None),
+            row("bi", "lent", "shared", Some("a.g1"))
+        ]
+    );
+    let kinds = "SELECT warehouse, type FROM system.runtime.warehouses WHERE type IS NOT NULL ORDER BY 1";
+    assert_eq!(
+        http.rows(kinds).await.1,
+        vec![vec![Value::from("a"), Value::from("write")], vec![Value::from("bi"), Value::from("read")]]
+    );
+    let run_in_bi = || async {
+        let responses = http.run_with(in_warehouse(&http, "SELECT count(*) FROM tpch.tiny.lineitem", "bi")).await;
+        let (_, rows) = crate::collect(&responses);
+        assert_eq!(rows, vec![vec![Value::from(60175)]]);
+        task_nodes(&http, responses[0]["id"].as_str().unwrap()).await
+    };
+    let used = run_in_bi().await;
+    assert_eq!(used.into_iter().collect::<Vec<_>>(), ["worker-1"], "bi's shared group is a's g1");
+
+    // The definitions change: bi now borrows g2. No restart.
+    std::fs::write(etc.path.join("warehouses.json"), definitions("a.g2")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, rows) = http.rows(groups).await;
+        if rows.last().is_some_and(|r| r[3] == "a.g2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new definitions never reached the coordinator: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let used = run_in_bi().await;
+    assert_eq!(used.into_iter().collect::<Vec<_>>(), ["worker-2"], "bi's shared group is a's g2 now");
+    drop(cluster);
+}

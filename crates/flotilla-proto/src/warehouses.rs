@@ -1,0 +1,226 @@
+//! Warehouse definitions (`etc/warehouses.json` on the resource managers, after ByConity's
+//! virtual warehouses): each warehouse has a type (`read`, ByConity's default VW, or
+//! `write`) and its worker groups. A worker group is **physical** (the workers that announce
+//! it with `node.warehouse` / `node.worker-group`) or **shared**: a name of its own in this
+//! warehouse that references a physical group of another warehouse, whose workers then also
+//! run this warehouse's queries (and whose load it reports).
+//!
+//! ```json
+//! {"warehouses": [
+//!   {"name": "etl", "type": "write", "workerGroups": [{"name": "g1"}]},
+//!   {"name": "bi", "type": "read", "workerGroups": [{"name": "g1"}, {"name": "borrowed", "sharedFrom": "etl.g1"}]}
+//! ]}
+//! ```
+//!
+//! Workers that announce a warehouse or group no definition names still work: they form an
+//! implicit physical group (so a cluster without the file behaves as before). The resource
+//! managers carry the definitions in the cluster view, so every coordinator schedules by the
+//! same ones, and keeps the last it got when no resource manager answers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::valid_label;
+
+/// The longest definitions file read.
+pub const MAX_FILE_SIZE: u64 = 4 << 20;
+
+/// What a warehouse is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarehouseType {
+    Read,
+    Write,
+}
+
+impl WarehouseType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarehouseType::Read => "read",
+            WarehouseType::Write => "write",
+        }
+    }
+}
+
+/// A physical group of some warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupRef {
+    pub warehouse: String,
+    pub worker_group: String,
+}
+
+impl std::fmt::Display for GroupRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.warehouse, self.worker_group)
+    }
+}
+
+/// One worker group of a warehouse: physical, or shared from another warehouse's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerGroupDefinition {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_from: Option<GroupRef>,
+}
+
+/// One warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarehouseDefinition {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: WarehouseType,
+    pub worker_groups: Vec<WorkerGroupDefinition>,
+}
+
+/// The file as written: `sharedFrom` is `"warehouse.group"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct File {
+    warehouses: Vec<FileWarehouse>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FileWarehouse {
+    name: String,
+    #[serde(rename = "type")]
+    kind: WarehouseType,
+    #[serde(default)]
+    worker_groups: Vec<FileGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FileGroup {
+    name: String,
+    shared_from: Option<String>,
+}
+
+/// Parses and checks a definitions file: valid names, each warehouse and group once, and
+/// every shared group referencing a physical group of another defined warehouse.
+pub fn parse(text: &str) -> Result<Vec<WarehouseDefinition>, String> {
+    let file: File = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let mut warehouses = Vec::new();
+    for warehouse in file.warehouses {
+        if !valid_label(&warehouse.name) {
+            return Err(format!("invalid warehouse name '{}'", warehouse.name));
+        }
+        if warehouses.iter().any(|w: &WarehouseDefinition| w.name == warehouse.name) {
+            return Err(format!("warehouse '{}' is defined twice", warehouse.name));
+        }
+        let mut groups: Vec<WorkerGroupDefinition> = Vec::new();
+        for group in warehouse.worker_groups {
+            if !valid_label(&group.name) {
+                return Err(format!("invalid worker group name '{}' in warehouse '{}'", group.name, warehouse.name));
+            }
+            if groups.iter().any(|g| g.name == group.name) {
+                return Err(format!(
+                    "worker group '{}' is defined twice in warehouse '{}'",
+                    group.name, warehouse.name
+                ));
+            }
+            let shared_from = match group.shared_from {
+                None => None,
+                Some(text) => {
+                    let Some((from_warehouse, from_group)) = text.split_once('.') else {
+                        return Err(format!("sharedFrom '{text}' must be 'warehouse.group'"));
+                    };
+                    if from_warehouse == warehouse.name {
+                        return Err(format!("shared group '{}' must reference another warehouse's group", group.name));
+                    }
+                    Some(GroupRef { warehouse: from_warehouse.to_string(), worker_group: from_group.to_string() })
+                }
+            };
+            groups.push(WorkerGroupDefinition { name: group.name, shared_from });
+        }
+        warehouses.push(WarehouseDefinition { name: warehouse.name, kind: warehouse.kind, worker_groups: groups });
+    }
+    for warehouse in &warehouses {
+        for group in &warehouse.worker_groups {
+            let Some(from) = &group.shared_from else { continue };
+            let physical = warehouses
+                .iter()
+                .find(|w| w.name == from.warehouse)
+                .and_then(|w| w.worker_groups.iter().find(|g| g.name == from.worker_group))
+                .is_some_and(|g| g.shared_from.is_none());
+            if !physical {
+                return Err(format!(
+                    "shared group '{}.{}' references {from}, which is not a defined physical group",
+                    warehouse.name, group.name
+                ));
+            }
+        }
+    }
+    Ok(warehouses)
+}
+
+/// The groups a query of `warehouse` may run on: (group name, physical group whose workers
+/// run it). Its own physical groups are the workers' labels (found by the caller); this
+/// adds the shared ones.
+pub fn shared_groups<'a>(
+    definitions: &'a [WarehouseDefinition],
+    warehouse: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a GroupRef)> {
+    definitions
+        .iter()
+        .filter(move |w| w.name == warehouse)
+        .flat_map(|w| w.worker_groups.iter())
+        .filter_map(|g| g.shared_from.as_ref().map(|from| (g.name.as_str(), from)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_with_shared_groups_parses() {
+        let definitions = parse(
+            r#"{"warehouses": [
+                {"name": "etl", "type": "write", "workerGroups": [{"name": "g1"}]},
+                {"name": "bi", "type": "read", "workerGroups": [{"name": "g1"}, {"name": "lent", "sharedFrom": "etl.g1"}]}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(definitions.len(), 2);
+        assert_eq!(definitions[0].kind, WarehouseType::Write);
+        let shared: Vec<_> = shared_groups(&definitions, "bi").collect();
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared[0].0, "lent");
+        assert_eq!(shared[0].1.to_string(), "etl.g1");
+        assert_eq!(shared_groups(&definitions, "etl").count(), 0);
+    }
+
+    #[test]
+    fn bad_files_say_why() {
+        for (text, expected) in [
+            (r#"{"warehouses": [{"name": "a", "type": "fast"}]}"#, "unknown variant"),
+            (r#"{"warehouses": [{"name": "a b", "type": "read"}]}"#, "invalid warehouse name"),
+            (r#"{"warehouses": [{"name": "a", "type": "read"}, {"name": "a", "type": "read"}]}"#, "twice"),
+            (
+                r#"{"warehouses": [{"name": "a", "type": "read", "workerGroups": [{"name": "x", "sharedFrom": "b"}]}]}"#,
+                "must be",
+            ),
+            (
+                r#"{"warehouses": [{"name": "a", "type": "read", "workerGroups": [{"name": "x", "sharedFrom": "b.g"}]}]}"#,
+                "not a defined physical group",
+            ),
+            (
+                r#"{"warehouses": [{"name": "a", "type": "read", "workerGroups": [{"name": "x", "sharedFrom": "a.y"}]}]}"#,
+                "another warehouse",
+            ),
+            (r#"{"warehouses": [{"name": "a", "type": "read", "maxQueued": 3}]}"#, "unknown field"),
+            (
+                r#"{"warehouses": [
+                {"name": "a", "type": "read", "workerGroups": [{"name": "p"}]},
+                {"name": "b", "type": "read", "workerGroups": [{"name": "s", "sharedFrom": "a.p"}]},
+                {"name": "c", "type": "read", "workerGroups": [{"name": "t", "sharedFrom": "b.s"}]}]}"#,
+                "not a defined physical group",
+            ),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+}
