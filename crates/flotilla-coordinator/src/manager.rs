@@ -147,7 +147,13 @@ impl QueryManager {
     /// Registers a query and starts running it; too long a text fails the query (as Trino
     /// does) rather than the request. `session_headers`: the client's `X-Trino-*` headers,
     /// kept so another coordinator can run the query again if this one dies.
-    pub fn create(&self, session: ClientSession, session_headers: Vec<(String, String)>, sql: String) -> Arc<Query> {
+    pub fn create(
+        &self,
+        mut session: ClientSession,
+        session_headers: Vec<(String, String)>,
+        sql: String,
+    ) -> Arc<Query> {
+        self.execution.scheduler.route(&mut session, &sql);
         let (sender, receiver) = mpsc::channel(PAGE_BUFFER);
         let new = NewQuery {
             id: self.ids.next(),
@@ -193,10 +199,11 @@ impl QueryManager {
         rows: u64,
     ) -> Result<Arc<Query>, String> {
         let id: QueryId = registration.query_id.parse().map_err(|e| format!("{e}"))?;
-        let session = ClientSession::from_headers(
+        let mut session = ClientSession::from_headers(
             registration.session_headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())),
         )
         .map_err(|e| e.to_string())?;
+        self.execution.scheduler.route(&mut session, &registration.sql);
         // Two polls racing to adopt the same query here: the second finds the first's.
         let mut queries = self.registry.queries.lock();
         if let Some(existing) = queries.get(&id) {

@@ -27,8 +27,9 @@ use datafusion_distributed::{
 };
 use flotilla_node::{ClusterViewClient, ViewSnapshot};
 use flotilla_proto::cluster::{NodeRole, NodeState, NodeView};
-use flotilla_proto::warehouses::{shared_groups, WarehouseDefinition};
+use flotilla_proto::warehouses::{route, shared_groups, WarehouseDefinition};
 use flotilla_proto::{ErrorCode, FlotillaError};
+use flotilla_protocol::ClientSession;
 use flotilla_sql::{Distributor, SqlSession};
 use flotilla_worker::flight::FlightChannels;
 use flotilla_worker::{MAX_MEMORY_PER_NODE_HEADER, QUERY_ID_HEADER};
@@ -104,6 +105,33 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// The warehouse a query runs in when its session names none: `X-Trino-Routing-Group`,
+    /// else the first routing rule of the view's definitions that matches (else the
+    /// `warehouse` property's default). Set as the session's `warehouse` property, so the
+    /// query is placed, listed and adopted by it.
+    pub fn route(&self, session: &mut ClientSession, sql: &str) {
+        if session.properties.contains_key("warehouse") {
+            return;
+        }
+        let routed = match &session.routing_group {
+            Some(group) => Some(group.clone()),
+            None => self.view.snapshot().and_then(|snapshot| {
+                let kind = flotilla_protocol::query_type(sql);
+                route(
+                    &snapshot.view.routing_rules,
+                    &session.user,
+                    session.source.as_deref(),
+                    &session.client_tags,
+                    kind,
+                )
+                .map(str::to_string)
+            }),
+        };
+        if let Some(warehouse) = routed {
+            session.properties.insert("warehouse".to_string(), warehouse);
+        }
+    }
+
     pub fn new(view: Arc<ClusterViewClient>, channels: Arc<FlightChannels>, own_worker: Option<String>) -> Arc<Self> {
         Arc::new(Self { view, channels, own_worker, state: Mutex::new(State::default()) })
     }
@@ -389,6 +417,7 @@ mod tests {
             resource_groups: Vec::new(),
             memory: MemoryTotals::default(),
             warehouses: Vec::new(),
+            routing_rules: Vec::new(),
         };
         ViewSnapshot { view: Arc::new(view), fetched }
     }

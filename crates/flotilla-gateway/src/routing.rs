@@ -242,6 +242,7 @@ mod tests {
             resource_groups: Vec::new(),
             memory: Default::default(),
             warehouses: Vec::new(),
+            routing_rules: Vec::new(),
         };
         ViewSnapshot { view: Arc::new(view), fetched: Instant::now() }
     }

@@ -31,17 +31,33 @@ use crate::{ErrorCode, FlotillaError};
 /// The longest rules file read.
 const MAX_FILE_SIZE: u64 = 16 << 20;
 
-/// A regular expression that must match a whole name (Java's `Pattern.matches`).
+/// A regular expression that must match a whole name (Java's `Pattern.matches`); it is
+/// written and compared as its text.
 #[derive(Debug, Clone)]
-pub struct Pattern(Regex);
+pub struct Pattern(Regex, String);
 
 impl Pattern {
-    fn new(text: &str) -> Result<Self, regex::Error> {
-        regex::RegexBuilder::new(&format!("^(?:{text})$")).size_limit(1 << 20).build().map(Pattern)
+    pub fn new(text: &str) -> Result<Self, regex::Error> {
+        let regex = regex::RegexBuilder::new(&format!("^(?:{text})$")).size_limit(1 << 20).build()?;
+        Ok(Pattern(regex, text.to_string()))
     }
 
     pub fn matches(&self, text: &str) -> bool {
         self.0.is_match(text)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.1 == other.1
+    }
+}
+
+impl Eq for Pattern {}
+
+impl serde::Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.1)
     }
 }
 

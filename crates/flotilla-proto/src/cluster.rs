@@ -393,6 +393,9 @@ pub struct ClusterView {
     /// workers that announce it.
     #[serde(default)]
     pub warehouses: Vec<crate::warehouses::WarehouseDefinition>,
+    /// Which warehouse a query that names none runs in (`warehouse.config-file`).
+    #[serde(default)]
+    pub routing_rules: Vec<crate::warehouses::RoutingRule>,
 }
 
 impl ClusterView {

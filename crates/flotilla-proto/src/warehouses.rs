@@ -19,6 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access_control::Pattern;
 use crate::config::valid_label;
 
 /// The longest definitions file read.
@@ -74,11 +75,72 @@ pub struct WarehouseDefinition {
     pub worker_groups: Vec<WorkerGroupDefinition>,
 }
 
+/// Picks the warehouse of a query that names none (no `warehouse` session property, no
+/// `X-Trino-Routing-Group`): every selector given must match (`user` and `source` are
+/// whole-name regular expressions, `clientTags` must all be among the query's, `queryType`
+/// is Trino's); the first rule that matches decides, as resource group selectors do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoutingRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Pattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Pattern>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_type: Option<String>,
+    pub warehouse: String,
+}
+
+/// Trino's query types, as `queryType` selectors name them.
+const QUERY_TYPES: &[&str] = &[
+    "SELECT",
+    "EXPLAIN",
+    "DESCRIBE",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "ANALYZE",
+    "DATA_DEFINITION",
+    "ALTER_TABLE_EXECUTE",
+];
+
+impl RoutingRule {
+    pub fn matches(&self, user: &str, source: Option<&str>, client_tags: &[String], query_type: &str) -> bool {
+        self.user.as_ref().is_none_or(|p| p.matches(user))
+            && self.source.as_ref().is_none_or(|p| source.is_some_and(|s| p.matches(s)))
+            && self.client_tags.iter().all(|tag| client_tags.contains(tag))
+            && self.query_type.as_deref().is_none_or(|kind| kind == query_type)
+    }
+}
+
+/// The warehouse the first matching rule picks.
+pub fn route<'a>(
+    rules: &'a [RoutingRule],
+    user: &str,
+    source: Option<&str>,
+    client_tags: &[String],
+    query_type: &str,
+) -> Option<&'a str> {
+    rules.iter().find(|r| r.matches(user, source, client_tags, query_type)).map(|r| r.warehouse.as_str())
+}
+
 /// The file as written: `sharedFrom` is `"warehouse.group"`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct File {
     warehouses: Vec<FileWarehouse>,
+    #[serde(default)]
+    routing_rules: Vec<RoutingRule>,
+}
+
+/// Everything the file defines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Definitions {
+    pub warehouses: Vec<WarehouseDefinition>,
+    pub routing_rules: Vec<RoutingRule>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,12 +160,33 @@ struct FileGroup {
     shared_from: Option<String>,
 }
 
-/// Parses and checks a definitions file: valid names, each warehouse and group once, and
-/// every shared group referencing a physical group of another defined warehouse.
-pub fn parse(text: &str) -> Result<Vec<WarehouseDefinition>, String> {
+/// Parses and checks a definitions file: valid names, each warehouse and group once, every
+/// shared group referencing a physical group of another defined warehouse, and routing
+/// rules naming valid warehouses and Trino's query types.
+pub fn parse_file(text: &str) -> Result<Definitions, String> {
     let file: File = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    for rule in &file.routing_rules {
+        if !valid_label(&rule.warehouse) {
+            return Err(format!("invalid warehouse name '{}' in a routing rule", rule.warehouse));
+        }
+        if let Some(kind) = &rule.query_type {
+            if !QUERY_TYPES.contains(&kind.as_str()) {
+                return Err(format!("unknown queryType '{kind}' (one of {})", QUERY_TYPES.join(", ")));
+            }
+        }
+    }
+    let warehouses = parse_warehouses(file.warehouses)?;
+    Ok(Definitions { warehouses, routing_rules: file.routing_rules })
+}
+
+/// The warehouses of a definitions file ([`parse_file`]).
+pub fn parse(text: &str) -> Result<Vec<WarehouseDefinition>, String> {
+    parse_file(text).map(|d| d.warehouses)
+}
+
+fn parse_warehouses(file_warehouses: Vec<FileWarehouse>) -> Result<Vec<WarehouseDefinition>, String> {
     let mut warehouses = Vec::new();
-    for warehouse in file.warehouses {
+    for warehouse in file_warehouses {
         if !valid_label(&warehouse.name) {
             return Err(format!("invalid warehouse name '{}'", warehouse.name));
         }
@@ -190,6 +273,36 @@ mod tests {
         assert_eq!(shared[0].0, "lent");
         assert_eq!(shared[0].1.to_string(), "etl.g1");
         assert_eq!(shared_groups(&definitions, "etl").count(), 0);
+    }
+
+    #[test]
+    fn routing_rules_pick_the_first_matching_warehouse() {
+        let definitions = parse_file(
+            r#"{"warehouses": [], "routingRules": [
+                {"user": "etl_.*", "queryType": "INSERT", "warehouse": "etl"},
+                {"source": "superset", "clientTags": ["dashboards"], "warehouse": "bi"},
+                {"user": "etl_.*", "warehouse": "adhoc"}
+            ]}"#,
+        )
+        .unwrap();
+        let rules = &definitions.routing_rules;
+        let tags = vec!["dashboards".to_string(), "x".to_string()];
+        assert_eq!(route(rules, "etl_nightly", None, &[], "INSERT"), Some("etl"));
+        assert_eq!(route(rules, "etl_nightly", None, &[], "SELECT"), Some("adhoc"));
+        assert_eq!(route(rules, "alice", Some("superset"), &tags, "SELECT"), Some("bi"));
+        assert_eq!(route(rules, "alice", Some("superset"), &[], "SELECT"), None, "the tag is missing");
+        assert_eq!(route(rules, "alice", None, &tags, "SELECT"), None, "no source");
+        // The rules travel in the cluster view as they were written.
+        let json = serde_json::to_string(rules).unwrap();
+        assert_eq!(&serde_json::from_str::<Vec<RoutingRule>>(&json).unwrap(), rules);
+        for bad in [
+            r#"{"warehouses": [], "routingRules": [{"warehouse": "a b"}]}"#,
+            r#"{"warehouses": [], "routingRules": [{"queryType": "SELCT", "warehouse": "a"}]}"#,
+            r#"{"warehouses": [], "routingRules": [{"user": "(", "warehouse": "a"}]}"#,
+            r#"{"warehouses": [], "routingRules": [{"group": "x", "warehouse": "a"}]}"#,
+        ] {
+            assert!(parse_file(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub const TIME_ZONE: &str = "x-trino-time-zone";
 pub const LANGUAGE: &str = "x-trino-language";
 pub const SESSION: &str = "x-trino-session";
 pub const CLIENT_TAGS: &str = "x-trino-client-tags";
+pub const ROUTING_GROUP: &str = "x-trino-routing-group";
 pub const CLIENT_INFO: &str = "x-trino-client-info";
 pub const CLIENT_CAPABILITIES: &str = "x-trino-client-capabilities";
 pub const PREPARED_STATEMENT: &str = "x-trino-prepared-statement";
@@ -68,6 +69,9 @@ pub struct ClientSession {
     /// Prepared statements the client carries: name to SQL text.
     pub prepared_statements: BTreeMap<String, String>,
     pub transaction_id: Option<String>,
+    /// `X-Trino-Routing-Group` (as trino-gateway sends it): the warehouse to run in, when
+    /// the session names none.
+    pub routing_group: Option<String>,
 }
 
 /// Decodes one `application/x-www-form-urlencoded` component (`+` is a space).
@@ -146,6 +150,7 @@ impl ClientSession {
             client_tags: list(CLIENT_TAGS),
             client_capabilities: list(CLIENT_CAPABILITIES),
             transaction_id: single(TRANSACTION_ID).filter(|t| !t.eq_ignore_ascii_case("none")),
+            routing_group: single(ROUTING_GROUP),
             ..Default::default()
         };
         if let Some(values) = by_name.get(SESSION) {

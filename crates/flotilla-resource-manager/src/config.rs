@@ -48,7 +48,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "warehouse.config-file",
         default: "(etc/warehouses.json when present)",
         roles: "resource-manager (and a coordinator's embedded one)",
-        doc: "Warehouse definitions (types; physical and shared worker groups), re-read every second when it changes and served to every coordinator in the cluster view",
+        doc: "Warehouse definitions (types; physical and shared worker groups) and routing rules, re-read every second when it changes and served to every coordinator in the cluster view",
     },
 ];
 

@@ -121,7 +121,9 @@ impl ResourceManager {
     pub fn view(&self) -> ClusterView {
         let mut view = self.state.lock().view(Instant::now(), epoch_ms());
         if let Some(file) = &self.warehouses {
-            view.warehouses = file.current().as_ref().clone();
+            let definitions = file.current();
+            view.warehouses = definitions.warehouses.clone();
+            view.routing_rules = definitions.routing_rules.clone();
         }
         view
     }

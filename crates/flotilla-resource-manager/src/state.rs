@@ -492,6 +492,7 @@ impl ClusterState {
             resource_groups,
             memory,
             warehouses: Vec::new(),
+            routing_rules: Vec::new(),
         }
     }
 

@@ -8,26 +8,26 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use flotilla_proto::warehouses::{parse, WarehouseDefinition, MAX_FILE_SIZE};
+use flotilla_proto::warehouses::{parse_file, Definitions, MAX_FILE_SIZE};
 use parking_lot::Mutex;
 
 /// How often the file is checked for changes.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Reads and parses the file.
-pub fn read(path: &Path) -> Result<(Vec<WarehouseDefinition>, Option<SystemTime>), String> {
+pub fn read(path: &Path) -> Result<(Definitions, Option<SystemTime>), String> {
     let describe = |e: &dyn std::fmt::Display| format!("warehouse definitions {}: {e}", path.display());
     let metadata = std::fs::metadata(path).map_err(|e| describe(&e))?;
     if metadata.len() > MAX_FILE_SIZE {
         return Err(describe(&format!("larger than {MAX_FILE_SIZE} bytes")));
     }
     let text = std::fs::read_to_string(path).map_err(|e| describe(&e))?;
-    let definitions = parse(&text).map_err(|e| describe(&e))?;
+    let definitions = parse_file(&text).map_err(|e| describe(&e))?;
     Ok((definitions, metadata.modified().ok()))
 }
 
 struct Loaded {
-    definitions: Arc<Vec<WarehouseDefinition>>,
+    definitions: Arc<Definitions>,
     modified: Option<SystemTime>,
     checked: Instant,
 }
@@ -49,14 +49,14 @@ impl WarehouseFile {
     pub fn open(path: &Path) -> Self {
         let (definitions, modified) = read(path).unwrap_or_else(|error| {
             tracing::warn!(%error, "no warehouse definitions yet");
-            (Vec::new(), None)
+            (Definitions::default(), None)
         });
         let loaded = Loaded { definitions: Arc::new(definitions), modified, checked: Instant::now() };
         Self { path: path.to_path_buf(), loaded: Mutex::new(loaded) }
     }
 
     /// The current definitions (the file is re-read first when it changed).
-    pub fn current(&self) -> Arc<Vec<WarehouseDefinition>> {
+    pub fn current(&self) -> Arc<Definitions> {
         let mut loaded = self.loaded.lock();
         if loaded.checked.elapsed() >= CHECK_EVERY {
             loaded.checked = Instant::now();
@@ -65,7 +65,7 @@ impl WarehouseFile {
                 loaded.modified = modified;
                 match read(&self.path) {
                     Ok((definitions, _)) => {
-                        tracing::info!(path = %self.path.display(), warehouses = definitions.len(), "warehouse definitions reloaded");
+                        tracing::info!(path = %self.path.display(), warehouses = definitions.warehouses.len(), "warehouse definitions reloaded");
                         loaded.definitions = Arc::new(definitions);
                     }
                     Err(error) => tracing::warn!(%error, "keeping the previous warehouse definitions"),
@@ -93,13 +93,13 @@ mod tests {
         write(r#"{"warehouses": [{"name": "a", "type": "read"}]}"#, 0);
         assert!(read(&path).is_ok());
         let file = WarehouseFile::open(&path);
-        assert_eq!(file.current()[0].name, "a");
+        assert_eq!(file.current().warehouses[0].name, "a");
         write("{ broken", 5);
         std::thread::sleep(CHECK_EVERY + Duration::from_millis(50));
-        assert_eq!(file.current()[0].name, "a", "the last good definitions stay");
+        assert_eq!(file.current().warehouses[0].name, "a", "the last good definitions stay");
         write(r#"{"warehouses": [{"name": "b", "type": "write"}]}"#, 10);
         std::thread::sleep(CHECK_EVERY + Duration::from_millis(50));
-        assert_eq!(file.current()[0].name, "b");
+        assert_eq!(file.current().warehouses[0].name, "b");
         assert!(read(&dir.join("missing.json")).unwrap_err().contains("missing.json"));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -401,7 +401,8 @@ async fn shared_groups_run_on_the_group_they_reference_and_follow_the_definition
             r#"{{"warehouses": [
                 {{"name": "a", "type": "write", "workerGroups": [{{"name": "g1"}}, {{"name": "g2"}}]}},
                 {{"name": "bi", "type": "read", "workerGroups": [{{"name": "lent", "sharedFrom": "{from}"}}]}}
-            ]}}"#
+            ],
+            "routingRules": [{{"user": "router_.*", "queryType": "SELECT", "warehouse": "bi"}}]}}"#
         )
     };
     std::fs::write(etc.path.join("warehouses.json"), definitions("a.g1")).unwrap();
@@ -434,6 +435,22 @@ async fn shared_groups_run_on_the_group_they_reference_and_follow_the_definition
     };
     let used = run_in_bi().await;
     assert_eq!(used.into_iter().collect::<Vec<_>>(), ["worker-1"], "bi's shared group is a's g1");
+
+    // Routing: a rule picks bi for router_* users; X-Trino-Routing-Group and the session
+    // property come first.
+    let warehouse_of = |request: reqwest::RequestBuilder| async {
+        let responses = http.run_with(request).await;
+        assert!(responses.last().unwrap().get("error").is_none(), "{}", responses.last().unwrap()["error"]);
+        let id = responses[0]["id"].as_str().unwrap().to_string();
+        get_json(&http, &format!("{}/v1/query/{id}", http.base)).await["warehouse"].clone()
+    };
+    let sql = "SELECT count(*) FROM tpch.tiny.lineitem";
+    assert_eq!(warehouse_of(http.post_as("router_7", sql)).await, "bi");
+    assert_eq!(warehouse_of(http.post_as("alice", sql).header("X-Trino-Session", "warehouse=a")).await, "a");
+    assert_eq!(warehouse_of(http.post_as("router_7", sql).header("X-Trino-Routing-Group", "a")).await, "a");
+    assert_eq!(warehouse_of(http.post_as("router_7", sql).header("X-Trino-Session", "warehouse=a")).await, "a");
+    let error = http.error_with(http.post_as("router_7", sql).header("X-Trino-Routing-Group", "no where")).await;
+    assert_eq!(error["errorName"], "INVALID_SESSION_PROPERTY", "{error}");
 
     // The definitions change: bi now borrows g2. No restart.
     std::fs::write(etc.path.join("warehouses.json"), definitions("a.g2")).unwrap();
