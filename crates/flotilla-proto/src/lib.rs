@@ -34,6 +34,21 @@ pub use error::{ErrorCode, ErrorLocation, ErrorType, FlotillaError, Retry};
 pub use internal_auth::{InternalAuth, InternalAuthError, INTERNAL_BEARER_HEADER, PRINCIPAL_HEADER};
 pub use query_id::{random_hex, CoordinatorId, QueryId, QueryIdGenerator, QueryIdParseError};
 
+/// Trino's query types, as `queryType` selectors (resource groups, warehouse routing rules)
+/// name them.
+pub const QUERY_TYPES: &[&str] = &[
+    "SELECT",
+    "EXPLAIN",
+    "DESCRIBE",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "ANALYZE",
+    "DATA_DEFINITION",
+    "ALTER_TABLE_EXECUTE",
+];
+
 /// The longest user name accepted (`X-Trino-User`, admin lists): user names are copied
 /// into every heartbeat, query listing and log line, so they are bounded.
 pub const MAX_USER_LENGTH: usize = 256;

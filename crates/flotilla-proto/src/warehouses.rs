@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access_control::Pattern;
 use crate::config::valid_label;
+use crate::QUERY_TYPES;
 
 /// The longest definitions file read.
 pub const MAX_FILE_SIZE: u64 = 4 << 20;
@@ -92,20 +93,6 @@ pub struct RoutingRule {
     pub query_type: Option<String>,
     pub warehouse: String,
 }
-
-/// Trino's query types, as `queryType` selectors name them.
-const QUERY_TYPES: &[&str] = &[
-    "SELECT",
-    "EXPLAIN",
-    "DESCRIBE",
-    "INSERT",
-    "UPDATE",
-    "DELETE",
-    "MERGE",
-    "ANALYZE",
-    "DATA_DEFINITION",
-    "ALTER_TABLE_EXECUTE",
-];
 
 impl RoutingRule {
     pub fn matches(&self, user: &str, source: Option<&str>, client_tags: &[String], query_type: &str) -> bool {

@@ -73,19 +73,7 @@ pub struct Group {
     pub sub_groups: Vec<Group>,
 }
 
-/// Trino's query types, as `queryType` selectors name them.
-pub const QUERY_TYPES: &[&str] = &[
-    "SELECT",
-    "EXPLAIN",
-    "DESCRIBE",
-    "INSERT",
-    "UPDATE",
-    "DELETE",
-    "MERGE",
-    "ANALYZE",
-    "DATA_DEFINITION",
-    "ALTER_TABLE_EXECUTE",
-];
+pub use flotilla_proto::QUERY_TYPES;
 
 #[derive(Debug, Clone)]
 struct Selector {
