@@ -41,6 +41,11 @@ pub fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+/// GETs `url` and parses its JSON answer.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
+    client.get(url).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())
+}
+
 /// Replaces (or appends) the section `name` of the markdown file at `path`.
 pub fn write_section(path: &Path, name: &str, content: &str) -> Result<(), String> {
     let begin = format!("<!-- begin {name} -->\n");

@@ -492,11 +492,14 @@ mod tests {
         }
         let refused = security.admit(&Method::PUT, "/v1/info/state", &mut HeaderMap::new(), true).await.unwrap_err();
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-        for bad in ["Basic !!!", "Basic", "Bearer x.y.z", "Digest abc", "Basic YWxpY2U="] {
+        let huge_password = basic("alice", &"x".repeat(MAX_CREDENTIALS));
+        let huge_token = format!("Bearer {}", "a".repeat(1 << 20));
+        let bad = ["Basic !!!", "Basic", "Bearer x.y.z", "Digest abc", "Basic YWxpY2U=", "Basic Og==", &huge_token];
+        for bad in bad.into_iter().map(|b| HeaderValue::from_str(b).unwrap()).chain([huge_password]) {
             let mut headers = HeaderMap::new();
-            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(bad));
+            headers.insert(header::AUTHORIZATION, bad.clone());
             let refused = security.admit(&post, "/v1/statement", &mut headers, true).await.unwrap_err();
-            assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{bad}");
+            assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{bad:?}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

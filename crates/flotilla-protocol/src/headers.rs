@@ -132,9 +132,12 @@ impl ClientSession {
 
         let user = single(USER).or_else(|| single(ORIGINAL_USER)).ok_or(HeaderError::MissingUser)?;
         let source = single(SOURCE);
+        let routing_group = single(ROUTING_GROUP);
         for (header, value, limit) in [
             ("X-Trino-User", Some(&user), flotilla_proto::MAX_USER_LENGTH),
             ("X-Trino-Source", source.as_ref(), flotilla_proto::MAX_SOURCE_LENGTH),
+            // A warehouse name: as bounded as a source.
+            ("X-Trino-Routing-Group", routing_group.as_ref(), flotilla_proto::MAX_SOURCE_LENGTH),
         ] {
             if value.is_some_and(|v| v.chars().count() > limit) {
                 return Err(HeaderError::TooLong { header: header.to_string(), limit });
@@ -150,7 +153,7 @@ impl ClientSession {
             client_tags: list(CLIENT_TAGS),
             client_capabilities: list(CLIENT_CAPABILITIES),
             transaction_id: single(TRANSACTION_ID).filter(|t| !t.eq_ignore_ascii_case("none")),
-            routing_group: single(ROUTING_GROUP),
+            routing_group,
             ..Default::default()
         };
         if let Some(values) = by_name.get(SESSION) {
@@ -225,6 +228,12 @@ mod tests {
         let long = "u".repeat(flotilla_proto::MAX_USER_LENGTH + 1);
         assert!(matches!(parse(&[("X-Trino-User", &long)]), Err(HeaderError::TooLong { .. })));
         assert!(matches!(parse(&[("X-Trino-User", "a"), ("X-Trino-Source", &long)]), Err(HeaderError::TooLong { .. })));
+        let routed = parse(&[("X-Trino-User", "a"), ("X-Trino-Routing-Group", &long)]);
+        assert!(matches!(routed, Err(HeaderError::TooLong { .. })), "{routed:?}");
+        assert_eq!(
+            parse(&[("X-Trino-User", "a"), ("X-Trino-Routing-Group", " bi ")]).unwrap().routing_group.as_deref(),
+            Some("bi")
+        );
         let longest = "u".repeat(flotilla_proto::MAX_USER_LENGTH);
         assert_eq!(parse(&[("X-Trino-User", &longest)]).unwrap().user, longest);
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flotilla::local_cluster::{LocalCluster, LocalClusterSpec, NodeProcess};
-use flotilla_bench::{flotilla_binary, select_one_latencies as latencies};
+use flotilla_bench::{flotilla_binary, get_json, select_one_latencies as latencies};
 use flotilla_gateway::RoutingPolicy;
 use flotilla_proto::adoption::{QueryRegistration, REGISTRATION_PATH};
 use hdrhistogram::Histogram;
@@ -175,16 +175,10 @@ async fn wait_healthy(gateway: &str, expected: usize) -> Result<(), String> {
     let client = http();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let nodes: Vec<Value> = match client.get(format!("{gateway}/v1/node")).send().await {
-            Ok(response) => response.json().await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
-        let status: Value = match client.get(format!("{gateway}/v1/gateway")).send().await {
-            Ok(response) => response.json().await.unwrap_or_default(),
-            Err(_) => Value::Null,
-        };
+        let nodes = get_json(&client, &format!("{gateway}/v1/node")).await.unwrap_or_default();
+        let status = get_json(&client, &format!("{gateway}/v1/gateway")).await.unwrap_or_default();
         let coordinators = status["coordinators"].as_array().map_or(0, Vec::len);
-        if nodes.len() >= expected && coordinators == 2 {
+        if nodes.as_array().map_or(0, Vec::len) >= expected && coordinators == 2 {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -221,16 +215,11 @@ enum Role {
 
 /// node id -> coordinator id, from the view.
 async fn coordinator_ids(gateway: &str) -> Result<Vec<(String, String)>, String> {
-    let nodes: Vec<Value> = http()
-        .get(format!("{gateway}/v1/node"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let nodes = get_json(&http(), &format!("{gateway}/v1/node")).await?;
     Ok(nodes
-        .iter()
+        .as_array()
+        .into_iter()
+        .flatten()
         .filter_map(|n| Some((n["nodeId"].as_str()?.to_string(), n["coordinatorId"].as_str()?.to_string())))
         .collect())
 }
@@ -249,10 +238,7 @@ async fn faulted_run(cluster: &mut LocalCluster, gateway: &str, sql: &str, fault
     // Wait until it runs, then a little more, so the fault lands mid-query.
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let info: Value = match client.get(format!("{gateway}/v1/query/{id}")).send().await {
-            Ok(response) => response.json().await.unwrap_or_default(),
-            Err(_) => Value::Null,
-        };
+        let info = get_json(&client, &format!("{gateway}/v1/query/{id}")).await.unwrap_or_default();
         if info["state"] == "RUNNING" {
             break;
         }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flotilla_bench::{
-    cpu_seconds, datafusion_tpch, flotilla_binary, millis, read_queries, tpch_cluster, wait_for_workers,
+    cpu_seconds, datafusion_tpch, flotilla_binary, get_json, millis, read_queries, tpch_cluster, wait_for_workers,
 };
 use flotilla_cli::Client;
 use flotilla_sql::catalog::tpch::scale_factor_of;
@@ -196,14 +196,7 @@ fn main() -> Result<(), String> {
                 coordinator_cpu += cpu_seconds(coordinator_pid) - cpu_before;
                 rows = outcome.rows.len();
                 values = outcome.rows;
-                let info: Value = http
-                    .get(format!("{url}/v1/query/{}", outcome.query_id))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .json()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let info = get_json(&http, &format!("{url}/v1/query/{}", outcome.query_id)).await?;
                 tasks += info["tasks"].as_array().map(Vec::len).unwrap_or(0);
             }
             let mut datafusion_best = Duration::MAX;
