@@ -22,6 +22,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -112,11 +113,12 @@ def secure_cluster(etc_dir, tmp_path_factory):
                "--resource-managers", "1", "--coordinators", "2", "--workers", "1"]
     process, _, lines = _start(command)
     try:
-        nodes = {}
+        nodes = {"pids": {}}
         for line in lines:
             match = re.match(r"\s+[a-z ]+?\s+(\S+)\s+(http://\S+)\s+pid (\d+)", line)
             if match:
                 nodes[match.group(1)] = match.group(2)
+                nodes["pids"][match.group(1)] = int(match.group(3))
         def https_url(name):
             log = data / "logs" / f"{name}.log"
             deadline = time.time() + 30
@@ -160,8 +162,10 @@ def test_passwords_tokens_and_impersonation(secure_cluster):
     coordinator = nodes["coordinator-1"]
     plain = requests.post(f"{coordinator}/v1/statement", data="SELECT 1", auth=("alice", PASSWORDS["alice"]))
     assert plain.status_code == 403, plain.text
-    # /v1/info stays public, as in Trino.
+    # /v1/info stays public, as in Trino; the nodes are system information (admin's rule).
     assert requests.get(f"{gateway}/v1/info", verify=str(ca)).status_code == 200
+    assert requests.get(f"{gateway}/v1/node", auth=("bob", PASSWORDS["bob"]), verify=str(ca)).status_code == 403
+    assert requests.get(f"{gateway}/v1/node", auth=("admin", PASSWORDS["admin"]), verify=str(ca)).status_code == 200
 
     now = int(time.time())
     token = _jwt(key, {"sub": "carol", "iss": ISSUER, "exp": now + 300})
@@ -368,3 +372,44 @@ def test_dbt_with_a_password_over_https(secure_cluster, tmp_path):
         assert result.returncode == 0 and expected in result.stdout, f"{result.stdout}\n{result.stderr}"
     rows = _query(gateway, ca, "dbt", _basic("dbt"), "SELECT count(*) FROM lake.dbt_secure.customer_totals")
     assert rows == [[4]]
+
+
+# Six rows at a row a second: long enough to lose its coordinator in the middle.
+PACED_TABLE = (
+    "CREATE TABLE IF NOT EXISTS blackhole.default.paced (x bigint) WITH (split_count = 1, "
+    "pages_per_split = 6, rows_per_page = 1, page_processing_delay = '1s')"
+)
+
+
+def test_an_authenticated_query_survives_its_coordinator_dying(secure_cluster):
+    """Runs last: it kills a coordinator. The client keeps its credentials; the gateway
+    sends its next poll to the other coordinator, which authenticates it and adopts the
+    query."""
+    gateway, nodes, ca, _ = secure_cluster
+    for coordinator in nodes["https"]:
+        _query(coordinator, ca, "alice", _basic("alice"), PACED_TABLE)
+    connection = _connect(gateway, ca, "alice", _basic("alice"))
+    cursor = connection.cursor()
+    outcome = {}
+
+    def run():
+        try:
+            cursor.execute("SELECT count(*) FROM blackhole.default.paced")
+            outcome["rows"] = cursor.fetchall()
+        except Exception as error:  # noqa: BLE001 - the outcome is what is checked
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert wait_for(lambda: cursor.query_id is not None, timeout=30), "the query did not start"
+    query_id = cursor.query_id
+    as_alice = {"auth": ("alice", PASSWORDS["alice"]), "verify": str(ca), "timeout": 5}
+    assert wait_for(lambda: requests.get(f"{gateway}/v1/query/{query_id}", **as_alice).json()["state"] == "RUNNING")
+    listed = requests.get(f"{gateway}/v1/node", auth=("admin", PASSWORDS["admin"]), verify=str(ca)).json()
+    owner = next(n["nodeId"] for n in listed if n.get("coordinatorId") == query_id.rsplit("_", 1)[1])
+    os.kill(nodes["pids"][owner], signal.SIGKILL)
+    thread.join(90)
+    assert not thread.is_alive(), "the client never got its answer"
+    assert outcome == {"rows": [[6]]}, outcome
+    details = requests.get(f"{gateway}/v1/query/{query_id}", **as_alice).json()
+    assert details["adoptedFrom"] is not None and details["session"]["user"] == "alice", details

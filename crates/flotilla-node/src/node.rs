@@ -197,6 +197,12 @@ impl NodeAccess {
         self.auth.verify(headers.get(INTERNAL_BEARER_HEADER).and_then(|v| v.to_str().ok())).is_ok()
     }
 
+    /// Another node's own call: signed, and not a client's request that a node relayed
+    /// (those carry [`crate::FORWARDED_BY`] and are the client's, not the node's).
+    pub fn is_node_call(&self, headers: &HeaderMap) -> bool {
+        !headers.contains_key(crate::FORWARDED_BY) && self.is_internal(headers)
+    }
+
     /// A signed statement that `user` is authenticated, for a request this node sends on a
     /// user's behalf ([`flotilla_proto::PRINCIPAL_HEADER`]).
     pub fn vouch(&self, user: &str) -> String {
@@ -234,10 +240,25 @@ impl NodeAccess {
         }
     }
 
+    /// Whether the request may read the cluster's nodes (`/v1/node`): signed by the cluster,
+    /// or, with access control rules, from a user they give `system_information` read
+    /// (as Trino's management reads); anyone without rules.
+    pub fn may_read_system_information(&self, headers: &HeaderMap) -> bool {
+        match &self.rules {
+            None => true,
+            Some(rules) => {
+                self.is_node_call(headers)
+                    || self
+                        .user(headers)
+                        .is_some_and(|user| rules.rules().system_information(user, SystemInformationAccess::Read))
+            }
+        }
+    }
+
     /// Whether the request may change the node's state: signed by the cluster, or from a
     /// user the rules give `system_information` write (an admin without rules).
     pub fn may_manage_node(&self, headers: &HeaderMap) -> bool {
-        self.is_internal(headers)
+        self.is_node_call(headers)
             || self.user(headers).is_some_and(|user| match &self.rules {
                 Some(rules) => rules.rules().system_information(user, SystemInformationAccess::Write),
                 None => self.is_admin(user),

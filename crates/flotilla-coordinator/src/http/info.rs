@@ -1,15 +1,18 @@
 //! Node and cluster information: `/v1/info`, `/v1/info/state` and `/v1/status` (what a
 //! client or load balancer checks before sending work), `/v1/node` and `/v1/node/failed`
-//! (the cluster's nodes, from the resource managers' view) and `/v1/cluster` (cluster
+//! (the cluster's nodes, from the resource managers' view; `system_information` read with
+//! access control rules) and `/v1/cluster` (cluster
 //! statistics, as Presto serves them).
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use flotilla_proto::cluster::{NodeRole, NodeView};
 use serde_json::{json, Value};
 
+use super::HttpError;
 use crate::Coordinator;
 
 pub async fn status(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
@@ -43,13 +46,30 @@ fn nodes(coordinator: &Coordinator, live: bool) -> Vec<Value> {
 }
 
 /// The live nodes of the cluster.
-pub async fn node_list(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<Value>> {
-    Json(nodes(&coordinator, true))
+pub async fn node_list(
+    State(coordinator): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Value>>, HttpError> {
+    may_read_nodes(&coordinator, &headers)?;
+    Ok(Json(nodes(&coordinator, true)))
 }
 
 /// Nodes the resource managers have marked dead and not dropped yet.
-pub async fn failed_nodes(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<Value>> {
-    Json(nodes(&coordinator, false))
+pub async fn failed_nodes(
+    State(coordinator): State<Arc<Coordinator>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Value>>, HttpError> {
+    may_read_nodes(&coordinator, &headers)?;
+    Ok(Json(nodes(&coordinator, false)))
+}
+
+/// The cluster's nodes are system information: with access control rules, only for those
+/// they let read it (403 with Trino's words otherwise).
+fn may_read_nodes(coordinator: &Coordinator, headers: &HeaderMap) -> Result<(), HttpError> {
+    if coordinator.access.may_read_system_information(headers) {
+        return Ok(());
+    }
+    Err(HttpError::new(StatusCode::FORBIDDEN, "Access Denied: Cannot read system information"))
 }
 
 /// Cluster statistics from the resource managers' view, with the view's age.

@@ -108,6 +108,9 @@ async fn rules_decide_reads_writes_listings_and_are_reloaded() {
     assert_eq!(names(rows(&http, "viewer", listed).await), ["v"]);
     assert_eq!(names(rows(&http, "nobody", "SHOW SCHEMAS FROM lake").await), ["information_schema"]);
     assert!(!names(rows(&http, "nobody", "SHOW CATALOGS").await).contains(&"lake".to_string()));
+    // The cluster's nodes are system information: no rule gives it to anyone here.
+    let nodes = http.client.get(format!("{}/v1/node", http.base)).header("X-Trino-User", "admin").send().await.unwrap();
+    assert_eq!(nodes.status(), 403);
     // Session properties and procedures.
     assert!(denied(&http, "reader", "SET SESSION query_max_run_time = '1h'").await.contains("query_max_run_time"));
     let with_property = http.post_as("reader", "SELECT 1").header("X-Trino-Session", "query_max_run_time=1h");
