@@ -183,9 +183,17 @@ impl HeartbeatSource for QueryReporter {
                     QueryState::Finished | QueryState::Failed => {}
                 }
             }
+            // Warehouses with limits are admitted all the same.
             groups
                 .into_iter()
                 .map(|(resource_group, (queued, running))| ResourceGroupUsage { resource_group, queued, running })
+                .chain(
+                    self.admission
+                        .usage()
+                        .into_iter()
+                        .filter(|(_, queued, running)| queued + running > 0)
+                        .map(|(resource_group, queued, running)| ResourceGroupUsage { resource_group, queued, running }),
+                )
                 .collect()
         };
         let reports = base_versions

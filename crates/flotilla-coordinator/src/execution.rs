@@ -54,6 +54,13 @@ impl Execution {
             owner.registered(if kept { Registration::Kept } else { Registration::NotKept });
             let mut session = SqlSession::from(&query.session);
             session.query_id = Some(query.id.to_string());
+            // The session and routing rules named no warehouse: the tables may.
+            if !session.properties.contains_key("warehouse") {
+                if let Some(warehouse) = self.engine.table_warehouse(&session, &query.sql).await {
+                    owner.update(|status| status.table_warehouse = Some(warehouse.clone()));
+                    session.properties.insert("warehouse".to_string(), warehouse);
+                }
+            }
             self.run_owned(&query, &owner, &mut commands, &session, pages, registration).await;
         };
         // A bug that panics while running one query fails that query; it must not leave the
@@ -98,9 +105,9 @@ impl Execution {
         // Queued until its resource group has room. The slot is kept outside the work so it
         // is released only after the query has recorded its end (below): a query that starts
         // with it never overlaps this one.
-        let slot = parking_lot::Mutex::new(None);
+        let slot = parking_lot::Mutex::new(Vec::new());
         let work = async {
-            *slot.lock() = admit(&self.admission, query, owner, session).await?;
+            *slot.lock() = admit(&self.admission, &self.scheduler, query, owner, session).await?;
             // A write that may commit is never run again by an adopter: say so before it
             // starts.
             if registration.write && owner.status().registration == Registration::Kept {
@@ -137,13 +144,15 @@ fn keep_placements(scheduler: &Scheduler, query: &Query, owner: &QueryOwner) {
     owner.update(|status| status.tasks = placements);
 }
 
-/// Places the query in its resource group and waits for a running slot there.
+/// Waits for a running slot in the query's warehouse, when its definition limits it, then
+/// in its resource group; the permits hold the slots until dropped.
 async fn admit(
     admission: &Arc<Admission>,
+    scheduler: &Scheduler,
     query: &Arc<Query>,
     owner: &QueryOwner,
     session: &SqlSession,
-) -> Result<Option<crate::resource_groups::Permit>, FlotillaError> {
+) -> Result<Vec<crate::resource_groups::Permit>, FlotillaError> {
     let context = QueryContext {
         user: &query.session.user,
         source: query.session.source.as_deref(),
@@ -155,7 +164,13 @@ async fn admit(
     owner.update(|status| status.resource_group = Some(selected.path.clone()));
     let priority = session.property("query_priority")?.parse::<i64>().unwrap_or(1);
     let created_ms = query.created_at.timestamp_millis();
-    admission.admit(&query.id, &selected, created_ms, priority, &owner.cancel).await
+    let mut permits = Vec::new();
+    let warehouse = session.property("warehouse")?;
+    if let Some(limits) = scheduler.warehouse(&warehouse).as_ref().and_then(crate::resource_groups::warehouse_group) {
+        permits.extend(admission.admit(&query.id, &limits, created_ms, priority, &owner.cancel).await?);
+    }
+    permits.extend(admission.admit(&query.id, &selected, created_ms, priority, &owner.cancel).await?);
+    Ok(permits)
 }
 
 /// Runs the query, and again (up to `query-retry-attempts` times, after growing waits) while

@@ -195,7 +195,7 @@ impl Coordinator {
         let registrar = Arc::new(adoption::Registrar::new(local.clone(), view.clone(), client.clone()));
         let admission =
             resource_groups::Admission::new(groups_file, local.clone(), view.clone(), client).map_err(invalid)?;
-        tasks.extend(admission.spawn(shutdown.clone()));
+        tasks.push(admission.spawn(shutdown.clone()));
         // Every coordinator of the cluster must sign UI sessions alike: the configured
         // secret, else one derived from the cluster's shared secret.
         let ui_secret = config.web_ui_secret.clone().unwrap_or_else(|| format!("flotilla-web-ui:{secret}"));

@@ -120,6 +120,9 @@ pub struct QueryStatus {
     pub registration: Registration,
     /// The resource group the query was placed in (once selected).
     pub resource_group: Option<String>,
+    /// The warehouse its tables asked for, when its session and routing named none (set
+    /// before it is admitted).
+    pub table_warehouse: Option<String>,
     /// Attempts that failed because a worker was lost, and were run again.
     pub failed_attempts: Vec<FailedAttempt>,
 }
@@ -236,12 +239,17 @@ pub struct NewQuery {
 }
 
 impl Query {
-    /// The warehouse the query runs in: its session's `warehouse` property (what the
-    /// scheduler places its tasks by), else the property's default.
+    /// The warehouse the query runs in (what the scheduler places its tasks by): its
+    /// session's `warehouse` property (set by the client or a routing rule), else the one
+    /// its tables ask for, else the property's default.
     pub fn warehouse(&self) -> String {
-        self.session.properties.get("warehouse").cloned().unwrap_or_else(|| {
-            flotilla_sql::session::session_property("warehouse").map(|p| (p.default)()).unwrap_or_default()
-        })
+        if let Some(warehouse) = self.session.properties.get("warehouse") {
+            return warehouse.clone();
+        }
+        if let Some(warehouse) = self.status().table_warehouse.clone() {
+            return warehouse;
+        }
+        flotilla_sql::session::session_property("warehouse").map(|p| (p.default)()).unwrap_or_default()
     }
 
     /// The query, and its owner and commands (for the execution task).
@@ -268,6 +276,7 @@ impl Query {
             remote: Default::default(),
             registration: Registration::Pending,
             resource_group: None,
+            table_warehouse: None,
             failed_attempts: Vec::new(),
         });
         let (commands, command_receiver) = mpsc::channel(COMMAND_BACKLOG);

@@ -132,6 +132,12 @@ impl Scheduler {
         }
     }
 
+    /// The definition of `warehouse` in the current view, if it has one.
+    pub fn warehouse(&self, warehouse: &str) -> Option<WarehouseDefinition> {
+        let snapshot = self.view.snapshot()?;
+        snapshot.view.warehouses.iter().find(|w| w.name == warehouse).cloned()
+    }
+
     pub fn new(view: Arc<ClusterViewClient>, channels: Arc<FlightChannels>, own_worker: Option<String>) -> Arc<Self> {
         Arc::new(Self { view, channels, own_worker, state: Mutex::new(State::default()) })
     }

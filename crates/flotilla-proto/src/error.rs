@@ -126,6 +126,8 @@ error_codes! {
     SchemaNotEmpty = (34, "SCHEMA_NOT_EMPTY", UserError, Never),
     /// A table property is unknown or has a bad value.
     InvalidTableProperty = (18, "INVALID_TABLE_PROPERTY", UserError, Never),
+    /// A concurrent change to the same data won (Trino's code for write conflicts).
+    TransactionConflict = (17, "TRANSACTION_CONFLICT", UserError, Never),
     /// A column of a new table has no name.
     MissingColumnName = (55, "MISSING_COLUMN_NAME", UserError, Never),
     /// No catalog was given and the session has none.

@@ -7,7 +7,7 @@
 //!
 //! ```json
 //! {"warehouses": [
-//!   {"name": "etl", "type": "write", "workerGroups": [{"name": "g1"}]},
+//!   {"name": "etl", "type": "write", "workerGroups": [{"name": "g1"}], "maxConcurrentQueries": 4, "maxQueued": 100},
 //!   {"name": "bi", "type": "read", "workerGroups": [{"name": "g1"}, {"name": "borrowed", "sharedFrom": "etl.g1"}]}
 //! ]}
 //! ```
@@ -74,6 +74,21 @@ pub struct WarehouseDefinition {
     #[serde(rename = "type")]
     pub kind: WarehouseType,
     pub worker_groups: Vec<WorkerGroupDefinition>,
+    /// Queries of the warehouse that run at once across the cluster (`maxConcurrentQueries`;
+    /// unlimited when absent); more wait in its queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_queries: Option<u32>,
+    /// Queries that may wait for the warehouse across the cluster (`maxQueued`; unlimited
+    /// when absent); more fail with `QUERY_QUEUE_FULL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued: Option<u32>,
+}
+
+impl WarehouseDefinition {
+    /// Whether the warehouse limits its queries.
+    pub fn limited(&self) -> bool {
+        self.max_concurrent_queries.is_some() || self.max_queued.is_some()
+    }
 }
 
 /// Picks the warehouse of a query that names none (no `warehouse` session property, no
@@ -138,6 +153,8 @@ struct FileWarehouse {
     kind: WarehouseType,
     #[serde(default)]
     worker_groups: Vec<FileGroup>,
+    max_concurrent_queries: Option<u32>,
+    max_queued: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,7 +222,16 @@ fn parse_warehouses(file_warehouses: Vec<FileWarehouse>) -> Result<Vec<Warehouse
             };
             groups.push(WorkerGroupDefinition { name: group.name, shared_from });
         }
-        warehouses.push(WarehouseDefinition { name: warehouse.name, kind: warehouse.kind, worker_groups: groups });
+        if warehouse.max_concurrent_queries == Some(0) {
+            return Err(format!("maxConcurrentQueries of warehouse '{}' must be at least 1", warehouse.name));
+        }
+        warehouses.push(WarehouseDefinition {
+            name: warehouse.name,
+            kind: warehouse.kind,
+            worker_groups: groups,
+            max_concurrent_queries: warehouse.max_concurrent_queries,
+            max_queued: warehouse.max_queued,
+        });
     }
     for warehouse in &warehouses {
         for group in &warehouse.worker_groups {
@@ -310,7 +336,9 @@ mod tests {
                 r#"{"warehouses": [{"name": "a", "type": "read", "workerGroups": [{"name": "x", "sharedFrom": "a.y"}]}]}"#,
                 "another warehouse",
             ),
-            (r#"{"warehouses": [{"name": "a", "type": "read", "maxQueued": 3}]}"#, "unknown field"),
+            (r#"{"warehouses": [{"name": "a", "type": "read", "maxQueue": 3}]}"#, "unknown field"),
+            (r#"{"warehouses": [{"name": "a", "type": "read", "maxConcurrentQueries": 0}]}"#, "at least 1"),
+            (r#"{"warehouses": [{"name": "a", "type": "read", "maxQueued": -1}]}"#, "invalid value"),
             (
                 r#"{"warehouses": [
                 {"name": "a", "type": "read", "workerGroups": [{"name": "p"}]},

@@ -89,7 +89,7 @@ pub struct Engine {
     /// Places distributable statements on workers; without one, everything runs here.
     distributor: Option<Arc<dyn Distributor>>,
     /// The cluster this engine runs in (for `system.runtime` procedures).
-    runtime: Arc<dyn RuntimeSource>,
+    pub(crate) runtime: Arc<dyn RuntimeSource>,
     /// The catalogs statements may write to.
     pub(crate) writable: Arc<BTreeMap<String, Arc<crate::catalog::files::FilesCatalog>>>,
     pub(crate) blackholes: Arc<BTreeMap<String, Arc<crate::catalog::blackhole::BlackholeCatalog>>>,
@@ -248,7 +248,7 @@ impl Engine {
             match statement {
                 TrinoStatement::Other(statement) => match *statement {
                     Statement::Call(procedure) => {
-                        crate::procedures::call(self.runtime.as_ref(), session, &procedure).await?;
+                        crate::procedures::call(self, session, &procedure).await?;
                         done("CALL", SessionChanges::default(), memory)
                     }
                     statement @ (Statement::CreateSchema { .. }
@@ -261,6 +261,9 @@ impl Engine {
                     | Statement::Insert(_)) => crate::writes::execute(self, session, statement, memory).await,
                     statement => self.run_query(session, statement, memory).await,
                 },
+                TrinoStatement::AlterTableExecute { table, procedure, arguments } => {
+                    crate::maintenance::alter_table_execute(self, session, &table, &procedure, &arguments, memory).await
+                }
                 TrinoStatement::Explain { analyze, logical, sql } => {
                     self.explain(session, &sql, analyze, logical, memory).await
                 }

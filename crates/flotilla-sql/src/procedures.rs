@@ -1,18 +1,22 @@
 //! `CALL` statements: the procedures of the `system` catalog Trino has, run through the
 //! cluster ([`RuntimeSource`]), so they act on the whole cluster from any coordinator.
 //!
-//! Supported: `system.runtime.kill_query(query_id, message)`. Any other procedure is
-//! `PROCEDURE_NOT_FOUND`.
+//! Supported: `system.runtime.kill_query(query_id, message)`, and in every `files` catalog
+//! `system.vacuum(schema_name, table_name[, retention])` (Trino's Delta Lake procedure; see
+//! `crate::maintenance`). Any other procedure is `PROCEDURE_NOT_FOUND`.
 
 use datafusion::sql::sqlparser::ast::{Function, FunctionArg, FunctionArgExpr, FunctionArguments};
 use flotilla_proto::{ErrorCode, FlotillaError};
 
 use crate::catalog::RuntimeSource;
-use crate::engine::literal_text;
+use crate::engine::{literal_text, Engine};
 use crate::SqlSession;
 
 /// `system.runtime.kill_query`'s parameters, in order.
 const KILL_QUERY_PARAMETERS: &[&str] = &["query_id", "message"];
+
+/// A files catalog's `system.vacuum`'s parameters, in order.
+const VACUUM_PARAMETERS: &[&str] = &["schema_name", "table_name", "retention"];
 
 fn argument_error(message: String) -> FlotillaError {
     FlotillaError::new(ErrorCode::InvalidProcedureArgument, message)
@@ -83,13 +87,16 @@ fn bind(procedure: &Function, parameters: &[&str]) -> Result<Vec<Option<String>>
 }
 
 /// Runs one `CALL`.
-pub(crate) async fn call(
-    runtime: &dyn RuntimeSource,
-    session: &SqlSession,
-    procedure: &Function,
-) -> Result<(), FlotillaError> {
+pub(crate) async fn call(engine: &Engine, session: &SqlSession, procedure: &Function) -> Result<(), FlotillaError> {
+    let runtime: &dyn RuntimeSource = engine.runtime.as_ref();
     let name = qualified_name(session, procedure)?;
     crate::access::check_procedure(&name)?;
+    if let Some(catalog) = name.strip_suffix(".system.vacuum") {
+        if engine.writable.contains_key(catalog) {
+            crate::maintenance::vacuum(engine, catalog, bind(procedure, VACUUM_PARAMETERS)?).await?;
+            return Ok(());
+        }
+    }
     match name.as_str() {
         "system.runtime.kill_query" => {
             let mut values = bind(procedure, KILL_QUERY_PARAMETERS)?.into_iter();

@@ -88,6 +88,13 @@ pub enum TrinoStatement {
         logical: bool,
         sql: String,
     },
+    /// `ALTER TABLE table EXECUTE procedure[(arguments)]` (Trino's table procedures, such
+    /// as `optimize`); arguments by name (`name => value`) or position.
+    AlterTableExecute {
+        table: Vec<String>,
+        procedure: String,
+        arguments: Vec<(Option<String>, Expr)>,
+    },
     /// Anything else, parsed by sqlparser.
     Other(Box<Statement>),
 }
@@ -212,6 +219,7 @@ fn check_depth(statement: &TrinoStatement) -> Result<(), FlotillaError> {
     let deep = match statement {
         TrinoStatement::Other(statement) => statement.visit(&mut depth).is_break(),
         TrinoStatement::SetSession { value, .. } => value.visit(&mut depth).is_break(),
+        TrinoStatement::AlterTableExecute { arguments, .. } => arguments.iter().any(|(_, v)| v.visit(&mut depth).is_break()),
         TrinoStatement::Execute { parameters, .. } | TrinoStatement::ExecuteImmediate { parameters, .. } => {
             parameters.iter().any(|p| p.visit(&mut depth).is_break())
         }
@@ -384,6 +392,43 @@ pub fn parse_statement(sql: &str) -> Result<TrinoStatement, FlotillaError> {
     })
 }
 
+/// The rest of `ALTER TABLE table EXECUTE`: `procedure[(arguments)]`.
+fn alter_table_execute(cursor: &Cursor<'_>, table: Vec<String>) -> Result<TrinoStatement, FlotillaError> {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArgOperator, FunctionArguments};
+    let mut call = cursor.expressions()?;
+    let (procedure, arguments) = match call.as_mut_slice() {
+        [Expr::Identifier(name)] => (name.value.to_lowercase(), Vec::new()),
+        [Expr::Function(function)] if function.name.0.len() == 1 => {
+            let procedure = crate::writes::parts(&function.name).remove(0);
+            let list = match std::mem::replace(&mut function.args, FunctionArguments::None) {
+                FunctionArguments::None => Vec::new(),
+                FunctionArguments::List(list) if list.duplicate_treatment.is_none() && list.clauses.is_empty() => {
+                    list.args
+                }
+                _ => return Err(cursor.error("Expected: procedure arguments")),
+            };
+            let arguments = list
+                .into_iter()
+                .map(|argument| match argument {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(value)) => Ok((None, value)),
+                    FunctionArg::Named {
+                        name,
+                        arg: FunctionArgExpr::Expr(value),
+                        operator: FunctionArgOperator::RightArrow,
+                    } => Ok((Some(name.value.to_lowercase()), value)),
+                    other => Err(FlotillaError::new(
+                        ErrorCode::SyntaxError,
+                        format!("Unsupported procedure argument: {other}"),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (procedure, arguments)
+        }
+        _ => return Err(cursor.error("Expected: a procedure name")),
+    };
+    Ok(TrinoStatement::AlterTableExecute { table, procedure, arguments })
+}
+
 /// Parses one statement without the depth check (the caller checks).
 fn parse_unchecked(sql: &str) -> Result<TrinoStatement, FlotillaError> {
     let mut cursor = Cursor::new(sql)?;
@@ -430,6 +475,14 @@ fn parse_unchecked(sql: &str) -> Result<TrinoStatement, FlotillaError> {
         let name = cursor.qualified_name()?.join(".");
         cursor.expect_end()?;
         return Ok(TrinoStatement::ResetSession { name });
+    }
+    let start = cursor.position;
+    if cursor.keywords(&["ALTER", "TABLE"]) {
+        let table = cursor.qualified_name()?;
+        if cursor.keywords(&["EXECUTE"]) {
+            return alter_table_execute(&cursor, table);
+        }
+        cursor.position = start;
     }
     if cursor.keywords(&["USE"]) {
         let mut parts = cursor.qualified_name()?;

@@ -37,7 +37,7 @@ use crate::progress::ScanCounters;
 use crate::session::{SqlSession, TableName};
 
 /// A name's parts, lowercased as Trino folds unquoted identifiers.
-fn parts(name: &ObjectName) -> Vec<String> {
+pub(crate) fn parts(name: &ObjectName) -> Vec<String> {
     name.0
         .iter()
         .map(|part| match part.as_ident() {
@@ -67,7 +67,7 @@ pub(crate) fn insert_target(session: &SqlSession, insert: &Insert) -> Option<Tab
 }
 
 /// The catalog to write to, or why it cannot be written.
-fn writable<'a>(engine: &'a Engine, catalog: &str, action: &str) -> Result<&'a Arc<FilesCatalog>, FlotillaError> {
+pub(crate) fn writable<'a>(engine: &'a Engine, catalog: &str, action: &str) -> Result<&'a Arc<FilesCatalog>, FlotillaError> {
     if let Some(files) = engine.writable.get(catalog) {
         return Ok(files);
     }
@@ -80,7 +80,7 @@ fn writable<'a>(engine: &'a Engine, catalog: &str, action: &str) -> Result<&'a A
 }
 
 /// A statement's result as Trino reports writes: one `rows` column, and the count.
-fn updated(update_type: &str, count: u64, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+pub(crate) fn updated(update_type: &str, count: u64, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
     let schema = Arc::new(Schema::new(vec![Field::new("rows", DataType::Int64, false)]));
     let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![count as i64])) as ArrayRef])
         .map_err(|e| FlotillaError::internal(e.to_string()))?;
@@ -112,17 +112,23 @@ fn create_table_text(name: &str, table: &dyn datafusion::catalog::TableProvider)
     if let Some(comment) = comment {
         text.push_str(&format!("\nCOMMENT {}", quote(&comment)));
     }
-    if let Some(format) = (table as &dyn std::any::Any)
+    if let Some(meta) = (table as &dyn std::any::Any)
         .downcast_ref::<crate::catalog::files_table::FilesTable>()
-        .map(|t| t.meta().format.to_uppercase())
+        .map(|t| t.meta())
     {
-        text.push_str(&format!("\nWITH (\n   format = '{format}'\n)"));
+        let mut properties = vec![format!("   format = '{}'", meta.format.to_uppercase())];
+        for (key, value) in [("read_warehouse", &meta.read_warehouse), ("write_warehouse", &meta.write_warehouse)] {
+            if let Some(value) = value {
+                properties.push(format!("   {key} = {}", quote(value)));
+            }
+        }
+        text.push_str(&format!("\nWITH (\n{}\n)", properties.join(",\n")));
     }
     text
 }
 
 /// `WITH (name = value, ...)` as (lowercase name, value text) pairs.
-fn table_properties(options: &CreateTableOptions) -> Result<Vec<(String, String)>, FlotillaError> {
+pub(crate) fn table_properties(options: &CreateTableOptions) -> Result<Vec<(String, String)>, FlotillaError> {
     let list: &[SqlOption] = match options {
         CreateTableOptions::None => &[],
         CreateTableOptions::With(list)
@@ -150,30 +156,38 @@ fn table_properties(options: &CreateTableOptions) -> Result<Vec<(String, String)
         .collect()
 }
 
-/// The `format` table property (`PARQUET` by default, `CSV`, `JSON`); others are refused.
-fn table_format(options: &CreateTableOptions) -> Result<String, FlotillaError> {
-    let mut format = "parquet".to_string();
+/// The table properties of a files table: `format` (`PARQUET` by default, `CSV`, `JSON`),
+/// `read_warehouse` and `write_warehouse`; others are refused.
+fn files_table_properties(options: &CreateTableOptions, meta: &mut TableMeta) -> Result<(), FlotillaError> {
+    let invalid = |message: String| FlotillaError::new(ErrorCode::InvalidTableProperty, message);
     for (key, value) in table_properties(options)? {
         match key.as_str() {
             "format" => {
                 let text = value.to_lowercase();
                 if !["parquet", "csv", "json"].contains(&text.as_str()) {
-                    return Err(FlotillaError::new(
-                        ErrorCode::InvalidTableProperty,
-                        format!("Unsupported format '{text}': use 'PARQUET', 'CSV' or 'JSON'"),
-                    ));
+                    return Err(invalid(format!("Unsupported format '{text}': use 'PARQUET', 'CSV' or 'JSON'")));
                 }
-                format = text;
+                meta.format = text;
+            }
+            "read_warehouse" | "write_warehouse" => {
+                if !flotilla_proto::config::valid_label(&value) {
+                    return Err(invalid(format!(
+                        "'{value}' is not a valid warehouse name (letters, digits, '-', '_' and '.')"
+                    )));
+                }
+                match key.as_str() {
+                    "read_warehouse" => meta.read_warehouse = Some(value),
+                    _ => meta.write_warehouse = Some(value),
+                }
             }
             other => {
-                return Err(FlotillaError::new(
-                    ErrorCode::InvalidTableProperty,
-                    format!("Catalog does not support table property '{other}' (only format)"),
-                ))
+                return Err(invalid(format!(
+                    "Catalog does not support table property '{other}' (only format, read_warehouse, write_warehouse)"
+                )))
             }
         }
     }
-    Ok(format)
+    Ok(())
 }
 
 /// Runs a statement that writes, or reads what writes made (`SHOW CREATE`): one call per
@@ -442,7 +456,7 @@ async fn insert_into(
 }
 
 /// Runs a write's plan to the end; returns the rows written.
-async fn run(
+pub(crate) async fn run(
     engine: &Engine,
     state: datafusion::execution::session_state::SessionState,
     session: &SqlSession,
@@ -477,7 +491,8 @@ async fn create_table(
     }
     let TableName { catalog, schema, table } = name;
     let files = writable(engine, &catalog, "creating tables")?.clone();
-    let format = table_format(&create.table_options)?;
+    let mut meta = TableMeta::new("parquet", &Schema::empty());
+    files_table_properties(&create.table_options, &mut meta)?;
     // Trino reports both forms as CREATE TABLE (with the rows written for AS).
     let update_type = "CREATE TABLE";
     if files.table_exists(&catalog, &schema, &table).await? {
@@ -492,7 +507,8 @@ async fn create_table(
     let scans = Arc::new(ScanCounters::default());
     let state = engine.session_state_counting(session, memory.clone(), scans)?;
     let (arrow_schema, query) = new_table_columns(engine, session, &state, &create).await?;
-    let pending = files.new_table(&catalog, &schema, &table, TableMeta::new(&format, &arrow_schema)).await?;
+    let meta = TableMeta { columns: TableMeta::new(&meta.format, &arrow_schema).columns, ..meta };
+    let pending = files.new_table(&catalog, &schema, &table, meta).await?;
     let Some(logical) = query else {
         pending.publish().await?;
         return updated(update_type, 0, memory);

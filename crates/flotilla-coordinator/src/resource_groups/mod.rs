@@ -31,6 +31,31 @@ pub use config::{QueryContext, ResourceGroupsConfig, Selected};
 /// The group every query runs in without a configuration.
 pub const DEFAULT_GROUP: &str = "global";
 
+/// Start of the admission path of a warehouse's limits (no resource group path has a `:`).
+pub const WAREHOUSE_PATH_PREFIX: &str = "warehouse:";
+
+/// A warehouse's limits (`maxConcurrentQueries`, `maxQueued` in its definition) as a group
+/// of its own that every query of the warehouse is admitted to as well, through the same
+/// leases, so they hold across the cluster; `None` when it has none.
+pub fn warehouse_group(definition: &flotilla_proto::warehouses::WarehouseDefinition) -> Option<Selected> {
+    /// What stands for "no limit" (the leader's arithmetic saturates).
+    const UNLIMITED: u32 = 1 << 30;
+    if !definition.limited() {
+        return None;
+    }
+    let path = format!("{WAREHOUSE_PATH_PREFIX}{}", definition.name);
+    let limits = GroupLimits {
+        path: path.clone(),
+        hard_concurrency_limit: definition.max_concurrent_queries.unwrap_or(UNLIMITED),
+        soft_concurrency_limit: None,
+        max_queued: definition.max_queued.unwrap_or(UNLIMITED),
+        soft_memory_limit_bytes: None,
+        scheduling_weight: 1,
+        scheduling_policy: flotilla_proto::admission::SchedulingPolicy::Fair,
+    };
+    Some(Selected { path, chain: vec![limits] })
+}
+
 /// How often leases are renewed while queries wait, and while they run.
 const WAITING_RENEWAL: Duration = Duration::from_millis(200);
 const RUNNING_RENEWAL: Duration = Duration::from_secs(1);
@@ -258,7 +283,8 @@ impl Admission {
         priority: i64,
         cancel: &CancellationToken,
     ) -> Result<Option<Permit>, FlotillaError> {
-        if !self.enabled() {
+        // No limits (no configuration): nothing to wait for.
+        if selected.chain.is_empty() {
             return Ok(None);
         }
         let (admit, admitted) = oneshot::channel();
@@ -437,12 +463,12 @@ impl Admission {
         Err(CallError::all_failed(errors, "no resource manager in the cluster view"))
     }
 
-    /// Renews leases while queries wait or run; reloads the configuration file when it
-    /// changes (an invalid new version is logged and the old one kept).
-    pub fn spawn(self: &Arc<Self>, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
-        self.loaded.as_ref()?;
+    /// Renews leases while queries wait or run (of resource groups, and of warehouses with
+    /// limits); reloads the configuration file when it changes (an invalid new version is
+    /// logged and the old one kept).
+    pub fn spawn(self: &Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
         let admission = self.clone();
-        Some(tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut last_reload_check = Instant::now();
             loop {
                 let interval = {
@@ -464,7 +490,7 @@ impl Admission {
                     admission.reload();
                 }
             }
-        }))
+        })
     }
 
     fn reload(&self) {

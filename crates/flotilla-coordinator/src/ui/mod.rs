@@ -338,13 +338,18 @@ async fn stats(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
     Json(stats)
 }
 
-/// Every node of the view, live or not, as `/v1/node` lists them (with each worker's load).
+/// Every node of the view, live or not, as `/v1/node` lists them (with each worker's load),
+/// and the warehouse definitions (for the shared worker groups).
 async fn cluster(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> {
     let Some(snapshot) = coordinator.view.snapshot() else {
-        return Json(json!({"nodes": [], "viewError": coordinator.view.last_error()}));
+        return Json(json!({"nodes": [], "warehouses": [], "viewError": coordinator.view.last_error()}));
     };
     let nodes: Vec<Value> = snapshot.view.nodes.iter().map(info::node_json).collect();
-    Json(json!({"nodes": nodes, "viewAgeMillis": snapshot.age().as_millis() as u64}))
+    Json(json!({
+        "nodes": nodes,
+        "warehouses": snapshot.view.warehouses,
+        "viewAgeMillis": snapshot.age().as_millis() as u64,
+    }))
 }
 
 /// Every resource group with unfinished queries in the view, as `/v1/resourceGroupState`

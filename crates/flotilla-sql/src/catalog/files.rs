@@ -101,11 +101,73 @@ fn schema_marker(schema_dir: &Path) -> Path {
     schema_dir.clone().join(files_table::META_DIR).join(SCHEMA_MARKER)
 }
 
+/// What a files catalog's properties set besides its store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilesSettings {
+    /// `files.read-warehouse`: where queries reading the catalog's tables run when nothing
+    /// else (session, routing rules, the table's `read_warehouse`) names a warehouse.
+    pub read_warehouse: Option<String>,
+    /// `files.write-warehouse`: the same for INSERT, CREATE TABLE AS and compaction.
+    pub write_warehouse: Option<String>,
+    /// `files.target-file-size`: the size compaction merges small data files into.
+    pub target_file_size: u64,
+    /// `files.manifest-retention`: how long a manifest replaced by a newer one (and the
+    /// data files only it lists) is kept for readers that started before, and how old an
+    /// unreferenced data file must be before vacuum deletes it.
+    pub manifest_retention: std::time::Duration,
+}
+
+/// `files.target-file-size` by default.
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+/// `files.manifest-retention` by default.
+pub const DEFAULT_MANIFEST_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl Default for FilesSettings {
+    fn default() -> Self {
+        Self {
+            read_warehouse: None,
+            write_warehouse: None,
+            target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            manifest_retention: DEFAULT_MANIFEST_RETENTION,
+        }
+    }
+}
+
+impl FilesSettings {
+    /// Takes the settings' properties out of `properties`.
+    fn take(properties: &mut Properties) -> Result<Self, CatalogError> {
+        let invalid = |key: &str, message: String| CatalogError::InvalidProperty { key: key.to_string(), message };
+        let mut settings = Self::default();
+        for (key, slot) in
+            [("files.read-warehouse", &mut settings.read_warehouse), ("files.write-warehouse", &mut settings.write_warehouse)]
+        {
+            if let Some(value) = properties.remove(key) {
+                if !flotilla_proto::config::valid_label(&value) {
+                    return Err(invalid(key, format!("'{value}' is not a valid warehouse name")));
+                }
+                *slot = Some(value);
+            }
+        }
+        if let Some(value) = properties.remove("files.target-file-size") {
+            settings.target_file_size = flotilla_proto::parse_data_size(&value)
+                .ok()
+                .filter(|size| *size > 0)
+                .ok_or_else(|| invalid("files.target-file-size", format!("'{value}' is not a data size above 0B")))?;
+        }
+        if let Some(value) = properties.remove("files.manifest-retention") {
+            settings.manifest_retention = flotilla_proto::parse_duration(&value)
+                .map_err(|e| invalid("files.manifest-retention", e))?;
+        }
+        Ok(settings)
+    }
+}
+
 /// The catalog over `files.root`.
 pub struct FilesCatalog {
     /// The catalog's name (views are named `catalog.schema.view` while they are expanded).
     name: String,
     root: Arc<Root>,
+    settings: FilesSettings,
     views: OnceLock<ViewPlanner>,
     listed: Arc<parking_lot::Mutex<Listed>>,
 }
@@ -122,6 +184,7 @@ impl FilesCatalog {
         Ok(Self {
             name: name.to_string(),
             root: Arc::new(Root::new(root, properties)?),
+            settings: FilesSettings::take(properties)?,
             views: OnceLock::new(),
             listed: Default::default(),
         })
@@ -135,6 +198,11 @@ impl FilesCatalog {
     ) -> Self {
         let root = Arc::try_unwrap(self.root).expect("a new catalog's root is not shared");
         Self { root: Arc::new(root.with_store_wrapped(wrap)), ..self }
+    }
+
+    /// What the catalog's properties set besides its store.
+    pub fn settings(&self) -> &FilesSettings {
+        &self.settings
     }
 
     /// Where the catalog keeps its objects.

@@ -87,6 +87,14 @@ pub struct TableMeta {
     pub columns: Vec<ColumnMeta>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The `read_warehouse` table property: where queries reading the table run (when the
+    /// session and routing rules name no warehouse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_warehouse: Option<String>,
+    /// The `write_warehouse` table property: where INSERTs into the table, and its
+    /// compaction, run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_warehouse: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,7 +121,14 @@ impl TableMeta {
                 comment: None,
             })
             .collect();
-        Self { id: new_id(), format: format.to_string(), columns, comment: None }
+        Self {
+            id: new_id(),
+            format: format.to_string(),
+            columns,
+            comment: None,
+            read_warehouse: None,
+            write_warehouse: None,
+        }
     }
 
     pub fn schema(&self) -> Result<SchemaRef> {
@@ -275,12 +290,23 @@ pub async fn read_manifest(store: &dyn ObjectStore, dir: &Path, id: &str) -> Res
         .ok_or_else(|| DataFusionError::Execution(format!("manifest {path} disappeared while being read")))
 }
 
-/// Adds `files` to table `id` in one new manifest version; returns that version.
-pub async fn commit(store: &dyn ObjectStore, dir: &Path, id: &str, files: &[String]) -> Result<u64> {
+/// Adds `added` to table `id`, and takes `removed` out of it, in one new manifest version;
+/// returns that version. Files others committed meanwhile are kept (the change is applied to
+/// the latest version); `removed` files that are no longer in it (another compaction
+/// replaced them) refuse the whole change.
+pub async fn commit(store: &dyn ObjectStore, dir: &Path, id: &str, added: &[String], removed: &[String]) -> Result<u64> {
+    let removed: std::collections::HashSet<&String> = removed.iter().collect();
     loop {
         let current = read_manifest(store, dir, id).await?;
-        let next =
-            Manifest { version: current.version + 1, files: current.files.iter().chain(files).cloned().collect() };
+        let mut files: Vec<String> = current.files.iter().filter(|f| !removed.contains(f)).cloned().collect();
+        if current.files.len() - files.len() != removed.len() {
+            return Err(super::view_expansion::carried(flotilla_proto::FlotillaError::new(
+                flotilla_proto::ErrorCode::TransactionConflict,
+                format!("Files of table {dir} being rewritten were replaced meanwhile (a concurrent optimize); nothing was changed"),
+            )));
+        }
+        files.extend(added.iter().cloned());
+        let next = Manifest { version: current.version + 1, files };
         match write_json(store, &manifest_path(dir, id, next.version), &next, PutMode::Create).await {
             Ok(()) => return Ok(next.version),
             // Another commit took this version: build on it.
@@ -296,8 +322,14 @@ pub async fn commit(store: &dyn ObjectStore, dir: &Path, id: &str, files: &[Stri
 /// acknowledged write is orphaned. (A drop deletes the entry before it lists what to
 /// delete, so a version created before this check is either seen and deleted by the drop,
 /// after a successful INSERT, or taken back here.)
-pub async fn commit_to_published(store: &dyn ObjectStore, dir: &Path, id: &str, files: &[String]) -> Result<u64> {
-    let version = commit(store, dir, id, files).await?;
+pub async fn commit_to_published(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    id: &str,
+    added: &[String],
+    removed: &[String],
+) -> Result<u64> {
+    let version = commit(store, dir, id, added, removed).await?;
     // The entry as created is enough: its id is what a drop or a new table changes.
     match read_json::<Entry>(store, &entry_path(dir)).await? {
         Some(created) if created.id() == id => Ok(version),
@@ -309,6 +341,67 @@ pub async fn commit_to_published(store: &dyn ObjectStore, dir: &Path, id: &str, 
             )))
         }
     }
+}
+
+/// What [`vacuum`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Vacuumed {
+    pub manifests: usize,
+    pub data_files: usize,
+}
+
+/// Deletes what no reader of table `id` in `dir` can need any more: manifest versions
+/// replaced by a newer one more than `retention` ago (the latest always stays), manifests
+/// and entry revisions of earlier tables of the name older than `retention` (a drop that
+/// did not finish), and data files that no remaining manifest lists and that are older than
+/// `retention` (files compaction replaced, files of writers that failed or died before
+/// their commit). A reader that started less than `retention` ago, and a writer that
+/// started less than `retention` ago, lose nothing.
+pub async fn vacuum(store: &Arc<dyn ObjectStore>, dir: &Path, id: &str, retention: std::time::Duration) -> Result<Vacuumed> {
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let (_, metadata) = files_store::list_dir(store.as_ref(), &dir.clone().join(META_DIR)).await?;
+    let prefix = format!("{id}.v");
+    let mut versions: Vec<(u64, chrono::DateTime<chrono::Utc>)> = metadata
+        .iter()
+        .filter_map(|o| Some((o.location.filename()?.strip_prefix(prefix.as_str())?.parse().ok()?, o.last_modified)))
+        .collect();
+    versions.sort();
+    // A version stays while a reader may use it: it is the latest, or the one after it (which
+    // replaced it) was made less than `retention` ago.
+    let (mut kept, mut expired) = (Vec::new(), Vec::new());
+    for (index, (version, _)) in versions.iter().enumerate() {
+        match versions.get(index + 1) {
+            Some((_, replaced_at)) if *replaced_at < cutoff => expired.push(manifest_path(dir, id, *version)),
+            _ => kept.push(*version),
+        }
+    }
+    // Manifests and revisions of earlier tables of this name (never the entry itself).
+    let earlier = metadata.iter().filter(|o| {
+        let name = o.location.filename().unwrap_or_default();
+        name != ENTRY_FILE && !name.starts_with(id) && name.contains(".v") && o.last_modified < cutoff
+    });
+    expired.extend(earlier.map(|o| o.location.clone()));
+    let mut referenced = std::collections::HashSet::new();
+    for version in kept {
+        let path = manifest_path(dir, id, version);
+        if let Some(manifest) = read_json::<Manifest>(store.as_ref(), &path).await? {
+            referenced.extend(manifest.files);
+        }
+    }
+    let (_, data) = files_store::list_dir(store.as_ref(), &dir.clone().join(DATA_DIR)).await?;
+    let unreferenced: Vec<Path> = data
+        .into_iter()
+        .filter(|o| o.last_modified < cutoff)
+        .filter(|o| {
+            o.location.filename().is_some_and(|name| !referenced.contains(&format!("{DATA_DIR}/{name}")))
+        })
+        .map(|o| o.location)
+        .collect();
+    let done = Vacuumed { manifests: expired.len(), data_files: unreferenced.len() };
+    // Manifests first: no manifest ever lists a file that is gone.
+    files_store::delete_all(store, expired).await?;
+    files_store::delete_all(store, unreferenced).await?;
+    Ok(done)
 }
 
 /// A table the connector created, at its latest committed version.
@@ -323,6 +416,8 @@ pub struct FilesTable {
     manifest: Manifest,
     /// Its entry exists (else it is a new table, written before it is published).
     published: bool,
+    /// What a write into it replaces (a compaction's small files; empty for INSERT).
+    replaces: Vec<String>,
 }
 
 impl FilesTable {
@@ -332,11 +427,41 @@ impl FilesTable {
         let schema = meta.schema()?;
         let manifest = read_manifest(root.store().as_ref(), &dir, &meta.id).await?;
         let url = format!("{}/", root.url_of(&dir));
-        Ok(Self { store: root.store().clone(), dir, url, meta, schema, manifest, published })
+        Ok(Self { store: root.store().clone(), dir, url, meta, schema, manifest, published, replaces: Vec::new() })
     }
 
     pub fn meta(&self) -> &TableMeta {
         &self.meta
+    }
+
+    /// The committed data files (relative to the table's directory) this table reads.
+    pub fn files(&self) -> &[String] {
+        &self.manifest.files
+    }
+
+    /// The store the table lives in.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The table's directory in its store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `files` of this table as a table of their own, whose writes replace them: a scan of
+    /// it, written into it, rewrites those files (compaction).
+    pub fn rewriting(&self, files: Vec<String>) -> FilesTable {
+        FilesTable {
+            store: self.store.clone(),
+            dir: self.dir.clone(),
+            url: self.url.clone(),
+            meta: self.meta.clone(),
+            schema: self.schema.clone(),
+            manifest: Manifest { version: self.manifest.version, files: files.clone() },
+            published: self.published,
+            replaces: files,
+        }
     }
 }
 
@@ -402,7 +527,8 @@ impl TableProvider for FilesTable {
         let writer = Arc::new(FilesWriteExec::new(input, spec)?);
         let coalesced = Arc::new(CoalescePartitionsExec::new(writer));
         let (store, dir, id) = (self.store.clone(), self.dir.clone(), self.meta.id.clone());
-        Ok(Arc::new(FilesCommitExec::new(coalesced, store, dir, id, self.published, prefix)))
+        let commit = FilesCommitExec::new(coalesced, store, dir, id, self.published, prefix);
+        Ok(Arc::new(commit.replacing(self.replaces.clone())))
     }
 }
 
@@ -425,7 +551,7 @@ mod tests {
         let commits: Vec<_> = (0..8)
             .map(|i| {
                 let (store, dir, id) = (store.clone(), dir.clone(), meta.id.clone());
-                tokio::spawn(async move { commit(store.as_ref(), &dir, &id, &[format!("data/f{i}.parquet")]).await })
+                tokio::spawn(async move { commit(store.as_ref(), &dir, &id, &[format!("data/f{i}.parquet")], &[]).await })
             })
             .collect();
         let mut versions = Vec::new();
@@ -449,14 +575,14 @@ mod tests {
         let schema = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
         let meta = TableMeta::new("parquet", &schema);
         write_entry(store.as_ref(), &dir, &Entry::Table(meta.clone()), PutMode::Create).await.unwrap();
-        assert_eq!(commit_to_published(store.as_ref(), &dir, &meta.id, &["data/a.parquet".into()]).await.unwrap(), 1);
+        assert_eq!(commit_to_published(store.as_ref(), &dir, &meta.id, &["data/a.parquet".into()], &[]).await.unwrap(), 1);
         // Dropped, then created anew under the same name: a late commit of the old id fails.
         store.delete(&entry_path(&dir)).await.unwrap();
-        let error = commit_to_published(store.as_ref(), &dir, &meta.id, &["data/b.parquet".into()]).await.unwrap_err();
+        let error = commit_to_published(store.as_ref(), &dir, &meta.id, &["data/b.parquet".into()], &[]).await.unwrap_err();
         assert_eq!(crate::error::from_datafusion(&error).code, flotilla_proto::ErrorCode::TableNotFound);
         let newer = TableMeta::new("parquet", &schema);
         write_entry(store.as_ref(), &dir, &Entry::Table(newer), PutMode::Create).await.unwrap();
-        assert!(commit_to_published(store.as_ref(), &dir, &meta.id, &["data/c.parquet".into()]).await.is_err());
+        assert!(commit_to_published(store.as_ref(), &dir, &meta.id, &["data/c.parquet".into()], &[]).await.is_err());
         let manifest = read_manifest(store.as_ref(), &dir, &meta.id).await.unwrap();
         assert_eq!(manifest.version, 1, "the refused versions were deleted: {manifest:?}");
     }

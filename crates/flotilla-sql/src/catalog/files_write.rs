@@ -225,10 +225,17 @@ pub struct FilesCommitExec {
     /// Start of the names of the data files this write makes ([`WriteSpec::prefix`]): what
     /// is deleted when it does not commit.
     prefix: String,
+    /// Committed files the written ones replace (a compaction); empty for INSERT.
+    replaces: Vec<String>,
     properties: Arc<PlanProperties>,
 }
 
 impl FilesCommitExec {
+    /// The same commit, replacing `files` with what it writes.
+    pub fn replacing(self, files: Vec<String>) -> Self {
+        Self { replaces: files, ..self }
+    }
+
     pub fn new(
         input: Arc<dyn ExecutionPlan>,
         store: Arc<dyn ObjectStore>,
@@ -237,7 +244,7 @@ impl FilesCommitExec {
         published: bool,
         prefix: String,
     ) -> Self {
-        Self { input, store, dir, id, published, prefix, properties: properties(count_schema(), 1) }
+        Self { input, store, dir, id, published, prefix, replaces: Vec::new(), properties: properties(count_schema(), 1) }
     }
 }
 
@@ -318,7 +325,8 @@ impl ExecutionPlan for FilesCommitExec {
             self.id.clone(),
             self.published,
             self.prefix.clone(),
-        )))
+        )
+        .replacing(self.replaces.clone())))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -327,6 +335,7 @@ impl ExecutionPlan for FilesCommitExec {
         }
         let input = self.input.clone();
         let (store, dir, id, published) = (self.store.clone(), self.dir.clone(), self.id.clone(), self.published);
+        let replaces = self.replaces.clone();
         let data = dir.clone().join(super::files_table::DATA_DIR);
         let uncommitted = Uncommitted { store: store.clone(), data, prefix: self.prefix.clone(), armed: true };
         let output = futures::stream::once(async move {
@@ -345,8 +354,10 @@ impl ExecutionPlan for FilesCommitExec {
             }
             if !files.is_empty() {
                 let committed = match published {
-                    true => super::files_table::commit_to_published(store.as_ref(), &dir, &id, &files).await,
-                    false => super::files_table::commit(store.as_ref(), &dir, &id, &files).await,
+                    true => {
+                        super::files_table::commit_to_published(store.as_ref(), &dir, &id, &files, &replaces).await
+                    }
+                    false => super::files_table::commit(store.as_ref(), &dir, &id, &files, &replaces).await,
                 };
                 if let Err(error) = committed {
                     // Refused: nothing refers to what this statement wrote. It goes before the

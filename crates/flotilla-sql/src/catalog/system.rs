@@ -38,6 +38,19 @@ pub struct NodeRow {
     pub live: bool,
 }
 
+/// The workers a warehouse wants, for an external autoscaler: as many as it has while
+/// nothing waits; with queries waiting, enough to run them too at the rate its workers
+/// run queries now (one worker per waiting query without running ones).
+fn desired_workers(workers: i64, running: i64, queued: i64) -> i64 {
+    if queued == 0 {
+        return workers;
+    }
+    if workers == 0 || running == 0 {
+        return workers + queued;
+    }
+    (workers * (running + queued) + running - 1) / running
+}
+
 /// A worker's labels and load, for `system.runtime.worker_groups` and `warehouses`.
 #[derive(Debug, Clone)]
 pub struct WorkerPlace {
@@ -298,7 +311,8 @@ impl SystemSchema {
                         }
                     }
                 }
-                let kind = |name: &str| definitions.iter().find(|d| d.name == name).map(|d| d.kind.as_str());
+                let definition = |name: &str| definitions.iter().find(|d| d.name == name);
+                let limit = |value: Option<u32>| ScalarValue::Int64(value.map(i64::from));
                 (
                     Arc::new(Schema::new(vec![
                         varchar("warehouse"),
@@ -308,18 +322,25 @@ impl SystemSchema {
                         Field::new("running_tasks", DataType::Int64, false),
                         Field::new("running_queries", DataType::Int64, false),
                         Field::new("queued_queries", DataType::Int64, false),
+                        Field::new("max_concurrent_queries", DataType::Int64, true),
+                        Field::new("max_queued", DataType::Int64, true),
+                        Field::new("desired_workers", DataType::Int64, false),
                     ])),
                     warehouses
                         .into_iter()
                         .map(|(name, (groups, workers, tasks, running, queued))| {
+                            let defined = definition(&name);
                             vec![
                                 optional_text(Some(name.clone())),
-                                optional_text(kind(&name)),
+                                optional_text(defined.map(|d| d.kind.as_str())),
                                 ScalarValue::Int64(Some(groups)),
                                 ScalarValue::Int64(Some(workers)),
                                 ScalarValue::Int64(Some(tasks)),
                                 ScalarValue::Int64(Some(running)),
                                 ScalarValue::Int64(Some(queued)),
+                                limit(defined.and_then(|d| d.max_concurrent_queries)),
+                                limit(defined.and_then(|d| d.max_queued)),
+                                ScalarValue::Int64(Some(desired_workers(workers, running, queued))),
                             ]
                         })
                         .collect(),

@@ -342,3 +342,157 @@ async fn a_create_table_as_that_loses_a_worker_runs_again_and_lands_once() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// Sets the modification time of every file under `dir` to `age` ago (what vacuum judges
+/// ages by on a local root).
+fn age_files(dir: &Path, age: std::time::Duration) {
+    let then = std::time::SystemTime::now() - age;
+    for path in walk(dir).into_iter().filter(|p| p.is_file()) {
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(then).unwrap();
+    }
+}
+
+/// The files the latest manifest of the table in `dir` lists.
+fn manifest_files(dir: &Path) -> Vec<String> {
+    let meta = dir.join("_flotilla");
+    let latest = std::fs::read_dir(&meta)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|name| name.contains(".v") && !name.contains(".entry."))
+        .max_by_key(|name| name.rsplit_once(".v").unwrap().1.parse::<u64>().unwrap())
+        .unwrap();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(meta.join(latest)).unwrap()).unwrap();
+    manifest["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect()
+}
+
+/// `ALTER TABLE ... EXECUTE optimize` merges 200 small files into a few with the same rows
+/// while concurrent INSERTs all land; `CALL lake.system.vacuum` deletes expired manifests,
+/// replaced files and a dead writer's old files, and nothing a reader that started before it
+/// still reads, nor a writer's fresh files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimize_merges_small_files_and_vacuum_keeps_what_readers_need() {
+    use crate::harness::TestCluster;
+    let root = TempDir::new("flotilla-lake");
+    let lake = format!("connector.name=files\nfiles.root={}\nfiles.manifest-retention=1h\n", root.path.display());
+    let cluster = TestCluster::builder()
+        .catalog("lake", &lake)
+        .catalog("tpch", "connector.name=tpch\n")
+        .start()
+        .await;
+    let http = Http::new(&cluster.url());
+    http.rows("CREATE SCHEMA lake.s").await;
+    http.rows("CREATE TABLE lake.s.t (k bigint, v varchar)").await;
+    let inserts: Vec<_> = (0..4)
+        .map(|stream| {
+            let http = Http::new(&cluster.url());
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let k = stream * 50 + i;
+                    http.rows(&format!("INSERT INTO lake.s.t VALUES ({k}, 'v{k}')")).await;
+                }
+            })
+        })
+        .collect();
+    for insert in inserts {
+        insert.await.unwrap();
+    }
+    let table = root.path.join("s/t");
+    assert_eq!(data_files(&table), 200);
+    let summary = "SELECT count(*), sum(k), count(DISTINCT v) FROM lake.s.t";
+    assert_eq!(http.rows(summary).await.1, vec![vec![Value::from(200), Value::from(19900), Value::from(200)]]);
+
+    // Optimize while 4 INSERTs run.
+    let concurrent: Vec<_> = (200..204)
+        .map(|k| {
+            let http = Http::new(&cluster.url());
+            tokio::spawn(async move { http.rows(&format!("INSERT INTO lake.s.t VALUES ({k}, 'v{k}')")).await })
+        })
+        .collect();
+    let optimized = http.rows("ALTER TABLE lake.s.t EXECUTE optimize").await.1;
+    for insert in concurrent {
+        insert.await.unwrap();
+    }
+    let rewritten = optimized[0][0].as_i64().unwrap();
+    assert!((200..=204).contains(&rewritten), "rows rewritten: {rewritten}");
+    let files = manifest_files(&table);
+    assert!(files.len() <= 1 + 4, "a few files after optimize: {files:?}");
+    assert_eq!(http.rows(summary).await.1, vec![vec![Value::from(204), Value::from(20706), Value::from(204)]]);
+    // Nothing small left to merge: optimize again changes nothing.
+    assert_eq!(http.rows("ALTER TABLE lake.s.t EXECUTE optimize(file_size_threshold => '1B')").await.1[0][0], 0);
+
+    // Hostile and wrong uses.
+    for (sql, code) in [
+        ("ALTER TABLE lake.s.t EXECUTE expire_snapshots", "PROCEDURE_NOT_FOUND"),
+        ("ALTER TABLE lake.s.t EXECUTE optimize(nothing => 1)", "INVALID_PROCEDURE_ARGUMENT"),
+        ("ALTER TABLE lake.s.t EXECUTE optimize(file_size_threshold => 'big')", "INVALID_PROCEDURE_ARGUMENT"),
+        ("ALTER TABLE lake.s.t EXECUTE optimize('1MB', '2MB')", "INVALID_PROCEDURE_ARGUMENT"),
+        ("ALTER TABLE lake.s.nothing EXECUTE optimize", "TABLE_NOT_FOUND"),
+        ("ALTER TABLE tpch.tiny.orders EXECUTE optimize", "NOT_SUPPORTED"),
+        ("ALTER TABLE lake.s.t EXECUTE", "SYNTAX_ERROR"),
+        ("CALL lake.system.vacuum('s', 't', '1s')", "INVALID_PROCEDURE_ARGUMENT"),
+        ("CALL lake.system.vacuum('s')", "INVALID_PROCEDURE_ARGUMENT"),
+        ("CALL lake.system.vacuum('s', 'nothing')", "TABLE_NOT_FOUND"),
+        ("CALL lake.system.vacuum('../..', 't')", "TABLE_NOT_FOUND"),
+        ("CALL tpch.system.vacuum('tiny', 'orders')", "PROCEDURE_NOT_FOUND"),
+    ] {
+        assert_eq!(http.error(sql).await["errorName"], code, "{sql}");
+    }
+
+    // A reader of a larger table reads its first page, then the table is optimized and
+    // vacuumed: the reader still gets every row (the replaced files are younger than the
+    // retention).
+    http.rows("CREATE TABLE lake.s.big AS SELECT * FROM tpch.tiny.lineitem").await;
+    for _ in 0..3 {
+        http.rows("INSERT INTO lake.s.big SELECT * FROM tpch.tiny.lineitem").await;
+    }
+    let big = root.path.join("s/big");
+    let before = manifest_files(&big);
+    assert!(before.len() >= 4, "{before:?}");
+    let mut page = http.first(http.post("SELECT * FROM lake.s.big")).await;
+    let mut rows = 0;
+    while rows == 0 {
+        let next = page["nextUri"].as_str().expect("rows come before the end").to_string();
+        page = http.client.get(&next).send().await.unwrap().json().await.unwrap();
+        rows += page["data"].as_array().map_or(0, Vec::len);
+    }
+    assert!(rows < 4 * 60175, "the reader is mid-way: {rows}");
+    http.rows("ALTER TABLE lake.s.big EXECUTE optimize(file_size_threshold => '1GB')").await;
+    http.rows("CALL lake.system.vacuum('s', 'big')").await;
+    assert!(before.iter().all(|f| big.join(f).exists()), "files replaced less than an hour ago stay");
+    while let Some(next) = page["nextUri"].as_str().map(str::to_string) {
+        page = http.client.get(&next).send().await.unwrap().json().await.unwrap();
+        assert!(page.get("error").is_none(), "the reader failed: {}", page["error"]);
+        rows += page["data"].as_array().map_or(0, Vec::len);
+    }
+    assert_eq!(rows, 4 * 60175, "the reader got every row");
+
+    // Once the retention has passed (the files aged by two hours), vacuum deletes the
+    // replaced files and manifests, and a dead writer's old file; a fresh uncommitted file
+    // (a writer still running) stays.
+    let after = manifest_files(&big);
+    age_files(&big, std::time::Duration::from_secs(2 * 3600));
+    let id = after[0].trim_start_matches("data/").split('-').next().unwrap().to_string();
+    std::fs::write(big.join(format!("data/{id}-19700101_000000-dead.parquet")), b"orphan").unwrap();
+    age_files(&big.join("data"), std::time::Duration::from_secs(2 * 3600));
+    std::fs::write(big.join(format!("data/{id}-20991231_000000-inflight.parquet")), b"young").unwrap();
+    http.rows("CALL lake.system.vacuum(schema_name => 's', table_name => 'big', retention => '2h')").await.1;
+    let mut left: Vec<String> = std::fs::read_dir(big.join("data"))
+        .unwrap()
+        .flatten()
+        .map(|e| format!("data/{}", e.file_name().into_string().unwrap()))
+        .collect();
+    left.sort();
+    let mut expected = after.clone();
+    expected.push(format!("data/{id}-20991231_000000-inflight.parquet"));
+    expected.sort();
+    assert_eq!(left, expected, "only the committed files and the young one are left");
+    let manifests = std::fs::read_dir(big.join("_flotilla"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".v"))
+        .count();
+    assert_eq!(manifests, 1, "only the latest manifest is left");
+    assert_eq!(http.rows("SELECT count(*) FROM lake.s.big").await.1, vec![vec![Value::from(4 * 60175)]]);
+    cluster.shutdown().await;
+}

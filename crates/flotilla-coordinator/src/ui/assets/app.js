@@ -275,16 +275,32 @@ async function renderWorkers() {
         `<td class="num">${Math.round(w.processCpuLoad * 100)}%</td><td class="num">${esc(w.runningTasks)}</td><td class="num hide-narrow">${duration(w.memoryBlockedMs)}</td></tr>`;
     }).join('')
   }</tbody></table>`;
+  // Physical groups (the workers' labels, and defined groups without workers), then the
+  // shared groups of the definitions, each reporting the load of the group it references.
   const groups = new Map();
+  const group = (key, kind, from) => {
+    if (!groups.has(key)) groups.set(key, { kind, from, workers: 0, reserved: 0, pool: 0, tasks: 0, cpu: 0 });
+    return groups.get(key);
+  };
   for (const n of workers) {
-    const key = `${n.warehouse} / ${n.workerGroup}`;
-    const g = groups.get(key) || { workers: 0, reserved: 0, pool: 0, tasks: 0, cpu: 0 };
+    const g = group(`${n.warehouse} / ${n.workerGroup}`, 'physical', '');
     g.workers += 1; g.reserved += n.load.memoryReservedBytes; g.pool += n.load.memoryPoolBytes;
     g.tasks += n.load.runningTasks; g.cpu += n.load.processCpuLoad;
-    groups.set(key, g);
   }
-  $('#groups').innerHTML = `<table><thead><tr><th>Warehouse / group</th><th class="num">Workers</th><th class="num">Memory</th><th class="num">CPU</th><th class="num">Tasks</th></tr></thead><tbody>${
-    [...groups].map(([key, g]) => `<tr><td>${esc(key)}</td><td class="num">${g.workers}</td><td class="num">${bytes(g.reserved)} / ${bytes(g.pool)}</td><td class="num">${Math.round(100 * g.cpu / g.workers)}%</td><td class="num">${g.tasks}</td></tr>`).join('')
+  for (const w of cluster.warehouses || []) {
+    for (const wg of w.workerGroups) {
+      if (!wg.sharedFrom) group(`${w.name} / ${wg.name}`, 'physical', '');
+    }
+  }
+  for (const w of cluster.warehouses || []) {
+    for (const wg of w.workerGroups) {
+      if (!wg.sharedFrom) continue;
+      const from = `${wg.sharedFrom.warehouse} / ${wg.sharedFrom.workerGroup}`;
+      groups.set(`${w.name} / ${wg.name}`, { ...(groups.get(from) || group(from, 'physical', '')), kind: 'shared', from });
+    }
+  }
+  $('#groups').innerHTML = `<table><thead><tr><th>Warehouse / group</th><th>Kind</th><th class="num">Workers</th><th class="num">Memory</th><th class="num">CPU</th><th class="num">Tasks</th></tr></thead><tbody>${
+    [...groups].sort(([a], [b]) => a.localeCompare(b)).map(([key, g]) => `<tr><td>${esc(key)}</td><td>${g.kind === 'shared' ? `shared from ${esc(g.from)}` : 'physical'}</td><td class="num">${g.workers}</td><td class="num">${bytes(g.reserved)} / ${bytes(g.pool)}</td><td class="num">${g.workers ? Math.round(100 * g.cpu / g.workers) : 0}%</td><td class="num">${g.tasks}</td></tr>`).join('')
   }</tbody></table>`;
 }
 

@@ -208,6 +208,33 @@ impl FilesCatalog {
         Ok(true)
     }
 
+    /// The entry of a table created through Flotilla (`None`: no such table, a view, or
+    /// plain files).
+    pub async fn table_meta(&self, schema: &str, table: &str) -> Result<Option<TableMeta>, FlotillaError> {
+        if !valid_name(schema) {
+            return Ok(None);
+        }
+        match self.locate(&Path::from(schema), table).await? {
+            Some(Found::Entry { entry: Entry::Table(meta), .. }) => Ok(Some(meta)),
+            _ => Ok(None),
+        }
+    }
+
+    /// A table created through Flotilla, at its latest version (`None`: no such table, a
+    /// view, or plain files).
+    pub async fn open_table(&self, schema: &str, table: &str) -> Result<Option<FilesTable>, FlotillaError> {
+        if !valid_name(schema) {
+            return Ok(None);
+        }
+        match self.locate(&Path::from(schema), table).await? {
+            Some(Found::Entry { dir, entry: Entry::Table(meta) }) => {
+                let opened = FilesTable::open(&self.root, dir, meta, true).await;
+                opened.map(Some).map_err(|e| crate::error::from_datafusion(&e))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Whether the table exists (a schema that does not is an error).
     pub async fn table_exists(&self, catalog: &str, schema: &str, table: &str) -> Result<bool, FlotillaError> {
         let dir = self.schema_dir(catalog, schema).await?;
