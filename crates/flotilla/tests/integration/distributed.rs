@@ -467,3 +467,95 @@ async fn shared_groups_run_on_the_group_they_reference_and_follow_the_definition
     assert_eq!(used.into_iter().collect::<Vec<_>>(), ["worker-2"], "bi's shared group is a's g2 now");
     drop(cluster);
 }
+
+/// Writes run in their table's write warehouse (the catalog's `files.write-warehouse`),
+/// reads in its read warehouse (the table's `read_warehouse`, else the catalog's), the
+/// session coming first; compaction runs where writes do; a warehouse's
+/// `maxConcurrentQueries` and `maxQueued` hold for its queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_run_in_the_write_warehouse_and_warehouse_limits_hold() {
+    let root = crate::harness::TempDir::new("flotilla-lake");
+    let etc = crate::files::lake_etc(&root.path);
+    let lake = format!(
+        "connector.name=files\nfiles.root={}\nfiles.write-warehouse=etl\nfiles.read-warehouse=bi\n",
+        root.path.display()
+    );
+    std::fs::write(etc.path.join("catalog/lake.properties"), lake).unwrap();
+    std::fs::write(
+        etc.path.join("warehouses.json"),
+        r#"{"warehouses": [
+            {"name": "etl", "type": "write", "workerGroups": [{"name": "g1"}]},
+            {"name": "bi", "type": "read", "workerGroups": [{"name": "g1"}], "maxConcurrentQueries": 1, "maxQueued": 1},
+            {"name": "adhoc", "type": "read", "workerGroups": [{"name": "g1"}]}
+        ]}"#,
+    )
+    .unwrap();
+    let cluster = ProcessCluster::builder()
+        .workers(3)
+        .worker_labels(&[("etl", "g1"), ("bi", "g1"), ("adhoc", "g1")])
+        .etc_dir(&etc.path)
+        .start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 5).await;
+    // Where a statement ran: its warehouse and the workers of its tasks.
+    let ran = |request: reqwest::RequestBuilder| async {
+        let responses = http.run_with(request).await;
+        let last = responses.last().unwrap();
+        assert!(last.get("error").is_none(), "{}", last["error"]);
+        let id = responses[0]["id"].as_str().unwrap().to_string();
+        let warehouse = get_json(&http, &format!("{}/v1/query/{id}", http.base)).await["warehouse"].clone();
+        (warehouse, task_nodes(&http, &id).await.into_iter().collect::<Vec<_>>(), crate::collect(&responses).1)
+    };
+    http.rows("CREATE SCHEMA lake.s").await;
+    let (warehouse, nodes, _) = ran(http.post("CREATE TABLE lake.s.t AS SELECT * FROM tpch.tiny.lineitem")).await;
+    assert_eq!((warehouse, nodes), (Value::from("etl"), vec!["worker-1".to_string()]), "CTAS writes in etl");
+    let (warehouse, nodes, _) = ran(http.post("INSERT INTO lake.s.t SELECT * FROM tpch.tiny.lineitem")).await;
+    assert_eq!((warehouse, nodes), (Value::from("etl"), vec!["worker-1".to_string()]), "INSERT writes in etl");
+    // (Joined with a generated table, so a stage runs on workers: a small files scan alone
+    // runs in the coordinator.)
+    let read = "SELECT count(*) FROM lake.s.t JOIN tpch.tiny.lineitem USING (l_orderkey, l_linenumber)";
+    let (warehouse, nodes, rows) = ran(http.post(read)).await;
+    assert_eq!((warehouse, nodes), (Value::from("bi"), vec!["worker-2".to_string()]), "reads run in bi");
+    assert_eq!(rows, vec![vec![Value::from(2 * 60175)]]);
+    let (warehouse, nodes, _) = ran(in_warehouse(&http, read, "adhoc")).await;
+    assert_eq!((warehouse, nodes), (Value::from("adhoc"), vec!["worker-3".to_string()]), "the session comes first");
+    let create = "CREATE TABLE lake.s.u WITH (read_warehouse = 'adhoc') AS SELECT * FROM tpch.tiny.lineitem";
+    assert_eq!(ran(http.post(create)).await.1, ["worker-1"]);
+    let (warehouse, nodes, _) = ran(http.post(&read.replace("lake.s.t", "lake.s.u"))).await;
+    assert_eq!((warehouse, nodes), (Value::from("adhoc"), vec!["worker-3".to_string()]), "the table's own first");
+    let (_, shown) = http.rows("SHOW CREATE TABLE lake.s.u").await;
+    assert!(shown[0][0].as_str().unwrap().contains("read_warehouse = 'adhoc'"), "{shown:?}");
+    let (warehouse, nodes, _) =
+        ran(http.post("ALTER TABLE lake.s.t EXECUTE optimize(file_size_threshold => '1GB')")).await;
+    // (A compaction of a few MB is one task, which datafusion-distributed keeps in the
+    // coordinator like any small stage; a larger one runs on etl's workers.)
+    assert_eq!(warehouse, "etl", "compaction is placed in etl");
+    assert!(nodes.iter().all(|n| n == "worker-1"), "compaction ran in etl: {nodes:?}");
+    assert_eq!(http.rows("SELECT count(*) FROM lake.s.t").await.1, vec![vec![Value::from(2 * 60175)]]);
+    let bad = "CREATE TABLE lake.s.x (a bigint) WITH (write_warehouse = 'no where')";
+    assert_eq!(http.error(bad).await["errorName"], "INVALID_TABLE_PROPERTY");
+
+    // bi runs one query at a time and queues one: a third fails, the queued one runs once
+    // the first is gone.
+    let slow = crate::blackhole::paced_table(&http, "slow", 2, 300, "100ms").await;
+    let first: Value = in_warehouse(&http, &slow, "bi").send().await.unwrap().json().await.unwrap();
+    let first = first["id"].as_str().unwrap().to_string();
+    http.wait_for_state(&first, &["RUNNING"], Duration::from_secs(10)).await;
+    let second: Value = in_warehouse(&http, &slow, "bi").send().await.unwrap().json().await.unwrap();
+    let second = second["id"].as_str().unwrap().to_string();
+    http.wait_for_state(&second, &["QUEUED"], Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(get_json(&http, &format!("{}/v1/query/{second}", http.base)).await["state"], "QUEUED");
+    let third = http.error_with(in_warehouse(&http, &slow, "bi")).await;
+    assert_eq!(third["errorName"], "QUERY_QUEUE_FULL", "{third}");
+    let (_, rows) = http.rows("SELECT queued_queries, running_queries, max_concurrent_queries, max_queued FROM system.runtime.warehouses WHERE warehouse = 'bi'").await;
+    assert_eq!(rows, vec![vec![Value::from(1), Value::from(1), Value::from(1), Value::from(1)]]);
+    // Another warehouse is not held up.
+    assert_eq!(ran(in_warehouse(&http, "SELECT count(*) FROM tpch.tiny.nation", "adhoc")).await.2, vec![vec![Value::from(25)]]);
+    let killed = http.client.delete(format!("{}/v1/query/{first}", http.base)).header("X-Trino-User", "test").send().await.unwrap();
+    assert!(killed.status().is_success(), "{}", killed.status());
+    http.wait_for_state(&second, &["RUNNING"], Duration::from_secs(20)).await;
+    let killed = http.client.delete(format!("{}/v1/query/{second}", http.base)).header("X-Trino-User", "test").send().await.unwrap();
+    assert!(killed.status().is_success());
+    drop(cluster);
+}
