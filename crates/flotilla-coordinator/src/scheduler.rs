@@ -424,6 +424,7 @@ mod tests {
             memory: MemoryTotals::default(),
             warehouses: Vec::new(),
             routing_rules: Vec::new(),
+            loans: Vec::new(),
         };
         ViewSnapshot { view: Arc::new(view), fetched }
     }

@@ -243,6 +243,7 @@ mod tests {
             memory: Default::default(),
             warehouses: Vec::new(),
             routing_rules: Vec::new(),
+            loans: Vec::new(),
         };
         ViewSnapshot { view: Arc::new(view), fetched: Instant::now() }
     }

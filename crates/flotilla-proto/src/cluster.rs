@@ -342,6 +342,9 @@ pub struct PeerSync {
     pub nodes: Vec<SyncedNode>,
     #[serde(default)]
     pub queries: Vec<QuerySummary>,
+    /// The admission leader's loans (sent by the leader on every push).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loans: Option<Vec<crate::warehouses::Loan>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -396,6 +399,9 @@ pub struct ClusterView {
     /// Which warehouse a query that names none runs in (`warehouse.config-file`).
     #[serde(default)]
     pub routing_rules: Vec<crate::warehouses::RoutingRule>,
+    /// Groups the admission leader lends now (also in `warehouses`, as `lent` shared groups).
+    #[serde(default)]
+    pub loans: Vec<crate::warehouses::Loan>,
 }
 
 impl ClusterView {

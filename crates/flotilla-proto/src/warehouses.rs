@@ -64,6 +64,44 @@ pub struct WorkerGroupDefinition {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_from: Option<GroupRef>,
+    /// A shared group the admission leader added for a while ([`Loan`]), not the file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lent: bool,
+}
+
+/// A physical group the admission leader lends to a busy read warehouse while its own
+/// warehouse leaves it idle (`warehouse.lending-enabled`): for the loan, the borrower has a
+/// shared group `lent.WAREHOUSE.GROUP` referencing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Loan {
+    /// The warehouse that borrows the group.
+    pub borrower: String,
+    pub group: GroupRef,
+    /// How long ago it was lent (an age, so no two clocks need to agree).
+    pub lent_for_ms: u64,
+}
+
+impl Loan {
+    /// The name of the borrower's shared group for the loan.
+    pub fn group_name(&self) -> String {
+        format!("lent.{}.{}", self.group.warehouse, self.group.worker_group)
+    }
+}
+
+/// The definitions with each loan as a shared group of its borrower.
+pub fn with_loans(definitions: &[WarehouseDefinition], loans: &[Loan]) -> Vec<WarehouseDefinition> {
+    let mut definitions = definitions.to_vec();
+    for loan in loans {
+        if let Some(borrower) = definitions.iter_mut().find(|w| w.name == loan.borrower) {
+            borrower.worker_groups.push(WorkerGroupDefinition {
+                name: loan.group_name(),
+                shared_from: Some(loan.group.clone()),
+                lent: true,
+            });
+        }
+    }
+    definitions
 }
 
 /// One warehouse.
@@ -220,7 +258,7 @@ fn parse_warehouses(file_warehouses: Vec<FileWarehouse>) -> Result<Vec<Warehouse
                     Some(GroupRef { warehouse: from_warehouse.to_string(), worker_group: from_group.to_string() })
                 }
             };
-            groups.push(WorkerGroupDefinition { name: group.name, shared_from });
+            groups.push(WorkerGroupDefinition { name: group.name, shared_from, lent: false });
         }
         if warehouse.max_concurrent_queries == Some(0) {
             return Err(format!("maxConcurrentQueries of warehouse '{}' must be at least 1", warehouse.name));

@@ -50,6 +50,36 @@ pub const SETTINGS: &[Setting] = &[
         roles: "resource-manager (and a coordinator's embedded one)",
         doc: "Warehouse definitions (types; physical and shared worker groups) and routing rules, re-read every second when it changes and served to every coordinator in the cluster view",
     },
+    Setting {
+        name: "warehouse.lending-enabled",
+        default: "false",
+        roles: "resource-manager (and a coordinator's embedded one)",
+        doc: "The admission leader lends idle physical worker groups to busy read warehouses (as shared groups `lent.W.G` in the view) and takes them back",
+    },
+    Setting {
+        name: "warehouse.lending-busy-tasks-per-worker",
+        default: "4",
+        roles: "resource-manager (and a coordinator's embedded one)",
+        doc: "A warehouse is busy with queries queued, or at least this many running tasks per worker of its groups",
+    },
+    Setting {
+        name: "warehouse.lending-busy-time",
+        default: "5s",
+        roles: "resource-manager (and a coordinator's embedded one)",
+        doc: "How long a read warehouse stays busy before it borrows, and calm before a loan to it ends",
+    },
+    Setting {
+        name: "warehouse.lending-idle-time",
+        default: "10s",
+        roles: "resource-manager (and a coordinator's embedded one)",
+        doc: "How long a physical group stays idle (no running task, nothing queued in its warehouse) before it is lent",
+    },
+    Setting {
+        name: "warehouse.lending-min-time",
+        default: "30s",
+        roles: "resource-manager (and a coordinator's embedded one)",
+        doc: "How long a loan lasts at least before it ends (its owner busy, or the borrower calm)",
+    },
 ];
 
 #[derive(Debug, Clone)]
@@ -59,6 +89,8 @@ pub struct ResourceManagerConfig {
     pub low_memory_killer: KillerConfig,
     /// `warehouse.config-file`.
     pub warehouses_file: Option<std::path::PathBuf>,
+    /// `warehouse.lending-*`.
+    pub lending: crate::lending::LendingConfig,
 }
 
 impl Default for ResourceManagerConfig {
@@ -68,6 +100,7 @@ impl Default for ResourceManagerConfig {
             peer_sync_interval: Duration::from_millis(500),
             low_memory_killer: KillerConfig::default(),
             warehouses_file: None,
+            lending: crate::lending::LendingConfig::default(),
         }
     }
 }
@@ -91,6 +124,17 @@ impl ResourceManagerConfig {
                 "" => return Err(ConfigError::invalid(file, key, value, "give the file's path")),
                 path => self.warehouses_file = Some(path.into()),
             },
+            "warehouse.lending-enabled" => self.lending.enabled = parse_value(file, key, value)?,
+            "warehouse.lending-busy-tasks-per-worker" => {
+                let tasks: f64 = parse_value(file, key, value)?;
+                if !(tasks.is_finite() && tasks > 0.0) {
+                    return Err(ConfigError::invalid(file, key, value, "a number of tasks above 0"));
+                }
+                self.lending.busy_tasks_per_worker = tasks;
+            }
+            "warehouse.lending-busy-time" => self.lending.busy_time = parse_duration_value(file, key, value)?,
+            "warehouse.lending-idle-time" => self.lending.idle_time = parse_duration_value(file, key, value)?,
+            "warehouse.lending-min-time" => self.lending.min_time = parse_duration_value(file, key, value)?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -53,6 +53,7 @@ pub mod registry;
 mod role;
 mod server;
 pub mod state;
+mod lending;
 mod warehouses;
 
 pub use config::{ResourceManagerConfig, SETTINGS};

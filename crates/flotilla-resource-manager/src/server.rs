@@ -29,7 +29,9 @@ use crate::memory_killer::LowMemoryKiller;
 use crate::peer::{HttpPeerTransport, PeerTransport};
 use crate::registry::{RegistrationError, Registry};
 use crate::state::{ClusterState, HeartbeatError};
+use crate::lending::Lending;
 use crate::warehouses::WarehouseFile;
+use flotilla_proto::warehouses::with_loans;
 use flotilla_node::LocalNode;
 use flotilla_node::{InternalClient, INTERNAL_CALL_TIMEOUT};
 
@@ -62,6 +64,8 @@ pub struct ResourceManager {
     registry: Mutex<Registry>,
     /// `warehouse.config-file`, served in the view.
     warehouses: Option<WarehouseFile>,
+    /// Worker groups lent between warehouses, when this one is the admission leader.
+    lending: Mutex<Lending>,
 }
 
 /// How long a serialized view is served again before it is rebuilt.
@@ -91,6 +95,7 @@ impl ResourceManager {
             killer: Mutex::new(LowMemoryKiller::new(config.low_memory_killer)),
             registry: Mutex::new(Registry::default()),
             warehouses: config.warehouses_file.as_deref().map(WarehouseFile::open),
+            lending: Mutex::new(Lending::default()),
             config,
         })
     }
@@ -119,13 +124,37 @@ impl ResourceManager {
 
     /// The current view.
     pub fn view(&self) -> ClusterView {
-        let mut view = self.state.lock().view(Instant::now(), epoch_ms());
+        let now = Instant::now();
+        let (mut view, leader) = {
+            let state = self.state.lock();
+            (state.view(now, epoch_ms()), state.admission_leader(now).is_none())
+        };
         if let Some(file) = &self.warehouses {
             let definitions = file.current();
-            view.warehouses = definitions.warehouses.clone();
+            view.loans = match leader {
+                true => self.lending.lock().loans(now),
+                false => self.state.lock().leader_loans(now),
+            };
+            view.warehouses = with_loans(&definitions.warehouses, &view.loans);
             view.routing_rules = definitions.routing_rules.clone();
         }
         view
+    }
+
+    /// One lending round of the admission leader (see [`crate::lending`]); its loans, to
+    /// send to the peers.
+    fn lend(&self, leader: bool, now: Instant) -> Option<Vec<flotilla_proto::warehouses::Loan>> {
+        let file = self.warehouses.as_ref()?;
+        let definitions = file.current();
+        let (nodes, queued) = {
+            let state = self.state.lock();
+            (state.view(now, epoch_ms()).nodes, state.queued_by_warehouse())
+        };
+        let mut lending = self.lending.lock();
+        for event in lending.tick(&self.config.lending, leader, &definitions.warehouses, &nodes, &queued, now) {
+            tracing::info!(%event, "worker group lending");
+        }
+        leader.then(|| lending.loans(now))
     }
 
     /// The view as JSON, reused for [`VIEW_REUSE`]: a coordinator's view may be that much
@@ -275,11 +304,33 @@ impl ResourceManager {
             admission.observe_leadership(leader, now);
             admission.sweep(&usage, now);
             self.killer.lock().tick(leader, &state.worker_loads(now), state.node_id(), now);
-            state.live_peers(now)
+            (state.live_peers(now), leader)
         };
+        let (peers, leader) = peers;
+        let loans = self.lend(leader, now);
         self.registry.lock().sweep(|owner, instance| self.state.lock().is_live(owner, instance, now), now);
         let pushes = peers.into_iter().filter_map(|peer| {
-            let (sync, upto, since) = self.state.lock().prepare_sync(&peer.node_id, &peer.instance, now)?;
+            let prepared = self.state.lock().prepare_sync(&peer.node_id, &peer.instance, now);
+            // The leader's loans go with every push, even one with nothing else.
+            let (sync, upto, since) = match (prepared, &loans) {
+                (Some((mut sync, upto, since)), loans) => {
+                    sync.loans = loans.clone();
+                    (sync, upto, since)
+                }
+                (None, Some(loans)) => {
+                    let state = self.state.lock();
+                    let sync = PeerSync {
+                        from: state.node_id().to_string(),
+                        from_instance: state.instance().to_string(),
+                        nodes: Vec::new(),
+                        queries: Vec::new(),
+                        loans: Some(loans.clone()),
+                    };
+                    let version = state.acknowledged(&peer.node_id, &peer.instance);
+                    (sync, version, version)
+                }
+                (None, None) => return None,
+            };
             Some(async move {
                 let peer_id = peer.node_id;
                 let result = self.transport.push(&peer_id, &peer.uri, &sync).await;

@@ -109,7 +109,12 @@ pub struct ClusterState {
     queries: HashMap<String, QueryEntry>,
     reports: HashMap<String, ReportCursor>,
     peers: HashMap<String, PeerCursor>,
+    /// The loans a peer that leads admission sent last: (its id, the loans, when).
+    leader_loans: Option<(String, Vec<flotilla_proto::warehouses::Loan>, Instant)>,
 }
+
+/// How long a leader's loans are served after its last push.
+const LEADER_LOANS_EXPIRY: Duration = Duration::from_secs(5);
 
 impl ClusterState {
     pub fn new(node_id: &str, instance: &str, environment: &str, config: StateConfig) -> Self {
@@ -123,7 +128,27 @@ impl ClusterState {
             queries: HashMap::new(),
             reports: HashMap::new(),
             peers: HashMap::new(),
+            leader_loans: None,
         }
+    }
+
+    /// The loans the admission leader (a peer) sent, while it leads and recently sent them.
+    pub fn leader_loans(&self, now: Instant) -> Vec<flotilla_proto::warehouses::Loan> {
+        let Some((from, loans, at)) = &self.leader_loans else { return Vec::new() };
+        let leads = self.admission_leader(now).is_some_and(|(leader, _)| &leader == from);
+        match leads && now.duration_since(*at) < LEADER_LOANS_EXPIRY {
+            true => loans.clone(),
+            false => Vec::new(),
+        }
+    }
+
+    /// Queued queries per warehouse, from the live coordinators' reports.
+    pub fn queued_by_warehouse(&self) -> std::collections::BTreeMap<String, u32> {
+        let mut queued = std::collections::BTreeMap::new();
+        for entry in self.queries.values().filter(|q| q.summary.progress.state == "QUEUED") {
+            *queued.entry(entry.summary.identity.warehouse.clone()).or_insert(0) += 1;
+        }
+        queued
     }
 
     pub fn node_id(&self) -> &str {
@@ -270,6 +295,9 @@ impl ClusterState {
 
     /// Merges records pushed by a peer.
     pub fn apply_peer_sync(&mut self, sync: PeerSync, now: Instant) -> PeerSyncAck {
+        if let Some(loans) = sync.loans {
+            self.leader_loans = Some((sync.from.clone(), loans, now));
+        }
         for synced in sync.nodes {
             let age = Duration::from_millis(synced.age_ms);
             if age >= self.config.node_expiry || synced.record.node.environment != self.environment {
@@ -312,6 +340,7 @@ impl ClusterState {
             from_instance: self.instance.clone(),
             nodes: vec![],
             queries: vec![],
+            loans: None,
         };
         for (_, node, query) in changed {
             if let Some(node) = node {
@@ -323,6 +352,14 @@ impl ClusterState {
             }
         }
         Some((sync, upto, since))
+    }
+
+    /// The local version a peer has acknowledged (0 for a peer or instance not known).
+    pub fn acknowledged(&self, peer: &str, peer_instance: &str) -> u64 {
+        match self.peers.get(peer) {
+            Some(cursor) if cursor.instance == peer_instance => cursor.version,
+            _ => 0,
+        }
     }
 
     /// Records a peer's acknowledgement of a push that covered `since..upto`. A peer that
@@ -493,6 +530,7 @@ impl ClusterState {
             memory,
             warehouses: Vec::new(),
             routing_rules: Vec::new(),
+            loans: Vec::new(),
         }
     }
 

@@ -97,7 +97,11 @@ fn worker_groups(nodes: &[NodeRow], definitions: &[WarehouseDefinition]) -> BTre
                 None => groups.get(&key).cloned().unwrap_or(GroupRow { kind: "physical", ..Default::default() }),
                 Some(from) => {
                     let physical = groups.get(&(from.warehouse.clone(), from.worker_group.clone())).cloned();
-                    GroupRow { kind: "shared", referenced: Some(from.to_string()), ..physical.unwrap_or_default() }
+                    GroupRow {
+                        kind: if group.lent { "lent" } else { "shared" },
+                        referenced: Some(from.to_string()),
+                        ..physical.unwrap_or_default()
+                    }
                 }
             };
             groups.insert(key, row);

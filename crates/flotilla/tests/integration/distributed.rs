@@ -559,3 +559,69 @@ async fn writes_run_in_the_write_warehouse_and_warehouse_limits_hold() {
     assert!(killed.status().is_success());
     drop(cluster);
 }
+
+/// `warehouse.lending-enabled`: a burst on bi (more running tasks per worker than the
+/// threshold) makes the admission leader lend etl's idle group to bi, whose next query may
+/// run there; once the burst is over the group is returned. Every lend and return is in the
+/// view (`system.runtime.worker_groups`, kind `lent`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_group_is_lent_to_a_busy_warehouse_and_returned() {
+    let etc = crate::blackhole::blackhole_etc();
+    std::fs::write(
+        etc.path.join("warehouses.json"),
+        r#"{"warehouses": [
+            {"name": "bi", "type": "read", "workerGroups": [{"name": "g1"}]},
+            {"name": "etl", "type": "write", "workerGroups": [{"name": "g1"}]}
+        ]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        etc.path.join("config.properties"),
+        "warehouse.lending-enabled=true\nwarehouse.lending-busy-tasks-per-worker=3\nwarehouse.lending-busy-time=1s\n\
+         warehouse.lending-idle-time=1s\nwarehouse.lending-min-time=2s\n",
+    )
+    .unwrap();
+    let cluster =
+        ProcessCluster::builder().workers(2).worker_labels(&[("bi", "g1"), ("etl", "g1")]).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 4).await;
+    let lent = "SELECT warehouse, worker_group, referenced_group FROM system.runtime.worker_groups WHERE kind = 'lent'";
+    let wait_for = |want_lent: bool| {
+        let http = &http;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (_, rows) = http.rows(lent).await;
+                if rows.is_empty() != want_lent {
+                    return rows;
+                }
+                assert!(Instant::now() < deadline, "lent = {want_lent} never came: {rows:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(wait_for(false).await.is_empty());
+    // The burst: 3 slow queries of 2 tasks each on bi's one worker (6 tasks > 3).
+    let slow = crate::blackhole::paced_table(&http, "slow", 2, 400, "100ms").await;
+    let mut burst = Vec::new();
+    for _ in 0..3 {
+        let (id, _) = start_until_placed(&http, in_warehouse(&http, &slow, "bi")).await;
+        assert_eq!(task_nodes(&http, &id).await.into_iter().collect::<Vec<_>>(), ["worker-1"]);
+        burst.push(id);
+    }
+    let rows = wait_for(true).await;
+    assert_eq!(rows, vec![vec![Value::from("bi"), Value::from("lent.etl.g1"), Value::from("etl.g1")]]);
+    // bi's next query goes to the lent group: etl's worker is idle, bi's is loaded.
+    let (next, _) = start_until_placed(&http, in_warehouse(&http, &slow, "bi")).await;
+    assert_eq!(task_nodes(&http, &next).await.into_iter().collect::<Vec<_>>(), ["worker-2"]);
+    burst.push(next);
+    // The burst ends: the loan ends after its minimum time.
+    for id in &burst {
+        let killed = http.client.delete(format!("{}/v1/query/{id}", http.base)).header("X-Trino-User", "test");
+        assert!(killed.send().await.unwrap().status().is_success());
+    }
+    assert!(wait_for(false).await.is_empty());
+    let (_, rows) = http.rows("SELECT count(*) FROM system.runtime.worker_groups WHERE warehouse = 'bi'").await;
+    assert_eq!(rows, vec![vec![Value::from(1)]], "bi has its own group only");
+    drop(cluster);
+}

@@ -296,11 +296,11 @@ async function renderWorkers() {
     for (const wg of w.workerGroups) {
       if (!wg.sharedFrom) continue;
       const from = `${wg.sharedFrom.warehouse} / ${wg.sharedFrom.workerGroup}`;
-      groups.set(`${w.name} / ${wg.name}`, { ...(groups.get(from) || group(from, 'physical', '')), kind: 'shared', from });
+      groups.set(`${w.name} / ${wg.name}`, { ...(groups.get(from) || group(from, 'physical', '')), kind: wg.lent ? 'lent' : 'shared', from });
     }
   }
   $('#groups').innerHTML = `<table><thead><tr><th>Warehouse / group</th><th>Kind</th><th class="num">Workers</th><th class="num">Memory</th><th class="num">CPU</th><th class="num">Tasks</th></tr></thead><tbody>${
-    [...groups].sort(([a], [b]) => a.localeCompare(b)).map(([key, g]) => `<tr><td>${esc(key)}</td><td>${g.kind === 'shared' ? `shared from ${esc(g.from)}` : 'physical'}</td><td class="num">${g.workers}</td><td class="num">${bytes(g.reserved)} / ${bytes(g.pool)}</td><td class="num">${g.workers ? Math.round(100 * g.cpu / g.workers) : 0}%</td><td class="num">${g.tasks}</td></tr>`).join('')
+    [...groups].sort(([a], [b]) => a.localeCompare(b)).map(([key, g]) => `<tr><td>${esc(key)}</td><td>${g.kind === 'physical' ? 'physical' : `${g.kind} from ${esc(g.from)}`}</td><td class="num">${g.workers}</td><td class="num">${bytes(g.reserved)} / ${bytes(g.pool)}</td><td class="num">${g.workers ? Math.round(100 * g.cpu / g.workers) : 0}%</td><td class="num">${g.tasks}</td></tr>`).join('')
   }</tbody></table>`;
 }
 
