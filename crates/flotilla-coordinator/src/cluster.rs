@@ -166,36 +166,33 @@ impl HeartbeatSource for QueryReporter {
         let mut state = self.state.lock();
         let queries = self.refresh(&mut state);
         // Per group: what admission counts where it runs, else the queries' states.
-        let resource_groups: Vec<ResourceGroupUsage> = if self.admission.enabled() {
-            self.admission
-                .usage()
-                .into_iter()
-                .filter(|(_, queued, running)| queued + running > 0)
-                .map(|(resource_group, queued, running)| ResourceGroupUsage { resource_group, queued, running })
-                .collect()
-        } else {
-            let mut groups: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
-            for query in &queries {
-                let counts = groups.entry(status_group(query)).or_default();
-                match query.state() {
-                    QueryState::Queued => counts.0 += 1,
-                    QueryState::Planning | QueryState::Running => counts.1 += 1,
-                    QueryState::Finished | QueryState::Failed => {}
+        let resource_groups: Vec<ResourceGroupUsage> =
+            if self.admission.enabled() {
+                self.admission
+                    .usage()
+                    .into_iter()
+                    .filter(|(_, queued, running)| queued + running > 0)
+                    .map(|(resource_group, queued, running)| ResourceGroupUsage { resource_group, queued, running })
+                    .collect()
+            } else {
+                let mut groups: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
+                for query in &queries {
+                    let counts = groups.entry(status_group(query)).or_default();
+                    match query.state() {
+                        QueryState::Queued => counts.0 += 1,
+                        QueryState::Planning | QueryState::Running => counts.1 += 1,
+                        QueryState::Finished | QueryState::Failed => {}
+                    }
                 }
-            }
-            // Warehouses with limits are admitted all the same.
-            groups
-                .into_iter()
-                .map(|(resource_group, (queued, running))| ResourceGroupUsage { resource_group, queued, running })
-                .chain(
-                    self.admission
-                        .usage()
-                        .into_iter()
-                        .filter(|(_, queued, running)| queued + running > 0)
-                        .map(|(resource_group, queued, running)| ResourceGroupUsage { resource_group, queued, running }),
-                )
-                .collect()
-        };
+                // Warehouses with limits are admitted all the same.
+                groups
+                    .into_iter()
+                    .map(|(resource_group, (queued, running))| ResourceGroupUsage { resource_group, queued, running })
+                    .chain(self.admission.usage().into_iter().filter(|(_, queued, running)| queued + running > 0).map(
+                        |(resource_group, queued, running)| ResourceGroupUsage { resource_group, queued, running },
+                    ))
+                    .collect()
+            };
         let reports = base_versions
             .iter()
             .map(|&base_version| {

@@ -209,7 +209,12 @@ impl Lending {
 
 /// Whether `warehouse` runs queries on the physical `group`: its own, a shared group of its
 /// definition, or a loan.
-fn serves(definitions: &[WarehouseDefinition], loans: &[ActiveLoan], warehouse: &str, group: &(String, String)) -> bool {
+fn serves(
+    definitions: &[WarehouseDefinition],
+    loans: &[ActiveLoan],
+    warehouse: &str,
+    group: &(String, String),
+) -> bool {
     let is = |from: &GroupRef| from.warehouse == group.0 && from.worker_group == group.1;
     group.0 == warehouse
         || definitions
@@ -270,7 +275,11 @@ mod tests {
         let at = |s: u64| start + Duration::from_secs(s);
         let none = BTreeMap::new();
         let busy_bi = |etl_tasks: u32, adhoc_tasks: u32| {
-            vec![worker("b", "bi", "g1", 8), worker("e", "etl", "g1", etl_tasks), worker("a", "adhoc", "g1", adhoc_tasks)]
+            vec![
+                worker("b", "bi", "g1", 8),
+                worker("e", "etl", "g1", etl_tasks),
+                worker("a", "adhoc", "g1", adhoc_tasks),
+            ]
         };
         // Busy, but not for long enough; the idle groups not idle for long enough.
         assert!(lending.tick(&config, true, &definitions, &busy_bi(0, 3), &none, at(0)).is_empty());

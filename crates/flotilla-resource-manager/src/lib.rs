@@ -47,13 +47,13 @@
 
 pub mod admission;
 mod config;
+mod lending;
 pub mod memory_killer;
 mod peer;
 pub mod registry;
 mod role;
 mod server;
 pub mod state;
-mod lending;
 mod warehouses;
 
 pub use config::{ResourceManagerConfig, SETTINGS};

@@ -25,15 +25,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{LeaseAuthority, LeaseError};
 use crate::config::ResourceManagerConfig;
+use crate::lending::Lending;
 use crate::memory_killer::LowMemoryKiller;
 use crate::peer::{HttpPeerTransport, PeerTransport};
 use crate::registry::{RegistrationError, Registry};
 use crate::state::{ClusterState, HeartbeatError};
-use crate::lending::Lending;
 use crate::warehouses::WarehouseFile;
-use flotilla_proto::warehouses::with_loans;
 use flotilla_node::LocalNode;
 use flotilla_node::{InternalClient, INTERNAL_CALL_TIMEOUT};
+use flotilla_proto::warehouses::with_loans;
 
 /// Peer pushes can carry many records; heartbeats and view requests stay small.
 const PEER_SYNC_BODY_LIMIT: usize = 64 << 20;
@@ -144,6 +144,9 @@ impl ResourceManager {
     /// One lending round of the admission leader (see [`crate::lending`]); its loans, to
     /// send to the peers.
     fn lend(&self, leader: bool, now: Instant) -> Option<Vec<flotilla_proto::warehouses::Loan>> {
+        if !self.config.lending.enabled {
+            return None;
+        }
         let file = self.warehouses.as_ref()?;
         let definitions = file.current();
         let (nodes, queued) = {

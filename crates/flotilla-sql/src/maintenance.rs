@@ -85,8 +85,9 @@ pub(crate) async fn alter_table_execute(
     access::check_table(&name, TablePrivilege::Delete, Some("optimize"))?;
     let files = writable(engine, &name.catalog, "table procedures")?.clone();
     let threshold = match bind(arguments, &["file_size_threshold"])?.remove(0) {
-        Some(text) => flotilla_proto::parse_data_size(&text)
-            .map_err(|e| argument_error(format!("file_size_threshold: {e}")))?,
+        Some(text) => {
+            flotilla_proto::parse_data_size(&text).map_err(|e| argument_error(format!("file_size_threshold: {e}")))?
+        }
         None => files.settings().target_file_size,
     };
     let rewritten = optimize(engine, session, &files, &name, threshold, memory.clone()).await?;
@@ -112,10 +113,8 @@ async fn optimize(
     let (_, objects) = files_store::list_dir(table.store().as_ref(), &table.dir().clone().join(DATA_DIR))
         .await
         .map_err(|e| FlotillaError::internal(format!("cannot list the data files of {name}: {e}")))?;
-    let sizes: HashMap<String, u64> = objects
-        .into_iter()
-        .filter_map(|o| Some((format!("{DATA_DIR}/{}", o.location.filename()?), o.size)))
-        .collect();
+    let sizes: HashMap<String, u64> =
+        objects.into_iter().filter_map(|o| Some((format!("{DATA_DIR}/{}", o.location.filename()?), o.size))).collect();
     let small: Vec<(String, u64)> = table
         .files()
         .iter()
@@ -130,10 +129,13 @@ async fn optimize(
     let outputs = total.div_ceil(target).clamp(1, MAX_OUTPUT_FILES.min(small.len() as u64 - 1)) as usize;
     tracing::info!(table = %name, files = small.len(), bytes = total, outputs, "compacting small data files");
     let rewriting = Arc::new(table.rewriting(small.into_iter().map(|(file, _)| file).collect()));
-    let reference = datafusion::common::TableReference::full(name.catalog.as_str(), name.schema.as_str(), name.table.as_str());
+    let reference =
+        datafusion::common::TableReference::full(name.catalog.as_str(), name.schema.as_str(), name.table.as_str());
     let plan = LogicalPlanBuilder::scan(reference.clone(), provider_as_source(rewriting.clone()), None)
         .and_then(|scan| scan.build())
-        .and_then(|scan| LogicalPlanBuilder::insert_into(scan, reference, provider_as_source(rewriting), InsertOp::Append))
+        .and_then(|scan| {
+            LogicalPlanBuilder::insert_into(scan, reference, provider_as_source(rewriting), InsertOp::Append)
+        })
         .and_then(|insert| insert.build())
         .map_err(df_error)?;
     let scans = Arc::new(ScanCounters::default());
@@ -141,9 +143,8 @@ async fn optimize(
     // One output file per partition of the scan.
     let mut config = state.config().clone();
     config.options_mut().execution.target_partitions = outputs;
-    let state = datafusion::execution::session_state::SessionStateBuilder::new_from_existing(state)
-        .with_config(config)
-        .build();
+    let state =
+        datafusion::execution::session_state::SessionStateBuilder::new_from_existing(state).with_config(config).build();
     run(engine, state, session, &plan).await
 }
 
@@ -167,7 +168,8 @@ pub(crate) async fn vacuum(
     let minimum = files.settings().manifest_retention;
     let retention = match values.next().flatten() {
         Some(text) => {
-            let retention = flotilla_proto::parse_duration(&text).map_err(|e| argument_error(format!("retention: {e}")))?;
+            let retention =
+                flotilla_proto::parse_duration(&text).map_err(|e| argument_error(format!("retention: {e}")))?;
             if retention < minimum {
                 return Err(argument_error(format!(
                     "Retention specified ({text}) is shorter than the minimum retention configured in the catalog \

@@ -219,7 +219,9 @@ fn check_depth(statement: &TrinoStatement) -> Result<(), FlotillaError> {
     let deep = match statement {
         TrinoStatement::Other(statement) => statement.visit(&mut depth).is_break(),
         TrinoStatement::SetSession { value, .. } => value.visit(&mut depth).is_break(),
-        TrinoStatement::AlterTableExecute { arguments, .. } => arguments.iter().any(|(_, v)| v.visit(&mut depth).is_break()),
+        TrinoStatement::AlterTableExecute { arguments, .. } => {
+            arguments.iter().any(|(_, v)| v.visit(&mut depth).is_break())
+        }
         TrinoStatement::Execute { parameters, .. } | TrinoStatement::ExecuteImmediate { parameters, .. } => {
             parameters.iter().any(|p| p.visit(&mut depth).is_break())
         }

@@ -67,7 +67,11 @@ pub(crate) fn insert_target(session: &SqlSession, insert: &Insert) -> Option<Tab
 }
 
 /// The catalog to write to, or why it cannot be written.
-pub(crate) fn writable<'a>(engine: &'a Engine, catalog: &str, action: &str) -> Result<&'a Arc<FilesCatalog>, FlotillaError> {
+pub(crate) fn writable<'a>(
+    engine: &'a Engine,
+    catalog: &str,
+    action: &str,
+) -> Result<&'a Arc<FilesCatalog>, FlotillaError> {
     if let Some(files) = engine.writable.get(catalog) {
         return Ok(files);
     }
@@ -80,7 +84,11 @@ pub(crate) fn writable<'a>(engine: &'a Engine, catalog: &str, action: &str) -> R
 }
 
 /// A statement's result as Trino reports writes: one `rows` column, and the count.
-pub(crate) fn updated(update_type: &str, count: u64, memory: Arc<PeakMemoryPool>) -> Result<StatementResult, FlotillaError> {
+pub(crate) fn updated(
+    update_type: &str,
+    count: u64,
+    memory: Arc<PeakMemoryPool>,
+) -> Result<StatementResult, FlotillaError> {
     let schema = Arc::new(Schema::new(vec![Field::new("rows", DataType::Int64, false)]));
     let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![count as i64])) as ArrayRef])
         .map_err(|e| FlotillaError::internal(e.to_string()))?;
@@ -112,9 +120,8 @@ fn create_table_text(name: &str, table: &dyn datafusion::catalog::TableProvider)
     if let Some(comment) = comment {
         text.push_str(&format!("\nCOMMENT {}", quote(&comment)));
     }
-    if let Some(meta) = (table as &dyn std::any::Any)
-        .downcast_ref::<crate::catalog::files_table::FilesTable>()
-        .map(|t| t.meta())
+    if let Some(meta) =
+        (table as &dyn std::any::Any).downcast_ref::<crate::catalog::files_table::FilesTable>().map(|t| t.meta())
     {
         let mut properties = vec![format!("   format = '{}'", meta.format.to_uppercase())];
         for (key, value) in [("read_warehouse", &meta.read_warehouse), ("write_warehouse", &meta.write_warehouse)] {

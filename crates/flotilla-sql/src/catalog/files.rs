@@ -138,9 +138,10 @@ impl FilesSettings {
     fn take(properties: &mut Properties) -> Result<Self, CatalogError> {
         let invalid = |key: &str, message: String| CatalogError::InvalidProperty { key: key.to_string(), message };
         let mut settings = Self::default();
-        for (key, slot) in
-            [("files.read-warehouse", &mut settings.read_warehouse), ("files.write-warehouse", &mut settings.write_warehouse)]
-        {
+        for (key, slot) in [
+            ("files.read-warehouse", &mut settings.read_warehouse),
+            ("files.write-warehouse", &mut settings.write_warehouse),
+        ] {
             if let Some(value) = properties.remove(key) {
                 if !flotilla_proto::config::valid_label(&value) {
                     return Err(invalid(key, format!("'{value}' is not a valid warehouse name")));
@@ -155,8 +156,8 @@ impl FilesSettings {
                 .ok_or_else(|| invalid("files.target-file-size", format!("'{value}' is not a data size above 0B")))?;
         }
         if let Some(value) = properties.remove("files.manifest-retention") {
-            settings.manifest_retention = flotilla_proto::parse_duration(&value)
-                .map_err(|e| invalid("files.manifest-retention", e))?;
+            settings.manifest_retention =
+                flotilla_proto::parse_duration(&value).map_err(|e| invalid("files.manifest-retention", e))?;
         }
         Ok(settings)
     }

@@ -294,7 +294,13 @@ pub async fn read_manifest(store: &dyn ObjectStore, dir: &Path, id: &str) -> Res
 /// returns that version. Files others committed meanwhile are kept (the change is applied to
 /// the latest version); `removed` files that are no longer in it (another compaction
 /// replaced them) refuse the whole change.
-pub async fn commit(store: &dyn ObjectStore, dir: &Path, id: &str, added: &[String], removed: &[String]) -> Result<u64> {
+pub async fn commit(
+    store: &dyn ObjectStore,
+    dir: &Path,
+    id: &str,
+    added: &[String],
+    removed: &[String],
+) -> Result<u64> {
     let removed: std::collections::HashSet<&String> = removed.iter().collect();
     loop {
         let current = read_manifest(store, dir, id).await?;
@@ -357,7 +363,12 @@ pub struct Vacuumed {
 /// `retention` (files compaction replaced, files of writers that failed or died before
 /// their commit). A reader that started less than `retention` ago, and a writer that
 /// started less than `retention` ago, lose nothing.
-pub async fn vacuum(store: &Arc<dyn ObjectStore>, dir: &Path, id: &str, retention: std::time::Duration) -> Result<Vacuumed> {
+pub async fn vacuum(
+    store: &Arc<dyn ObjectStore>,
+    dir: &Path,
+    id: &str,
+    retention: std::time::Duration,
+) -> Result<Vacuumed> {
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     let (_, metadata) = files_store::list_dir(store.as_ref(), &dir.clone().join(META_DIR)).await?;
     let prefix = format!("{id}.v");
@@ -392,9 +403,7 @@ pub async fn vacuum(store: &Arc<dyn ObjectStore>, dir: &Path, id: &str, retentio
     let unreferenced: Vec<Path> = data
         .into_iter()
         .filter(|o| o.last_modified < cutoff)
-        .filter(|o| {
-            o.location.filename().is_some_and(|name| !referenced.contains(&format!("{DATA_DIR}/{name}")))
-        })
+        .filter(|o| o.location.filename().is_some_and(|name| !referenced.contains(&format!("{DATA_DIR}/{name}"))))
         .map(|o| o.location)
         .collect();
     let done = Vacuumed { manifests: expired.len(), data_files: unreferenced.len() };
@@ -551,7 +560,9 @@ mod tests {
         let commits: Vec<_> = (0..8)
             .map(|i| {
                 let (store, dir, id) = (store.clone(), dir.clone(), meta.id.clone());
-                tokio::spawn(async move { commit(store.as_ref(), &dir, &id, &[format!("data/f{i}.parquet")], &[]).await })
+                tokio::spawn(
+                    async move { commit(store.as_ref(), &dir, &id, &[format!("data/f{i}.parquet")], &[]).await },
+                )
             })
             .collect();
         let mut versions = Vec::new();
@@ -575,10 +586,14 @@ mod tests {
         let schema = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
         let meta = TableMeta::new("parquet", &schema);
         write_entry(store.as_ref(), &dir, &Entry::Table(meta.clone()), PutMode::Create).await.unwrap();
-        assert_eq!(commit_to_published(store.as_ref(), &dir, &meta.id, &["data/a.parquet".into()], &[]).await.unwrap(), 1);
+        assert_eq!(
+            commit_to_published(store.as_ref(), &dir, &meta.id, &["data/a.parquet".into()], &[]).await.unwrap(),
+            1
+        );
         // Dropped, then created anew under the same name: a late commit of the old id fails.
         store.delete(&entry_path(&dir)).await.unwrap();
-        let error = commit_to_published(store.as_ref(), &dir, &meta.id, &["data/b.parquet".into()], &[]).await.unwrap_err();
+        let error =
+            commit_to_published(store.as_ref(), &dir, &meta.id, &["data/b.parquet".into()], &[]).await.unwrap_err();
         assert_eq!(crate::error::from_datafusion(&error).code, flotilla_proto::ErrorCode::TableNotFound);
         let newer = TableMeta::new("parquet", &schema);
         write_entry(store.as_ref(), &dir, &Entry::Table(newer), PutMode::Create).await.unwrap();

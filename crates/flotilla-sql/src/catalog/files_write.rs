@@ -244,7 +244,16 @@ impl FilesCommitExec {
         published: bool,
         prefix: String,
     ) -> Self {
-        Self { input, store, dir, id, published, prefix, replaces: Vec::new(), properties: properties(count_schema(), 1) }
+        Self {
+            input,
+            store,
+            dir,
+            id,
+            published,
+            prefix,
+            replaces: Vec::new(),
+            properties: properties(count_schema(), 1),
+        }
     }
 }
 
@@ -318,15 +327,17 @@ impl ExecutionPlan for FilesCommitExec {
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
         let input = only_child(children, self.name())?;
-        Ok(Arc::new(FilesCommitExec::new(
-            input,
-            self.store.clone(),
-            self.dir.clone(),
-            self.id.clone(),
-            self.published,
-            self.prefix.clone(),
-        )
-        .replacing(self.replaces.clone())))
+        Ok(Arc::new(
+            FilesCommitExec::new(
+                input,
+                self.store.clone(),
+                self.dir.clone(),
+                self.id.clone(),
+                self.published,
+                self.prefix.clone(),
+            )
+            .replacing(self.replaces.clone()),
+        ))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -354,9 +365,7 @@ impl ExecutionPlan for FilesCommitExec {
             }
             if !files.is_empty() {
                 let committed = match published {
-                    true => {
-                        super::files_table::commit_to_published(store.as_ref(), &dir, &id, &files, &replaces).await
-                    }
+                    true => super::files_table::commit_to_published(store.as_ref(), &dir, &id, &files, &replaces).await,
                     false => super::files_table::commit(store.as_ref(), &dir, &id, &files, &replaces).await,
                 };
                 if let Err(error) = committed {

@@ -551,11 +551,26 @@ async fn writes_run_in_the_write_warehouse_and_warehouse_limits_hold() {
     let (_, rows) = http.rows("SELECT queued_queries, running_queries, max_concurrent_queries, max_queued FROM system.runtime.warehouses WHERE warehouse = 'bi'").await;
     assert_eq!(rows, vec![vec![Value::from(1), Value::from(1), Value::from(1), Value::from(1)]]);
     // Another warehouse is not held up.
-    assert_eq!(ran(in_warehouse(&http, "SELECT count(*) FROM tpch.tiny.nation", "adhoc")).await.2, vec![vec![Value::from(25)]]);
-    let killed = http.client.delete(format!("{}/v1/query/{first}", http.base)).header("X-Trino-User", "test").send().await.unwrap();
+    assert_eq!(
+        ran(in_warehouse(&http, "SELECT count(*) FROM tpch.tiny.nation", "adhoc")).await.2,
+        vec![vec![Value::from(25)]]
+    );
+    let killed = http
+        .client
+        .delete(format!("{}/v1/query/{first}", http.base))
+        .header("X-Trino-User", "test")
+        .send()
+        .await
+        .unwrap();
     assert!(killed.status().is_success(), "{}", killed.status());
     http.wait_for_state(&second, &["RUNNING"], Duration::from_secs(20)).await;
-    let killed = http.client.delete(format!("{}/v1/query/{second}", http.base)).header("X-Trino-User", "test").send().await.unwrap();
+    let killed = http
+        .client
+        .delete(format!("{}/v1/query/{second}", http.base))
+        .header("X-Trino-User", "test")
+        .send()
+        .await
+        .unwrap();
     assert!(killed.status().is_success());
     drop(cluster);
 }

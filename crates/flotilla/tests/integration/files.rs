@@ -375,11 +375,7 @@ async fn optimize_merges_small_files_and_vacuum_keeps_what_readers_need() {
     use crate::harness::TestCluster;
     let root = TempDir::new("flotilla-lake");
     let lake = format!("connector.name=files\nfiles.root={}\nfiles.manifest-retention=1h\n", root.path.display());
-    let cluster = TestCluster::builder()
-        .catalog("lake", &lake)
-        .catalog("tpch", "connector.name=tpch\n")
-        .start()
-        .await;
+    let cluster = TestCluster::builder().catalog("lake", &lake).catalog("tpch", "connector.name=tpch\n").start().await;
     let http = Http::new(&cluster.url());
     http.rows("CREATE SCHEMA lake.s").await;
     http.rows("CREATE TABLE lake.s.t (k bigint, v varchar)").await;
@@ -476,7 +472,7 @@ async fn optimize_merges_small_files_and_vacuum_keeps_what_readers_need() {
     std::fs::write(big.join(format!("data/{id}-19700101_000000-dead.parquet")), b"orphan").unwrap();
     age_files(&big.join("data"), std::time::Duration::from_secs(2 * 3600));
     std::fs::write(big.join(format!("data/{id}-20991231_000000-inflight.parquet")), b"young").unwrap();
-    http.rows("CALL lake.system.vacuum(schema_name => 's', table_name => 'big', retention => '2h')").await.1;
+    http.rows("CALL lake.system.vacuum(schema_name => 's', table_name => 'big', retention => '2h')").await;
     let mut left: Vec<String> = std::fs::read_dir(big.join("data"))
         .unwrap()
         .flatten()
