@@ -29,8 +29,9 @@ use crate::access;
 use crate::catalog::files::FilesCatalog;
 use crate::catalog::files_store;
 use crate::catalog::files_table::{self, DATA_DIR};
-use crate::engine::{df_error, literal_text, Engine, StatementResult};
+use crate::engine::{df_error, Engine, StatementResult};
 use crate::memory::PeakMemoryPool;
+use crate::procedures::bind_values;
 use crate::progress::ScanCounters;
 use crate::session::{SqlSession, TableName};
 use crate::writes::{run, updated, writable};
@@ -40,28 +41,6 @@ const MAX_OUTPUT_FILES: u64 = 256;
 
 fn argument_error(message: String) -> FlotillaError {
     FlotillaError::new(ErrorCode::InvalidProcedureArgument, message)
-}
-
-/// Binds literal arguments, by name or position, to `parameters`.
-fn bind(arguments: &[(Option<String>, Expr)], parameters: &[&str]) -> Result<Vec<Option<String>>, FlotillaError> {
-    let mut values = vec![None; parameters.len()];
-    for (position, (name, value)) in arguments.iter().enumerate() {
-        let index = match name {
-            Some(name) => parameters
-                .iter()
-                .position(|p| p == name)
-                .ok_or_else(|| argument_error(format!("Unknown argument name: {name}")))?,
-            None if position < parameters.len() => position,
-            None => return Err(argument_error(format!("Too many arguments (at most {})", parameters.len()))),
-        };
-        if values[index].is_some() {
-            return Err(argument_error(format!("Duplicate argument: {}", parameters[index])));
-        }
-        let text = literal_text(value)
-            .ok_or_else(|| argument_error(format!("Argument {} must be a literal, got {value}", parameters[index])))?;
-        values[index] = Some(text);
-    }
-    Ok(values)
 }
 
 /// `ALTER TABLE table EXECUTE procedure(arguments)`.
@@ -84,7 +63,7 @@ pub(crate) async fn alter_table_execute(
     access::check_table(&name, TablePrivilege::Insert, Some("optimize"))?;
     access::check_table(&name, TablePrivilege::Delete, Some("optimize"))?;
     let files = writable(engine, &name.catalog, "table procedures")?.clone();
-    let threshold = match bind(arguments, &["file_size_threshold"])?.remove(0) {
+    let threshold = match bind_values(arguments, &["file_size_threshold"])?.remove(0) {
         Some(text) => {
             flotilla_proto::parse_data_size(&text).map_err(|e| argument_error(format!("file_size_threshold: {e}")))?
         }

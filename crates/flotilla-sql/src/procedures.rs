@@ -5,7 +5,7 @@
 //! `system.vacuum(schema_name, table_name[, retention])` (Trino's Delta Lake procedure; see
 //! `crate::maintenance`). Any other procedure is `PROCEDURE_NOT_FOUND`.
 
-use datafusion::sql::sqlparser::ast::{Function, FunctionArg, FunctionArgExpr, FunctionArguments};
+use datafusion::sql::sqlparser::ast::{Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments};
 use flotilla_proto::{ErrorCode, FlotillaError};
 
 use crate::catalog::RuntimeSource;
@@ -44,37 +44,51 @@ fn qualified_name(session: &SqlSession, procedure: &Function) -> Result<String, 
 /// Binds named (`name => value`) or positional arguments to `parameters`; every value must
 /// be a literal.
 fn bind(procedure: &Function, parameters: &[&str]) -> Result<Vec<Option<String>>, FlotillaError> {
-    let mut values: Vec<Option<String>> = vec![None; parameters.len()];
     let arguments = match &procedure.args {
         FunctionArguments::List(list) => list.args.as_slice(),
         FunctionArguments::None => &[],
         FunctionArguments::Subquery(_) => return Err(argument_error("procedure arguments must be values".into())),
     };
+    let arguments = arguments
+        .iter()
+        .map(|argument| {
+            let (name, value) = match argument {
+                FunctionArg::Named { name, arg, .. } => (Some(name.value.to_lowercase()), arg),
+                FunctionArg::Unnamed(arg) => (None, arg),
+                FunctionArg::ExprNamed { .. } => return Err(argument_error("Invalid procedure argument".into())),
+            };
+            match value {
+                FunctionArgExpr::Expr(expr) => Ok((name, expr.clone())),
+                _ => Err(argument_error(format!("Invalid value for argument {}", name.unwrap_or_default()))),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    bind_values(&arguments, parameters)
+}
+
+/// Binds arguments, by name or position (positional ones first), to `parameters`: the
+/// literal text of each, in the parameters' order. Shared by `CALL` and
+/// `ALTER TABLE ... EXECUTE`.
+pub(crate) fn bind_values(
+    arguments: &[(Option<String>, Expr)],
+    parameters: &[&str],
+) -> Result<Vec<Option<String>>, FlotillaError> {
+    let mut values: Vec<Option<String>> = vec![None; parameters.len()];
     let mut seen_named = false;
-    for (position, argument) in arguments.iter().enumerate() {
-        let (index, value) = match argument {
-            FunctionArg::Named { name, arg, .. } => {
+    for (position, (name, expr)) in arguments.iter().enumerate() {
+        let index = match name {
+            Some(name) => {
                 seen_named = true;
-                let wanted = name.value.to_lowercase();
-                let index = parameters
+                parameters
                     .iter()
-                    .position(|p| *p == wanted)
-                    .ok_or_else(|| argument_error(format!("Unknown argument name: {}", name.value)))?;
-                (index, arg)
+                    .position(|p| p == name)
+                    .ok_or_else(|| argument_error(format!("Unknown argument name: {name}")))?
             }
-            FunctionArg::Unnamed(arg) if !seen_named => {
-                if position >= parameters.len() {
-                    return Err(argument_error(format!(
-                        "Too many arguments for procedure (at most {})",
-                        parameters.len()
-                    )));
-                }
-                (position, arg)
+            None if seen_named => return Err(argument_error("Named and positional arguments cannot be mixed".into())),
+            None if position >= parameters.len() => {
+                return Err(argument_error(format!("Too many arguments for procedure (at most {})", parameters.len())))
             }
-            _ => return Err(argument_error("Named and positional arguments cannot be mixed".into())),
-        };
-        let FunctionArgExpr::Expr(expr) = value else {
-            return Err(argument_error(format!("Invalid value for argument {}", parameters[index])));
+            None => position,
         };
         if values[index].is_some() {
             return Err(argument_error(format!("Duplicate procedure argument: {}", parameters[index])));

@@ -555,23 +555,9 @@ async fn writes_run_in_the_write_warehouse_and_warehouse_limits_hold() {
         ran(in_warehouse(&http, "SELECT count(*) FROM tpch.tiny.nation", "adhoc")).await.2,
         vec![vec![Value::from(25)]]
     );
-    let killed = http
-        .client
-        .delete(format!("{}/v1/query/{first}", http.base))
-        .header("X-Trino-User", "test")
-        .send()
-        .await
-        .unwrap();
-    assert!(killed.status().is_success(), "{}", killed.status());
+    http.kill(&first).await;
     http.wait_for_state(&second, &["RUNNING"], Duration::from_secs(20)).await;
-    let killed = http
-        .client
-        .delete(format!("{}/v1/query/{second}", http.base))
-        .header("X-Trino-User", "test")
-        .send()
-        .await
-        .unwrap();
-    assert!(killed.status().is_success());
+    http.kill(&second).await;
     drop(cluster);
 }
 
@@ -632,8 +618,7 @@ async fn an_idle_group_is_lent_to_a_busy_warehouse_and_returned() {
     burst.push(next);
     // The burst ends: the loan ends after its minimum time.
     for id in &burst {
-        let killed = http.client.delete(format!("{}/v1/query/{id}", http.base)).header("X-Trino-User", "test");
-        assert!(killed.send().await.unwrap().status().is_success());
+        http.kill(id).await;
     }
     assert!(wait_for(false).await.is_empty());
     let (_, rows) = http.rows("SELECT count(*) FROM system.runtime.worker_groups WHERE warehouse = 'bi'").await;

@@ -95,6 +95,13 @@ impl Http {
         panic!("query never ended");
     }
 
+    /// Kills a query of user `test` (`DELETE /v1/query/{id}`), which must be accepted.
+    pub async fn kill(&self, id: &str) {
+        let request = self.client.delete(format!("{}/v1/query/{id}", self.base)).header("X-Trino-User", "test");
+        let status = request.send().await.unwrap().status();
+        assert!(status.is_success(), "killing {id}: {status}");
+    }
+
     pub async fn run(&self, sql: &str) -> Vec<Value> {
         self.run_with(self.post(sql)).await
     }
