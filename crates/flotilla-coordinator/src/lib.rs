@@ -35,6 +35,7 @@ pub mod config;
 mod execution;
 pub mod http;
 pub mod limits;
+mod maintenance;
 mod manager;
 mod query;
 pub mod resource_groups;
@@ -183,6 +184,7 @@ impl Coordinator {
         let channels = FlightChannels::new(auth.clone());
         let own_worker = plane.as_ref().map(|_| local.node_id.clone());
         let scheduler = Scheduler::new(view.clone(), channels, own_worker);
+        let files_catalogs = catalogs.writable();
         let engine = Engine::new(&catalogs, runtime)
             .with_distributor(Arc::new(SchedulerDistributor(scheduler.clone())))
             .with_access_control(access.access_control().cloned());
@@ -224,6 +226,14 @@ impl Coordinator {
         });
 
         tasks.push(tokio::spawn(manager.clone().sweep_loop(shutdown.clone())));
+        let maintenance = maintenance::Maintenance::new(
+            manager.clone(),
+            files_catalogs,
+            view.clone(),
+            InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT),
+            local.clone(),
+        );
+        tasks.extend(maintenance.map(|m| m.spawn(shutdown.clone())));
         tasks.push(tokio::spawn(registrar.forget_loop(shutdown.clone())));
         let mut app = http::router(coordinator.clone());
         if embedded {

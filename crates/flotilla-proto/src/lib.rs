@@ -23,6 +23,7 @@ mod data_size;
 mod duration;
 mod error;
 pub mod internal_auth;
+pub mod jobs;
 mod query_id;
 pub mod warehouses;
 

@@ -47,6 +47,7 @@
 
 pub mod admission;
 mod config;
+mod jobs;
 mod lending;
 pub mod memory_killer;
 mod peer;

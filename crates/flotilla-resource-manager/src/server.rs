@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{LeaseAuthority, LeaseError};
 use crate::config::ResourceManagerConfig;
+use crate::jobs::JobBoard;
 use crate::lending::Lending;
+use flotilla_proto::jobs::{JobAnswer, JobClaim, JobDone, JOB_CLAIM_PATH, JOB_DONE_PATH};
 use crate::memory_killer::LowMemoryKiller;
 use crate::peer::{HttpPeerTransport, PeerTransport};
 use crate::registry::{RegistrationError, Registry};
@@ -66,7 +68,12 @@ pub struct ResourceManager {
     warehouses: Option<WarehouseFile>,
     /// Worker groups lent between warehouses, when this one is the admission leader.
     lending: Mutex<Lending>,
+    /// Background jobs claimed, when this one is the admission leader.
+    jobs: Mutex<JobBoard>,
 }
+
+/// The largest job claim or report accepted.
+const JOB_BODY_LIMIT: usize = 16 * 1024;
 
 /// How long a serialized view is served again before it is rebuilt.
 const VIEW_REUSE: Duration = Duration::from_millis(200);
@@ -96,6 +103,7 @@ impl ResourceManager {
             registry: Mutex::new(Registry::default()),
             warehouses: config.warehouses_file.as_deref().map(WarehouseFile::open),
             lending: Mutex::new(Lending::default()),
+            jobs: Mutex::new(JobBoard::default()),
             config,
         })
     }
@@ -118,6 +126,8 @@ impl ResourceManager {
             .route(&format!("{REGISTRATION_PATH}/{{query_id}}"), get(registration))
             .route(FORGET_PATH, post(forget))
             .route(ADOPT_PATH, post(adopt).layer(DefaultBodyLimit::max(REGISTRATION_BODY_LIMIT)))
+            .route(JOB_CLAIM_PATH, post(claim_job).layer(DefaultBodyLimit::max(JOB_BODY_LIMIT)))
+            .route(JOB_DONE_PATH, post(job_done).layer(DefaultBodyLimit::max(JOB_BODY_LIMIT)))
             .route_layer(middleware::from_fn_with_state(self.auth.clone(), require_internal_auth))
             .with_state(self.clone())
     }
@@ -271,6 +281,33 @@ impl ResourceManager {
             other => tracing::debug!(query_id = %request.registration.query_id, %other, "adoption refused"),
         }
         answer
+    }
+
+    /// Decides a claim on a background job, when this resource manager is the admission
+    /// leader and has led long enough that every claim an earlier leader granted expired.
+    pub fn handle_job_claim(&self, claim: &JobClaim) -> Result<JobAnswer, String> {
+        let now = Instant::now();
+        let (leader, peers) = {
+            let state = self.state.lock();
+            (state.admission_leader(now), state.live_peers(now).into_iter().map(|p| p.node_id).collect::<Vec<_>>())
+        };
+        {
+            let mut admission = self.admission.lock();
+            admission.observe_leadership(leader.is_none(), now);
+            if let Some((leader, uri)) = leader {
+                self.jobs.lock().clear();
+                return Ok(JobAnswer::NotLeader { leader, uri });
+            }
+            if !admission.warmed_up(&peers, now) {
+                return Ok(JobAnswer::NotReady);
+            }
+        }
+        self.jobs.lock().claim(claim, now)
+    }
+
+    /// Records a job done (only its holder's report counts).
+    pub fn handle_job_done(&self, done: &JobDone) -> bool {
+        self.jobs.lock().done(done, Instant::now())
     }
 
     /// Merges a peer's push as the HTTP handler does.
@@ -433,6 +470,21 @@ async fn adopt(State(manager): State<Arc<ResourceManager>>, Json(request): Json<
     match manager.handle_adopt(request).await {
         answer @ AdoptAnswer::Granted { .. } => Json(answer).into_response(),
         answer => (StatusCode::CONFLICT, Json(answer)).into_response(),
+    }
+}
+
+async fn claim_job(State(manager): State<Arc<ResourceManager>>, Json(claim): Json<JobClaim>) -> Response {
+    match manager.handle_job_claim(&claim) {
+        Ok(answer @ JobAnswer::Granted) => Json(answer).into_response(),
+        Ok(answer) => (StatusCode::CONFLICT, Json(answer)).into_response(),
+        Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    }
+}
+
+async fn job_done(State(manager): State<Arc<ResourceManager>>, Json(done): Json<JobDone>) -> Response {
+    match manager.handle_job_done(&done) {
+        true => Json(serde_json::json!({})).into_response(),
+        false => (StatusCode::CONFLICT, "the job is not held by this coordinator\n").into_response(),
     }
 }
 

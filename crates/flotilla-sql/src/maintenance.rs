@@ -15,7 +15,6 @@
 //! replaced more than `files.manifest-retention` ago and data files no remaining manifest
 //! lists that are older than that (compacted-away files, files of writers that died).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::datasource::provider_as_source;
@@ -27,8 +26,7 @@ use flotilla_proto::{ErrorCode, FlotillaError};
 
 use crate::access;
 use crate::catalog::files::FilesCatalog;
-use crate::catalog::files_store;
-use crate::catalog::files_table::{self, DATA_DIR};
+use crate::catalog::files_table;
 use crate::engine::{df_error, Engine, StatementResult};
 use crate::memory::PeakMemoryPool;
 use crate::procedures::bind_values;
@@ -89,17 +87,7 @@ async fn optimize(
             format!("Table '{name}' does not exist (or is not a table created through Flotilla)"),
         )
     })?;
-    let (_, objects) = files_store::list_dir(table.store().as_ref(), &table.dir().clone().join(DATA_DIR))
-        .await
-        .map_err(|e| FlotillaError::internal(format!("cannot list the data files of {name}: {e}")))?;
-    let sizes: HashMap<String, u64> =
-        objects.into_iter().filter_map(|o| Some((format!("{DATA_DIR}/{}", o.location.filename()?), o.size))).collect();
-    let small: Vec<(String, u64)> = table
-        .files()
-        .iter()
-        .filter_map(|file| Some((file.clone(), *sizes.get(file)?)))
-        .filter(|(_, size)| *size < threshold)
-        .collect();
+    let small = table.small_files(threshold).await.map_err(df_error)?;
     if small.len() < 2 {
         return Ok(0);
     }

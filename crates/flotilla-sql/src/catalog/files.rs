@@ -115,6 +115,13 @@ pub struct FilesSettings {
     /// data files only it lists) is kept for readers that started before, and how old an
     /// unreferenced data file must be before vacuum deletes it.
     pub manifest_retention: std::time::Duration,
+    /// `files.maintenance-interval`: how often each table is compacted (when it has
+    /// `files.compaction-min-files` small files) and vacuumed in the background; `None`: only
+    /// on demand.
+    pub maintenance_interval: Option<std::time::Duration>,
+    /// `files.compaction-min-files`: small files (below the target size) that make a table's
+    /// scheduled compaction worth running.
+    pub compaction_min_files: usize,
 }
 
 /// `files.target-file-size` by default.
@@ -129,6 +136,8 @@ impl Default for FilesSettings {
             write_warehouse: None,
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
             manifest_retention: DEFAULT_MANIFEST_RETENTION,
+            maintenance_interval: None,
+            compaction_min_files: 10,
         }
     }
 }
@@ -154,6 +163,20 @@ impl FilesSettings {
                 .ok()
                 .filter(|size| *size > 0)
                 .ok_or_else(|| invalid("files.target-file-size", format!("'{value}' is not a data size above 0B")))?;
+        }
+        if let Some(value) = properties.remove("files.maintenance-interval") {
+            let every = flotilla_proto::parse_duration(&value).map_err(|e| invalid("files.maintenance-interval", e))?;
+            if every < std::time::Duration::from_secs(1) {
+                return Err(invalid("files.maintenance-interval", format!("'{value}' is shorter than 1s")));
+            }
+            settings.maintenance_interval = Some(every);
+        }
+        if let Some(value) = properties.remove("files.compaction-min-files") {
+            settings.compaction_min_files = value
+                .parse()
+                .ok()
+                .filter(|count| *count >= 2)
+                .ok_or_else(|| invalid("files.compaction-min-files", format!("'{value}' is not a count of at least 2")))?;
         }
         if let Some(value) = properties.remove("files.manifest-retention") {
             settings.manifest_retention =

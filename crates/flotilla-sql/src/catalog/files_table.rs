@@ -458,6 +458,22 @@ impl FilesTable {
         &self.dir
     }
 
+    /// The committed data files smaller than `threshold` bytes, with their sizes.
+    pub async fn small_files(&self, threshold: u64) -> Result<Vec<(String, u64)>> {
+        let (_, objects) = files_store::list_dir(self.store.as_ref(), &self.dir.clone().join(DATA_DIR)).await?;
+        let sizes: std::collections::HashMap<String, u64> = objects
+            .into_iter()
+            .filter_map(|o| Some((format!("{DATA_DIR}/{}", o.location.filename()?), o.size)))
+            .collect();
+        Ok(self
+            .manifest
+            .files
+            .iter()
+            .filter_map(|file| Some((file.clone(), *sizes.get(file)?)))
+            .filter(|(_, size)| *size < threshold)
+            .collect())
+    }
+
     /// `files` of this table as a table of their own, whose writes replace them: a scan of
     /// it, written into it, rewrites those files (compaction).
     pub fn rewriting(&self, files: Vec<String>) -> FilesTable {

@@ -492,3 +492,57 @@ async fn optimize_merges_small_files_and_vacuum_keeps_what_readers_need() {
     assert_eq!(http.rows("SELECT count(*) FROM lake.s.big").await.1, vec![vec![Value::from(4 * 60175)]]);
     cluster.shutdown().await;
 }
+
+/// `files.maintenance-interval`: tables with enough small files are compacted, and vacuumed,
+/// in the background, by whichever of two coordinators the admission leader grants each
+/// job to, as queries of user `flotilla` (never two at once for one table); after the leading
+/// resource manager is killed, the next one takes over and maintenance goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_compacted_and_vacuumed_in_the_background_and_survive_a_resource_manager() {
+    let root = TempDir::new("flotilla-lake");
+    let etc = lake_etc(&root.path);
+    let lake = format!(
+        "connector.name=files\nfiles.root={}\nfiles.maintenance-interval=1s\nfiles.compaction-min-files=5\n\
+         files.manifest-retention=1s\n",
+        root.path.display()
+    );
+    std::fs::write(etc.path.join("catalog/lake.properties"), lake).unwrap();
+    let mut cluster = ProcessCluster::builder().resource_managers(2).coordinators(2).workers(1).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.cluster.coordinators[1].url);
+    wait_for_nodes(&http, 5).await;
+    http.rows("CREATE SCHEMA lake.s").await;
+    http.rows("CREATE TABLE lake.s.t (k bigint)").await;
+    let table = root.path.join("s/t");
+    let compacted = |inserted: usize| {
+        let (http, table) = (&http, table.clone());
+        async move {
+            for k in 0..inserted {
+                http.rows(&format!("INSERT INTO lake.s.t VALUES ({k})")).await;
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            // Compacted (fewer than 5 files listed) and vacuumed (no file left unlisted).
+            loop {
+                let listed = manifest_files(&table);
+                if listed.len() < 5 && data_files(&table) == listed.len() {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "never compacted and vacuumed: {listed:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    compacted(8).await;
+    assert_eq!(http.rows("SELECT count(*), sum(k) FROM lake.s.t").await.1, vec![vec![Value::from(8), Value::from(28)]]);
+    let jobs = "SELECT query, state, created, \"end\" FROM system.runtime.queries \
+                WHERE \"user\" = 'flotilla' AND query LIKE 'ALTER TABLE%' ORDER BY created";
+    let (_, ran) = http.rows(jobs).await;
+    assert!(!ran.is_empty() && ran.iter().all(|r| r[1] == "FINISHED"), "{ran:?}");
+    for pair in ran.windows(2) {
+        assert!(pair[0][3].as_str() <= pair[1][2].as_str(), "two compactions of one table overlapped: {ran:?}");
+    }
+
+    // The leading resource manager dies: the other takes over, and maintenance goes on.
+    cluster.cluster.resource_managers[0].kill();
+    compacted(8).await;
+    assert_eq!(http.rows("SELECT count(*), sum(k) FROM lake.s.t").await.1, vec![vec![Value::from(16), Value::from(56)]]);
+}

@@ -235,6 +235,25 @@ impl FilesCatalog {
         }
     }
 
+    /// Every table created through Flotilla, as (schema, table); names that cannot be read
+    /// are left out.
+    pub async fn tables(&self) -> Result<Vec<(String, String)>, FlotillaError> {
+        let mut tables = Vec::new();
+        for schema in schema_names(&self.root).await.map_err(|e| store_error("list schemas", e))? {
+            let names = table_names(&self.root, &Path::from(schema.as_str()), true)
+                .await
+                .map_err(|e| store_error(&format!("list the tables of {schema}"), e))?;
+            for table in names {
+                if let Ok(Some(Found::Entry { entry: Entry::Table(_), .. })) =
+                    locate(&self.root, &Path::from(schema.as_str()), &table).await
+                {
+                    tables.push((schema.clone(), table));
+                }
+            }
+        }
+        Ok(tables)
+    }
+
     /// Whether the table exists (a schema that does not is an error).
     pub async fn table_exists(&self, catalog: &str, schema: &str, table: &str) -> Result<bool, FlotillaError> {
         let dir = self.schema_dir(catalog, schema).await?;
