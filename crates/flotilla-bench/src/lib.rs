@@ -80,6 +80,18 @@ pub fn tpch_cluster(
     workers: usize,
     config: &str,
 ) -> Result<flotilla::local_cluster::LocalCluster, String> {
+    tpch_cluster_labelled(binary, work, &vec![("default".to_string(), "default".to_string()); workers], config)
+}
+
+/// [`tpch_cluster`] with one worker per (warehouse, worker group) label; files the caller
+/// put under `work/etc` (a `warehouses.json`) are kept.
+pub fn tpch_cluster_labelled(
+    binary: &Path,
+    work: &Path,
+    labels: &[(String, String)],
+    config: &str,
+) -> Result<flotilla::local_cluster::LocalCluster, String> {
+    let workers = labels.len();
     let etc = work.join("etc");
     std::fs::create_dir_all(etc.join("catalog")).map_err(|e| e.to_string())?;
     std::fs::write(etc.join("catalog/tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n")
@@ -104,7 +116,7 @@ pub fn tpch_cluster(
         etc_dir: Some(etc),
         log_dir: work.join("logs"),
         one_resource_manager_each: false,
-        worker_labels: Vec::new(),
+        worker_labels: labels.to_vec(),
         env: vec![("RUST_LOG".into(), "warn".into())],
     };
     flotilla::local_cluster::LocalCluster::start(binary, &spec)
