@@ -176,7 +176,10 @@ impl Maintenance {
                     }
                 }
             }
-            let _ = tokio::time::timeout(CLAIM_RENEWAL, status.changed()).await;
+            if let Ok(Err(_)) = tokio::time::timeout(CLAIM_RENEWAL, status.changed()).await {
+                // The execution task is gone: the state it left is final.
+                break;
+            }
         }
         let ended = status.borrow();
         match (ended.state, &ended.error) {

@@ -27,7 +27,6 @@ use crate::admission::{LeaseAuthority, LeaseError};
 use crate::config::ResourceManagerConfig;
 use crate::jobs::JobBoard;
 use crate::lending::Lending;
-use flotilla_proto::jobs::{JobAnswer, JobClaim, JobDone, JOB_CLAIM_PATH, JOB_DONE_PATH};
 use crate::memory_killer::LowMemoryKiller;
 use crate::peer::{HttpPeerTransport, PeerTransport};
 use crate::registry::{RegistrationError, Registry};
@@ -35,6 +34,7 @@ use crate::state::{ClusterState, HeartbeatError};
 use crate::warehouses::WarehouseFile;
 use flotilla_node::LocalNode;
 use flotilla_node::{InternalClient, INTERNAL_CALL_TIMEOUT};
+use flotilla_proto::jobs::{JobAnswer, JobClaim, JobDone, JOB_CLAIM_PATH, JOB_DONE_PATH};
 use flotilla_proto::warehouses::with_loans;
 
 /// Peer pushes can carry many records; heartbeats and view requests stay small.

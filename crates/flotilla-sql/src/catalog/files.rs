@@ -172,11 +172,9 @@ impl FilesSettings {
             settings.maintenance_interval = Some(every);
         }
         if let Some(value) = properties.remove("files.compaction-min-files") {
-            settings.compaction_min_files = value
-                .parse()
-                .ok()
-                .filter(|count| *count >= 2)
-                .ok_or_else(|| invalid("files.compaction-min-files", format!("'{value}' is not a count of at least 2")))?;
+            settings.compaction_min_files = value.parse().ok().filter(|count| *count >= 2).ok_or_else(|| {
+                invalid("files.compaction-min-files", format!("'{value}' is not a count of at least 2"))
+            })?;
         }
         if let Some(value) = properties.remove("files.manifest-retention") {
             settings.manifest_retention =

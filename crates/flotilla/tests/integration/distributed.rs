@@ -406,10 +406,14 @@ async fn shared_groups_run_on_the_group_they_reference_and_follow_the_definition
         )
     };
     std::fs::write(etc.path.join("warehouses.json"), definitions("a.g1")).unwrap();
-    let cluster =
-        ProcessCluster::builder().workers(2).worker_labels(&[("a", "g1"), ("a", "g2")]).etc_dir(&etc.path).start();
+    let mut cluster = ProcessCluster::builder()
+        .resource_managers(2)
+        .workers(2)
+        .worker_labels(&[("a", "g1"), ("a", "g2")])
+        .etc_dir(&etc.path)
+        .start();
     let http = Http::new(&cluster.coordinator_url());
-    wait_for_nodes(&http, 4).await;
+    wait_for_nodes(&http, 5).await;
     let groups = "SELECT warehouse, worker_group, kind, referenced_group, workers FROM system.runtime.worker_groups ORDER BY 1, 2";
     let row = |w: &str, g: &str, kind: &str, from: Option<&str>| {
         vec![Value::from(w), Value::from(g), Value::from(kind), from.map_or(Value::Null, Value::from), Value::from(1)]
@@ -452,19 +456,34 @@ async fn shared_groups_run_on_the_group_they_reference_and_follow_the_definition
     let error = http.error_with(http.post_as("router_7", sql).header("X-Trino-Routing-Group", "no where")).await;
     assert_eq!(error["errorName"], "INVALID_SESSION_PROPERTY", "{error}");
 
-    // The definitions change: bi now borrows g2. No restart.
+    // The definitions change: bi now borrows g2. No restart. Both resource managers read
+    // the file: the coordinator sees the change from whichever it asks.
     std::fs::write(etc.path.join("warehouses.json"), definitions("a.g2")).unwrap();
+    let internal = cluster.internal_client();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, rows) = http.rows(groups).await;
-        if rows.last().is_some_and(|r| r[3] == "a.g2") {
+        let mut served = Vec::new();
+        for rm in &cluster.cluster.resource_managers {
+            let view: Value = internal.get(&rm.url, flotilla_proto::cluster::CLUSTER_VIEW_PATH).await.unwrap();
+            served.push(view["warehouses"][1]["workerGroups"][0]["sharedFrom"]["workerGroup"].clone());
+        }
+        if rows.last().is_some_and(|r| r[3] == "a.g2") && served.iter().all(|g| g == "g2") {
             break;
         }
-        assert!(Instant::now() < deadline, "the new definitions never reached the coordinator: {rows:?}");
+        assert!(Instant::now() < deadline, "the new definitions never reached everyone: {rows:?} {served:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let used = run_in_bi().await;
     assert_eq!(used.into_iter().collect::<Vec<_>>(), ["worker-2"], "bi's shared group is a's g2 now");
+
+    // Every resource manager down: the coordinator schedules from the last view it got.
+    for rm in &mut cluster.cluster.resource_managers {
+        rm.kill();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = run_in_bi().await;
+    assert_eq!(used.into_iter().collect::<Vec<_>>(), ["worker-2"], "placed from the last view");
     drop(cluster);
 }
 
@@ -612,6 +631,12 @@ async fn an_idle_group_is_lent_to_a_busy_warehouse_and_returned() {
     }
     let rows = wait_for(true).await;
     assert_eq!(rows, vec![vec![Value::from("bi"), Value::from("lent.etl.g1"), Value::from("etl.g1")]]);
+    // A lent (shared) group reports the load of the group it references.
+    let loads = "SELECT kind, workers, running_tasks, memory_pool_bytes, memory_reserved_bytes FROM \
+                 system.runtime.worker_groups WHERE worker_group = 'lent.etl.g1' OR warehouse = 'etl' ORDER BY kind";
+    let (_, rows) = http.rows(loads).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0][1..], rows[1][1..], "{rows:?}");
     // bi's next query goes to the lent group: etl's worker is idle, bi's is loaded.
     let (next, _) = start_until_placed(&http, in_warehouse(&http, &slow, "bi")).await;
     assert_eq!(task_nodes(&http, &next).await.into_iter().collect::<Vec<_>>(), ["worker-2"]);

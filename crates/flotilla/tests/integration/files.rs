@@ -507,7 +507,8 @@ async fn tables_are_compacted_and_vacuumed_in_the_background_and_survive_a_resou
         root.path.display()
     );
     std::fs::write(etc.path.join("catalog/lake.properties"), lake).unwrap();
-    let mut cluster = ProcessCluster::builder().resource_managers(2).coordinators(2).workers(1).etc_dir(&etc.path).start();
+    let mut cluster =
+        ProcessCluster::builder().resource_managers(2).coordinators(2).workers(1).etc_dir(&etc.path).start();
     let http = Http::new(&cluster.cluster.coordinators[1].url);
     wait_for_nodes(&http, 5).await;
     http.rows("CREATE SCHEMA lake.s").await;
@@ -544,5 +545,8 @@ async fn tables_are_compacted_and_vacuumed_in_the_background_and_survive_a_resou
     // The leading resource manager dies: the other takes over, and maintenance goes on.
     cluster.cluster.resource_managers[0].kill();
     compacted(8).await;
-    assert_eq!(http.rows("SELECT count(*), sum(k) FROM lake.s.t").await.1, vec![vec![Value::from(16), Value::from(56)]]);
+    assert_eq!(
+        http.rows("SELECT count(*), sum(k) FROM lake.s.t").await.1,
+        vec![vec![Value::from(16), Value::from(56)]]
+    );
 }
