@@ -72,6 +72,18 @@ pub struct ResourceManager {
     jobs: Mutex<JobBoard>,
 }
 
+/// Whether this resource manager decides as the admission leader now.
+enum Leading {
+    Ready,
+    /// Another one leads.
+    No {
+        leader: String,
+        uri: String,
+    },
+    /// It leads, but too recently.
+    NotYet,
+}
+
 /// The largest job claim or report accepted.
 const JOB_BODY_LIMIT: usize = 16 * 1024;
 
@@ -236,6 +248,24 @@ impl ResourceManager {
         self.registry.lock().forget(&forget.owner, &forget.query_ids);
     }
 
+    /// Whether this resource manager may decide what only the admission leader decides:
+    /// it leads, and has led long enough (every grant an earlier leader made has expired,
+    /// and every live peer knows it leads).
+    fn leading(&self) -> Leading {
+        let now = Instant::now();
+        let (leader, peers) = {
+            let state = self.state.lock();
+            (state.admission_leader(now), state.live_peers(now).into_iter().map(|p| p.node_id).collect::<Vec<_>>())
+        };
+        let mut admission = self.admission.lock();
+        admission.observe_leadership(leader.is_none(), now);
+        match leader {
+            Some((leader, uri)) => Leading::No { leader, uri },
+            None if admission.warmed_up(&peers, now) => Leading::Ready,
+            None => Leading::NotYet,
+        }
+    }
+
     /// Decides a claim on a query whose owner the claimant found gone, when this resource
     /// manager is the admission leader (and has led long enough to know every adoption an
     /// earlier leader granted: their claimants registered the outcome everywhere within
@@ -243,20 +273,10 @@ impl ResourceManager {
     /// as another instance, or when its address refuses connections (a killed process is
     /// seen that way at once, long before its heartbeats are missed).
     pub async fn handle_adopt(&self, request: AdoptRequest) -> AdoptAnswer {
-        let now = Instant::now();
-        let (leader, peers) = {
-            let state = self.state.lock();
-            (state.admission_leader(now), state.live_peers(now).into_iter().map(|p| p.node_id).collect::<Vec<_>>())
-        };
-        {
-            let mut admission = self.admission.lock();
-            admission.observe_leadership(leader.is_none(), now);
-            if let Some((leader, uri)) = leader {
-                return AdoptAnswer::NotLeader { leader, uri };
-            }
-            if !admission.warmed_up(&peers, now) {
-                return AdoptAnswer::NotReady { retry_after_ms: ADOPT_RETRY_AFTER.as_millis() as u64 };
-            }
+        match self.leading() {
+            Leading::Ready => {}
+            Leading::No { leader, uri } => return AdoptAnswer::NotLeader { leader, uri },
+            Leading::NotYet => return AdoptAnswer::NotReady { retry_after_ms: ADOPT_RETRY_AFTER.as_millis() as u64 },
         }
         let current = self.registration(&request.registration.query_id).unwrap_or_else(|| request.registration.clone());
         let live = |owner: &str, instance: &str| self.state.lock().is_live(owner, instance, Instant::now());
@@ -286,23 +306,14 @@ impl ResourceManager {
     /// Decides a claim on a background job, when this resource manager is the admission
     /// leader and has led long enough that every claim an earlier leader granted expired.
     pub fn handle_job_claim(&self, claim: &JobClaim) -> Result<JobAnswer, String> {
-        let now = Instant::now();
-        let (leader, peers) = {
-            let state = self.state.lock();
-            (state.admission_leader(now), state.live_peers(now).into_iter().map(|p| p.node_id).collect::<Vec<_>>())
-        };
-        {
-            let mut admission = self.admission.lock();
-            admission.observe_leadership(leader.is_none(), now);
-            if let Some((leader, uri)) = leader {
+        match self.leading() {
+            Leading::Ready => self.jobs.lock().claim(claim, Instant::now()),
+            Leading::No { leader, uri } => {
                 self.jobs.lock().clear();
-                return Ok(JobAnswer::NotLeader { leader, uri });
+                Ok(JobAnswer::NotLeader { leader, uri })
             }
-            if !admission.warmed_up(&peers, now) {
-                return Ok(JobAnswer::NotReady);
-            }
+            Leading::NotYet => Ok(JobAnswer::NotReady),
         }
-        self.jobs.lock().claim(claim, now)
     }
 
     /// Records a job done (only its holder's report counts).
