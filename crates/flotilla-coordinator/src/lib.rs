@@ -138,7 +138,7 @@ impl Coordinator {
         };
         let listener = TcpListener::bind(address).await?;
         let local_address = listener.local_addr()?;
-        let url = format!("http://{local_address}");
+        let url = config.node.announced_url(local_address);
         let id = CoordinatorId::random();
         let node_id = config.node.node_id.clone().unwrap_or_else(|| format!("coordinator-{id}"));
         let auth = Arc::new(InternalAuth::new(&secret, &node_id).map_err(invalid)?);
@@ -162,7 +162,7 @@ impl Coordinator {
             None
         };
         let node_config = NodeConfig { node_id: Some(node_id), ..config.node.clone() };
-        let data_uri = plane.as_ref().map(|p| p.url.clone());
+        let data_uri = plane.as_ref().map(|p| config.node.announced_url(p.address));
         let local = LocalNode::new(&node_config, roles, url.clone(), data_uri, Some(id.to_string()), "coordinator");
         let client = InternalClient::new(auth.clone(), INTERNAL_CALL_TIMEOUT);
         let seeds = if embedded { vec![url.clone()] } else { config.node.discovery_uris.clone() };

@@ -56,6 +56,58 @@ pub fn parse_duration_value(file: &str, key: &str, value: &str) -> Result<Durati
     parse_duration(value).map_err(|message| ConfigError::invalid(file, key, value, message))
 }
 
+/// A host name, an IPv4 address or an IPv6 address (without brackets).
+pub fn valid_host(text: &str) -> bool {
+    if text.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+impl NodeConfig {
+    /// The URL other nodes reach a server of this node at, bound to `bound`: its port, at
+    /// `node.internal-address`, else the bound address unless it is a wildcard (0.0.0.0,
+    /// ::), else the host's primary address.
+    pub fn announced_url(&self, bound: std::net::SocketAddr) -> String {
+        let host = match &self.internal_address {
+            Some(host) => host.clone(),
+            None if bound.ip().is_unspecified() => primary_address().to_string(),
+            None => bound.ip().to_string(),
+        };
+        match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(v6)) => format!("http://[{v6}]:{}", bound.port()),
+            _ => format!("http://{host}:{}", bound.port()),
+        }
+    }
+}
+
+/// The address this host's traffic leaves from (the interface of its default route), found
+/// once; loopback when the host has no route out (then set `node.internal-address`).
+pub fn primary_address() -> std::net::IpAddr {
+    static PRIMARY: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+    *PRIMARY.get_or_init(|| {
+        // Connecting a UDP socket sends nothing: it only picks the route and its source.
+        let found = std::net::UdpSocket::bind(("0.0.0.0", 0))
+            .and_then(|socket| socket.connect(("192.0.2.1", 9)).map(|_| socket))
+            .and_then(|socket| socket.local_addr())
+            .map(|address| address.ip())
+            .ok()
+            .filter(|ip| !ip.is_unspecified());
+        found.unwrap_or_else(|| {
+            tracing::warn!("no route out of this host: announcing 127.0.0.1; set node.internal-address");
+            std::net::IpAddr::from([127, 0, 0, 1])
+        })
+    })
+}
+
 /// Node-level settings, read by every role.
 pub const NODE_SETTINGS: &[Setting] = &[
     Setting {
@@ -77,6 +129,12 @@ pub const NODE_SETTINGS: &[Setting] = &[
         doc: "Environment name; nodes of another environment are refused by the resource managers",
     },
     Setting { name: "node.id", default: "(random)", roles: "all", doc: "Node id, unique in the cluster and kept across restarts" },
+    Setting {
+        name: "node.internal-address",
+        default: "(the bind address; with 0.0.0.0 or ::, the host's primary address)",
+        roles: "all",
+        doc: "Host name or IP address other nodes reach this one at: every URL the node announces (HTTP and the worker data port) uses it",
+    },
     Setting { name: "node.warehouse", default: "default", roles: "worker", doc: "Warehouse the worker belongs to" },
     Setting {
         name: "node.worker-group",
@@ -234,6 +292,8 @@ pub const NODE_SETTINGS: &[Setting] = &[
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub http_port: u16,
+    /// `node.internal-address`.
+    pub internal_address: Option<String>,
     pub environment: String,
     pub node_id: Option<String>,
     pub warehouse: String,
@@ -406,6 +466,7 @@ impl Default for NodeConfig {
             node_id: None,
             warehouse: "default".into(),
             worker_group: "default".into(),
+            internal_address: None,
             discovery_uris: Vec::new(),
             heartbeat_interval: Duration::from_secs(1),
             shared_secret: None,
@@ -472,6 +533,12 @@ impl NodeConfig {
                     return Err(invalid("use lowercase letters, digits and '_'"));
                 }
                 self.environment = value.to_string();
+            }
+            "node.internal-address" => {
+                if !valid_host(value) {
+                    return Err(invalid("a host name or an IP address (no scheme, port or path)"));
+                }
+                self.internal_address = Some(value.to_string());
             }
             "node.id" => {
                 if !valid_label(value) {

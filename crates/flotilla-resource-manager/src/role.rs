@@ -26,7 +26,7 @@ pub async fn start_resource_manager(
     let secret = require_secret(&node_config)?;
     let listener = TcpListener::bind(address).await?;
     let local_address = listener.local_addr()?;
-    let url = format!("http://{local_address}");
+    let url = node_config.announced_url(local_address);
     let local =
         LocalNode::new(&node_config, vec![NodeRole::ResourceManager], url.clone(), None, None, "resource-manager");
     let auth = Arc::new(InternalAuth::new(secret, &local.node_id).map_err(invalid)?);

@@ -323,8 +323,10 @@ pub struct DataPlane {
     pub tracker: Arc<TaskTracker>,
     pub pool: Arc<dyn MemoryPool>,
     pub pool_bytes: u64,
-    /// Where the worker service listens (`http://host:port`), announced as the node's data URI.
+    /// Where the worker service listens (`http://host:port`, as bound).
     pub url: String,
+    /// The address it is bound to (announced through `NodeConfig::announced_url`).
+    pub address: std::net::SocketAddr,
     /// For calling other workers.
     pub channels: Arc<FlightChannels>,
 }
@@ -385,7 +387,7 @@ impl DataPlane {
             }
         });
         let url = format!("http://{local}");
-        Ok((DataPlane { worker, tracker, pool, pool_bytes, url, channels }, handle))
+        Ok((DataPlane { worker, tracker, pool, pool_bytes, url, address: local, channels }, handle))
     }
 }
 

@@ -85,8 +85,8 @@ pub async fn start(
     let local = LocalNode::new(
         &node_config,
         vec![NodeRole::Worker],
-        format!("http://{local_address}"),
-        Some(plane.url.clone()),
+        node_config.announced_url(local_address),
+        Some(node_config.announced_url(plane.address)),
         None,
         "worker",
     );

@@ -58,6 +58,9 @@ pub struct NodeSpec {
     pub settings: Vec<(String, String)>,
     /// Extra environment (for example `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// A network namespace to run the process in (`ip netns exec`), standing for a host of
+    /// its own in tests.
+    pub netns: Option<String>,
 }
 
 impl NodeSpec {
@@ -73,6 +76,7 @@ impl NodeSpec {
             worker_group: None,
             settings: Vec::new(),
             env: Vec::new(),
+            netns: None,
         }
     }
 }
@@ -110,7 +114,14 @@ impl NodeProcess {
             .append(true)
             .open(&log_path)
             .map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
-        let mut command = Command::new(binary);
+        let mut command = match &spec.netns {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .arg(spec.role.subcommand())
             .arg("--exit-with-stdin")

@@ -24,6 +24,7 @@ pub async fn status(State(coordinator): State<Arc<Coordinator>>) -> Json<Value> 
 pub fn node_json(node: &NodeView) -> Value {
     json!({
         "uri": node.node.http_uri,
+        "dataUri": node.node.data_uri,
         "nodeId": node.node.node_id,
         "roles": node.node.roles,
         "coordinatorId": node.node.coordinator_id,

@@ -44,6 +44,9 @@ pub enum CatalogError {
     /// A line of a properties file is not `key=value`.
     #[error("{path}:{line}: expected key=value, got '{text}'")]
     Syntax { path: PathBuf, line: usize, text: String },
+    /// A `${ENV:NAME}` reference that cannot be resolved.
+    #[error("{path}:{line}: {message}")]
+    Environment { path: PathBuf, line: usize, message: String },
     /// `connector.name` is absent.
     #[error("{path}: connector.name is required")]
     MissingConnector { path: PathBuf },

@@ -1,5 +1,7 @@
 //! Java-style `.properties` files as Trino reads them: `key=value` or `key: value` lines,
-//! `#` and `!` comments, surrounding white space ignored.
+//! `#` and `!` comments, surrounding white space ignored; `${ENV:NAME}` in a value is the
+//! environment variable `NAME` (Trino's syntax, so secrets need not sit in the file), and an
+//! unset one is an error naming the file and line.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,9 +27,33 @@ pub fn parse_properties(path: &Path, text: &str) -> Result<Properties, CatalogEr
         if key.is_empty() {
             return Err(CatalogError::Syntax { path: path.to_path_buf(), line: index + 1, text: line.to_string() });
         }
-        properties.insert(key.to_string(), line[at + 1..].trim().to_string());
+        let value = substitute_environment(line[at + 1..].trim(), |name| std::env::var(name).ok())
+            .map_err(|message| CatalogError::Environment { path: path.to_path_buf(), line: index + 1, message })?;
+        properties.insert(key.to_string(), value);
     }
     Ok(properties)
+}
+
+/// Replaces every `${ENV:NAME}` in `value` with `lookup(NAME)` (`NAME`: letters, digits and
+/// `_`); other text, `$` included, stays as it is.
+fn substitute_environment(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    const OPEN: &str = "${ENV:";
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find(OPEN) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + OPEN.len()..];
+        let end = after.find('}').ok_or_else(|| format!("unterminated ${{ENV:...}} in '{value}'"))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("invalid environment variable name '{name}' in '{value}'"));
+        }
+        let resolved = lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(&resolved);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -40,6 +66,31 @@ mod tests {
         let properties = parse_properties(Path::new("t.properties"), text).unwrap();
         assert_eq!(properties["connector.name"], "tpch");
         assert_eq!(properties["tpch.column-naming"], "STANDARD");
+    }
+
+    #[test]
+    fn environment_variables_are_substituted_and_unset_ones_refused() {
+        let lookup = |name: &str| match name {
+            "SECRET" => Some("s3cr3t".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(substitute_environment("${ENV:SECRET}", lookup).unwrap(), "s3cr3t");
+        assert_eq!(substitute_environment("a-${ENV:SECRET}-${ENV:EMPTY}-b", lookup).unwrap(), "a-s3cr3t--b");
+        // A value with a `$` that is not a reference, and a substituted `${ENV:...}`, stay.
+        assert_eq!(substitute_environment("pa$$word ${other}", lookup).unwrap(), "pa$$word ${other}");
+        for (bad, expected) in [
+            ("${ENV:MISSING}", "MISSING is not set"),
+            ("${ENV:SECRET", "unterminated"),
+            ("${ENV:}", "invalid environment variable name"),
+            ("${ENV:A B}", "invalid environment variable name"),
+        ] {
+            let error = substitute_environment(bad, lookup).unwrap_err();
+            assert!(error.contains(expected), "{bad}: {error}");
+        }
+        let error =
+            parse_properties(Path::new("t.properties"), "a=1\nb=${ENV:FLOTILLA_SURELY_UNSET_42}\n").unwrap_err();
+        assert_eq!(error.to_string(), "t.properties:2: environment variable FLOTILLA_SURELY_UNSET_42 is not set");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod files;
 mod harness;
 mod hostile;
 mod memory;
+mod multihost;
 mod plans;
 mod protocol;
 mod resource_groups;
