@@ -632,6 +632,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn announced_urls_use_the_internal_address_else_a_routable_bind_address() {
+        let mut config = NodeConfig::default();
+        let bound = |text: &str| text.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(config.announced_url(bound("127.0.0.1:8080")), "http://127.0.0.1:8080");
+        assert_eq!(config.announced_url(bound("[::1]:9")), "http://[::1]:9");
+        // A wildcard bind announces the host's primary address, never the wildcard.
+        let wildcard = config.announced_url(bound("0.0.0.0:8080"));
+        assert!(!wildcard.contains("0.0.0.0") && wildcard.ends_with(":8080"), "{wildcard}");
+        config
+            .apply_all(
+                "t",
+                &BTreeMap::from([("node.internal-address".into(), "worker-3.flotilla.svc".into())]),
+                |_, _| Ok(false),
+            )
+            .unwrap();
+        assert_eq!(config.announced_url(bound("0.0.0.0:8080")), "http://worker-3.flotilla.svc:8080");
+        config.internal_address = Some("fd00::7".into());
+        assert_eq!(config.announced_url(bound("0.0.0.0:9000")), "http://[fd00::7]:9000");
+        for bad in ["", "http://a", "a:80", "a/b", "-a", "a..b", "a b", &"x".repeat(64), "[::1]"] {
+            let properties = BTreeMap::from([("node.internal-address".to_string(), bad.to_string())]);
+            assert!(NodeConfig::default().apply_all("t", &properties, |_, _| Ok(false)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn discovery_uris_are_split_and_checked() {
         assert_eq!(
             parse_discovery_uris("http://a:1, http://b:2/").unwrap(),
