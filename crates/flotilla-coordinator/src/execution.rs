@@ -32,6 +32,58 @@ pub struct Execution {
     /// `query.max-memory`.
     pub max_memory: u64,
     pub retry: RetryConfig,
+    pub metrics: QueryMetrics,
+}
+
+type Labels = Vec<(String, String)>;
+
+/// What the coordinator counts of its queries for `/metrics`.
+#[derive(Debug)]
+pub struct QueryMetrics {
+    /// Ended queries, by state, error name, resource group and warehouse.
+    pub completed: prometheus_client::metrics::family::Family<Labels, prometheus_client::metrics::counter::Counter>,
+    /// Seconds from submission to the end, by state.
+    pub seconds: prometheus_client::metrics::family::Family<
+        Labels,
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
+}
+
+impl Default for QueryMetrics {
+    fn default() -> Self {
+        fn histogram() -> prometheus_client::metrics::histogram::Histogram {
+            prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 18),
+            )
+        }
+        Self {
+            completed: Default::default(),
+            seconds: prometheus_client::metrics::family::Family::new_with_constructor(histogram),
+        }
+    }
+}
+
+impl QueryMetrics {
+    /// Counts a query that ended.
+    fn ended(&self, query: &Query) {
+        let (state, error, group, seconds) = {
+            let status = query.status();
+            let error = status.error.as_ref().map_or(String::new(), |e| e.code.name().to_string());
+            let group = status.resource_group.clone().unwrap_or_default();
+            (status.state, error, group, query.created_at.signed_duration_since(chrono::Utc::now()).abs())
+        };
+        let state = state.as_str().to_string();
+        let labels = vec![
+            ("state".to_string(), state.clone()),
+            ("error".to_string(), error),
+            ("resource_group".to_string(), group),
+            ("warehouse".to_string(), query.warehouse()),
+        ];
+        self.completed.get_or_create(&labels).inc();
+        let seconds = seconds.to_std().unwrap_or_default().as_secs_f64();
+        self.seconds.get_or_create(&vec![("state".to_string(), state)]).observe(seconds);
+    }
 }
 
 /// One query's execution task: the query, its owner (the one writer of its state) and the
@@ -62,6 +114,7 @@ impl Execution {
                 }
             }
             self.run_owned(&query, &owner, &mut commands, &session, pages, registration).await;
+            self.metrics.ended(&query);
         };
         // A bug that panics while running one query fails that query; it must not leave the
         // client polling a query that will never end.

@@ -212,6 +212,7 @@ impl Coordinator {
             registry.clone(),
             config,
         ));
+        manager.register_metrics(&local.metrics, view.clone());
         let coordinator = Arc::new(Coordinator {
             id,
             manager: manager.clone(),
@@ -238,6 +239,7 @@ impl Coordinator {
         let mut app = http::router(coordinator.clone());
         if embedded {
             let resource_manager = ResourceManager::for_node(&local, embedded_config, auth.clone());
+            resource_manager.register_metrics(&local.metrics);
             app = app.merge(resource_manager.router());
             tasks.push(resource_manager.spawn_background(shutdown.clone()));
         }
@@ -249,6 +251,9 @@ impl Coordinator {
         tasks.push(serve_http(listener, app, shutdown.clone()));
 
         let worker_load = plane.as_ref().map(|plane| Arc::new(WorkerLoadSource::new(local.clone(), plane)));
+        if let Some(load) = &worker_load {
+            load.register_metrics(&local.metrics);
+        }
         let reporter = Arc::new(QueryReporter::new(local.clone(), registry.clone(), admission, worker_load));
         let agent = heartbeater(&local, auth, seeds, reporter, &node_config);
         let heartbeat_now = agent.waker();

@@ -124,12 +124,66 @@ impl QueryManager {
             registrar,
             max_memory: config.max_memory,
             retry: config.retry.clone(),
+            metrics: Default::default(),
         });
         Self { execution, ids, registry, config }
     }
 
     pub fn admission(&self) -> &Arc<Admission> {
         &self.execution.admission
+    }
+
+    /// Registers the coordinator's query metrics in its node's registry (once): ended
+    /// queries and their times, and at each scrape the queries queued and running per
+    /// resource group and warehouse, and the age of the cluster view.
+    pub fn register_metrics(
+        self: &Arc<Self>,
+        metrics: &flotilla_node::NodeMetrics,
+        view: Arc<flotilla_node::ClusterViewClient>,
+    ) {
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::metrics::gauge::Gauge;
+        let queries = &self.execution.metrics;
+        metrics.register(
+            "queries_completed",
+            "Queries that ended, by state, error, resource group and warehouse",
+            queries.completed.clone(),
+        );
+        metrics.register(
+            "query_seconds",
+            "Queries' time from submission to their end, by state",
+            queries.seconds.clone(),
+        );
+        let active = Family::<Vec<(String, String)>, Gauge>::default();
+        let view_age = prometheus_client::metrics::gauge::Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        metrics.register(
+            "queries",
+            "Unfinished queries of this coordinator, by state, resource group and warehouse",
+            active.clone(),
+        );
+        metrics.register(
+            "cluster_view_age_seconds",
+            "Age of the cluster view this coordinator schedules by",
+            view_age.clone(),
+        );
+        let manager = self.clone();
+        metrics.on_scrape(move || {
+            active.clear();
+            for query in manager.registry.all() {
+                let state = query.state();
+                if state.is_done() {
+                    continue;
+                }
+                let group = query.status().resource_group.clone().unwrap_or_default();
+                let labels = vec![
+                    ("state".to_string(), state.as_str().to_string()),
+                    ("resource_group".to_string(), group),
+                    ("warehouse".to_string(), query.warehouse()),
+                ];
+                active.get_or_create(&labels).inc();
+            }
+            view_age.set(view.snapshot().map_or(f64::NAN, |s| s.age().as_secs_f64()));
+        });
     }
 
     pub fn scheduler(&self) -> &Arc<Scheduler> {

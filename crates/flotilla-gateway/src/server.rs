@@ -68,6 +68,7 @@ struct Gateway {
     forwarder: Forwarder,
     /// `http-server.process-forwarded`.
     process_forwarded: bool,
+    counters: GatewayCounters,
 }
 
 /// A started gateway.
@@ -115,7 +116,17 @@ pub async fn start(config: GatewayConfig, address: SocketAddr) -> std::io::Resul
     if let Err(error) = view.refresh().await {
         tracing::warn!(%error, "no cluster view yet; starting anyway");
     }
+    let metrics = flotilla_node::NodeMetrics::new();
+    let counters = GatewayCounters::default();
+    metrics.register("gateway_queries_routed", "New queries sent to each coordinator", counters.routed.clone());
+    metrics.register(
+        "gateway_coordinators_skipped",
+        "New queries a coordinator could not take and the gateway sent to the next, by coordinator and reason",
+        counters.skipped.clone(),
+    );
+    let access = Arc::new(flotilla_node::NodeAccess::from_config(auth.clone(), &config.node, false).map_err(invalid)?);
     let gateway = Arc::new(Gateway {
+        counters,
         name: name.clone(),
         host: local_address.to_string(),
         view: view.clone(),
@@ -123,9 +134,15 @@ pub async fn start(config: GatewayConfig, address: SocketAddr) -> std::io::Resul
         forwarder: Forwarder::new(auth.clone()),
         process_forwarded: config.node.process_forwarded,
     });
+    let scrape = {
+        let metrics = metrics.clone();
+        move |headers: axum::http::HeaderMap| async move { flotilla_node::metrics::serve(&metrics, &access, &headers).await }
+    };
     let app = HttpRouter::new()
         .route("/v1/statement", post(submit))
         .route("/v1/gateway", get(status))
+        .route("/metrics", get(scrape))
+        .route_layer(axum::middleware::from_fn_with_state(metrics, flotilla_node::metrics::count_requests))
         .fallback(relay)
         .with_state(gateway);
     let shutdown = CancellationToken::new();
@@ -138,6 +155,23 @@ pub async fn start(config: GatewayConfig, address: SocketAddr) -> std::io::Resul
     tasks.push(serve_http(listener, app, shutdown.clone()));
     tracing::info!(address = %local_address, policy = %config.policy, "gateway started");
     Ok(RunningGateway { name, address: local_address, https_address, shutdown, tasks })
+}
+
+type Labels = Vec<(String, String)>;
+
+/// What the gateway counts for `/metrics`.
+#[derive(Debug, Default)]
+struct GatewayCounters {
+    routed: prometheus_client::metrics::family::Family<Labels, prometheus_client::metrics::counter::Counter>,
+    skipped: prometheus_client::metrics::family::Family<Labels, prometheus_client::metrics::counter::Counter>,
+}
+
+impl GatewayCounters {
+    fn skip(&self, coordinator: &str, reason: &str) {
+        let labels =
+            vec![("coordinator".to_string(), coordinator.to_string()), ("reason".to_string(), reason.to_string())];
+        self.skipped.get_or_create(&labels).inc();
+    }
 }
 
 fn user_of(request: &Relayed) -> String {
@@ -180,15 +214,18 @@ async fn submit(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
         match gateway.forwarder.send(&target.url, &request).await {
             Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
                 gateway.router.failed(&target.node_id, Instant::now());
+                gateway.counters.skip(&target.node_id, "shutting_down");
                 skipped.push(format!("{} is shutting down", target.node_id));
             }
             Ok(response) => {
                 gateway.router.routed(&target.node_id, Instant::now());
+                gateway.counters.routed.get_or_create(&vec![("coordinator".to_string(), target.node_id.clone())]).inc();
                 return response;
             }
             Err(ForwardError::Refused(error)) => {
                 tracing::warn!(coordinator = %target.node_id, %error, "coordinator refused a new query; trying the next");
                 gateway.router.failed(&target.node_id, Instant::now());
+                gateway.counters.skip(&target.node_id, "refused");
                 skipped.push(format!("{} refused the connection", target.node_id));
             }
             // A query (read-only) that a coordinator took and then died with: it ran
@@ -196,6 +233,7 @@ async fn submit(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
             Err(ForwardError::Failed(error)) if read_only && died(&target.url).await => {
                 tracing::warn!(coordinator = %target.node_id, %error, "coordinator died while taking a new query; trying the next");
                 gateway.router.failed(&target.node_id, Instant::now());
+                gateway.counters.skip(&target.node_id, "died");
                 skipped.push(format!("{} died while taking the query", target.node_id));
             }
             Err(ForwardError::Failed(error)) => {

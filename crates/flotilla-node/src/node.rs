@@ -37,6 +37,8 @@ pub struct LocalNode {
     /// Cancelled when someone asks this node to shut down gracefully (`PUT /v1/info/state`
     /// with `"SHUTTING_DOWN"`); the process's main loop waits on it next to its signals.
     drain_requested: CancellationToken,
+    /// This node's metrics (`GET /metrics`).
+    pub metrics: Arc<crate::NodeMetrics>,
 }
 
 impl LocalNode {
@@ -64,6 +66,7 @@ impl LocalNode {
             coordinator_id,
             shutting_down: AtomicBool::new(false),
             drain_requested: CancellationToken::new(),
+            metrics: crate::NodeMetrics::new(),
         })
     }
 
@@ -273,7 +276,18 @@ pub fn info_routes(node: Arc<LocalNode>, access: Arc<NodeAccess>) -> Router {
     Router::new()
         .route("/v1/info", get(info))
         .route("/v1/info/state", get(state).put(put_state))
+        .route("/metrics", get(metrics))
         .with_state((node, access))
+}
+
+/// `GET /metrics` (see [`crate::metrics`]).
+async fn metrics(State((node, access)): State<(Arc<LocalNode>, Arc<NodeAccess>)>, headers: HeaderMap) -> Response {
+    crate::metrics::serve(&node.metrics, &access, &headers).await
+}
+
+/// Counts every request of `router`'s routes in the node's metrics (apply it last).
+pub fn counted(router: Router, node: &LocalNode) -> Router {
+    router.route_layer(axum::middleware::from_fn_with_state(node.metrics.clone(), crate::metrics::count_requests))
 }
 
 async fn put_state(

@@ -10,7 +10,9 @@ use flotilla_proto::{InternalAuth, NodeConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use flotilla_node::{heartbeater, info_routes, require_secret, serve_http, LocalNode, NodeAccess, RunningNode};
+use flotilla_node::{
+    counted, heartbeater, info_routes, require_secret, serve_http, LocalNode, NodeAccess, RunningNode,
+};
 
 use crate::config::ResourceManagerConfig;
 use crate::server::ResourceManager;
@@ -37,6 +39,8 @@ pub async fn start_resource_manager(
         .router()
         .merge(info_routes(local.clone(), access))
         .route("/v1/status", get(move || async move { Json(status_node.status()) }));
+    let router = counted(router, &local);
+    manager.register_metrics(&local.metrics);
     let shutdown = CancellationToken::new();
     let server = serve_http(listener, router, shutdown.clone());
     let background = manager.spawn_background(shutdown.clone());

@@ -70,6 +70,16 @@ pub struct ResourceManager {
     lending: Mutex<Lending>,
     /// Background jobs claimed, when this one is the admission leader.
     jobs: Mutex<JobBoard>,
+    counters: Counters,
+}
+
+/// What the resource manager counts for `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    heartbeats: prometheus_client::metrics::counter::Counter,
+    refused_heartbeats: prometheus_client::metrics::counter::Counter,
+    leases:
+        prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
 }
 
 /// Whether this resource manager decides as the admission leader now.
@@ -116,6 +126,7 @@ impl ResourceManager {
             warehouses: config.warehouses_file.as_deref().map(WarehouseFile::open),
             lending: Mutex::new(Lending::default()),
             jobs: Mutex::new(JobBoard::default()),
+            counters: Counters::default(),
             config,
         })
     }
@@ -196,10 +207,45 @@ impl ResourceManager {
         Ok(body)
     }
 
+    /// Registers the resource manager's metrics in its node's registry (once).
+    pub fn register_metrics(self: &Arc<Self>, metrics: &flotilla_node::NodeMetrics) {
+        use prometheus_client::metrics::gauge::Gauge;
+        metrics.register("resource_manager_heartbeats", "Heartbeats applied", self.counters.heartbeats.clone());
+        metrics.register(
+            "resource_manager_refused_heartbeats",
+            "Heartbeats refused (another environment, malformed)",
+            self.counters.refused_heartbeats.clone(),
+        );
+        metrics.register(
+            "resource_manager_lease_requests",
+            "Admission lease requests, by outcome (granted, not_leader, stale)",
+            self.counters.leases.clone(),
+        );
+        let nodes = prometheus_client::metrics::family::Family::<Vec<(String, String)>, Gauge>::default();
+        let loans: Gauge = Gauge::default();
+        metrics.register("resource_manager_nodes", "Nodes in the view, by state", nodes.clone());
+        metrics.register("resource_manager_loans", "Worker groups lent now", loans.clone());
+        let manager = self.clone();
+        metrics.on_scrape(move || {
+            let view = manager.view();
+            nodes.clear();
+            for node in &view.nodes {
+                let state = format!("{:?}", node.state).to_lowercase();
+                nodes.get_or_create(&vec![("state".to_string(), state)]).inc();
+            }
+            loans.set(view.loans.len() as i64);
+        });
+    }
+
     /// Applies a heartbeat as the HTTP handler does.
     pub fn handle_heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatAck, HeartbeatError> {
         let mut state = self.state.lock();
-        let acknowledged_version = state.apply_heartbeat(heartbeat, Instant::now())?;
+        let applied = state.apply_heartbeat(heartbeat, Instant::now());
+        match &applied {
+            Ok(_) => self.counters.heartbeats.inc(),
+            Err(_) => self.counters.refused_heartbeats.inc(),
+        };
+        let acknowledged_version = applied?;
         Ok(HeartbeatAck {
             resource_manager: state.node_id().to_string(),
             acknowledged_version,
@@ -218,12 +264,16 @@ impl ResourceManager {
         };
         let mut admission = self.admission.lock();
         admission.observe_leadership(leader.is_none(), now);
+        let outcome = |name: &str| vec![("outcome".to_string(), name.to_string())];
         if let Some((id, uri)) = leader {
+            self.counters.leases.get_or_create(&outcome("not_leader")).inc();
             return Err(LeaseRefusal::NotLeader { leader: id, uri });
         }
-        admission.grant(request, &usage, &node_id, now).map_err(|error| match error {
+        let granted = admission.grant(request, &usage, &node_id, now).map_err(|error| match error {
             LeaseError::Stale { seq, answered } => LeaseRefusal::Stale { seq, answered },
-        })
+        });
+        self.counters.leases.get_or_create(&outcome(if granted.is_ok() { "granted" } else { "stale" })).inc();
+        granted
     }
 
     /// A group's cluster-wide numbers as this resource manager counts them.

@@ -50,7 +50,9 @@ use std::sync::Arc;
 use axum::routing::get;
 use axum::Json;
 use datafusion::execution::object_store::ObjectStoreRegistry;
-use flotilla_node::{heartbeater, info_routes, require_secret, serve_http, LocalNode, NodeAccess, RunningNode};
+use flotilla_node::{
+    counted, heartbeater, info_routes, require_secret, serve_http, LocalNode, NodeAccess, RunningNode,
+};
 use flotilla_proto::cluster::NodeRole;
 use flotilla_proto::{InternalAuth, NodeConfig};
 use tokio::net::TcpListener;
@@ -100,6 +102,8 @@ pub async fn start(
             async move { Json(load.status()) }
         }),
     );
+    let router = counted(router, &local);
+    load.register_metrics(&local.metrics);
     let server = serve_http(listener, router, shutdown.clone());
     let agent = heartbeater(&local, auth, node_config.discovery_uris.clone(), load, &node_config);
     agent.beat_once().await;

@@ -69,6 +69,33 @@ impl WorkerLoadSource {
         }
     }
 
+    /// The worker's gauges in its node's metrics, set from a fresh sample at each scrape.
+    pub fn register_metrics(self: &Arc<Self>, metrics: &flotilla_node::NodeMetrics) {
+        use prometheus_client::metrics::gauge::Gauge;
+        let gauges: [(&str, &str, Gauge); 4] = [
+            ("worker_memory_pool_bytes", "The worker's memory pool", Gauge::default()),
+            ("worker_memory_reserved_bytes", "Memory its tasks reserve now", Gauge::default()),
+            ("worker_running_tasks", "Tasks running now", Gauge::default()),
+            (
+                "worker_memory_blocked_milliseconds",
+                "How long reservations have waited on the full pool",
+                Gauge::default(),
+            ),
+        ];
+        for (name, help, gauge) in &gauges {
+            metrics.register(name, help, gauge.clone());
+        }
+        let source = self.clone();
+        metrics.on_scrape(move || {
+            let load = source.sample();
+            let values =
+                [load.memory_pool_bytes, load.memory_reserved_bytes, load.running_tasks as u64, load.memory_blocked_ms];
+            for ((_, _, gauge), value) in gauges.iter().zip(values) {
+                gauge.set(value.min(i64::MAX as u64) as i64);
+            }
+        });
+    }
+
     /// `/v1/status`.
     pub fn status(&self) -> Value {
         let mut status = self.local.status();

@@ -57,7 +57,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
     // Large enough that an over-long SQL text reaches the query (and fails it with
     // QUERY_TEXT_TOO_LARGE) instead of being cut off by the transport.
     let body_limit = coordinator.manager.config().max_query_length.saturating_mul(4).max(1 << 20);
-    Router::new()
+    let routes = Router::new()
         .route("/v1/statement", axum::routing::post(statement::submit))
         .route("/v1/statement/{phase}/{query_id}/{slug}/{token}", get(statement::fetch).delete(statement::cancel))
         .route("/v1/query", get(query_api::list))
@@ -73,8 +73,8 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(coordinator.clone(), route_to_owner))
         .with_state(coordinator.clone())
-        .merge(flotilla_node::info_routes(coordinator.local.clone(), coordinator.access.clone()))
-        .layer(middleware::from_fn_with_state(coordinator, authenticate))
+        .merge(flotilla_node::info_routes(coordinator.local.clone(), coordinator.access.clone()));
+    flotilla_node::counted(routes, &coordinator.local).layer(middleware::from_fn_with_state(coordinator, authenticate))
 }
 
 /// Client authentication, before everything else (relays to a query's owner included):

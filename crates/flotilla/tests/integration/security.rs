@@ -111,6 +111,9 @@ async fn rules_decide_reads_writes_listings_and_are_reloaded() {
     // The cluster's nodes are system information: no rule gives it to anyone here.
     let nodes = http.client.get(format!("{}/v1/node", http.base)).header("X-Trino-User", "admin").send().await.unwrap();
     assert_eq!(nodes.status(), 403);
+    let metrics =
+        http.client.get(format!("{}/metrics", http.base)).header("X-Trino-User", "admin").send().await.unwrap();
+    assert_eq!(metrics.status(), 403, "metrics are system information too");
     // Session properties and procedures.
     assert!(denied(&http, "reader", "SET SESSION query_max_run_time = '1h'").await.contains("query_max_run_time"));
     let with_property = http.post_as("reader", "SELECT 1").header("X-Trino-Session", "query_max_run_time=1h");
