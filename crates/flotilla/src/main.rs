@@ -69,6 +69,19 @@ enum Command {
     Gateway(NodeArgs),
     /// Terminal client for the Trino protocol (works against Flotilla and Trino).
     Sql(flotilla_cli::SqlArgs),
+    /// Check a node for a container probe: exit 0 when it answers (with --ready: and
+    /// takes work, i.e. is ACTIVE, not draining), else 1 with the reason.
+    HealthCheck {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Also require the node to be ACTIVE (a readiness probe; a draining node fails it).
+        #[arg(long)]
+        ready: bool,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
+    },
     /// Write the TPC-H tables as Parquet files, generated with tpchgen (for tests and benchmarks).
     TpchGen {
         /// Scale factor (0.01 is Trino's `tiny`).
@@ -112,6 +125,30 @@ struct NodeArgs {
     exit_with_stdin: bool,
 }
 
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    flotilla_proto::parse_duration(text)
+}
+
+/// `flotilla health-check`: `GET /v1/info/state` (answered by every role; a gateway relays
+/// it to a coordinator).
+fn health_check(url: &str, ready: bool, timeout: std::time::Duration) -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+        let url = format!("{}/v1/info/state", url.trim_end_matches('/'));
+        let response = client.get(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("{url}: HTTP {status}"));
+        }
+        let state: String = response.json().await.map_err(|e| format!("{url}: {e}"))?;
+        match (state.as_str(), ready) {
+            ("ACTIVE", _) | (_, false) => Ok(state),
+            (other, true) => Err(format!("{url}: {other}, not ready for work")),
+        }
+    })
+}
+
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     let (key, value) = text.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got '{text}'"))?;
     Ok((key.trim().to_string(), value.trim().to_string()))
@@ -130,6 +167,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sql(args) => flotilla_cli::run(args),
+        Command::HealthCheck { url, ready, timeout } => match health_check(&url, ready, timeout) {
+            Ok(state) => {
+                println!("{state}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("unhealthy: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::TpchGen { scale, output } => match tpch_gen::write_parquet(scale, &output) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -56,3 +56,44 @@ async fn json_output_has_one_object_per_row() {
     );
     cluster.shutdown().await;
 }
+
+/// Runs `flotilla health-check` against `url`, off the async runtime.
+async fn health_check(url: &str, ready: bool) -> std::process::Output {
+    let mut args =
+        vec!["health-check".to_string(), "--url".to_string(), url.to_string(), "--timeout".into(), "2s".into()];
+    if ready {
+        args.push("--ready".into());
+    }
+    tokio::task::spawn_blocking(move || Command::new(env!("CARGO_BIN_EXE_flotilla")).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// `flotilla health-check` for container probes: alive while the node answers, ready only
+/// while it is ACTIVE (a draining node is alive but not ready); no answer is unhealthy.
+#[tokio::test]
+async fn health_check_tells_alive_from_ready() {
+    let cluster = TestCluster::builder().config(|c| c.node.admin_users = vec!["admin".into()]).start().await;
+    let url = cluster.url();
+    for ready in [false, true] {
+        let output = health_check(&url, ready).await;
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "ACTIVE\n");
+    }
+    let drained = reqwest::Client::new()
+        .put(format!("{url}/v1/info/state"))
+        .header("X-Trino-User", "admin")
+        .json(&"SHUTTING_DOWN")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(drained.status(), 200);
+    let output = health_check(&url, true).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SHUTTING_DOWN, not ready"), "{output:?}");
+    assert!(health_check(&url, false).await.status.success(), "a draining node is alive");
+    let output = health_check("http://127.0.0.1:9", false).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).starts_with("unhealthy: "), "{output:?}");
+    cluster.shutdown().await;
+}
