@@ -94,6 +94,42 @@ pub const SETTINGS: &[Setting] = &[
         roles: "coordinator",
         doc: "The coordinator also runs tasks, as a worker of its warehouse and worker group (set false when dedicated workers exist)",
     },
+    Setting {
+        name: "event-listener.name",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "Query completion event listeners, comma-separated: `file` (JSON lines) and `http` (Trino's http-event-listener); also read from etc/event-listener.properties",
+    },
+    Setting {
+        name: "event-listener.file.path",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "With the `file` listener: the file each completed query's event is appended to, one JSON object a line",
+    },
+    Setting {
+        name: "http-event-listener.connect-ingest-uri",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "With the `http` listener: where each completed query's event is POSTed as JSON (http:// only)",
+    },
+    Setting {
+        name: "http-event-listener.connect-http-headers",
+        default: "(none)",
+        roles: "coordinator",
+        doc: "Headers sent with each event, `Name:value` pairs, comma-separated (an ${ENV:...} secret, say)",
+    },
+    Setting {
+        name: "http-event-listener.connect-retry-count",
+        default: "3",
+        roles: "coordinator",
+        doc: "Times a failed POST is tried again before its event is dropped (logged)",
+    },
+    Setting {
+        name: "http-event-listener.connect-retry-delay",
+        default: "1s",
+        roles: "coordinator",
+        doc: "Wait before the first retry, doubling for each next one",
+    },
 ];
 
 /// The coordinator's configuration.
@@ -120,6 +156,8 @@ pub struct CoordinatorConfig {
     pub web_ui_secret: Option<String>,
     /// `retry-policy` and its delays.
     pub retry: RetryConfig,
+    /// `event-listener.*` and `http-event-listener.*`.
+    pub events: crate::events::EventListenerConfig,
 }
 
 /// When and how often a query that lost a worker runs again (Trino's names).
@@ -169,6 +207,7 @@ impl Default for CoordinatorConfig {
             resource_groups_file: None,
             web_ui_secret: None,
             retry: RetryConfig::default(),
+            events: crate::events::EventListenerConfig::default(),
         }
     }
 }
@@ -239,6 +278,11 @@ impl CoordinatorConfig {
                     return Err(ConfigError::invalid(file, key, value, "must be at least 16 characters"));
                 }
                 self.web_ui_secret = Some(value.to_string());
+            }
+            key if key.starts_with("event-listener.") || key.starts_with("http-event-listener.") => {
+                if !self.events.apply(file, key, value)? {
+                    return Ok(false);
+                }
             }
             _ => return Ok(false),
         }

@@ -33,6 +33,8 @@ pub struct Execution {
     pub max_memory: u64,
     pub retry: RetryConfig,
     pub metrics: QueryMetrics,
+    /// The query completion event listener, when one is configured.
+    pub events: std::sync::OnceLock<(Arc<crate::events::EventListener>, Arc<flotilla_node::LocalNode>)>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -115,6 +117,9 @@ impl Execution {
             }
             self.run_owned(&query, &owner, &mut commands, &session, pages, registration).await;
             self.metrics.ended(&query);
+            if let Some((events, local)) = self.events.get() {
+                events.query_completed(&query, local);
+            }
         };
         // A bug that panics while running one query fails that query; it must not leave the
         // client polling a query that will never end.

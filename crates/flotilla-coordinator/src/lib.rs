@@ -32,6 +32,7 @@
 pub mod adoption;
 mod cluster;
 pub mod config;
+pub mod events;
 mod execution;
 pub mod http;
 pub mod limits;
@@ -194,6 +195,8 @@ impl Coordinator {
             embedded_config.validate(node_config.heartbeat_interval).map_err(|e| invalid(e.to_string()))?;
         }
         let groups_file = config.resource_groups().map_err(|e| invalid(e.to_string()))?;
+        config.events.validate().map_err(|e| invalid(e.to_string()))?;
+        let events_config = config.events.clone();
         let registrar = Arc::new(adoption::Registrar::new(local.clone(), view.clone(), client.clone()));
         let admission =
             resource_groups::Admission::new(groups_file, local.clone(), view.clone(), client).map_err(invalid)?;
@@ -213,6 +216,10 @@ impl Coordinator {
             config,
         ));
         manager.register_metrics(&local.metrics, view.clone());
+        if let Some((listener, task)) = events::EventListener::start(&events_config, shutdown.clone()) {
+            manager.set_event_listener(listener, local.clone());
+            tasks.push(task);
+        }
         let coordinator = Arc::new(Coordinator {
             id,
             manager: manager.clone(),

@@ -125,12 +125,22 @@ impl QueryManager {
             max_memory: config.max_memory,
             retry: config.retry.clone(),
             metrics: Default::default(),
+            events: Default::default(),
         });
         Self { execution, ids, registry, config }
     }
 
     pub fn admission(&self) -> &Arc<Admission> {
         &self.execution.admission
+    }
+
+    /// Sends every query that ends to `listener` (set once, at start).
+    pub fn set_event_listener(
+        &self,
+        listener: Arc<crate::events::EventListener>,
+        local: Arc<flotilla_node::LocalNode>,
+    ) {
+        let _ = self.execution.events.set((listener, local));
     }
 
     /// Registers the coordinator's query metrics in its node's registry (once): ended

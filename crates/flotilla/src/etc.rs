@@ -1,6 +1,7 @@
 //! Reads a Trino-style `etc/` directory: `config.properties` and `node.properties` for the
 //! settings of every role (and, as Trino, `access-control.properties` and
-//! `password-authenticator.properties` for security), `catalog/*.properties` for catalogs.
+//! `password-authenticator.properties` for security, `event-listener.properties` for query
+//! events), `catalog/*.properties` for catalogs.
 //! Without a directory (or without `catalog/`), the built-in defaults apply: the `tpch`
 //! catalog (and `system`).
 //!
@@ -75,6 +76,7 @@ pub fn load(etc_dir: Option<&Path>) -> Result<Setup, String> {
         "resource-groups.properties",
         "access-control.properties",
         "password-authenticator.properties",
+        "event-listener.properties",
     ] {
         let path = dir.join(name);
         if !path.exists() {

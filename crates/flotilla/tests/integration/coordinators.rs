@@ -309,3 +309,112 @@ async fn sigterm_drains_a_coordinator_like_put_shutting_down() {
     assert_eq!(collect(&responses).1, vec![vec![Value::from(6001215)]]);
     wait_exited(&mut cluster.cluster.coordinators[0]).await;
 }
+
+/// A minimal HTTP endpoint taking POSTs (keep-alive), keeping their bodies.
+async fn ingest_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    sink.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                    let _ = stream.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    (url, received)
+}
+
+/// `event-listener.name=file,http`: every query either coordinator ends is one event, with
+/// Trino's field names, in the JSON-lines file and at the HTTP endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_query_is_one_completion_event_in_the_file_and_at_the_endpoint() {
+    let (endpoint, received) = ingest_endpoint().await;
+    let etc = crate::harness::TempDir::new("flotilla-etc");
+    std::fs::create_dir_all(etc.path.join("catalog")).unwrap();
+    std::fs::write(etc.path.join("catalog/tpch.properties"), "connector.name=tpch\n").unwrap();
+    let events_file = etc.path.join("events.jsonl");
+    std::fs::write(
+        etc.path.join("event-listener.properties"),
+        format!(
+            "event-listener.name=file,http\nevent-listener.file.path={}\n\
+             http-event-listener.connect-ingest-uri={endpoint}\nhttp-event-listener.connect-http-headers=X-Source:flotilla-test\n",
+            events_file.display()
+        ),
+    )
+    .unwrap();
+    let cluster = crate::harness::ProcessCluster::builder().coordinators(2).workers(1).etc_dir(&etc.path).start();
+    let mut ran = Vec::new();
+    for (index, coordinator) in cluster.cluster.coordinators.iter().enumerate() {
+        let http = crate::Http::new(&coordinator.url);
+        crate::distributed::wait_for_nodes(&http, 4).await;
+        for sql in ["SELECT count(*) FROM tpch.tiny.nation", "SELECT * FROM tpch.tiny.nothing"] {
+            let responses = http.run(sql).await;
+            ran.push((responses[0]["id"].as_str().unwrap().to_string(), format!("coordinator-{}", index + 1), sql));
+        }
+    }
+    let lines = || -> Vec<Value> {
+        std::fs::read_to_string(&events_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object a line"))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while lines().len() < ran.len() || received.lock().unwrap().len() < ran.len() {
+        assert!(std::time::Instant::now() < deadline, "events missing: {:?} {:?}", lines(), received.lock().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for events in [lines(), received.lock().unwrap().clone()] {
+        assert_eq!(events.len(), ran.len(), "one event per query: {events:?}");
+        for (id, coordinator, sql) in &ran {
+            let event = events.iter().find(|e| e["metadata"]["queryId"] == id.as_str()).expect("its event");
+            assert_eq!(event["metadata"]["query"], *sql);
+            assert_eq!(event["context"]["coordinator"], coordinator.as_str());
+            assert_eq!(event["context"]["user"], "test");
+            assert_eq!(event["context"]["warehouse"], "default");
+            assert!(event["statistics"]["cpuTime"].as_str().unwrap().starts_with("PT"), "{event}");
+            assert!(event["createTime"].is_string() && event["endTime"].is_string(), "{event}");
+            match sql.contains("nothing") {
+                true => {
+                    assert_eq!(event["metadata"]["queryState"], "FAILED");
+                    assert_eq!(event["failureInfo"]["errorCode"]["name"], "TABLE_NOT_FOUND", "{event}");
+                }
+                false => {
+                    assert_eq!(event["metadata"]["queryState"], "FINISHED");
+                    assert_eq!(event["statistics"]["outputRows"], 1);
+                    assert!(event["failureInfo"].is_null());
+                }
+            }
+        }
+    }
+    drop(cluster);
+}
