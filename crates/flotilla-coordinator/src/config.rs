@@ -303,6 +303,10 @@ mod tests {
                 "resource-groups.configuration-manager" => "file",
                 "resource-groups.config-file" => "etc/resource-groups.json",
                 "web-ui.shared-secret" => "a-long-enough-web-ui-secret",
+                "event-listener.name" => "file,http",
+                "event-listener.file.path" => "/var/log/flotilla/queries.jsonl",
+                "http-event-listener.connect-ingest-uri" => "http://collector:8080/events",
+                "http-event-listener.connect-http-headers" => "X-Source:flotilla",
                 _ => setting.default,
             };
             assert!(config.apply("config.properties", setting.name, value).unwrap(), "{}", setting.name);
