@@ -297,7 +297,16 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let flags: std::collections::BTreeMap<String, String> = args.set.into_iter().collect();
+    let mut flags = std::collections::BTreeMap::new();
+    for (key, value) in args.set {
+        match flotilla_sql::catalog::environment_substituted(&value) {
+            Ok(value) => flags.insert(key, value),
+            Err(error) => {
+                eprintln!("invalid configuration: --set {key}: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    }
     if let Err(error) = setup.apply_all("--set", &flags) {
         eprintln!("invalid configuration: {error}");
         return ExitCode::from(2);

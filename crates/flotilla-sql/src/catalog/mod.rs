@@ -32,7 +32,7 @@ use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogPro
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 
 pub use information_schema::{trino_type_name as information_schema_type_name, WithInformationSchema};
-pub use properties::{parse_properties, Properties};
+pub use properties::{environment_substituted, parse_properties, Properties};
 pub use system::{NodeRow, QueryRow, RuntimeSource, WorkerPlace, SYSTEM_CATALOG};
 
 /// Catalog configuration that cannot be used.

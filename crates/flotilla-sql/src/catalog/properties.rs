@@ -27,11 +27,20 @@ pub fn parse_properties(path: &Path, text: &str) -> Result<Properties, CatalogEr
         if key.is_empty() {
             return Err(CatalogError::Syntax { path: path.to_path_buf(), line: index + 1, text: line.to_string() });
         }
-        let value = substitute_environment(line[at + 1..].trim(), |name| std::env::var(name).ok())
-            .map_err(|message| CatalogError::Environment { path: path.to_path_buf(), line: index + 1, message })?;
+        let value = environment_substituted(line[at + 1..].trim()).map_err(|message| CatalogError::Environment {
+            path: path.to_path_buf(),
+            line: index + 1,
+            message,
+        })?;
         properties.insert(key.to_string(), value);
     }
     Ok(properties)
+}
+
+/// `value` with every `${ENV:NAME}` replaced by the environment variable (also for
+/// `--set KEY=VALUE` flags); an unset one is an error naming it.
+pub fn environment_substituted(value: &str) -> Result<String, String> {
+    substitute_environment(value, |name| std::env::var(name).ok())
 }
 
 /// Replaces every `${ENV:NAME}` in `value` with `lookup(NAME)` (`NAME`: letters, digits and

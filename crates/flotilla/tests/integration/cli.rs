@@ -97,3 +97,22 @@ async fn health_check_tells_alive_from_ready() {
     assert!(String::from_utf8_lossy(&output.stderr).starts_with("unhealthy: "), "{output:?}");
     cluster.shutdown().await;
 }
+
+/// `${ENV:NAME}` in a `--set` value as in a properties file: an unset variable stops the
+/// start with exit code 2, naming it.
+#[tokio::test]
+async fn set_flags_take_environment_variables() {
+    let output = tokio::task::spawn_blocking(|| {
+        Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(["resource-manager", "--bind", "127.0.0.1", "--port", "0"])
+            .args(["--set", "internal-communication.shared-secret=${ENV:FLOTILLA_TEST_SURELY_UNSET_SECRET}"])
+            .env_remove("FLOTILLA_TEST_SURELY_UNSET_SECRET")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("FLOTILLA_TEST_SURELY_UNSET_SECRET is not set"), "{stderr}");
+}
