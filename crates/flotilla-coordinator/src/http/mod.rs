@@ -74,7 +74,44 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .layer(middleware::from_fn_with_state(coordinator.clone(), route_to_owner))
         .with_state(coordinator.clone())
         .merge(flotilla_node::info_routes(coordinator.local.clone(), coordinator.access.clone()));
-    flotilla_node::counted(routes, &coordinator.local).layer(middleware::from_fn_with_state(coordinator, authenticate))
+    flotilla_node::counted(routes, &coordinator.local)
+        .layer(middleware::from_fn_with_state(coordinator, authenticate))
+        .layer(middleware::from_fn(presto_headers))
+}
+
+/// Presto clients speak the same protocol with `X-Presto-*` headers: a request that sends
+/// them (and no `X-Trino-*` ones) is served as if it had sent the `X-Trino-*` equivalents,
+/// and its response's `X-Trino-*` headers (session changes, prepared statements, ...) are
+/// sent back under their `X-Presto-*` names.
+async fn presto_headers(mut request: Request, next: Next) -> Response {
+    const PRESTO: &str = "x-presto-";
+    const TRINO: &str = "x-trino-";
+    let headers = request.headers();
+    let presto = headers.keys().any(|n| n.as_str().starts_with(PRESTO))
+        && !headers.keys().any(|n| n.as_str().starts_with(TRINO));
+    if !presto {
+        return next.run(request).await;
+    }
+    let renamed = |headers: &mut axum::http::HeaderMap, from: &str, to: &str| {
+        let names: Vec<axum::http::HeaderName> =
+            headers.keys().filter(|n| n.as_str().starts_with(from)).cloned().collect();
+        for name in names {
+            let Ok(new_name) =
+                axum::http::HeaderName::from_bytes(format!("{to}{}", &name.as_str()[from.len()..]).as_bytes())
+            else {
+                continue;
+            };
+            let values: Vec<_> = headers.get_all(&name).iter().cloned().collect();
+            headers.remove(&name);
+            for value in values {
+                headers.append(new_name.clone(), value);
+            }
+        }
+    };
+    renamed(request.headers_mut(), PRESTO, TRINO);
+    let mut response = next.run(request).await;
+    renamed(response.headers_mut(), TRINO, PRESTO);
+    response
 }
 
 /// Client authentication, before everything else (relays to a query's owner included):

@@ -283,3 +283,45 @@ async fn a_query_nobody_polls_is_abandoned() {
     assert_eq!(info["errorCode"]["name"], "ABANDONED_QUERY");
     cluster.shutdown().await;
 }
+
+/// Presto clients: `X-Presto-*` request headers are read as their `X-Trino-*` equivalents,
+/// and the response's session headers come back as `X-Presto-*`.
+#[tokio::test]
+async fn presto_clients_speak_with_x_presto_headers() {
+    let cluster = TestCluster::start_default().await;
+    let http = Http::new(&cluster.url());
+    let presto = |request: reqwest::RequestBuilder| {
+        request.header("X-Presto-User", "presto").header("X-Presto-Catalog", "tpch").header("X-Presto-Schema", "tiny")
+    };
+    // Every request of the statement carries the client's headers, as Presto clients send them.
+    let run = |sql: &'static str| {
+        let (http, presto) = (&http, &presto);
+        async move {
+            let mut response =
+                presto(http.client.post(format!("{}/v1/statement", http.base)).body(sql)).send().await.unwrap();
+            let mut rows = Vec::new();
+            loop {
+                let headers = response.headers().clone();
+                let body: Value = response.json().await.unwrap();
+                assert!(body.get("error").is_none(), "{sql}: {body}");
+                rows.extend(body["data"].as_array().cloned().unwrap_or_default());
+                let Some(next) = body["nextUri"].as_str() else { return (headers, rows) };
+                response = presto(http.client.get(next)).send().await.unwrap();
+            }
+        }
+    };
+    let (_, rows) = run("SELECT count(*) FROM nation").await;
+    assert_eq!(rows, vec![serde_json::json!([25])], "catalog and schema from X-Presto-*");
+    let (headers, _) = run("SET SESSION query_max_run_time = '1h'").await;
+    assert_eq!(headers["x-presto-set-session"], "query_max_run_time=1h");
+    assert!(headers.get("x-trino-set-session").is_none());
+    // A Trino client on the same coordinator still gets Trino's names.
+    let headers = http.final_headers(http.post("SET SESSION query_max_run_time = '1h'")).await;
+    assert_eq!(headers["x-trino-set-session"], "query_max_run_time=1h");
+    let listed: Value = http.get_json(&format!("{}/v1/query", http.base)).await;
+    assert!(
+        listed.as_array().unwrap().iter().any(|q| q["session"]["user"] == "presto" || q["user"] == "presto"),
+        "{listed}"
+    );
+    cluster.shutdown().await;
+}
