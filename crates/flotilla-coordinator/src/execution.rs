@@ -232,11 +232,13 @@ async fn admit(
 }
 
 /// Runs the query, and again (up to `query-retry-attempts` times, after growing waits) while
-/// it fails because a worker was lost and no row has reached the client: the retry is
-/// planned afresh, so its tasks go to the live workers (the lost one is a suspect the
-/// scheduler skips until it heartbeats again). A write is run again too: its commit is the
-/// last thing it does, so a failed attempt committed nothing, and what it wrote is deleted.
-/// User errors, limits, kills and cancels are never retried.
+/// it fails because a worker was lost: the retry is planned afresh, so its tasks go to the
+/// live workers (the lost one is a suspect the scheduler skips until it heartbeats again).
+/// When rows have reached the client already, a read-only query whose output order is
+/// total is run again past those rows (as an adopted one is); others fail. A write is run
+/// again only when nothing was sent: its commit is the last thing it does, so a failed
+/// attempt committed nothing, and what it wrote is deleted. User errors, limits, kills and
+/// cancels are never retried.
 async fn execute_with_retries(
     engine: &Engine,
     scheduler: &Scheduler,
@@ -252,15 +254,20 @@ async fn execute_with_retries(
         _ => retry.enabled,
     };
     let mut retries = 0u32;
+    let read_only = flotilla_protocol::is_read_only(&query.sql);
+    // Rows handed to the client, over every attempt.
+    let delivered = std::sync::atomic::AtomicU64::new(0);
     loop {
         let sent = std::sync::atomic::AtomicBool::new(false);
-        let error = match execute(engine, query, owner, session, &pages, &sent).await {
+        let ordered = std::sync::atomic::AtomicBool::new(false);
+        let attempt = Attempt { sent: &sent, ordered: &ordered, delivered: &delivered };
+        let error = match execute(engine, query, owner, session, &pages, attempt).await {
             Ok(()) => return Ok(()),
             Err(error) => scheduler.name_workers(error),
         };
-        let retryable = error.code == ErrorCode::RemoteHostGone
-            && !sent.load(std::sync::atomic::Ordering::Relaxed)
-            && !owner.cancel.is_cancelled();
+        let resumable = !sent.load(std::sync::atomic::Ordering::Relaxed)
+            || (read_only && ordered.load(std::sync::atomic::Ordering::Relaxed));
+        let retryable = error.code == ErrorCode::RemoteHostGone && resumable && !owner.cancel.is_cancelled();
         if !enabled || !retryable || retries >= retry.attempts {
             return Err(error);
         }
@@ -272,7 +279,7 @@ async fn execute_with_retries(
         owner.update(|status| {
             status.failed_attempts.push(crate::query::FailedAttempt { error, at: chrono::Utc::now() });
             status.plan = None;
-            status.output_rows = 0;
+            status.output_rows = delivered.load(std::sync::atomic::Ordering::Relaxed);
             status.tasks.clear();
             status.remote = Default::default();
         });
@@ -283,14 +290,25 @@ async fn execute_with_retries(
     }
 }
 
+/// What one attempt reports back to [`execute_with_retries`].
+struct Attempt<'a> {
+    /// Some row of this attempt reached the page channel.
+    sent: &'a std::sync::atomic::AtomicBool,
+    /// Its output order is total (the same rows come in the same order when run again).
+    ordered: &'a std::sync::atomic::AtomicBool,
+    /// Rows handed to the client over every attempt (this one skips them).
+    delivered: &'a std::sync::atomic::AtomicU64,
+}
+
 async fn execute(
     engine: &Engine,
     query: &Arc<Query>,
     owner: &QueryOwner,
     session: &SqlSession,
     pages: &mpsc::Sender<Page>,
-    sent: &std::sync::atomic::AtomicBool,
+    attempt: Attempt<'_>,
 ) -> Result<(), FlotillaError> {
+    let Attempt { sent, ordered, delivered } = attempt;
     owner.transition(QueryState::Planning);
     let result = engine.execute(session, &query.sql).await?;
     let types = result
@@ -320,9 +338,11 @@ async fn execute(
         status.memory = Some(result.memory.clone());
         status.scans = Some(result.scans.clone());
     });
-    // An adopted query whose client has rows already: skip exactly those, which is only the
-    // same rows when the order is deterministic.
-    let mut skip = query.adopted.as_ref().map_or(0, |a| a.rows);
+    ordered.store(result.totally_ordered, std::sync::atomic::Ordering::Relaxed);
+    // An adopted query whose client has rows already, or a query run again after rows
+    // reached the client: skip exactly those, which is only the same rows when the order is
+    // deterministic.
+    let mut skip = query.adopted.as_ref().map_or(0, |a| a.rows) + delivered.load(std::sync::atomic::Ordering::Relaxed);
     if skip > 0 && !result.totally_ordered {
         let from = query.adopted.as_ref().map_or("", |a| a.from.as_str());
         // Not REMOTE_HOST_GONE: that one is retried, and this would fail the same way.
@@ -358,6 +378,7 @@ async fn execute(
             rows_in_buffer += 1;
             if buffer.len() >= TARGET_PAGE_BYTES {
                 sent.store(true, std::sync::atomic::Ordering::Relaxed);
+                delivered.fetch_add(rows_in_buffer as u64, std::sync::atomic::Ordering::Relaxed);
                 send_page(pages, &mut buffer, &mut rows_in_buffer).await?;
             }
         }
@@ -365,6 +386,7 @@ async fn execute(
         // the first rows reach the client early.
         if rows_in_buffer > 0 {
             sent.store(true, std::sync::atomic::Ordering::Relaxed);
+            delivered.fetch_add(rows_in_buffer as u64, std::sync::atomic::Ordering::Relaxed);
             send_page(pages, &mut buffer, &mut rows_in_buffer).await?;
         }
     }
