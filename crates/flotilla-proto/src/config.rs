@@ -130,6 +130,12 @@ pub const NODE_SETTINGS: &[Setting] = &[
     },
     Setting { name: "node.id", default: "(random)", roles: "all", doc: "Node id, unique in the cluster and kept across restarts" },
     Setting {
+        name: "log.format",
+        default: "text",
+        roles: "all",
+        doc: "`text` (one human-readable line per event on stderr) or `json` (one JSON object per event: timestamp, level, target, fields)",
+    },
+    Setting {
         name: "node.internal-address",
         default: "(the bind address; with 0.0.0.0 or ::, the host's primary address)",
         roles: "all",
@@ -294,6 +300,8 @@ pub struct NodeConfig {
     pub http_port: u16,
     /// `node.internal-address`.
     pub internal_address: Option<String>,
+    /// `log.format=json`.
+    pub json_logs: bool,
     pub environment: String,
     pub node_id: Option<String>,
     pub warehouse: String,
@@ -467,6 +475,7 @@ impl Default for NodeConfig {
             warehouse: "default".into(),
             worker_group: "default".into(),
             internal_address: None,
+            json_logs: false,
             discovery_uris: Vec::new(),
             heartbeat_interval: Duration::from_secs(1),
             shared_secret: None,
@@ -534,6 +543,11 @@ impl NodeConfig {
                 }
                 self.environment = value.to_string();
             }
+            "log.format" => match value {
+                "text" => self.json_logs = false,
+                "json" => self.json_logs = true,
+                _ => return Err(invalid("`text` or `json`")),
+            },
             "node.internal-address" => {
                 if !valid_host(value) {
                     return Err(invalid("a host name or an IP address (no scheme, port or path)"));

@@ -154,10 +154,15 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     Ok((key.trim().to_string(), value.trim().to_string()))
 }
 
-fn init_logging() {
+/// Logs to stderr, as text or (`log.format=json`) one JSON object per event.
+fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match json {
+        true => builder.json().init(),
+        false => builder.init(),
+    }
 }
 
 /// The stack of every runtime thread of a node.
@@ -289,7 +294,6 @@ async fn stop_requested(exit_with_stdin: bool, drain: impl std::future::Future<O
 }
 
 fn run_role(role: Role, args: NodeArgs) -> ExitCode {
-    init_logging();
     let mut setup = match etc::load(args.etc_dir.as_deref()) {
         Ok(setup) => setup,
         Err(error) => {
@@ -311,6 +315,7 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
         eprintln!("invalid configuration: {error}");
         return ExitCode::from(2);
     }
+    init_logging(setup.node.json_logs);
     let node = &mut setup.node;
     if let Some(port) = args.port {
         node.http_port = port;

@@ -116,3 +116,48 @@ async fn set_flags_take_environment_variables() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("FLOTILLA_TEST_SURELY_UNSET_SECRET is not set"), "{stderr}");
 }
+
+/// `log.format=json`: every log event is one JSON object a line (timestamp, level, fields).
+#[tokio::test]
+async fn json_logs_are_one_object_a_line() {
+    let logs = crate::harness::TempDir::new("flotilla-json-logs");
+    let mut spec = flotilla::local_cluster::NodeSpec::new(
+        flotilla::local_cluster::Role::Coordinator,
+        "json-logs",
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    );
+    spec.settings.push(("log.format".into(), "json".into()));
+    spec.env.push(("RUST_LOG".into(), "info".into()));
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_flotilla"));
+    let log_dir = logs.path.clone();
+    let mut process = tokio::task::spawn_blocking(move || {
+        flotilla::local_cluster::NodeProcess::spawn(
+            binary,
+            &spec,
+            "json-logs-test-secret",
+            &log_dir,
+            std::time::Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let text = std::fs::read_to_string(&process.log_path).unwrap();
+    process.kill();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(events.iter().any(|e| e["fields"]["message"] == "coordinator started"), "{text}");
+    for event in &events {
+        assert!(event["timestamp"].is_string() && event["level"].is_string(), "{event}");
+    }
+    // Nothing else but the launcher's own lines is text.
+    for line in text.lines().filter(|line| !line.starts_with('{')) {
+        assert!(
+            line.starts_with("---") || line.starts_with("Flotilla is serving") || line.starts_with("flotilla "),
+            "{line}"
+        );
+    }
+}
