@@ -82,6 +82,9 @@ def test_every_role_serves_metrics_that_move_with_the_queries(start_cluster):
         assert all("/v1/statement/queued/" not in r or "{" in r for r in routes), routes
     # Every role's view of the cluster is in its metrics.
     for coordinator in coordinators:
-        assert total(scrape(coordinator), "flotilla_cluster_view_age_seconds") < 30
+        families = scrape(coordinator)
+        assert total(families, "flotilla_cluster_view_age_seconds") < 30
+        assert "flotilla_queries_blocked_on_memory" in families
+        assert total(families, "flotilla_queries_blocked_on_memory") == 0, "nothing waits on memory here"
     for manager in managers:
         assert total(scrape(manager), "flotilla_resource_manager_nodes", state="active") >= 6

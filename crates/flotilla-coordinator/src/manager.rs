@@ -176,6 +176,12 @@ impl QueryManager {
             "Age of the cluster view this coordinator schedules by",
             view_age.clone(),
         );
+        let blocked: Gauge = Gauge::default();
+        metrics.register(
+            "queries_blocked_on_memory",
+            "Running queries of this coordinator with a reservation waiting on a worker's full memory pool",
+            blocked.clone(),
+        );
         let manager = self.clone();
         metrics.on_scrape(move || {
             active.clear();
@@ -192,7 +198,25 @@ impl QueryManager {
                 ];
                 active.get_or_create(&labels).inc();
             }
-            view_age.set(view.snapshot().map_or(f64::NAN, |s| s.age().as_secs_f64()));
+            let snapshot = view.snapshot();
+            view_age.set(snapshot.as_ref().map_or(f64::NAN, |s| s.age().as_secs_f64()));
+            // Blocked as the workers' last heartbeats say.
+            let waiting: std::collections::HashSet<&str> = snapshot
+                .as_ref()
+                .into_iter()
+                .flat_map(|s| s.view.live_nodes())
+                .filter_map(|n| n.worker.as_ref())
+                .flat_map(|w| w.query_memory.iter())
+                .filter(|q| q.blocked > 0)
+                .map(|q| q.query_id.as_str())
+                .collect();
+            let count = manager
+                .registry
+                .all()
+                .iter()
+                .filter(|q| !q.state().is_done() && waiting.contains(q.id.to_string().as_str()))
+                .count();
+            blocked.set(count as i64);
         });
     }
 

@@ -181,7 +181,33 @@ async fn with_killer_policy_none_blocked_queries_wait_or_fail_by_their_own_limit
     let (_etc, mut cluster) = squeezed_cluster(
         "query.low-memory-killer.policy=none\nquery.low-memory-killer.delay=1s\nmemory.blocked-timeout=4s\n",
     );
+    // While they wait, the coordinators' metrics count the blocked query.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let urls: Vec<String> = cluster.cluster.coordinators.iter().map(|c| c.url.clone()).collect();
+    let watcher = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let client = reqwest::Client::new();
+            let mut most = 0.0f64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for url in &urls {
+                    let Ok(response) = client.get(format!("{url}/metrics")).send().await else { continue };
+                    let text = response.text().await.unwrap_or_default();
+                    let value = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("flotilla_queries_blocked_on_memory "))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    most = most.max(value);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            most
+        }
+    });
     let runs = hungry_joins_on_two_coordinators(&cluster).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(watcher.await.unwrap() >= 1.0, "a coordinator's metrics showed the blocked query");
     for (last, rows) in &runs {
         match last.get("error") {
             None => assert_complete(last, rows),
