@@ -44,6 +44,8 @@ type Labels = Vec<(String, String)>;
 pub struct QueryMetrics {
     /// Ended queries, by state, error name, resource group and warehouse.
     pub completed: prometheus_client::metrics::family::Family<Labels, prometheus_client::metrics::counter::Counter>,
+    /// Bytes its queries' operators spilled to disk, here and on the workers.
+    pub spilled_bytes: prometheus_client::metrics::counter::Counter,
     /// Seconds from submission to the end, by state.
     pub seconds: prometheus_client::metrics::family::Family<
         Labels,
@@ -61,6 +63,7 @@ impl Default for QueryMetrics {
         }
         Self {
             completed: Default::default(),
+            spilled_bytes: Default::default(),
             seconds: prometheus_client::metrics::family::Family::new_with_constructor(histogram),
         }
     }
@@ -69,6 +72,7 @@ impl Default for QueryMetrics {
 impl QueryMetrics {
     /// Counts a query that ended.
     fn ended(&self, query: &Query) {
+        self.spilled_bytes.inc_by(query.stats().spilled_bytes);
         let (state, error, group, seconds) = {
             let status = query.status();
             let error = status.error.as_ref().map_or(String::new(), |e| e.code.name().to_string());

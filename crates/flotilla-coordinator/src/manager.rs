@@ -164,6 +164,11 @@ impl QueryManager {
             "Queries' time from submission to their end, by state",
             queries.seconds.clone(),
         );
+        metrics.register(
+            "query_spilled_bytes",
+            "Bytes its queries' operators spilled to disk, on the workers and here",
+            queries.spilled_bytes.clone(),
+        );
         let active = Family::<Vec<(String, String)>, Gauge>::default();
         let view_age = prometheus_client::metrics::gauge::Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         metrics.register(

@@ -424,7 +424,7 @@ impl Query {
             // Here at most, plus the most the workers reported holding at once.
             peak_memory_bytes: status.memory.as_ref().map(|m| m.peak() as u64).unwrap_or(0)
                 + status.remote.reserved_bytes,
-            spilled_bytes: 0,
+            spilled_bytes: progress.spilled_bytes,
             root_stage,
         }
     }

@@ -41,6 +41,8 @@ pub struct PlanProgress {
     pub processed_bytes: u64,
     /// CPU time across operators, in nanoseconds.
     pub cpu_nanos: u64,
+    /// Bytes operators spilled to disk (on the workers once their metrics are merged in).
+    pub spilled_bytes: u64,
     /// Rows the leaf operators are expected to produce in all (from the connectors'
     /// estimates; 0 when unknown), for the progress percentage.
     pub expected_rows: u64,
@@ -64,6 +66,7 @@ pub fn plan_progress(plan: &Arc<dyn ExecutionPlan>, scans: &ScanCounters) -> Pla
         let metrics = plan.metrics();
         if let Some(metrics) = &metrics {
             progress.cpu_nanos += metrics.elapsed_compute().unwrap_or(0) as u64;
+            progress.spilled_bytes += metrics.spilled_bytes().unwrap_or(0) as u64;
         }
         let children = plan.children();
         if children.is_empty() {

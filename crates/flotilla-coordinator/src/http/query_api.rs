@@ -65,6 +65,7 @@ fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
             "processedRows": stats.processed_rows,
             "outputRows": status.output_rows,
             "peakMemoryBytes": stats.peak_memory_bytes,
+            "spilledBytes": stats.spilled_bytes,
         },
         "tasks": tasks,
         "stages": stages,

@@ -54,9 +54,21 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
     assert_eq!(rows, vec![vec![Value::from("worker-1"), Value::from(64u64 << 20)]], "only the worker has a pool");
     // A million and a half groups, each holding a comment: far more state than the pool.
     let grouped = "SELECT count(*), sum(orderkey) FROM (SELECT orderkey, max(comment) c FROM tpch.sf1.lineitem GROUP BY orderkey)";
-    let (_, rows) = http.rows(grouped).await;
+    let responses = http.run(grouped).await;
+    let (_, rows) = crate::collect(&responses);
     let (_, expected) = http.rows("SELECT count(*), sum(orderkey) FROM tpch.sf1.orders").await;
     assert_eq!(rows, expected, "every group once after spilling");
+    // The bytes spilled on the worker are in the query's stats and the coordinator's metrics.
+    let id = responses[0]["id"].as_str().unwrap();
+    let info: Value = http.get_json(&format!("{}/v1/query/{id}", http.base)).await;
+    assert!(info["queryStats"]["spilledBytes"].as_u64().unwrap() > 0, "{}", info["queryStats"]);
+    let metrics = http.client.get(format!("{}/metrics", http.base)).send().await.unwrap().text().await.unwrap();
+    let spilled = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flotilla_query_spilled_bytes_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(spilled > 0.0, "{metrics}");
     let (_, plan) = http.rows(&format!("EXPLAIN ANALYZE {grouped}")).await;
     let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
     let spilled = text
