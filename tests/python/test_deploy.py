@@ -104,6 +104,13 @@ def test_kubernetes_manifests_reference_what_exists():
                     assert command[command.index("--url") + 1] == f"http://127.0.0.1:{http_port}", name
                 else:
                     assert check["tcpSocket"]["port"] in ports, name
+            if args[0] in ("coordinator", "worker"):
+                # Drained before they stop, within the pod's grace period.
+                hook = container["lifecycle"]["preStop"]["exec"]["command"]
+                assert hook[:2] == ["flotilla", "drain"] and "--wait" in hook, f"{name}: {hook}"
+                assert hook[hook.index("--url") + 1] == f"http://127.0.0.1:{http_port}", name
+                waits = int(hook[hook.index("--timeout") + 1].removesuffix("s"))
+                assert waits < template["spec"]["terminationGracePeriodSeconds"], name
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}
         config_map = volumes["etc"]["configMap"]
         assert config_map["name"] in by_kind["ConfigMap"], name

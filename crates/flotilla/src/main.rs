@@ -82,6 +82,19 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = parse_timeout)]
         timeout: std::time::Duration,
     },
+    /// Drain a node (a Kubernetes preStop hook): ask it to shut down gracefully, signed with
+    /// the cluster's secret (FLOTILLA_SHARED_SECRET), and with --wait until it has stopped.
+    Drain {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Wait until the node stops answering (at most --timeout).
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait at most.
+        #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
+    },
     /// Write the TPC-H tables as Parquet files, generated with tpchgen (for tests and benchmarks).
     TpchGen {
         /// Scale factor (0.01 is Trino's `tiny`).
@@ -149,6 +162,43 @@ fn health_check(url: &str, ready: bool, timeout: std::time::Duration) -> Result<
     })
 }
 
+/// `flotilla drain`: `PUT /v1/info/state "SHUTTING_DOWN"`, signed as a node of the cluster.
+fn drain(url: &str, wait: bool, timeout: std::time::Duration) -> Result<(), String> {
+    let secret = std::env::var(SECRET_ENV)
+        .map_err(|_| format!("{SECRET_ENV} is not set: the cluster's secret signs the request"))?;
+    let auth = flotilla_proto::InternalAuth::new(&secret, "flotilla-drain")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let state = format!("{}/v1/info/state", url.trim_end_matches('/'));
+        let response = client
+            .put(&state)
+            .header(flotilla_proto::INTERNAL_BEARER_HEADER, auth.token())
+            .json(&"SHUTTING_DOWN")
+            .send()
+            .await
+            .map_err(|e| format!("{state}: {e}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            return Err(format!("{state}: HTTP {status}: {}", response.text().await.unwrap_or_default()));
+        }
+        if !wait {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while client.get(&state).send().await.is_ok() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{url} still answers after {timeout:?}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        Ok(())
+    })
+}
+
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     let (key, value) = text.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got '{text}'"))?;
     Ok((key.trim().to_string(), value.trim().to_string()))
@@ -179,6 +229,13 @@ fn main() -> ExitCode {
             }
             Err(error) => {
                 eprintln!("unhealthy: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Drain { url, wait, timeout } => match drain(&url, wait, timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("drain failed: {error}");
                 ExitCode::FAILURE
             }
         },

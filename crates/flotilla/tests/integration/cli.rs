@@ -161,3 +161,38 @@ async fn json_logs_are_one_object_a_line() {
         );
     }
 }
+
+/// `flotilla drain --wait` (a preStop hook): the worker drains and exits, and the command
+/// returns then; without the cluster's secret it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_stops_a_worker_and_waits_for_it() {
+    let mut cluster = crate::harness::ProcessCluster::builder().workers(1).start();
+    let worker = cluster.cluster.workers[0].url.clone();
+    let secret = cluster.cluster.secret.clone();
+    let drain = |secret: Option<String>| {
+        let worker = worker.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+            command
+                .args(["drain", "--url", &worker, "--wait", "--timeout", "60s"])
+                .env_remove("FLOTILLA_SHARED_SECRET");
+            if let Some(secret) = secret {
+                command.env("FLOTILLA_SHARED_SECRET", secret);
+            }
+            command.output().unwrap()
+        })
+    };
+    let refused = drain(None).await.unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("FLOTILLA_SHARED_SECRET is not set"));
+    let forged = drain(Some("not-the-cluster-secret-at-all".into())).await.unwrap();
+    assert!(!forged.status.success(), "a request signed with another secret is refused");
+    assert!(cluster.cluster.workers[0].is_running());
+    let drained = drain(Some(secret)).await.unwrap();
+    assert!(drained.status.success(), "{}", String::from_utf8_lossy(&drained.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cluster.cluster.workers[0].is_running() {
+        assert!(std::time::Instant::now() < deadline, "the drained worker did not exit");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
