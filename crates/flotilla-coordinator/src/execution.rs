@@ -115,7 +115,7 @@ impl Execution {
             // The session and routing rules named no warehouse: the tables may.
             if !session.properties.contains_key("warehouse") {
                 if let Some(warehouse) = self.engine.table_warehouse(&session, &query.sql).await {
-                    owner.update(|status| status.table_warehouse = Some(warehouse.clone()));
+                    let _ = query.table_warehouse.set(warehouse.clone());
                     session.properties.insert("warehouse".to_string(), warehouse);
                 }
             }

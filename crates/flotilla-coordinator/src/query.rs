@@ -120,9 +120,6 @@ pub struct QueryStatus {
     pub registration: Registration,
     /// The resource group the query was placed in (once selected).
     pub resource_group: Option<String>,
-    /// The warehouse its tables asked for, when its session and routing named none (set
-    /// before it is admitted).
-    pub table_warehouse: Option<String>,
     /// Attempts that failed because a worker was lost, and were run again.
     pub failed_attempts: Vec<FailedAttempt>,
 }
@@ -201,6 +198,10 @@ pub struct Query {
     pub created_at: DateTime<Utc>,
     /// Set when this coordinator adopted the query from a dead owner.
     pub adopted: Option<Adopted>,
+    /// The warehouse its tables asked for, when its session and routing named none (set
+    /// once, before it is admitted). Not part of the status: read without its lock, so it
+    /// can be read while the status is held.
+    pub table_warehouse: std::sync::OnceLock<String>,
     pub cursor: tokio::sync::Mutex<ResultCursor>,
     status: watch::Receiver<QueryStatus>,
     commands: mpsc::Sender<Command>,
@@ -246,8 +247,8 @@ impl Query {
         if let Some(warehouse) = self.session.properties.get("warehouse") {
             return warehouse.clone();
         }
-        if let Some(warehouse) = self.status().table_warehouse.clone() {
-            return warehouse;
+        if let Some(warehouse) = self.table_warehouse.get() {
+            return warehouse.clone();
         }
         flotilla_sql::session::session_property("warehouse").map(|p| (p.default)()).unwrap_or_default()
     }
@@ -276,7 +277,6 @@ impl Query {
             remote: Default::default(),
             registration: Registration::Pending,
             resource_group: None,
-            table_warehouse: None,
             failed_attempts: Vec::new(),
         });
         let (commands, command_receiver) = mpsc::channel(COMMAND_BACKLOG);
@@ -289,6 +289,7 @@ impl Query {
             created: now.checked_sub(age).unwrap_or(now),
             created_at: new.created_at,
             adopted: new.adopted,
+            table_warehouse: std::sync::OnceLock::new(),
             cursor: tokio::sync::Mutex::new(ResultCursor {
                 last_token: 0,
                 last_response: Arc::new(CachedResponse {
