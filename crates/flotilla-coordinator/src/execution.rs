@@ -72,12 +72,12 @@ impl Default for QueryMetrics {
 impl QueryMetrics {
     /// Counts a query that ended.
     fn ended(&self, query: &Query) {
-        self.spilled_bytes.inc_by(query.stats().spilled_bytes);
-        let (state, error, group, seconds) = {
+        let stats = query.stats();
+        self.spilled_bytes.inc_by(stats.spilled_bytes);
+        let (state, error, group) = {
             let status = query.status();
             let error = status.error.as_ref().map_or(String::new(), |e| e.code.name().to_string());
-            let group = status.resource_group.clone().unwrap_or_default();
-            (status.state, error, group, query.created_at.signed_duration_since(chrono::Utc::now()).abs())
+            (status.state, error, status.resource_group.clone().unwrap_or_default())
         };
         let state = state.as_str().to_string();
         let labels = vec![
@@ -87,7 +87,7 @@ impl QueryMetrics {
             ("warehouse".to_string(), query.warehouse()),
         ];
         self.completed.get_or_create(&labels).inc();
-        let seconds = seconds.to_std().unwrap_or_default().as_secs_f64();
+        let seconds = stats.elapsed_time_millis as f64 / 1000.0;
         self.seconds.get_or_create(&vec![("state".to_string(), state)]).observe(seconds);
     }
 }

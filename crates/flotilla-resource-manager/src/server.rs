@@ -184,7 +184,7 @@ impl ResourceManager {
         let definitions = file.current();
         let (nodes, queued) = {
             let state = self.state.lock();
-            (state.view(now, epoch_ms()).nodes, state.queued_by_warehouse())
+            (state.node_views(now), state.queued_by_warehouse())
         };
         let mut lending = self.lending.lock();
         for event in lending.tick(&self.config.lending, leader, &definitions.warehouses, &nodes, &queued, now) {
@@ -227,13 +227,13 @@ impl ResourceManager {
         metrics.register("resource_manager_loans", "Worker groups lent now", loans.clone());
         let manager = self.clone();
         metrics.on_scrape(move || {
-            let view = manager.view();
+            let now = Instant::now();
             nodes.clear();
-            for node in &view.nodes {
+            for node in manager.state.lock().node_views(now) {
                 let state = format!("{:?}", node.state).to_lowercase();
                 nodes.get_or_create(&vec![("state".to_string(), state)]).inc();
             }
-            loans.set(view.loans.len() as i64);
+            loans.set(manager.lending.lock().loans(now).len() as i64);
         });
     }
 

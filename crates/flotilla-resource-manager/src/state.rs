@@ -464,7 +464,8 @@ impl ClusterState {
     }
 
     /// The view served to coordinators.
-    pub fn view(&self, now: Instant, generated_at_ms: i64) -> ClusterView {
+    /// Every node as the view lists it, by node id (without the queries the view carries).
+    pub fn node_views(&self, now: Instant) -> Vec<NodeView> {
         let mut nodes: Vec<NodeView> = self
             .nodes
             .values()
@@ -477,6 +478,11 @@ impl ClusterState {
             })
             .collect();
         nodes.sort_by(|a, b| a.node.node_id.cmp(&b.node.node_id));
+        nodes
+    }
+
+    pub fn view(&self, now: Instant, generated_at_ms: i64) -> ClusterView {
+        let nodes = self.node_views(now);
 
         let live_coordinators: Vec<&NodeEntry> = self
             .nodes

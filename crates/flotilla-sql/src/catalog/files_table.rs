@@ -443,11 +443,6 @@ impl FilesTable {
         &self.meta
     }
 
-    /// The committed data files (relative to the table's directory) this table reads.
-    pub fn files(&self) -> &[String] {
-        &self.manifest.files
-    }
-
     /// The store the table lives in.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
