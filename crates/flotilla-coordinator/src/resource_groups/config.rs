@@ -135,8 +135,9 @@ fn parse_memory(text: &str) -> Result<MemoryLimit, String> {
 }
 
 fn build_group(spec: GroupSpec, path: &str) -> Result<Group, String> {
-    if spec.name.is_empty() || spec.name.contains('.') {
-        return Err(format!("group name '{}' under '{path}' must be non-empty and contain no '.'", spec.name));
+    // No ':' either: paths with one are the warehouses' limits (`warehouse:NAME`).
+    if spec.name.is_empty() || spec.name.contains(['.', ':']) {
+        return Err(format!("group name '{}' under '{path}' must be non-empty and contain no '.' or ':'", spec.name));
     }
     let here = if path.is_empty() { spec.name.clone() } else { format!("{path}.{}", spec.name) };
     if spec.soft_cpu_limit.is_some() || spec.hard_cpu_limit.is_some() {
@@ -307,7 +308,7 @@ fn capture_names(regex: &Regex, captures: &regex::Captures, variables: &mut BTre
 fn expand(template: &str, variables: &BTreeMap<String, String>) -> String {
     let mut out = template.to_string();
     for (name, value) in variables {
-        out = out.replace(&format!("${{{name}}}"), &value.replace('.', "_"));
+        out = out.replace(&format!("${{{name}}}"), &value.replace(['.', ':'], "_"));
     }
     out
 }
@@ -408,6 +409,8 @@ mod tests {
         );
         // User names with dots cannot nest groups.
         assert_eq!(select(&config, "a.b", None, &[], "SELECT 1").as_deref(), Some("global.adhoc.other.a_b"));
+        // Nor a ':' (paths with one are the warehouses' limits).
+        assert_eq!(select(&config, "a:b", None, &[], "SELECT 1").as_deref(), Some("global.adhoc.other.a_b"));
     }
 
     #[test]
@@ -481,6 +484,11 @@ mod tests {
                 r#"{"rootGroups": [{"name": "g", "softMemoryLimit": "1GB", "hardConcurrencyLimit": 1, "maxQueued": 1,
                    "bogus": 1}], "selectors": [{"group": "g"}]}"#,
                 "unknown field",
+            ),
+            (
+                r#"{"rootGroups": [{"name": "warehouse:bi", "softMemoryLimit": "1GB", "hardConcurrencyLimit": 1,
+                   "maxQueued": 1}], "selectors": [{"group": "warehouse:bi"}]}"#,
+                "contain no '.' or ':'",
             ),
         ];
         for (text, expected) in cases {
