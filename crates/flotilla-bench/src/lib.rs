@@ -161,6 +161,120 @@ pub async fn select_one_latencies(url: &str, queries: usize) -> Result<hdrhistog
     Ok(histogram)
 }
 
+/// Writes the TPC-H tables at `scale` as `TABLE.parquet` files into `data` with `flotilla
+/// tpch-gen` (tpchgen's rows), unless they are there already (kept for later runs).
+pub fn tpch_gen(binary: &Path, scale: f64, data: &Path) -> Result<(), String> {
+    if data.join("lineitem.parquet").exists() {
+        return Ok(());
+    }
+    println!("writing scale {scale} Parquet files to {}", data.display());
+    let partial = data.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    let status = std::process::Command::new(binary)
+        .args(["tpch-gen", "--scale", &scale.to_string(), "--output"])
+        .arg(&partial)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("flotilla tpch-gen failed".into());
+    }
+    // Only whole sets of files count as written.
+    std::fs::rename(&partial, data).map_err(|e| format!("{}: {e}", data.display()))
+}
+
+/// What a reference engine in its own Python process (`scripts/tpch_reference.py`: DuckDB,
+/// or DataFusion's Python bindings) measured and answered.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub engine: String,
+    pub version: String,
+    pub threads: String,
+    queries: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Reference {
+    /// The best time of query `name`, in milliseconds.
+    pub fn millis(&self, name: &str) -> Option<f64> {
+        self.queries.get(name).and_then(|q| q["millis"].as_f64())
+    }
+
+    /// The rows query `name` answered.
+    pub fn values(&self, name: &str) -> Option<&Vec<serde_json::Value>> {
+        self.queries.get(name).and_then(|q| q["values"].as_array())
+    }
+}
+
+/// Runs the queries of `queries` `runs` times each on `engine` (`duckdb` or `datafusion`)
+/// over the Parquet files in `data`, in a Python process of its own (`python` needs the
+/// engine's package: `scripts/bench-setup`).
+pub fn reference_times(python: &Path, engine: &str, data: &Path, queries: &Path, runs: usize) -> Result<Reference, String> {
+    let output = std::process::Command::new(python)
+        .arg("scripts/tpch_reference.py")
+        .args(["--engine", engine, "--runs", &runs.to_string(), "--data"])
+        .arg(data)
+        .arg("--queries")
+        .arg(queries)
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    if !output.status.success() {
+        return Err(format!("{engine}: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+    let text = |key: &str| match &parsed[key] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Ok(Reference {
+        engine: engine.to_string(),
+        version: text("version"),
+        threads: text("threads"),
+        queries: parsed["queries"].as_object().cloned().ok_or_else(|| format!("no queries in {engine}'s output"))?,
+    })
+}
+
+fn as_number(value: &serde_json::Value) -> Option<f64> {
+    match value {
+        serde_json::Value::Number(n) => n.as_f64(),
+        // Trino's protocol sends decimals as JSON text.
+        serde_json::Value::String(s) => s.parse::<f64>().ok(),
+        _ => None,
+    }
+}
+
+/// Equal values; numbers within a relative 1e-9 (sums may add up in another order).
+fn same_value(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (as_number(a), as_number(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-6_f64.max(1e-9 * x.abs().max(y.abs())),
+        _ => a == b || a.as_str().zip(b.as_str()).is_some_and(|(x, y)| x == y),
+    }
+}
+
+fn same_row(a: &[serde_json::Value], b: &[serde_json::Value]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y))
+}
+
+/// Whether two result sets hold the same rows (`None`), or how they differ: in order, or,
+/// for ties an ORDER BY leaves open, each of ours matching a distinct one of theirs.
+pub fn same_answer(ours: &[Vec<serde_json::Value>], theirs: &[serde_json::Value]) -> Option<String> {
+    let theirs: Vec<Vec<serde_json::Value>> = theirs.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect();
+    if ours.len() != theirs.len() {
+        return Some(format!("{} rows, the reference {}", ours.len(), theirs.len()));
+    }
+    if ours.iter().zip(&theirs).all(|(a, b)| same_row(a, b)) {
+        return None;
+    }
+    let mut unmatched: Vec<&Vec<serde_json::Value>> = theirs.iter().collect();
+    for row in ours {
+        match unmatched.iter().position(|candidate| same_row(row, candidate)) {
+            Some(at) => {
+                unmatched.swap_remove(at);
+            }
+            None => return Some(format!("{row:?} not in the reference's answer")),
+        }
+    }
+    None
+}
+
 /// utime + stime of a process, in seconds (Linux, from /proc).
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -187,5 +301,16 @@ mod tests {
         assert!(text.starts_with("# Benchmarks\n"));
         assert!(text.contains("three\n") && text.contains("two\n") && !text.contains("one\n"), "{text}");
         assert!(text.find("three").unwrap() < text.find("two").unwrap(), "{text}");
+    }
+
+    #[test]
+    fn answers_match_in_order_or_as_ties_and_numbers_loosely() {
+        use serde_json::json;
+        let ours = vec![vec![json!("a"), json!("1.50")], vec![json!("b"), json!(2)]];
+        assert_eq!(same_answer(&ours, &[json!(["a", 1.5]), json!(["b", 2.0])]), None);
+        assert_eq!(same_answer(&ours, &[json!(["b", 2]), json!(["a", 1.5])]), None, "ties in another order");
+        assert_eq!(same_answer(&ours, &[json!(["a", 1.5])]), Some("2 rows, the reference 1".to_string()));
+        assert!(same_answer(&ours, &[json!(["a", 1.5]), json!(["b", 2.1])]).is_some());
+        assert!(same_answer(&ours, &[json!(["a", 1.5]), json!(["a", 1.5])]).is_some(), "each row matched once");
     }
 }

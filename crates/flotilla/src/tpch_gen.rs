@@ -6,6 +6,8 @@ use std::fs::File;
 use std::path::Path;
 
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
 use flotilla_sql::catalog::tpch::TpchTable;
 
 pub fn write_parquet(scale: f64, output: &Path) -> Result<(), String> {
@@ -16,7 +18,10 @@ pub fn write_parquet(scale: f64, output: &Path) -> Result<(), String> {
     for table in TpchTable::ALL {
         let path = output.join(format!("{}.parquet", table.name()));
         let file = File::create(&path).map_err(|e| format!("failed to create {}: {e}", path.display()))?;
-        let mut writer = ArrowWriter::try_new(file, table.standard_schema(), None)
+        // Snappy, as tpchgen-cli writes them; row groups of ArrowWriter's default size
+        // (1,048,576 rows) with page statistics, so readers can prune.
+        let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let mut writer = ArrowWriter::try_new(file, table.standard_schema(), Some(properties))
             .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
         let mut failure: Option<String> = None;
         table

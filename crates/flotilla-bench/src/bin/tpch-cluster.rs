@@ -1,6 +1,6 @@
 //! `tpch-cluster`: the 22 TPC-H queries on a real Flotilla cluster (separate processes: one
 //! resource manager, one coordinator, N workers, as `flotilla up` starts them) against
-//! DataFusion in this process and DuckDB (its Python package, `scripts/duckdb_tpch.py`),
+//! DataFusion in this process and DuckDB (its Python package, `scripts/tpch_reference.py`),
 //! all in the same run on the same machine, plus the coordinator's CPU per 1,000 task
 //! status updates.
 //!
@@ -13,17 +13,16 @@
 //! once for the `.venv` with DuckDB):
 //! `target/release/tpch-cluster --output BENCHMARKS.md`
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flotilla_bench::{
-    cpu_seconds, datafusion_tpch, flotilla_binary, get_json, millis, read_queries, tpch_cluster, wait_for_workers,
+    cpu_seconds, datafusion_tpch, flotilla_binary, get_json, millis, read_queries, reference_times, same_answer,
+    tpch_cluster, tpch_gen, wait_for_workers,
 };
 use flotilla_cli::Client;
 use flotilla_sql::catalog::tpch::scale_factor_of;
-use serde_json::Value;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -58,87 +57,6 @@ struct Args {
 
 const TABLES: [&str; 8] = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"];
 
-/// DuckDB's best times per query over the Parquet files in `data` (written by
-/// `flotilla tpch-gen` first when `generate`), or why there are none.
-fn duckdb_times(
-    args: &Args,
-    binary: &Path,
-    scale: f64,
-    data: &Path,
-    generate: bool,
-) -> Result<(String, serde_json::Map<String, Value>), String> {
-    if generate && !data.join("lineitem.parquet").exists() {
-        println!("writing {} Parquet files to {}", args.schema, data.display());
-        let status = Command::new(binary)
-            .args(["tpch-gen", "--scale", &scale.to_string(), "--output"])
-            .arg(data)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err("flotilla tpch-gen failed".into());
-        }
-    }
-    let output = Command::new(&args.python)
-        .arg("scripts/duckdb_tpch.py")
-        .arg("--data")
-        .arg(data)
-        .arg("--queries")
-        .arg(&args.queries)
-        .args(["--runs", &args.runs.to_string()])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.python.display()))?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).to_string());
-    }
-    let parsed: Value = serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
-    let threads = parsed["threads"].to_string();
-    let queries = parsed["queries"].as_object().cloned().ok_or("no queries in DuckDB's output")?;
-    Ok((threads, queries))
-}
-
-fn as_number(value: &Value) -> Option<f64> {
-    match value {
-        Value::Number(n) => n.as_f64(),
-        // Trino's protocol sends decimals as JSON text.
-        Value::String(s) => s.parse::<f64>().ok(),
-        _ => None,
-    }
-}
-
-/// Equal values; numbers within a relative 1e-9 (sums may add up in another order).
-fn same_value(a: &Value, b: &Value) -> bool {
-    match (as_number(a), as_number(b)) {
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-6_f64.max(1e-9 * x.abs().max(y.abs())),
-        _ => a == b || a.as_str().zip(b.as_str()).is_some_and(|(x, y)| x == y),
-    }
-}
-
-fn same_row(a: &[Value], b: &[Value]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y))
-}
-
-/// Whether two result sets hold the same rows: in order, or, for ties an ORDER BY leaves
-/// open, each of ours matching a distinct one of theirs.
-fn same_answer(ours: &[Vec<Value>], theirs: &[Value]) -> Option<String> {
-    let theirs: Vec<Vec<Value>> = theirs.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect();
-    if ours.len() != theirs.len() {
-        return Some(format!("{} rows, DuckDB {}", ours.len(), theirs.len()));
-    }
-    if ours.iter().zip(&theirs).all(|(a, b)| same_row(a, b)) {
-        return None;
-    }
-    let mut unmatched: Vec<&Vec<Value>> = theirs.iter().collect();
-    for row in ours {
-        match unmatched.iter().position(|candidate| same_row(row, candidate)) {
-            Some(at) => {
-                unmatched.swap_remove(at);
-            }
-            None => return Some(format!("{row:?} not in DuckDB's answer")),
-        }
-    }
-    None
-}
-
 fn main() -> Result<(), String> {
     let args = Args::parse();
     let scale = scale_factor_of(&args.schema).ok_or_else(|| format!("not a tpch schema: {}", args.schema))?;
@@ -149,9 +67,11 @@ fn main() -> Result<(), String> {
     // DuckDB first, alone on the machine (with --parquet, after Flotilla wrote the files).
     let work = std::env::temp_dir().join(format!("flotilla-tpch-cluster-{}", std::process::id()));
     let written = work.join("lake").join(&args.schema);
+    let generated = args.data_dir.join(&args.schema);
     let mut duckdb = match args.parquet {
         true => Err("not run yet".to_string()),
-        false => duckdb_times(&args, &binary, scale, &args.data_dir.join(&args.schema), true),
+        false => tpch_gen(&binary, scale, &generated)
+            .and_then(|()| reference_times(&args.python, "duckdb", &generated, &args.queries, args.runs)),
     };
     if let (false, Err(error)) = (args.parquet, &duckdb) {
         println!("DuckDB skipped: {error}");
@@ -213,7 +133,7 @@ fn main() -> Result<(), String> {
     });
     drop(cluster);
     if args.parquet && result.is_ok() {
-        duckdb = duckdb_times(&args, &binary, scale, &written, false);
+        duckdb = reference_times(&args.python, "duckdb", &written, &args.queries, args.runs);
         if let Err(error) = &duckdb {
             println!("DuckDB skipped: {error}");
         }
@@ -223,7 +143,7 @@ fn main() -> Result<(), String> {
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let (duck_threads, duck) = match &duckdb {
-        Ok((threads, queries)) => (threads.clone(), Some(queries)),
+        Ok(reference) => (reference.threads.clone(), Some(reference)),
         Err(_) => ("-".into(), None),
     };
     let (flotilla_reads, duck_reads) = match args.parquet {
@@ -258,9 +178,8 @@ fn main() -> Result<(), String> {
     let (mut total_f, mut total_d, mut total_k) = (0.0, 0.0, 0.0);
     let mut mismatches = Vec::new();
     for (name, count, f, d, values) in &rows {
-        let reference = duck.and_then(|q| q.get(name));
-        let k = reference.and_then(|q| q["millis"].as_f64());
-        let same = match reference.and_then(|q| q["values"].as_array()).map(|theirs| same_answer(values, theirs)) {
+        let k = duck.and_then(|reference| reference.millis(name));
+        let same = match duck.and_then(|reference| reference.values(name)).map(|theirs| same_answer(values, theirs)) {
             Some(None) => "yes",
             Some(Some(difference)) => {
                 mismatches.push(format!("{name} ({difference})"));

@@ -1,0 +1,359 @@
+//! `tpch-files`: the 22 TPC-H queries over the same Parquet files (tpchgen's rows, written
+//! once by `flotilla tpch-gen`), in one run, on four engines:
+//!
+//! - DuckDB and DataFusion in-process, from their Python packages (`scripts/tpch_reference.py`,
+//!   DataFusion's bindings being the same engine version as Flotilla's), each alone on the
+//!   machine;
+//! - Flotilla as one process: a coordinator without a resource manager or workers, running
+//!   its own tasks (`flotilla coordinator` alone);
+//! - Flotilla as `flotilla up` starts it: 2 resource managers, 2 coordinators (planning and
+//!   gathering only), N workers and a gateway, every one its own process, queries through the
+//!   gateway.
+//!
+//! Flotilla reads the files through a `files` catalog whose root is the data directory (a
+//! table per file). Every answer is checked against DuckDB's. Figures are the best of
+//! `--runs` runs of each query; the ratios compare engines within the run.
+//!
+//! Run (after `cargo build --release -p flotilla -p flotilla-bench` and `scripts/bench-setup`
+//! for the Python packages): `target/release/tpch-files --output BENCHMARKS.md`
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use flotilla::local_cluster::{LocalCluster, LocalClusterSpec};
+use flotilla_bench::{flotilla_binary, millis, read_queries, reference_times, same_answer, tpch_gen, Reference};
+use flotilla_cli::Client;
+use flotilla_sql::catalog::tpch::scale_factor_of;
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Directory with q01.sql .. q22.sql.
+    #[arg(long, default_value = "../shared/tpch/queries")]
+    queries: PathBuf,
+    /// Only these queries (q05,q21), for profiling one.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The TPC-H scale, as a tpch schema name (sf1, sf10, ...).
+    #[arg(long, default_value = "sf1")]
+    schema: String,
+    /// Workers in the `flotilla up` cluster.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Runs of each query per engine; the best is reported.
+    #[arg(long, default_value_t = 2)]
+    runs: usize,
+    /// The engines to run (duckdb, datafusion, one, cluster); DuckDB's answers are the
+    /// reference the others are checked against.
+    #[arg(long, value_delimiter = ',', default_value = "duckdb,datafusion,one,cluster")]
+    engines: Vec<String>,
+    /// Python with the `duckdb` and `datafusion` packages (`scripts/bench-setup`).
+    #[arg(long, default_value = ".venv/bin/python")]
+    python: PathBuf,
+    /// Where the Parquet files are written (SCHEMA/TABLE.parquet; kept for later runs).
+    #[arg(long, default_value = "target/bench-data")]
+    data_dir: PathBuf,
+    /// config.properties lines for every Flotilla node (e.g. memory pools for SF10).
+    #[arg(long, default_value = "")]
+    config: String,
+    /// Markdown file to write the results into (its `tpch-files` section, or
+    /// `tpch-files-SCHEMA` for another scale than sf1).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// What one engine measured: best milliseconds and the rows of each query.
+#[derive(Debug, Default)]
+struct Measured {
+    millis: BTreeMap<String, f64>,
+    values: BTreeMap<String, Vec<Vec<Value>>>,
+    failures: BTreeMap<String, String>,
+}
+
+impl Measured {
+    fn from_reference(reference: &Reference, queries: &[(String, String)]) -> Self {
+        let mut measured = Measured::default();
+        for (name, _) in queries {
+            if let Some(ms) = reference.millis(name) {
+                measured.millis.insert(name.clone(), ms);
+            }
+            if let Some(rows) = reference.values(name) {
+                let rows = rows.iter().map(|row| row.as_array().cloned().unwrap_or_default()).collect();
+                measured.values.insert(name.clone(), rows);
+            }
+        }
+        measured
+    }
+}
+
+/// Writes `etc/` for every Flotilla node: the `bench` catalog over the data directory and
+/// `config` as config.properties.
+fn write_etc(work: &Path, data_dir: &Path, config: &str) -> Result<PathBuf, String> {
+    let etc = work.join("etc");
+    std::fs::create_dir_all(etc.join("catalog")).map_err(|e| e.to_string())?;
+    let root = std::path::absolute(data_dir).map_err(|e| e.to_string())?;
+    std::fs::write(etc.join("catalog/bench.properties"), format!("connector.name=files\nfiles.root={}\n", root.display()))
+        .map_err(|e| e.to_string())?;
+    std::fs::write(etc.join("config.properties"), config.replace("\\n", "\n")).map_err(|e| e.to_string())?;
+    Ok(etc)
+}
+
+/// Runs every query `runs` times through the Trino protocol at `url`, once the cluster
+/// answers with `nodes` active nodes.
+async fn run_flotilla(url: &str, schema: &str, nodes: usize, queries: &[(String, String)], runs: usize) -> Measured {
+    let mut measured = Measured::default();
+    let Ok(mut client) = Client::new(url, "bench") else {
+        measured.failures.insert("all".into(), format!("bad URL {url}"));
+        return measured;
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active = client.run("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'", |_| {}).await;
+        match active {
+            Ok(outcome) if outcome.rows.first().and_then(|r| r[0].as_u64()) == Some(nodes as u64) => break,
+            _ if Instant::now() > deadline => {
+                measured.failures.insert("all".into(), format!("the cluster at {url} never had {nodes} active nodes"));
+                return measured;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    client.session.catalog = Some("bench".into());
+    client.session.schema = Some(schema.into());
+    for (name, sql) in queries {
+        let mut best = Duration::MAX;
+        for _ in 0..runs {
+            let start = Instant::now();
+            match client.run(sql, |_| {}).await {
+                Ok(outcome) => {
+                    best = best.min(start.elapsed());
+                    measured.values.insert(name.clone(), outcome.rows);
+                }
+                Err(error) => {
+                    measured.failures.insert(name.clone(), error.to_string());
+                    break;
+                }
+            }
+        }
+        if best != Duration::MAX {
+            measured.millis.insert(name.clone(), millis(best));
+            println!("  {name}: {:.1} ms", millis(best));
+        }
+    }
+    measured
+}
+
+/// Starts `spec` with `etc`, runs the queries on it and stops it.
+fn flotilla_engine(
+    args: &Args,
+    binary: &Path,
+    work: &Path,
+    etc: &Path,
+    mut spec: LocalClusterSpec,
+    queries: &[(String, String)],
+) -> Result<Measured, String> {
+    spec.etc_dir = Some(etc.to_path_buf());
+    spec.log_dir = work.join(format!("logs-{}", spec.workers));
+    let nodes = spec.resource_managers + spec.coordinators + spec.workers;
+    let cluster = LocalCluster::start(binary, &spec)?;
+    let url = cluster.client_url().to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let measured = runtime.block_on(run_flotilla(&url, &args.schema, nodes, queries, args.runs));
+    drop(cluster);
+    Ok(measured)
+}
+
+fn spec(resource_managers: usize, coordinators: usize, workers: usize, gateways: usize) -> LocalClusterSpec {
+    LocalClusterSpec {
+        resource_managers,
+        coordinators,
+        workers,
+        gateways,
+        routing_policy: flotilla_gateway::RoutingPolicy::RoundRobin,
+        client_port: 0,
+        bind: std::net::IpAddr::from([127, 0, 0, 1]),
+        etc_dir: None,
+        log_dir: PathBuf::new(),
+        one_resource_manager_each: false,
+        worker_labels: Vec::new(),
+        env: vec![("RUST_LOG".into(), "warn".into())],
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+fn cell(value: Option<f64>) -> String {
+    value.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+}
+
+const ENGINES: [(&str, &str); 4] = [
+    ("duckdb", "DuckDB"),
+    ("datafusion", "DataFusion"),
+    ("one", "Flotilla, one process"),
+    ("cluster", "Flotilla cluster"),
+];
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    if let Some(unknown) = args.engines.iter().find(|e| !ENGINES.iter().any(|(key, _)| key == e)) {
+        return Err(format!("unknown engine {unknown}: duckdb, datafusion, one, cluster"));
+    }
+    let scale = scale_factor_of(&args.schema).ok_or_else(|| format!("not a tpch schema: {}", args.schema))?;
+    let binary = flotilla_binary()?;
+    let mut queries = read_queries(&args.queries)?;
+    if !args.only.is_empty() {
+        queries.retain(|(name, _)| args.only.contains(name));
+    }
+    let data = args.data_dir.join(&args.schema);
+    tpch_gen(&binary, scale, &data)?;
+    let work = std::env::temp_dir().join(format!("flotilla-tpch-files-{}", std::process::id()));
+    let etc = write_etc(&work, &args.data_dir, &args.config)?;
+
+    let mut results: BTreeMap<&str, Measured> = BTreeMap::new();
+    let mut versions = BTreeMap::new();
+    for (engine, title) in ENGINES {
+        if !args.engines.iter().any(|e| e == engine) {
+            continue;
+        }
+        println!("{title}");
+        let measured = match engine {
+            "duckdb" | "datafusion" => {
+                let reference = reference_times(&args.python, engine, &data, &args.queries, args.runs)?;
+                versions.insert(engine, format!("{} {} ({} threads)", title, reference.version, reference.threads));
+                Measured::from_reference(&reference, &queries)
+            }
+            // A coordinator alone: its own resource manager, and its own tasks.
+            "one" => flotilla_engine(&args, &binary, &work, &etc, spec(0, 1, 0, 0), &queries)?,
+            _ => flotilla_engine(&args, &binary, &work, &etc, spec(2, 2, args.workers, 1), &queries)?,
+        };
+        for (name, error) in &measured.failures {
+            println!("  {name} failed: {error}");
+        }
+        results.insert(engine, measured);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+
+    let report = report(&args, &queries, &results, &versions);
+    println!("{report}");
+    if let Some(output) = &args.output {
+        let section = match args.schema.as_str() {
+            "sf1" => "tpch-files".to_string(),
+            other => format!("tpch-files-{other}"),
+        };
+        flotilla_bench::write_section(output, &section, &report)?;
+        println!("wrote {}", output.display());
+    }
+    let failed: usize = results.values().map(|m| m.failures.len()).sum();
+    match failed {
+        0 => Ok(()),
+        n => Err(format!("{n} queries failed")),
+    }
+}
+
+fn report(
+    args: &Args,
+    queries: &[(String, String)],
+    results: &BTreeMap<&str, Measured>,
+    versions: &BTreeMap<&str, String>,
+) -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let time = |engine: &str, name: &str| results.get(engine).and_then(|m| m.millis.get(name).copied());
+    let mut text = format!(
+        "## TPC-H `{schema}` over Parquet: DuckDB, DataFusion and Flotilla on the same files\n\n\
+         Produced by `target/release/tpch-files --schema {schema} --workers {workers} --output BENCHMARKS.md` \
+         (after `cargo build --release -p flotilla -p flotilla-bench` and `scripts/bench-setup`). The machines are \
+         shared and noisy: compare the ratios within one run.\n\n\
+         Machine: {cores} CPUs. Data: the tpchgen tables as one Snappy Parquet file each (`flotilla tpch-gen`), \
+         read by every engine. {references}. Flotilla reads them through a `files` catalog, queries through the \
+         Trino protocol: *one process* is a coordinator alone running its own tasks; *cluster* is what `flotilla \
+         up` starts (2 resource managers, 2 coordinators, {workers} workers, a gateway; each its own process on \
+         this machine, loopback), queries through the gateway. Best of {runs} runs, milliseconds; answers checked \
+         against DuckDB's.\n\n",
+        schema = args.schema,
+        workers = args.workers,
+        runs = args.runs,
+        references = versions.values().cloned().collect::<Vec<_>>().join(", "),
+    );
+    text.push_str(
+        "| query | rows | same answers | DuckDB | DataFusion | Flotilla one process | Flotilla cluster | one / DataFusion \
+         | cluster / DataFusion | cluster / DuckDB |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut totals = [0.0f64; 4];
+    let mut complete = [true; 4];
+    let mut differences = Vec::new();
+    for (name, _) in queries {
+        let reference = results.get("duckdb").and_then(|m| m.values.get(name));
+        let rows = reference
+            .or_else(|| results.values().find_map(|m| m.values.get(name)))
+            .map(|rows| rows.len().to_string())
+            .unwrap_or_else(|| "-".into());
+        let mut same = Vec::new();
+        for (engine, title) in &ENGINES[1..] {
+            let (Some(theirs), Some(ours)) = (reference, results.get(engine).and_then(|m| m.values.get(name))) else {
+                continue;
+            };
+            let theirs: Vec<Value> = theirs.iter().map(|row| Value::Array(row.clone())).collect();
+            match same_answer(ours, &theirs) {
+                None => same.push("yes"),
+                Some(difference) => {
+                    differences.push(format!("{name} on {title}: {difference}"));
+                    same.push("**no**");
+                }
+            }
+        }
+        let same = if same.is_empty() { "-".to_string() } else if same.iter().all(|s| *s == "yes") { "yes".into() } else { "**no**".into() };
+        let times: Vec<Option<f64>> = ENGINES.iter().map(|(engine, _)| time(engine, name)).collect();
+        for (i, t) in times.iter().enumerate() {
+            match t {
+                Some(t) => totals[i] += t,
+                None => complete[i] = false,
+            }
+        }
+        text.push_str(&format!(
+            "| {name} | {rows} | {same} | {} | {} | {} | {} | {} | {} | {} |\n",
+            cell(times[0]),
+            cell(times[1]),
+            cell(times[2]),
+            cell(times[3]),
+            ratio(times[2], times[1]),
+            ratio(times[3], times[1]),
+            ratio(times[3], times[0]),
+        ));
+    }
+    let total: Vec<Option<f64>> = (0..4).map(|i| (complete[i] && results.contains_key(ENGINES[i].0)).then_some(totals[i])).collect();
+    text.push_str(&format!(
+        "| **total** | | | {} | {} | {} | {} | {} | {} | {} |\n\n",
+        cell(total[0]),
+        cell(total[1]),
+        cell(total[2]),
+        cell(total[3]),
+        ratio(total[2], total[1]),
+        ratio(total[3], total[1]),
+        ratio(total[3], total[0]),
+    ));
+    let slowest = queries
+        .iter()
+        .filter_map(|(name, _)| Some((name, time("cluster", name)? / time("datafusion", name)?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((name, worst)) = slowest {
+        text.push_str(&format!("Slowest query relative to DataFusion on the cluster: {name} ({worst:.2}x).\n\n"));
+    }
+    for (engine, title) in ENGINES {
+        if let Some(measured) = results.get(engine) {
+            for (name, error) in &measured.failures {
+                text.push_str(&format!("{title}: {name} failed: {error}\n\n"));
+            }
+        }
+    }
+    if !differences.is_empty() {
+        text.push_str(&format!("Answers that differ from DuckDB's: {}.\n\n", differences.join("; ")));
+    }
+    text
+}
