@@ -211,7 +211,28 @@ pub struct Query {
     delivered: std::sync::atomic::AtomicBool,
     /// The resource managers were told to drop the registration (written by the sweep).
     forgotten: std::sync::atomic::AtomicBool,
+    /// The figures last read from the plan's metrics (see [`Query::plan_figures`]).
+    figures: Mutex<Option<PlanFigures>>,
 }
+
+/// A query's figures read from its plan's metrics, and which plan and when.
+#[derive(Debug, Clone)]
+struct PlanFigures {
+    /// The plan they were read from (its address: a query's plan is replaced, not changed,
+    /// when the workers' metrics are merged in).
+    plan: usize,
+    /// Read after the query ended: final.
+    done: bool,
+    at: Instant,
+    progress: PlanProgress,
+    stages: Option<StageProgress>,
+}
+
+/// How long figures read from a running query's plan are reused. Reading them walks every
+/// operator's metrics (with the workers' merged in, for every task): on every poll, each
+/// heartbeat and each status request that was a third of a small distributed query's
+/// coordinator CPU.
+const FIGURES_MAX_AGE: Duration = Duration::from_millis(250);
 
 /// The one writer of a query's state, held by its execution task.
 #[derive(Debug)]
@@ -306,6 +327,7 @@ impl Query {
             last_heartbeat: Mutex::new(now),
             delivered: Default::default(),
             forgotten: Default::default(),
+            figures: Mutex::new(None),
         };
         let owner = QueryOwner { status: sender, cancel: CancellationToken::new(), on_change: new.on_change };
         (query, owner, Commands(command_receiver))
@@ -365,16 +387,35 @@ impl Query {
         let _ = status.wait_for(|s| s.registration != Registration::Pending || s.state.is_done()).await;
     }
 
+    /// Progress figures and the stage tree of the query's plan (`status` is this query's),
+    /// read from its metrics: once for a query that has ended, at most every
+    /// [`FIGURES_MAX_AGE`] while it runs.
+    pub fn plan_figures(&self, status: &QueryStatus) -> (PlanProgress, Option<StageProgress>) {
+        let plan_key = status.plan.as_ref().map_or(0, |plan| Arc::as_ptr(plan) as *const () as usize);
+        let done = status.state.is_done();
+        let mut figures = self.figures.lock();
+        if let Some(kept) = figures.as_ref() {
+            let fresh = kept.done || (!done && kept.at.elapsed() < FIGURES_MAX_AGE);
+            if kept.plan == plan_key && kept.done == done && fresh {
+                return (kept.progress, kept.stages.clone());
+            }
+        }
+        let progress = match (&status.plan, &status.scans) {
+            (Some(plan), Some(scans)) => plan_progress(plan, scans),
+            _ => PlanProgress::default(),
+        };
+        let stages = status.plan.as_ref().and_then(stage_tree);
+        *figures = Some(PlanFigures { plan: plan_key, done, at: Instant::now(), progress, stages: stages.clone() });
+        (progress, stages)
+    }
+
     /// The statistics block of a response.
     pub fn stats(&self) -> StatementStats {
         let status = self.status();
         let now = Instant::now();
         let end = status.ended.unwrap_or(now);
         let queued_until = status.started.unwrap_or(end);
-        let progress = match (&status.plan, &status.scans) {
-            (Some(plan), Some(scans)) => plan_progress(plan, scans),
-            _ => PlanProgress::default(),
-        };
+        let (progress, stages) = self.plan_figures(&status);
         let done = status.state.is_done();
         let total_splits = progress.total_splits;
         // Workers that ran tasks (known at the end), or hold them now (heartbeats), plus
@@ -384,7 +425,7 @@ impl Query {
         workers.dedup();
         let nodes = 1 + (workers.len() as u32).max(status.remote.workers);
         let wall_time_millis = status.started.map(|s| end.saturating_duration_since(s).as_millis() as u64).unwrap_or(0);
-        let root_stage = status.plan.as_ref().and_then(stage_tree).map(|tree| {
+        let root_stage = stages.map(|tree| {
             stage_stats(&tree, status.state, wall_time_millis, (workers.len() as u32).max(status.remote.workers))
         });
         StatementStats {

@@ -41,6 +41,38 @@ use crate::session::SqlSession;
 /// table below it is read by one task.
 pub const MIN_ROWS_PER_TASK: usize = 10_000;
 
+/// Build sides of hash joins up to this many bytes in all (rows: [`BROADCAST_ROWS`]) are sent
+/// whole to every worker of a statement, divided by the workers (so the copies stay within
+/// the budget): a broadcast build side leaves the probe side where it is read, where a
+/// partitioned join moves both sides over the network. DataFusion's single-process
+/// thresholds (1 MB, 128K rows) stay the floor.
+pub const BROADCAST_BYTES: usize = 64 * 1024 * 1024;
+/// See [`BROADCAST_BYTES`].
+pub const BROADCAST_ROWS: usize = 4 * 1024 * 1024;
+
+/// Plans joins for the tasks a distributed statement may run per stage (its
+/// `max_tasks_per_stage`, else its workers): build sides within the broadcast budget
+/// ([`BROADCAST_BYTES`], [`BROADCAST_ROWS`], divided by those tasks) are collected, and
+/// broadcast by the distributed planner, instead of shuffled with their probe side.
+pub fn plan_joins_for_tasks(config: &mut datafusion::prelude::SessionConfig) {
+    let limit = datafusion_distributed::DistributedConfig::from_session_config(config)
+        .map(|distributed| distributed.max_tasks_per_stage)
+        .unwrap_or(0);
+    let tasks = match limit {
+        0 => datafusion_distributed::get_distributed_worker_resolver(config)
+            .and_then(|resolver| resolver.get_urls())
+            .map(|urls| urls.len())
+            .unwrap_or(1),
+        limit => limit,
+    }
+    .max(1);
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.hash_join_single_partition_threshold =
+        optimizer.hash_join_single_partition_threshold.max(BROADCAST_BYTES / tasks);
+    optimizer.hash_join_single_partition_threshold_rows =
+        optimizer.hash_join_single_partition_threshold_rows.max(BROADCAST_ROWS / tasks);
+}
+
 /// Chooses the workers of one distributed statement (the coordinator implements it).
 pub trait Distributor: Send + Sync + fmt::Debug {
     /// Adds the worker resolver, routing and channels for `session`'s statement to `builder`,

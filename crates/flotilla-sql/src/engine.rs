@@ -447,7 +447,12 @@ impl Engine {
         let state = match &self.distributor {
             Some(distributor) if is_distributable(logical) => {
                 match distributor.distribute(SessionStateBuilder::new_from_existing(state.clone()), session)? {
-                    Some(builder) => with_flotilla_operators(builder).with_distributed_planner().build(),
+                    Some(mut builder) => {
+                        if let Some(config) = builder.config() {
+                            crate::distributed::plan_joins_for_tasks(config);
+                        }
+                        with_flotilla_operators(builder).with_distributed_planner().build()
+                    }
                     None => state,
                 }
             }

@@ -120,6 +120,15 @@ fn default_task_concurrency() -> String {
     power_of_two.min(MAX_TASK_CONCURRENCY).to_string()
 }
 
+/// How data moving between tasks is compressed (Trino's exchange_compression_codec, plus
+/// AUTO).
+fn validate_exchange_compression(value: &str) -> Result<(), String> {
+    match value.to_ascii_uppercase().as_str() {
+        "AUTO" | "NONE" | "LZ4" | "ZSTD" => Ok(()),
+        _ => Err(format!("'{value}' is not a compression codec (AUTO, NONE, LZ4 or ZSTD)")),
+    }
+}
+
 /// Every session property Flotilla honours.
 pub const SESSION_PROPERTIES: &[SessionProperty] = &[
     SessionProperty {
@@ -171,6 +180,13 @@ pub const SESSION_PROPERTIES: &[SessionProperty] = &[
         default: String::new,
         description: "QUERY: run the query again when a worker it used is lost, before any row was returned; NONE: fail it (empty: the coordinator's retry-policy)",
         validate: validate_retry_policy,
+    },
+    SessionProperty {
+        name: "exchange_compression_codec",
+        type_name: "varchar",
+        default: || "AUTO".to_string(),
+        description: "Compression of the Arrow batches tasks send each other: NONE, LZ4, ZSTD, or AUTO: none when all the query's workers are on one host (compressing costs CPU and saves nothing there), LZ4 across hosts",
+        validate: validate_exchange_compression,
     },
 ];
 
@@ -297,6 +313,16 @@ mod tests {
             session.properties.insert("task_concurrency".into(), good.into());
             assert!(session.validate().is_ok(), "{good}");
         }
+        for codec in ["AUTO", "none", "Lz4", "ZSTD"] {
+            session.properties.insert("task_concurrency".into(), "2".into());
+            session.properties.insert("exchange_compression_codec".into(), codec.into());
+            assert!(session.validate().is_ok(), "{codec}");
+        }
+        for bad in ["", "gzip", "LZ4 ", "snappy"] {
+            session.properties.insert("exchange_compression_codec".into(), bad.into());
+            assert_eq!(session.validate().unwrap_err().code, ErrorCode::InvalidSessionProperty, "{bad}");
+        }
+        session.properties.remove("exchange_compression_codec");
         assert!(validate_task_concurrency(&default_task_concurrency()).is_ok());
         let mut session = SqlSession::default();
         for bad in ["TASK", "always", "QUERY ", &"Q".repeat(100_000)] {

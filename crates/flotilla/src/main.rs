@@ -204,14 +204,34 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     Ok((key.trim().to_string(), value.trim().to_string()))
 }
 
+/// Which events are logged: `RUST_LOG` as `level` and `target=level` directives
+/// (`warn,flotilla_coordinator=debug`), else `info`. Parsed by `Targets`, not `EnvFilter`:
+/// EnvFilter's span and field matchers pull in regex-automata's full DFA builder, which the
+/// regex crate then uses for every small pattern, and SQL `LIKE` compiles a pattern per batch
+/// (it made q13 of TPC-H half again as slow).
+fn log_filter(directives: Option<&str>) -> (tracing_subscriber::filter::Targets, Option<String>) {
+    let default = || tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO);
+    match directives.map(str::trim).filter(|d| !d.is_empty()) {
+        None => (default(), None),
+        Some(directives) => match directives.parse() {
+            Ok(targets) => (targets, None),
+            Err(error) => (default(), Some(format!("RUST_LOG={directives} ignored ({error}): logging at info"))),
+        },
+    }
+}
+
 /// Logs to stderr, as text or (`log.format=json`) one JSON object per event.
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, problem) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
     match json {
-        true => builder.json().init(),
-        false => builder.init(),
+        true => builder.json().finish().with(filter).init(),
+        false => builder.finish().with(filter).init(),
+    }
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}");
     }
 }
 
@@ -618,4 +638,36 @@ fn up(spec: LocalClusterSpec) -> ExitCode {
     });
     cluster.stop(Duration::from_secs(10));
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing_subscriber::filter::Targets;
+
+    fn would_log(targets: &Targets, target: &str, level: Level) -> bool {
+        targets.would_enable(target, &level)
+    }
+
+    #[test]
+    fn rust_log_takes_levels_and_per_target_directives() {
+        let (info, problem) = log_filter(None);
+        assert!(problem.is_none());
+        assert!(would_log(&info, "flotilla_coordinator", Level::INFO));
+        assert!(!would_log(&info, "flotilla_coordinator", Level::DEBUG));
+        let (warn, _) = log_filter(Some("warn"));
+        assert!(!would_log(&warn, "anything", Level::INFO) && would_log(&warn, "anything", Level::WARN));
+        let (mixed, problem) = log_filter(Some("warn,flotilla_worker=debug"));
+        assert!(problem.is_none());
+        assert!(would_log(&mixed, "flotilla_worker::execution", Level::DEBUG));
+        assert!(!would_log(&mixed, "datafusion", Level::INFO));
+        let (blank, problem) = log_filter(Some("  "));
+        assert!(problem.is_none() && would_log(&blank, "x", Level::INFO));
+        for bad in ["flotilla=loud", "=", "a=b=c"] {
+            let (fallback, problem) = log_filter(Some(bad));
+            assert!(problem.is_some_and(|p| p.contains("ignored")), "{bad}");
+            assert!(would_log(&fallback, "x", Level::INFO) && !would_log(&fallback, "x", Level::DEBUG), "{bad}");
+        }
+    }
 }

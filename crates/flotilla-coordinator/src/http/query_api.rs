@@ -32,7 +32,7 @@ fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
     let tasks: Vec<Value> =
         placements.iter().map(|t| json!({"stage": t.stage, "task": t.task, "nodeId": t.node_id})).collect();
     let mut stages = Vec::new();
-    if let Some(tree) = status.plan.as_ref().and_then(flotilla_sql::stage_tree) {
+    if let Some(tree) = query.plan_figures(&status).1 {
         flatten_stages(&tree, status.state.as_str(), &mut stages);
     }
     json!({

@@ -36,7 +36,7 @@ use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{Expr, TableType};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::path::Path;
@@ -493,6 +493,13 @@ impl TableProvider for FilesTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    /// Every filter reaches the scan (as for a listing table of the same files): Parquet row
+    /// groups and pages its statistics rule out are skipped; the rows are still filtered
+    /// above the scan (inexact).
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
     async fn scan(

@@ -254,6 +254,36 @@ async fn a_query_that_loses_a_worker_runs_again_on_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_build_sides_are_broadcast_and_every_exchange_codec_answers_alike() {
+    let cluster = ProcessCluster::builder().workers(2).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 4).await;
+    // customer (150,000 rows) is above DataFusion's single-process threshold (128K rows)
+    // but within two workers' broadcast budget: sent whole to the tasks reading orders,
+    // which is not shuffled.
+    let join = "SELECT c.mktsegment, count(*), sum(o.totalprice) FROM tpch.sf1.customer c \
+                JOIN tpch.sf1.orders o ON c.custkey = o.custkey GROUP BY c.mktsegment ORDER BY 1";
+    let (_, plan) = http.rows(&format!("EXPLAIN {join}")).await;
+    let plan: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    assert!(plan.contains("NetworkBroadcastExec") && plan.contains("mode=CollectLeft"), "{plan}");
+    let expected = {
+        let (_, rows) = http.rows_with(http.post(join).header("X-Trino-Session", "exchange_compression_codec=NONE")).await;
+        rows
+    };
+    assert_eq!(expected.len(), 5, "{expected:?}");
+    for codec in ["AUTO", "lz4", "ZSTD"] {
+        let request = http.post(join).header("X-Trino-Session", format!("exchange_compression_codec={codec}"));
+        let (_, rows) = http.rows_with(request).await;
+        assert_eq!(rows, expected, "{codec}");
+    }
+    for bad in ["GZIP", "snappy"] {
+        let request = http.post(join).header("X-Trino-Session", format!("exchange_compression_codec={bad}"));
+        let error = http.error_with(request).await;
+        assert_eq!(error["errorName"], "INVALID_SESSION_PROPERTY", "{bad}: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_worker_finishes_its_tasks_gets_no_new_ones_and_exits() {
     let mut cluster = ProcessCluster::builder().workers(3).start();
     let http = Http::new(&cluster.coordinator_url());

@@ -170,6 +170,14 @@ async fn tables_are_created_written_and_dropped_whole() {
     let (_, expected) = b.rows("SELECT count(*), sum(o_totalprice), max(o_comment) FROM tpch.sf1.orders").await;
     assert_eq!(rows, expected);
     assert!(data_files(&root.path.join("s/orders")) >= 2, "written in parallel, one file per partition");
+    // Filters reach the scans of tables Flotilla wrote, which prune with Parquet statistics.
+    let selective = "SELECT count(*), sum(o_totalprice) FROM lake.s.orders WHERE o_orderkey < 1000";
+    let (_, plan) = b.rows(&format!("EXPLAIN {selective}")).await;
+    let plan = format!("{plan:?}");
+    assert!(plan.contains("predicate=o_orderkey@") && plan.contains("pruning_predicate="), "{plan}");
+    let (_, rows) = b.rows(selective).await;
+    let (_, expected) = b.rows(&selective.replace("lake.s.", "tpch.sf1.")).await;
+    assert_eq!(rows, expected);
     assert_eq!(a.error("CREATE TABLE lake.s.orders AS SELECT 1 AS x").await["errorName"], "TABLE_ALREADY_EXISTS");
     assert!(last(&a, "CREATE TABLE IF NOT EXISTS lake.s.orders AS SELECT 1 AS x").await.get("error").is_none());
     let (_, tables) = b.rows("SELECT table_name FROM lake.information_schema.tables WHERE table_schema = 's'").await;

@@ -48,18 +48,48 @@ impl WorkerResolver for Workers {
     }
 }
 
-/// Three workers that are never called: EXPLAIN plans without running.
+/// Workers that are never called: EXPLAIN plans without running.
 #[derive(Debug)]
-struct ThreeWorkers;
+struct SomeWorkers(usize);
 
-impl Distributor for ThreeWorkers {
+impl Distributor for SomeWorkers {
     fn distribute(
         &self,
         builder: SessionStateBuilder,
         _: &SqlSession,
     ) -> Result<Option<SessionStateBuilder>, FlotillaError> {
-        let urls = (1..=3).map(|i| url::Url::parse(&format!("http://worker-{i}:1")).unwrap()).collect();
+        let urls = (1..=self.0).map(|i| url::Url::parse(&format!("http://worker-{i}:1")).unwrap()).collect();
         Ok(Some(builder.with_distributed_worker_resolver(Workers(urls))))
+    }
+}
+
+fn tpch_engine(workers: usize) -> (crate::harness::TempDir, Engine) {
+    let etc = crate::harness::TempDir::new("flotilla-plans");
+    std::fs::write(etc.path.join("tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n").unwrap();
+    let catalogs = Catalogs::load_dir(&etc.path).unwrap();
+    let engine = Engine::new(&catalogs, Arc::new(NoRuntime)).with_distributor(Arc::new(SomeWorkers(workers)));
+    (etc, engine)
+}
+
+async fn distributed_plan(engine: &Engine, session: &SqlSession, sql: &str) -> String {
+    let result = engine.execute(session, &format!("EXPLAIN (TYPE DISTRIBUTED) {sql}")).await.unwrap();
+    let batches: Vec<_> = result.stream.try_collect().await.unwrap();
+    let column = batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::StringArray>();
+    column.unwrap().value(0).to_string()
+}
+
+/// A build side is broadcast while its copies (one per task) stay within the budget: the
+/// more workers, the smaller what is broadcast, never below DataFusion's own threshold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_sides_are_broadcast_within_a_budget_shared_by_the_workers() {
+    let session = SqlSession { catalog: Some("tpch".into()), schema: Some("sf1".into()), ..Default::default() };
+    // customer: 150,000 rows, above DataFusion's 128K-row single-process threshold.
+    let join = "SELECT count(*) FROM customer JOIN orders ON c_custkey = o_custkey";
+    for (workers, broadcast) in [(2, true), (8, true), (64, false)] {
+        let (_etc, engine) = tpch_engine(workers);
+        let plan = distributed_plan(&engine, &session, join).await;
+        assert_eq!(plan.contains("NetworkBroadcastExec"), broadcast, "{workers} workers:\n{plan}");
+        assert_eq!(plan.contains("mode=Partitioned"), !broadcast, "{workers} workers:\n{plan}");
     }
 }
 
@@ -69,10 +99,7 @@ fn queries_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_distributed_plans_are_pinned() {
-    let etc = crate::harness::TempDir::new("flotilla-plans");
-    std::fs::write(etc.path.join("tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n").unwrap();
-    let catalogs = Catalogs::load_dir(&etc.path).unwrap();
-    let engine = Engine::new(&catalogs, Arc::new(NoRuntime)).with_distributor(Arc::new(ThreeWorkers));
+    let (_etc, engine) = tpch_engine(3);
     let mut session = SqlSession { catalog: Some("tpch".into()), schema: Some("sf1".into()), ..Default::default() };
     // Plans depend on the partitions per operator; fix them rather than take the machine's.
     session.properties.insert("task_concurrency".into(), "4".into());
@@ -89,10 +116,7 @@ async fn tpch_distributed_plans_are_pinned() {
     assert_eq!(paths.len(), 22);
     for path in paths {
         let sql = std::fs::read_to_string(&path).unwrap();
-        let result = engine.execute(&session, &format!("EXPLAIN (TYPE DISTRIBUTED) {sql}")).await.unwrap();
-        let batches: Vec<_> = result.stream.try_collect().await.unwrap();
-        let column = batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::StringArray>();
-        let plan = column.unwrap().value(0).to_string();
+        let plan = distributed_plan(&engine, &session, &sql).await;
         assert!(
             plan.contains("DistributedExec") && plan.contains("Stage 1"),
             "{} runs on the workers:\n{plan}",
