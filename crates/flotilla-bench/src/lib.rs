@@ -167,6 +167,9 @@ pub fn tpch_gen(binary: &Path, scale: f64, data: &Path) -> Result<(), String> {
     if data.join("lineitem.parquet").exists() {
         return Ok(());
     }
+    if data.exists() {
+        return Err(format!("{} has no lineitem.parquet: remove it to have the files written again", data.display()));
+    }
     println!("writing scale {scale} Parquet files to {}", data.display());
     let partial = data.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);

@@ -48,7 +48,10 @@ pub const MIN_ROWS_PER_TASK: usize = 10_000;
 /// thresholds (1 MB, 128K rows) stay the floor.
 pub const BROADCAST_BYTES: usize = 64 * 1024 * 1024;
 /// See [`BROADCAST_BYTES`].
-pub const BROADCAST_ROWS: usize = 4 * 1024 * 1024;
+/// Kept small: where a connector knows rows but not bytes (the `tpch` tables), a wide build
+/// side of this many rows is copied to every task (a million orders with their comments is
+/// some 170 MB per worker) and a hash join's build side cannot spill.
+pub const BROADCAST_ROWS: usize = 1024 * 1024;
 
 /// Plans joins for the tasks a distributed statement may run per stage (its
 /// `max_tasks_per_stage`, else its workers): build sides within the broadcast budget
@@ -71,6 +74,73 @@ pub fn plan_joins_for_tasks(config: &mut datafusion::prelude::SessionConfig) {
         optimizer.hash_join_single_partition_threshold.max(BROADCAST_BYTES / tasks);
     optimizer.hash_join_single_partition_threshold_rows =
         optimizer.hash_join_single_partition_threshold_rows.max(BROADCAST_ROWS / tasks);
+}
+
+/// Puts [`PartitionUnbroadcastableJoins`] right after DataFusion's join selection in a
+/// distributed statement's physical optimizer.
+pub fn with_join_rules(builder: &mut SessionStateBuilder) {
+    let rules = builder
+        .physical_optimizer_rules()
+        .get_or_insert_with(|| datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules);
+    let at = rules.iter().position(|rule| rule.name() == "join_selection").map_or(0, |i| i + 1);
+    rules.insert(at, Arc::new(PartitionUnbroadcastableJoins));
+}
+
+/// Plans the joins that cannot be broadcast as DataFusion would in one process. With the
+/// raised thresholds of [`plan_joins_for_tasks`], join selection collects every build side
+/// under them, but a join that emits build-side rows (LEFT, FULL, LEFT SEMI/ANTI/MARK)
+/// cannot be broadcast: datafusion-distributed makes it partitioned afterwards, too late for
+/// DataFusion's distribution rule, which has already added a shuffle above it for what
+/// reads the join's output (an aggregate on the join key, say) although a partitioned join's
+/// output is partitioned on that key already. Run right after join selection, this turns
+/// such joins whose build side is above DataFusion's own thresholds back into partitioned
+/// ones, so the plan above them is distributed once.
+#[derive(Debug)]
+pub struct PartitionUnbroadcastableJoins;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for PartitionUnbroadcastableJoins {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::common::JoinType;
+        use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+        let defaults = datafusion::config::OptimizerOptions::default();
+        plan.transform_up(|node| {
+            let Some(join) = node.downcast_ref::<HashJoinExec>() else { return Ok(Transformed::no(node)) };
+            let broadcastable = matches!(
+                join.join_type(),
+                JoinType::Inner | JoinType::Right | JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark
+            );
+            if *join.partition_mode() != PartitionMode::CollectLeft || broadcastable {
+                return Ok(Transformed::no(node));
+            }
+            // What DataFusion collects on its own thresholds stays collected.
+            #[allow(deprecated)]
+            let statistics = join.left().partition_statistics(None)?;
+            let small = match (statistics.total_byte_size.get_value(), statistics.num_rows.get_value()) {
+                (Some(bytes), _) => *bytes < defaults.hash_join_single_partition_threshold,
+                (None, Some(rows)) => *rows < defaults.hash_join_single_partition_threshold_rows,
+                (None, None) => false,
+            };
+            if small {
+                return Ok(Transformed::no(node));
+            }
+            let partitioned = join.builder().with_partition_mode(PartitionMode::Partitioned).build()?;
+            Ok(Transformed::yes(Arc::new(partitioned) as Arc<dyn ExecutionPlan>))
+        })
+        .map(|transformed| transformed.data)
+    }
+
+    fn name(&self) -> &str {
+        "flotilla_partition_unbroadcastable_joins"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
 }
 
 /// Chooses the workers of one distributed statement (the coordinator implements it).

@@ -451,6 +451,7 @@ impl Engine {
                         if let Some(config) = builder.config() {
                             crate::distributed::plan_joins_for_tasks(config);
                         }
+                        crate::distributed::with_join_rules(&mut builder);
                         with_flotilla_operators(builder).with_distributed_planner().build()
                     }
                     None => state,

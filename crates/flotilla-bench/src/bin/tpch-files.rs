@@ -55,7 +55,8 @@ struct Args {
     /// Where the Parquet files are written (SCHEMA/TABLE.parquet; kept for later runs).
     #[arg(long, default_value = "target/bench-data")]
     data_dir: PathBuf,
-    /// config.properties lines for every Flotilla node (e.g. memory pools for SF10).
+    /// config.properties for every Flotilla node, lines separated by `\n` (e.g.
+    /// `memory.pool-size=6GB` for SF10 on a small machine).
     #[arg(long, default_value = "")]
     config: String,
     /// Markdown file to write the results into (its `tpch-files` section, or
@@ -70,6 +71,8 @@ struct Measured {
     millis: BTreeMap<String, f64>,
     values: BTreeMap<String, Vec<Vec<Value>>>,
     failures: BTreeMap<String, String>,
+    /// Flotilla's processes: the largest resident memory each reached (node id, bytes).
+    peak_rss: Vec<(String, u64)>,
 }
 
 impl Measured {
@@ -159,10 +162,42 @@ fn flotilla_engine(
     let nodes = spec.resource_managers + spec.coordinators + spec.workers;
     let cluster = LocalCluster::start(binary, &spec)?;
     let url = cluster.client_url().to_string();
+    let processes: Vec<(String, u32)> = [&cluster.resource_managers, &cluster.coordinators, &cluster.workers]
+        .into_iter()
+        .flatten()
+        .map(|node| (node.spec.node_id.clone(), node.pid()))
+        .collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peaks = vec![0u64; processes.len()];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for (peak, (_, pid)) in peaks.iter_mut().zip(&processes) {
+                    *peak = (*peak).max(resident_bytes(*pid));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            processes.into_iter().map(|(id, _)| id).zip(peaks).collect::<Vec<_>>()
+        })
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let measured = runtime.block_on(run_flotilla(&url, &args.schema, nodes, queries, args.runs));
+    let mut measured = runtime.block_on(run_flotilla(&url, &args.schema, nodes, queries, args.runs));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    measured.peak_rss = sampler.join().unwrap_or_default();
     drop(cluster);
     Ok(measured)
+}
+
+/// A process's resident memory (VmRSS, Linux), 0 when it cannot be read.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kilobytes = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok());
+    kilobytes.unwrap_or(0) * 1024
 }
 
 fn spec(resource_managers: usize, coordinators: usize, workers: usize, gateways: usize) -> LocalClusterSpec {
@@ -265,9 +300,16 @@ fn report(
 ) -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let time = |engine: &str, name: &str| results.get(engine).and_then(|m| m.millis.get(name).copied());
+    let mut flags = format!("--schema {} --workers {}", args.schema, args.workers);
+    if args.runs != 2 {
+        flags.push_str(&format!(" --runs {}", args.runs));
+    }
+    if !args.config.is_empty() {
+        flags.push_str(&format!(" --config '{}'", args.config));
+    }
     let mut text = format!(
         "## TPC-H `{schema}` over Parquet: DuckDB, DataFusion and Flotilla on the same files\n\n\
-         Produced by `target/release/tpch-files --schema {schema} --workers {workers} --output BENCHMARKS.md` \
+         Produced by `target/release/tpch-files {flags} --output BENCHMARKS.md` \
          (after `cargo build --release -p flotilla -p flotilla-bench` and `scripts/bench-setup`). The machines are \
          shared and noisy: compare the ratios within one run.\n\n\
          Machine: {cores} CPUs. Data: the tpchgen tables as one Snappy Parquet file each (`flotilla tpch-gen`), \
@@ -344,6 +386,13 @@ fn report(
         .max_by(|a, b| a.1.total_cmp(&b.1));
     if let Some((name, worst)) = slowest {
         text.push_str(&format!("Slowest query relative to DataFusion on the cluster: {name} ({worst:.2}x).\n\n"));
+    }
+    for (engine, title) in &ENGINES[2..] {
+        let Some(measured) = results.get(engine).filter(|m| !m.peak_rss.is_empty()) else { continue };
+        let mb = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let each: Vec<String> =
+            measured.peak_rss.iter().map(|(node, bytes)| format!("{node} {:.0} MB", mb(*bytes))).collect();
+        text.push_str(&format!("{title}, largest resident memory of each process: {}.\n\n", each.join(", ")));
     }
     for (engine, title) in ENGINES {
         if let Some(measured) = results.get(engine) {
