@@ -91,6 +91,14 @@ async fn build_sides_are_broadcast_within_a_budget_shared_by_the_workers() {
         assert_eq!(plan.contains("NetworkBroadcastExec"), broadcast, "{workers} workers:\n{plan}");
         assert_eq!(plan.contains("mode=Partitioned"), !broadcast, "{workers} workers:\n{plan}");
     }
+    // A LEFT join cannot be broadcast (it emits build-side rows): it stays partitioned, and
+    // the aggregate on its key runs in the join's stage, on the partitioning it already has.
+    let (_etc, engine) = tpch_engine(2);
+    let left = "SELECT c_custkey, count(o_orderkey) FROM customer LEFT JOIN orders ON c_custkey = o_custkey \
+                GROUP BY c_custkey";
+    let plan = distributed_plan(&engine, &session, left).await;
+    assert!(plan.contains("mode=Partitioned, join_type=Left"), "{plan}");
+    assert!(plan.contains("AggregateExec: mode=SinglePartitioned") && !plan.contains("NetworkBroadcastExec"), "{plan}");
 }
 
 fn queries_dir() -> PathBuf {
