@@ -210,7 +210,13 @@ impl Reference {
 /// Runs the queries of `queries` `runs` times each on `engine` (`duckdb` or `datafusion`)
 /// over the Parquet files in `data`, in a Python process of its own (`python` needs the
 /// engine's package: `scripts/bench-setup`).
-pub fn reference_times(python: &Path, engine: &str, data: &Path, queries: &Path, runs: usize) -> Result<Reference, String> {
+pub fn reference_times(
+    python: &Path,
+    engine: &str,
+    data: &Path,
+    queries: &Path,
+    runs: usize,
+) -> Result<Reference, String> {
     let output = std::process::Command::new(python)
         .arg("scripts/tpch_reference.py")
         .args(["--engine", engine, "--runs", &runs.to_string(), "--data"])
@@ -259,7 +265,8 @@ fn same_row(a: &[serde_json::Value], b: &[serde_json::Value]) -> bool {
 /// Whether two result sets hold the same rows (`None`), or how they differ: in order, or,
 /// for ties an ORDER BY leaves open, each of ours matching a distinct one of theirs.
 pub fn same_answer(ours: &[Vec<serde_json::Value>], theirs: &[serde_json::Value]) -> Option<String> {
-    let theirs: Vec<Vec<serde_json::Value>> = theirs.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect();
+    let theirs: Vec<Vec<serde_json::Value>> =
+        theirs.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect();
     if ours.len() != theirs.len() {
         return Some(format!("{} rows, the reference {}", ours.len(), theirs.len()));
     }

@@ -97,8 +97,11 @@ fn write_etc(work: &Path, data_dir: &Path, config: &str) -> Result<PathBuf, Stri
     let etc = work.join("etc");
     std::fs::create_dir_all(etc.join("catalog")).map_err(|e| e.to_string())?;
     let root = std::path::absolute(data_dir).map_err(|e| e.to_string())?;
-    std::fs::write(etc.join("catalog/bench.properties"), format!("connector.name=files\nfiles.root={}\n", root.display()))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        etc.join("catalog/bench.properties"),
+        format!("connector.name=files\nfiles.root={}\n", root.display()),
+    )
+    .map_err(|e| e.to_string())?;
     std::fs::write(etc.join("config.properties"), config.replace("\\n", "\n")).map_err(|e| e.to_string())?;
     Ok(etc)
 }
@@ -350,7 +353,13 @@ fn report(
                 }
             }
         }
-        let same = if same.is_empty() { "-".to_string() } else if same.iter().all(|s| *s == "yes") { "yes".into() } else { "**no**".into() };
+        let same = if same.is_empty() {
+            "-".to_string()
+        } else if same.iter().all(|s| *s == "yes") {
+            "yes".into()
+        } else {
+            "**no**".into()
+        };
         let times: Vec<Option<f64>> = ENGINES.iter().map(|(engine, _)| time(engine, name)).collect();
         for (i, t) in times.iter().enumerate() {
             match t {
@@ -369,7 +378,8 @@ fn report(
             ratio(times[3], times[0]),
         ));
     }
-    let total: Vec<Option<f64>> = (0..4).map(|i| (complete[i] && results.contains_key(ENGINES[i].0)).then_some(totals[i])).collect();
+    let total: Vec<Option<f64>> =
+        (0..4).map(|i| (complete[i] && results.contains_key(ENGINES[i].0)).then_some(totals[i])).collect();
     text.push_str(&format!(
         "| **total** | | | {} | {} | {} | {} | {} | {} | {} |\n\n",
         cell(total[0]),

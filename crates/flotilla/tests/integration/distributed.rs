@@ -267,7 +267,8 @@ async fn small_build_sides_are_broadcast_and_every_exchange_codec_answers_alike(
     let plan: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
     assert!(plan.contains("NetworkBroadcastExec") && plan.contains("mode=CollectLeft"), "{plan}");
     let expected = {
-        let (_, rows) = http.rows_with(http.post(join).header("X-Trino-Session", "exchange_compression_codec=NONE")).await;
+        let (_, rows) =
+            http.rows_with(http.post(join).header("X-Trino-Session", "exchange_compression_codec=NONE")).await;
         rows
     };
     assert_eq!(expected.len(), 5, "{expected:?}");
