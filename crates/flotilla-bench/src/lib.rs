@@ -10,6 +10,32 @@ use std::time::Duration;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use flotilla_sql::catalog::tpch::{ColumnNaming, TpchTable, TpchTableProvider};
 
+/// What the TPC-H benchmarks against the reference engines take alike.
+#[derive(Debug, clap::Args)]
+pub struct TpchArgs {
+    /// Directory with q01.sql .. q22.sql.
+    #[arg(long, default_value = "../shared/tpch/queries")]
+    pub queries: std::path::PathBuf,
+    /// The TPC-H scale, as a tpch schema name (sf1, sf10, ...).
+    #[arg(long, default_value = "sf1")]
+    pub schema: String,
+    /// Workers in the Flotilla cluster.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Runs of each query per engine; the best is reported.
+    #[arg(long, default_value_t = 2)]
+    pub runs: usize,
+    /// Python with the reference engines' packages (`scripts/bench-setup`).
+    #[arg(long, default_value = ".venv/bin/python")]
+    pub python: std::path::PathBuf,
+    /// Where the Parquet files are written (SCHEMA/TABLE.parquet; kept for later runs).
+    #[arg(long, default_value = "target/bench-data")]
+    pub data_dir: std::path::PathBuf,
+    /// Markdown file to write the results into (the benchmark's own section of it).
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
+}
+
 /// The `q*.sql` files of `dir` as (name, text), by name.
 pub fn read_queries(dir: &Path) -> Result<Vec<(String, String)>, String> {
     let mut queries: Vec<(String, String)> = std::fs::read_dir(dir)
@@ -105,37 +131,57 @@ pub fn tpch_cluster_labelled(
     )
     .map_err(|e| e.to_string())?;
     std::fs::write(etc.join("config.properties"), config).map_err(|e| e.to_string())?;
-    let spec = flotilla::local_cluster::LocalClusterSpec {
-        resource_managers: 1,
-        coordinators: 1,
+    let mut spec = local_spec(1, 1, workers, 0, etc, work.join("logs"));
+    spec.worker_labels = labels.to_vec();
+    flotilla::local_cluster::LocalCluster::start(binary, &spec)
+}
+
+/// A local cluster of this many processes of each role on loopback (free ports, logging
+/// warnings only), every node reading `etc`.
+pub fn local_spec(
+    resource_managers: usize,
+    coordinators: usize,
+    workers: usize,
+    gateways: usize,
+    etc: std::path::PathBuf,
+    log_dir: std::path::PathBuf,
+) -> flotilla::local_cluster::LocalClusterSpec {
+    flotilla::local_cluster::LocalClusterSpec {
+        resource_managers,
+        coordinators,
         workers,
-        client_port: 0,
-        gateways: 0,
+        gateways,
         routing_policy: flotilla_gateway::RoutingPolicy::RoundRobin,
+        client_port: 0,
         bind: std::net::IpAddr::from([127, 0, 0, 1]),
         etc_dir: Some(etc),
-        log_dir: work.join("logs"),
+        log_dir,
         one_resource_manager_each: false,
-        worker_labels: labels.to_vec(),
+        worker_labels: Vec::new(),
         env: vec![("RUST_LOG".into(), "warn".into())],
-    };
-    flotilla::local_cluster::LocalCluster::start(binary, &spec)
+    }
 }
 
 /// Waits until the coordinator `client` talks to sees `workers` workers (and the resource
 /// manager and itself) active: its view catches up about once a second.
 pub async fn wait_for_workers(client: &mut flotilla_cli::Client, workers: usize) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    wait_for_active_nodes(client, workers + 2).await
+}
+
+/// Waits until the cluster `client` talks to lists `nodes` active nodes (resource managers,
+/// coordinators and workers), asking again after a failure (a gateway answers only once it
+/// has found a coordinator) for up to a minute.
+pub async fn wait_for_active_nodes(client: &mut flotilla_cli::Client, nodes: usize) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let outcome = client
-            .run("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'", |_| {})
-            .await
-            .map_err(|e| e.to_string())?;
-        if outcome.rows[0][0].as_u64() == Some(workers as u64 + 2) {
-            return Ok(());
-        }
+        let outcome = client.run("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'", |_| {}).await;
+        let last = match outcome {
+            Ok(outcome) if outcome.rows.first().and_then(|row| row[0].as_u64()) == Some(nodes as u64) => return Ok(()),
+            Ok(outcome) => format!("{:?} active", outcome.rows.first()),
+            Err(error) => error.to_string(),
+        };
         if std::time::Instant::now() > deadline {
-            return Err("the coordinator never saw every worker".to_string());
+            return Err(format!("the cluster never listed {nodes} active nodes (last: {last})"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -202,8 +248,9 @@ impl Reference {
     }
 
     /// The rows query `name` answered.
-    pub fn values(&self, name: &str) -> Option<&Vec<serde_json::Value>> {
-        self.queries.get(name).and_then(|q| q["values"].as_array())
+    pub fn rows(&self, name: &str) -> Option<Vec<Vec<serde_json::Value>>> {
+        let rows = self.queries.get(name).and_then(|q| q["values"].as_array())?;
+        Some(rows.iter().map(|row| row.as_array().cloned().unwrap_or_default()).collect())
     }
 }
 
@@ -264,13 +311,11 @@ fn same_row(a: &[serde_json::Value], b: &[serde_json::Value]) -> bool {
 
 /// Whether two result sets hold the same rows (`None`), or how they differ: in order, or,
 /// for ties an ORDER BY leaves open, each of ours matching a distinct one of theirs.
-pub fn same_answer(ours: &[Vec<serde_json::Value>], theirs: &[serde_json::Value]) -> Option<String> {
-    let theirs: Vec<Vec<serde_json::Value>> =
-        theirs.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect();
+pub fn same_answer(ours: &[Vec<serde_json::Value>], theirs: &[Vec<serde_json::Value>]) -> Option<String> {
     if ours.len() != theirs.len() {
         return Some(format!("{} rows, the reference {}", ours.len(), theirs.len()));
     }
-    if ours.iter().zip(&theirs).all(|(a, b)| same_row(a, b)) {
+    if ours.iter().zip(theirs).all(|(a, b)| same_row(a, b)) {
         return None;
     }
     let mut unmatched: Vec<&Vec<serde_json::Value>> = theirs.iter().collect();
@@ -283,6 +328,17 @@ pub fn same_answer(ours: &[Vec<serde_json::Value>], theirs: &[serde_json::Value]
         }
     }
     None
+}
+
+/// A process's resident memory (VmRSS, Linux), 0 when it cannot be read.
+pub fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kilobytes = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok());
+    kilobytes.unwrap_or(0) * 1024
 }
 
 /// utime + stime of a process, in seconds (Linux, from /proc).
@@ -316,11 +372,14 @@ mod tests {
     #[test]
     fn answers_match_in_order_or_as_ties_and_numbers_loosely() {
         use serde_json::json;
+        let rows = |v: serde_json::Value| -> Vec<Vec<serde_json::Value>> {
+            v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()).collect()
+        };
         let ours = vec![vec![json!("a"), json!("1.50")], vec![json!("b"), json!(2)]];
-        assert_eq!(same_answer(&ours, &[json!(["a", 1.5]), json!(["b", 2.0])]), None);
-        assert_eq!(same_answer(&ours, &[json!(["b", 2]), json!(["a", 1.5])]), None, "ties in another order");
-        assert_eq!(same_answer(&ours, &[json!(["a", 1.5])]), Some("2 rows, the reference 1".to_string()));
-        assert!(same_answer(&ours, &[json!(["a", 1.5]), json!(["b", 2.1])]).is_some());
-        assert!(same_answer(&ours, &[json!(["a", 1.5]), json!(["a", 1.5])]).is_some(), "each row matched once");
+        assert_eq!(same_answer(&ours, &rows(json!([["a", 1.5], ["b", 2.0]]))), None);
+        assert_eq!(same_answer(&ours, &rows(json!([["b", 2], ["a", 1.5]]))), None, "ties in another order");
+        assert_eq!(same_answer(&ours, &rows(json!([["a", 1.5]]))), Some("2 rows, the reference 1".to_string()));
+        assert!(same_answer(&ours, &rows(json!([["a", 1.5], ["b", 2.1]]))).is_some());
+        assert!(same_answer(&ours, &rows(json!([["a", 1.5], ["a", 1.5]]))).is_some(), "each row matched once");
     }
 }

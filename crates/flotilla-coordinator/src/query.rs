@@ -394,9 +394,8 @@ impl Query {
         let plan_key = status.plan.as_ref().map_or(0, |plan| Arc::as_ptr(plan) as *const () as usize);
         let done = status.state.is_done();
         let mut figures = self.figures.lock();
-        if let Some(kept) = figures.as_ref() {
-            let fresh = kept.done || (!done && kept.at.elapsed() < FIGURES_MAX_AGE);
-            if kept.plan == plan_key && kept.done == done && fresh {
+        if let Some(kept) = figures.as_ref().filter(|kept| kept.plan == plan_key && kept.done == done) {
+            if done || kept.at.elapsed() < FIGURES_MAX_AGE {
                 return (kept.progress, kept.stages.clone());
             }
         }

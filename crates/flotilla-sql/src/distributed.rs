@@ -41,9 +41,9 @@ use crate::session::SqlSession;
 /// table below it is read by one task.
 pub const MIN_ROWS_PER_TASK: usize = 10_000;
 
-/// Build sides of hash joins up to this many bytes in all (rows: [`BROADCAST_ROWS`]) are sent
-/// whole to every worker of a statement, divided by the workers (so the copies stay within
-/// the budget): a broadcast build side leaves the probe side where it is read, where a
+/// Build sides of hash joins up to this many bytes in all (rows: [`BROADCAST_ROWS`]), divided
+/// by the tasks a stage of the statement may have (so the copies stay within the budget), are
+/// sent whole to every task: a broadcast build side leaves the probe side where it is read, where a
 /// partitioned join moves both sides over the network. DataFusion's single-process
 /// thresholds (1 MB, 128K rows) stay the floor.
 pub const BROADCAST_BYTES: usize = 64 * 1024 * 1024;

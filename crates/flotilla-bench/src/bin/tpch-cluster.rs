@@ -13,41 +13,20 @@
 //! once for the `.venv` with DuckDB):
 //! `target/release/tpch-cluster --output BENCHMARKS.md`
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flotilla_bench::{
     cpu_seconds, datafusion_tpch, flotilla_binary, get_json, millis, read_queries, reference_times, same_answer,
-    tpch_cluster, tpch_gen, wait_for_workers,
+    tpch_cluster, tpch_gen, wait_for_workers, TpchArgs,
 };
 use flotilla_cli::Client;
 use flotilla_sql::catalog::tpch::scale_factor_of;
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Directory with q01.sql .. q22.sql.
-    #[arg(long, default_value = "../shared/tpch/queries")]
-    queries: PathBuf,
-    /// The tpch schema to run on.
-    #[arg(long, default_value = "sf1")]
-    schema: String,
-    /// Workers in the Flotilla cluster.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Runs of each query per engine; the best is reported.
-    #[arg(long, default_value_t = 2)]
-    runs: usize,
-    /// Python with the `duckdb` package (the test suite's virtualenv has it).
-    #[arg(long, default_value = ".venv/bin/python")]
-    python: PathBuf,
-    /// Where the Parquet files for DuckDB are written (kept for later runs).
-    #[arg(long, default_value = "target/bench-data")]
-    data_dir: PathBuf,
-    /// Markdown file to write the results into (its `tpch-cluster` section, or
-    /// `tpch-parquet` with --parquet).
-    #[arg(long)]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    tpch: TpchArgs,
     /// Write the tables to Parquet first (`CREATE TABLE lake.SCHEMA.t AS SELECT * FROM
     /// tpch.SCHEMA.t`, on the workers), run Flotilla over those files, and DuckDB over the
     /// same files.
@@ -59,25 +38,26 @@ const TABLES: [&str; 8] = ["customer", "lineitem", "nation", "orders", "part", "
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let scale = scale_factor_of(&args.schema).ok_or_else(|| format!("not a tpch schema: {}", args.schema))?;
+    let scale = scale_factor_of(&args.tpch.schema).ok_or_else(|| format!("not a tpch schema: {}", args.tpch.schema))?;
     let binary = flotilla_binary()?;
-    let queries = read_queries(&args.queries)?;
+    let queries = read_queries(&args.tpch.queries)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
 
     // DuckDB first, alone on the machine (with --parquet, after Flotilla wrote the files).
     let work = std::env::temp_dir().join(format!("flotilla-tpch-cluster-{}", std::process::id()));
-    let written = work.join("lake").join(&args.schema);
-    let generated = args.data_dir.join(&args.schema);
+    let written = work.join("lake").join(&args.tpch.schema);
+    let generated = args.tpch.data_dir.join(&args.tpch.schema);
     let mut duckdb = match args.parquet {
         true => Err("not run yet".to_string()),
-        false => tpch_gen(&binary, scale, &generated)
-            .and_then(|()| reference_times(&args.python, "duckdb", &generated, &args.queries, args.runs)),
+        false => tpch_gen(&binary, scale, &generated).and_then(|()| {
+            reference_times(&args.tpch.python, "duckdb", &generated, &args.tpch.queries, args.tpch.runs)
+        }),
     };
     if let (false, Err(error)) = (args.parquet, &duckdb) {
         println!("DuckDB skipped: {error}");
     }
 
-    let cluster = tpch_cluster(&binary, &work, args.workers, "")?;
+    let cluster = tpch_cluster(&binary, &work, args.tpch.workers, "")?;
     let url = cluster.coordinators[0].url.clone();
     let coordinator_pid = cluster.coordinators[0].pid();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
@@ -86,14 +66,14 @@ fn main() -> Result<(), String> {
 
     let result = runtime.block_on(async {
         let mut client = Client::new(&url, "bench").map_err(|e| e.to_string())?;
-        wait_for_workers(&mut client, args.workers).await?;
+        wait_for_workers(&mut client, args.tpch.workers).await?;
         client.session.catalog = Some("tpch".into());
-        client.session.schema = Some(args.schema.clone());
+        client.session.schema = Some(args.tpch.schema.clone());
         let mut written_tables = Vec::new();
         if args.parquet {
-            client.run(&format!("CREATE SCHEMA lake.{}", args.schema), |_| {}).await.map_err(|e| e.to_string())?;
+            client.run(&format!("CREATE SCHEMA lake.{}", args.tpch.schema), |_| {}).await.map_err(|e| e.to_string())?;
             for table in TABLES {
-                let sql = format!("CREATE TABLE lake.{0}.{table} AS SELECT * FROM tpch.{0}.{table}", args.schema);
+                let sql = format!("CREATE TABLE lake.{0}.{table} AS SELECT * FROM tpch.{0}.{table}", args.tpch.schema);
                 let start = Instant::now();
                 let outcome = client.run(&sql, |_| {}).await.map_err(|e| format!("{sql}: {e}"))?;
                 let rows = outcome.update_count.unwrap_or_default();
@@ -108,7 +88,7 @@ fn main() -> Result<(), String> {
             let mut flotilla_best = Duration::MAX;
             let mut rows = 0;
             let mut values = Vec::new();
-            for _ in 0..args.runs {
+            for _ in 0..args.tpch.runs {
                 let cpu_before = cpu_seconds(coordinator_pid);
                 let start = Instant::now();
                 let outcome = client.run(sql, |_| {}).await.map_err(|e| format!("{name}: {e}"))?;
@@ -120,7 +100,7 @@ fn main() -> Result<(), String> {
                 tasks += info["tasks"].as_array().map(Vec::len).unwrap_or(0);
             }
             let mut datafusion_best = Duration::MAX;
-            for _ in 0..args.runs {
+            for _ in 0..args.tpch.runs {
                 let start = Instant::now();
                 let frame = context.sql(sql).await.map_err(|e| e.to_string())?;
                 frame.collect().await.map_err(|e| e.to_string())?;
@@ -133,7 +113,7 @@ fn main() -> Result<(), String> {
     });
     drop(cluster);
     if args.parquet && result.is_ok() {
-        duckdb = reference_times(&args.python, "duckdb", &written, &args.queries, args.runs);
+        duckdb = reference_times(&args.tpch.python, "duckdb", &written, &args.tpch.queries, args.tpch.runs);
         if let Err(error) = &duckdb {
             println!("DuckDB skipped: {error}");
         }
@@ -161,8 +141,8 @@ fn main() -> Result<(), String> {
         report.push_str(&format!(
             "Written with `CREATE TABLE lake.{}.t AS SELECT * FROM tpch.{}.t` (Parquet, on the workers): {} \
              ({total:.0} ms in all).\n\n",
-            args.schema,
-            args.schema,
+            args.tpch.schema,
+            args.tpch.schema,
             each.join(", ")
         ));
     }
@@ -172,14 +152,14 @@ fn main() -> Result<(), String> {
          `SessionContext` in the benchmark process over tpchgen's tables. DuckDB: Python package, {duck_threads} \
          threads, {duck_reads}. Best of {runs} runs, milliseconds.\n\n\
          | query | rows | same answer as DuckDB | Flotilla | DataFusion | DuckDB | Flotilla / DataFusion | Flotilla / DuckDB |\n|---|---|---|---|---|---|---|---|\n",
-        workers = args.workers,
-        runs = args.runs,
+        workers = args.tpch.workers,
+        runs = args.tpch.runs,
     ));
     let (mut total_f, mut total_d, mut total_k) = (0.0, 0.0, 0.0);
     let mut mismatches = Vec::new();
     for (name, count, f, d, values) in &rows {
         let k = duck.and_then(|reference| reference.millis(name));
-        let same = match duck.and_then(|reference| reference.values(name)).map(|theirs| same_answer(values, theirs)) {
+        let same = match duck.and_then(|reference| reference.rows(name)).map(|theirs| same_answer(values, &theirs)) {
             Some(None) => "yes",
             Some(Some(difference)) => {
                 mismatches.push(format!("{name} ({difference})"));
@@ -211,13 +191,13 @@ fn main() -> Result<(), String> {
          task status updates. Each task's status reaches the coordinator once, pushed over the task's own stream \
          when it ends (no polling); the figure is an upper bound, as it also counts the coordinator's planning, its \
          head stages (final merges) and the client protocol.\n\n",
-        n = rows.len() * args.runs,
+        n = rows.len() * args.tpch.runs,
     ));
     if !mismatches.is_empty() {
         report.push_str(&format!("Answers that differ from DuckDB's: {}.\n\n", mismatches.join("; ")));
     }
     println!("{report}");
-    if let Some(output) = &args.output {
+    if let Some(output) = &args.tpch.output {
         let (flag, section, title) = match args.parquet {
             true => (" --parquet", "tpch-parquet", "## TPC-H over Parquet written by Flotilla\n\n"),
             false => ("", "tpch-cluster", ""),
@@ -226,7 +206,7 @@ fn main() -> Result<(), String> {
             "{title}Produced by `target/release/tpch-cluster --schema {} --workers {}{flag} --output BENCHMARKS.md` \
              (after `cargo build --release -p flotilla -p flotilla-bench`). The machines are shared and noisy: \
              compare the ratios within one run.\n\n",
-            args.schema, args.workers
+            args.tpch.schema, args.tpch.workers
         );
         flotilla_bench::write_section(output, section, &format!("{header}{report}"))?;
         println!("wrote {}", output.display());

@@ -23,46 +23,29 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flotilla::local_cluster::{LocalCluster, LocalClusterSpec};
-use flotilla_bench::{flotilla_binary, millis, read_queries, reference_times, same_answer, tpch_gen, Reference};
+use flotilla_bench::{
+    flotilla_binary, local_spec, millis, read_queries, reference_times, resident_bytes, same_answer, tpch_gen,
+    wait_for_active_nodes, Reference, TpchArgs,
+};
 use flotilla_cli::Client;
 use flotilla_sql::catalog::tpch::scale_factor_of;
 use serde_json::Value;
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Directory with q01.sql .. q22.sql.
-    #[arg(long, default_value = "../shared/tpch/queries")]
-    queries: PathBuf,
+    #[command(flatten)]
+    tpch: TpchArgs,
     /// Only these queries (q05,q21), for profiling one.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// The TPC-H scale, as a tpch schema name (sf1, sf10, ...).
-    #[arg(long, default_value = "sf1")]
-    schema: String,
-    /// Workers in the `flotilla up` cluster.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
-    /// Runs of each query per engine; the best is reported.
-    #[arg(long, default_value_t = 2)]
-    runs: usize,
     /// The engines to run (duckdb, datafusion, one, cluster); DuckDB's answers are the
     /// reference the others are checked against.
     #[arg(long, value_delimiter = ',', default_value = "duckdb,datafusion,one,cluster")]
     engines: Vec<String>,
-    /// Python with the `duckdb` and `datafusion` packages (`scripts/bench-setup`).
-    #[arg(long, default_value = ".venv/bin/python")]
-    python: PathBuf,
-    /// Where the Parquet files are written (SCHEMA/TABLE.parquet; kept for later runs).
-    #[arg(long, default_value = "target/bench-data")]
-    data_dir: PathBuf,
     /// config.properties for every Flotilla node, lines separated by `\n` (e.g.
     /// `memory.pool-size=6GB` for SF10 on a small machine).
     #[arg(long, default_value = "")]
     config: String,
-    /// Markdown file to write the results into (its `tpch-files` section, or
-    /// `tpch-files-SCHEMA` for another scale than sf1).
-    #[arg(long)]
-    output: Option<PathBuf>,
 }
 
 /// What one engine measured: best milliseconds and the rows of each query.
@@ -82,8 +65,7 @@ impl Measured {
             if let Some(ms) = reference.millis(name) {
                 measured.millis.insert(name.clone(), ms);
             }
-            if let Some(rows) = reference.values(name) {
-                let rows = rows.iter().map(|row| row.as_array().cloned().unwrap_or_default()).collect();
+            if let Some(rows) = reference.rows(name) {
                 measured.values.insert(name.clone(), rows);
             }
         }
@@ -114,17 +96,9 @@ async fn run_flotilla(url: &str, schema: &str, nodes: usize, queries: &[(String,
         measured.failures.insert("all".into(), format!("bad URL {url}"));
         return measured;
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let active = client.run("SELECT count(*) FROM system.runtime.nodes WHERE state = 'active'", |_| {}).await;
-        match active {
-            Ok(outcome) if outcome.rows.first().and_then(|r| r[0].as_u64()) == Some(nodes as u64) => break,
-            _ if Instant::now() > deadline => {
-                measured.failures.insert("all".into(), format!("the cluster at {url} never had {nodes} active nodes"));
-                return measured;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
+    if let Err(error) = wait_for_active_nodes(&mut client, nodes).await {
+        measured.failures.insert("all".into(), format!("{url}: {error}"));
+        return measured;
     }
     client.session.catalog = Some("bench".into());
     client.session.schema = Some(schema.into());
@@ -151,17 +125,13 @@ async fn run_flotilla(url: &str, schema: &str, nodes: usize, queries: &[(String,
     measured
 }
 
-/// Starts `spec` with `etc`, runs the queries on it and stops it.
+/// Starts `spec`, runs the queries on it, sampling its processes' memory, and stops it.
 fn flotilla_engine(
     args: &Args,
     binary: &Path,
-    work: &Path,
-    etc: &Path,
-    mut spec: LocalClusterSpec,
+    spec: LocalClusterSpec,
     queries: &[(String, String)],
 ) -> Result<Measured, String> {
-    spec.etc_dir = Some(etc.to_path_buf());
-    spec.log_dir = work.join(format!("logs-{}", spec.workers));
     let nodes = spec.resource_managers + spec.coordinators + spec.workers;
     let cluster = LocalCluster::start(binary, &spec)?;
     let url = cluster.client_url().to_string();
@@ -185,39 +155,11 @@ fn flotilla_engine(
         })
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let mut measured = runtime.block_on(run_flotilla(&url, &args.schema, nodes, queries, args.runs));
+    let mut measured = runtime.block_on(run_flotilla(&url, &args.tpch.schema, nodes, queries, args.tpch.runs));
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     measured.peak_rss = sampler.join().unwrap_or_default();
     drop(cluster);
     Ok(measured)
-}
-
-/// A process's resident memory (VmRSS, Linux), 0 when it cannot be read.
-fn resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kilobytes = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok());
-    kilobytes.unwrap_or(0) * 1024
-}
-
-fn spec(resource_managers: usize, coordinators: usize, workers: usize, gateways: usize) -> LocalClusterSpec {
-    LocalClusterSpec {
-        resource_managers,
-        coordinators,
-        workers,
-        gateways,
-        routing_policy: flotilla_gateway::RoutingPolicy::RoundRobin,
-        client_port: 0,
-        bind: std::net::IpAddr::from([127, 0, 0, 1]),
-        etc_dir: None,
-        log_dir: PathBuf::new(),
-        one_resource_manager_each: false,
-        worker_labels: Vec::new(),
-        env: vec![("RUST_LOG".into(), "warn".into())],
-    }
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
@@ -229,6 +171,22 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 
 fn cell(value: Option<f64>) -> String {
     value.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// One line of the table: the four engines' times (in [`ENGINES`] order), then one process
+/// and the cluster against DataFusion, and the cluster against DuckDB.
+fn table_row(name: &str, rows: &str, same: &str, times: &[Option<f64>]) -> String {
+    let [duckdb, datafusion, one, cluster] = [times[0], times[1], times[2], times[3]];
+    format!(
+        "| {name} | {rows} | {same} | {} | {} | {} | {} | {} | {} | {} |\n",
+        cell(duckdb),
+        cell(datafusion),
+        cell(one),
+        cell(cluster),
+        ratio(one, datafusion),
+        ratio(cluster, datafusion),
+        ratio(cluster, duckdb),
+    )
 }
 
 const ENGINES: [(&str, &str); 4] = [
@@ -243,16 +201,16 @@ fn main() -> Result<(), String> {
     if let Some(unknown) = args.engines.iter().find(|e| !ENGINES.iter().any(|(key, _)| key == e)) {
         return Err(format!("unknown engine {unknown}: duckdb, datafusion, one, cluster"));
     }
-    let scale = scale_factor_of(&args.schema).ok_or_else(|| format!("not a tpch schema: {}", args.schema))?;
+    let scale = scale_factor_of(&args.tpch.schema).ok_or_else(|| format!("not a tpch schema: {}", args.tpch.schema))?;
     let binary = flotilla_binary()?;
-    let mut queries = read_queries(&args.queries)?;
+    let mut queries = read_queries(&args.tpch.queries)?;
     if !args.only.is_empty() {
         queries.retain(|(name, _)| args.only.contains(name));
     }
-    let data = args.data_dir.join(&args.schema);
+    let data = args.tpch.data_dir.join(&args.tpch.schema);
     tpch_gen(&binary, scale, &data)?;
     let work = std::env::temp_dir().join(format!("flotilla-tpch-files-{}", std::process::id()));
-    let etc = write_etc(&work, &args.data_dir, &args.config)?;
+    let etc = write_etc(&work, &args.tpch.data_dir, &args.config)?;
 
     let mut results: BTreeMap<&str, Measured> = BTreeMap::new();
     let mut versions = BTreeMap::new();
@@ -263,13 +221,18 @@ fn main() -> Result<(), String> {
         println!("{title}");
         let measured = match engine {
             "duckdb" | "datafusion" => {
-                let reference = reference_times(&args.python, engine, &data, &args.queries, args.runs)?;
+                let reference = reference_times(&args.tpch.python, engine, &data, &args.tpch.queries, args.tpch.runs)?;
                 versions.insert(engine, format!("{} {} ({} threads)", title, reference.version, reference.threads));
                 Measured::from_reference(&reference, &queries)
             }
             // A coordinator alone: its own resource manager, and its own tasks.
-            "one" => flotilla_engine(&args, &binary, &work, &etc, spec(0, 1, 0, 0), &queries)?,
-            _ => flotilla_engine(&args, &binary, &work, &etc, spec(2, 2, args.workers, 1), &queries)?,
+            "one" => {
+                flotilla_engine(&args, &binary, local_spec(0, 1, 0, 0, etc.clone(), work.join("logs-one")), &queries)?
+            }
+            _ => {
+                let spec = local_spec(2, 2, args.tpch.workers, 1, etc.clone(), work.join("logs-cluster"));
+                flotilla_engine(&args, &binary, spec, &queries)?
+            }
         };
         for (name, error) in &measured.failures {
             println!("  {name} failed: {error}");
@@ -280,8 +243,8 @@ fn main() -> Result<(), String> {
 
     let report = report(&args, &queries, &results, &versions);
     println!("{report}");
-    if let Some(output) = &args.output {
-        let section = match args.schema.as_str() {
+    if let Some(output) = &args.tpch.output {
+        let section = match args.tpch.schema.as_str() {
             "sf1" => "tpch-files".to_string(),
             other => format!("tpch-files-{other}"),
         };
@@ -303,9 +266,9 @@ fn report(
 ) -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let time = |engine: &str, name: &str| results.get(engine).and_then(|m| m.millis.get(name).copied());
-    let mut flags = format!("--schema {} --workers {}", args.schema, args.workers);
-    if args.runs != 2 {
-        flags.push_str(&format!(" --runs {}", args.runs));
+    let mut flags = format!("--schema {} --workers {}", args.tpch.schema, args.tpch.workers);
+    if args.tpch.runs != 2 {
+        flags.push_str(&format!(" --runs {}", args.tpch.runs));
     }
     if !args.config.is_empty() {
         flags.push_str(&format!(" --config '{}'", args.config));
@@ -321,9 +284,9 @@ fn report(
          up` starts (2 resource managers, 2 coordinators, {workers} workers, a gateway; each its own process on \
          this machine, loopback), queries through the gateway. Best of {runs} runs, milliseconds; answers checked \
          against DuckDB's.\n\n",
-        schema = args.schema,
-        workers = args.workers,
-        runs = args.runs,
+        schema = args.tpch.schema,
+        workers = args.tpch.workers,
+        runs = args.tpch.runs,
         references = versions.values().cloned().collect::<Vec<_>>().join(", "),
     );
     text.push_str(
@@ -344,8 +307,7 @@ fn report(
             let (Some(theirs), Some(ours)) = (reference, results.get(engine).and_then(|m| m.values.get(name))) else {
                 continue;
             };
-            let theirs: Vec<Value> = theirs.iter().map(|row| Value::Array(row.clone())).collect();
-            match same_answer(ours, &theirs) {
+            match same_answer(ours, theirs) {
                 None => same.push("yes"),
                 Some(difference) => {
                     differences.push(format!("{name} on {title}: {difference}"));
@@ -367,29 +329,12 @@ fn report(
                 None => complete[i] = false,
             }
         }
-        text.push_str(&format!(
-            "| {name} | {rows} | {same} | {} | {} | {} | {} | {} | {} | {} |\n",
-            cell(times[0]),
-            cell(times[1]),
-            cell(times[2]),
-            cell(times[3]),
-            ratio(times[2], times[1]),
-            ratio(times[3], times[1]),
-            ratio(times[3], times[0]),
-        ));
+        text.push_str(&table_row(name, &rows, &same, &times));
     }
     let total: Vec<Option<f64>> =
         (0..4).map(|i| (complete[i] && results.contains_key(ENGINES[i].0)).then_some(totals[i])).collect();
-    text.push_str(&format!(
-        "| **total** | | | {} | {} | {} | {} | {} | {} | {} |\n\n",
-        cell(total[0]),
-        cell(total[1]),
-        cell(total[2]),
-        cell(total[3]),
-        ratio(total[2], total[1]),
-        ratio(total[3], total[1]),
-        ratio(total[3], total[0]),
-    ));
+    text.push_str(&table_row("**total**", "", "", &total));
+    text.push('\n');
     let slowest = queries
         .iter()
         .filter_map(|(name, _)| Some((name, time("cluster", name)? / time("datafusion", name)?)))
