@@ -212,6 +212,8 @@ impl Engine {
             FlotillaError::new(ErrorCode::InvalidSessionProperty, "task_concurrency must be a positive integer")
         })?;
         options.execution.target_partitions = partitions;
+        // Planned for this process; a distributed statement divides the budget by its tasks.
+        crate::distributed::set_broadcast_budget(options, 1);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(memory)
             .with_object_store_registry(self.object_stores.clone())
@@ -444,7 +446,7 @@ impl Engine {
         session: &SqlSession,
         logical: &datafusion::logical_expr::LogicalPlan,
     ) -> Result<(SessionState, Arc<dyn ExecutionPlan>), FlotillaError> {
-        let state = match &self.distributor {
+        let (state, distributed) = match &self.distributor {
             Some(distributor) if is_distributable(logical) => {
                 match distributor.distribute(SessionStateBuilder::new_from_existing(state.clone()), session)? {
                     Some(mut builder) => {
@@ -452,14 +454,17 @@ impl Engine {
                             crate::distributed::plan_joins_for_tasks(config);
                         }
                         crate::distributed::with_join_rules(&mut builder);
-                        with_flotilla_operators(builder).with_distributed_planner().build()
+                        (with_flotilla_operators(builder).with_distributed_planner().build(), true)
                     }
-                    None => state,
+                    None => (state, false),
                 }
             }
-            _ => state,
+            _ => (state, false),
         };
-        let plan = state.create_physical_plan(logical).await.map_err(df_error)?;
+        let mut plan = state.create_physical_plan(logical).await.map_err(df_error)?;
+        if distributed {
+            plan = crate::distributed::read_small_build_sides_in_place(plan).map_err(df_error)?;
+        }
         Ok((state, plan))
     }
 

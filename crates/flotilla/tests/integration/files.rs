@@ -105,6 +105,18 @@ async fn parquet_files_under_a_shared_root_answer_like_the_tpch_catalog() {
     let (_, expected) = http.rows("SELECT sum(l_quantity), count(l_comment) FROM tpch.sf1.lineitem").await;
     assert_eq!(normalized(rows), normalized(expected));
 
+    // Files of up to 1 MB in all that a join collects (supplier, nation) are read by each
+    // task of the stage that joins them, not broadcast from a stage of their own.
+    let join =
+        "SELECT count(*), sum(ps_availqty) FROM lake.sf1.partsupp JOIN lake.sf1.supplier ON ps_suppkey = s_suppkey \
+                JOIN lake.sf1.nation ON s_nationkey = n_nationkey WHERE n_name = 'GERMANY'";
+    let (_, plan) = http.rows(&format!("EXPLAIN {join}")).await;
+    let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    assert!(text.contains("Stage 1 ── tasks=2") && !text.contains("NetworkBroadcastExec"), "{text}");
+    let (_, rows) = http.rows(join).await;
+    let (_, expected) = http.rows(&join.replace("lake.sf1.", "tpch.sf1.")).await;
+    assert_eq!(normalized(rows), normalized(expected));
+
     let queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tpch/queries");
     let mut paths: Vec<_> = std::fs::read_dir(&queries).unwrap().map(|e| e.unwrap().path()).collect();
     paths.sort();

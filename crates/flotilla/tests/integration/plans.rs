@@ -101,6 +101,30 @@ async fn build_sides_are_broadcast_within_a_budget_shared_by_the_workers() {
     assert!(plan.contains("AggregateExec: mode=SinglePartitioned") && !plan.contains("NetworkBroadcastExec"), "{plan}");
 }
 
+/// A small build side (a few thousand rows) is read by every task that joins it, not
+/// broadcast from a stage of its own; a larger one is still broadcast, and stages are
+/// numbered without gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_build_sides_are_read_where_they_are_joined() {
+    let session = SqlSession { catalog: Some("tpch".into()), schema: Some("sf1".into()), ..Default::default() };
+    let (_etc, engine) = tpch_engine(2);
+    // nation (25 rows) and supplier (10,000 rows) under partsupp (800,000 rows, two tasks).
+    let small = "SELECT count(*) FROM partsupp JOIN supplier ON ps_suppkey = s_suppkey \
+                 JOIN nation ON s_nationkey = n_nationkey WHERE n_name = 'GERMANY'";
+    let plan = distributed_plan(&engine, &session, small).await;
+    assert!(!plan.contains("NetworkBroadcastExec"), "{plan}");
+    assert!(plan.contains("Stage 1 ── tasks=2") && !plan.contains("Stage 2"), "{plan}");
+    // The tables read in place are read whole by each task (not one task's split of them).
+    for table in ["nation", "supplier"] {
+        let scan = plan.lines().find(|line| line.contains(&format!("TpchScanExec: table={table},"))).unwrap();
+        assert!(!scan.contains("t0:") && scan.contains("parts=1..1/1"), "{plan}");
+    }
+    // customer (150,000 rows) is above the in-place limit: broadcast from its own stage.
+    let large = "SELECT count(*) FROM customer JOIN orders ON c_custkey = o_custkey";
+    let plan = distributed_plan(&engine, &session, large).await;
+    assert!(plan.contains("NetworkBroadcastExec") && plan.contains("Stage 2"), "{plan}");
+}
+
 fn queries_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tpch/queries")
 }
@@ -126,7 +150,7 @@ async fn tpch_distributed_plans_are_pinned() {
         let sql = std::fs::read_to_string(&path).unwrap();
         let plan = distributed_plan(&engine, &session, &sql).await;
         assert!(
-            plan.contains("DistributedExec") && plan.contains("Stage 1"),
+            plan.contains("DistributedExec") && plan.contains("Stage 1 "),
             "{} runs on the workers:\n{plan}",
             path.display()
         );
