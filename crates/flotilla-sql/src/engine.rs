@@ -214,7 +214,14 @@ impl Engine {
         options.execution.target_partitions = partitions;
         // Planned for this process; a distributed statement divides the budget by its tasks.
         crate::distributed::set_broadcast_budget(options, 1);
+        // Parquet footers stay cached across statements, as in a DataFusion context that
+        // lives on (each entry is checked against its file's size and modification time);
+        // listings and statistics are taken afresh by each statement.
+        let footers = self.base.runtime_env().cache_manager.get_file_metadata_cache();
+        let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(footers));
         let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
             .with_memory_pool(memory)
             .with_object_store_registry(self.object_stores.clone())
             .build_arc()
