@@ -137,6 +137,11 @@ async fn parquet_files_under_a_shared_root_answer_like_the_tpch_catalog() {
     assert_eq!(error["errorName"], "NOT_SUPPORTED", "{error}");
     let (_, rows) = http.rows("SELECT count(*) FROM lake.tiny.region").await;
     assert_eq!(rows, vec![vec![Value::from(5)]]);
+    // Parquet footers are cached across statements, each checked against its file: a file
+    // replaced in place is read anew.
+    std::fs::copy(root.path.join("tiny/nation.parquet"), root.path.join("tiny/region.parquet")).unwrap();
+    let (_, rows) = http.rows("SELECT count(*) FROM lake.tiny.region").await;
+    assert_eq!(rows, vec![vec![Value::from(25)]]);
 }
 
 /// The last response of a statement (its updateType and updateCount, or its error).

@@ -79,7 +79,8 @@ async fn distributed_plan(engine: &Engine, session: &SqlSession, sql: &str) -> S
 }
 
 /// A build side is broadcast while its copies (one per task) stay within the budget: the
-/// more workers, the smaller what is broadcast, never below DataFusion's own threshold.
+/// more workers, the smaller what is broadcast, never below DataFusion's own threshold; in
+/// one process the whole budget applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_sides_are_broadcast_within_a_budget_shared_by_the_workers() {
     let session = SqlSession { catalog: Some("tpch".into()), schema: Some("sf1".into()), ..Default::default() };
@@ -91,6 +92,13 @@ async fn build_sides_are_broadcast_within_a_budget_shared_by_the_workers() {
         assert_eq!(plan.contains("NetworkBroadcastExec"), broadcast, "{workers} workers:\n{plan}");
         assert_eq!(plan.contains("mode=Partitioned"), !broadcast, "{workers} workers:\n{plan}");
     }
+    // In one process (no workers) the whole budget applies: the build side is collected once
+    // and shared by the partitions, where DataFusion's own 128K rows would partition it.
+    let etc = crate::harness::TempDir::new("flotilla-plans");
+    std::fs::write(etc.path.join("tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n").unwrap();
+    let alone = Engine::new(&Catalogs::load_dir(&etc.path).unwrap(), Arc::new(NoRuntime));
+    let plan = distributed_plan(&alone, &session, join).await;
+    assert!(plan.contains("mode=CollectLeft") && !plan.contains("DistributedExec"), "{plan}");
     // A LEFT join cannot be broadcast (it emits build-side rows): it stays partitioned, and
     // the aggregate on its key runs in the join's stage, on the partitioning it already has.
     let (_etc, engine) = tpch_engine(2);
