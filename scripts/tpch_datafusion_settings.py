@@ -6,15 +6,15 @@ best time per set, to see which settings pay before changing Flotilla's.
     .venv/bin/python scripts/tpch_datafusion_settings.py --data target/bench-data/sf1 \
         --settings '{"defaults": {}, "broadcast": {"datafusion.optimizer.hash_join_single_partition_threshold": 67108864, "datafusion.optimizer.hash_join_single_partition_threshold_rows": 1048576}}'
 
-DIR holds TABLE.parquet files (`flotilla tpch-gen`); `scripts/bench-setup` installs the
-package.
+DIR holds the tables as `tpch_reference.py` reads them (TABLE.parquet files from
+`flotilla tpch-gen`, or TABLE/data/ folders); `scripts/bench-setup` installs the package.
 """
 import argparse
 import json
 import pathlib
 import time
 
-TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
+from tpch_reference import table_paths
 
 
 def main():
@@ -38,8 +38,8 @@ def main():
         for key, value in settings.items():
             config = config.set(key, str(value))
         context = SessionContext(config)
-        for table in TABLES:
-            context.register_parquet(table, str(args.data / f"{table}.parquet"))
+        for table, path, folder in table_paths(args.data):
+            context.register_parquet(table, path + ("/" if folder else ""))
         times = {}
         for path in paths:
             sql = path.read_text()

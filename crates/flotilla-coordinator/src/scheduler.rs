@@ -31,6 +31,7 @@ use flotilla_proto::cluster::{NodeRole, NodeState, NodeView};
 use flotilla_proto::warehouses::{route, shared_groups, WarehouseDefinition};
 use flotilla_proto::{ErrorCode, FlotillaError};
 use flotilla_protocol::ClientSession;
+use flotilla_sql::session::ExchangeCodec;
 use flotilla_sql::{Distributor, SqlSession};
 use flotilla_worker::flight::FlightChannels;
 use flotilla_worker::{MAX_MEMORY_PER_NODE_HEADER, QUERY_ID_HEADER};
@@ -369,7 +370,7 @@ impl Distributor for SchedulerDistributor {
         if let Some(limit) = session.data_size("query_max_memory_per_node")? {
             headers.insert(MAX_MEMORY_PER_NODE_HEADER, HeaderValue::from(limit));
         }
-        let compression = exchange_compression(&session.property("exchange_compression_codec")?, &workers);
+        let compression = exchange_compression(session.exchange_codec()?, &workers);
         let urls = GroupUrls(workers.iter().map(|w| w.url.clone()).collect());
         let task_limit = workers.len().max(MIN_TASKS_PER_STAGE);
         builder
@@ -393,12 +394,12 @@ impl Distributor for SchedulerDistributor {
 /// `exchange_compression_codec`: AUTO compresses (LZ4) only when the workers are on more
 /// than one host, since between processes of one host compressing costs CPU and saves no
 /// network (on loopback it was a fifth of a worker's CPU in TPC-H).
-fn exchange_compression(codec: &str, workers: &[Candidate]) -> Option<CompressionType> {
-    match codec.to_ascii_uppercase().as_str() {
-        "NONE" => None,
-        "LZ4" => Some(CompressionType::LZ4_FRAME),
-        "ZSTD" => Some(CompressionType::ZSTD),
-        _ => {
+fn exchange_compression(codec: ExchangeCodec, workers: &[Candidate]) -> Option<CompressionType> {
+    match codec {
+        ExchangeCodec::None => None,
+        ExchangeCodec::Lz4 => Some(CompressionType::LZ4_FRAME),
+        ExchangeCodec::Zstd => Some(CompressionType::ZSTD),
+        ExchangeCodec::Auto => {
             let first = workers.first().and_then(|w| w.url.host_str());
             let one_host = workers.iter().all(|w| w.url.host_str() == first);
             (!one_host).then_some(CompressionType::LZ4_FRAME)
@@ -558,10 +559,11 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(exchange_compression("AUTO", &on(&["127.0.0.1", "127.0.0.1"])), None);
-        assert_eq!(exchange_compression("auto", &on(&["10.0.0.1", "10.0.0.2"])), Some(CompressionType::LZ4_FRAME));
-        assert_eq!(exchange_compression("NONE", &on(&["10.0.0.1", "10.0.0.2"])), None);
-        assert_eq!(exchange_compression("lz4", &on(&["127.0.0.1"])), Some(CompressionType::LZ4_FRAME));
-        assert_eq!(exchange_compression("ZSTD", &on(&["127.0.0.1"])), Some(CompressionType::ZSTD));
+        let auto = ExchangeCodec::Auto;
+        assert_eq!(exchange_compression(auto, &on(&["127.0.0.1", "127.0.0.1"])), None);
+        assert_eq!(exchange_compression(auto, &on(&["10.0.0.1", "10.0.0.2"])), Some(CompressionType::LZ4_FRAME));
+        assert_eq!(exchange_compression(ExchangeCodec::None, &on(&["10.0.0.1", "10.0.0.2"])), None);
+        assert_eq!(exchange_compression(ExchangeCodec::Lz4, &on(&["127.0.0.1"])), Some(CompressionType::LZ4_FRAME));
+        assert_eq!(exchange_compression(ExchangeCodec::Zstd, &on(&["127.0.0.1"])), Some(CompressionType::ZSTD));
     }
 }

@@ -120,13 +120,33 @@ fn default_task_concurrency() -> String {
     power_of_two.min(MAX_TASK_CONCURRENCY).to_string()
 }
 
-/// How data moving between tasks is compressed (Trino's exchange_compression_codec, plus
-/// AUTO).
-fn validate_exchange_compression(value: &str) -> Result<(), String> {
-    match value.to_ascii_uppercase().as_str() {
-        "AUTO" | "NONE" | "LZ4" | "ZSTD" => Ok(()),
-        _ => Err(format!("'{value}' is not a compression codec (AUTO, NONE, LZ4 or ZSTD)")),
+/// How the batches tasks send each other are compressed: the session property
+/// `exchange_compression_codec` (Trino's name, plus AUTO), any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeCodec {
+    /// None when all the statement's workers are on one host, LZ4 across hosts.
+    Auto,
+    None,
+    Lz4,
+    Zstd,
+}
+
+impl std::str::FromStr for ExchangeCodec {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value.to_ascii_uppercase().as_str() {
+            "AUTO" => Ok(Self::Auto),
+            "NONE" => Ok(Self::None),
+            "LZ4" => Ok(Self::Lz4),
+            "ZSTD" => Ok(Self::Zstd),
+            _ => Err(format!("'{value}' is not a compression codec (AUTO, NONE, LZ4 or ZSTD)")),
+        }
     }
+}
+
+fn validate_exchange_compression(value: &str) -> Result<(), String> {
+    value.parse::<ExchangeCodec>().map(|_| ())
 }
 
 /// Every session property Flotilla honours.
@@ -260,6 +280,13 @@ impl SqlSession {
         }
     }
 
+    /// The session's `exchange_compression_codec`.
+    pub fn exchange_codec(&self) -> Result<ExchangeCodec, FlotillaError> {
+        self.property("exchange_compression_codec")?
+            .parse()
+            .map_err(|message| FlotillaError::new(ErrorCode::InvalidSessionProperty, message))
+    }
+
     /// A data size property, when set.
     pub fn data_size(&self, name: &str) -> Result<Option<u64>, FlotillaError> {
         let value = self.property(name)?;
@@ -318,9 +345,12 @@ mod tests {
             session.properties.insert("exchange_compression_codec".into(), codec.into());
             assert!(session.validate().is_ok(), "{codec}");
         }
-        for bad in ["", "gzip", "LZ4 ", "snappy"] {
+        session.properties.insert("exchange_compression_codec".into(), "Lz4".into());
+        assert_eq!(session.exchange_codec().unwrap(), ExchangeCodec::Lz4);
+        for bad in ["", "gzip", "LZ4 ", "snappy", &"z".repeat(100_000)] {
             session.properties.insert("exchange_compression_codec".into(), bad.into());
             assert_eq!(session.validate().unwrap_err().code, ErrorCode::InvalidSessionProperty, "{bad}");
+            assert_eq!(session.exchange_codec().unwrap_err().code, ErrorCode::InvalidSessionProperty, "{bad}");
         }
         session.properties.remove("exchange_compression_codec");
         assert!(validate_task_concurrency(&default_task_concurrency()).is_ok());

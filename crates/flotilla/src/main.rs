@@ -14,8 +14,9 @@ use flotilla::local_cluster::{LocalCluster, LocalClusterSpec, Role, READY_MARKER
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc for every role: DataFusion allocates and frees a batch's buffers by the
-/// thousand per query, and glibc's allocator spent ~7% of a worker's CPU in malloc/free
-/// and page faults on TPC-H (DataFusion's own Python and CLI builds use mimalloc too).
+/// thousand per query; with glibc's allocator, malloc/free were ~7% of the CPU samples of a
+/// cluster looping TPC-H q02 (DataFusion's Python bindings, our benchmarks' reference, are
+/// built with mimalloc too).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

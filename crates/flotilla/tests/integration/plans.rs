@@ -63,12 +63,18 @@ impl Distributor for SomeWorkers {
     }
 }
 
-fn tpch_engine(workers: usize) -> (crate::harness::TempDir, Engine) {
+/// An engine with a `tpch` catalog that runs everything in this process.
+fn tpch_engine_alone() -> (crate::harness::TempDir, Engine) {
     let etc = crate::harness::TempDir::new("flotilla-plans");
     std::fs::write(etc.path.join("tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n").unwrap();
     let catalogs = Catalogs::load_dir(&etc.path).unwrap();
-    let engine = Engine::new(&catalogs, Arc::new(NoRuntime)).with_distributor(Arc::new(SomeWorkers(workers)));
-    (etc, engine)
+    (etc, Engine::new(&catalogs, Arc::new(NoRuntime)))
+}
+
+/// The same, distributing statements over `workers` (never called).
+fn tpch_engine(workers: usize) -> (crate::harness::TempDir, Engine) {
+    let (etc, engine) = tpch_engine_alone();
+    (etc, engine.with_distributor(Arc::new(SomeWorkers(workers))))
 }
 
 async fn distributed_plan(engine: &Engine, session: &SqlSession, sql: &str) -> String {
@@ -94,9 +100,7 @@ async fn build_sides_are_broadcast_within_a_budget_shared_by_the_workers() {
     }
     // In one process (no workers) the whole budget applies: the build side is collected once
     // and shared by the partitions, where DataFusion's own 128K rows would partition it.
-    let etc = crate::harness::TempDir::new("flotilla-plans");
-    std::fs::write(etc.path.join("tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n").unwrap();
-    let alone = Engine::new(&Catalogs::load_dir(&etc.path).unwrap(), Arc::new(NoRuntime));
+    let (_etc, alone) = tpch_engine_alone();
     let plan = distributed_plan(&alone, &session, join).await;
     assert!(plan.contains("mode=CollectLeft") && !plan.contains("DistributedExec"), "{plan}");
     // A LEFT join cannot be broadcast (it emits build-side rows): it stays partitioned, and
