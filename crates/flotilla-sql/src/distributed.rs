@@ -88,13 +88,21 @@ pub fn set_broadcast_budget(options: &mut datafusion::config::ConfigOptions, tas
 }
 
 /// Puts [`PartitionUnbroadcastableJoins`] right after DataFusion's join selection in a
-/// distributed statement's physical optimizer.
+/// distributed statement's physical optimizer, and has its scans filtered by join filters
+/// only where producer and scan will share a stage
+/// ([`FilterRowsByJoinFilters`](crate::join_filters::FilterRowsByJoinFilters)).
 pub fn with_join_rules(builder: &mut SessionStateBuilder) {
+    use crate::join_filters::{FilterRowsByJoinFilters, NAME};
     let rules = builder
         .physical_optimizer_rules()
         .get_or_insert_with(|| datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules);
     let at = rules.iter().position(|rule| rule.name() == "join_selection").map_or(0, |i| i + 1);
     rules.insert(at, Arc::new(PartitionUnbroadcastableJoins));
+    let distributed = Arc::new(FilterRowsByJoinFilters { distributed: true });
+    match rules.iter().position(|rule| rule.name() == NAME) {
+        Some(at) => rules[at] = distributed,
+        None => rules.push(distributed),
+    }
 }
 
 /// Plans the joins that cannot be broadcast as DataFusion would in one process. With the

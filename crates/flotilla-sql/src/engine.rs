@@ -146,6 +146,7 @@ impl Engine {
             .with_config(config)
             .with_catalog_list(catalog_list.clone())
             .with_type_planner(Arc::new(TrinoTypePlanner))
+            .with_physical_optimizer_rule(Arc::new(crate::join_filters::FilterRowsByJoinFilters::default()))
             .build();
         for function in trino_functions() {
             // Replacing a built-in of the same name (version) is the point.

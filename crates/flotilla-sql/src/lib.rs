@@ -17,6 +17,7 @@ pub mod distributed;
 mod engine;
 pub mod error;
 mod functions;
+pub mod join_filters;
 mod maintenance;
 pub mod memory;
 pub mod ordering;

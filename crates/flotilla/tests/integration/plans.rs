@@ -185,3 +185,109 @@ async fn tpch_distributed_plans_are_pinned() {
         mismatched.join("\n")
     );
 }
+
+/// Writes the `tiny` TPC-H tables as Parquet files (`flotilla tpch-gen`) under `dir/lake`,
+/// with `lake.properties` (a `files` catalog over them) and `tpch.properties` in `dir`.
+fn tiny_lake(dir: &Path) -> PathBuf {
+    let lake = dir.join("lake");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["tpch-gen", "--scale", "0.01", "--output"])
+        .arg(lake.join("tiny"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(dir.join("lake.properties"), format!("connector.name=files\nfiles.root={}\n", lake.display()))
+        .unwrap();
+    std::fs::write(dir.join("tpch.properties"), "connector.name=tpch\ntpch.column-naming=STANDARD\n").unwrap();
+    lake
+}
+
+/// Part's rows grouped before a join keeps a few parts (the filter spares the aggregate)...
+const JOIN_FILTER_SPARES_AGGREGATE: &str = "SELECT count(*), sum(a) FROM \
+    (SELECT l_partkey, avg(l_quantity) AS a FROM lineitem GROUP BY l_partkey) q \
+    JOIN part ON p_partkey = q.l_partkey WHERE p_brand = 'Brand#42'";
+/// ...and read by that join directly (the filter would only repeat the join's probe).
+const JOIN_FILTER_DIRECT: &str =
+    "SELECT count(*), sum(l_quantity) FROM lineitem JOIN part ON p_partkey = l_partkey WHERE p_brand = 'Brand#42'";
+
+/// Whether each Parquet scan of `table` in `plan` filters rows (row-level pushdown).
+fn scans_filtering_rows(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>, table: &str) -> Vec<bool> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::datasource::physical_plan::ParquetSource;
+    use datafusion::datasource::source::DataSourceExec;
+    let mut found = Vec::new();
+    plan.apply(|node| {
+        if let Some((files, parquet)) =
+            node.downcast_ref::<DataSourceExec>().and_then(|scan| scan.downcast_to_file_source::<ParquetSource>())
+        {
+            let path = files.file_groups.iter().flat_map(|group| group.files()).next().map(|f| f.path().to_string());
+            if path.is_some_and(|path| path.ends_with(&format!("{table}.parquet"))) {
+                found.push(parquet.table_parquet_options().global.pushdown_filters);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    found
+}
+
+/// The rule on DataFusion's own plans: a scan whose rows go through an aggregate before the
+/// join whose dynamic filter reaches it filters rows in the scan; one read by the join
+/// directly does not; and where hash repartitions become stage boundaries (a distributed
+/// statement) the filter cannot reach the scan, so neither does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_filters_become_row_filters_only_where_they_spare_work() {
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
+    use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+    use flotilla_sql::join_filters::FilterRowsByJoinFilters;
+    let dir = crate::harness::TempDir::new("flotilla-join-filters");
+    let lake = tiny_lake(&dir.path);
+    let context = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+    for table in ["lineitem", "part"] {
+        let path = lake.join("tiny").join(format!("{table}.parquet"));
+        context.register_parquet(table, path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    }
+    for (sql, spares) in [(JOIN_FILTER_SPARES_AGGREGATE, true), (JOIN_FILTER_DIRECT, false)] {
+        let plan = context.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        assert_eq!(scans_filtering_rows(&plan, "lineitem"), vec![false], "DataFusion's own plan");
+        let options = context.state().config_options().clone();
+        let one = FilterRowsByJoinFilters::default().optimize(plan.clone(), &options).unwrap();
+        assert_eq!(scans_filtering_rows(&one, "lineitem"), vec![spares], "{sql}");
+        // The part scan has a static predicate: it stays a FilterExec's.
+        assert_eq!(scans_filtering_rows(&one, "part"), vec![false], "{sql}");
+        let distributed = FilterRowsByJoinFilters { distributed: true }.optimize(plan, &options).unwrap();
+        assert_eq!(scans_filtering_rows(&distributed, "lineitem"), vec![false], "{sql}");
+    }
+}
+
+/// The engine plans with the rule: the aggregated query's `lineitem` scan drops rows itself
+/// (EXPLAIN ANALYZE counts them), the direct one's does not, and both answer as the `tpch`
+/// catalog does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_scans_drop_rows_a_join_filter_rules_out_before_an_aggregate() {
+    let dir = crate::harness::TempDir::new("flotilla-join-filters");
+    tiny_lake(&dir.path);
+    let engine = Engine::new(&Catalogs::load_dir(&dir.path).unwrap(), Arc::new(NoRuntime));
+    let lake = SqlSession { catalog: Some("lake".into()), schema: Some("tiny".into()), ..Default::default() };
+    let tpch = SqlSession { catalog: Some("tpch".into()), ..lake.clone() };
+    let run = |session: &SqlSession, sql: String| {
+        let (engine, session) = (&engine, session.clone());
+        async move {
+            let result = engine.execute(&session, &sql).await.unwrap();
+            let plan = result.plan.clone();
+            let batches: Vec<_> = result.stream.try_collect().await.unwrap();
+            (datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string(), plan)
+        }
+    };
+    for (sql, spares) in [(JOIN_FILTER_SPARES_AGGREGATE, true), (JOIN_FILTER_DIRECT, false)] {
+        let (answer, plan) = run(&lake, sql.to_string()).await;
+        let (expected, _) = run(&tpch, sql.to_string()).await;
+        assert_eq!(answer, expected, "{sql}");
+        assert_eq!(scans_filtering_rows(&plan.unwrap(), "lineitem"), vec![spares], "{sql}");
+        let (analyzed, _) = run(&lake, format!("EXPLAIN ANALYZE {sql}")).await;
+        let scan = analyzed.lines().find(|line| line.contains("lineitem.parquet")).unwrap_or_default();
+        let pruned = scan.split("pushdown_rows_pruned=").nth(1).and_then(|rest| rest.split([',', ']']).next());
+        assert_eq!(pruned.is_some_and(|count| count != "0"), spares, "{analyzed}");
+    }
+}
