@@ -259,6 +259,25 @@ async fn join_filters_become_row_filters_only_where_they_spare_work() {
         let distributed = FilterRowsByJoinFilters { distributed: true }.optimize(plan, &options).unwrap();
         assert_eq!(scans_filtering_rows(&distributed, "lineitem"), vec![false], "{sql}");
     }
+    // A partitioned join: only a hash repartition between its probe scan and it, which a
+    // lookup per row in the reader does not pay for.
+    let mut config = SessionConfig::new().with_target_partitions(2);
+    config.options_mut().optimizer.hash_join_single_partition_threshold = 0;
+    config.options_mut().optimizer.hash_join_single_partition_threshold_rows = 0;
+    let context = SessionContext::new_with_config(config);
+    for table in ["lineitem", "orders"] {
+        let path = lake.join("tiny").join(format!("{table}.parquet"));
+        context.register_parquet(table, path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    }
+    let partitioned = "SELECT count(*) FROM lineitem JOIN orders ON l_orderkey = o_orderkey \
+                       WHERE o_orderdate < DATE '1993-01-01'";
+    let plan = context.sql(partitioned).await.unwrap().create_physical_plan().await.unwrap();
+    let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+    let probe = text.lines().find(|line| line.contains("lineitem.parquet")).unwrap_or_default();
+    assert!(text.contains("mode=Partitioned") && probe.contains("DynamicFilter"), "{text}");
+    let options = context.state().config_options().clone();
+    let one = FilterRowsByJoinFilters::default().optimize(plan, &options).unwrap();
+    assert_eq!(scans_filtering_rows(&one, "lineitem"), vec![false], "{text}");
 }
 
 /// The engine plans with the rule: the aggregated query's `lineitem` scan drops rows itself
