@@ -36,7 +36,7 @@ use std::sync::Arc;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::Result;
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{FileScanConfigBuilder, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_expr::split_conjunction;
@@ -66,7 +66,7 @@ type Producers = HashMap<u64, bool>;
 
 /// How many plan levels the rule looks through; deeper plans are left as they are (the
 /// walk is recursive).
-const MAX_DEPTH: usize = 512;
+pub const MAX_DEPTH: usize = 512;
 
 impl FilterRowsByJoinFilters {
     fn rewrite(
@@ -137,11 +137,8 @@ fn filter_rows(node: Arc<dyn ExecutionPlan>, producers: &Producers) -> Result<Tr
     if parquet.table_parquet_options().global.pushdown_filters {
         return Ok(Transformed::no(node));
     }
-    #[allow(deprecated)]
-    let Some(predicate) = parquet.predicate() else {
-        return Ok(Transformed::no(node));
-    };
-    let conjuncts = split_conjunction(predicate);
+    let Some(predicate) = parquet.filter() else { return Ok(Transformed::no(node)) };
+    let conjuncts = split_conjunction(&predicate);
     if !conjuncts.iter().all(|conjunct| conjunct.is::<DynamicFilterPhysicalExpr>()) {
         return Ok(Transformed::no(node));
     }

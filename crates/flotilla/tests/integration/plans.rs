@@ -232,6 +232,32 @@ fn scans_filtering_rows(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>
     found
 }
 
+/// `plan` with the probe side of its (first) hash join under `layers` filters that keep
+/// every row.
+fn bury_probe_side(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    layers: usize,
+) -> Arc<dyn datafusion::physical_plan::ExecutionPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    use datafusion::physical_expr::expressions::lit;
+    use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::joins::HashJoinExec;
+    plan.transform_down(|node| {
+        if node.downcast_ref::<HashJoinExec>().is_none() {
+            return Ok(Transformed::no(node));
+        }
+        let (build, mut probe) = (Arc::clone(node.children()[0]), Arc::clone(node.children()[1]));
+        for _ in 0..layers {
+            probe = Arc::new(FilterExec::try_new(lit(true), probe)?);
+        }
+        let join = replace_children_if_necessary(node, vec![build, probe])?;
+        Ok(Transformed::new(join, true, TreeNodeRecursion::Jump))
+    })
+    .unwrap()
+    .data
+}
+
 /// The rule on DataFusion's own plans: a scan whose rows go through an aggregate before the
 /// join whose dynamic filter reaches it filters rows in the scan; one read by the join
 /// directly does not; and where hash repartitions become stage boundaries (a distributed
@@ -258,6 +284,16 @@ async fn join_filters_become_row_filters_only_where_they_spare_work() {
         assert_eq!(scans_filtering_rows(&one, "part"), vec![false], "{sql}");
         let distributed = FilterRowsByJoinFilters { distributed: true }.optimize(plan, &options).unwrap();
         assert_eq!(scans_filtering_rows(&distributed, "lineitem"), vec![false], "{sql}");
+    }
+    // Plans deeper than the rule walks (its recursion is bounded) are left as they are: the
+    // same join with its probe side under more pass-through filters than that keeps its scan
+    // as DataFusion planned it; under a few, the scan filters rows.
+    let plan = context.sql(JOIN_FILTER_SPARES_AGGREGATE).await.unwrap().create_physical_plan().await.unwrap();
+    let options = context.state().config_options().clone();
+    for (layers, spares) in [(8, true), (flotilla_sql::join_filters::MAX_DEPTH + 8, false)] {
+        let deep = bury_probe_side(plan.clone(), layers);
+        let rewritten = FilterRowsByJoinFilters::default().optimize(deep, &options).unwrap();
+        assert_eq!(scans_filtering_rows(&rewritten, "lineitem"), vec![spares], "{layers} layers");
     }
     // A partitioned join: only a hash repartition between its probe scan and it, which a
     // lookup per row in the reader does not pay for.
