@@ -345,15 +345,40 @@ pub struct FlotillaCodec;
 const TPCH_SCAN_TAG: &[u8] = b"flotilla.tpch_scan:";
 const FILES_WRITE_TAG: &[u8] = b"flotilla.files_write:";
 const BLACKHOLE_SCAN_TAG: &[u8] = b"flotilla.blackhole_scan:";
+const JOIN_FILTER_EXPORT_TAG: &[u8] = b"flotilla.join_filter_export:";
+const JOIN_FILTER_WAIT_TAG: &[u8] = b"flotilla.join_filter_wait:";
 
 impl PhysicalExtensionCodec for FlotillaCodec {
     fn try_decode(
         &self,
         buf: &[u8],
         inputs: &[Arc<dyn ExecutionPlan>],
-        _ctx: &TaskContext,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        use crate::cross_stage_filters::{ExportSpec, JoinFilterExportExec, JoinFilterWaitExec, WaitSpec};
+        use prost::Message;
+        let malformed = |what: &str, e: &dyn fmt::Display| {
+            DataFusionError::Internal(format!("malformed {what} in a distributed plan: {e}"))
+        };
+        if let Some(body) = buf.strip_prefix(JOIN_FILTER_EXPORT_TAG) {
+            let [input] = inputs else {
+                return Err(DataFusionError::Internal("a join filter export has one input".into()));
+            };
+            let spec = ExportSpec::decode(body).map_err(|e| malformed("join filter export", &e))?;
+            let filter = spec.filter.as_ref().ok_or_else(|| malformed("join filter export", &"no filter"))?;
+            // Through the plan's converter, so this copy shares its state with the join's.
+            let decode = datafusion_proto::physical_plan::PhysicalPlanDecodeContext::new(ctx, self);
+            let filter = proto_converter.proto_to_physical_expr(filter, &input.schema(), &decode)?;
+            return Ok(Arc::new(JoinFilterExportExec::try_new(input.clone(), filter, spec.targets, spec.partitioned)?));
+        }
+        if let Some(body) = buf.strip_prefix(JOIN_FILTER_WAIT_TAG) {
+            let [input] = inputs else {
+                return Err(DataFusionError::Internal("a join filter wait has one input".into()));
+            };
+            let spec = WaitSpec::decode(body).map_err(|e| malformed("join filter wait", &e))?;
+            return Ok(Arc::new(JoinFilterWaitExec::new(input.clone(), spec.ids)));
+        }
         if let Some(body) = buf.strip_prefix(FILES_WRITE_TAG) {
             let [input] = inputs else {
                 return Err(DataFusionError::Internal("a files write has one input".into()));
@@ -386,8 +411,26 @@ impl PhysicalExtensionCodec for FlotillaCodec {
         &self,
         node: Arc<dyn ExecutionPlan>,
         buf: &mut Vec<u8>,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        use crate::cross_stage_filters::{ExportSpec, JoinFilterExportExec, JoinFilterWaitExec, WaitSpec};
+        use prost::Message;
+        if let Some(export) = node.downcast_ref::<JoinFilterExportExec>() {
+            let filter = proto_converter.physical_expr_to_proto(export.filter(), self)?;
+            let spec = ExportSpec {
+                filter: Some(filter),
+                targets: export.targets().to_vec(),
+                partitioned: export.partitioned(),
+            };
+            buf.extend_from_slice(JOIN_FILTER_EXPORT_TAG);
+            spec.encode(buf).map_err(|e| DataFusionError::Internal(e.to_string()))?;
+            return Ok(());
+        }
+        if let Some(wait) = node.downcast_ref::<JoinFilterWaitExec>() {
+            buf.extend_from_slice(JOIN_FILTER_WAIT_TAG);
+            WaitSpec { ids: wait.ids().to_vec() }.encode(buf).map_err(|e| DataFusionError::Internal(e.to_string()))?;
+            return Ok(());
+        }
         if let Some(write) = node.downcast_ref::<FilesWriteExec>() {
             buf.extend_from_slice(FILES_WRITE_TAG);
             return serde_json::to_writer(&mut *buf, write.spec())

@@ -33,7 +33,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::InterceptorLayer;
 
+use crate::filters::{ChannelPublisher, FilterExchangeService};
 use crate::flight::{authenticate, FlightChannels};
+use flotilla_sql::cross_stage_filters::{FilterExchange, FilterInbox, FilterPublisher};
 
 /// The header that tells a worker which query a task belongs to (set by the coordinator
 /// on every data-plane call of the query).
@@ -199,6 +201,9 @@ struct TaskSessions {
     runtime: Arc<RuntimeEnv>,
     tracker: Arc<TaskTracker>,
     channels: Arc<FlightChannels>,
+    /// Join filters from other stages, for the scans of this node's tasks.
+    inbox: Arc<FilterInbox>,
+    publisher: Arc<dyn FilterPublisher>,
 }
 
 fn query_id_of(headers: &http::HeaderMap) -> &str {
@@ -213,7 +218,8 @@ impl WorkerSessionBuilder for TaskSessions {
             .get(MAX_MEMORY_PER_NODE_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        let (memory, scans) = self.tracker.counters_of(query_id_of(&ctx.headers), limit);
+        let query_id = query_id_of(&ctx.headers).to_string();
+        let (memory, scans) = self.tracker.counters_of(&query_id, limit);
         // What a task's connection to another worker buffers, and what each sort keeps back
         // for merging its spill files, count in the query's memory and cannot spill: keep
         // them a small share of what the query may hold here, so operators that can spill
@@ -232,6 +238,11 @@ impl WorkerSessionBuilder for TaskSessions {
             .with_distributed_worker_connection_buffer_budget_bytes(exchange_budget)?;
         let config = builder.config().get_or_insert_default();
         config.set_extension(scans);
+        config.set_extension(Arc::new(FilterExchange {
+            query_id,
+            inbox: self.inbox.clone(),
+            publisher: self.publisher.clone(),
+        }));
         config.options_mut().execution.sort_spill_reservation_bytes = merge_reservation;
         Ok(flotilla_sql::distributed::worker_session_state(builder))
     }
@@ -367,7 +378,14 @@ impl DataPlane {
         let per_query = config.max_query_memory_per_node().min(pool_bytes) as usize;
         let tracker = Arc::new(TaskTracker::new(pool.clone(), per_query, config.memory_blocked_timeout));
         let channels = FlightChannels::new(auth.clone());
-        let sessions = TaskSessions { runtime: runtime.clone(), tracker: tracker.clone(), channels: channels.clone() };
+        let inbox = Arc::new(FilterInbox::default());
+        let sessions = TaskSessions {
+            runtime: runtime.clone(),
+            tracker: tracker.clone(),
+            channels: channels.clone(),
+            inbox: inbox.clone(),
+            publisher: Arc::new(ChannelPublisher::new(channels.clone())),
+        };
         let worker = Worker::from_session_builder(sessions)
             .with_runtime_env(runtime)
             .with_version(flotilla_proto::FLOTILLA_VERSION);
@@ -380,6 +398,7 @@ impl DataPlane {
             .layer(InterceptorLayer::new(authenticate(auth)))
             .layer(TaskCountingLayer { tracker: tracker.clone() })
             .add_service(service)
+            .add_service(FilterExchangeService::new(inbox))
             .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await });
         let handle = tokio::spawn(async move {
             if let Err(error) = server.await {

@@ -83,7 +83,8 @@ impl FlightChannels {
         Arc::new(Self { auth, channels: Mutex::new(HashMap::new()) })
     }
 
-    fn channel(&self, url: &Url) -> Result<BoxCloneSyncChannel> {
+    /// The authenticated channel to the worker at `url` (opened lazily, then cached).
+    pub fn channel(&self, url: &Url) -> Result<BoxCloneSyncChannel> {
         if let Some(channel) = self.channels.lock().get(url) {
             return Ok(channel.clone());
         }

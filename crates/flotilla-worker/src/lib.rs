@@ -41,6 +41,7 @@
 
 mod config;
 pub mod execution;
+pub mod filters;
 pub mod flight;
 mod load;
 

@@ -1,0 +1,1109 @@
+//! Dynamic join filters that cross stages.
+//!
+//! In one process a hash join whose build side is collected publishes what its build side
+//! holds (the key range, and the keys themselves when there are few) as a dynamic filter, and
+//! the Parquet scans of its probe side skip what it rules out: TPC-H q18's IN-subquery keeps 57
+//! orders of 1.5 million, and the scans of `orders` and `lineitem` under it read almost
+//! nothing. In a distributed statement those scans often run in other stages (below a shuffle)
+//! than the join, on other workers, and the filter never reaches them: the workers decode the
+//! stage's plan with their own copy of the filter, which nobody updates.
+//!
+//! [`share_join_filters_across_stages`] (run by the coordinator on the distributed plan)
+//! connects the two ends for joins whose build side is collected (every task of the join's
+//! stage builds the same table, so any one of them knows the whole filter):
+//!
+//! - the join's probe side gets a [`JoinFilterExportExec`]: when the build side is done, it
+//!   sends the filter (the key range and the key list; a hash-table lookup cannot travel and
+//!   is left out) to every worker of the statement, over the workers' data service
+//!   ([`FilterPublisher`]);
+//! - each scan in another stage that the filter reaches gets a [`JoinFilterWaitExec`]: it
+//!   registers the scan's copy of the filter in its worker's [`FilterInbox`] and starts the
+//!   scan when the filter has arrived, at most [`WAIT_FOR_FILTERS`] later. Starting the scan
+//!   after the filter is what one process does too (the join reads its probe side only after
+//!   its build side); without the wait the scan's stage, started at once by the distributed
+//!   runtime, would have read most of its input before the filter came.
+//!
+//! A filter only drops rows the join would drop, so one that comes late, is lost with a worker,
+//! or cannot be decoded costs time and changes no answer.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::{lit, DynamicFilterPhysicalExpr};
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion_distributed::{DistributedLeafExec, NetworkBoundaryExt};
+use datafusion_proto::physical_plan::from_proto::parse_physical_expr;
+use datafusion_proto::physical_plan::to_proto::serialize_physical_expr;
+use datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec;
+use datafusion_proto::protobuf;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+
+/// How long a scan waits for the filters it was promised before it reads without them.
+pub const WAIT_FOR_FILTERS: Duration = Duration::from_secs(20);
+/// How long sending a filter to one worker may take.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest filter sent, encoded; a larger one is sent as "no filter" (the waiting scans
+/// start unfiltered). DataFusion lists keys only for small build sides (150 values).
+pub const MAX_FILTER_BYTES: usize = 1 << 20;
+/// Filters and waiting scans a worker keeps track of at most.
+pub const MAX_INBOX_ENTRIES: usize = 4096;
+/// How long a filter that arrived is kept for scans that register later.
+const ARRIVAL_TTL: Duration = Duration::from_secs(120);
+/// Longest query id accepted in a published filter.
+const MAX_QUERY_ID: usize = 256;
+/// Most tasks a published filter may say its join has.
+const MAX_TASKS: u32 = 4096;
+/// Levels of a join's filter expression [`relax`] looks through.
+const MAX_RELAX_DEPTH: usize = 32;
+/// Plan levels the planning walk looks through (it is recursive).
+pub const MAX_DEPTH: usize = 512;
+
+/// One join's filter as it travels between workers: the expression over the join's probe
+/// side (`schema`), and the probe keys it was built on (the filter's columns).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PublishedFilter {
+    #[prost(string, tag = "1")]
+    pub query_id: String,
+    #[prost(uint64, tag = "2")]
+    pub expression_id: u64,
+    #[prost(message, optional, tag = "3")]
+    pub schema: Option<protobuf::Schema>,
+    #[prost(message, optional, tag = "4")]
+    pub expr: Option<protobuf::PhysicalExprNode>,
+    #[prost(message, repeated, tag = "5")]
+    pub keys: Vec<protobuf::PhysicalExprNode>,
+    /// Which task of the join's stage sent it, of how many must: a partitioned join's task
+    /// knows only its partitions' keys, and the filter is whole when every task's has come
+    /// (1 for a join whose build side is collected: every task has the whole filter).
+    #[prost(uint32, tag = "6")]
+    pub task: u32,
+    #[prost(uint32, tag = "7")]
+    pub tasks: u32,
+}
+
+impl PublishedFilter {
+    fn tasks(&self) -> u32 {
+        self.tasks.max(1)
+    }
+}
+
+/// Sends a filter to a worker's data service.
+pub trait FilterPublisher: Send + Sync + fmt::Debug {
+    fn publish(&self, url: &str, filter: PublishedFilter) -> BoxFuture<'static, Result<()>>;
+}
+
+/// What a task needs to send and receive filters: set in the session of every task a worker
+/// runs. Without it the export and wait nodes pass their rows through and do nothing else.
+#[derive(Debug, Clone)]
+pub struct FilterExchange {
+    pub query_id: String,
+    pub inbox: Arc<FilterInbox>,
+    pub publisher: Arc<dyn FilterPublisher>,
+}
+
+/// Why a worker refused a filter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboxError {
+    #[error("a published filter needs a query id of 1 to {MAX_QUERY_ID} characters")]
+    BadQueryId,
+    #[error("too many filters pending on this worker ({MAX_INBOX_ENTRIES})")]
+    Full,
+    #[error("a published filter must come from task 0 to {MAX_TASKS} of as many")]
+    BadTask,
+}
+
+/// A worker's filters from other stages, by query and filter: those that arrived, and the
+/// scans waiting for them.
+#[derive(Debug, Default)]
+pub struct FilterInbox {
+    entries: Mutex<HashMap<(String, u64), Entry>>,
+}
+
+struct Entry {
+    since: Instant,
+    /// The parts that came, by task; complete when every task's has.
+    arrived: std::collections::BTreeMap<u32, Arc<PublishedFilter>>,
+    waiting: Vec<Waiting>,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry").field("arrived", &self.arrived.len()).field("waiting", &self.waiting.len()).finish()
+    }
+}
+
+/// A scan's copy of a filter, and its task's context (to decode the filter in).
+struct Waiting {
+    filter: Weak<dyn PhysicalExpr>,
+    ctx: Weak<TaskContext>,
+}
+
+impl Entry {
+    fn new() -> Self {
+        Self { since: Instant::now(), arrived: Default::default(), waiting: Vec::new() }
+    }
+
+    /// Every part of the filter, once all have come.
+    fn whole(&self) -> Option<Vec<Arc<PublishedFilter>>> {
+        let tasks = self.arrived.values().next()?.tasks();
+        (self.arrived.len() as u32 == tasks).then(|| self.arrived.values().cloned().collect())
+    }
+
+    fn forgettable(&self) -> bool {
+        self.since.elapsed() > ARRIVAL_TTL && self.waiting.iter().all(|w| w.filter.strong_count() == 0)
+    }
+}
+
+impl FilterInbox {
+    /// Filters and waiting scans tracked now.
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A filter (or one task's part of it) from another worker: once whole, applied to the
+    /// scans waiting for it, and kept for those that register later. A second copy of a part
+    /// (every task of a collected join's stage sends the whole filter) is ignored.
+    pub fn deliver(&self, filter: PublishedFilter) -> std::result::Result<(), InboxError> {
+        if filter.query_id.is_empty() || filter.query_id.len() > MAX_QUERY_ID {
+            return Err(InboxError::BadQueryId);
+        }
+        if filter.tasks() > MAX_TASKS || filter.task >= filter.tasks() {
+            return Err(InboxError::BadTask);
+        }
+        let filter = Arc::new(filter);
+        let (parts, waiting) = {
+            let mut entries = self.entries.lock();
+            let key = (filter.query_id.clone(), filter.expression_id);
+            let entry = match entries.get_mut(&key) {
+                Some(entry) => entry,
+                None => {
+                    Self::make_room(&mut entries)?;
+                    entries.entry(key).or_insert_with(Entry::new)
+                }
+            };
+            let whole_before = entry.whole().is_some();
+            let same_join = entry.arrived.values().next().is_none_or(|first| first.tasks() == filter.tasks());
+            if whole_before || !same_join || entry.arrived.contains_key(&filter.task) {
+                return Ok(());
+            }
+            entry.arrived.insert(filter.task, filter.clone());
+            entry.since = Instant::now();
+            let Some(parts) = entry.whole() else { return Ok(()) };
+            (parts, std::mem::take(&mut entry.waiting))
+        };
+        for waiting in waiting {
+            let Some(expr) = waiting.filter.upgrade() else { continue };
+            match waiting.ctx.upgrade() {
+                Some(ctx) => apply(expr.as_ref(), &parts, &ctx),
+                // The task is over; nobody should wait on its copy.
+                None => {
+                    if let Some(filter) = expr.downcast_ref::<DynamicFilterPhysicalExpr>() {
+                        filter.mark_complete();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A scan's copy of filter `expression_id` of `query_id`: updated now if the filter is
+    /// here, else when it arrives.
+    pub fn register(
+        &self,
+        query_id: &str,
+        expression_id: u64,
+        filter: &Arc<dyn PhysicalExpr>,
+        ctx: &Arc<TaskContext>,
+    ) -> std::result::Result<(), InboxError> {
+        let arrived = {
+            let mut entries = self.entries.lock();
+            let key = (query_id.to_string(), expression_id);
+            if !entries.contains_key(&key) {
+                Self::make_room(&mut entries)?;
+            }
+            let entry = entries.entry(key).or_insert_with(Entry::new);
+            match entry.whole() {
+                Some(parts) => parts,
+                None => {
+                    entry.waiting.retain(|w| w.filter.strong_count() > 0);
+                    entry.waiting.push(Waiting { filter: Arc::downgrade(filter), ctx: Arc::downgrade(ctx) });
+                    return Ok(());
+                }
+            }
+        };
+        apply(filter.as_ref(), &arrived, ctx);
+        Ok(())
+    }
+
+    fn make_room(entries: &mut HashMap<(String, u64), Entry>) -> std::result::Result<(), InboxError> {
+        if entries.len() >= MAX_INBOX_ENTRIES {
+            entries.retain(|_, entry| !entry.forgettable());
+        }
+        if entries.len() >= MAX_INBOX_ENTRIES {
+            return Err(InboxError::Full);
+        }
+        Ok(())
+    }
+}
+
+/// Updates a scan's copy of a filter with what its producer's tasks sent (a row passes if it
+/// passes any task's part), and marks it complete (so the scan stops waiting) whether or not
+/// the filter could be used.
+fn apply(expr: &dyn PhysicalExpr, parts: &[Arc<PublishedFilter>], ctx: &TaskContext) {
+    let Some(filter) = expr.downcast_ref::<DynamicFilterPhysicalExpr>() else { return };
+    let decoded = parts.iter().map(|part| decode(filter, part, ctx)).collect::<Result<Vec<_>>>();
+    if let Err(error) = decoded.and_then(|parts| filter.update(any_of(parts))) {
+        let query = parts.first().map(|part| part.query_id.as_str()).unwrap_or_default();
+        tracing::debug!(%error, query, "a join filter from another stage was not applied");
+    }
+    filter.mark_complete();
+}
+
+/// One part of a published filter, checked against the scan's copy it is for.
+fn decode(
+    filter: &DynamicFilterPhysicalExpr,
+    published: &PublishedFilter,
+    ctx: &TaskContext,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    let malformed = |what: &str| DataFusionError::Internal(format!("published join filter without {what}"));
+    let schema: Schema = published.schema.as_ref().ok_or_else(|| malformed("a schema"))?.try_into()?;
+    let codec = DefaultPhysicalExtensionCodec {};
+    let expr =
+        parse_physical_expr(published.expr.as_ref().ok_or_else(|| malformed("an expression"))?, ctx, &schema, &codec)?;
+    let keys =
+        published.keys.iter().map(|key| parse_physical_expr(key, ctx, &schema, &codec)).collect::<Result<Vec<_>>>()?;
+    if expr.data_type(&schema)? != DataType::Boolean {
+        return Err(DataFusionError::Internal("a published join filter is not a predicate".into()));
+    }
+    // The filter may read only the join's probe keys: those are what the scan's copy maps to
+    // its own columns.
+    let key_columns: HashSet<_> = keys.iter().flat_map(collect_columns).collect();
+    if !collect_columns(&expr).iter().all(|column| key_columns.contains(column)) {
+        return Err(DataFusionError::Internal("a published join filter reads columns other than its keys".into()));
+    }
+    // The scan's copy maps the keys to its columns positionally, once in `update` and once
+    // more when read: a scan column equal to another key would be mapped twice.
+    let mapped = PhysicalExpr::children(filter);
+    if mapped.len() != keys.len() {
+        return Err(DataFusionError::Internal("a published join filter has other keys than the scan's copy".into()));
+    }
+    let crossing = mapped
+        .iter()
+        .enumerate()
+        .any(|(i, m)| keys.iter().enumerate().any(|(k, key)| i != k && m.as_ref() == key.as_ref()));
+    if crossing {
+        return Err(DataFusionError::Internal("the scan's columns and the join's keys overlap crosswise".into()));
+    }
+    Ok(expr)
+}
+
+fn is_literal(expr: &Arc<dyn PhysicalExpr>, value: bool) -> bool {
+    use datafusion::common::ScalarValue;
+    use datafusion::physical_expr::expressions::Literal;
+    expr.downcast_ref::<Literal>().is_some_and(|literal| literal.value() == &ScalarValue::Boolean(Some(value)))
+}
+
+/// `a OR b OR ...`: false for none.
+fn any_of(parts: Vec<Arc<dyn PhysicalExpr>>) -> Arc<dyn PhysicalExpr> {
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::BinaryExpr;
+    if parts.iter().any(|part| is_literal(part, true)) {
+        return lit(true);
+    }
+    parts
+        .into_iter()
+        .filter(|part| !is_literal(part, false))
+        .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::Or, b)) as Arc<dyn PhysicalExpr>)
+        .unwrap_or_else(|| lit(false))
+}
+
+/// A filter that keeps at least the rows `expr` keeps, made of what DataFusion's codec can
+/// write and what holds in every task: a conjunct that cannot travel (a lookup into the
+/// join's hash table) is dropped, and a partitioned join's routing of rows to its partitions'
+/// filters (`CASE hash(key) % n WHEN p THEN filter_p ...`, valid only for the partition
+/// numbers of the task that built it) becomes `filter_0 OR filter_1 OR ...`.
+fn relax(expr: &Arc<dyn PhysicalExpr>, depth: usize) -> Arc<dyn PhysicalExpr> {
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, CaseExpr};
+    if depth > MAX_RELAX_DEPTH {
+        return lit(true);
+    }
+    if let Some(case) = expr.downcast_ref::<CaseExpr>() {
+        let mut branches: Vec<_> = case.when_then_expr().iter().map(|(_, then)| relax(then, depth + 1)).collect();
+        branches.extend(case.else_expr().map(|otherwise| relax(otherwise, depth + 1)));
+        return any_of(branches);
+    }
+    if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
+        let (left, right) = (relax(binary.left(), depth + 1), relax(binary.right(), depth + 1));
+        match binary.op() {
+            Operator::And if is_literal(&left, true) => return right,
+            Operator::And if is_literal(&right, true) => return left,
+            Operator::And => return Arc::new(BinaryExpr::new(left, Operator::And, right)),
+            Operator::Or => return any_of(vec![left, right]),
+            _ => {}
+        }
+    }
+    match serialize_physical_expr(expr, &DefaultPhysicalExtensionCodec {}) {
+        Ok(_) => expr.clone(),
+        Err(_) => lit(true),
+    }
+}
+
+/// A complete join filter as task `task` of `tasks` sends it ([`relax`]ed), encoded.
+fn snapshot(
+    filter: &DynamicFilterPhysicalExpr,
+    schema: &Schema,
+    query_id: &str,
+    expression_id: u64,
+    (task, tasks): (u32, u32),
+) -> Result<PublishedFilter> {
+    let codec = DefaultPhysicalExtensionCodec {};
+    let travels = relax(&filter.current()?, 0);
+    let keys = PhysicalExpr::children(filter)
+        .into_iter()
+        .map(|key| serialize_physical_expr(key, &codec))
+        .collect::<Result<Vec<_>>>()?;
+    let mut published = PublishedFilter {
+        query_id: query_id.to_string(),
+        expression_id,
+        schema: Some(schema.try_into()?),
+        expr: Some(serialize_physical_expr(&travels, &codec)?),
+        keys,
+        task,
+        tasks,
+    };
+    if prost::Message::encoded_len(&published) > MAX_FILTER_BYTES {
+        published.expr = Some(serialize_physical_expr(&lit(true), &codec)?);
+    }
+    Ok(published)
+}
+
+/// Sends the filter of the hash join above it to the statement's workers once the join's
+/// build side is done; passes its input's rows through. It is the join's probe child, so
+/// the join finds a consumer of its filter in its probe side and computes it.
+#[derive(Debug)]
+pub struct JoinFilterExportExec {
+    input: Arc<dyn ExecutionPlan>,
+    filter: Arc<dyn PhysicalExpr>,
+    targets: Vec<String>,
+    /// The join is partitioned: each task sends its part of the filter.
+    partitioned: bool,
+    publishing: Mutex<Weak<SpawnedTask<()>>>,
+}
+
+impl JoinFilterExportExec {
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        filter: Arc<dyn PhysicalExpr>,
+        targets: Vec<String>,
+        partitioned: bool,
+    ) -> Result<Self> {
+        if !filter.is::<DynamicFilterPhysicalExpr>() || filter.expression_id().is_none() {
+            return Err(DataFusionError::Internal("a join filter export needs the join's dynamic filter".into()));
+        }
+        Ok(Self { input, filter, targets, partitioned, publishing: Mutex::new(Weak::new()) })
+    }
+
+    pub fn partitioned(&self) -> bool {
+        self.partitioned
+    }
+
+    pub fn filter(&self) -> &Arc<dyn PhysicalExpr> {
+        &self.filter
+    }
+
+    pub fn targets(&self) -> &[String] {
+        &self.targets
+    }
+
+    /// The task that publishes the filter, started by the first partition; it ends (or is
+    /// aborted) with the last partition's stream.
+    fn publishing(&self, exchange: &FilterExchange, context: &Arc<TaskContext>) -> Arc<SpawnedTask<()>> {
+        let mut publishing = self.publishing.lock();
+        if let Some(task) = publishing.upgrade() {
+            return task;
+        }
+        let part = match self.partitioned {
+            true => {
+                let task = datafusion_distributed::DistributedTaskContext::from_ctx(context);
+                (task.task_index as u32, task.task_count as u32)
+            }
+            false => (0, 1),
+        };
+        let filter = self.filter.clone();
+        let schema = self.input.schema();
+        let targets = self.targets.clone();
+        let exchange = exchange.clone();
+        let task = Arc::new(SpawnedTask::spawn(async move {
+            let Some(dynamic) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() else { return };
+            let Some(id) = filter.expression_id() else { return };
+            dynamic.wait_complete().await;
+            let published = match snapshot(dynamic, &schema, &exchange.query_id, id, part) {
+                Ok(published) => published,
+                Err(error) => {
+                    tracing::debug!(%error, "a join filter could not be encoded; its scans start unfiltered");
+                    let codec = DefaultPhysicalExtensionCodec {};
+                    let Ok(expr) = serialize_physical_expr(&lit(true), &codec) else { return };
+                    PublishedFilter {
+                        query_id: exchange.query_id.clone(),
+                        expression_id: id,
+                        schema: (&Schema::empty()).try_into().ok(),
+                        expr: Some(expr),
+                        keys: Vec::new(),
+                        task: part.0,
+                        tasks: part.1,
+                    }
+                }
+            };
+            let sends = targets.iter().map(|url| {
+                let send = exchange.publisher.publish(url, published.clone());
+                async move {
+                    match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => tracing::warn!(%error, url, "a join filter did not reach a worker"),
+                        Err(_) => tracing::warn!(url, "sending a join filter to a worker timed out"),
+                    }
+                }
+            });
+            futures::future::join_all(sends).await;
+        }));
+        *publishing = Arc::downgrade(&task);
+        task
+    }
+}
+
+impl DisplayAs for JoinFilterExportExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = if self.partitioned { ", per task" } else { "" };
+        write!(f, "JoinFilterExportExec: workers={}{parts}", self.targets.len())
+    }
+}
+
+impl ExecutionPlan for JoinFilterExportExec {
+    fn name(&self) -> &str {
+        "JoinFilterExportExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        f(&self.filter)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("JoinFilterExportExec has one input".into()))?;
+        Ok(Arc::new(Self::try_new(input, self.filter.clone(), self.targets.clone(), self.partitioned)?))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let exchange = context.session_config().get_extension::<FilterExchange>();
+        let publishing = exchange.map(|exchange| self.publishing(&exchange, &context));
+        let stream = self.input.execute(partition, context)?;
+        let Some(publishing) = publishing else { return Ok(stream) };
+        let schema = stream.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.map(move |batch| {
+                let _publishing = &publishing;
+                batch
+            }),
+        )))
+    }
+}
+
+/// Starts the scan below it once the join filters it was promised from other stages have
+/// arrived (or after [`WAIT_FOR_FILTERS`]).
+#[derive(Debug)]
+pub struct JoinFilterWaitExec {
+    input: Arc<dyn ExecutionPlan>,
+    ids: Vec<u64>,
+    /// [`WAIT_FOR_FILTERS`] unless a test says otherwise.
+    wait: Duration,
+    registered: AtomicBool,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl JoinFilterWaitExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, ids: Vec<u64>) -> Self {
+        let metrics = ExecutionPlanMetricsSet::new();
+        Self { input, ids, wait: WAIT_FOR_FILTERS, registered: AtomicBool::new(false), metrics }
+    }
+
+    /// Waits at most `wait` for the filters.
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    pub fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    /// The scan's copies of the awaited filters.
+    fn filters(&self) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+        let mut found: HashMap<u64, Arc<dyn PhysicalExpr>> = HashMap::new();
+        self.input.apply(|node| {
+            let leaf = node.downcast_ref::<DistributedLeafExec>().map_or(node, |leaf| leaf.original());
+            leaf.apply_expressions(&mut |root| {
+                root.apply(|expr| {
+                    if let Some(id) = expr.expression_id() {
+                        if self.ids.contains(&id) && expr.is::<DynamicFilterPhysicalExpr>() {
+                            found.entry(id).or_insert_with(|| expr.clone());
+                        }
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })?;
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(found.into_values().collect())
+    }
+}
+
+impl DisplayAs for JoinFilterWaitExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JoinFilterWaitExec: filters={}", self.ids.len())
+    }
+}
+
+impl ExecutionPlan for JoinFilterWaitExec {
+    fn name(&self) -> &str {
+        "JoinFilterWaitExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("JoinFilterWaitExec has one input".into()))?;
+        Ok(Arc::new(Self::new(input, self.ids.clone()).with_wait(self.wait)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let Some(exchange) = context.session_config().get_extension::<FilterExchange>() else {
+            return self.input.execute(partition, context);
+        };
+        let filters = self.filters()?;
+        if !self.registered.swap(true, Ordering::SeqCst) {
+            for filter in &filters {
+                let id = filter.expression_id().unwrap_or_default();
+                if let Err(error) = exchange.inbox.register(&exchange.query_id, id, filter, &context) {
+                    tracing::warn!(%error, "a scan reads without its join filter");
+                    if let Some(dynamic) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() {
+                        dynamic.mark_complete();
+                    }
+                }
+            }
+        }
+        let waited = MetricBuilder::new(&self.metrics).subset_time("filter_wait_time", partition);
+        let input = self.input.clone();
+        let schema = input.schema();
+        let wait = self.wait;
+        let start = futures::stream::once(async move {
+            let timer = waited.timer();
+            let waits =
+                filters.iter().filter_map(|f| f.downcast_ref::<DynamicFilterPhysicalExpr>()).map(|f| f.wait_complete());
+            let _ = tokio::time::timeout(wait, futures::future::join_all(waits)).await;
+            timer.done();
+            input.execute(partition, context)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, start.try_flatten())))
+    }
+}
+
+/// Where the planning walk found the producers and consumers of join filters.
+#[derive(Default)]
+struct Survey {
+    /// Filters of hash joins in a stage on the workers: their stage.
+    producers: HashMap<u64, usize>,
+    /// Scans (by address) with the filters in their predicate, and their stage.
+    scans: HashMap<usize, (usize, Vec<u64>)>,
+    stages: usize,
+}
+
+fn address(node: &Arc<dyn ExecutionPlan>) -> usize {
+    Arc::as_ptr(node) as *const () as usize
+}
+
+/// The dynamic filters in a scan's predicate.
+fn filters_read(scan: &Arc<dyn ExecutionPlan>) -> Result<Vec<u64>> {
+    let scan = scan.downcast_ref::<DistributedLeafExec>().map_or(scan, |leaf| leaf.original());
+    let mut ids = Vec::new();
+    scan.apply_expressions(&mut |root| {
+        root.apply(|expr| {
+            if let (Some(id), true) = (expr.expression_id(), expr.is::<DynamicFilterPhysicalExpr>()) {
+                ids.push(id);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+    })?;
+    Ok(ids)
+}
+
+impl Survey {
+    fn visit(&mut self, node: &Arc<dyn ExecutionPlan>, stage: usize, depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Ok(());
+        }
+        if node.children().is_empty() {
+            let ids = filters_read(node)?;
+            if !ids.is_empty() {
+                self.scans.insert(address(node), (stage, ids));
+            }
+            return Ok(());
+        }
+        if let Some(id) = join_filter(node.as_ref()).and_then(|(filter, _)| filter.expression_id()) {
+            if stage != 0 {
+                self.producers.insert(id, stage);
+            }
+        }
+        let boundary = node.as_ref().is_network_boundary();
+        for child in node.children() {
+            let stage = if boundary {
+                self.stages += 1;
+                self.stages
+            } else {
+                stage
+            };
+            self.visit(child, stage, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// The dynamic filter of a hash join, and whether the join is partitioned (each task builds
+/// a part of its table).
+fn join_filter(node: &dyn ExecutionPlan) -> Option<(Arc<dyn PhysicalExpr>, bool)> {
+    let join = node.downcast_ref::<HashJoinExec>()?;
+    let partitioned = match join.partition_mode() {
+        PartitionMode::CollectLeft => false,
+        PartitionMode::Partitioned => true,
+        PartitionMode::Auto => return None,
+    };
+    let filter = join.dynamic_expressions_produced().into_iter().find(|expr| expr.is::<DynamicFilterPhysicalExpr>())?;
+    Some((filter, partitioned))
+}
+
+/// Connects the collected hash joins of a distributed plan (on the workers) to the scans
+/// their filters reach in other stages (see the [module](self)); `targets` are the
+/// statement's workers.
+pub fn share_join_filters_across_stages(
+    plan: Arc<dyn ExecutionPlan>,
+    targets: &[String],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if targets.is_empty() {
+        return Ok(plan);
+    }
+    let mut survey = Survey::default();
+    survey.visit(&plan, 0, 0)?;
+    let mut exported: HashSet<u64> = HashSet::new();
+    let mut waits: HashMap<usize, Vec<u64>> = HashMap::new();
+    for (scan, (stage, ids)) in &survey.scans {
+        let awaited: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| survey.producers.get(id).is_some_and(|producer| producer != stage))
+            .collect();
+        if !awaited.is_empty() {
+            exported.extend(awaited.iter().copied());
+            waits.insert(*scan, awaited);
+        }
+    }
+    if exported.is_empty() {
+        return Ok(plan);
+    }
+    let rewritten = plan.transform_up(|node| {
+        if let Some(ids) = waits.get(&address(&node)) {
+            let wait = JoinFilterWaitExec::new(node, ids.clone());
+            return Ok(Transformed::yes(Arc::new(wait) as Arc<dyn ExecutionPlan>));
+        }
+        let Some((filter, partitioned)) = join_filter(node.as_ref()) else { return Ok(Transformed::no(node)) };
+        if !filter.expression_id().is_some_and(|id| exported.contains(&id)) {
+            return Ok(Transformed::no(node));
+        }
+        let children: Vec<Arc<dyn ExecutionPlan>> = node.children().into_iter().cloned().collect();
+        let [build, probe] =
+            <[_; 2]>::try_from(children).map_err(|_| DataFusionError::Internal("a hash join has two inputs".into()))?;
+        let probe = Arc::new(JoinFilterExportExec::try_new(probe, filter, targets.to_vec(), partitioned)?);
+        Ok(Transformed::yes(replace_children_if_necessary(node, vec![build, probe])?))
+    })?;
+    Ok(rewritten.data)
+}
+
+/// How the two nodes travel in a stage's plan (see `distributed::FlotillaCodec`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExportSpec {
+    #[prost(message, optional, tag = "1")]
+    pub filter: Option<protobuf::PhysicalExprNode>,
+    #[prost(string, repeated, tag = "2")]
+    pub targets: Vec<String>,
+    #[prost(bool, tag = "3")]
+    pub partitioned: bool,
+}
+
+/// See [`ExportSpec`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WaitSpec {
+    #[prost(uint64, repeated, tag = "1")]
+    pub ids: Vec<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{BooleanArray, Int64Array};
+    use datafusion::arrow::datatypes::Field;
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{in_list, BinaryExpr, CaseExpr, Column};
+
+    /// The join's probe side reads the key at position 1; the scan has it at position 0.
+    fn probe_schema() -> Schema {
+        Schema::new(vec![Field::new("x", DataType::Int64, false), Field::new("k", DataType::Int64, false)])
+    }
+
+    fn scan_schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]))
+    }
+
+    fn key() -> Arc<dyn PhysicalExpr> {
+        Arc::new(Column::new("k", 1))
+    }
+
+    fn binary(left: Arc<dyn PhysicalExpr>, op: Operator, right: Arc<dyn PhysicalExpr>) -> Arc<dyn PhysicalExpr> {
+        Arc::new(BinaryExpr::new(left, op, right))
+    }
+
+    /// A join's filter, and its id.
+    fn producer() -> (Arc<DynamicFilterPhysicalExpr>, u64) {
+        let producer = Arc::new(DynamicFilterPhysicalExpr::new(vec![key()], lit(true)));
+        let id = producer.expression_id().unwrap();
+        (producer, id)
+    }
+
+    /// The join's build side is done: its filter is `expr`.
+    fn finish(producer: &DynamicFilterPhysicalExpr, expr: Arc<dyn PhysicalExpr>) {
+        producer.update(expr).unwrap();
+        producer.mark_complete();
+    }
+
+    /// What a join that built keys `keys` publishes: their range and list.
+    fn keys_filter(keys: &[i64]) -> Arc<dyn PhysicalExpr> {
+        let (min, max) = (*keys.iter().min().unwrap(), *keys.iter().max().unwrap());
+        let bounds =
+            binary(binary(key(), Operator::GtEq, lit(min)), Operator::And, binary(key(), Operator::LtEq, lit(max)));
+        let list = in_list(key(), keys.iter().map(|k| lit(*k)).collect(), &false, &probe_schema()).unwrap();
+        binary(bounds, Operator::And, list)
+    }
+
+    /// The scan's copy of the producer's filter as a worker decodes it from the stage's plan
+    /// (sent before the build side is done): same id, its own state, the key mapped to the
+    /// scan's column.
+    fn scan_copy(producer: &Arc<DynamicFilterPhysicalExpr>) -> Arc<dyn PhysicalExpr> {
+        let pushed = (producer.clone() as Arc<dyn PhysicalExpr>)
+            .with_new_children(vec![Arc::new(Column::new("k", 0)) as Arc<dyn PhysicalExpr>])
+            .unwrap();
+        let codec = DefaultPhysicalExtensionCodec {};
+        let proto = serialize_physical_expr(&pushed, &codec).unwrap();
+        let decoded = parse_physical_expr(&proto, &TaskContext::default(), &scan_schema(), &codec).unwrap();
+        assert_eq!(decoded.expression_id(), producer.expression_id());
+        decoded
+    }
+
+    /// Which of keys 1, 3, 5, 7 the scan's copy keeps.
+    fn kept(copy: &Arc<dyn PhysicalExpr>) -> Vec<bool> {
+        let batch = RecordBatch::try_new(scan_schema(), vec![Arc::new(Int64Array::from(vec![1, 3, 5, 7]))]).unwrap();
+        let kept = copy.evaluate(&batch).unwrap().into_array(4).unwrap();
+        kept.as_any().downcast_ref::<BooleanArray>().unwrap().iter().map(|b| b.unwrap()).collect()
+    }
+
+    fn complete(copy: &Arc<dyn PhysicalExpr>) -> bool {
+        let dynamic = copy.downcast_ref::<DynamicFilterPhysicalExpr>().unwrap();
+        futures::FutureExt::now_or_never(dynamic.wait_complete()).is_some()
+    }
+
+    #[test]
+    fn a_filter_reaches_the_scans_waiting_for_it_and_those_that_come_later() {
+        let (producer, id) = producer();
+        let early = scan_copy(&producer);
+        let (late, other) = (scan_copy(&producer), scan_copy(&producer));
+        finish(&producer, keys_filter(&[3, 7]));
+        let published = snapshot(&producer, &probe_schema(), "q1", id, (0, 1)).unwrap();
+        let ctx = Arc::new(TaskContext::default());
+        let inbox = FilterInbox::default();
+        // A scan that registered first is updated when the filter arrives.
+        inbox.register("q1", id, &early, &ctx).unwrap();
+        assert!(!complete(&early));
+        assert_eq!(kept(&early), vec![true; 4]);
+        inbox.deliver(published.clone()).unwrap();
+        assert!(complete(&early));
+        assert_eq!(kept(&early), vec![false, true, false, true]);
+        // Another task's copy registered after the filter arrived gets it at once.
+        inbox.register("q1", id, &late, &ctx).unwrap();
+        assert!(complete(&late));
+        assert_eq!(kept(&late), vec![false, true, false, true]);
+        // The same filter from the join's other tasks is ignored; another query's scans are
+        // not touched.
+        inbox.deliver(published.clone()).unwrap();
+        inbox.register("q2", id, &other, &ctx).unwrap();
+        assert!(!complete(&other));
+        assert_eq!(inbox.len(), 2);
+    }
+
+    /// A partitioned join's tasks each know their partitions' keys, routed by partition
+    /// numbers that mean nothing elsewhere: each sends its partitions' filters as one
+    /// disjunction, and the scan uses them once every task's has come.
+    #[test]
+    fn a_partitioned_joins_filter_is_whole_when_every_task_has_sent_its_part() {
+        let routed = |filters: Vec<Arc<dyn PhysicalExpr>>| -> Arc<dyn PhysicalExpr> {
+            let routing = binary(key(), Operator::Modulo, lit(filters.len() as i64));
+            let branches = filters.into_iter().enumerate().map(|(p, filter)| (lit(p as i64), filter)).collect();
+            Arc::new(CaseExpr::try_new(Some(routing), branches, Some(lit(false))).unwrap())
+        };
+        let inbox = FilterInbox::default();
+        let ctx = Arc::new(TaskContext::default());
+        let (task_0, id) = producer();
+        let (task_1, _) = producer();
+        let copy = scan_copy(&task_0);
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        // Task 0 built key 3 (partition 1 of its 2); task 1 built key 7 and nothing else.
+        finish(&task_0, routed(vec![lit(false), keys_filter(&[3])]));
+        finish(&task_1, routed(vec![keys_filter(&[7]), lit(false)]));
+        let part_0 = snapshot(&task_0, &probe_schema(), "q", id, (0, 2)).unwrap();
+        let part_1 = snapshot(&task_1, &probe_schema(), "q", id, (1, 2)).unwrap();
+        inbox.deliver(part_1.clone()).unwrap();
+        inbox.deliver(part_1).unwrap();
+        assert!(!complete(&copy), "one part of two");
+        inbox.deliver(part_0).unwrap();
+        assert!(complete(&copy));
+        assert_eq!(kept(&copy), vec![false, true, false, true]);
+        // A part that claims another task count than the first is ignored; a task number out
+        // of range is refused.
+        let (task_0, id) = producer();
+        let copy = scan_copy(&task_0);
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        finish(&task_0, keys_filter(&[3]));
+        let part = snapshot(&task_0, &probe_schema(), "q", id, (0, 2)).unwrap();
+        inbox.deliver(part.clone()).unwrap();
+        inbox.deliver(PublishedFilter { task: 1, tasks: 3, ..part.clone() }).unwrap();
+        assert!(!complete(&copy));
+        assert_eq!(inbox.deliver(PublishedFilter { task: 2, ..part.clone() }), Err(InboxError::BadTask));
+        assert_eq!(inbox.deliver(PublishedFilter { tasks: MAX_TASKS + 1, ..part }), Err(InboxError::BadTask));
+    }
+
+    #[test]
+    fn what_cannot_travel_is_dropped_and_a_filter_that_cannot_be_used_only_ends_the_wait() {
+        let ctx = Arc::new(TaskContext::default());
+        let inbox = FilterInbox::default();
+        // A filter that reads another column than the join's key, one that is not a predicate,
+        // one without a schema: the scan stops waiting and reads everything.
+        let (other_column, id) = producer();
+        let copy = scan_copy(&other_column);
+        finish(&other_column, binary(Arc::new(Column::new("x", 0)), Operator::Gt, lit(1i64)));
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        inbox.deliver(snapshot(&other_column, &probe_schema(), "q", id, (0, 1)).unwrap()).unwrap();
+        assert!(complete(&copy));
+        assert_eq!(kept(&copy), vec![true; 4]);
+
+        let (producer_, id) = producer();
+        let copy = scan_copy(&producer_);
+        finish(&producer_, keys_filter(&[3, 7]));
+        let mut not_a_predicate = snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap();
+        not_a_predicate.expr = Some(serialize_physical_expr(&key(), &DefaultPhysicalExtensionCodec {}).unwrap());
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        inbox.deliver(not_a_predicate).unwrap();
+        assert!(complete(&copy));
+        assert_eq!(kept(&copy), vec![true; 4]);
+
+        let (producer_, id) = producer();
+        let copy = scan_copy(&producer_);
+        finish(&producer_, keys_filter(&[3, 7]));
+        let mut no_schema = snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap();
+        no_schema.schema = None;
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        inbox.deliver(no_schema).unwrap();
+        assert!(complete(&copy));
+        assert_eq!(kept(&copy), vec![true; 4]);
+
+        // A conjunct DataFusion cannot encode (the join's hash-table lookup) is dropped; the
+        // key range still travels.
+        let (producer_, id) = producer();
+        let copy = scan_copy(&producer_);
+        let bounds = binary(key(), Operator::GtEq, lit(3i64));
+        finish(&producer_, binary(bounds, Operator::And, Arc::new(Opaque)));
+        assert!(serialize_physical_expr(&producer_.current().unwrap(), &DefaultPhysicalExtensionCodec {}).is_err());
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        inbox.deliver(snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap()).unwrap();
+        assert_eq!(kept(&copy), vec![false, true, true, true]);
+    }
+
+    #[test]
+    fn the_inbox_refuses_bad_query_ids_and_stays_bounded() {
+        let (producer_, id) = producer();
+        let copy = scan_copy(&producer_);
+        finish(&producer_, keys_filter(&[3, 7]));
+        let published = snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap();
+        let inbox = FilterInbox::default();
+        for bad in [String::new(), "q".repeat(MAX_QUERY_ID + 1)] {
+            let filter = PublishedFilter { query_id: bad, ..published.clone() };
+            assert_eq!(inbox.deliver(filter), Err(InboxError::BadQueryId));
+        }
+        for i in 0..MAX_INBOX_ENTRIES as u64 {
+            inbox.deliver(PublishedFilter { expression_id: i, ..published.clone() }).unwrap();
+        }
+        let one_more = PublishedFilter { expression_id: u64::MAX, ..published.clone() };
+        assert_eq!(inbox.deliver(one_more), Err(InboxError::Full));
+        let ctx = Arc::new(TaskContext::default());
+        assert_eq!(inbox.register("another", id, &copy, &ctx), Err(InboxError::Full));
+        assert_eq!(inbox.len(), MAX_INBOX_ENTRIES);
+    }
+
+    #[test]
+    fn large_filters_travel_as_no_filter() {
+        let (producer_, id) = producer();
+        let copy = scan_copy(&producer_);
+        let many: Vec<Arc<dyn PhysicalExpr>> = (0..100_000i64).map(lit).collect();
+        finish(&producer_, in_list(key(), many, &false, &probe_schema()).unwrap());
+        let published = snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap();
+        assert!(prost::Message::encoded_len(&published) < MAX_FILTER_BYTES);
+        let inbox = FilterInbox::default();
+        let ctx = Arc::new(TaskContext::default());
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        inbox.deliver(published).unwrap();
+        assert!(complete(&copy));
+        assert_eq!(kept(&copy), vec![true; 4]);
+    }
+
+    /// A predicate DataFusion's codec cannot write (as the join's hash-table lookup).
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    struct Opaque;
+
+    impl fmt::Display for Opaque {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "opaque")
+        }
+    }
+
+    impl PhysicalExpr for Opaque {
+        fn data_type(&self, _: &Schema) -> Result<DataType> {
+            Ok(DataType::Boolean)
+        }
+
+        fn nullable(&self, _: &Schema) -> Result<bool> {
+            Ok(false)
+        }
+
+        fn evaluate(&self, _: &RecordBatch) -> Result<datafusion::logical_expr::ColumnarValue> {
+            Ok(datafusion::logical_expr::ColumnarValue::Scalar(true.into()))
+        }
+
+        fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+            Vec::new()
+        }
+
+        fn with_new_children(self: Arc<Self>, _: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+            Ok(self)
+        }
+
+        fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "opaque")
+        }
+    }
+
+    #[derive(Debug)]
+    struct Nowhere;
+
+    impl FilterPublisher for Nowhere {
+        fn publish(&self, _: &str, _: PublishedFilter) -> BoxFuture<'static, Result<()>> {
+            Box::pin(async { Err(DataFusionError::Execution("nowhere".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scan_starts_when_its_filter_comes_or_without_one_that_never_does() {
+        use datafusion::datasource::memory::MemorySourceConfig;
+        use datafusion::physical_plan::filter::FilterExec;
+        use datafusion::prelude::SessionConfig;
+        let inbox = Arc::new(FilterInbox::default());
+        let exchange = FilterExchange { query_id: "q".into(), inbox: inbox.clone(), publisher: Arc::new(Nowhere) };
+        let ctx = Arc::new(
+            TaskContext::default().with_session_config(SessionConfig::new().with_extension(Arc::new(exchange))),
+        );
+        let scan = |copy: Arc<dyn PhysicalExpr>| {
+            let batch =
+                RecordBatch::try_new(scan_schema(), vec![Arc::new(Int64Array::from(vec![1, 3, 5, 7]))]).unwrap();
+            let rows = MemorySourceConfig::try_new_exec(&[vec![batch]], scan_schema(), None).unwrap();
+            Arc::new(FilterExec::try_new(copy, rows).unwrap()) as Arc<dyn ExecutionPlan>
+        };
+        let keys = |batches: Vec<RecordBatch>| -> Vec<i64> {
+            batches
+                .iter()
+                .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+                .collect()
+        };
+        // The filter comes while the scan waits: the scan reads with it.
+        let (producer_, id) = producer();
+        let wait = JoinFilterWaitExec::new(scan(scan_copy(&producer_)), vec![id]).with_wait(Duration::from_secs(60));
+        let stream = wait.execute(0, ctx.clone()).unwrap();
+        let reading = tokio::spawn(async move { stream.try_collect::<Vec<_>>().await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!reading.is_finished());
+        finish(&producer_, keys_filter(&[3, 7]));
+        inbox.deliver(snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap()).unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(10), reading).await.unwrap().unwrap().unwrap();
+        assert_eq!(keys(read), vec![3, 7]);
+        // It never comes (its producer's worker died, say): the scan reads everything after
+        // the wait.
+        let (producer_, id) = producer();
+        let wait = JoinFilterWaitExec::new(scan(scan_copy(&producer_)), vec![id]).with_wait(Duration::from_millis(200));
+        let read = wait.execute(0, ctx.clone()).unwrap().try_collect::<Vec<_>>().await.unwrap();
+        assert_eq!(keys(read), vec![1, 3, 5, 7]);
+    }
+}
