@@ -133,6 +133,8 @@ impl LocalNode {
             "roles": self.roles,
             "uptime": self.uptime(),
             "externalAddress": self.http_uri,
+            // Where a worker serves its tasks (and join filters): `null` on other roles.
+            "dataUri": self.data_uri,
             "warehouse": self.warehouse,
             "workerGroup": self.worker_group,
             "processors": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

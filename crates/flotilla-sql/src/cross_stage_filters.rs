@@ -761,7 +761,7 @@ pub fn share_join_filters_across_stages(
     }
     let rewritten = plan.transform_up(|node| {
         if let Some(ids) = waits.get(&address(&node)) {
-            let wait = JoinFilterWaitExec::new(node, ids.clone());
+            let wait = JoinFilterWaitExec::new(filtering_rows(node)?, ids.clone());
             return Ok(Transformed::yes(Arc::new(wait) as Arc<dyn ExecutionPlan>));
         }
         let Some((filter, partitioned)) = join_filter(node.as_ref()) else { return Ok(Transformed::no(node)) };
@@ -775,6 +775,21 @@ pub fn share_join_filters_across_stages(
         Ok(Transformed::yes(replace_children_if_necessary(node, vec![build, probe])?))
     })?;
     Ok(rewritten.data)
+}
+
+/// A scan that waits for filters from other stages filters rows with them in the Parquet
+/// reader (where its predicate is made of dynamic filters alone): the rows they drop would
+/// otherwise be decoded and sent to another stage, and a filter that crossed stages holds key
+/// ranges and short key lists only, cheap to evaluate per row (unlike a hash-table lookup).
+fn filtering_rows(scan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use crate::join_filters::filtering_rows as with_row_filters;
+    let Some(leaf) = scan.downcast_ref::<DistributedLeafExec>() else {
+        return Ok(with_row_filters(&scan).unwrap_or(scan));
+    };
+    let Some(original) = with_row_filters(leaf.original()) else { return Ok(scan) };
+    let variants: Vec<_> =
+        leaf.variants().iter().map(|variant| with_row_filters(variant).unwrap_or_else(|| variant.clone())).collect();
+    Ok(Arc::new(DistributedLeafExec::try_new(original, variants)?))
 }
 
 /// How the two nodes travel in a stage's plan (see `distributed::FlotillaCodec`).

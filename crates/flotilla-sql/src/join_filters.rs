@@ -130,29 +130,38 @@ fn is_costly(node: &dyn ExecutionPlan) -> bool {
 /// Turns row-level pushdown on for a Parquet scan filtered only by dynamic filters, one of
 /// them from a producer with costly work in between.
 fn filter_rows(node: Arc<dyn ExecutionPlan>, producers: &Producers) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
-    let Some(scan) = node.downcast_ref::<DataSourceExec>() else { return Ok(Transformed::no(node)) };
-    let Some((files, parquet)) = scan.downcast_to_file_source::<ParquetSource>() else {
+    let parquet =
+        node.downcast_ref::<DataSourceExec>().and_then(|scan| scan.downcast_to_file_source::<ParquetSource>());
+    let Some(predicate) = parquet.and_then(|(_, parquet)| parquet.filter()) else {
         return Ok(Transformed::no(node));
     };
-    if parquet.table_parquet_options().global.pushdown_filters {
-        return Ok(Transformed::no(node));
-    }
-    let Some(predicate) = parquet.filter() else { return Ok(Transformed::no(node)) };
-    let conjuncts = split_conjunction(&predicate);
-    if !conjuncts.iter().all(|conjunct| conjunct.is::<DynamicFilterPhysicalExpr>()) {
-        return Ok(Transformed::no(node));
-    }
-    let spares_work = conjuncts
+    let spares_work = split_conjunction(&predicate)
         .iter()
         .filter_map(|conjunct| conjunct.expression_id())
         .any(|id| producers.get(&id).copied().unwrap_or(false));
     if !spares_work {
         return Ok(Transformed::no(node));
     }
+    Ok(filtering_rows(&node).map_or(Transformed::no(node), Transformed::yes))
+}
+
+/// A Parquet scan whose predicate is made of dynamic filters alone, with row-level pushdown
+/// on; `None` for other scans (a static predicate stays with the `FilterExec` above, which
+/// keeps it out of the reader).
+pub(crate) fn filtering_rows(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    let scan = node.downcast_ref::<DataSourceExec>()?;
+    let (files, parquet) = scan.downcast_to_file_source::<ParquetSource>()?;
+    if parquet.table_parquet_options().global.pushdown_filters {
+        return None;
+    }
+    let predicate = parquet.filter()?;
+    let conjuncts = split_conjunction(&predicate);
+    if !conjuncts.iter().all(|conjunct| conjunct.is::<DynamicFilterPhysicalExpr>()) {
+        return None;
+    }
     let source = Arc::new(parquet.clone().with_pushdown_filters(true));
     let files = FileScanConfigBuilder::from(files.clone()).with_source(source).build();
-    let scan = scan.clone().with_data_source(Arc::new(files));
-    Ok(Transformed::yes(Arc::new(scan) as Arc<dyn ExecutionPlan>))
+    Some(Arc::new(scan.clone().with_data_source(Arc::new(files))))
 }
 
 impl PhysicalOptimizerRule for FilterRowsByJoinFilters {

@@ -92,6 +92,14 @@ fn validate_optional_data_size(value: &str) -> Result<(), String> {
     }
 }
 
+/// A data size from 1kB to 1TB.
+fn validate_split_size(value: &str) -> Result<(), String> {
+    match flotilla_proto::parse_data_size(value)? {
+        bytes if (1 << 10..=1 << 40).contains(&bytes) => Ok(()),
+        _ => Err("must be from 1kB to 1TB".into()),
+    }
+}
+
 /// `QUERY` or `NONE` (Trino's retry policies without `TASK`), or empty for "the
 /// coordinator's `retry-policy`".
 fn validate_retry_policy(value: &str) -> Result<(), String> {
@@ -171,6 +179,13 @@ pub const SESSION_PROPERTIES: &[SessionProperty] = &[
         default: String::new,
         description: "Lowers query.max-memory-per-node for this session: the most the query may reserve on one node",
         validate: validate_optional_data_size,
+    },
+    SessionProperty {
+        name: "max_split_size",
+        type_name: "varchar",
+        default: || "16MB".to_string(),
+        description: "Bytes of files one partition of a distributed scan reads: a scan of a files table gets a task per task_concurrency such pieces (smaller: more tasks)",
+        validate: validate_split_size,
     },
     SessionProperty {
         name: "query_priority",

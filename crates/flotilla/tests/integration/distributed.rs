@@ -681,3 +681,104 @@ async fn an_idle_group_is_lent_to_a_busy_warehouse_and_returned() {
     assert_eq!(rows, vec![vec![Value::from(1)]], "bi has its own group only");
     drop(cluster);
 }
+
+/// TPC-H q18 over `tiny` Parquet files (a lower threshold, so it finds orders).
+fn q18_over(catalog: &str) -> String {
+    format!(
+        "SELECT c_name, c_custkey, o_orderkey, o_orderdate, o_totalprice, sum(l_quantity) \
+         FROM {catalog}.tiny.customer, {catalog}.tiny.orders, {catalog}.tiny.lineitem \
+         WHERE o_orderkey IN (SELECT l_orderkey FROM {catalog}.tiny.lineitem GROUP BY l_orderkey \
+                              HAVING sum(l_quantity) > 250) \
+           AND c_custkey = o_custkey AND o_orderkey = l_orderkey \
+         GROUP BY c_name, c_custkey, o_orderkey, o_orderdate, o_totalprice \
+         ORDER BY o_totalprice DESC, o_orderdate, o_orderkey LIMIT 100"
+    )
+}
+
+/// The `output_rows` of a line of EXPLAIN ANALYZE.
+fn rows_read(line: &str) -> u64 {
+    let count = line.split("output_rows=").nth(1).and_then(|rest| rest.split([',', ']']).next()).unwrap_or("0");
+    let count = count.trim();
+    match count.strip_suffix(" K") {
+        Some(thousands) => (thousands.parse::<f64>().unwrap() * 1000.0) as u64,
+        None => count.parse::<u64>().unwrap_or_else(|_| panic!("rows: {count}")),
+    }
+}
+
+/// A hash join's dynamic filter reaches the scans it prunes in other stages: in TPC-H q18
+/// over Parquet on two workers, the IN-subquery's join (its build side broadcast) runs a
+/// stage above the scan of `orders`, and the join of orders and lineitem (partitioned) a
+/// stage above the scan of `lineitem`; both filters are sent to those scans, which start
+/// once they have them. The answer is the one the `tpch` catalog gives (no filters there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_filters_reach_scans_in_other_stages_and_change_no_answer() {
+    let etc = crate::harness::TempDir::new("flotilla-etc");
+    let catalog = etc.path.join("catalog");
+    std::fs::create_dir_all(&catalog).unwrap();
+    crate::plans::tiny_lake(&catalog);
+    let cluster = ProcessCluster::builder().workers(2).etc_dir(&etc.path).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 4).await;
+    // Splits of 64kB spread the tiny files over both workers and several stages.
+    let small_splits = |sql: String| http.post(&sql).header("X-Trino-Session", "max_split_size=64kB");
+    let (_, expected) = http.rows(&q18_over("tpch")).await;
+    assert!(!expected.is_empty());
+    let started = Instant::now();
+    let (_, rows) = http.rows_with(small_splits(q18_over("lake"))).await;
+    assert_eq!(rows, expected);
+    // Far within the scans' wait for a filter that never comes.
+    assert!(started.elapsed() < flotilla_sql::cross_stage_filters::WAIT_FOR_FILTERS, "{:?}", started.elapsed());
+
+    let (_, plan) = http.rows_with(small_splits(format!("EXPLAIN {}", q18_over("lake")))).await;
+    let plan: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    assert!(plan.contains("JoinFilterExportExec: workers=2\n"), "{plan}");
+    assert!(plan.contains("JoinFilterWaitExec"), "{plan}");
+
+    let (_, analyzed) = http.rows_with(small_splits(format!("EXPLAIN ANALYZE {}", q18_over("lake")))).await;
+    let analyzed: String = analyzed.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    // The scan of orders under the wait read the few orders the subquery keeps, not 15,000.
+    let waited = analyzed.lines().skip_while(|line| !line.contains("JoinFilterWaitExec")).nth(1).unwrap_or_default();
+    assert!(waited.contains("orders.parquet") || waited.contains("DistributedLeafExec"), "{analyzed}");
+    let read = rows_read(waited);
+    assert!(read > 0 && read < 1_000, "{read} orders read\n{analyzed}");
+}
+
+/// The filter service on a worker's data port refuses calls without the internal token and
+/// malformed filters, and the worker keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_filter_service_refuses_strangers_and_bad_filters() {
+    use flotilla_sql::cross_stage_filters::PublishedFilter;
+    use flotilla_worker::filters::PUBLISH_PATH;
+    let cluster = ProcessCluster::builder().workers(1).start();
+    let http = Http::new(&cluster.coordinator_url());
+    wait_for_nodes(&http, 3).await;
+    let status = worker_status(&http, &cluster.cluster.workers[0].url).await;
+    let data_url = status["dataUri"].as_str().unwrap_or_else(|| panic!("{status}")).to_string();
+    let channel = tonic::transport::Endpoint::from_shared(data_url).unwrap().connect().await.unwrap();
+    let call = |filter: PublishedFilter, token: Option<String>| {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        async move {
+            grpc.ready().await.unwrap();
+            let mut request = tonic::Request::new(filter);
+            if let Some(token) = token {
+                request.metadata_mut().insert("x-trino-internal-bearer", token.parse().unwrap());
+            }
+            let codec = tonic_prost::ProstCodec::<PublishedFilter, ()>::default();
+            grpc.unary(request, http::uri::PathAndQuery::from_static(PUBLISH_PATH), codec).await.map(|_| ())
+        }
+    };
+    let filter = PublishedFilter { query_id: "q".into(), expression_id: 1, ..Default::default() };
+    let refused = call(filter.clone(), None).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let token = Some(cluster.internal_token());
+    let bad = PublishedFilter { query_id: String::new(), ..filter.clone() };
+    assert_eq!(call(bad, token.clone()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let bad = PublishedFilter { task: 5, tasks: 2, ..filter.clone() };
+    assert_eq!(call(bad, token.clone()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let huge = PublishedFilter { query_id: "q".repeat(4 << 20), ..filter.clone() };
+    assert_eq!(call(huge, token.clone()).await.unwrap_err().code(), tonic::Code::OutOfRange);
+    // A filter for no query here is kept for a while (a scan may register later), harmlessly.
+    call(filter, token).await.unwrap();
+    let (_, rows) = http.rows("SELECT count(*) FROM tpch.tiny.nation").await;
+    assert_eq!(rows, vec![vec![Value::from(25)]]);
+}

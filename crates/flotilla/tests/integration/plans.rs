@@ -188,7 +188,7 @@ async fn tpch_distributed_plans_are_pinned() {
 
 /// Writes the `tiny` TPC-H tables as Parquet files (`flotilla tpch-gen`) under `dir/lake`,
 /// with `lake.properties` (a `files` catalog over them) and `tpch.properties` in `dir`.
-fn tiny_lake(dir: &Path) -> PathBuf {
+pub(crate) fn tiny_lake(dir: &Path) -> PathBuf {
     let lake = dir.join("lake");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["tpch-gen", "--scale", "0.01", "--output"])
