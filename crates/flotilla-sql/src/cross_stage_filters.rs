@@ -1,30 +1,35 @@
 //! Dynamic join filters that cross stages.
 //!
-//! In one process a hash join whose build side is collected publishes what its build side
-//! holds (the key range, and the keys themselves when there are few) as a dynamic filter, and
-//! the Parquet scans of its probe side skip what it rules out: TPC-H q18's IN-subquery keeps 57
-//! orders of 1.5 million, and the scans of `orders` and `lineitem` under it read almost
-//! nothing. In a distributed statement those scans often run in other stages (below a shuffle)
-//! than the join, on other workers, and the filter never reaches them: the workers decode the
-//! stage's plan with their own copy of the filter, which nobody updates.
+//! In one process a hash join publishes what its build side holds (the key range, and the
+//! keys themselves when there are few) as a dynamic filter, and the Parquet scans of its
+//! probe side skip what it rules out: TPC-H q18's IN-subquery keeps 57 orders of 1.5 million,
+//! and the scans of `orders` and `lineitem` under it read almost nothing. In a distributed
+//! statement those scans often run in other stages (below a shuffle) than the join, on other
+//! workers, and the filter never reaches them: the workers decode the stage's plan with their
+//! own copy of the filter, which nobody updates.
 //!
 //! [`share_join_filters_across_stages`] (run by the coordinator on the distributed plan)
-//! connects the two ends for joins whose build side is collected (every task of the join's
-//! stage builds the same table, so any one of them knows the whole filter):
+//! connects the two ends for the hash joins in the workers' stages:
 //!
 //! - the join's probe side gets a [`JoinFilterExportExec`]: when the build side is done, it
-//!   sends the filter (the key range and the key list; a hash-table lookup cannot travel and
-//!   is left out) to every worker of the statement, over the workers' data service
-//!   ([`FilterPublisher`]);
+//!   sends the filter to every worker of the statement, over the workers' data service
+//!   ([`FilterPublisher`]). What travels is [`relax`]ed: the key ranges and key lists, not a
+//!   lookup into the hash table (it cannot be encoded). A join whose build side is collected
+//!   has the same table in every task, so any task's filter is whole; a partitioned join's
+//!   task knows only its partitions' keys, so each task sends its part ([`PublishedFilter`]
+//!   says which of how many) and a row passes if it passes any part;
 //! - each scan in another stage that the filter reaches gets a [`JoinFilterWaitExec`]: it
 //!   registers the scan's copy of the filter in its worker's [`FilterInbox`] and starts the
-//!   scan when the filter has arrived, at most [`WAIT_FOR_FILTERS`] later. Starting the scan
-//!   after the filter is what one process does too (the join reads its probe side only after
-//!   its build side); without the wait the scan's stage, started at once by the distributed
-//!   runtime, would have read most of its input before the filter came.
+//!   scan when the whole filter has arrived, at most [`WAIT_FOR_FILTERS`] later, filtering
+//!   rows with it in the Parquet reader. Starting the scan after the filter is what one
+//!   process does too (a join reads its probe side only after its build side); without the
+//!   wait, the scan's stage, started at once by the distributed runtime, would have read most
+//!   of its input before the filter came.
 //!
-//! A filter only drops rows the join would drop, so one that comes late, is lost with a worker,
-//! or cannot be decoded costs time and changes no answer.
+//! A filter only drops rows the join would drop, so one that comes late, is lost with a
+//! worker, or cannot be decoded costs time and changes no answer. The wait cannot deadlock: a
+//! join's filter reaches only scans of its probe side, and its build side, which the filter
+//! waits for, never reads from its probe side.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -54,6 +59,8 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 
+use crate::catalog::files_write::only_child;
+
 /// How long a scan waits for the filters it was promised before it reads without them.
 pub const WAIT_FOR_FILTERS: Duration = Duration::from_secs(20);
 /// How long sending a filter to one worker may take.
@@ -63,6 +70,8 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_FILTER_BYTES: usize = 1 << 20;
 /// Filters and waiting scans a worker keeps track of at most.
 pub const MAX_INBOX_ENTRIES: usize = 4096;
+/// Encoded bytes of the filters a worker keeps at most.
+pub const MAX_INBOX_BYTES: usize = 256 << 20;
 /// How long a filter that arrived is kept for scans that register later.
 const ARRIVAL_TTL: Duration = Duration::from_secs(120);
 /// Longest query id accepted in a published filter.
@@ -122,7 +131,7 @@ pub struct FilterExchange {
 pub enum InboxError {
     #[error("a published filter needs a query id of 1 to {MAX_QUERY_ID} characters")]
     BadQueryId,
-    #[error("too many filters pending on this worker ({MAX_INBOX_ENTRIES})")]
+    #[error("too many filters pending on this worker ({MAX_INBOX_ENTRIES}, {MAX_INBOX_BYTES} bytes)")]
     Full,
     #[error("a published filter must come from task 0 to {MAX_TASKS} of as many")]
     BadTask,
@@ -132,7 +141,14 @@ pub enum InboxError {
 /// scans waiting for them.
 #[derive(Debug, Default)]
 pub struct FilterInbox {
-    entries: Mutex<HashMap<(String, u64), Entry>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_filter: HashMap<(String, u64), Entry>,
+    /// Encoded size of the parts held.
+    bytes: usize,
 }
 
 struct Entry {
@@ -168,12 +184,16 @@ impl Entry {
     fn forgettable(&self) -> bool {
         self.since.elapsed() > ARRIVAL_TTL && self.waiting.iter().all(|w| w.filter.strong_count() == 0)
     }
+
+    fn bytes(&self) -> usize {
+        self.arrived.values().map(|part| prost::Message::encoded_len(part.as_ref())).sum()
+    }
 }
 
 impl FilterInbox {
     /// Filters and waiting scans tracked now.
     pub fn len(&self) -> usize {
-        self.entries.lock().len()
+        self.entries.lock().by_filter.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -190,23 +210,26 @@ impl FilterInbox {
         if filter.tasks() > MAX_TASKS || filter.task >= filter.tasks() {
             return Err(InboxError::BadTask);
         }
+        let size = prost::Message::encoded_len(&filter);
         let filter = Arc::new(filter);
         let (parts, waiting) = {
             let mut entries = self.entries.lock();
             let key = (filter.query_id.clone(), filter.expression_id);
-            let entry = match entries.get_mut(&key) {
-                Some(entry) => entry,
-                None => {
-                    Self::make_room(&mut entries)?;
-                    entries.entry(key).or_insert_with(Entry::new)
-                }
-            };
+            if !entries.by_filter.contains_key(&key) || entries.bytes + size > MAX_INBOX_BYTES {
+                Self::make_room(&mut entries)?;
+            }
+            if entries.bytes + size > MAX_INBOX_BYTES {
+                return Err(InboxError::Full);
+            }
+            let Entries { by_filter, bytes } = &mut *entries;
+            let entry = by_filter.entry(key).or_insert_with(Entry::new);
             let whole_before = entry.whole().is_some();
             let same_join = entry.arrived.values().next().is_none_or(|first| first.tasks() == filter.tasks());
             if whole_before || !same_join || entry.arrived.contains_key(&filter.task) {
                 return Ok(());
             }
             entry.arrived.insert(filter.task, filter.clone());
+            *bytes += size;
             entry.since = Instant::now();
             let Some(parts) = entry.whole() else { return Ok(()) };
             (parts, std::mem::take(&mut entry.waiting))
@@ -214,7 +237,7 @@ impl FilterInbox {
         for waiting in waiting {
             let Some(expr) = waiting.filter.upgrade() else { continue };
             match waiting.ctx.upgrade() {
-                Some(ctx) => apply(expr.as_ref(), &parts, &ctx),
+                Some(ctx) => apply(&expr, &parts, &ctx),
                 // The task is over; nobody should wait on its copy.
                 None => {
                     if let Some(filter) = expr.downcast_ref::<DynamicFilterPhysicalExpr>() {
@@ -238,10 +261,10 @@ impl FilterInbox {
         let arrived = {
             let mut entries = self.entries.lock();
             let key = (query_id.to_string(), expression_id);
-            if !entries.contains_key(&key) {
+            if !entries.by_filter.contains_key(&key) {
                 Self::make_room(&mut entries)?;
             }
-            let entry = entries.entry(key).or_insert_with(Entry::new);
+            let entry = entries.by_filter.entry(key).or_insert_with(Entry::new);
             match entry.whole() {
                 Some(parts) => parts,
                 None => {
@@ -251,15 +274,24 @@ impl FilterInbox {
                 }
             }
         };
-        apply(filter.as_ref(), &arrived, ctx);
+        apply(filter, &arrived, ctx);
         Ok(())
     }
 
-    fn make_room(entries: &mut HashMap<(String, u64), Entry>) -> std::result::Result<(), InboxError> {
-        if entries.len() >= MAX_INBOX_ENTRIES {
-            entries.retain(|_, entry| !entry.forgettable());
+    /// Forgets what no scan needs any more when the inbox is full; fails if it stays full.
+    fn make_room(entries: &mut Entries) -> std::result::Result<(), InboxError> {
+        if entries.by_filter.len() >= MAX_INBOX_ENTRIES || entries.bytes > MAX_INBOX_BYTES / 2 {
+            let mut freed = 0;
+            entries.by_filter.retain(|_, entry| {
+                let forget = entry.forgettable();
+                if forget {
+                    freed += entry.bytes();
+                }
+                !forget
+            });
+            entries.bytes -= freed;
         }
-        if entries.len() >= MAX_INBOX_ENTRIES {
+        if entries.by_filter.len() >= MAX_INBOX_ENTRIES {
             return Err(InboxError::Full);
         }
         Ok(())
@@ -269,22 +301,42 @@ impl FilterInbox {
 /// Updates a scan's copy of a filter with what its producer's tasks sent (a row passes if it
 /// passes any task's part), and marks it complete (so the scan stops waiting) whether or not
 /// the filter could be used.
-fn apply(expr: &dyn PhysicalExpr, parts: &[Arc<PublishedFilter>], ctx: &TaskContext) {
+fn apply(expr: &Arc<dyn PhysicalExpr>, parts: &[Arc<PublishedFilter>], ctx: &TaskContext) {
     let Some(filter) = expr.downcast_ref::<DynamicFilterPhysicalExpr>() else { return };
-    let decoded = parts.iter().map(|part| decode(filter, part, ctx)).collect::<Result<Vec<_>>>();
-    if let Err(error) = decoded.and_then(|parts| filter.update(any_of(parts))) {
+    if let Err(error) = update(expr, parts, ctx) {
         let query = parts.first().map(|part| part.query_id.as_str()).unwrap_or_default();
         tracing::debug!(%error, query, "a join filter from another stage was not applied");
     }
     filter.mark_complete();
 }
 
-/// One part of a published filter, checked against the scan's copy it is for.
+fn update(expr: &Arc<dyn PhysicalExpr>, parts: &[Arc<PublishedFilter>], ctx: &TaskContext) -> Result<()> {
+    let mut keys = None;
+    let mut filters = Vec::with_capacity(parts.len());
+    for part in parts {
+        let (filter, part_keys) = decode(expr.as_ref(), part, ctx)?;
+        filters.push(filter);
+        keys.get_or_insert(part_keys);
+    }
+    let keys = keys.ok_or_else(|| DataFusionError::Internal("a join filter without parts".into()))?;
+    // Every copy of a dynamic filter keeps the filter as its producer wrote it (over the
+    // join's keys) and maps the keys to its own columns when it reads it: the scan's copy,
+    // and the copies the Parquet reader derives from it for its row filter. So the filter is
+    // stored through a copy that maps the keys to themselves.
+    let as_the_join = Arc::clone(expr).with_new_children(keys)?;
+    let as_the_join = as_the_join
+        .downcast_ref::<DynamicFilterPhysicalExpr>()
+        .ok_or_else(|| DataFusionError::Internal("a dynamic filter's copy is not one".into()))?;
+    as_the_join.update(any_of(filters))
+}
+
+/// One part of a published filter, and the join keys it reads, checked against the scan's
+/// copy it is for.
 fn decode(
-    filter: &DynamicFilterPhysicalExpr,
+    scan: &dyn PhysicalExpr,
     published: &PublishedFilter,
     ctx: &TaskContext,
-) -> Result<Arc<dyn PhysicalExpr>> {
+) -> Result<(Arc<dyn PhysicalExpr>, Vec<Arc<dyn PhysicalExpr>>)> {
     let malformed = |what: &str| DataFusionError::Internal(format!("published join filter without {what}"));
     let schema: Schema = published.schema.as_ref().ok_or_else(|| malformed("a schema"))?.try_into()?;
     let codec = DefaultPhysicalExtensionCodec {};
@@ -295,26 +347,16 @@ fn decode(
     if expr.data_type(&schema)? != DataType::Boolean {
         return Err(DataFusionError::Internal("a published join filter is not a predicate".into()));
     }
-    // The filter may read only the join's probe keys: those are what the scan's copy maps to
-    // its own columns.
+    // The filter may read only the join's keys: those are what the scan's copy maps to its
+    // own columns, one for one.
     let key_columns: HashSet<_> = keys.iter().flat_map(collect_columns).collect();
     if !collect_columns(&expr).iter().all(|column| key_columns.contains(column)) {
         return Err(DataFusionError::Internal("a published join filter reads columns other than its keys".into()));
     }
-    // The scan's copy maps the keys to its columns positionally, once in `update` and once
-    // more when read: a scan column equal to another key would be mapped twice.
-    let mapped = PhysicalExpr::children(filter);
-    if mapped.len() != keys.len() {
+    if scan.children().len() != keys.len() {
         return Err(DataFusionError::Internal("a published join filter has other keys than the scan's copy".into()));
     }
-    let crossing = mapped
-        .iter()
-        .enumerate()
-        .any(|(i, m)| keys.iter().enumerate().any(|(k, key)| i != k && m.as_ref() == key.as_ref()));
-    if crossing {
-        return Err(DataFusionError::Internal("the scan's columns and the join's keys overlap crosswise".into()));
-    }
-    Ok(expr)
+    Ok((expr, keys))
 }
 
 fn is_literal(expr: &Arc<dyn PhysicalExpr>, value: bool) -> bool {
@@ -520,8 +562,7 @@ impl ExecutionPlan for JoinFilterExportExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children)
-            .map_err(|_| DataFusionError::Internal("JoinFilterExportExec has one input".into()))?;
+        let input = only_child(children, self.name())?;
         Ok(Arc::new(Self::try_new(input, self.filter.clone(), self.targets.clone(), self.partitioned)?))
     }
 
@@ -617,8 +658,7 @@ impl ExecutionPlan for JoinFilterWaitExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children)
-            .map_err(|_| DataFusionError::Internal("JoinFilterWaitExec has one input".into()))?;
+        let input = only_child(children, self.name())?;
         Ok(Arc::new(Self::new(input, self.ids.clone()).with_wait(self.wait)))
     }
 
@@ -731,9 +771,8 @@ fn join_filter(node: &dyn ExecutionPlan) -> Option<(Arc<dyn PhysicalExpr>, bool)
     Some((filter, partitioned))
 }
 
-/// Connects the collected hash joins of a distributed plan (on the workers) to the scans
-/// their filters reach in other stages (see the [module](self)); `targets` are the
-/// statement's workers.
+/// Connects the hash joins of a distributed plan's worker stages to the scans their filters
+/// reach in other stages (see the [module](self)); `targets` are the statement's workers.
 pub fn share_join_filters_across_stages(
     plan: Arc<dyn ExecutionPlan>,
     targets: &[String],
@@ -819,17 +858,19 @@ mod tests {
     use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::{in_list, BinaryExpr, CaseExpr, Column};
 
-    /// The join's probe side reads the key at position 1; the scan has it at position 0.
+    /// The join's probe side has the key at position 2, the scan's file at position 1, and
+    /// the batches the Parquet reader filters rows of (the filter's columns only) at 0.
     fn probe_schema() -> Schema {
-        Schema::new(vec![Field::new("x", DataType::Int64, false), Field::new("k", DataType::Int64, false)])
+        let field = |name| Field::new(name, DataType::Int64, false);
+        Schema::new(vec![field("x"), field("y"), field("k")])
     }
 
     fn scan_schema() -> Arc<Schema> {
-        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]))
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false), Field::new("k", DataType::Int64, false)]))
     }
 
     fn key() -> Arc<dyn PhysicalExpr> {
-        Arc::new(Column::new("k", 1))
+        Arc::new(Column::new("k", 2))
     }
 
     fn binary(left: Arc<dyn PhysicalExpr>, op: Operator, right: Arc<dyn PhysicalExpr>) -> Arc<dyn PhysicalExpr> {
@@ -863,7 +904,7 @@ mod tests {
     /// scan's column.
     fn scan_copy(producer: &Arc<DynamicFilterPhysicalExpr>) -> Arc<dyn PhysicalExpr> {
         let pushed = (producer.clone() as Arc<dyn PhysicalExpr>)
-            .with_new_children(vec![Arc::new(Column::new("k", 0)) as Arc<dyn PhysicalExpr>])
+            .with_new_children(vec![Arc::new(Column::new("k", 1)) as Arc<dyn PhysicalExpr>])
             .unwrap();
         let codec = DefaultPhysicalExtensionCodec {};
         let proto = serialize_physical_expr(&pushed, &codec).unwrap();
@@ -872,11 +913,25 @@ mod tests {
         decoded
     }
 
-    /// Which of keys 1, 3, 5, 7 the scan's copy keeps.
+    fn keys_batch(schema: Arc<Schema>) -> RecordBatch {
+        let mut columns: Vec<datafusion::arrow::array::ArrayRef> = vec![Arc::new(Int64Array::from(vec![0; 4])); 2];
+        columns.truncate(schema.fields().len() - 1);
+        columns.push(Arc::new(Int64Array::from(vec![1, 3, 5, 7])));
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    /// Which of keys 1, 3, 5, 7 the scan's copy keeps, on the scan's rows and on the rows
+    /// the Parquet reader filters (its row filter reads a copy derived from the scan's).
     fn kept(copy: &Arc<dyn PhysicalExpr>) -> Vec<bool> {
-        let batch = RecordBatch::try_new(scan_schema(), vec![Arc::new(Int64Array::from(vec![1, 3, 5, 7]))]).unwrap();
-        let kept = copy.evaluate(&batch).unwrap().into_array(4).unwrap();
-        kept.as_any().downcast_ref::<BooleanArray>().unwrap().iter().map(|b| b.unwrap()).collect()
+        let evaluate = |expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch| -> Vec<bool> {
+            let kept = expr.evaluate(batch).unwrap().into_array(4).unwrap();
+            kept.as_any().downcast_ref::<BooleanArray>().unwrap().iter().map(|b| b.unwrap()).collect()
+        };
+        let scanned = evaluate(copy, &keys_batch(scan_schema()));
+        let row_filter = copy.clone().with_new_children(vec![Arc::new(Column::new("k", 0))]).unwrap();
+        let only_key = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        assert_eq!(evaluate(&row_filter, &keys_batch(only_key)), scanned);
+        scanned
     }
 
     fn complete(copy: &Arc<dyn PhysicalExpr>) -> bool {
@@ -1092,15 +1147,14 @@ mod tests {
             TaskContext::default().with_session_config(SessionConfig::new().with_extension(Arc::new(exchange))),
         );
         let scan = |copy: Arc<dyn PhysicalExpr>| {
-            let batch =
-                RecordBatch::try_new(scan_schema(), vec![Arc::new(Int64Array::from(vec![1, 3, 5, 7]))]).unwrap();
-            let rows = MemorySourceConfig::try_new_exec(&[vec![batch]], scan_schema(), None).unwrap();
+            let rows =
+                MemorySourceConfig::try_new_exec(&[vec![keys_batch(scan_schema())]], scan_schema(), None).unwrap();
             Arc::new(FilterExec::try_new(copy, rows).unwrap()) as Arc<dyn ExecutionPlan>
         };
         let keys = |batches: Vec<RecordBatch>| -> Vec<i64> {
             batches
                 .iter()
-                .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+                .flat_map(|b| b.column(1).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
                 .collect()
         };
         // The filter comes while the scan waits: the scan reads with it.

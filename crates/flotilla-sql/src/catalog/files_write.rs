@@ -56,8 +56,8 @@ fn properties(schema: SchemaRef, partitions: usize) -> Arc<PlanProperties> {
     ))
 }
 
-/// The one input of a write operator being rebuilt.
-fn only_child(mut children: Vec<Arc<dyn ExecutionPlan>>, operator: &str) -> Result<Arc<dyn ExecutionPlan>> {
+/// The one input of an operator being rebuilt.
+pub(crate) fn only_child(mut children: Vec<Arc<dyn ExecutionPlan>>, operator: &str) -> Result<Arc<dyn ExecutionPlan>> {
     match children.len() {
         1 => Ok(children.remove(0)),
         n => Err(DataFusionError::Internal(format!("{operator} has one input, not {n}"))),
