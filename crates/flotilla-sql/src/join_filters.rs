@@ -25,8 +25,10 @@
 //! predicate is made of dynamic filters alone (a static predicate stays a `FilterExec` above
 //! the scan, as before) when at least one of those filters comes from an operator with an
 //! aggregate or a full sort between it and the scan. In a distributed statement a hash
-//! repartition or a coalesce becomes an exchange between stages, and a filter does not cross
-//! stages, so there such a node ends the search. A dynamic filter only drops rows its
+//! repartition or a coalesce becomes an exchange between stages, so there such a node ends
+//! the search: a join's filter reaches a scan in another stage only as
+//! [`crate::cross_stage_filters`] sends it, and that scan filters rows with it (its rows
+//! would cross the exchange). A dynamic filter only drops rows its
 //! producer would drop anyway (a join's unmatched probe rows, a TopK's rows below its
 //! threshold), so filtering them earlier changes no answer.
 
