@@ -238,11 +238,15 @@ impl WorkerSessionBuilder for TaskSessions {
             .with_distributed_worker_connection_buffer_budget_bytes(exchange_budget)?;
         let config = builder.config().get_or_insert_default();
         config.set_extension(scans);
-        config.set_extension(Arc::new(FilterExchange {
-            query_id,
-            inbox: self.inbox.clone(),
-            publisher: self.publisher.clone(),
-        }));
+        // Join filters are matched to scans by query: a task whose query is not named sends
+        // and awaits none.
+        if ctx.headers.contains_key(QUERY_ID_HEADER) {
+            config.set_extension(Arc::new(FilterExchange {
+                query_id,
+                inbox: self.inbox.clone(),
+                publisher: self.publisher.clone(),
+            }));
+        }
         config.options_mut().execution.sort_spill_reservation_bytes = merge_reservation;
         Ok(flotilla_sql::distributed::worker_session_state(builder))
     }
