@@ -994,6 +994,17 @@ mod tests {
         inbox.deliver(part_0).unwrap();
         assert!(complete(&copy));
         assert_eq!(kept(&copy), vec![false, true, false, true]);
+        // With a part for each of 256 partitions, through the wire format.
+        let (wide, id) = producer();
+        let copy = scan_copy(&wide);
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        let mut partitions: Vec<_> = (0..256).map(|p| keys_filter(&[1000 + p])).collect();
+        partitions[100] = keys_filter(&[3]);
+        partitions[200] = keys_filter(&[7]);
+        finish(&wide, routed(partitions));
+        let sent = prost::Message::encode_to_vec(&snapshot(&wide, &probe_schema(), "q", id, (0, 1)).unwrap());
+        inbox.deliver(prost::Message::decode(sent.as_slice()).expect("decodes as the service would")).unwrap();
+        assert_eq!(kept(&copy), vec![false, true, false, true]);
         // A part that claims another task count than the first is ignored; a task number out
         // of range is refused.
         let (task_0, id) = producer();
