@@ -330,13 +330,11 @@ fn update(expr: &Arc<dyn PhysicalExpr>, parts: &[Arc<PublishedFilter>], ctx: &Ta
     as_the_join.update(any_of(filters))
 }
 
-/// One part of a published filter, and the join keys it reads, checked against the scan's
-/// copy it is for.
-fn decode(
-    scan: &dyn PhysicalExpr,
-    published: &PublishedFilter,
-    ctx: &TaskContext,
-) -> Result<(Arc<dyn PhysicalExpr>, Vec<Arc<dyn PhysicalExpr>>)> {
+/// A decoded part of a published filter, and the join keys it reads.
+type Part = (Arc<dyn PhysicalExpr>, Vec<Arc<dyn PhysicalExpr>>);
+
+/// One part of a published filter, checked against the scan's copy it is for.
+fn decode(scan: &dyn PhysicalExpr, published: &PublishedFilter, ctx: &TaskContext) -> Result<Part> {
     let malformed = |what: &str| DataFusionError::Internal(format!("published join filter without {what}"));
     let schema: Schema = published.schema.as_ref().ok_or_else(|| malformed("a schema"))?.try_into()?;
     let codec = DefaultPhysicalExtensionCodec {};
@@ -914,8 +912,9 @@ mod tests {
     }
 
     fn keys_batch(schema: Arc<Schema>) -> RecordBatch {
-        let mut columns: Vec<datafusion::arrow::array::ArrayRef> = vec![Arc::new(Int64Array::from(vec![0; 4])); 2];
-        columns.truncate(schema.fields().len() - 1);
+        let mut columns: Vec<datafusion::arrow::array::ArrayRef> = (1..schema.fields().len())
+            .map(|_| Arc::new(Int64Array::from(vec![0; 4])) as datafusion::arrow::array::ArrayRef)
+            .collect();
         columns.push(Arc::new(Int64Array::from(vec![1, 3, 5, 7])));
         RecordBatch::try_new(schema, columns).unwrap()
     }
