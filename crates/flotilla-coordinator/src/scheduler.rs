@@ -373,7 +373,7 @@ impl Distributor for SchedulerDistributor {
         let compression = exchange_compression(session.exchange_codec()?, &workers);
         let urls = GroupUrls(workers.iter().map(|w| w.url.clone()).collect());
         let task_limit = workers.len().max(MIN_TASKS_PER_STAGE);
-        let split_size = session.data_size("max_split_size")?.unwrap_or(16 << 20);
+        let split_size = session.data_size("max_split_size")?;
         builder
             .with_distributed_worker_resolver(urls)
             .with_distributed_channel_resolver(scheduler.channels.clone() as Arc<dyn ChannelResolver + Send + Sync>)
@@ -384,7 +384,10 @@ impl Distributor for SchedulerDistributor {
             })
             .with_distributed_passthrough_headers(headers)
             .and_then(|b| b.with_distributed_max_tasks_per_stage(task_limit))
-            .and_then(|b| b.with_distributed_file_scan_config_bytes_per_partition(split_size as usize))
+            .and_then(|b| match split_size {
+                Some(bytes) => b.with_distributed_file_scan_config_bytes_per_partition(bytes as usize),
+                None => Ok(b),
+            })
             .and_then(|b| b.with_distributed_metrics_collection(true))
             .and_then(|b| b.with_distributed_compression(compression))
             .map(Some)

@@ -33,7 +33,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -93,6 +92,8 @@ pub struct PublishedFilter {
     pub expression_id: u64,
     #[prost(message, optional, tag = "3")]
     pub schema: Option<protobuf::Schema>,
+    /// None: the join has no filter to send (it could not be encoded, or is too large); the
+    /// scans waiting for it start unfiltered.
     #[prost(message, optional, tag = "4")]
     pub expr: Option<protobuf::PhysicalExprNode>,
     #[prost(message, repeated, tag = "5")]
@@ -109,6 +110,11 @@ pub struct PublishedFilter {
 impl PublishedFilter {
     fn tasks(&self) -> u32 {
         self.tasks.max(1)
+    }
+
+    /// Task `task` of `tasks` of the join has no filter to send.
+    fn none(query_id: &str, expression_id: u64, (task, tasks): (u32, u32)) -> Self {
+        Self { query_id: query_id.to_string(), expression_id, task, tasks, ..Default::default() }
     }
 }
 
@@ -319,6 +325,10 @@ fn update(expr: &Arc<dyn PhysicalExpr>, parts: &[Arc<PublishedFilter>], ctx: &Ta
         keys.get_or_insert(part_keys);
     }
     let keys = keys.ok_or_else(|| DataFusionError::Internal("a join filter without parts".into()))?;
+    let filter = any_of(filters);
+    if is_literal(&filter, true) {
+        return Ok(());
+    }
     // Every copy of a dynamic filter keeps the filter as its producer wrote it (over the
     // join's keys) and maps the keys to its own columns when it reads it: the scan's copy,
     // and the copies the Parquet reader derives from it for its row filter. So the filter is
@@ -327,19 +337,23 @@ fn update(expr: &Arc<dyn PhysicalExpr>, parts: &[Arc<PublishedFilter>], ctx: &Ta
     let as_the_join = as_the_join
         .downcast_ref::<DynamicFilterPhysicalExpr>()
         .ok_or_else(|| DataFusionError::Internal("a dynamic filter's copy is not one".into()))?;
-    as_the_join.update(any_of(filters))
+    as_the_join.update(filter)
 }
 
 /// A decoded part of a published filter, and the join keys it reads.
 type Part = (Arc<dyn PhysicalExpr>, Vec<Arc<dyn PhysicalExpr>>);
 
-/// One part of a published filter, checked against the scan's copy it is for.
+/// One part of a published filter (`true` for a part without one), checked against the
+/// scan's copy it is for.
 fn decode(scan: &dyn PhysicalExpr, published: &PublishedFilter, ctx: &TaskContext) -> Result<Part> {
-    let malformed = |what: &str| DataFusionError::Internal(format!("published join filter without {what}"));
-    let schema: Schema = published.schema.as_ref().ok_or_else(|| malformed("a schema"))?.try_into()?;
+    let Some(expr) = published.expr.as_ref() else { return Ok((lit(true), Vec::new())) };
+    let schema: Schema = published
+        .schema
+        .as_ref()
+        .ok_or_else(|| DataFusionError::Internal("published join filter without a schema".into()))?
+        .try_into()?;
     let codec = DefaultPhysicalExtensionCodec {};
-    let expr =
-        parse_physical_expr(published.expr.as_ref().ok_or_else(|| malformed("an expression"))?, ctx, &schema, &codec)?;
+    let expr = parse_physical_expr(expr, ctx, &schema, &codec)?;
     let keys =
         published.keys.iter().map(|key| parse_physical_expr(key, ctx, &schema, &codec)).collect::<Result<Vec<_>>>()?;
     if expr.data_type(&schema)? != DataType::Boolean {
@@ -423,7 +437,7 @@ fn snapshot(
         .into_iter()
         .map(|key| serialize_physical_expr(key, &codec))
         .collect::<Result<Vec<_>>>()?;
-    let mut published = PublishedFilter {
+    let published = PublishedFilter {
         query_id: query_id.to_string(),
         expression_id,
         schema: Some(schema.try_into()?),
@@ -433,7 +447,7 @@ fn snapshot(
         tasks,
     };
     if prost::Message::encoded_len(&published) > MAX_FILTER_BYTES {
-        published.expr = Some(serialize_physical_expr(&lit(true), &codec)?);
+        return Ok(PublishedFilter::none(query_id, expression_id, (task, tasks)));
     }
     Ok(published)
 }
@@ -498,23 +512,10 @@ impl JoinFilterExportExec {
             let Some(dynamic) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() else { return };
             let Some(id) = filter.expression_id() else { return };
             dynamic.wait_complete().await;
-            let published = match snapshot(dynamic, &schema, &exchange.query_id, id, part) {
-                Ok(published) => published,
-                Err(error) => {
-                    tracing::debug!(%error, "a join filter could not be encoded; its scans start unfiltered");
-                    let codec = DefaultPhysicalExtensionCodec {};
-                    let Ok(expr) = serialize_physical_expr(&lit(true), &codec) else { return };
-                    PublishedFilter {
-                        query_id: exchange.query_id.clone(),
-                        expression_id: id,
-                        schema: (&Schema::empty()).try_into().ok(),
-                        expr: Some(expr),
-                        keys: Vec::new(),
-                        task: part.0,
-                        tasks: part.1,
-                    }
-                }
-            };
+            let published = snapshot(dynamic, &schema, &exchange.query_id, id, part).unwrap_or_else(|error| {
+                tracing::debug!(%error, "a join filter could not be encoded; its scans start unfiltered");
+                PublishedFilter::none(&exchange.query_id, id, part)
+            });
             let sends = targets.iter().map(|url| {
                 let send = exchange.publisher.publish(url, published.clone());
                 async move {
@@ -588,14 +589,16 @@ pub struct JoinFilterWaitExec {
     ids: Vec<u64>,
     /// [`WAIT_FOR_FILTERS`] unless a test says otherwise.
     wait: Duration,
-    registered: AtomicBool,
+    /// The scan's copies of the awaited filters, registered in the inbox by the first
+    /// partition that runs.
+    registered: Mutex<Option<Vec<Arc<dyn PhysicalExpr>>>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl JoinFilterWaitExec {
     pub fn new(input: Arc<dyn ExecutionPlan>, ids: Vec<u64>) -> Self {
         let metrics = ExecutionPlanMetricsSet::new();
-        Self { input, ids, wait: WAIT_FOR_FILTERS, registered: AtomicBool::new(false), metrics }
+        Self { input, ids, wait: WAIT_FOR_FILTERS, registered: Mutex::new(None), metrics }
     }
 
     /// Waits at most `wait` for the filters.
@@ -608,24 +611,30 @@ impl JoinFilterWaitExec {
         &self.ids
     }
 
-    /// The scan's copies of the awaited filters.
-    fn filters(&self) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+    /// The scan's copies of the awaited filters, registered in the inbox (once per task: a
+    /// scan's partitions share them).
+    fn registered(&self, exchange: &FilterExchange, context: &Arc<TaskContext>) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+        let mut registered = self.registered.lock();
+        if let Some(filters) = registered.as_ref() {
+            return Ok(filters.clone());
+        }
         let mut found: HashMap<u64, Arc<dyn PhysicalExpr>> = HashMap::new();
-        self.input.apply(|node| {
-            let leaf = node.downcast_ref::<DistributedLeafExec>().map_or(node, |leaf| leaf.original());
-            leaf.apply_expressions(&mut |root| {
-                root.apply(|expr| {
-                    if let Some(id) = expr.expression_id() {
-                        if self.ids.contains(&id) && expr.is::<DynamicFilterPhysicalExpr>() {
-                            found.entry(id).or_insert_with(|| expr.clone());
-                        }
-                    }
-                    Ok(TreeNodeRecursion::Continue)
-                })
-            })?;
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        Ok(found.into_values().collect())
+        for (id, filter) in dynamic_filters(&self.input)? {
+            if self.ids.contains(&id) {
+                found.entry(id).or_insert(filter);
+            }
+        }
+        for (id, filter) in &found {
+            if let Err(error) = exchange.inbox.register(&exchange.query_id, *id, filter, context) {
+                tracing::warn!(%error, "a scan reads without its join filter");
+                if let Some(dynamic) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() {
+                    dynamic.mark_complete();
+                }
+            }
+        }
+        let filters: Vec<_> = found.into_values().collect();
+        *registered = Some(filters.clone());
+        Ok(filters)
     }
 }
 
@@ -668,18 +677,7 @@ impl ExecutionPlan for JoinFilterWaitExec {
         let Some(exchange) = context.session_config().get_extension::<FilterExchange>() else {
             return self.input.execute(partition, context);
         };
-        let filters = self.filters()?;
-        if !self.registered.swap(true, Ordering::SeqCst) {
-            for filter in &filters {
-                let id = filter.expression_id().unwrap_or_default();
-                if let Err(error) = exchange.inbox.register(&exchange.query_id, id, filter, &context) {
-                    tracing::warn!(%error, "a scan reads without its join filter");
-                    if let Some(dynamic) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() {
-                        dynamic.mark_complete();
-                    }
-                }
-            }
-        }
+        let filters = self.registered(&exchange, &context)?;
         let waited = MetricBuilder::new(&self.metrics).subset_time("filter_wait_time", partition);
         let input = self.input.clone();
         let schema = input.schema();
@@ -706,23 +704,25 @@ struct Survey {
     stages: usize,
 }
 
+/// A node's identity while the planning walk's plan is alive (the rewrite keeps it alive,
+/// and leaves are not rebuilt before they are looked up).
 fn address(node: &Arc<dyn ExecutionPlan>) -> usize {
     Arc::as_ptr(node) as *const () as usize
 }
 
 /// The dynamic filters in a scan's predicate.
-fn filters_read(scan: &Arc<dyn ExecutionPlan>) -> Result<Vec<u64>> {
+fn dynamic_filters(scan: &Arc<dyn ExecutionPlan>) -> Result<Vec<(u64, Arc<dyn PhysicalExpr>)>> {
     let scan = scan.downcast_ref::<DistributedLeafExec>().map_or(scan, |leaf| leaf.original());
-    let mut ids = Vec::new();
+    let mut filters = Vec::new();
     scan.apply_expressions(&mut |root| {
         root.apply(|expr| {
             if let (Some(id), true) = (expr.expression_id(), expr.is::<DynamicFilterPhysicalExpr>()) {
-                ids.push(id);
+                filters.push((id, expr.clone()));
             }
             Ok(TreeNodeRecursion::Continue)
         })
     })?;
-    Ok(ids)
+    Ok(filters)
 }
 
 impl Survey {
@@ -731,7 +731,7 @@ impl Survey {
             return Ok(());
         }
         if node.children().is_empty() {
-            let ids = filters_read(node)?;
+            let ids: Vec<u64> = dynamic_filters(node)?.into_iter().map(|(id, _)| id).collect();
             if !ids.is_empty() {
                 self.scans.insert(address(node), (stage, ids));
             }
@@ -1089,10 +1089,14 @@ mod tests {
     fn large_filters_travel_as_no_filter() {
         let (producer_, id) = producer();
         let copy = scan_copy(&producer_);
-        let many: Vec<Arc<dyn PhysicalExpr>> = (0..100_000i64).map(lit).collect();
+        // Keys none of which the scan has: had the list travelled, the scan would keep no row.
+        let many: Vec<Arc<dyn PhysicalExpr>> = (1_000_000..1_300_000i64).map(lit).collect();
         finish(&producer_, in_list(key(), many, &false, &probe_schema()).unwrap());
+        assert!(serialize_physical_expr(&producer_.current().unwrap(), &DefaultPhysicalExtensionCodec {})
+            .is_ok_and(|whole| prost::Message::encoded_len(&whole) > MAX_FILTER_BYTES));
         let published = snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap();
         assert!(prost::Message::encoded_len(&published) < MAX_FILTER_BYTES);
+        assert!(published.expr.is_none());
         let inbox = FilterInbox::default();
         let ctx = Arc::new(TaskContext::default());
         inbox.register("q", id, &copy, &ctx).unwrap();

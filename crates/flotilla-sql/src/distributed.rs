@@ -62,13 +62,18 @@ pub fn plan_joins_for_tasks(config: &mut datafusion::prelude::SessionConfig) {
         .map(|distributed| distributed.max_tasks_per_stage)
         .unwrap_or(0);
     let tasks = match limit {
-        0 => datafusion_distributed::get_distributed_worker_resolver(config)
-            .and_then(|resolver| resolver.get_urls())
-            .map(|urls| urls.len())
-            .unwrap_or(1),
+        0 => statement_workers(config).len().max(1),
         limit => limit,
     };
     set_broadcast_budget(config.options_mut(), tasks);
+}
+
+/// The workers a distributed statement may run on (its worker resolver's); none when it
+/// has no resolver.
+pub fn statement_workers(config: &datafusion::prelude::SessionConfig) -> Vec<url::Url> {
+    datafusion_distributed::get_distributed_worker_resolver(config)
+        .and_then(|resolver| resolver.get_urls())
+        .unwrap_or_default()
 }
 
 /// Sets DataFusion's collect-the-build-side thresholds to the broadcast budget divided by

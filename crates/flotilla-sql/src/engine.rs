@@ -472,10 +472,8 @@ impl Engine {
         let mut plan = state.create_physical_plan(logical).await.map_err(df_error)?;
         if distributed {
             plan = crate::distributed::read_small_build_sides_in_place(plan).map_err(df_error)?;
-            let workers: Vec<String> = datafusion_distributed::get_distributed_worker_resolver(state.config())
-                .and_then(|resolver| resolver.get_urls())
-                .map(|urls| urls.iter().map(|url| url.to_string()).collect())
-                .unwrap_or_default();
+            let workers: Vec<String> =
+                crate::distributed::statement_workers(state.config()).iter().map(|url| url.to_string()).collect();
             plan = crate::cross_stage_filters::share_join_filters_across_stages(plan, &workers).map_err(df_error)?;
         }
         Ok((state, plan))

@@ -721,6 +721,11 @@ async fn join_filters_reach_scans_in_other_stages_and_change_no_answer() {
     wait_for_nodes(&http, 4).await;
     // Splits of 64kB spread the tiny files over both workers and several stages.
     let small_splits = |sql: String| http.post(&sql).header("X-Trino-Session", "max_split_size=64kB");
+    for bad in ["0B", "1B", "2TB", "lots", "-1MB", &"9".repeat(4096)] {
+        let request = http.post("SELECT 1").header("X-Trino-Session", format!("max_split_size={bad}"));
+        let error = http.error_with(request).await;
+        assert_eq!(error["errorName"], "INVALID_SESSION_PROPERTY", "{bad}: {error}");
+    }
     let (_, expected) = http.rows(&q18_over("tpch")).await;
     assert!(!expected.is_empty());
     let started = Instant::now();
