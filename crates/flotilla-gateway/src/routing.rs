@@ -244,6 +244,7 @@ mod tests {
             warehouses: Vec::new(),
             routing_rules: Vec::new(),
             loans: Vec::new(),
+            complete: true,
         };
         ViewSnapshot { view: Arc::new(view), fetched: Instant::now() }
     }

@@ -99,23 +99,37 @@ impl ClusterViewClient {
         order
     }
 
-    /// Fetches a fresh view, failing over through the resource managers.
+    /// Fetches a fresh view, failing over through the resource managers. A view that is
+    /// not complete (its resource manager has just started and may lack nodes) is taken
+    /// only when no resource manager has a complete one.
     pub async fn refresh(&self) -> Result<(), CallError> {
         let mut errors = Vec::new();
+        let mut partial = None;
         for uri in self.candidates() {
             match self.client.get::<ClusterView>(&uri, CLUSTER_VIEW_PATH).await {
-                Ok(view) => {
-                    *self.current.write() = Some(ViewSnapshot { view: Arc::new(view), fetched: Instant::now() });
-                    *self.preferred.lock() = Some(uri);
-                    *self.last_error.lock() = None;
+                Ok(view) if view.complete => {
+                    self.take(view, uri);
                     return Ok(());
+                }
+                Ok(view) => {
+                    partial.get_or_insert((view, uri));
                 }
                 Err(error) => errors.push(error),
             }
         }
+        if let Some((view, uri)) = partial {
+            self.take(view, uri);
+            return Ok(());
+        }
         let error = CallError::all_failed(errors, "no resource manager is known");
         *self.last_error.lock() = Some(error.to_string());
         Err(error)
+    }
+
+    fn take(&self, view: ClusterView, uri: String) {
+        *self.current.write() = Some(ViewSnapshot { view: Arc::new(view), fetched: Instant::now() });
+        *self.preferred.lock() = Some(uri);
+        *self.last_error.lock() = None;
     }
 
     /// Refreshes until `shutdown`.
@@ -139,5 +153,70 @@ impl ClusterViewClient {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_proto::InternalAuth;
+
+    /// A resource manager stand-in on loopback serving `body` as its view.
+    async fn serving(body: serde_json::Value) -> (String, JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app =
+            axum::Router::new().route(CLUSTER_VIEW_PATH, axum::routing::get(move || async move { axum::Json(body) }));
+        (url, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
+    }
+
+    fn view(resource_manager: &str, complete: Option<bool>) -> serde_json::Value {
+        let mut view = serde_json::json!({
+            "resourceManager": resource_manager, "instance": "i", "generatedAtMs": 0, "nodes": [],
+            "queries": [], "resourceGroups": [],
+            "memory": {"poolBytes": 0, "reservedBytes": 0, "freeBytes": 0},
+        });
+        if let Some(complete) = complete {
+            view["complete"] = complete.into();
+        }
+        view
+    }
+
+    fn client(seeds: Vec<String>) -> Arc<ClusterViewClient> {
+        let auth = Arc::new(InternalAuth::new("a-test-secret-long-enough", "test").unwrap());
+        ClusterViewClient::new(seeds, InternalClient::new(auth, Duration::from_secs(2)), Duration::from_secs(1))
+    }
+
+    fn answered(client: &ClusterViewClient) -> String {
+        client.snapshot().expect("a view").view.resource_manager.clone()
+    }
+
+    #[tokio::test]
+    async fn a_complete_view_is_taken_over_one_from_a_resource_manager_that_just_started() {
+        let (young, young_server) = serving(view("young", Some(false))).await;
+        let (settled, settled_server) = serving(view("settled", Some(true))).await;
+        let (unsaid, unsaid_server) = serving(view("unsaid", None)).await;
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let down = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+
+        // Asked first, the young one's view is passed over for a complete one.
+        let both = client(vec![young.clone(), settled.clone()]);
+        both.refresh().await.unwrap();
+        assert_eq!(answered(&both), "settled");
+        both.refresh().await.unwrap();
+        assert_eq!(answered(&both), "settled", "the one that answered is asked first next time");
+        // A view that does not say is complete (resource managers that never said).
+        let old = client(vec![young.clone(), unsaid]);
+        old.refresh().await.unwrap();
+        assert_eq!(answered(&old), "unsaid");
+        // When no resource manager has a complete view, the partial one is better than none.
+        let alone = client(vec![down, young]);
+        alone.refresh().await.unwrap();
+        assert_eq!(answered(&alone), "young");
+        assert!(!alone.snapshot().unwrap().view.complete);
+        for server in [young_server, settled_server, unsaid_server] {
+            server.abort();
+        }
     }
 }

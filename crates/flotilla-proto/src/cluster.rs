@@ -345,6 +345,11 @@ pub struct PeerSync {
     /// The admission leader's loans (sent by the leader on every push).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loans: Option<Vec<crate::warehouses::Loan>>,
+    /// The sender knows every live node ([`ClusterView::complete`]) and this push carries
+    /// all it knows (a push from the start, not cut at the size limit): the receiver then
+    /// knows them too.
+    #[serde(default)]
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -402,6 +407,18 @@ pub struct ClusterView {
     /// Groups the admission leader lends now (also in `warehouses`, as `lent` shared groups).
     #[serde(default)]
     pub loans: Vec<crate::warehouses::Loan>,
+    /// Whether the resource manager knows every live node: it has run for
+    /// `resource-manager.node-status-timeout` (a live node heartbeats it within that), or
+    /// a peer that knew them all sent it everything. A resource manager that has just
+    /// started serves views without some nodes; view clients take a complete view when
+    /// any resource manager has one.
+    #[serde(default = "complete_when_unsaid")]
+    pub complete: bool,
+}
+
+/// Views from resource managers that do not say are taken as complete, as they always were.
+fn complete_when_unsaid() -> bool {
+    true
 }
 
 impl ClusterView {

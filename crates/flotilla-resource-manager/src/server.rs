@@ -299,19 +299,21 @@ impl ResourceManager {
     }
 
     /// Whether this resource manager may decide what only the admission leader decides:
-    /// it leads, and has led long enough (every grant an earlier leader made has expired,
-    /// and every live peer knows it leads).
+    /// it leads, has led long enough (every grant an earlier leader made has expired, and
+    /// every live peer knows it leads), and knows every live node.
     fn leading(&self) -> Leading {
         let now = Instant::now();
-        let (leader, peers) = {
+        let (leader, peers, complete) = {
             let state = self.state.lock();
-            (state.admission_leader(now), state.live_peers(now).into_iter().map(|p| p.node_id).collect::<Vec<_>>())
+            let peers = state.live_peers(now).into_iter().map(|p| p.node_id).collect::<Vec<_>>();
+            (state.admission_leader(now), peers, state.is_complete(now))
         };
         let mut admission = self.admission.lock();
         admission.observe_leadership(leader.is_none(), now);
         match leader {
             Some((leader, uri)) => Leading::No { leader, uri },
-            None if admission.warmed_up(&peers, now) => Leading::Ready,
+            // It judges who is alive: only once it knows every live node.
+            None if complete && admission.warmed_up(&peers, now) => Leading::Ready,
             None => Leading::NotYet,
         }
     }
@@ -426,6 +428,7 @@ impl ResourceManager {
                         nodes: Vec::new(),
                         queries: Vec::new(),
                         loans: Some(loans.clone()),
+                        complete: false,
                     };
                     let version = state.acknowledged(&peer.node_id, &peer.instance);
                     (sync, version, version)

@@ -111,6 +111,10 @@ pub struct ClusterState {
     peers: HashMap<String, PeerCursor>,
     /// The loans a peer that leads admission sent last: (its id, the loans, when).
     leader_loans: Option<(String, Vec<flotilla_proto::warehouses::Loan>, Instant)>,
+    /// When this state began (the resource manager started).
+    started: Instant,
+    /// A peer that knew every live node has sent all it knows.
+    synced: bool,
 }
 
 /// How long a leader's loans are served after its last push.
@@ -129,7 +133,16 @@ impl ClusterState {
             reports: HashMap::new(),
             peers: HashMap::new(),
             leader_loans: None,
+            started: Instant::now(),
+            synced: false,
         }
+    }
+
+    /// Whether this resource manager knows every live node: every live node heartbeats it
+    /// within `node_timeout` of its start (else the node is dead anyway), and a complete
+    /// push from a peer brings them all sooner.
+    pub fn is_complete(&self, now: Instant) -> bool {
+        self.synced || now.saturating_duration_since(self.started) >= self.config.node_timeout
     }
 
     /// The loans the admission leader (a peer) sent, while it leads and recently sent them.
@@ -298,6 +311,7 @@ impl ClusterState {
         if let Some(loans) = sync.loans {
             self.leader_loans = Some((sync.from.clone(), loans, now));
         }
+        self.synced |= sync.complete;
         for synced in sync.nodes {
             let age = Duration::from_millis(synced.age_ms);
             if age >= self.config.node_expiry || synced.record.node.environment != self.environment {
@@ -341,6 +355,8 @@ impl ClusterState {
             nodes: vec![],
             queries: vec![],
             loans: None,
+            // From the start and whole: the peer then has all this one has.
+            complete: since == 0 && !truncated && self.is_complete(now),
         };
         for (_, node, query) in changed {
             if let Some(node) = node {
@@ -537,6 +553,7 @@ impl ClusterState {
             warehouses: Vec::new(),
             routing_rules: Vec::new(),
             loans: Vec::new(),
+            complete: self.is_complete(now),
         }
     }
 

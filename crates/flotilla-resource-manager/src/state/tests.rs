@@ -250,6 +250,45 @@ fn a_relayed_record_carries_its_age() {
     assert!(rm1.prepare_sync("rm2", "rm2-i2", t0).is_some());
 }
 
+#[test]
+fn a_new_resource_manager_knows_every_node_after_the_timeout_or_a_whole_push() {
+    let t0 = Instant::now();
+    let mut old = state("rm1");
+    let worker = announcement("w1", "a", 1, NodeRole::Worker);
+    old.apply_heartbeat(heartbeat(&worker, 1, 0), t0).unwrap();
+    let settled = t0 + config().node_timeout + Duration::from_secs(1);
+    assert!(!old.is_complete(t0), "just started: nodes may not have heartbeated it yet");
+    assert!(!old.view(t0, 0).complete);
+    assert!(old.is_complete(settled) && old.view(settled, 0).complete, "every live node heartbeats within the timeout");
+
+    // A restarted peer gets a whole push from a complete one: complete at once.
+    let mut fresh = state("rm2");
+    let (sync, upto, since) = old.prepare_sync("rm2", "rm2-i1", settled).unwrap();
+    assert!(sync.complete && since == 0);
+    let ack = fresh.apply_peer_sync(sync, t0);
+    assert!(fresh.is_complete(t0) && fresh.view(t0, 0).nodes.iter().any(|n| n.node.node_id == "w1"));
+    old.sync_acknowledged("rm2", &ack, upto, since);
+
+    // Pushes from a peer that does not know every node, or carrying only changes, or cut at
+    // the size limit, do not make the receiver complete.
+    let mut young = state("rm3");
+    young.apply_heartbeat(heartbeat(&worker, 1, 0), t0).unwrap();
+    let (from_young, _, since) = young.prepare_sync("rm4", "rm4-i1", t0).unwrap();
+    assert!(since == 0 && !from_young.complete, "the sender does not know every node yet");
+    old.apply_heartbeat(heartbeat(&announcement("w2", "b", 1, NodeRole::Worker), 1, 0), settled).unwrap();
+    let (delta, _, since) = old.prepare_sync("rm2", "rm2-i1", settled).unwrap();
+    assert!(since > 0 && !delta.complete, "only what changed since the last push");
+    let mut cut = ClusterState::new("rm1", "rm1-i1", "test", StateConfig { max_sync_records: 1, ..config() });
+    cut.apply_heartbeat(heartbeat(&worker, 1, 0), t0).unwrap();
+    cut.apply_heartbeat(heartbeat(&announcement("w2", "b", 1, NodeRole::Worker), 1, 0), t0).unwrap();
+    let (first, _, _) = cut.prepare_sync("rm5", "rm5-i1", settled).unwrap();
+    assert!(!first.complete && first.nodes.len() == 1, "cut at the size limit");
+    let mut receiver = state("rm5");
+    receiver.apply_peer_sync(first, t0);
+    receiver.apply_peer_sync(delta, t0);
+    assert!(!receiver.is_complete(t0));
+}
+
 /// A simulated network of resource managers and nodes with message loss, delay, duplication
 /// and a partition; after the network heals, every resource manager must hold the same
 /// records for every node.

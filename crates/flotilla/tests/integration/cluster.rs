@@ -155,6 +155,25 @@ async fn resource_managers_share_every_node_survive_failures_and_never_flap() {
     cluster.cluster.resource_managers.insert(0, rm0);
     assert_eq!(restarted, rm_urls[0], "restarted in place, on the same port");
     expected.insert(killed, NodeState::Active);
+    // Until it has heard from every node (or a peer sent it all), it says its view is not
+    // complete, so coordinators and gateways take another's; once it says complete, every
+    // node is in it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut partial_views = 0;
+    loop {
+        match view(&client, &restarted).await {
+            Ok(view) if view.complete => {
+                let listed: Vec<&str> = view.nodes.iter().map(|n| n.node.node_id.as_str()).collect();
+                assert!(expected.keys().all(|id| listed.contains(&id.as_str())), "complete, yet lists only {listed:?}");
+                break;
+            }
+            Ok(_) => partial_views += 1,
+            Err(_) => {}
+        }
+        assert!(Instant::now() < deadline, "the restarted resource manager never said its view was complete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("restarted resource manager served {partial_views} partial views before a complete one");
     wait_for(&client, &[restarted.clone()], &expected, Duration::from_secs(5)).await;
     eprintln!("restarted resource manager rebuilt its view in {:?}", restart_started.elapsed());
 
