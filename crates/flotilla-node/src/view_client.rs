@@ -101,7 +101,7 @@ impl ClusterViewClient {
 
     /// Fetches a fresh view, failing over through the resource managers. A view that is
     /// not complete (its resource manager has just started and may lack nodes) is taken
-    /// only when no resource manager has a complete one.
+    /// only when no resource manager has a complete one (then the one listing most nodes).
     pub async fn refresh(&self) -> Result<(), CallError> {
         let mut errors = Vec::new();
         let mut partial = None;
@@ -111,8 +111,14 @@ impl ClusterViewClient {
                     self.take(view, uri);
                     return Ok(());
                 }
+                // Of partial views, the one that knows the most nodes.
                 Ok(view) => {
-                    partial.get_or_insert((view, uri));
+                    if partial
+                        .as_ref()
+                        .is_none_or(|(known, _): &(ClusterView, String)| view.nodes.len() > known.nodes.len())
+                    {
+                        partial = Some((view, uri));
+                    }
                 }
                 Err(error) => errors.push(error),
             }
@@ -171,8 +177,35 @@ mod tests {
     }
 
     fn view(resource_manager: &str, complete: Option<bool>) -> serde_json::Value {
+        view_of(resource_manager, complete, 0)
+    }
+
+    /// A view listing `nodes` workers.
+    fn view_of(resource_manager: &str, complete: Option<bool>, nodes: usize) -> serde_json::Value {
+        use flotilla_proto::cluster::{NodeAnnouncement, NodeState};
+        let nodes: Vec<NodeView> = (0..nodes)
+            .map(|i| NodeView {
+                node: NodeAnnouncement {
+                    node_id: format!("worker-{i}"),
+                    instance: "i".into(),
+                    start_time_ms: 0,
+                    roles: vec![NodeRole::Worker],
+                    http_uri: format!("http://worker-{i}"),
+                    data_uri: None,
+                    coordinator_id: None,
+                    version: "test".into(),
+                    environment: "test".into(),
+                    warehouse: "default".into(),
+                    worker_group: "default".into(),
+                },
+                state: NodeState::Active,
+                last_heartbeat_age_ms: 0,
+                seq: 1,
+                worker: None,
+            })
+            .collect();
         let mut view = serde_json::json!({
-            "resourceManager": resource_manager, "instance": "i", "generatedAtMs": 0, "nodes": [],
+            "resourceManager": resource_manager, "instance": "i", "generatedAtMs": 0, "nodes": nodes,
             "queries": [], "resourceGroups": [],
             "memory": {"poolBytes": 0, "reservedBytes": 0, "freeBytes": 0},
         });
@@ -211,11 +244,16 @@ mod tests {
         old.refresh().await.unwrap();
         assert_eq!(answered(&old), "unsaid");
         // When no resource manager has a complete view, the partial one is better than none.
-        let alone = client(vec![down, young]);
+        let alone = client(vec![down, young.clone()]);
         alone.refresh().await.unwrap();
         assert_eq!(answered(&alone), "young");
         assert!(!alone.snapshot().unwrap().view.complete);
-        for server in [young_server, settled_server, unsaid_server] {
+        // Of several partial views, the one listing the most nodes.
+        let (knowing, knowing_server) = serving(view_of("knowing", Some(false), 2)).await;
+        let starting = client(vec![young, knowing]);
+        starting.refresh().await.unwrap();
+        assert_eq!(answered(&starting), "knowing");
+        for server in [young_server, settled_server, unsaid_server, knowing_server] {
             server.abort();
         }
     }
