@@ -306,14 +306,89 @@ pub fn worker_session_state(builder: SessionStateBuilder) -> SessionState {
     state
 }
 
-/// How many tasks a scan of ours takes: a `tpch` scan by its rows; a `blackhole` scan at most
-/// one per split.
+/// How many tasks a scan takes: a `tpch` scan by its rows; a `blackhole` scan at most one
+/// per split; a Parquet scan by the bytes it reads ([`parquet_task_count`]). Other scans
+/// are left to `datafusion-distributed` (their files' bytes).
 fn task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskCountEventResponse>> {
     if let Some(scan) = event.plan.downcast_ref::<BlackholeScanExec>() {
         let splits = scan.spec().generation.split_count.max(1) as usize;
         return Some(Ok(DesiredTaskCountEventResponse::maximum(splits)));
     }
-    tpch_task_count(event)
+    tpch_task_count(event).or_else(|| parquet_task_count(event))
+}
+
+/// The Parquet footers this process has read (its file metadata cache), in a statement's
+/// session so that [`parquet_task_count`] can size scans by what they read.
+#[derive(Clone)]
+pub struct ParquetFooters(pub Arc<datafusion::execution::cache::cache_manager::FileMetadataCache>);
+
+impl fmt::Debug for ParquetFooters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ParquetFooters")
+    }
+}
+
+/// Tasks for a Parquet scan: `datafusion-distributed` sizes a file scan by its files' bytes
+/// (a task per `max_split_size` times the partitions a task runs), but a Parquet scan reads
+/// only the column chunks of its columns: q16 reads two integer columns of `partsupp`, a
+/// twelfth of the file (3.4 of 41 MB, one row group), and was spread over two tasks, one
+/// with nothing to read, and four stages.
+/// Sized by the bytes its columns take in the files instead ([`projected_bytes`]); when a
+/// footer is not known yet (the statement's planning reads footers through the same cache,
+/// so only where statistics are off), the files' bytes as before.
+fn parquet_task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskCountEventResponse>> {
+    use datafusion::datasource::physical_plan::{FileScanConfig, ParquetSource};
+    use datafusion::datasource::source::DataSourceExec;
+    let scan = event.plan.downcast_ref::<DataSourceExec>()?;
+    let files = scan.data_source().downcast_ref::<FileScanConfig>()?;
+    files.file_source().downcast_ref::<ParquetSource>()?;
+    let footers = event.session_config.get_extension::<ParquetFooters>()?;
+    let schema = scan.schema();
+    let columns: std::collections::HashSet<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let bytes = projected_bytes(files, &columns, footers.0.as_ref())?;
+    let split = datafusion_distributed::DistributedConfig::from_session_config(event.session_config)
+        .ok()?
+        .file_scan_config_bytes_per_partition
+        .max(1);
+    let partitions = event.session_config.target_partitions().max(1);
+    let tasks = (bytes as usize).div_ceil(split).div_ceil(partitions).max(1);
+    Some(Ok(DesiredTaskCountEventResponse::desired(tasks)))
+}
+
+/// The bytes a Parquet scan reads for `columns`: each file's byte range (the scan's share of
+/// the file) times the share of the file's compressed column chunks that belong to those
+/// columns. `None` when a file's footer is not in `footers` (or is stale).
+fn projected_bytes(
+    files: &datafusion::datasource::physical_plan::FileScanConfig,
+    columns: &std::collections::HashSet<&str>,
+    footers: &datafusion::execution::cache::cache_manager::FileMetadataCache,
+) -> Option<u64> {
+    use datafusion::datasource::physical_plan::parquet;
+    let mut total = 0u64;
+    for file in files.file_groups.iter().flat_map(|group| group.iter()) {
+        let entry = footers.get(&file.object_meta.location)?;
+        if !entry.is_valid_for(&file.object_meta) {
+            return None;
+        }
+        // Planning caches the footer as `metadata`'s type, the Parquet reader as its own.
+        let any = entry.file_metadata.as_any();
+        let footer = match any.downcast_ref::<parquet::metadata::CachedParquetMetaData>() {
+            Some(cached) => cached.parquet_metadata(),
+            None => any.downcast_ref::<parquet::CachedParquetMetaData>()?.parquet_metadata(),
+        };
+        let (mut all, mut read) = (0u64, 0u64);
+        for chunk in footer.row_groups().iter().flat_map(|group| group.columns()) {
+            let size = chunk.compressed_size().max(0) as u64;
+            all += size;
+            if chunk.column_path().parts().first().is_some_and(|root| columns.contains(root.as_str())) {
+                read += size;
+            }
+        }
+        if all > 0 {
+            total += (file.effective_size() as u128 * read as u128 / all as u128) as u64;
+        }
+    }
+    Some(total)
 }
 
 fn tpch_task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<DesiredTaskCountEventResponse>> {
@@ -517,5 +592,110 @@ mod tests {
             count(Arc::new(scan("lineitem", 1.0, 4))),
             datafusion_distributed::TaskCountAnnotation::Desired(600)
         ));
+    }
+
+    #[tokio::test]
+    async fn parquet_scans_take_tasks_by_the_bytes_of_the_columns_they_read() {
+        use datafusion::arrow::array::{Int32Array, StringArray};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::arrow::record_batch::RecordBatch;
+        use datafusion::common::tree_node::TreeNode;
+        use datafusion::datasource::physical_plan::FileScanConfig;
+        use datafusion::datasource::source::DataSourceExec;
+        use datafusion::parquet::arrow::ArrowWriter;
+        use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+        use datafusion_distributed::TaskCountAnnotation;
+
+        let dir = std::env::temp_dir().join(format!("flotilla-split-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.parquet");
+        // A narrow integer column and a wide text column (~9 MB), as `partsupp`'s keys and comments.
+        let rows = 200_000;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("comment", DataType::Utf8, false),
+        ]));
+        let ids = Int32Array::from_iter_values(0..rows);
+        let comments = StringArray::from_iter_values(
+            (0..rows).map(|i| format!("{i:08x} {} a comment for row {}", (i as u64 * 7919) % 1_000_003, i * 31)),
+        );
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(comments)]).unwrap();
+        let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        let footers = ParquetFooters(ctx.runtime_env().cache_manager.get_file_metadata_cache());
+        let scan_of = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+                let mut found = None;
+                plan.apply(|node| {
+                    if node.downcast_ref::<DataSourceExec>().is_some() {
+                        found = Some(Arc::clone(node));
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+                .unwrap();
+                found.expect("a scan")
+            }
+        };
+        let config = SessionConfig::new()
+            .with_target_partitions(2)
+            .with_distributed_file_scan_config_bytes_per_partition(1024 * 1024)
+            .unwrap()
+            .with_extension(Arc::new(footers.clone()));
+        let tasks = |plan: &Arc<dyn ExecutionPlan>, config: &SessionConfig| {
+            match task_count(DesiredTaskCountEvent { plan, session_config: config }) {
+                Some(Ok(response)) => Some(response.task_count),
+                Some(Err(e)) => panic!("{e}"),
+                None => None,
+            }
+        };
+
+        let narrow = scan_of("SELECT id FROM t").await;
+        let wide = scan_of("SELECT comment FROM t").await;
+        let both = scan_of("SELECT id, comment FROM t").await;
+        let files = |plan: &Arc<dyn ExecutionPlan>| {
+            plan.downcast_ref::<DataSourceExec>().unwrap().data_source().downcast_ref::<FileScanConfig>().unwrap().clone()
+        };
+        let bytes = |plan: &Arc<dyn ExecutionPlan>| {
+            let columns: std::collections::HashSet<&str> = ["id", "comment"].into_iter().collect();
+            let all = projected_bytes(&files(plan), &columns, footers.0.as_ref()).unwrap();
+            let schema = plan.schema();
+            let columns: std::collections::HashSet<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            (projected_bytes(&files(plan), &columns, footers.0.as_ref()).unwrap(), all)
+        };
+        let (narrow_bytes, file_bytes) = bytes(&narrow);
+        let (wide_bytes, _) = bytes(&wide);
+        assert!(narrow_bytes < 1024 * 1024, "the ids take {narrow_bytes} bytes");
+        assert!(wide_bytes > 4 * 1024 * 1024, "the comments take {wide_bytes} bytes");
+        assert!(narrow_bytes + wide_bytes <= file_bytes && file_bytes <= std::fs::metadata(&path).unwrap().len());
+        // One task for the ids, several for the comments: a task per 1 MB times 2 partitions.
+        assert!(matches!(tasks(&narrow, &config), Some(TaskCountAnnotation::Desired(1))));
+        let wide_tasks = (wide_bytes as usize).div_ceil(1024 * 1024).div_ceil(2);
+        assert!(matches!(tasks(&wide, &config), Some(TaskCountAnnotation::Desired(n)) if n == wide_tasks && n > 1));
+        assert!(matches!(tasks(&both, &config), Some(TaskCountAnnotation::Desired(n)) if n >= wide_tasks));
+
+        // A footer this process has not read, or one of an earlier version of the file: left to
+        // datafusion-distributed (the files' bytes).
+        let unknown = SessionContext::new().runtime_env().cache_manager.get_file_metadata_cache();
+        let config_unknown = config.clone().with_extension(Arc::new(ParquetFooters(unknown)));
+        assert!(tasks(&narrow, &config_unknown).is_none());
+        let mut stale = files(&narrow);
+        for group in stale.file_groups.iter_mut() {
+            let mut changed: Vec<_> = group.iter().cloned().collect();
+            for file in changed.iter_mut() {
+                file.object_meta.size += 1;
+            }
+            *group = datafusion::datasource::physical_plan::FileGroup::new(changed);
+        }
+        let columns: std::collections::HashSet<&str> = ["id"].into_iter().collect();
+        assert!(projected_bytes(&stale, &columns, footers.0.as_ref()).is_none());
+        // Without the footers in the session at all: left to datafusion-distributed too.
+        assert!(tasks(&narrow, &SessionConfig::new()).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -202,7 +202,13 @@ impl Engine {
         memory: Arc<PeakMemoryPool>,
         scans: Arc<ScanCounters>,
     ) -> Result<SessionState, FlotillaError> {
-        let mut config = self.base.config().clone().with_extension(scans);
+        let footers = self.base.runtime_env().cache_manager.get_file_metadata_cache();
+        let mut config = self
+            .base
+            .config()
+            .clone()
+            .with_extension(scans)
+            .with_extension(Arc::new(crate::distributed::ParquetFooters(footers.clone())));
         let options = config.options_mut();
         options.catalog.default_catalog = session.catalog.clone().unwrap_or_else(|| UNSET_CATALOG.to_string());
         options.catalog.default_schema = session.schema.clone().unwrap_or_else(|| UNSET_SCHEMA.to_string());
@@ -218,7 +224,6 @@ impl Engine {
         // Parquet footers stay cached across statements, as in a DataFusion context that
         // lives on (each entry is checked against its file's size and modification time);
         // listings and statistics are taken afresh by each statement.
-        let footers = self.base.runtime_env().cache_manager.get_file_metadata_cache();
         let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
             .with_file_metadata_cache(Some(footers));
         let runtime = RuntimeEnvBuilder::new()
