@@ -609,13 +609,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("flotilla-split-{}-{}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.parquet");
-        // A narrow integer column and a wide text column (~9 MB), as `partsupp`'s keys and comments.
+        // A narrow integer column (dictionary-encoded keys) and a wide text column (~9 MB), as
+        // `partsupp`'s keys and comments.
         let rows = 200_000;
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int32, false),
             Field::new("comment", DataType::Utf8, false),
         ]));
-        let ids = Int32Array::from_iter_values(0..rows);
+        let ids = Int32Array::from_iter_values((0..rows).map(|i| i % 1000));
         let comments = StringArray::from_iter_values(
             (0..rows).map(|i| format!("{i:08x} {} a comment for row {}", (i as u64 * 7919) % 1_000_003, i * 31)),
         );
@@ -644,6 +645,7 @@ mod tests {
         };
         let config = SessionConfig::new()
             .with_target_partitions(2)
+            .with_option_extension(datafusion_distributed::DistributedConfig::default())
             .with_distributed_file_scan_config_bytes_per_partition(1024 * 1024)
             .unwrap()
             .with_extension(Arc::new(footers.clone()));
