@@ -649,19 +649,25 @@ mod tests {
             .with_distributed_file_scan_config_bytes_per_partition(1024 * 1024)
             .unwrap()
             .with_extension(Arc::new(footers.clone()));
-        let tasks = |plan: &Arc<dyn ExecutionPlan>, config: &SessionConfig| {
-            match task_count(DesiredTaskCountEvent { plan, session_config: config }) {
-                Some(Ok(response)) => Some(response.task_count),
-                Some(Err(e)) => panic!("{e}"),
-                None => None,
-            }
+        let tasks = |plan: &Arc<dyn ExecutionPlan>, config: &SessionConfig| match task_count(DesiredTaskCountEvent {
+            plan,
+            session_config: config,
+        }) {
+            Some(Ok(response)) => Some(response.task_count),
+            Some(Err(e)) => panic!("{e}"),
+            None => None,
         };
 
         let narrow = scan_of("SELECT id FROM t").await;
         let wide = scan_of("SELECT comment FROM t").await;
         let both = scan_of("SELECT id, comment FROM t").await;
         let files = |plan: &Arc<dyn ExecutionPlan>| {
-            plan.downcast_ref::<DataSourceExec>().unwrap().data_source().downcast_ref::<FileScanConfig>().unwrap().clone()
+            plan.downcast_ref::<DataSourceExec>()
+                .unwrap()
+                .data_source()
+                .downcast_ref::<FileScanConfig>()
+                .unwrap()
+                .clone()
         };
         let bytes = |plan: &Arc<dyn ExecutionPlan>| {
             let columns: std::collections::HashSet<&str> = ["id", "comment"].into_iter().collect();
