@@ -343,8 +343,8 @@ fn parquet_task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<Desired
     let files = scan.data_source().downcast_ref::<FileScanConfig>()?;
     files.file_source().downcast_ref::<ParquetSource>()?;
     let footers = event.session_config.get_extension::<ParquetFooters>()?;
-    let schema = scan.schema();
-    let columns: std::collections::HashSet<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let columns = read_columns(files);
+    let columns: std::collections::HashSet<&str> = columns.iter().map(String::as_str).collect();
     let bytes = projected_bytes(files, &columns, footers.0.as_ref())?;
     let split = datafusion_distributed::DistributedConfig::from_session_config(event.session_config)
         .ok()?
@@ -353,6 +353,16 @@ fn parquet_task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<Desired
     let partitions = event.session_config.target_partitions().max(1);
     let tasks = (bytes as usize).div_ceil(split).div_ceil(partitions).max(1);
     Some(Ok(DesiredTaskCountEventResponse::desired(tasks)))
+}
+
+/// The file columns a scan reads: those its projection refers to (by index, so a computed
+/// projection counts the columns it is computed from), every file column without one.
+fn read_columns(files: &datafusion::datasource::physical_plan::FileScanConfig) -> Vec<String> {
+    let schema = files.file_schema();
+    // DataFusion 55's way to the projection's file columns (deprecated for its own use).
+    #[allow(deprecated)]
+    let indices = files.file_column_projection_indices().unwrap_or_else(|| (0..schema.fields().len()).collect());
+    indices.into_iter().filter_map(|i| schema.fields().get(i)).map(|field| field.name().clone()).collect()
 }
 
 /// The bytes a Parquet scan reads for `columns`: each file's byte range (the scan's share of
@@ -672,8 +682,9 @@ mod tests {
         let bytes = |plan: &Arc<dyn ExecutionPlan>| {
             let columns: std::collections::HashSet<&str> = ["id", "comment"].into_iter().collect();
             let all = projected_bytes(&files(plan), &columns, footers.0.as_ref()).unwrap();
-            let schema = plan.schema();
-            let columns: std::collections::HashSet<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let read = read_columns(&files(plan));
+            assert_eq!(read, plan.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>());
+            let columns: std::collections::HashSet<&str> = read.iter().map(String::as_str).collect();
             (projected_bytes(&files(plan), &columns, footers.0.as_ref()).unwrap(), all)
         };
         let (narrow_bytes, file_bytes) = bytes(&narrow);

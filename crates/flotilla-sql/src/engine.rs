@@ -202,6 +202,10 @@ impl Engine {
         memory: Arc<PeakMemoryPool>,
         scans: Arc<ScanCounters>,
     ) -> Result<SessionState, FlotillaError> {
+        // Parquet footers stay cached across statements, as in a DataFusion context that
+        // lives on (each entry is checked against its file's size and modification time);
+        // listings and statistics are taken afresh by each statement. The planner sizes
+        // Parquet scans' tasks from them too (`distributed::ParquetFooters`).
         let footers = self.base.runtime_env().cache_manager.get_file_metadata_cache();
         let mut config = self
             .base
@@ -221,9 +225,6 @@ impl Engine {
         options.execution.target_partitions = partitions;
         // Planned for this process; a distributed statement divides the budget by its tasks.
         crate::distributed::set_broadcast_budget(options, 1);
-        // Parquet footers stay cached across statements, as in a DataFusion context that
-        // lives on (each entry is checked against its file's size and modification time);
-        // listings and statistics are taken afresh by each statement.
         let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
             .with_file_metadata_cache(Some(footers));
         let runtime = RuntimeEnvBuilder::new()
