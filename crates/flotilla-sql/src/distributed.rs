@@ -359,9 +359,13 @@ fn parquet_task_count(event: DesiredTaskCountEvent<'_>) -> Option<Result<Desired
 /// projection counts the columns it is computed from), every file column without one.
 fn read_columns(files: &datafusion::datasource::physical_plan::FileScanConfig) -> Vec<String> {
     let schema = files.file_schema();
-    // DataFusion 55's way to the projection's file columns (deprecated for its own use).
-    #[allow(deprecated)]
-    let indices = files.file_column_projection_indices().unwrap_or_else(|| (0..schema.fields().len()).collect());
+    // `column_indices` collects the columns of every projected expression (the table schema's
+    // indices: those past the file schema are partition columns, not read from the file).
+    // Not `file_column_projection_indices`: it panics on a computed projection.
+    let indices = match files.file_source().projection() {
+        Some(projection) => projection.column_indices(),
+        None => (0..schema.fields().len()).collect(),
+    };
     indices.into_iter().filter_map(|i| schema.fields().get(i)).map(|field| field.name().clone()).collect()
 }
 
@@ -697,6 +701,18 @@ mod tests {
         let wide_tasks = (wide_bytes as usize).div_ceil(1024 * 1024).div_ceil(2);
         assert!(matches!(tasks(&wide, &config), Some(TaskCountAnnotation::Desired(n)) if n == wide_tasks && n > 1));
         assert!(matches!(tasks(&both, &config), Some(TaskCountAnnotation::Desired(n)) if n >= wide_tasks));
+        // A computed projection pushed into the scan counts the columns it is computed from
+        // (DataFusion's `file_column_projection_indices` panics on one: a dbt model hit that).
+        let computed = scan_of("SELECT round(id * 2, 2) AS r, length(comment) AS n FROM t").await;
+        let projection = files(&computed).file_source().projection().cloned().expect("a projection in the scan");
+        assert!(
+            projection
+                .iter()
+                .any(|e| e.expr.downcast_ref::<datafusion::physical_expr::expressions::Column>().is_none()),
+            "the computed expressions are pushed into the scan: {projection:?}"
+        );
+        assert_eq!(read_columns(&files(&computed)), ["id", "comment"]);
+        assert!(matches!(tasks(&computed, &config), Some(TaskCountAnnotation::Desired(n)) if n >= wide_tasks));
 
         // A footer this process has not read, or one of an earlier version of the file: left to
         // datafusion-distributed (the files' bytes).
