@@ -141,12 +141,18 @@ impl Engine {
         options.sql_parser.support_varchar_with_length = true;
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.time_zone = Some("UTC".to_string());
+        // DataFusion's physical optimizer rules, with better estimates of partly analysable
+        // filters before its join selection reads them, and join filters on scans' rows last.
+        let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+        let at = rules.iter().position(|rule| rule.name() == "join_selection").unwrap_or(0);
+        rules.insert(at, Arc::new(crate::selectivity::EstimateAnalysableConjuncts));
+        rules.push(Arc::new(crate::join_filters::FilterRowsByJoinFilters::default()));
         let mut base = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_catalog_list(catalog_list.clone())
             .with_type_planner(Arc::new(TrinoTypePlanner))
-            .with_physical_optimizer_rule(Arc::new(crate::join_filters::FilterRowsByJoinFilters::default()))
+            .with_physical_optimizer_rules(rules)
             .build();
         for function in trino_functions() {
             // Replacing a built-in of the same name (version) is the point.

@@ -26,6 +26,7 @@ mod placement;
 mod procedures;
 pub mod progress;
 mod rewrite;
+pub mod selectivity;
 pub mod session;
 mod show;
 pub mod statement;
