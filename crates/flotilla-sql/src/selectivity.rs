@@ -167,6 +167,19 @@ mod tests {
         // An analysable part that keeps everything: never above the default.
         let wide = plan_of("SELECT * FROM t WHERE mode = 'MAIL' AND day >= DATE '1900-01-01'").await;
         assert_eq!(filters(&rule.optimize(wide, &options).unwrap()), [(20, Some(14_000))]);
+        // One that keeps nothing by the statistics: 1%, never 0 (statistics can be stale).
+        let none = plan_of("SELECT * FROM t WHERE mode = 'MAIL' AND day < DATE '1900-01-01'").await;
+        assert_eq!(filters(&rule.optimize(none, &options).unwrap()), [(1, Some(700))]);
+
+        // Hostile: hundreds of conjuncts, analysable and not, interleaved; still one default
+        // guess for all the unanalysable ones, and the analysable ones narrow it.
+        let mut sql = String::from("SELECT * FROM t WHERE day < DATE '1993-01-01'");
+        for i in 0..300 {
+            sql.push_str(&format!(" AND mode <> 'M{i}' AND day <> DATE '1992-01-01' + INTERVAL '{i}' DAY"));
+        }
+        let plan = ctx.sql(&sql).await.unwrap().create_physical_plan().await.unwrap();
+        let refined = filters(&rule.optimize(plan, &options).unwrap());
+        assert!(matches!(refined.as_slice(), [(percent, Some(_))] if (1..=3).contains(percent)), "{refined:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
