@@ -616,13 +616,9 @@ mod tests {
         use datafusion::common::tree_node::TreeNode;
         use datafusion::datasource::physical_plan::FileScanConfig;
         use datafusion::datasource::source::DataSourceExec;
-        use datafusion::parquet::arrow::ArrowWriter;
-        use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+        use datafusion::prelude::{SessionConfig, SessionContext};
         use datafusion_distributed::TaskCountAnnotation;
 
-        let dir = std::env::temp_dir().join(format!("flotilla-split-{}-{}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.parquet");
         // A narrow integer column (dictionary-encoded keys) and a wide text column (~9 MB), as
         // `partsupp`'s keys and comments.
         let rows = 200_000;
@@ -634,13 +630,9 @@ mod tests {
         let comments = StringArray::from_iter_values(
             (0..rows).map(|i| format!("{i:08x} {} a comment for row {}", (i as u64 * 7919) % 1_000_003, i * 31)),
         );
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(comments)]).unwrap();
-        let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
-
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
-        ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(comments)]).unwrap();
+        let table = crate::test_support::ParquetTable::new(&batch, 2).await;
+        let (ctx, path) = (&table.ctx, &table.path);
         let footers = ParquetFooters(ctx.runtime_env().cache_manager.get_file_metadata_cache());
         let scan_of = |sql: &'static str| {
             let ctx = ctx.clone();
@@ -731,6 +723,5 @@ mod tests {
         assert!(projected_bytes(&stale, &columns, footers.0.as_ref()).is_none());
         // Without the footers in the session at all: left to datafusion-distributed too.
         assert!(tasks(&narrow, &SessionConfig::new()).is_none());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,6 +30,8 @@ pub mod selectivity;
 pub mod session;
 mod show;
 pub mod statement;
+#[cfg(test)]
+mod test_support;
 mod types;
 mod writes;
 

@@ -97,8 +97,6 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::common::tree_node::TreeNodeRecursion;
-    use datafusion::parquet::arrow::ArrowWriter;
-    use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
     /// The filters of a plan: (default selectivity, estimated rows).
     fn filters(plan: &Arc<dyn ExecutionPlan>) -> Vec<(u8, Option<usize>)> {
@@ -117,9 +115,6 @@ mod tests {
 
     #[tokio::test]
     async fn partly_analysable_filters_are_estimated_by_their_analysable_part() {
-        let dir = std::env::temp_dir().join(format!("flotilla-sel-{}-{}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.parquet");
         // 70,000 rows: a date spread evenly over 7 years, a mode of 7 strings.
         let rows = 70_000;
         let schema = Arc::new(Schema::new(vec![
@@ -130,13 +125,9 @@ mod tests {
         let modes = StringArray::from_iter_values(
             (0..rows).map(|i| ["MAIL", "SHIP", "AIR", "RAIL", "FOB", "TRUCK", "REG"][i as usize % 7]),
         );
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(days), Arc::new(modes)]).unwrap();
-        let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
-
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-        ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(days), Arc::new(modes)]).unwrap();
+        let table = crate::test_support::ParquetTable::new(&batch, 1).await;
+        let ctx = &table.ctx;
         let plan_of = |sql: &'static str| {
             let ctx = ctx.clone();
             async move { ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap() }
@@ -180,6 +171,5 @@ mod tests {
         let plan = ctx.sql(&sql).await.unwrap().create_physical_plan().await.unwrap();
         let refined = filters(&rule.optimize(plan, &options).unwrap());
         assert!(matches!(refined.as_slice(), [(percent, Some(_))] if (1..=3).contains(percent)), "{refined:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -264,7 +264,7 @@ async fn small_build_sides_are_broadcast_and_every_exchange_codec_answers_alike(
     let join = "SELECT c.mktsegment, count(*), sum(o.totalprice) FROM tpch.sf1.customer c \
                 JOIN tpch.sf1.orders o ON c.custkey = o.custkey GROUP BY c.mktsegment ORDER BY 1";
     let (_, plan) = http.rows(&format!("EXPLAIN {join}")).await;
-    let plan: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let plan = crate::plan_text(&plan);
     assert!(plan.contains("NetworkBroadcastExec") && plan.contains("mode=CollectLeft"), "{plan}");
     let expected = {
         let (_, rows) =
@@ -735,12 +735,12 @@ async fn join_filters_reach_scans_in_other_stages_and_change_no_answer() {
     assert!(started.elapsed() < flotilla_sql::cross_stage_filters::WAIT_FOR_FILTERS, "{:?}", started.elapsed());
 
     let (_, plan) = http.rows_with(small_splits(format!("EXPLAIN {}", q18_over("lake")))).await;
-    let plan: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let plan = crate::plan_text(&plan);
     assert!(plan.contains("JoinFilterExportExec: workers=2\n"), "{plan}");
     assert!(plan.contains("JoinFilterWaitExec"), "{plan}");
 
     let (_, analyzed) = http.rows_with(small_splits(format!("EXPLAIN ANALYZE {}", q18_over("lake")))).await;
-    let analyzed: String = analyzed.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let analyzed = crate::plan_text(&analyzed);
     // The scan of orders under the wait read the few orders the subquery keeps, not 15,000.
     let waited = analyzed.lines().skip_while(|line| !line.contains("JoinFilterWaitExec")).nth(1).unwrap_or_default();
     assert!(waited.contains("orders.parquet") || waited.contains("DistributedLeafExec"), "{analyzed}");

@@ -99,7 +99,7 @@ async fn parquet_files_under_a_shared_root_answer_like_the_tpch_catalog() {
     // file; every row is counted once.
     let sum = "SELECT sum(l_quantity), count(l_comment) FROM lake.sf1.lineitem";
     let (_, plan) = http.rows(&format!("EXPLAIN {sum}")).await;
-    let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let text = crate::plan_text(&plan);
     assert!(text.contains("Stage 1") && text.contains("t1: DataSourceExec"), "{text}");
     let (_, rows) = http.rows(sum).await;
     let (_, expected) = http.rows("SELECT sum(l_quantity), count(l_comment) FROM tpch.sf1.lineitem").await;
@@ -112,7 +112,7 @@ async fn parquet_files_under_a_shared_root_answer_like_the_tpch_catalog() {
         "SELECT count(*), sum(ps_availqty), count(ps_comment) FROM lake.sf1.partsupp JOIN lake.sf1.supplier ON ps_suppkey = s_suppkey \
                 JOIN lake.sf1.nation ON s_nationkey = n_nationkey WHERE n_name = 'GERMANY'";
     let (_, plan) = http.rows(&format!("EXPLAIN {join}")).await;
-    let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let text = crate::plan_text(&plan);
     assert!(text.contains("Stage 1 ── tasks=2") && !text.contains("NetworkBroadcastExec"), "{text}");
     let (_, rows) = http.rows(join).await;
     let (_, expected) = http.rows(&join.replace("lake.sf1.", "tpch.sf1.")).await;
@@ -121,7 +121,7 @@ async fn parquet_files_under_a_shared_root_answer_like_the_tpch_catalog() {
     // file: a task's worth at most, so the statement runs in the coordinator, undistributed.
     let narrow = join.replace(", count(ps_comment)", "");
     let (_, plan) = http.rows(&format!("EXPLAIN {narrow}")).await;
-    let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let text = crate::plan_text(&plan);
     assert!(!text.contains("Stage 1") && !text.contains("DistributedExec"), "{text}");
     let (_, rows) = http.rows(&narrow).await;
     let (_, expected) = http.rows(&narrow.replace("lake.sf1.", "tpch.sf1.")).await;
@@ -136,7 +136,7 @@ async fn parquet_files_under_a_shared_root_answer_like_the_tpch_catalog() {
             .replace("lineitem", "lake.sf1.lineitem")
             .replace("orders", "lake.sf1.orders");
     let (_, plan) = http.rows(&format!("EXPLAIN {q12}")).await;
-    let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let text = crate::plan_text(&plan);
     assert!(text.contains("mode=CollectLeft") && !text.contains("mode=Partitioned"), "{text}");
     let (_, rows) = http.rows(&q12).await;
     let (_, expected) = http.rows(&q12.replace("lake.sf1.", "tpch.sf1.")).await;

@@ -136,6 +136,11 @@ impl Http {
     }
 }
 
+/// The text of an EXPLAIN's rows (one line per row).
+pub fn plan_text(rows: &[Vec<Value>]) -> String {
+    rows.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n")
+}
+
 pub fn collect(responses: &[Value]) -> (Vec<String>, Vec<Vec<Value>>) {
     let mut columns = Vec::new();
     let mut rows = Vec::new();

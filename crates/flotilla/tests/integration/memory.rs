@@ -70,7 +70,7 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
         .unwrap_or(0.0);
     assert!(spilled > 0.0, "{metrics}");
     let (_, plan) = http.rows(&format!("EXPLAIN ANALYZE {grouped}")).await;
-    let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let text = crate::plan_text(&plan);
     let spilled = text
         .split("spill_count=")
         .skip(1)
@@ -84,7 +84,7 @@ async fn a_large_aggregation_spills_and_the_session_lowers_the_memory_limits() {
     let (_, rows) = http.rows(sorted).await;
     assert_eq!(rows, vec![vec![Value::from(1500000), Value::from(0)]], "sorted, every row once");
     let (_, plan) = http.rows(&format!("EXPLAIN ANALYZE {sorted}")).await;
-    let text: String = plan.iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
+    let text = crate::plan_text(&plan);
     let sort_spills = text
         .lines()
         .filter(|line| line.contains("SortExec"))
