@@ -225,7 +225,7 @@ pub fn read_small_build_sides_in_place(plan: Arc<dyn ExecutionPlan>) -> Result<A
 
 /// Whether a scan reads no more than DataFusion collects on its own in one process: its
 /// files' bytes (the ranges it reads) when it reads files, else its rows.
-fn small_leaf(leaf: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+pub(crate) fn small_leaf(leaf: &Arc<dyn ExecutionPlan>) -> Result<bool> {
     use datafusion::datasource::physical_plan::FileScanConfig;
     use datafusion::datasource::source::DataSourceExec;
     let defaults = datafusion::config::OptimizerOptions::default();

@@ -211,6 +211,11 @@ const JOIN_FILTER_SPARES_AGGREGATE: &str = "SELECT count(*), sum(a) FROM \
 const JOIN_FILTER_DIRECT: &str =
     "SELECT count(*), sum(l_quantity) FROM lineitem JOIN part ON p_partkey = l_partkey WHERE p_brand = 'Brand#42'";
 
+/// ...and a join's build side (suppliers) reached by the filter of a join above it (one
+/// nation), which would otherwise pass every supplier's matches up to that join.
+const JOIN_FILTER_SPARES_BUILD: &str = "SELECT count(*) FROM supplier JOIN lineitem ON s_suppkey = l_suppkey \
+    JOIN nation ON n_nationkey = s_nationkey WHERE n_name = 'ARGENTINA'";
+
 /// Whether each Parquet scan of `table` in `plan` filters rows (row-level pushdown).
 fn scans_filtering_rows(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>, table: &str) -> Vec<bool> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -270,9 +275,22 @@ async fn join_filters_become_row_filters_only_where_they_spare_work() {
     let dir = crate::harness::TempDir::new("flotilla-join-filters");
     let lake = tiny_lake(&dir.path);
     let context = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
-    for table in ["lineitem", "part"] {
+    for table in ["lineitem", "part", "supplier", "nation"] {
         let path = lake.join("tiny").join(format!("{table}.parquet"));
         context.register_parquet(table, path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    }
+    // The suppliers are the build side of their join with `lineitem`, under the join with
+    // `nation`, whose filter reaches them; `nation` has a static predicate. A distributed
+    // statement reads so small a table in the joining task, so there too.
+    let plan = context.sql(JOIN_FILTER_SPARES_BUILD).await.unwrap().create_physical_plan().await.unwrap();
+    let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+    let supplier = text.lines().find(|line| line.contains("supplier.parquet")).unwrap_or_default();
+    assert!(supplier.contains("DynamicFilter"), "{text}");
+    let options = context.state().config_options().clone();
+    for distributed in [false, true] {
+        let rewritten = FilterRowsByJoinFilters { distributed }.optimize(plan.clone(), &options).unwrap();
+        assert_eq!(scans_filtering_rows(&rewritten, "supplier"), vec![true], "{text}");
+        assert_eq!(scans_filtering_rows(&rewritten, "lineitem"), vec![false], "{text}");
     }
     for (sql, spares) in [(JOIN_FILTER_SPARES_AGGREGATE, true), (JOIN_FILTER_DIRECT, false)] {
         let plan = context.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
@@ -314,11 +332,23 @@ async fn join_filters_become_row_filters_only_where_they_spare_work() {
     let options = context.state().config_options().clone();
     let one = FilterRowsByJoinFilters::default().optimize(plan, &options).unwrap();
     assert_eq!(scans_filtering_rows(&one, "lineitem"), vec![false], "{text}");
+    // A partitioned build side: hash-repartitioned on its way to the join, which in a
+    // distributed statement is an exchange between stages the filter does not cross.
+    for table in ["supplier", "nation"] {
+        let path = lake.join("tiny").join(format!("{table}.parquet"));
+        context.register_parquet(table, path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    }
+    let plan = context.sql(JOIN_FILTER_SPARES_BUILD).await.unwrap().create_physical_plan().await.unwrap();
+    let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+    for (distributed, spares) in [(false, true), (true, false)] {
+        let rewritten = FilterRowsByJoinFilters { distributed }.optimize(plan.clone(), &options).unwrap();
+        assert_eq!(scans_filtering_rows(&rewritten, "supplier"), vec![spares], "{text}");
+    }
 }
 
 /// The engine plans with the rule: the aggregated query's `lineitem` scan drops rows itself
-/// (EXPLAIN ANALYZE counts them), the direct one's does not, and both answer as the `tpch`
-/// catalog does.
+/// (EXPLAIN ANALYZE counts them), the direct one's does not, the build side's `supplier`
+/// scan does, and all answer as the `tpch` catalog does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_scans_drop_rows_a_join_filter_rules_out_before_an_aggregate() {
     let dir = crate::harness::TempDir::new("flotilla-join-filters");
@@ -335,13 +365,17 @@ async fn parquet_scans_drop_rows_a_join_filter_rules_out_before_an_aggregate() {
             (datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string(), plan)
         }
     };
-    for (sql, spares) in [(JOIN_FILTER_SPARES_AGGREGATE, true), (JOIN_FILTER_DIRECT, false)] {
+    for (sql, table, spares) in [
+        (JOIN_FILTER_SPARES_AGGREGATE, "lineitem", true),
+        (JOIN_FILTER_DIRECT, "lineitem", false),
+        (JOIN_FILTER_SPARES_BUILD, "supplier", true),
+    ] {
         let (answer, plan) = run(&lake, sql.to_string()).await;
         let (expected, _) = run(&tpch, sql.to_string()).await;
         assert_eq!(answer, expected, "{sql}");
-        assert_eq!(scans_filtering_rows(&plan.unwrap(), "lineitem"), vec![spares], "{sql}");
+        assert_eq!(scans_filtering_rows(&plan.unwrap(), table), vec![spares], "{sql}");
         let (analyzed, _) = run(&lake, format!("EXPLAIN ANALYZE {sql}")).await;
-        let scan = analyzed.lines().find(|line| line.contains("lineitem.parquet")).unwrap_or_default();
+        let scan = analyzed.lines().find(|line| line.contains(&format!("{table}.parquet"))).unwrap_or_default();
         let pruned = scan.split("pushdown_rows_pruned=").nth(1).and_then(|rest| rest.split([',', ']']).next());
         assert_eq!(pruned.is_some_and(|count| count != "0"), spares, "{analyzed}");
     }
