@@ -142,10 +142,12 @@ impl Engine {
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.time_zone = Some("UTC".to_string());
         // DataFusion's physical optimizer rules, with better estimates of partly analysable
-        // filters before its join selection reads them, and join filters on scans' rows last.
+        // filters before its join selection reads them, and last the filters' conjuncts in
+        // their cheapest order and join filters on scans' rows.
         let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
         let at = rules.iter().position(|rule| rule.name() == "join_selection").unwrap_or(0);
         rules.insert(at, Arc::new(crate::selectivity::EstimateAnalysableConjuncts));
+        rules.push(Arc::new(crate::conjuncts::EvaluateCheapConjunctsFirst));
         rules.push(Arc::new(crate::join_filters::FilterRowsByJoinFilters::default()));
         let mut base = SessionStateBuilder::new()
             .with_default_features()

@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod catalog;
+pub mod conjuncts;
 pub mod cross_stage_filters;
 pub mod distributed;
 mod engine;
