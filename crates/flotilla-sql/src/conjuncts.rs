@@ -243,4 +243,30 @@ mod tests {
             assert_eq!(answer(&ctx, rewritten).await, answer(&ctx, reference).await, "{count} conjuncts");
         }
     }
+
+    /// The shape travels with a plan sent to the workers (DataFusion's protobuf encoding).
+    #[tokio::test]
+    async fn the_shape_survives_the_plan_encoding() {
+        let ctx = context().await;
+        let sql = "SELECT * FROM t WHERE s LIKE '%1%' AND a > 1 AND b < 10 AND d >= DATE '2019-06-01'";
+        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let rewritten = EvaluateCheapConjunctsFirst.optimize(plan, &ConfigOptions::default()).unwrap();
+        let codec = datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec {};
+        let converter = datafusion_proto::physical_plan::DeduplicatingProtoConverter::default();
+        let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_proto_converter(
+            Arc::clone(&rewritten),
+            &codec,
+            &converter,
+        )
+        .unwrap();
+        let decoded = datafusion_proto::bytes::physical_plan_from_bytes_with_proto_converter(
+            &bytes,
+            &ctx.task_ctx(),
+            &codec,
+            &converter,
+        )
+        .unwrap();
+        assert_eq!(shape(&predicate(&decoded)), shape(&predicate(&rewritten)));
+        eprintln!("{}", shape(&predicate(&decoded)));
+    }
 }
