@@ -24,9 +24,12 @@
 //! were found evaluating the left-deep shape, although the shape survives DataFusion's plan
 //! encoding (tested below).
 //!
-//! The answer cannot change: AND is commutative and associative (NULLs included), and a
-//! conjunct that can fail (a cast, a division) is never evaluated on more rows than before,
-//! since the cheap conjuncts, which cannot fail, are the only ones moved ahead.
+//! The answer cannot change: AND is commutative and associative (NULLs included). Only the
+//! cheap conjuncts, which cannot fail, move ahead; the others keep their order. DataFusion
+//! never promised to skip a conjunct on rows an earlier one rules out (it evaluates both
+//! sides on the whole batch whenever the left keeps more than a fifth of the rows or has
+//! NULLs), so a query whose later conjunct fails on such rows (a division by zero, a cast)
+//! could fail before and still can.
 
 use std::sync::Arc;
 
@@ -73,7 +76,7 @@ impl PhysicalOptimizerRule for EvaluateCheapConjunctsFirst {
 
 /// `predicate` rebuilt as the [module](self) says, or `None` when that is the shape it has
 /// (one conjunct, none cheap, or two in that order) or it has too many conjuncts.
-pub fn reorder(predicate: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<Arc<dyn PhysicalExpr>> {
+fn reorder(predicate: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<Arc<dyn PhysicalExpr>> {
     let conjuncts = split_conjunction(predicate);
     if conjuncts.len() < 2 || conjuncts.len() > MAX_CONJUNCTS {
         return None;
@@ -127,49 +130,13 @@ mod tests {
     use datafusion::arrow::array::{Date32Array, Int32Array, StringArray};
     use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::arrow::util::pretty::pretty_format_batches;
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::config::ConfigOptions;
-    use datafusion::logical_expr::Operator;
-    use datafusion::physical_expr::expressions::BinaryExpr;
-    use datafusion::physical_expr::PhysicalExpr;
     use datafusion::physical_optimizer::PhysicalOptimizerRule;
-    use datafusion::physical_plan::filter::FilterExec;
     use datafusion::physical_plan::{collect, ExecutionPlan};
     use datafusion::prelude::SessionContext;
 
     use super::{EvaluateCheapConjunctsFirst, MAX_CONJUNCTS};
-
-    /// The predicate's AND tree with every level in parentheses; conjuncts by the letter
-    /// of the column they read (`L` for the LIKE, `U` for the function call).
-    fn shape(expr: &Arc<dyn PhysicalExpr>) -> String {
-        match expr.downcast_ref::<BinaryExpr>() {
-            Some(and) if *and.op() == Operator::And => format!("({} {})", shape(and.left()), shape(and.right())),
-            _ => {
-                let text = expr.to_string();
-                let tag = if text.contains("LIKE") {
-                    "L"
-                } else if text.contains("upper") {
-                    "U"
-                } else {
-                    &text[..1]
-                };
-                tag.to_string()
-            }
-        }
-    }
-
-    fn predicate(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn PhysicalExpr> {
-        let mut found = None;
-        plan.apply(|node| {
-            if let Some(filter) = node.downcast_ref::<FilterExec>() {
-                found = Some(Arc::clone(filter.predicate()));
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })
-        .unwrap();
-        found.expect("a FilterExec")
-    }
+    use crate::test_support::{filter_predicate as predicate, predicate_shape as shape};
 
     async fn context() -> SessionContext {
         // NULLs in every column: AND's three-valued logic must come out the same.

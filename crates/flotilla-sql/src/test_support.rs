@@ -1,9 +1,16 @@
 //! Helpers shared by this crate's unit tests.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::Operator;
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::physical_expr::expressions::BinaryExpr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
 /// `batch` written as one Parquet file and registered as table `t` in a DataFusion context
@@ -33,5 +40,39 @@ impl ParquetTable {
 impl Drop for ParquetTable {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The predicate of the first `FilterExec` in `plan` (top down).
+pub(crate) fn filter_predicate(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn PhysicalExpr> {
+    let mut found = None;
+    plan.apply(|node| {
+        if let Some(filter) = node.downcast_ref::<FilterExec>() {
+            found = Some(Arc::clone(filter.predicate()));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    found.expect("a FilterExec")
+}
+
+/// A predicate's AND tree with every level in parentheses; each conjunct by the first
+/// letter of its text (the column it compares), `L` for a LIKE, `U` for a call of `upper`.
+pub(crate) fn predicate_shape(expr: &Arc<dyn PhysicalExpr>) -> String {
+    match expr.downcast_ref::<BinaryExpr>() {
+        Some(and) if *and.op() == Operator::And => {
+            format!("({} {})", predicate_shape(and.left()), predicate_shape(and.right()))
+        }
+        _ => {
+            let text = expr.to_string();
+            if text.contains("LIKE") {
+                "L".to_string()
+            } else if text.contains("upper") {
+                "U".to_string()
+            } else {
+                text[..1].to_string()
+            }
+        }
     }
 }
