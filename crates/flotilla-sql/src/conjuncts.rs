@@ -74,6 +74,11 @@ impl PhysicalOptimizerRule for EvaluateCheapConjunctsFirst {
     }
 }
 
+/// `predicate` rebuilt as the [module](self) says where that changes it.
+pub(crate) fn cheap_first(predicate: Arc<dyn PhysicalExpr>, schema: &Schema) -> Arc<dyn PhysicalExpr> {
+    reorder(&predicate, schema).unwrap_or(predicate)
+}
+
 /// `predicate` rebuilt as the [module](self) says, or `None` when that is the shape it has
 /// (one conjunct, none cheap, or two in that order) or it has too many conjuncts.
 fn reorder(predicate: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<Arc<dyn PhysicalExpr>> {

@@ -14,7 +14,12 @@
 //! - the join's probe side gets a [`JoinFilterExportExec`]: when the build side is done, it
 //!   sends the filter to every worker of the statement, over the workers' data service
 //!   ([`FilterPublisher`]). What travels is [`relax`]ed: the key ranges and key lists, not a
-//!   lookup into the hash table (it cannot be encoded). A join whose build side is collected
+//!   lookup into the hash table (it cannot be encoded). For a build side too large for
+//!   DataFusion to list its keys (150), the task's keys are listed as its join reads them
+//!   ([`JoinKeysExec`], up to [`MAX_COLLECTED_KEYS`] rows), so that what travels filters rows,
+//!   not only key ranges; the lists of a task's partitions, and the parts from every task, are
+//!   merged into one list per key ([`merge_key_lists`]), which a scan evaluates as one lookup a
+//!   row ([`KeySetExpr`]). A join whose build side is collected
 //!   has the same table in every task, so any task's filter is whole; a partitioned join's
 //!   task knows only its partitions' keys, so each task sends its part ([`PublishedFilter`]
 //!   says which of how many) and a row passes if it passes any part;
@@ -36,7 +41,9 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
@@ -60,13 +67,36 @@ use parking_lot::Mutex;
 
 use crate::catalog::files_write::only_child;
 
-/// How long a scan waits for the filters it was promised before it reads without them.
-pub const WAIT_FOR_FILTERS: Duration = Duration::from_secs(20);
+/// How long a scan waits for the filters it was promised before it reads without them (a
+/// filter that comes later still reaches the filters above the scan, batch by batch). Short:
+/// a filter that is not there soon comes from a build side that is slow to finish (TPC-H
+/// q21's semi and anti joins wait for the stage that joins `lineitem`, `orders` and
+/// `supplier`, 400 ms at scale 1), and a waiting scan leaves idle the cores it would share
+/// with that stage. Build sides that finish early sent theirs within 25 ms in the TPC-H runs
+/// on two workers (q13, q17, q20).
+pub const WAIT_FOR_FILTERS: Duration = Duration::from_millis(100);
 /// How long sending a filter to one worker may take.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest filter sent, encoded; a larger one is sent as "no filter" (the waiting scans
-/// start unfiltered). DataFusion lists keys only for small build sides (150 values).
-pub const MAX_FILTER_BYTES: usize = 1 << 20;
+/// The largest filter sent, encoded; a larger one is sent with its short key lists only (as
+/// DataFusion would have made it), and if still larger as "no filter" (the waiting scans start
+/// unfiltered).
+pub const MAX_FILTER_BYTES: usize = 4 << 20;
+/// Encoded bytes of key lists one task of a join may send to all the statement's workers
+/// together (its filter's size times their number); beyond it the filter travels with its
+/// short lists only, so the traffic stays bounded on a large cluster.
+pub const MAX_LIST_TRAFFIC: usize = 16 << 20;
+/// The most build-side rows of a task whose keys its join's published filter lists
+/// ([`JoinKeysExec`]); a task that reads more publishes key ranges (and DataFusion's short
+/// lists) only. The lists travel as DataFusion encodes an `IN` list, a message per key, and
+/// are decoded and merged on every worker: with 38 thousand keys a task (TPC-H q21's semi and
+/// anti joins at scale 1) that cost the workers more CPU than the rows it kept from the
+/// exchanges saved (q21 440 → 690 ms on two workers), so the bound is low. TPC-H q20's join
+/// of 312 `partsupp` rows, too many for DataFusion to list, is well within it.
+pub const MAX_COLLECTED_KEYS: usize = 4096;
+/// The longest key list that travels when the long ones would be too large, and the longest
+/// a scan evaluates as DataFusion's `InListExpr` (longer ones become a [`KeySetExpr`]):
+/// DataFusion's `hash_join_inlist_pushdown_max_distinct_values` default.
+const SHORT_LIST: usize = 150;
 /// Filters and waiting scans a worker keeps track of at most.
 pub const MAX_INBOX_ENTRIES: usize = 4096;
 /// Encoded bytes of the filters a worker keeps at most.
@@ -130,6 +160,78 @@ pub struct FilterExchange {
     pub query_id: String,
     pub inbox: Arc<FilterInbox>,
     pub publisher: Arc<dyn FilterPublisher>,
+    /// The keys the task's joins read on their build sides, by their filters' ids.
+    pub build_keys: Arc<Mutex<HashMap<u64, Arc<BuildKeys>>>>,
+}
+
+impl FilterExchange {
+    pub fn new(query_id: String, inbox: Arc<FilterInbox>, publisher: Arc<dyn FilterPublisher>) -> Self {
+        Self { query_id, inbox, publisher, build_keys: Default::default() }
+    }
+
+    fn build_keys(&self, id: u64) -> Arc<BuildKeys> {
+        self.build_keys.lock().entry(id).or_default().clone()
+    }
+}
+
+/// The keys a task's join has read on its build side ([`JoinKeysExec`]), for the filter it
+/// publishes: its lookup into the hash table cannot travel, a list of the keys can.
+#[derive(Debug, Default)]
+pub struct BuildKeys {
+    state: Mutex<Collected>,
+}
+
+#[derive(Debug, Default)]
+enum Collected {
+    #[default]
+    Nothing,
+    /// Each key's arrays, batch by batch.
+    Keys { rows: usize, columns: Vec<Vec<ArrayRef>> },
+    /// More than [`MAX_COLLECTED_KEYS`] rows, or keys that could not be evaluated.
+    TooMany,
+}
+
+impl BuildKeys {
+    fn add(&self, keys: Result<Vec<ArrayRef>>) {
+        let mut state = self.state.lock();
+        let keys = match keys {
+            Ok(keys) => keys,
+            Err(_) => {
+                *state = Collected::TooMany;
+                return;
+            }
+        };
+        let added = keys.first().map_or(0, |key| key.len());
+        match &mut *state {
+            Collected::TooMany => {}
+            Collected::Keys { rows, .. } if *rows + added > MAX_COLLECTED_KEYS => *state = Collected::TooMany,
+            Collected::Keys { rows, columns } if columns.len() == keys.len() => {
+                *rows += added;
+                columns.iter_mut().zip(keys).for_each(|(column, key)| column.push(key));
+            }
+            Collected::Keys { .. } => *state = Collected::TooMany,
+            Collected::Nothing if added > MAX_COLLECTED_KEYS => *state = Collected::TooMany,
+            Collected::Nothing => {
+                *state = Collected::Keys { rows: added, columns: keys.into_iter().map(|key| vec![key]).collect() }
+            }
+        }
+    }
+
+    /// Each key's values, once per row read (`None`: too many, or none read).
+    fn values(&self) -> Option<Vec<ArrayRef>> {
+        let state = self.state.lock();
+        let Collected::Keys { rows, columns } = &*state else { return None };
+        if *rows == 0 {
+            return None;
+        }
+        columns
+            .iter()
+            .map(|arrays| {
+                let arrays: Vec<&dyn datafusion::arrow::array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                datafusion::arrow::compute::concat(&arrays).ok()
+            })
+            .collect()
+    }
 }
 
 /// Why a worker refused a filter.
@@ -162,6 +264,8 @@ struct Entry {
     /// The parts that came, by task; complete when every task's has.
     arrived: std::collections::BTreeMap<u32, Arc<PublishedFilter>>,
     waiting: Vec<Waiting>,
+    /// The whole filter decoded, once for every scan that uses it.
+    prepared: Option<Arc<Prepared>>,
 }
 
 impl fmt::Debug for Entry {
@@ -178,7 +282,7 @@ struct Waiting {
 
 impl Entry {
     fn new() -> Self {
-        Self { since: Instant::now(), arrived: Default::default(), waiting: Vec::new() }
+        Self { since: Instant::now(), arrived: Default::default(), waiting: Vec::new(), prepared: None }
     }
 
     /// Every part of the filter, once all have come.
@@ -240,10 +344,14 @@ impl FilterInbox {
             let Some(parts) = entry.whole() else { return Ok(()) };
             (parts, std::mem::take(&mut entry.waiting))
         };
+        let mut prepared = None;
         for waiting in waiting {
             let Some(expr) = waiting.filter.upgrade() else { continue };
             match waiting.ctx.upgrade() {
-                Some(ctx) => apply(&expr, &parts, &ctx),
+                Some(ctx) => {
+                    let prepared = prepared.get_or_insert_with(|| self.prepared(&filter, &parts, &ctx));
+                    apply(&expr, prepared);
+                }
                 // The task is over; nobody should wait on its copy.
                 None => {
                     if let Some(filter) = expr.downcast_ref::<DynamicFilterPhysicalExpr>() {
@@ -253,6 +361,20 @@ impl FilterInbox {
             }
         }
         Ok(())
+    }
+
+    /// The whole filter `parts` make, decoded once (in the context of the first task that
+    /// uses it) and kept with them.
+    fn prepared(&self, part: &PublishedFilter, parts: &[Arc<PublishedFilter>], ctx: &TaskContext) -> Arc<Prepared> {
+        let key = (part.query_id.clone(), part.expression_id);
+        if let Some(prepared) = self.entries.lock().by_filter.get(&key).and_then(|entry| entry.prepared.clone()) {
+            return prepared;
+        }
+        let prepared = Arc::new(prepare(parts, ctx).map_err(|error| error.to_string()));
+        if let Some(entry) = self.entries.lock().by_filter.get_mut(&key) {
+            entry.prepared = Some(prepared.clone());
+        }
+        prepared
     }
 
     /// A scan's copy of filter `expression_id` of `query_id`: updated now if the filter is
@@ -280,7 +402,10 @@ impl FilterInbox {
                 }
             }
         };
-        apply(filter, &arrived, ctx);
+        if let Some(first) = arrived.first() {
+            let prepared = self.prepared(first, &arrived, ctx);
+            apply(filter, &prepared);
+        }
         Ok(())
     }
 
@@ -304,49 +429,68 @@ impl FilterInbox {
     }
 }
 
-/// Updates a scan's copy of a filter with what its producer's tasks sent (a row passes if it
-/// passes any task's part), and marks it complete (so the scan stops waiting) whether or not
-/// the filter could be used.
-fn apply(expr: &Arc<dyn PhysicalExpr>, parts: &[Arc<PublishedFilter>], ctx: &TaskContext) {
+/// A whole filter from another stage as this worker's scans use it (its long key lists as
+/// [`KeySetExpr`]s), over the join's probe keys, which it comes with; `None` for one that
+/// keeps every row; the error that kept it from being decoded.
+type Prepared = std::result::Result<Option<(Arc<dyn PhysicalExpr>, Vec<Arc<dyn PhysicalExpr>>)>, String>;
+
+/// The filter the parts from the producer's tasks make (a row passes if it passes any part).
+fn prepare(
+    parts: &[Arc<PublishedFilter>],
+    ctx: &TaskContext,
+) -> Result<Option<(Arc<dyn PhysicalExpr>, Vec<Arc<dyn PhysicalExpr>>)>> {
+    let mut keys = None;
+    let mut filters = Vec::with_capacity(parts.len());
+    for part in parts {
+        let (filter, part_keys, schema) = decode(part, ctx)?;
+        filters.push(filter);
+        keys.get_or_insert((part_keys, schema));
+    }
+    let (keys, schema) = keys.ok_or_else(|| DataFusionError::Internal("a join filter without parts".into()))?;
+    let filter = any_of(filters, &schema);
+    if is_literal(&filter, true) {
+        return Ok(None);
+    }
+    Ok(Some((for_scans(filter)?, keys)))
+}
+
+/// Updates a scan's copy of a filter with what its producer's tasks sent, and marks it
+/// complete (so the scan stops waiting) whether or not the filter could be used.
+fn apply(expr: &Arc<dyn PhysicalExpr>, prepared: &Prepared) {
     let Some(filter) = expr.downcast_ref::<DynamicFilterPhysicalExpr>() else { return };
-    if let Err(error) = update(expr, parts, ctx) {
-        let query = parts.first().map(|part| part.query_id.as_str()).unwrap_or_default();
-        tracing::debug!(%error, query, "a join filter from another stage was not applied");
+    let installed = match prepared {
+        Ok(Some((prepared, keys))) => install(expr, prepared, keys),
+        Ok(None) => Ok(()),
+        Err(error) => Err(DataFusionError::Execution(error.clone())),
+    };
+    if let Err(error) = installed {
+        tracing::debug!(%error, "a join filter from another stage was not applied");
     }
     filter.mark_complete();
 }
 
-fn update(expr: &Arc<dyn PhysicalExpr>, parts: &[Arc<PublishedFilter>], ctx: &TaskContext) -> Result<()> {
-    let mut keys = None;
-    let mut filters = Vec::with_capacity(parts.len());
-    for part in parts {
-        let (filter, part_keys) = decode(expr.as_ref(), part, ctx)?;
-        filters.push(filter);
-        keys.get_or_insert(part_keys);
-    }
-    let keys = keys.ok_or_else(|| DataFusionError::Internal("a join filter without parts".into()))?;
-    let filter = any_of(filters);
-    if is_literal(&filter, true) {
-        return Ok(());
+fn install(expr: &Arc<dyn PhysicalExpr>, filter: &Arc<dyn PhysicalExpr>, keys: &[Arc<dyn PhysicalExpr>]) -> Result<()> {
+    if expr.children().len() != keys.len() {
+        return Err(DataFusionError::Internal("a published join filter has other keys than the scan's copy".into()));
     }
     // Every copy of a dynamic filter keeps the filter as its producer wrote it (over the
     // join's keys) and maps the keys to its own columns when it reads it: the scan's copy,
     // and the copies the Parquet reader derives from it for its row filter. So the filter is
     // stored through a copy that maps the keys to themselves.
-    let as_the_join = Arc::clone(expr).with_new_children(keys)?;
+    let as_the_join = Arc::clone(expr).with_new_children(keys.to_vec())?;
     let as_the_join = as_the_join
         .downcast_ref::<DynamicFilterPhysicalExpr>()
         .ok_or_else(|| DataFusionError::Internal("a dynamic filter's copy is not one".into()))?;
-    as_the_join.update(filter)
+    as_the_join.update(Arc::clone(filter))
 }
 
-/// A decoded part of a published filter, and the join keys it reads.
-type Part = (Arc<dyn PhysicalExpr>, Vec<Arc<dyn PhysicalExpr>>);
+/// A decoded part of a published filter, the join keys it reads, and the schema of the
+/// join's probe side they are over.
+type Part = (Arc<dyn PhysicalExpr>, Vec<Arc<dyn PhysicalExpr>>, Schema);
 
-/// One part of a published filter (`true` for a part without one), checked against the
-/// scan's copy it is for.
-fn decode(scan: &dyn PhysicalExpr, published: &PublishedFilter, ctx: &TaskContext) -> Result<Part> {
-    let Some(expr) = published.expr.as_ref() else { return Ok((lit(true), Vec::new())) };
+/// One part of a published filter (`true` for a part without one).
+fn decode(published: &PublishedFilter, ctx: &TaskContext) -> Result<Part> {
+    let Some(expr) = published.expr.as_ref() else { return Ok((lit(true), Vec::new(), Schema::empty())) };
     let schema: Schema = published
         .schema
         .as_ref()
@@ -365,10 +509,7 @@ fn decode(scan: &dyn PhysicalExpr, published: &PublishedFilter, ctx: &TaskContex
     if !collect_columns(&expr).iter().all(|column| key_columns.contains(column)) {
         return Err(DataFusionError::Internal("a published join filter reads columns other than its keys".into()));
     }
-    if scan.children().len() != keys.len() {
-        return Err(DataFusionError::Internal("a published join filter has other keys than the scan's copy".into()));
-    }
-    Ok((expr, keys))
+    Ok((expr, keys, schema))
 }
 
 fn is_literal(expr: &Arc<dyn PhysicalExpr>, value: bool) -> bool {
@@ -377,45 +518,233 @@ fn is_literal(expr: &Arc<dyn PhysicalExpr>, value: bool) -> bool {
     expr.downcast_ref::<Literal>().is_some_and(|literal| literal.value() == &ScalarValue::Boolean(Some(value)))
 }
 
-/// `a OR b OR ...`: false for none.
-fn any_of(parts: Vec<Arc<dyn PhysicalExpr>>) -> Arc<dyn PhysicalExpr> {
+/// `a OR b OR ...` (over `schema`): false for none; the parts' key lists merged into one
+/// ([`merge_key_lists`]) where each part has one.
+fn any_of(parts: Vec<Arc<dyn PhysicalExpr>>, schema: &Schema) -> Arc<dyn PhysicalExpr> {
     use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::BinaryExpr;
     if parts.iter().any(|part| is_literal(part, true)) {
         return lit(true);
     }
+    let parts: Vec<_> = parts
+        .iter()
+        .flat_map(datafusion::physical_expr::utils::split_disjunction)
+        .filter(|part| !is_literal(part, false))
+        .cloned()
+        .collect();
+    if let Some(merged) = merge_key_lists(&parts, schema) {
+        return merged;
+    }
     parts
         .into_iter()
-        .filter(|part| !is_literal(part, false))
         .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::Or, b)) as Arc<dyn PhysicalExpr>)
         .unwrap_or_else(|| lit(false))
 }
 
+/// `range_1 AND k IN (list_1) OR range_2 AND k IN (list_2) OR ...`, DataFusion's filter of a
+/// partitioned join (one disjunct a partition), or the parts from every task, as one
+/// `k >= min AND k <= max AND k IN (list_1 ∪ list_2 ∪ ...)`, each key once, and so for each
+/// key a join has several of (a list each): it keeps every row the disjunction keeps (a part
+/// keeps only keys of its lists), with one lookup a row and key instead of one a part, and
+/// its range still prunes row groups and pages. None unless every part lists the same keys,
+/// once each, with literals.
+fn merge_key_lists(parts: &[Arc<dyn PhysicalExpr>], schema: &Schema) -> Option<Arc<dyn PhysicalExpr>> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr, Literal};
+    struct Merged<'a> {
+        key: &'a Arc<dyn PhysicalExpr>,
+        seen: HashSet<&'a ScalarValue>,
+        values: Vec<ScalarValue>,
+    }
+    let mut merged: Vec<Merged<'_>> = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let lists: Vec<&InListExpr> = datafusion::physical_expr::split_conjunction(part)
+            .into_iter()
+            .filter_map(|conjunct| conjunct.downcast_ref::<InListExpr>())
+            .collect();
+        if lists.is_empty() || (i > 0 && lists.len() != merged.len()) {
+            return None;
+        }
+        for list in lists {
+            if list.negated() {
+                return None;
+            }
+            let at = merged.iter().position(|m| m.key.as_ref() == list.expr().as_ref());
+            let entry = match at {
+                Some(at) => &mut merged[at],
+                None if i == 0 => {
+                    merged.push(Merged { key: list.expr(), seen: HashSet::new(), values: Vec::new() });
+                    merged.last_mut()?
+                }
+                None => return None,
+            };
+            for item in list.list() {
+                let value = item.downcast_ref::<Literal>()?.value();
+                if entry.seen.insert(value) {
+                    entry.values.push(value.clone());
+                }
+            }
+        }
+    }
+    let and = |a: Arc<dyn PhysicalExpr>, b: Arc<dyn PhysicalExpr>| -> Arc<dyn PhysicalExpr> {
+        Arc::new(BinaryExpr::new(a, Operator::And, b))
+    };
+    let mut conjuncts: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+    for Merged { key, values, .. } in &merged {
+        let array = ScalarValue::iter_to_array(values.iter().cloned()).ok()?;
+        let list: Arc<dyn PhysicalExpr> =
+            Arc::new(InListExpr::try_new_from_array(Arc::clone(key), array, false, schema).ok()?);
+        if !key.data_type(schema).ok()?.is_nested() {
+            let ordered = |a: &&ScalarValue, b: &&ScalarValue| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal);
+            let present = || values.iter().filter(|value| !value.is_null());
+            if let (Some(min), Some(max)) = (present().min_by(ordered), present().max_by(ordered)) {
+                let bound = |op, value: &ScalarValue| -> Arc<dyn PhysicalExpr> {
+                    Arc::new(BinaryExpr::new(Arc::clone(key), op, lit(value.clone())))
+                };
+                conjuncts.push(bound(Operator::GtEq, min));
+                conjuncts.push(bound(Operator::LtEq, max));
+            }
+        }
+        conjuncts.push(list);
+    }
+    conjuncts.into_iter().reduce(and)
+}
+
+/// A filter from other stages as a scan evaluates it: its long key lists as [`KeySetExpr`]s.
+fn for_scans(filter: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
+    use datafusion::physical_expr::expressions::InListExpr;
+    let rewritten = filter.transform_up(|expr| {
+        let Some(list) = expr.downcast_ref::<InListExpr>() else { return Ok(Transformed::no(expr)) };
+        if list.negated() || list.len() <= SHORT_LIST {
+            return Ok(Transformed::no(expr));
+        }
+        Ok(KeySetExpr::try_new(list)?.map_or(Transformed::no(expr), |set| Transformed::yes(Arc::new(set) as _)))
+    })?;
+    Ok(rewritten.data)
+}
+
+/// `key IN (keys)` for a long list of keys from another stage: what DataFusion's `InListExpr`
+/// computes (a hash-set lookup a row), with the list out of the expression tree. DataFusion
+/// walks a dynamic filter's whole tree on every batch it evaluates it for (to map its columns)
+/// and analyses every listed literal whenever a Parquet scan opens a file (literal
+/// guarantees, pruning predicates); with thousands of keys that costs more than the lookups.
+/// Here the tree is the key alone, and pruning sees no list (the key range beside it prunes).
+#[derive(Debug)]
+pub struct KeySetExpr {
+    key: Arc<dyn PhysicalExpr>,
+    /// The list over column 0 of [`Self::input`].
+    set: Arc<dyn PhysicalExpr>,
+    input: Arc<Schema>,
+    len: usize,
+}
+
+impl KeySetExpr {
+    fn try_new(list: &datafusion::physical_expr::expressions::InListExpr) -> Result<Option<Self>> {
+        use datafusion::common::ScalarValue;
+        use datafusion::physical_expr::expressions::{Column, InListExpr, Literal};
+        let values: Option<Vec<ScalarValue>> =
+            list.list().iter().map(|item| item.downcast_ref::<Literal>().map(|l| l.value().clone())).collect();
+        let Some(values) = values else { return Ok(None) };
+        let array = ScalarValue::iter_to_array(values)?;
+        let input = Arc::new(Schema::new(vec![Field::new("key", array.data_type().clone(), true)]));
+        let set = InListExpr::try_new_from_array(Arc::new(Column::new("key", 0)), array, false, &input)?;
+        Ok(Some(Self { key: Arc::clone(list.expr()), set: Arc::new(set), input, len: list.len() }))
+    }
+}
+
+impl PartialEq for KeySetExpr {
+    fn eq(&self, other: &Self) -> bool {
+        self.key.as_ref() == other.key.as_ref() && Arc::ptr_eq(&self.set, &other.set)
+    }
+}
+
+impl Eq for KeySetExpr {}
+
+impl std::hash::Hash for KeySetExpr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+        (Arc::as_ptr(&self.set) as *const () as usize).hash(state);
+    }
+}
+
+impl fmt::Display for KeySetExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} IN ({} keys)", self.key, self.len)
+    }
+}
+
+impl PhysicalExpr for KeySetExpr {
+    fn data_type(&self, _: &Schema) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn nullable(&self, _: &Schema) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<datafusion::logical_expr::ColumnarValue> {
+        let keys = self.key.evaluate(batch)?.into_array(batch.num_rows())?;
+        let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        self.set.evaluate(&RecordBatch::try_new_with_options(Arc::clone(&self.input), vec![keys], &options)?)
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.key]
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+        let [key] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("a key set has one child, its key".into()))?;
+        Ok(Arc::new(Self { key, set: Arc::clone(&self.set), input: Arc::clone(&self.input), len: self.len }))
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
 /// A filter that keeps at least the rows `expr` keeps, made of what DataFusion's codec can
 /// write and what holds in every task: a conjunct that cannot travel (a lookup into the
-/// join's hash table) is dropped, and a partitioned join's routing of rows to its partitions'
-/// filters (`CASE hash(key) % n WHEN p THEN filter_p ...`, valid only for the partition
-/// numbers of the task that built it) becomes `filter_0 OR filter_1 OR ...`.
-fn relax(expr: &Arc<dyn PhysicalExpr>, depth: usize) -> Arc<dyn PhysicalExpr> {
+/// join's hash table) or a key list longer than `longest_list` is dropped, and a partitioned
+/// join's routing of rows to its partitions' filters (`CASE hash(key) % n WHEN p THEN
+/// filter_p ...`, valid only for the partition numbers of the task that built it) becomes
+/// `filter_0 OR filter_1 OR ...`, their key lists merged into one.
+fn relax(expr: &Arc<dyn PhysicalExpr>, schema: &Schema, longest_list: usize) -> Arc<dyn PhysicalExpr> {
+    let relaxed = relax_within(expr, schema, longest_list, 0);
+    let parts: Vec<_> = datafusion::physical_expr::utils::split_disjunction(&relaxed).into_iter().cloned().collect();
+    merge_key_lists(&parts, schema).unwrap_or(relaxed)
+}
+
+fn relax_within(
+    expr: &Arc<dyn PhysicalExpr>,
+    schema: &Schema,
+    longest_list: usize,
+    depth: usize,
+) -> Arc<dyn PhysicalExpr> {
     use datafusion::logical_expr::Operator;
-    use datafusion::physical_expr::expressions::{BinaryExpr, CaseExpr};
+    use datafusion::physical_expr::expressions::{BinaryExpr, CaseExpr, InListExpr};
     if depth > MAX_RELAX_DEPTH {
         return lit(true);
     }
+    let relax = |expr: &Arc<dyn PhysicalExpr>| relax_within(expr, schema, longest_list, depth + 1);
     if let Some(case) = expr.downcast_ref::<CaseExpr>() {
-        let mut branches: Vec<_> = case.when_then_expr().iter().map(|(_, then)| relax(then, depth + 1)).collect();
-        branches.extend(case.else_expr().map(|otherwise| relax(otherwise, depth + 1)));
-        return any_of(branches);
+        let mut branches: Vec<_> = case.when_then_expr().iter().map(|(_, then)| relax(then)).collect();
+        branches.extend(case.else_expr().map(relax));
+        return any_of(branches, schema);
     }
     if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
-        let (left, right) = (relax(binary.left(), depth + 1), relax(binary.right(), depth + 1));
+        let (left, right) = (relax(binary.left()), relax(binary.right()));
         match binary.op() {
             Operator::And if is_literal(&left, true) => return right,
             Operator::And if is_literal(&right, true) => return left,
             Operator::And => return Arc::new(BinaryExpr::new(left, Operator::And, right)),
-            Operator::Or => return any_of(vec![left, right]),
+            Operator::Or => return any_of(vec![left, right], schema),
             _ => {}
         }
+    }
+    if expr.downcast_ref::<InListExpr>().is_some_and(|list| list.len() > longest_list) {
+        return lit(true);
     }
     match serialize_physical_expr(expr, &DefaultPhysicalExtensionCodec {}) {
         Ok(_) => expr.clone(),
@@ -423,29 +752,70 @@ fn relax(expr: &Arc<dyn PhysicalExpr>, depth: usize) -> Arc<dyn PhysicalExpr> {
     }
 }
 
-/// A complete join filter as task `task` of `tasks` sends it ([`relax`]ed), encoded.
+/// A complete join filter as task `task` of `tasks` sends it to `receivers` workers, encoded:
+/// [`relax`]ed, with a list of the keys the task read on its build side (`collected`, one
+/// array a key) where DataFusion listed none; without that list where it would make the
+/// filter larger than [`MAX_FILTER_BYTES`], or the traffic larger than [`MAX_LIST_TRAFFIC`].
 fn snapshot(
     filter: &DynamicFilterPhysicalExpr,
     schema: &Schema,
     query_id: &str,
     expression_id: u64,
     (task, tasks): (u32, u32),
+    receivers: usize,
+    collected: Option<Vec<ArrayRef>>,
 ) -> Result<PublishedFilter> {
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr};
     let codec = DefaultPhysicalExtensionCodec {};
-    let travels = relax(&filter.current()?, 0);
-    let keys = PhysicalExpr::children(filter)
-        .into_iter()
-        .map(|key| serialize_physical_expr(key, &codec))
-        .collect::<Result<Vec<_>>>()?;
-    let published = PublishedFilter {
-        query_id: query_id.to_string(),
-        expression_id,
-        schema: Some(schema.try_into()?),
-        expr: Some(serialize_physical_expr(&travels, &codec)?),
-        keys,
-        task,
-        tasks,
+    let relaxed = relax(&filter.current()?, schema, SHORT_LIST);
+    let probe_keys = PhysicalExpr::children(filter);
+    let keys = probe_keys.iter().map(|key| serialize_physical_expr(key, &codec)).collect::<Result<Vec<_>>>()?;
+    let publish = |expr: &Arc<dyn PhysicalExpr>| -> Result<PublishedFilter> {
+        Ok(PublishedFilter {
+            query_id: query_id.to_string(),
+            expression_id,
+            schema: Some(schema.try_into()?),
+            expr: Some(serialize_physical_expr(expr, &codec)?),
+            keys: keys.clone(),
+            task,
+            tasks,
+        })
     };
+    // The task's keys are listed where DataFusion listed none, and where the filter says
+    // which rows the build side rules out: not where it is `true` (a partition's build side
+    // is unknown: its stream was dropped), nor where it keeps probe rows with a NULL key (a
+    // null-aware anti join, or a join on nulls being equal with a NULL among the build keys).
+    let mut listed = is_literal(&relaxed, true) || is_literal(&relaxed, false);
+    relaxed.apply(|expr| {
+        use datafusion::physical_expr::expressions::IsNullExpr;
+        listed |= expr.is::<InListExpr>() || expr.is::<IsNullExpr>();
+        Ok(if listed { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    })?;
+    let lists = match collected {
+        Some(columns) if !listed && columns.len() == probe_keys.len() => probe_keys
+            .iter()
+            .zip(columns)
+            .map(|(key, values)| {
+                InListExpr::try_new_from_array(Arc::clone(key), values, false, schema)
+                    .map(|list| Arc::new(list) as Arc<dyn PhysicalExpr>)
+            })
+            .collect::<Result<Vec<_>>>()
+            .ok(),
+        _ => None,
+    };
+    if let Some(lists) = lists {
+        let with_lists = lists.into_iter().fold(Arc::clone(&relaxed), |filter, list| {
+            Arc::new(BinaryExpr::new(filter, Operator::And, list)) as Arc<dyn PhysicalExpr>
+        });
+        let with_lists = merge_key_lists(&[with_lists.clone()], schema).unwrap_or(with_lists);
+        let published = publish(&with_lists)?;
+        let size = prost::Message::encoded_len(&published);
+        if size <= MAX_FILTER_BYTES && size.saturating_mul(receivers.max(1)) <= MAX_LIST_TRAFFIC {
+            return Ok(published);
+        }
+    }
+    let published = publish(&relaxed)?;
     if prost::Message::encoded_len(&published) > MAX_FILTER_BYTES {
         return Ok(PublishedFilter::none(query_id, expression_id, (task, tasks)));
     }
@@ -512,10 +882,12 @@ impl JoinFilterExportExec {
             let Some(dynamic) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() else { return };
             let Some(id) = filter.expression_id() else { return };
             dynamic.wait_complete().await;
-            let published = snapshot(dynamic, &schema, &exchange.query_id, id, part).unwrap_or_else(|error| {
-                tracing::debug!(%error, "a join filter could not be encoded; its scans start unfiltered");
-                PublishedFilter::none(&exchange.query_id, id, part)
-            });
+            let collected = exchange.build_keys(id).values();
+            let published = snapshot(dynamic, &schema, &exchange.query_id, id, part, targets.len(), collected)
+                .unwrap_or_else(|error| {
+                    tracing::debug!(%error, "a join filter could not be encoded; its scans start unfiltered");
+                    PublishedFilter::none(&exchange.query_id, id, part)
+                });
             let sends = targets.iter().map(|url| {
                 let send = exchange.publisher.publish(url, published.clone());
                 async move {
@@ -581,6 +953,88 @@ impl ExecutionPlan for JoinFilterExportExec {
     }
 }
 
+/// Lists the keys of the rows a hash join reads on its build side (its `keys`, over its
+/// input), for the filter the join publishes to other stages ([`BuildKeys`]); passes the rows
+/// through. It is the join's build child, in a task whose session has a [`FilterExchange`].
+#[derive(Debug)]
+pub struct JoinKeysExec {
+    input: Arc<dyn ExecutionPlan>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// The join's dynamic filter's expression id.
+    id: u64,
+}
+
+impl JoinKeysExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>, id: u64) -> Self {
+        Self { input, keys, id }
+    }
+
+    pub fn keys(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.keys
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl DisplayAs for JoinKeysExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<String> = self.keys.iter().map(|key| key.to_string()).collect();
+        write!(f, "JoinKeysExec: keys=[{}]", keys.join(", "))
+    }
+}
+
+impl ExecutionPlan for JoinKeysExec {
+    fn name(&self) -> &str {
+        "JoinKeysExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for key in &self.keys {
+            if f(key)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = only_child(children, self.name())?;
+        Ok(Arc::new(Self::new(input, self.keys.clone(), self.id)))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let exchange = context.session_config().get_extension::<FilterExchange>();
+        let stream = self.input.execute(partition, context)?;
+        let Some(exchange) = exchange else { return Ok(stream) };
+        let collected = exchange.build_keys(self.id);
+        let keys = self.keys.clone();
+        let schema = stream.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.map(move |batch| {
+                if let Ok(batch) = &batch {
+                    let rows = batch.num_rows();
+                    collected.add(keys.iter().map(|key| key.evaluate(batch)?.into_array(rows)).collect());
+                }
+                batch
+            }),
+        )))
+    }
+}
+
 /// Starts the scan below it once the join filters it was promised from other stages have
 /// arrived (or after [`WAIT_FOR_FILTERS`]).
 #[derive(Debug)]
@@ -609,6 +1063,10 @@ impl JoinFilterWaitExec {
 
     pub fn ids(&self) -> &[u64] {
         &self.ids
+    }
+
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
     }
 
     /// The scan's copies of the awaited filters, registered in the inbox (once per task: a
@@ -801,6 +1259,15 @@ pub fn share_join_filters_across_stages(
             let wait = JoinFilterWaitExec::new(filtering_rows(node)?, ids.clone());
             return Ok(Transformed::yes(Arc::new(wait) as Arc<dyn ExecutionPlan>));
         }
+        // A scan with static conjuncts too: the filter above it evaluates the awaited ones.
+        if let Some(filter) = node.downcast_ref::<datafusion::physical_plan::filter::FilterExec>() {
+            if let Some(wait) = filter.input().downcast_ref::<JoinFilterWaitExec>() {
+                let awaited = |id| wait.ids().contains(&id);
+                if let Some(filter) = crate::join_filters::with_join_filters(filter, &awaited)? {
+                    return Ok(Transformed::yes(filter));
+                }
+            }
+        }
         let Some((filter, partitioned)) = join_filter(node.as_ref()) else { return Ok(Transformed::no(node)) };
         if !filter.expression_id().is_some_and(|id| exported.contains(&id)) {
             return Ok(Transformed::no(node));
@@ -808,6 +1275,12 @@ pub fn share_join_filters_across_stages(
         let children: Vec<Arc<dyn ExecutionPlan>> = node.children().into_iter().cloned().collect();
         let [build, probe] =
             <[_; 2]>::try_from(children).map_err(|_| DataFusionError::Internal("a hash join has two inputs".into()))?;
+        let id = filter.expression_id().unwrap_or_default();
+        let build_keys = node.downcast_ref::<HashJoinExec>().map(|join| join.on().iter().map(|(key, _)| key.clone()));
+        let build = match build_keys {
+            Some(keys) => Arc::new(JoinKeysExec::new(build, keys.collect(), id)) as Arc<dyn ExecutionPlan>,
+            None => build,
+        };
         let probe = Arc::new(JoinFilterExportExec::try_new(probe, filter, targets.to_vec(), partitioned)?);
         Ok(Transformed::yes(replace_children_if_necessary(node, vec![build, probe])?))
     })?;
@@ -815,7 +1288,8 @@ pub fn share_join_filters_across_stages(
 }
 
 /// A scan that waits for filters from other stages filters rows with them in the Parquet
-/// reader (where its predicate is made of dynamic filters alone): the rows they drop would
+/// reader (where its predicate is made of dynamic filters alone; else the `FilterExec` above
+/// it does: [`crate::join_filters::with_join_filters`]): the rows they drop would
 /// otherwise be decoded and sent to another stage, and a filter that crossed stages holds key
 /// ranges and short key lists only, cheap to evaluate per row (unlike a hash-table lookup).
 fn filtering_rows(scan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
@@ -838,6 +1312,15 @@ pub struct ExportSpec {
     pub targets: Vec<String>,
     #[prost(bool, tag = "3")]
     pub partitioned: bool,
+}
+
+/// See [`ExportSpec`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeysSpec {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub keys: Vec<protobuf::PhysicalExprNode>,
 }
 
 /// See [`ExportSpec`].
@@ -944,7 +1427,7 @@ mod tests {
         let early = scan_copy(&producer);
         let (late, other) = (scan_copy(&producer), scan_copy(&producer));
         finish(&producer, keys_filter(&[3, 7]));
-        let published = snapshot(&producer, &probe_schema(), "q1", id, (0, 1)).unwrap();
+        let published = snapshot(&producer, &probe_schema(), "q1", id, (0, 1), 2, None).unwrap();
         let ctx = Arc::new(TaskContext::default());
         let inbox = FilterInbox::default();
         // A scan that registered first is updated when the filter arrives.
@@ -985,8 +1468,8 @@ mod tests {
         // Task 0 built key 3 (partition 1 of its 2); task 1 built key 7 and nothing else.
         finish(&task_0, routed(vec![lit(false), keys_filter(&[3])]));
         finish(&task_1, routed(vec![keys_filter(&[7]), lit(false)]));
-        let part_0 = snapshot(&task_0, &probe_schema(), "q", id, (0, 2)).unwrap();
-        let part_1 = snapshot(&task_1, &probe_schema(), "q", id, (1, 2)).unwrap();
+        let part_0 = snapshot(&task_0, &probe_schema(), "q", id, (0, 2), 2, None).unwrap();
+        let part_1 = snapshot(&task_1, &probe_schema(), "q", id, (1, 2), 2, None).unwrap();
         inbox.deliver(part_1.clone()).unwrap();
         inbox.deliver(part_1).unwrap();
         assert!(!complete(&copy), "one part of two");
@@ -1001,7 +1484,7 @@ mod tests {
         partitions[100] = keys_filter(&[3]);
         partitions[200] = keys_filter(&[7]);
         finish(&wide, routed(partitions));
-        let sent = prost::Message::encode_to_vec(&snapshot(&wide, &probe_schema(), "q", id, (0, 1)).unwrap());
+        let sent = prost::Message::encode_to_vec(&snapshot(&wide, &probe_schema(), "q", id, (0, 1), 2, None).unwrap());
         inbox.deliver(prost::Message::decode(sent.as_slice()).expect("decodes as the service would")).unwrap();
         assert_eq!(kept(&copy), vec![false, true, false, true]);
         // A part that claims another task count than the first is ignored; a task number out
@@ -1010,7 +1493,7 @@ mod tests {
         let copy = scan_copy(&task_0);
         inbox.register("q", id, &copy, &ctx).unwrap();
         finish(&task_0, keys_filter(&[3]));
-        let part = snapshot(&task_0, &probe_schema(), "q", id, (0, 2)).unwrap();
+        let part = snapshot(&task_0, &probe_schema(), "q", id, (0, 2), 2, None).unwrap();
         inbox.deliver(part.clone()).unwrap();
         inbox.deliver(PublishedFilter { task: 1, tasks: 3, ..part.clone() }).unwrap();
         assert!(!complete(&copy));
@@ -1028,14 +1511,14 @@ mod tests {
         let copy = scan_copy(&other_column);
         finish(&other_column, binary(Arc::new(Column::new("x", 0)), Operator::Gt, lit(1i64)));
         inbox.register("q", id, &copy, &ctx).unwrap();
-        inbox.deliver(snapshot(&other_column, &probe_schema(), "q", id, (0, 1)).unwrap()).unwrap();
+        inbox.deliver(snapshot(&other_column, &probe_schema(), "q", id, (0, 1), 2, None).unwrap()).unwrap();
         assert!(complete(&copy));
         assert_eq!(kept(&copy), vec![true; 4]);
 
         let (producer_, id) = producer();
         let copy = scan_copy(&producer_);
         finish(&producer_, keys_filter(&[3, 7]));
-        let mut not_a_predicate = snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap();
+        let mut not_a_predicate = snapshot(&producer_, &probe_schema(), "q", id, (0, 1), 2, None).unwrap();
         not_a_predicate.expr = Some(serialize_physical_expr(&key(), &DefaultPhysicalExtensionCodec {}).unwrap());
         inbox.register("q", id, &copy, &ctx).unwrap();
         inbox.deliver(not_a_predicate).unwrap();
@@ -1045,7 +1528,7 @@ mod tests {
         let (producer_, id) = producer();
         let copy = scan_copy(&producer_);
         finish(&producer_, keys_filter(&[3, 7]));
-        let mut no_schema = snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap();
+        let mut no_schema = snapshot(&producer_, &probe_schema(), "q", id, (0, 1), 2, None).unwrap();
         no_schema.schema = None;
         inbox.register("q", id, &copy, &ctx).unwrap();
         inbox.deliver(no_schema).unwrap();
@@ -1060,7 +1543,7 @@ mod tests {
         finish(&producer_, binary(bounds, Operator::And, Arc::new(Opaque)));
         assert!(serialize_physical_expr(&producer_.current().unwrap(), &DefaultPhysicalExtensionCodec {}).is_err());
         inbox.register("q", id, &copy, &ctx).unwrap();
-        inbox.deliver(snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap()).unwrap();
+        inbox.deliver(snapshot(&producer_, &probe_schema(), "q", id, (0, 1), 2, None).unwrap()).unwrap();
         assert_eq!(kept(&copy), vec![false, true, true, true]);
     }
 
@@ -1069,7 +1552,7 @@ mod tests {
         let (producer_, id) = producer();
         let copy = scan_copy(&producer_);
         finish(&producer_, keys_filter(&[3, 7]));
-        let published = snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap();
+        let published = snapshot(&producer_, &probe_schema(), "q", id, (0, 1), 2, None).unwrap();
         let inbox = FilterInbox::default();
         for bad in [String::new(), "q".repeat(MAX_QUERY_ID + 1)] {
             let filter = PublishedFilter { query_id: bad, ..published.clone() };
@@ -1085,24 +1568,168 @@ mod tests {
         assert_eq!(inbox.len(), MAX_INBOX_ENTRIES);
     }
 
+    /// The key lists in a filter (`InListExpr`s) and their lengths.
+    fn lists(expr: &Arc<dyn PhysicalExpr>) -> Vec<usize> {
+        use datafusion::physical_expr::expressions::InListExpr;
+        let mut lists = Vec::new();
+        expr.apply(|e| {
+            if let Some(list) = e.downcast_ref::<InListExpr>() {
+                lists.push(list.len());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        lists
+    }
+
+    fn decoded(published: &PublishedFilter) -> Arc<dyn PhysicalExpr> {
+        decode(published, &TaskContext::default()).unwrap().0
+    }
+
+    /// A partitioned join's filter routes each row to its partition's range and list; what
+    /// travels is one range and one list of every partition's keys (each once), and the
+    /// parts of the join's tasks become one list again where the scan uses them.
     #[test]
-    fn large_filters_travel_as_no_filter() {
+    fn the_key_lists_of_partitions_and_tasks_merge_into_one() {
+        let routed = |filters: Vec<Arc<dyn PhysicalExpr>>| -> Arc<dyn PhysicalExpr> {
+            let routing = binary(key(), Operator::Modulo, lit(filters.len() as i64));
+            let branches = filters.into_iter().enumerate().map(|(p, filter)| (lit(p as i64), filter)).collect();
+            Arc::new(CaseExpr::try_new(Some(routing), branches, Some(lit(false))).unwrap())
+        };
+        let (task_0, id) = producer();
+        let (task_1, _) = producer();
+        let copy = scan_copy(&task_0);
+        // Routed by `k % partitions`, as the rows are.
+        finish(&task_0, routed(vec![keys_filter(&[3, 21, 3]), lit(false), keys_filter(&[11, 5])]));
+        finish(&task_1, routed(vec![lit(false), keys_filter(&[3, 7])]));
+        let part_0 = snapshot(&task_0, &probe_schema(), "q", id, (0, 2), 2, None).unwrap();
+        let part_1 = snapshot(&task_1, &probe_schema(), "q", id, (1, 2), 2, None).unwrap();
+        // Keys 3, 5, 11, 21 in one list, within [3, 21].
+        let travels = decoded(&part_0);
+        assert_eq!(lists(&travels), vec![4]);
+        let rows = |expr: &Arc<dyn PhysicalExpr>, keys: Vec<i64>| -> Vec<bool> {
+            let batch = RecordBatch::try_new(
+                Arc::new(probe_schema()),
+                vec![
+                    Arc::new(Int64Array::from(vec![0; keys.len()])),
+                    Arc::new(Int64Array::from(vec![0; keys.len()])),
+                    Arc::new(Int64Array::from(keys.clone())),
+                ],
+            )
+            .unwrap();
+            let kept = expr.evaluate(&batch).unwrap().into_array(keys.len()).unwrap();
+            kept.as_any().downcast_ref::<BooleanArray>().unwrap().iter().map(|b| b == Some(true)).collect()
+        };
+        let keys = vec![2, 3, 4, 5, 11, 20, 21, 22];
+        assert_eq!(rows(&travels, keys.clone()), rows(&task_0.current().unwrap(), keys.clone()));
+        assert_eq!(rows(&travels, keys.clone()), vec![false, true, false, true, true, false, true, false]);
+        // Where the scan applies both parts: one list of 3, 5, 7, 11, 21.
+        let ctx = Arc::new(TaskContext::default());
+        let inbox = FilterInbox::default();
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        inbox.deliver(part_0).unwrap();
+        inbox.deliver(part_1).unwrap();
+        let applied = copy.downcast_ref::<DynamicFilterPhysicalExpr>().unwrap().current().unwrap();
+        assert_eq!(lists(&applied), vec![5]);
+        assert_eq!(kept(&copy), vec![false, true, true, true]);
+        // Parts that are not all lists (a range alone, as a join too large to list sends) stay
+        // a disjunction.
+        let (only_range, id) = producer();
+        let (listed, _) = producer();
+        let copy = scan_copy(&only_range);
+        finish(&only_range, binary(key(), Operator::GtEq, lit(7i64)));
+        finish(&listed, keys_filter(&[1]));
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        inbox.deliver(snapshot(&only_range, &probe_schema(), "q", id, (0, 2), 2, None).unwrap()).unwrap();
+        inbox.deliver(snapshot(&listed, &probe_schema(), "q", id, (1, 2), 2, None).unwrap()).unwrap();
+        assert_eq!(kept(&copy), vec![true, false, false, true]);
+    }
+
+    /// Lists that would make a filter too large, or its traffic to every worker too large,
+    /// stay home: the range travels.
+    #[test]
+    fn long_lists_too_large_to_send_travel_as_their_range() {
         let (producer_, id) = producer();
         let copy = scan_copy(&producer_);
         // Keys none of which the scan has: had the list travelled, the scan would keep no row.
-        let many: Vec<Arc<dyn PhysicalExpr>> = (1_000_000..1_300_000i64).map(lit).collect();
-        finish(&producer_, in_list(key(), many, &false, &probe_schema()).unwrap());
-        assert!(serialize_physical_expr(&producer_.current().unwrap(), &DefaultPhysicalExtensionCodec {})
-            .is_ok_and(|whole| prost::Message::encoded_len(&whole) > MAX_FILTER_BYTES));
-        let published = snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap();
-        assert!(prost::Message::encoded_len(&published) < MAX_FILTER_BYTES);
-        assert!(published.expr.is_none());
+        let many: Vec<i64> = (1..600_000).map(|k| k * 1_000_000_007).collect();
+        let bounds = binary(key(), Operator::GtEq, lit(1_000_000_007i64));
+        finish(&producer_, binary(bounds, Operator::And, Arc::new(Opaque)));
+        let collected = Some(vec![Arc::new(Int64Array::from(many)) as ArrayRef]);
+        let published = snapshot(&producer_, &probe_schema(), "q", id, (0, 1), 2, collected).unwrap();
+        assert!(prost::Message::encoded_len(&published) < 1024);
+        assert!(lists(&decoded(&published)).is_empty());
         let inbox = FilterInbox::default();
         let ctx = Arc::new(TaskContext::default());
         inbox.register("q", id, &copy, &ctx).unwrap();
         inbox.deliver(published).unwrap();
         assert!(complete(&copy));
-        assert_eq!(kept(&copy), vec![true; 4]);
+        assert_eq!(kept(&copy), vec![false; 4]);
+        // A join that read 50,000 keys on its build side (too many for DataFusion to list: it
+        // publishes a lookup into its hash table) sends them, to two workers; not to a hundred.
+        let (producer_, id) = producer();
+        let copy = scan_copy(&producer_);
+        let read: Vec<i64> = (0..50_000).map(|k| k * 2 + 1).chain([3, 3]).collect();
+        let bounds = binary(key(), Operator::GtEq, lit(1i64));
+        finish(&producer_, binary(bounds, Operator::And, Arc::new(Opaque)));
+        let collected = || Some(vec![Arc::new(Int64Array::from(read.clone())) as ArrayRef]);
+        let to_two = snapshot(&producer_, &probe_schema(), "q", id, (0, 1), 2, collected()).unwrap();
+        assert_eq!(lists(&decoded(&to_two)), vec![50_000], "each key once");
+        assert!(prost::Message::encoded_len(&to_two) * 100 > MAX_LIST_TRAFFIC);
+        let to_hundred = snapshot(&producer_, &probe_schema(), "q", id, (0, 1), 100, collected()).unwrap();
+        assert!(lists(&decoded(&to_hundred)).is_empty());
+        // The scan evaluates the long list as a key set, outside the expression's tree.
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        inbox.deliver(to_two).unwrap();
+        let applied = copy.downcast_ref::<DynamicFilterPhysicalExpr>().unwrap().current().unwrap();
+        assert!(lists(&applied).is_empty(), "{applied}");
+        assert!(applied.to_string().contains("IN (50000 keys)"), "{applied}");
+        assert_eq!(kept(&copy), vec![true, true, true, true]);
+        let (producer_, id) = producer();
+        let copy = scan_copy(&producer_);
+        finish(&producer_, binary(key(), Operator::GtEq, lit(1i64)));
+        let few_odd: Vec<i64> = (0..1_000).map(|k| k * 4 + 3).collect();
+        let collected = Some(vec![Arc::new(Int64Array::from(few_odd)) as ArrayRef]);
+        inbox.register("q", id, &copy, &ctx).unwrap();
+        inbox.deliver(snapshot(&producer_, &probe_schema(), "q", id, (0, 1), 2, collected).unwrap()).unwrap();
+        assert_eq!(kept(&copy), vec![false, true, false, true]);
+    }
+
+    /// A filter that keeps probe rows with a NULL key (a null-aware anti join's), or says
+    /// nothing (a partition's build side is unknown), gets no list of the keys read: the list
+    /// would drop those rows.
+    #[test]
+    fn no_key_list_where_the_filter_keeps_null_keys_or_knows_nothing() {
+        use datafusion::physical_expr::expressions::IsNullExpr;
+        let collected = || Some(vec![Arc::new(Int64Array::from((0..1_000).collect::<Vec<i64>>())) as ArrayRef]);
+        let bounded = binary(binary(key(), Operator::GtEq, lit(0i64)), Operator::And, Arc::new(Opaque));
+        let null_aware = binary(Arc::new(IsNullExpr::new(key())), Operator::Or, bounded.clone());
+        for (filter, listed) in [(bounded, true), (null_aware, false), (lit(true), false)] {
+            let (producer_, id) = producer();
+            finish(&producer_, filter.clone());
+            let published = snapshot(&producer_, &probe_schema(), "q", id, (0, 1), 2, collected()).unwrap();
+            assert_eq!(!lists(&decoded(&published)).is_empty(), listed, "{filter}");
+        }
+    }
+
+    /// A task lists the keys its join read on its build side, up to a bound.
+    #[test]
+    fn build_keys_are_listed_up_to_a_bound() {
+        let keys = |values: Vec<i64>| Ok(vec![Arc::new(Int64Array::from(values)) as ArrayRef]);
+        let listed = BuildKeys::default();
+        assert!(listed.values().is_none(), "nothing read");
+        listed.add(keys(vec![1, 2]));
+        listed.add(keys(vec![2, 3]));
+        let values = listed.values().unwrap();
+        assert_eq!(values[0].as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![1, 2, 2, 3]);
+        listed.add(keys(vec![0; MAX_COLLECTED_KEYS]));
+        assert!(listed.values().is_none(), "too many");
+        listed.add(keys(vec![1]));
+        assert!(listed.values().is_none(), "stays too many");
+        let failed = BuildKeys::default();
+        failed.add(Err(DataFusionError::Execution("a key that cannot be evaluated".into())));
+        failed.add(keys(vec![1]));
+        assert!(failed.values().is_none());
     }
 
     /// A predicate DataFusion's codec cannot write (as the join's hash-table lookup).
@@ -1156,7 +1783,7 @@ mod tests {
         use datafusion::physical_plan::filter::FilterExec;
         use datafusion::prelude::SessionConfig;
         let inbox = Arc::new(FilterInbox::default());
-        let exchange = FilterExchange { query_id: "q".into(), inbox: inbox.clone(), publisher: Arc::new(Nowhere) };
+        let exchange = FilterExchange::new("q".into(), inbox.clone(), Arc::new(Nowhere));
         let ctx = Arc::new(
             TaskContext::default().with_session_config(SessionConfig::new().with_extension(Arc::new(exchange))),
         );
@@ -1179,7 +1806,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!reading.is_finished());
         finish(&producer_, keys_filter(&[3, 7]));
-        inbox.deliver(snapshot(&producer_, &probe_schema(), "q", id, (0, 1)).unwrap()).unwrap();
+        inbox.deliver(snapshot(&producer_, &probe_schema(), "q", id, (0, 1), 2, None).unwrap()).unwrap();
         let read = tokio::time::timeout(Duration::from_secs(10), reading).await.unwrap().unwrap().unwrap();
         assert_eq!(keys(read), vec![3, 7]);
         // It never comes (its producer's worker died, say): the scan reads everything after

@@ -458,6 +458,7 @@ const FILES_WRITE_TAG: &[u8] = b"flotilla.files_write:";
 const BLACKHOLE_SCAN_TAG: &[u8] = b"flotilla.blackhole_scan:";
 const JOIN_FILTER_EXPORT_TAG: &[u8] = b"flotilla.join_filter_export:";
 const JOIN_FILTER_WAIT_TAG: &[u8] = b"flotilla.join_filter_wait:";
+const JOIN_KEYS_TAG: &[u8] = b"flotilla.join_keys:";
 
 impl PhysicalExtensionCodec for FlotillaCodec {
     fn try_decode(
@@ -467,7 +468,10 @@ impl PhysicalExtensionCodec for FlotillaCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        use crate::cross_stage_filters::{ExportSpec, JoinFilterExportExec, JoinFilterWaitExec, WaitSpec};
+        use crate::cross_stage_filters::WaitSpec;
+        use crate::cross_stage_filters::{
+            ExportSpec, JoinFilterExportExec, JoinFilterWaitExec, JoinKeysExec, KeysSpec,
+        };
         use prost::Message;
         let malformed = |what: &str, e: &dyn fmt::Display| {
             DataFusionError::Internal(format!("malformed {what} in a distributed plan: {e}"))
@@ -482,6 +486,19 @@ impl PhysicalExtensionCodec for FlotillaCodec {
             let decode = datafusion_proto::physical_plan::PhysicalPlanDecodeContext::new(ctx, self);
             let filter = proto_converter.proto_to_physical_expr(filter, &input.schema(), &decode)?;
             return Ok(Arc::new(JoinFilterExportExec::try_new(input.clone(), filter, spec.targets, spec.partitioned)?));
+        }
+        if let Some(body) = buf.strip_prefix(JOIN_KEYS_TAG) {
+            let [input] = inputs else {
+                return Err(DataFusionError::Internal("a join's key list has one input".into()));
+            };
+            let spec = KeysSpec::decode(body).map_err(|e| malformed("join key list", &e))?;
+            let decode = datafusion_proto::physical_plan::PhysicalPlanDecodeContext::new(ctx, self);
+            let keys = spec
+                .keys
+                .iter()
+                .map(|key| proto_converter.proto_to_physical_expr(key, &input.schema(), &decode))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Arc::new(JoinKeysExec::new(input.clone(), keys, spec.id)));
         }
         if let Some(body) = buf.strip_prefix(JOIN_FILTER_WAIT_TAG) {
             let [input] = inputs else {
@@ -524,8 +541,24 @@ impl PhysicalExtensionCodec for FlotillaCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        use crate::cross_stage_filters::{ExportSpec, JoinFilterExportExec, JoinFilterWaitExec, WaitSpec};
+        use crate::cross_stage_filters::WaitSpec;
+        use crate::cross_stage_filters::{
+            ExportSpec, JoinFilterExportExec, JoinFilterWaitExec, JoinKeysExec, KeysSpec,
+        };
         use prost::Message;
+        if let Some(keys) = node.downcast_ref::<JoinKeysExec>() {
+            let spec = KeysSpec {
+                id: keys.id(),
+                keys: keys
+                    .keys()
+                    .iter()
+                    .map(|key| proto_converter.physical_expr_to_proto(key, self))
+                    .collect::<Result<Vec<_>>>()?,
+            };
+            buf.extend_from_slice(JOIN_KEYS_TAG);
+            spec.encode(buf).map_err(|e| DataFusionError::Internal(e.to_string()))?;
+            return Ok(());
+        }
         if let Some(export) = node.downcast_ref::<JoinFilterExportExec>() {
             let filter = proto_converter.physical_expr_to_proto(export.filter(), self)?;
             let spec = ExportSpec {

@@ -48,12 +48,14 @@ use datafusion::common::Result;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::{FileScanConfigBuilder, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
-use datafusion::physical_expr::split_conjunction;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, DynamicFilterPhysicalExpr};
+use datafusion::physical_expr::{split_conjunction, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -96,6 +98,12 @@ impl FilterRowsByJoinFilters {
             producers.clear();
         } else if is_costly(node.as_ref()) {
             producers.values_mut().for_each(|costly| *costly = true);
+        }
+        if let Some(filter) = node.downcast_ref::<FilterExec>() {
+            let sparing = |id| producers.get(&id).copied().unwrap_or(false);
+            if let Some(filter) = with_join_filters(filter, &sparing)? {
+                return Ok(Transformed::yes(filter));
+            }
         }
         let produced: Vec<u64> =
             node.dynamic_expressions_produced().iter().filter_map(|expr| expr.expression_id()).collect();
@@ -200,6 +208,68 @@ pub(crate) fn filtering_rows(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn Ex
     let source = Arc::new(parquet.clone().with_pushdown_filters(true));
     let files = FileScanConfigBuilder::from(files.clone()).with_source(source).build();
     Some(Arc::new(scan.clone().with_data_source(Arc::new(files))))
+}
+
+/// A `FilterExec` over a Parquet scan whose predicate has static conjuncts and dynamic
+/// filters for which `wanted` holds, with those filters among its own conjuncts (after the
+/// cheap ones: [`crate::conjuncts`]), or `None`. Such a scan cannot filter rows in the reader
+/// (the static conjuncts would be evaluated there too, which costs more than it spares); the
+/// filter above it evaluates the dynamic ones on the rows its static conjuncts keep, before the
+/// costly work the filters spare (TPC-H q20: the one-year `lineitem` rows are aggregated by
+/// part and supplier to meet 312 `partsupp` rows). The scan may be wrapped in a distributed
+/// leaf and a wait for filters from other stages.
+pub(crate) fn with_join_filters(
+    filter: &FilterExec,
+    wanted: &dyn Fn(u64) -> bool,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::filter::FilterExecBuilder;
+    let mut scan = filter.input();
+    if let Some(wait) = scan.downcast_ref::<crate::cross_stage_filters::JoinFilterWaitExec>() {
+        scan = wait.input();
+    }
+    if let Some(leaf) = scan.downcast_ref::<datafusion_distributed::DistributedLeafExec>() {
+        scan = leaf.original();
+    }
+    let parquet =
+        scan.downcast_ref::<DataSourceExec>().and_then(|source| source.downcast_to_file_source::<ParquetSource>());
+    let Some((_, parquet)) = parquet else { return Ok(None) };
+    if parquet.table_parquet_options().global.pushdown_filters {
+        return Ok(None);
+    }
+    let Some(predicate) = parquet.filter() else { return Ok(None) };
+    let conjuncts = split_conjunction(&predicate);
+    if conjuncts.iter().all(|conjunct| conjunct.is::<DynamicFilterPhysicalExpr>()) {
+        return Ok(None);
+    }
+    // The scan's predicate reads the table's columns; the filter reads the scan's output.
+    let output = filter.input().schema();
+    let mut added = Vec::new();
+    for conjunct in conjuncts {
+        let Some(id) = conjunct.expression_id() else { continue };
+        if !conjunct.is::<DynamicFilterPhysicalExpr>() || !wanted(id) {
+            continue;
+        }
+        let keys: Option<Vec<Arc<dyn PhysicalExpr>>> = conjunct
+            .children()
+            .into_iter()
+            .map(|key| {
+                let column = key.downcast_ref::<Column>()?;
+                let index = output.index_of(column.name()).ok()?;
+                Some(Arc::new(Column::new(column.name(), index)) as Arc<dyn PhysicalExpr>)
+            })
+            .collect();
+        let Some(keys) = keys else { continue };
+        added.push(Arc::clone(conjunct).with_new_children(keys)?);
+    }
+    if added.is_empty() {
+        return Ok(None);
+    }
+    let predicate = added.into_iter().fold(Arc::clone(filter.predicate()), |predicate, conjunct| {
+        Arc::new(BinaryExpr::new(predicate, Operator::And, conjunct)) as Arc<dyn PhysicalExpr>
+    });
+    let predicate = crate::conjuncts::cheap_first(predicate, &output);
+    Ok(Some(Arc::new(FilterExecBuilder::from(filter).with_predicate(predicate).build()?)))
 }
 
 impl PhysicalOptimizerRule for FilterRowsByJoinFilters {

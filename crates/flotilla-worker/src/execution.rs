@@ -241,11 +241,7 @@ impl WorkerSessionBuilder for TaskSessions {
         // Join filters are matched to scans by query: a task whose query is not named sends
         // and awaits none.
         if ctx.headers.contains_key(QUERY_ID_HEADER) {
-            config.set_extension(Arc::new(FilterExchange {
-                query_id,
-                inbox: self.inbox.clone(),
-                publisher: self.publisher.clone(),
-            }));
+            config.set_extension(Arc::new(FilterExchange::new(query_id, self.inbox.clone(), self.publisher.clone())));
         }
         config.options_mut().execution.sort_spill_reservation_bytes = merge_reservation;
         Ok(flotilla_sql::distributed::worker_session_state(builder))
