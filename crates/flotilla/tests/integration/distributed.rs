@@ -778,7 +778,7 @@ async fn join_filters_reach_scans_in_other_stages_and_change_no_answer() {
 /// malformed filters, and the worker keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_join_filter_service_refuses_strangers_and_bad_filters() {
-    use flotilla_sql::cross_stage_filters::PublishedFilter;
+    use flotilla_sql::cross_stage_filters::{PublishedFilter, MAX_FILTER_BYTES};
     use flotilla_worker::filters::PUBLISH_PATH;
     let cluster = ProcessCluster::builder().workers(1).start();
     let http = Http::new(&cluster.coordinator_url());
@@ -806,7 +806,7 @@ async fn the_join_filter_service_refuses_strangers_and_bad_filters() {
     assert_eq!(call(bad, token.clone()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     let bad = PublishedFilter { task: 5, tasks: 2, ..filter.clone() };
     assert_eq!(call(bad, token.clone()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
-    let huge = PublishedFilter { query_id: "q".repeat(4 << 20), ..filter.clone() };
+    let huge = PublishedFilter { query_id: "q".repeat(MAX_FILTER_BYTES + 8192), ..filter.clone() };
     assert_eq!(call(huge, token.clone()).await.unwrap_err().code(), tonic::Code::OutOfRange);
     // A filter for no query here is kept for a while (a scan may register later), harmlessly.
     call(filter, token).await.unwrap();
