@@ -161,7 +161,7 @@ pub struct FilterExchange {
     pub inbox: Arc<FilterInbox>,
     pub publisher: Arc<dyn FilterPublisher>,
     /// The keys the task's joins read on their build sides, by their filters' ids.
-    pub build_keys: Arc<Mutex<HashMap<u64, Arc<BuildKeys>>>>,
+    build_keys: Arc<Mutex<HashMap<u64, Arc<BuildKeys>>>>,
 }
 
 impl FilterExchange {
@@ -215,6 +215,10 @@ impl BuildKeys {
                 *state = Collected::Keys { rows: added, columns: keys.into_iter().map(|key| vec![key]).collect() }
             }
         }
+    }
+
+    fn too_many(&self) -> bool {
+        matches!(*self.state.lock(), Collected::TooMany)
     }
 
     /// Each key's values, once per row read (`None`: too many, or none read).
@@ -706,28 +710,23 @@ impl PhysicalExpr for KeySetExpr {
 
 /// A filter that keeps at least the rows `expr` keeps, made of what DataFusion's codec can
 /// write and what holds in every task: a conjunct that cannot travel (a lookup into the
-/// join's hash table) or a key list longer than `longest_list` is dropped, and a partitioned
+/// join's hash table) or a key list longer than [`SHORT_LIST`] is dropped, and a partitioned
 /// join's routing of rows to its partitions' filters (`CASE hash(key) % n WHEN p THEN
 /// filter_p ...`, valid only for the partition numbers of the task that built it) becomes
 /// `filter_0 OR filter_1 OR ...`, their key lists merged into one.
-fn relax(expr: &Arc<dyn PhysicalExpr>, schema: &Schema, longest_list: usize) -> Arc<dyn PhysicalExpr> {
-    let relaxed = relax_within(expr, schema, longest_list, 0);
+fn relax(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Arc<dyn PhysicalExpr> {
+    let relaxed = relax_within(expr, schema, 0);
     let parts: Vec<_> = datafusion::physical_expr::utils::split_disjunction(&relaxed).into_iter().cloned().collect();
     merge_key_lists(&parts, schema).unwrap_or(relaxed)
 }
 
-fn relax_within(
-    expr: &Arc<dyn PhysicalExpr>,
-    schema: &Schema,
-    longest_list: usize,
-    depth: usize,
-) -> Arc<dyn PhysicalExpr> {
+fn relax_within(expr: &Arc<dyn PhysicalExpr>, schema: &Schema, depth: usize) -> Arc<dyn PhysicalExpr> {
     use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::{BinaryExpr, CaseExpr, InListExpr};
     if depth > MAX_RELAX_DEPTH {
         return lit(true);
     }
-    let relax = |expr: &Arc<dyn PhysicalExpr>| relax_within(expr, schema, longest_list, depth + 1);
+    let relax = |expr: &Arc<dyn PhysicalExpr>| relax_within(expr, schema, depth + 1);
     if let Some(case) = expr.downcast_ref::<CaseExpr>() {
         let mut branches: Vec<_> = case.when_then_expr().iter().map(|(_, then)| relax(then)).collect();
         branches.extend(case.else_expr().map(relax));
@@ -743,7 +742,7 @@ fn relax_within(
             _ => {}
         }
     }
-    if expr.downcast_ref::<InListExpr>().is_some_and(|list| list.len() > longest_list) {
+    if expr.downcast_ref::<InListExpr>().is_some_and(|list| list.len() > SHORT_LIST) {
         return lit(true);
     }
     match serialize_physical_expr(expr, &DefaultPhysicalExtensionCodec {}) {
@@ -768,7 +767,7 @@ fn snapshot(
     use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr};
     let codec = DefaultPhysicalExtensionCodec {};
-    let relaxed = relax(&filter.current()?, schema, SHORT_LIST);
+    let relaxed = relax(&filter.current()?, schema);
     let probe_keys = PhysicalExpr::children(filter);
     let keys = probe_keys.iter().map(|key| serialize_physical_expr(key, &codec)).collect::<Result<Vec<_>>>()?;
     let publish = |expr: &Arc<dyn PhysicalExpr>| -> Result<PublishedFilter> {
@@ -965,8 +964,13 @@ pub struct JoinKeysExec {
 }
 
 impl JoinKeysExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>, id: u64) -> Self {
-        Self { input, keys, id }
+    /// Fails for a key that its input cannot evaluate (a column it does not have).
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>, id: u64) -> Result<Self> {
+        let schema = input.schema();
+        for key in &keys {
+            key.data_type(&schema)?;
+        }
+        Ok(Self { input, keys, id })
     }
 
     pub fn keys(&self) -> &[Arc<dyn PhysicalExpr>] {
@@ -1012,7 +1016,7 @@ impl ExecutionPlan for JoinKeysExec {
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
         let input = only_child(children, self.name())?;
-        Ok(Arc::new(Self::new(input, self.keys.clone(), self.id)))
+        Ok(Arc::new(Self::try_new(input, self.keys.clone(), self.id)?))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -1025,7 +1029,8 @@ impl ExecutionPlan for JoinKeysExec {
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
             stream.map(move |batch| {
-                if let Ok(batch) = &batch {
+                // Once there are too many, the build side's further rows cost nothing here.
+                if let (Ok(batch), false) = (&batch, collected.too_many()) {
                     let rows = batch.num_rows();
                     collected.add(keys.iter().map(|key| key.evaluate(batch)?.into_array(rows)).collect());
                 }
@@ -1278,7 +1283,7 @@ pub fn share_join_filters_across_stages(
         let id = filter.expression_id().unwrap_or_default();
         let build_keys = node.downcast_ref::<HashJoinExec>().map(|join| join.on().iter().map(|(key, _)| key.clone()));
         let build = match build_keys {
-            Some(keys) => Arc::new(JoinKeysExec::new(build, keys.collect(), id)) as Arc<dyn ExecutionPlan>,
+            Some(keys) => Arc::new(JoinKeysExec::try_new(build, keys.collect(), id)?) as Arc<dyn ExecutionPlan>,
             None => build,
         };
         let probe = Arc::new(JoinFilterExportExec::try_new(probe, filter, targets.to_vec(), partitioned)?);
@@ -1724,6 +1729,7 @@ mod tests {
         assert_eq!(values[0].as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec(), vec![1, 2, 2, 3]);
         listed.add(keys(vec![0; MAX_COLLECTED_KEYS]));
         assert!(listed.values().is_none(), "too many");
+        assert!(listed.too_many(), "the node stops evaluating keys");
         listed.add(keys(vec![1]));
         assert!(listed.values().is_none(), "stays too many");
         let failed = BuildKeys::default();

@@ -498,7 +498,7 @@ impl PhysicalExtensionCodec for FlotillaCodec {
                 .iter()
                 .map(|key| proto_converter.proto_to_physical_expr(key, &input.schema(), &decode))
                 .collect::<Result<Vec<_>>>()?;
-            return Ok(Arc::new(JoinKeysExec::new(input.clone(), keys, spec.id)));
+            return Ok(Arc::new(JoinKeysExec::try_new(input.clone(), keys, spec.id)?));
         }
         if let Some(body) = buf.strip_prefix(JOIN_FILTER_WAIT_TAG) {
             let [input] = inputs else {
@@ -630,6 +630,40 @@ mod tests {
         let mut bad = b"flotilla.blackhole_scan:{".to_vec();
         bad.extend_from_slice(b"\"columns\": 3}");
         assert!(FlotillaCodec.try_decode(&bad, &[], &TaskContext::default(), &converter).is_err());
+    }
+
+    /// A join's key list travels with its keys and filter id; a body that is not one, a key
+    /// outside its input's columns or a wrong number of inputs is an error, not a panic.
+    #[test]
+    fn join_key_lists_travel_to_workers_and_bad_ones_are_refused() {
+        use crate::cross_stage_filters::JoinKeysExec;
+        use datafusion::physical_expr::expressions::Column;
+        let input: Arc<dyn ExecutionPlan> = Arc::new(scan("nation", 0.01, 1));
+        let key: Arc<dyn datafusion::physical_expr::PhysicalExpr> = Arc::new(Column::new("n_name", 1));
+        let keys: Arc<dyn ExecutionPlan> = Arc::new(JoinKeysExec::try_new(input.clone(), vec![key], 42).unwrap());
+        let converter = datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {};
+        let ctx = TaskContext::default();
+        let mut buf = Vec::new();
+        FlotillaCodec.try_encode(keys, &mut buf, &converter).unwrap();
+        let decoded = FlotillaCodec.try_decode(&buf, std::slice::from_ref(&input), &ctx, &converter).unwrap();
+        let decoded = decoded.downcast_ref::<JoinKeysExec>().unwrap();
+        assert_eq!(decoded.id(), 42);
+        assert_eq!(decoded.keys().iter().map(|k| k.to_string()).collect::<Vec<_>>(), vec!["n_name@1"]);
+        assert!(FlotillaCodec.try_decode(&buf, &[], &ctx, &converter).is_err(), "no input");
+        assert!(FlotillaCodec.try_decode(&buf, &[input.clone(), input.clone()], &ctx, &converter).is_err());
+        let mut garbage = JOIN_KEYS_TAG.to_vec();
+        garbage.extend_from_slice(&[0xff; 64]);
+        assert!(FlotillaCodec.try_decode(&garbage, std::slice::from_ref(&input), &ctx, &converter).is_err());
+        // A key outside the input's columns, as a sender could write it.
+        let outside: Arc<dyn datafusion::physical_expr::PhysicalExpr> = Arc::new(Column::new("n_name", 900));
+        assert!(JoinKeysExec::try_new(input.clone(), vec![outside.clone()], 42).is_err());
+        let spec = crate::cross_stage_filters::KeysSpec {
+            id: 42,
+            keys: vec![converter.physical_expr_to_proto(&outside, &FlotillaCodec).unwrap()],
+        };
+        let mut buf = JOIN_KEYS_TAG.to_vec();
+        prost::Message::encode(&spec, &mut buf).unwrap();
+        assert!(FlotillaCodec.try_decode(&buf, std::slice::from_ref(&input), &ctx, &converter).is_err());
     }
 
     #[test]
