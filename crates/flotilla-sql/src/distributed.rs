@@ -301,7 +301,8 @@ pub fn with_flotilla_operators(builder: SessionStateBuilder) -> SessionStateBuil
 pub fn worker_session_state(builder: SessionStateBuilder) -> SessionState {
     let mut state =
         with_flotilla_operators(builder).with_distributed_worker_plan_rewrite_handler(cheap_conjuncts_first).build();
-    for function in trino_functions() {
+    // The decimal arithmetic functions the coordinator plans ([`crate::decimal`]) arrive by name.
+    for function in trino_functions().into_iter().chain(crate::decimal::decimal_functions()) {
         let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, function);
     }
     state

@@ -143,12 +143,14 @@ impl Engine {
         options.execution.time_zone = Some("UTC".to_string());
         // DataFusion's physical optimizer rules, with better estimates of partly analysable
         // filters before its join selection reads them, and last the filters' conjuncts in
-        // their cheapest order and join filters on scans' rows.
+        // their cheapest order, join filters on scans' rows and decimal arithmetic without
+        // checked 128-bit multiplications.
         let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
         let at = rules.iter().position(|rule| rule.name() == "join_selection").unwrap_or(0);
         rules.insert(at, Arc::new(crate::selectivity::EstimateAnalysableConjuncts));
         rules.push(Arc::new(crate::conjuncts::EvaluateCheapConjunctsFirst));
         rules.push(Arc::new(crate::join_filters::FilterRowsByJoinFilters::default()));
+        rules.push(Arc::new(crate::decimal::DecimalArithmetic));
         let mut base = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)

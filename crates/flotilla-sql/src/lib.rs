@@ -15,6 +15,7 @@ pub mod access;
 pub mod catalog;
 pub mod conjuncts;
 pub mod cross_stage_filters;
+pub mod decimal;
 pub mod distributed;
 mod engine;
 pub mod error;
