@@ -149,6 +149,12 @@ fn evaluate(op: DecimalOp, left: &ColumnarValue, right: &ColumnarValue) -> Resul
     if let Some(array) = fast(op, left, right)? {
         return Ok(ColumnarValue::Array(array));
     }
+    arrow(op, left, right)
+}
+
+/// `left op right` by arrow's kernel, as `BinaryExpr` evaluates it (for decimals the
+/// wrapping kernels check for overflow too).
+fn arrow(op: DecimalOp, left: &ColumnarValue, right: &ColumnarValue) -> Result<ColumnarValue> {
     let kernel = match op {
         DecimalOp::Add => numeric::add_wrapping,
         DecimalOp::Subtract => numeric::sub_wrapping,
@@ -190,6 +196,36 @@ fn product(a: i128, b: i128) -> i128 {
     i128::from(a as i64).wrapping_mul(i128::from(b as i64))
 }
 
+/// `op` of the two sides row by row, each side rescaled by its factor first (a constant
+/// once), or `None` for two constants (arrow's kernel does those). Both sides fit in 64 bits
+/// and the factors in 60 ([`fast`] checks), so the rescaling is exact; `op` is monomorphised,
+/// so each loop is a plain pass over the values.
+fn combine(
+    left: &Side<'_>,
+    left_factor: i128,
+    right: &Side<'_>,
+    right_factor: i128,
+    op: impl Fn(i128, i128) -> i128,
+) -> Option<Vec<i128>> {
+    Some(match (left, right) {
+        (Side::Values(a), Side::Values(b)) => a
+            .values()
+            .iter()
+            .zip(b.values().iter())
+            .map(|(&a, &b)| op(product(a, left_factor), product(b, right_factor)))
+            .collect(),
+        (Side::Values(a), Side::Constant(c)) => {
+            let c = c * right_factor;
+            a.values().iter().map(|&a| op(product(a, left_factor), c)).collect()
+        }
+        (Side::Constant(c), Side::Values(b)) => {
+            let c = c * left_factor;
+            b.values().iter().map(|&b| op(c, product(b, right_factor))).collect()
+        }
+        (Side::Constant(_), Side::Constant(_)) => return None,
+    })
+}
+
 /// The result where no row can overflow, `None` where that is not proven (or a side is NULL
 /// or not an array of decimals).
 fn fast(op: DecimalOp, left: &ColumnarValue, right: &ColumnarValue) -> Result<Option<ArrayRef>> {
@@ -201,72 +237,32 @@ fn fast(op: DecimalOp, left: &ColumnarValue, right: &ColumnarValue) -> Result<Op
         Side::Values(array) => fits_64(array.values()),
         Side::Constant(value) => *value as i64 as i128 == *value,
     };
-    if matches!((&left, &right), (Side::Constant(_), Side::Constant(_))) || !bounded(&left) || !bounded(&right) {
+    if !bounded(&left) || !bounded(&right) {
         return Ok(None);
     }
-    let values: Vec<i128> = match op {
-        DecimalOp::Multiply => match (&left, &right) {
-            (Side::Values(a), Side::Values(b)) => {
-                a.values().iter().zip(b.values().iter()).map(|(&a, &b)| product(a, b)).collect()
-            }
-            (Side::Values(a), Side::Constant(c)) | (Side::Constant(c), Side::Values(a)) => {
-                a.values().iter().map(|&a| product(a, *c)).collect()
-            }
-            (Side::Constant(_), Side::Constant(_)) => return Ok(None),
-        },
+    // Each side rescaled stays below 2^63 * 2^60, so sums and differences of two stay below
+    // 2^124, and a product of two unscaled sides below 2^126.
+    let (left_factor, right_factor) = match op {
+        DecimalOp::Multiply => (1, 1),
         DecimalOp::Add | DecimalOp::Subtract => {
             let digits = |side_scale: i8| i32::from(scale) - i32::from(side_scale);
             let (left_digits, right_digits) = (digits(left_type.1), digits(right_type.1));
             if !(0..=MAX_RESCALE_DIGITS).contains(&left_digits) || !(0..=MAX_RESCALE_DIGITS).contains(&right_digits) {
                 return Ok(None);
             }
-            let (left_factor, right_factor) = (10i128.pow(left_digits as u32), 10i128.pow(right_digits as u32));
-            // Each side rescaled is below 2^63 * 2^60; two of them sum below 2^124.
-            let subtract = op == DecimalOp::Subtract;
-            match (&left, &right) {
-                (Side::Values(a), Side::Values(b)) => {
-                    let (a, b) = (a.values(), b.values());
-                    match (left_factor, right_factor, subtract) {
-                        (1, 1, false) => a.iter().zip(b.iter()).map(|(&a, &b)| a.wrapping_add(b)).collect(),
-                        (1, 1, true) => a.iter().zip(b.iter()).map(|(&a, &b)| a.wrapping_sub(b)).collect(),
-                        (_, _, false) => a
-                            .iter()
-                            .zip(b.iter())
-                            .map(|(&a, &b)| product(a, left_factor).wrapping_add(product(b, right_factor)))
-                            .collect(),
-                        (_, _, true) => a
-                            .iter()
-                            .zip(b.iter())
-                            .map(|(&a, &b)| product(a, left_factor).wrapping_sub(product(b, right_factor)))
-                            .collect(),
-                    }
-                }
-                (Side::Values(a), Side::Constant(c)) => {
-                    let c = c * right_factor; // below 2^63 * 2^60: exact
-                    match (left_factor, subtract) {
-                        (1, false) => a.values().iter().map(|&a| a.wrapping_add(c)).collect(),
-                        (1, true) => a.values().iter().map(|&a| a.wrapping_sub(c)).collect(),
-                        (_, false) => a.values().iter().map(|&a| product(a, left_factor).wrapping_add(c)).collect(),
-                        (_, true) => a.values().iter().map(|&a| product(a, left_factor).wrapping_sub(c)).collect(),
-                    }
-                }
-                (Side::Constant(c), Side::Values(b)) => {
-                    let c = c * left_factor;
-                    match (right_factor, subtract) {
-                        (1, false) => b.values().iter().map(|&b| c.wrapping_add(b)).collect(),
-                        (1, true) => b.values().iter().map(|&b| c.wrapping_sub(b)).collect(),
-                        (_, false) => b.values().iter().map(|&b| c.wrapping_add(product(b, right_factor))).collect(),
-                        (_, true) => b.values().iter().map(|&b| c.wrapping_sub(product(b, right_factor))).collect(),
-                    }
-                }
-                (Side::Constant(_), Side::Constant(_)) => return Ok(None),
-            }
+            (10i128.pow(left_digits as u32), 10i128.pow(right_digits as u32))
         }
     };
+    let values = match op {
+        DecimalOp::Add => combine(&left, left_factor, &right, right_factor, i128::wrapping_add),
+        DecimalOp::Subtract => combine(&left, left_factor, &right, right_factor, i128::wrapping_sub),
+        DecimalOp::Multiply => combine(&left, left_factor, &right, right_factor, product),
+    };
+    let Some(values) = values else { return Ok(None) };
     let nulls = match (&left, &right) {
         (Side::Values(a), Side::Values(b)) => NullBuffer::union(a.nulls(), b.nulls()),
         (Side::Values(a), Side::Constant(_)) | (Side::Constant(_), Side::Values(a)) => a.nulls().cloned(),
-        (Side::Constant(_), Side::Constant(_)) => None,
+        (Side::Constant(_), Side::Constant(_)) => return Ok(None),
     };
     let array = PrimitiveArray::<Decimal128Type>::try_new(ScalarBuffer::from(values), nulls)?
         .with_precision_and_scale(precision, scale)?;
@@ -383,15 +379,6 @@ mod tests {
 
     fn constant(value: Option<i128>, precision: u8, scale: i8) -> ColumnarValue {
         ColumnarValue::Scalar(ScalarValue::Decimal128(value, precision, scale))
-    }
-
-    fn arrow(op: DecimalOp, left: &ColumnarValue, right: &ColumnarValue) -> Result<ColumnarValue> {
-        let kernel = match op {
-            DecimalOp::Add => numeric::add_wrapping,
-            DecimalOp::Subtract => numeric::sub_wrapping,
-            DecimalOp::Multiply => numeric::mul_wrapping,
-        };
-        datafusion::physical_expr_common::datum::apply(left, right, kernel)
     }
 
     fn array(value: ColumnarValue) -> ArrayRef {
