@@ -151,12 +151,20 @@ impl Engine {
         rules.push(Arc::new(crate::conjuncts::EvaluateCheapConjunctsFirst));
         rules.push(Arc::new(crate::join_filters::FilterRowsByJoinFilters::default()));
         rules.push(Arc::new(crate::decimal::DecimalArithmetic));
+        // DataFusion's logical optimizer rules, and a scalar subquery over a grouped result
+        // the query also reads computed from that result once, right after DataFusion has
+        // turned the subquery into a join.
+        let mut logical = datafusion::optimizer::Optimizer::new().rules;
+        let at =
+            logical.iter().position(|rule| rule.name() == "scalar_subquery_to_join").map_or(logical.len(), |at| at + 1);
+        logical.insert(at, Arc::new(crate::shared_aggregate::ScalarSubqueryAsWindow));
         let mut base = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_catalog_list(catalog_list.clone())
             .with_type_planner(Arc::new(TrinoTypePlanner))
             .with_physical_optimizer_rules(rules)
+            .with_optimizer_rules(logical)
             .build();
         for function in trino_functions() {
             // Replacing a built-in of the same name (version) is the point.

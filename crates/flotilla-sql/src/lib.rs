@@ -30,6 +30,7 @@ pub mod progress;
 mod rewrite;
 pub mod selectivity;
 pub mod session;
+pub mod shared_aggregate;
 mod show;
 pub mod statement;
 #[cfg(test)]
