@@ -301,8 +301,13 @@ pub fn with_flotilla_operators(builder: SessionStateBuilder) -> SessionStateBuil
 pub fn worker_session_state(builder: SessionStateBuilder) -> SessionState {
     let mut state =
         with_flotilla_operators(builder).with_distributed_worker_plan_rewrite_handler(cheap_conjuncts_first).build();
-    // The decimal arithmetic functions the coordinator plans ([`crate::decimal`]) arrive by name.
-    for function in trino_functions().into_iter().chain(crate::decimal::decimal_functions()) {
+    // The decimal arithmetic functions the coordinator plans ([`crate::decimal`]) and the
+    // check of scalar subqueries' rows ([`crate::single_row`]) arrive by name.
+    for function in trino_functions()
+        .into_iter()
+        .chain(crate::decimal::decimal_functions())
+        .chain([crate::single_row::single_row_function()])
+    {
         let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, function);
     }
     state

@@ -151,13 +151,14 @@ impl Engine {
         rules.push(Arc::new(crate::conjuncts::EvaluateCheapConjunctsFirst));
         rules.push(Arc::new(crate::join_filters::FilterRowsByJoinFilters::default()));
         rules.push(Arc::new(crate::decimal::DecimalArithmetic));
-        // DataFusion's logical optimizer rules, and a scalar subquery over a grouped result
-        // the query also reads computed from that result once, right after DataFusion has
-        // turned the subquery into a join.
+        // DataFusion's logical optimizer rules. Around its `scalar_subquery_to_join`: before
+        // it, scalar subqueries that may return several rows checked to return one; after
+        // it, a scalar subquery over a grouped result the query also reads computed from
+        // that result once.
         let mut logical = datafusion::optimizer::Optimizer::new().rules;
-        let at =
-            logical.iter().position(|rule| rule.name() == "scalar_subquery_to_join").map_or(logical.len(), |at| at + 1);
-        logical.insert(at, Arc::new(crate::shared_aggregate::ScalarSubqueryAsWindow));
+        let at = logical.iter().position(|rule| rule.name() == "scalar_subquery_to_join").unwrap_or(logical.len());
+        logical.insert((at + 1).min(logical.len()), Arc::new(crate::shared_aggregate::ScalarSubqueryAsWindow));
+        logical.insert(at, Arc::new(crate::single_row::EnforceSingleRow));
         let mut base = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)

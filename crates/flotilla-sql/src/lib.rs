@@ -32,6 +32,7 @@ pub mod selectivity;
 pub mod session;
 pub mod shared_aggregate;
 mod show;
+pub mod single_row;
 pub mod statement;
 #[cfg(test)]
 mod test_support;
