@@ -141,6 +141,12 @@ impl Engine {
         options.sql_parser.support_varchar_with_length = true;
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.time_zone = Some("UTC".to_string());
+        // Uncorrelated scalar subqueries become joins in one process too, as in distributed
+        // statements (datafusion-distributed turns the option off): one form to plan and
+        // check (`single_row`, `shared_aggregate`). DataFusion's own form types the
+        // subquery's value with its column's nullability, so a subquery of no row over a
+        // non-nullable column failed ("declared as non-nullable but contains null values").
+        options.optimizer.enable_physical_uncorrelated_scalar_subquery = false;
         // DataFusion's physical optimizer rules, with better estimates of partly analysable
         // filters before its join selection reads them, and last the filters' conjuncts in
         // their cheapest order, join filters on scans' rows and decimal arithmetic without

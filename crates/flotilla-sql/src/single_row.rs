@@ -1,11 +1,11 @@
 //! A scalar subquery that returns more than one row is an error
 //! (`SUBQUERY_MULTIPLE_ROWS`), in a distributed statement too.
 //!
-//! In one process DataFusion runs an uncorrelated scalar subquery as a plan of its own and
-//! fails when it returns a second row. A distributed statement turns the subquery into a
-//! join instead (datafusion-distributed disables DataFusion's own execution of them), and a
-//! join `ON true` with a subquery of several rows silently returns each outer row once per
-//! subquery row: `SELECT (SELECT n_nationkey FROM nation)` answered 25 rows.
+//! DataFusion can run an uncorrelated scalar subquery as a plan of its own, failing when it
+//! returns a second row; datafusion-distributed disables that and the engine does too, in
+//! one process as well (`engine.rs`), so the subquery becomes a join, and a join `ON true`
+//! with a subquery of several rows silently returns each outer row once per subquery row:
+//! `SELECT (SELECT n_nationkey FROM nation)` answered 25 rows.
 //! [`EnforceSingleRow`] runs before DataFusion's `scalar_subquery_to_join` where subqueries
 //! become joins, and puts every uncorrelated scalar subquery that may return more than one
 //! row under an aggregate without `GROUP BY` (exactly one row): the row count and the
