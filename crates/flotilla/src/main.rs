@@ -245,7 +245,38 @@ fn init_logging(json: bool) {
 /// The stack of every runtime thread of a node.
 const RUNTIME_STACK_BYTES: usize = 16 << 20;
 
+/// The CPU features this binary was compiled to use (`.cargo/config.toml`) that this CPU
+/// lacks. The compiler uses them anywhere (vectorised loops), so a CPU without them would
+/// stop with SIGILL in the middle of some query; this is asked before anything else runs.
+#[cfg(target_arch = "x86_64")]
+fn missing_cpu_features() -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    macro_rules! require {
+        ($($feature:tt),*) => {
+            $(if cfg!(target_feature = $feature) && !std::arch::is_x86_feature_detected!($feature) {
+                missing.push($feature);
+            })*
+        };
+    }
+    require!("avx", "avx2", "fma", "bmi1", "bmi2", "lzcnt", "movbe", "aes");
+    missing
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn missing_cpu_features() -> Vec<&'static str> {
+    Vec::new()
+}
+
 fn main() -> ExitCode {
+    let missing = missing_cpu_features();
+    if !missing.is_empty() {
+        eprintln!(
+            "flotilla: this binary was built for x86-64 CPUs with {}, which this CPU lacks; \
+             build it for this CPU with RUSTFLAGS=\"-C target-cpu=native\" cargo build --release",
+            missing.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Sql(args) => flotilla_cli::run(args),
