@@ -12,9 +12,10 @@
 //! When it applies (anything else is left as it is):
 //! - an uncorrelated scalar subquery that is an aggregate without `GROUP BY` (under only
 //!   projections and aliases: exactly one row), either as DataFusion's
-//!   `scalar_subquery_to_join` leaves it in a distributed statement, a join `ON true` of the
-//!   outer query with it, or as an expression in a filter or projection (a statement that is
-//!   not distributed, where DataFusion runs such subqueries as plans of their own);
+//!   `scalar_subquery_to_join` leaves it where uncorrelated subqueries become joins (the
+//!   engine's setting, in one process and distributed statements alike), a join `ON true`
+//!   of the outer query with it, or as an expression in a filter or projection (DataFusion's
+//!   default, which runs such subqueries as plans of their own);
 //! - the aggregate's input is a grouped result (an `Aggregate` with `GROUP BY`, or a
 //!   `DISTINCT`, under projections, filters and aliases), deterministic (no volatile
 //!   function), and the same plan appears in the outer query where every output row of the
