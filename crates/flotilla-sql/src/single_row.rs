@@ -1,5 +1,5 @@
 //! A scalar subquery that returns more than one row is an error
-//! (`SUBQUERY_MULTIPLE_ROWS`), in a distributed statement too.
+//! (`SUBQUERY_MULTIPLE_ROWS`), in one process and across workers alike.
 //!
 //! DataFusion can run an uncorrelated scalar subquery as a plan of its own, failing when it
 //! returns a second row; datafusion-distributed disables that and the engine does too, in
