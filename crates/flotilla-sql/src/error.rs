@@ -153,8 +153,6 @@ pub fn from_datafusion(error: &DataFusionError) -> FlotillaError {
                 ErrorCode::NumericValueOutOfRange
             } else if lower.contains("cast") || lower.contains("cannot parse") {
                 ErrorCode::InvalidCastArgument
-            } else if lower.contains("more than one row") {
-                ErrorCode::SubqueryMultipleRows
             } else {
                 ErrorCode::GenericUserError
             }

@@ -36,8 +36,9 @@ const NAME: &str = "$scalar_subquery_single_row";
 
 /// The logical optimizer rule; see the module documentation. It acts only where uncorrelated
 /// scalar subqueries are planned as joins
-/// (`optimizer.enable_physical_uncorrelated_scalar_subquery` off, as in distributed
-/// statements) and belongs before `scalar_subquery_to_join`.
+/// (`optimizer.enable_physical_uncorrelated_scalar_subquery` off, as the engine sets it
+/// everywhere; with it on, DataFusion's own execution of the subquery fails on a second row)
+/// and belongs before `scalar_subquery_to_join`.
 #[derive(Debug, Default)]
 pub struct EnforceSingleRow;
 
@@ -163,8 +164,8 @@ mod tests {
     use datafusion::physical_plan::collect;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
-    /// Scalar subqueries as joins (a distributed statement) or run as their own plans (one
-    /// process), with the rule where the engine has it; `t(g)` holds 1, 2, 2, 3.
+    /// Scalar subqueries as joins (the engine's setting) or run as their own plans
+    /// (DataFusion's default), with the rule where the engine has it; `t` holds 1, 2, 2, 3.
     async fn context(as_join: bool) -> SessionContext {
         let mut config = SessionConfig::new().with_target_partitions(2);
         config.options_mut().optimizer.enable_physical_uncorrelated_scalar_subquery = !as_join;
@@ -184,7 +185,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_subquery_of_several_rows_fails_as_in_one_process() {
+    async fn a_subquery_of_several_rows_fails_as_in_datafusions_own_form() {
         for sql in [
             "SELECT (SELECT column1 FROM t) AS x",
             "SELECT count(*) FROM t WHERE column1 = (SELECT column1 FROM t WHERE column1 = 2)",
