@@ -247,7 +247,8 @@ const RUNTIME_STACK_BYTES: usize = 16 << 20;
 
 /// The CPU features this binary was compiled to use (`.cargo/config.toml`) that this CPU
 /// lacks. The compiler uses them anywhere (vectorised loops), so a CPU without them would
-/// stop with SIGILL in the middle of some query; this is asked before anything else runs.
+/// stop with SIGILL in the middle of some query; this is asked first thing in `main` (only
+/// the runtime's and the allocator's start-up run before it).
 #[cfg(target_arch = "x86_64")]
 fn missing_cpu_features() -> Vec<&'static str> {
     let mut missing = Vec::new();
