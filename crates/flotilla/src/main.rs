@@ -248,7 +248,8 @@ const RUNTIME_STACK_BYTES: usize = 16 << 20;
 /// The CPU features this binary was compiled to use (`.cargo/config.toml`) that this CPU
 /// lacks. The compiler uses them anywhere (vectorised loops), so a CPU without them would
 /// stop with SIGILL in the middle of some query; this is asked first thing in `main` (only
-/// the runtime's and the allocator's start-up run before it).
+/// Rust's own start-up and the allocator's initialisation run before it; no Tokio runtime
+/// exists yet).
 #[cfg(target_arch = "x86_64")]
 fn missing_cpu_features() -> Vec<&'static str> {
     let mut missing = Vec::new();
