@@ -96,11 +96,17 @@ pub fn set_broadcast_budget(options: &mut datafusion::config::ConfigOptions, tas
 /// distributed statement's physical optimizer, and has its scans filtered by join filters
 /// only where producer and scan will share a stage
 /// ([`FilterRowsByJoinFilters`](crate::join_filters::FilterRowsByJoinFilters)).
+///
+/// Edits the session's own rule list (`physical_optimizers`): the builder's
+/// `physical_optimizer_rules` are rules *appended* to that list when it is built, so
+/// editing a default list there ran DataFusion's whole optimizer a second time after the
+/// first, join selection included, on a plan whose joins already had dynamic filters.
 pub fn with_join_rules(builder: &mut SessionStateBuilder) {
     use crate::join_filters::{FilterRowsByJoinFilters, NAME};
-    let rules = builder
-        .physical_optimizer_rules()
-        .get_or_insert_with(|| datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules);
+    let rules = &mut builder
+        .physical_optimizers()
+        .get_or_insert_with(datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new)
+        .rules;
     let at = rules.iter().position(|rule| rule.name() == "join_selection").map_or(0, |i| i + 1);
     rules.insert(at, Arc::new(PartitionUnbroadcastableJoins));
     let distributed = Arc::new(FilterRowsByJoinFilters { distributed: true });
@@ -602,6 +608,29 @@ impl PhysicalExtensionCodec for FlotillaCodec {
 mod tests {
     use super::*;
     use crate::catalog::tpch_scan::Part;
+
+    /// A distributed statement's session runs DataFusion's optimizer once, with our join
+    /// rules in their places: the rules are edited in the session's list, not appended as a
+    /// second copy of it (which ran join selection again after dynamic filters were set).
+    #[test]
+    fn join_rules_edit_the_one_rule_list() {
+        use crate::join_filters::{FilterRowsByJoinFilters, NAME};
+        let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+        rules.push(Arc::new(FilterRowsByJoinFilters::default()));
+        let state = SessionStateBuilder::new().with_default_features().with_physical_optimizer_rules(rules).build();
+        let before = state.physical_optimizers().len();
+        let mut builder = SessionStateBuilder::new_from_existing(state);
+        with_join_rules(&mut builder);
+        let state = builder.build();
+        let names: Vec<&str> = state.physical_optimizers().iter().map(|rule| rule.name()).collect();
+        assert_eq!(names.len(), before + 1, "{names:?}");
+        assert_eq!(names.iter().filter(|name| **name == "join_selection").count(), 1, "{names:?}");
+        let at = names.iter().position(|name| *name == "join_selection").unwrap();
+        assert_eq!(names[at + 1], "flotilla_partition_unbroadcastable_joins", "{names:?}");
+        let filters: Vec<_> = state.physical_optimizers().iter().filter(|rule| rule.name() == NAME).collect();
+        assert_eq!(filters.len(), 1, "{names:?}");
+        assert!(format!("{:?}", filters[0]).contains("distributed: true"), "{:?}", filters[0]);
+    }
 
     fn scan(table: &str, scale: f64, partitions: i32) -> TpchScanExec {
         TpchScanExec::try_new(TpchScanSpec {
