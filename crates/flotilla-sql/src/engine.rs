@@ -148,14 +148,16 @@ impl Engine {
         // non-nullable column failed ("declared as non-nullable but contains null values").
         options.optimizer.enable_physical_uncorrelated_scalar_subquery = false;
         // DataFusion's physical optimizer rules, with better estimates of partly analysable
-        // filters before its join selection reads them, the build sides of joins over semi
-        // and anti joins decided again by rows right after it, and last the filters' conjuncts in
-        // their cheapest order, join filters on scans' rows and decimal arithmetic without
-        // checked 128-bit multiplications.
+        // filters and selective joins moved down to the tables they filter before its join
+        // selection reads the estimates, the build sides of joins over semi and anti joins
+        // decided again by rows right after it, and last the filters' conjuncts in their
+        // cheapest order, join filters on scans' rows and decimal arithmetic without checked
+        // 128-bit multiplications.
         let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
         let at = rules.iter().position(|rule| rule.name() == "join_selection").unwrap_or(0);
         rules.insert(at, Arc::new(crate::selectivity::EstimateAnalysableConjuncts));
-        rules.insert(at + 2, Arc::new(crate::join_sides::BuildSemiJoinsByRows));
+        rules.insert(at + 1, Arc::new(crate::join_order::SinkSelectiveJoins));
+        rules.insert(at + 3, Arc::new(crate::join_sides::BuildSemiJoinsByRows));
         rules.push(Arc::new(crate::conjuncts::EvaluateCheapConjunctsFirst));
         rules.push(Arc::new(crate::join_filters::FilterRowsByJoinFilters::default()));
         rules.push(Arc::new(crate::decimal::DecimalArithmetic));

@@ -21,6 +21,7 @@ mod engine;
 pub mod error;
 mod functions;
 pub mod join_filters;
+pub mod join_order;
 pub mod join_sides;
 mod maintenance;
 pub mod memory;

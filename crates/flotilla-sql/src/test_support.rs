@@ -13,9 +13,9 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
-/// `batch` written as one Parquet file and registered as table `t` in a DataFusion context
-/// of `partitions` target partitions; the file's folder is removed when dropped, also when
-/// the test fails.
+/// Tables written as Parquet files (one each) and registered in a DataFusion context; the
+/// files' folder is removed when dropped, also when the test fails. [`ParquetTable::new`]:
+/// one table `t` in a context of `partitions` target partitions.
 pub(crate) struct ParquetTable {
     pub ctx: SessionContext,
     pub path: PathBuf,
@@ -24,16 +24,26 @@ pub(crate) struct ParquetTable {
 
 impl ParquetTable {
     pub async fn new(batch: &RecordBatch, partitions: usize) -> Self {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
+        Self::with_tables(ctx, &[("t", batch)]).await
+    }
+
+    /// Each of `tables` written as one Parquet file and registered under its name in
+    /// `ctx`; `path` is the first table's file.
+    pub async fn with_tables(ctx: SessionContext, tables: &[(&str, &RecordBatch)]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("flotilla-parquet-{}-{}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.parquet");
-        let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
-        writer.write(batch).unwrap();
-        writer.close().unwrap();
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
-        ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
-        Self { ctx, path, dir }
+        let mut paths = Vec::new();
+        for (name, batch) in tables {
+            let path = dir.join(format!("{name}.parquet"));
+            let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+            writer.write(batch).unwrap();
+            writer.close().unwrap();
+            ctx.register_parquet(*name, path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+            paths.push(path);
+        }
+        Self { ctx, path: paths.swap_remove(0), dir }
     }
 }
 
