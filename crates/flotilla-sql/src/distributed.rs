@@ -116,6 +116,14 @@ pub fn with_join_rules(builder: &mut SessionStateBuilder) {
     }
 }
 
+/// Whether the distributed planner cut `plan` into stages for workers: it returns the plan
+/// as planned (no `DistributedExec`) where every stage would be one task in this process.
+pub fn runs_distributed(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion_distributed::{DistributedExec, NetworkBoundaryExt};
+    plan.exists(|node| Ok(node.is::<DistributedExec>() || node.as_ref().is_network_boundary()))
+}
+
 /// Plans the joins that cannot be broadcast as DataFusion would in one process. With the
 /// raised thresholds of [`plan_joins_for_tasks`], join selection collects every build side
 /// under them, but a join that emits build-side rows (LEFT, FULL, LEFT SEMI/ANTI/MARK)

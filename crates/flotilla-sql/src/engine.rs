@@ -489,7 +489,7 @@ impl Engine {
         session: &SqlSession,
         logical: &datafusion::logical_expr::LogicalPlan,
     ) -> Result<(SessionState, Arc<dyn ExecutionPlan>), FlotillaError> {
-        let (state, distributed) = match &self.distributor {
+        let (state, local) = match &self.distributor {
             Some(distributor) if is_distributable(logical) => {
                 match distributor.distribute(SessionStateBuilder::new_from_existing(state.clone()), session)? {
                     Some(mut builder) => {
@@ -497,20 +497,27 @@ impl Engine {
                             crate::distributed::plan_joins_for_tasks(config);
                         }
                         crate::distributed::with_join_rules(&mut builder);
-                        (with_flotilla_operators(builder).with_distributed_planner().build(), true)
+                        (with_flotilla_operators(builder).with_distributed_planner().build(), Some(state))
                     }
-                    None => (state, false),
+                    None => (state, None),
                 }
             }
-            _ => (state, false),
+            _ => (state, None),
         };
         let mut plan = state.create_physical_plan(logical).await.map_err(df_error)?;
-        if distributed {
-            plan = crate::distributed::read_small_build_sides_in_place(plan).map_err(df_error)?;
-            let workers: Vec<String> =
-                crate::distributed::statement_workers(state.config()).iter().map(|url| url.to_string()).collect();
-            plan = crate::cross_stage_filters::share_join_filters_across_stages(plan, &workers).map_err(df_error)?;
+        let Some(local) = local else { return Ok((state, plan)) };
+        if !crate::distributed::runs_distributed(&plan).map_err(df_error)? {
+            // Every stage came out as one task in this process: planned again as one process
+            // plans, since the distributed session planned its joins for tasks on workers
+            // (LEFT/ANTI joins partitioned where one process collects them: TPC-H q22
+            // repartitioned all 1.5M orders in the coordinator).
+            let plan = local.create_physical_plan(logical).await.map_err(df_error)?;
+            return Ok((local, plan));
         }
+        plan = crate::distributed::read_small_build_sides_in_place(plan).map_err(df_error)?;
+        let workers: Vec<String> =
+            crate::distributed::statement_workers(state.config()).iter().map(|url| url.to_string()).collect();
+        plan = crate::cross_stage_filters::share_join_filters_across_stages(plan, &workers).map_err(df_error)?;
         Ok((state, plan))
     }
 

@@ -421,3 +421,28 @@ async fn parquet_scans_drop_rows_a_join_filter_rules_out_before_an_aggregate() {
         assert_eq!(pruned.is_some_and(|count| count != "0"), spares, "{analyzed}");
     }
 }
+
+/// A distributed statement whose stages all come out as one task runs in the coordinator,
+/// planned as one process plans it: the distributed session plans its joins for tasks on
+/// workers (joins that cannot be broadcast partitioned where one process collects them: TPC-H
+/// q22's coordinator repartitioned all of `orders` for its anti join).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_of_one_task_run_the_plan_of_one_process() {
+    let dir = crate::harness::TempDir::new("flotilla-one-task");
+    tiny_lake(&dir.path);
+    let catalogs = Catalogs::load_dir(&dir.path).unwrap();
+    let alone = Engine::new(&catalogs, Arc::new(NoRuntime));
+    let cluster = Engine::new(&catalogs, Arc::new(NoRuntime)).with_distributor(Arc::new(SomeWorkers(2)));
+    let session = SqlSession { catalog: Some("lake".into()), schema: Some("tiny".into()), ..Default::default() };
+    // A FULL join cannot be broadcast: with its build side above DataFusion's 1 MB (60K
+    // rows with their comments), the distributed session would partition it.
+    let sql = "SELECT count(a.l_comment), count(b.l_comment) FROM lineitem a FULL JOIN lineitem b \
+               ON a.l_orderkey = b.l_orderkey AND a.l_linenumber = b.l_linenumber";
+    let plan = distributed_plan(&cluster, &session, sql).await;
+    assert!(!plan.contains("DistributedExec") && !plan.contains("mode=Partitioned"), "{plan}");
+    assert_eq!(plan, distributed_plan(&alone, &session, sql).await);
+    // A statement with stages of several tasks is still distributed.
+    let (_etc, engine) = tpch_engine(2);
+    let session = SqlSession { catalog: Some("tpch".into()), schema: Some("sf1".into()), ..Default::default() };
+    assert!(distributed_plan(&engine, &session, sql).await.contains("DistributedExec"));
+}
