@@ -40,7 +40,6 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::joins::utils::{ColumnIndex, JoinFilter};
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::ExecutionPlan;
 
 /// The rule's name in the physical optimizer's list.
@@ -76,15 +75,10 @@ impl PhysicalOptimizerRule for SinkSelectiveJoins {
 }
 
 /// A join this rule may move: an inner hash join on keys where NULL matches nothing, with
-/// no projection, fetch or null-aware semantics of its own, and no dynamic filter (those
-/// are set by later rules; DataFusion refuses to swap the sides of a join that has one,
-/// which its join selection may do after a move).
+/// no projection, fetch or null-aware semantics of its own.
 fn movable(plan: &Arc<dyn ExecutionPlan>) -> Option<&HashJoinExec> {
     let join = plan.downcast_ref::<HashJoinExec>()?;
-    #[allow(deprecated)]
-    let filtered = join.dynamic_filter_expr().is_some();
-    let plain = !filtered
-        && *join.join_type() == JoinType::Inner
+    let plain = *join.join_type() == JoinType::Inner
         && join.projection.is_none()
         && join.null_equality() == NullEquality::NullEqualsNothing
         && !join.null_aware
@@ -117,8 +111,7 @@ fn small_rows() -> usize {
 
 /// Estimated output rows of `plan`, if its statistics tell.
 fn rows(plan: &dyn ExecutionPlan) -> Option<usize> {
-    let statistics = StatisticsContext::new().compute(plan, &StatisticsArgs::new()).ok()?;
-    statistics.num_rows.get_value().copied()
+    crate::selectivity::estimate(plan)?.num_rows.get_value().copied()
 }
 
 /// For a projection of plain columns, the input column of each output column.

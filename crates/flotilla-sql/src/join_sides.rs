@@ -24,7 +24,6 @@ use datafusion::config::ConfigOptions;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::ExecutionPlan;
 
 /// The rule's name in the physical optimizer's list.
@@ -43,20 +42,16 @@ impl PhysicalOptimizerRule for BuildSemiJoinsByRows {
             let Some(join) = node.downcast_ref::<HashJoinExec>() else {
                 return Ok(Transformed::no(node));
             };
-            #[allow(deprecated)]
-            let filtered = join.dynamic_filter_expr().is_some();
             let swappable = *join.partition_mode() == PartitionMode::Partitioned
                 && join.join_type().supports_swap()
-                && !join.null_aware
-                && !filtered;
+                && !join.null_aware;
             if !swappable || !(semi_or_anti(join.left()) || semi_or_anti(join.right())) {
                 return Ok(Transformed::no(node));
             }
-            match (size(join.left()), size(join.right())) {
-                (Some(left), Some(right)) if left > right => {
-                    Ok(Transformed::yes(join.swap_inputs(PartitionMode::Partitioned)?))
-                }
-                _ => Ok(Transformed::no(node)),
+            if larger(join.left(), join.right()) {
+                Ok(Transformed::yes(join.swap_inputs(PartitionMode::Partitioned)?))
+            } else {
+                Ok(Transformed::no(node))
             }
         })
         .map(|transformed| transformed.data)
@@ -82,35 +77,19 @@ fn semi_or_anti(plan: &Arc<dyn ExecutionPlan>) -> bool {
     })
 }
 
-/// A side's estimated size: its bytes, unless it is a semi or anti join (whose bytes are
-/// not scaled to the rows it keeps), and its rows.
-fn size(plan: &Arc<dyn ExecutionPlan>) -> Option<Size> {
-    let statistics = StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new()).ok()?;
-    let bytes = statistics.total_byte_size.get_value().copied().filter(|_| !semi_or_anti(plan));
-    let rows = statistics.num_rows.get_value().copied();
-    Some(Size { bytes, rows })
-}
-
-/// An estimate of a join side, compared DataFusion's way: bytes where both sides have
-/// them, else rows; `None` from the comparison where neither tells.
-#[derive(Debug, Clone, Copy)]
-struct Size {
-    bytes: Option<usize>,
-    rows: Option<usize>,
-}
-
-impl PartialEq for Size {
-    fn eq(&self, other: &Self) -> bool {
-        self.partial_cmp(other) == Some(std::cmp::Ordering::Equal)
-    }
-}
-
-impl PartialOrd for Size {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        match (self.bytes, other.bytes) {
-            (Some(left), Some(right)) => Some(left.cmp(&right)),
-            _ => Some(self.rows?.cmp(&other.rows?)),
-        }
+/// Whether `left` is estimated larger than `right`, compared DataFusion's way (bytes where
+/// both sides have them, else rows; not larger where neither tells), a semi or anti join's
+/// bytes taken as unknown: they are its input's column sizes, not scaled to the rows it keeps.
+fn larger(left: &Arc<dyn ExecutionPlan>, right: &Arc<dyn ExecutionPlan>) -> bool {
+    let size = |plan: &Arc<dyn ExecutionPlan>| {
+        let Some(statistics) = crate::selectivity::estimate(plan.as_ref()) else { return (None, None) };
+        let bytes = statistics.total_byte_size.get_value().copied().filter(|_| !semi_or_anti(plan));
+        (bytes, statistics.num_rows.get_value().copied())
+    };
+    match (size(left), size(right)) {
+        ((Some(left), _), (Some(right), _)) => left > right,
+        ((_, Some(left)), (_, Some(right))) => left > right,
+        _ => false,
     }
 }
 
@@ -122,13 +101,13 @@ mod tests {
     use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::arrow::util::pretty::pretty_format_batches;
     use datafusion::execution::SessionStateBuilder;
-    use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+    use datafusion::prelude::{SessionConfig, SessionContext};
 
     use crate::test_support::ParquetTable;
 
     /// `l`: 20,000 rows of an order key (4 rows an order), a supplier (`l_supp`, 0 to 99)
     /// and a 200-byte comment; `d`: 100 suppliers, 10 names.
-    async fn tables() -> (ParquetTable, ParquetTable) {
+    fn tables() -> (RecordBatch, RecordBatch) {
         let n = 20_000;
         let l = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
@@ -154,11 +133,11 @@ mod tests {
             ],
         )
         .unwrap();
-        (ParquetTable::new(&l, 2).await, ParquetTable::new(&d, 2).await)
+        (l, d)
     }
 
-    /// A context over `l` and `d` whose joins are all partitioned, with or without the rule.
-    async fn context(l: &ParquetTable, d: &ParquetTable, rule: bool) -> SessionContext {
+    /// `l` and `d` in a context whose joins are all partitioned, with or without the rule.
+    async fn context((l, d): &(RecordBatch, RecordBatch), rule: bool) -> ParquetTable {
         let mut config = SessionConfig::new().with_target_partitions(2);
         config.options_mut().optimizer.hash_join_single_partition_threshold = 0;
         config.options_mut().optimizer.hash_join_single_partition_threshold_rows = 0;
@@ -169,10 +148,7 @@ mod tests {
         }
         let state =
             SessionStateBuilder::new().with_default_features().with_config(config).with_physical_optimizer_rules(rules);
-        let ctx = SessionContext::new_with_state(state.build());
-        ctx.register_parquet("l", l.path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
-        ctx.register_parquet("d", d.path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
-        ctx
+        ParquetTable::with_tables(SessionContext::new_with_state(state.build()), &[("l", l), ("d", d)]).await
     }
 
     /// The anti join's type and whether its build (left) side is the semi join.
@@ -194,7 +170,7 @@ mod tests {
     /// on the many rows; the rule builds on the few, with the same answer.
     #[tokio::test]
     async fn an_anti_join_over_a_semi_join_builds_on_the_fewer_rows() {
-        let (l, d) = tables().await;
+        let tables = tables();
         let sql = "SELECT count(*), max(l1.l_comment) FROM l l1, d \
                    WHERE l1.l_supp = d_key AND d_name = 'n3' \
                    AND EXISTS (SELECT 1 FROM l l2 WHERE l2.l_key = l1.l_key AND l2.l_supp <> l1.l_supp) \
@@ -203,8 +179,8 @@ mod tests {
         let mut answers = Vec::new();
         let mut shapes = Vec::new();
         for rule in [false, true] {
-            let ctx = context(&l, &d, rule).await;
-            let frame = ctx.sql(sql).await.unwrap();
+            let table = context(&tables, rule).await;
+            let frame = table.ctx.sql(sql).await.unwrap();
             let plan = frame.clone().create_physical_plan().await.unwrap();
             shapes.push(anti_join(&plan).unwrap());
             answers.push(pretty_format_batches(&frame.collect().await.unwrap()).unwrap().to_string());
@@ -219,8 +195,8 @@ mod tests {
     /// with `optimizer.join_reordering`.
     #[tokio::test]
     async fn other_joins_and_a_disabled_reordering_are_left_alone() {
-        let (l, d) = tables().await;
-        let ctx = context(&l, &d, false).await;
+        let table = context(&tables(), false).await;
+        let ctx = &table.ctx;
         let plan =
             ctx.sql("SELECT * FROM l, d WHERE l_supp = d_key").await.unwrap().create_physical_plan().await.unwrap();
         let options = ConfigOptions::default();

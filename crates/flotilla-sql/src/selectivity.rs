@@ -77,7 +77,7 @@ fn selectivity_percent(filter: &FilterExec) -> Option<u8> {
     if analysable.is_empty() {
         return None;
     }
-    let statistics = StatisticsContext::new().compute(filter.input().as_ref(), &StatisticsArgs::new()).ok()?;
+    let statistics = estimate(filter.input().as_ref())?;
     if matches!(statistics.num_rows, Precision::Absent) {
         return None;
     }
@@ -88,6 +88,12 @@ fn selectivity_percent(filter: &FilterExec) -> Option<u8> {
     }
     let percent = (known * f64::from(filter.default_selectivity())).ceil().clamp(1.0, 100.0);
     Some(percent as u8)
+}
+
+/// `plan`'s statistics as DataFusion's optimizer rules read them (the rules that size
+/// and order joins share this), if it can tell.
+pub(crate) fn estimate(plan: &dyn ExecutionPlan) -> Option<Arc<datafusion::common::Statistics>> {
+    StatisticsContext::new().compute(plan, &StatisticsArgs::new()).ok()
 }
 
 #[cfg(test)]
