@@ -88,18 +88,33 @@ fn write_etc(work: &Path, data_dir: &Path, config: &str) -> Result<PathBuf, Stri
     Ok(etc)
 }
 
-/// Runs every query `runs` times through the Trino protocol at `url`, once the cluster
-/// answers with `nodes` active nodes.
-async fn run_flotilla(url: &str, schema: &str, nodes: usize, queries: &[(String, String)], runs: usize) -> Measured {
+/// Runs every query `runs` times through the Trino protocol at `url`, once every
+/// coordinator (`coordinators`, their URLs) lists `nodes` active nodes: each has its own
+/// view of the cluster, and a query the gateway sends to one that does not list the
+/// workers yet fails.
+async fn run_flotilla(
+    url: &str,
+    coordinators: &[String],
+    schema: &str,
+    nodes: usize,
+    queries: &[(String, String)],
+    runs: usize,
+) -> Measured {
     let mut measured = Measured::default();
+    for coordinator in coordinators {
+        let waited = match Client::new(coordinator, "bench") {
+            Ok(mut client) => wait_for_active_nodes(&mut client, nodes).await,
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = waited {
+            measured.failures.insert("all".into(), format!("{coordinator}: {error}"));
+            return measured;
+        }
+    }
     let Ok(mut client) = Client::new(url, "bench") else {
         measured.failures.insert("all".into(), format!("bad URL {url}"));
         return measured;
     };
-    if let Err(error) = wait_for_active_nodes(&mut client, nodes).await {
-        measured.failures.insert("all".into(), format!("{url}: {error}"));
-        return measured;
-    }
     client.session.catalog = Some("bench".into());
     client.session.schema = Some(schema.into());
     for (name, sql) in queries {
@@ -155,7 +170,9 @@ fn flotilla_engine(
         })
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let mut measured = runtime.block_on(run_flotilla(&url, &args.tpch.schema, nodes, queries, args.tpch.runs));
+    let coordinators: Vec<String> = cluster.coordinators.iter().map(|node| node.url.clone()).collect();
+    let mut measured =
+        runtime.block_on(run_flotilla(&url, &coordinators, &args.tpch.schema, nodes, queries, args.tpch.runs));
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     measured.peak_rss = sampler.join().unwrap_or_default();
     drop(cluster);
