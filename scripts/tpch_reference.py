@@ -5,7 +5,7 @@ as JSON, the best wall time in milliseconds, the row count and the rows of each 
 (decimals as numbers, dates as ISO text), for the benchmarks to check answers with.
 
 Used by the `tpch-cluster` and `tpch-files` benchmarks:
-    python scripts/tpch_reference.py --engine duckdb --data DIR --queries ../shared/tpch/queries --runs 2
+    python scripts/tpch_reference.py --engine duckdb --data DIR --queries ../shared/tpch/queries --runs 2 [--warmup 1]
 
 DIR holds TABLE.parquet files (`flotilla tpch-gen`) or TABLE/data/*.parquet directories
 (tables Flotilla wrote with CREATE TABLE AS, all committed in a benchmark's fresh catalog).
@@ -79,10 +79,15 @@ def main():
     parser.add_argument("--data", required=True, type=pathlib.Path)
     parser.add_argument("--queries", required=True, type=pathlib.Path)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=0, help="passes over every query before the timed runs")
     args = parser.parse_args()
     engine = (DuckDB if args.engine == "duckdb" else DataFusion)(args.data)
+    paths = sorted(args.queries.glob("q*.sql"))
+    for _ in range(args.warmup):
+        for path in paths:
+            engine.run(path.read_text())
     results = {}
-    for path in sorted(args.queries.glob("q*.sql")):
+    for path in paths:
         sql = path.read_text()
         best, rows = None, []
         for _ in range(args.runs):

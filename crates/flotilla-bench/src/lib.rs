@@ -255,18 +255,19 @@ impl Reference {
 }
 
 /// Runs the queries of `queries` `runs` times each on `engine` (`duckdb` or `datafusion`)
-/// over the Parquet files in `data`, in a Python process of its own (`python` needs the
-/// engine's package: `scripts/bench-setup`).
+/// over the Parquet files in `data`, after `warmup` untimed passes over all of them, in a
+/// Python process of its own (`python` needs the engine's package: `scripts/bench-setup`).
 pub fn reference_times(
     python: &Path,
     engine: &str,
     data: &Path,
     queries: &Path,
     runs: usize,
+    warmup: usize,
 ) -> Result<Reference, String> {
     let output = std::process::Command::new(python)
         .arg("scripts/tpch_reference.py")
-        .args(["--engine", engine, "--runs", &runs.to_string(), "--data"])
+        .args(["--engine", engine, "--runs", &runs.to_string(), "--warmup", &warmup.to_string(), "--data"])
         .arg(data)
         .arg("--queries")
         .arg(queries)

@@ -303,8 +303,7 @@ pub const NODE_SETTINGS: &[Setting] = &[
 /// `memory.allocator-purge-delay` by default. mimalloc's own (1 s) returns what a query
 /// freed before the next query takes it again; the kernel then zeroes every page anew (2 MB
 /// at a time where transparent huge pages are on): up to a fifth of a coordinator's CPU in
-/// TPC-H sf1 runs (`clear_page_erms`), the 22 queries 10% faster in the cluster with a
-/// minute (BENCHMARKS.md).
+/// TPC-H sf1 runs (`clear_page_erms`); the `flotilla` binary's `allocator` module.
 pub const DEFAULT_ALLOCATOR_PURGE_DELAY: Duration = Duration::from_secs(60);
 /// The longest `memory.allocator-purge-delay` accepted.
 pub const MAX_ALLOCATOR_PURGE_DELAY: Duration = Duration::from_secs(3600);

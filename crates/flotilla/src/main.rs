@@ -1,6 +1,7 @@
 //! `flotilla`: one binary for every role. This file only parses the command line and hands
 //! over to the role crates.
 
+mod allocator;
 mod tpch_gen;
 
 use std::net::{IpAddr, SocketAddr};
@@ -19,18 +20,6 @@ use tokio_util::sync::CancellationToken;
 /// built with mimalloc too).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e`, the same in mimalloc v2
-/// and v3; `libmimalloc-sys` names no constant for it): milliseconds freed memory stays
-/// with the allocator before it is returned to the operating system.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Applies `memory.allocator-purge-delay` to the process's allocator.
-fn set_allocator_purge_delay(delay: Duration) {
-    let millis = std::os::raw::c_long::try_from(delay.as_millis()).unwrap_or(std::os::raw::c_long::MAX);
-    // SAFETY: sets one of mimalloc's integer options; mimalloc reads it on each purge.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, millis) };
-}
 
 /// Flotilla: a distributed SQL engine that speaks the Trino client protocol.
 #[derive(Debug, Parser)]
@@ -464,7 +453,7 @@ fn run_role(role: Role, args: NodeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    set_allocator_purge_delay(node.allocator_purge_delay);
+    allocator::set_purge_delay(node.allocator_purge_delay);
     if matches!(role, Role::Coordinator) && node.coordinator_flag == Some(false) {
         eprintln!("invalid configuration: coordinator=false in config.properties, but this is `flotilla coordinator`");
         return ExitCode::from(2);
@@ -698,19 +687,6 @@ mod tests {
     use super::*;
     use tracing::Level;
     use tracing_subscriber::filter::Targets;
-
-    /// The option index is mimalloc's purge delay: its default (1 s in mimalloc v3, this
-    /// build's) before it is set, the value set after.
-    #[test]
-    fn the_allocator_purge_delay_is_mimallocs_option() {
-        // SAFETY: reads and sets one of mimalloc's integer options.
-        let default = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        assert_eq!(default, 1000, "mimalloc's purge_delay default; set MIMALLOC_PURGE_DELAY in the environment?");
-        set_allocator_purge_delay(Duration::from_secs(60));
-        // SAFETY: as above.
-        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 60_000);
-        set_allocator_purge_delay(Duration::from_millis(1000));
-    }
 
     fn would_log(targets: &Targets, target: &str, level: Level) -> bool {
         targets.would_enable(target, &level)

@@ -50,7 +50,7 @@ fn main() -> Result<(), String> {
     let mut duckdb = match args.parquet {
         true => Err("not run yet".to_string()),
         false => tpch_gen(&binary, scale, &generated).and_then(|()| {
-            reference_times(&args.tpch.python, "duckdb", &generated, &args.tpch.queries, args.tpch.runs)
+            reference_times(&args.tpch.python, "duckdb", &generated, &args.tpch.queries, args.tpch.runs, 0)
         }),
     };
     if let (false, Err(error)) = (args.parquet, &duckdb) {
@@ -113,7 +113,7 @@ fn main() -> Result<(), String> {
     });
     drop(cluster);
     if args.parquet && result.is_ok() {
-        duckdb = reference_times(&args.tpch.python, "duckdb", &written, &args.tpch.queries, args.tpch.runs);
+        duckdb = reference_times(&args.tpch.python, "duckdb", &written, &args.tpch.queries, args.tpch.runs, 0);
         if let Err(error) = &duckdb {
             println!("DuckDB skipped: {error}");
         }

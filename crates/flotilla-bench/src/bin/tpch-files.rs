@@ -12,7 +12,8 @@
 //!
 //! Flotilla reads the files through a `files` catalog whose root is the data directory (a
 //! table per file). Every answer is checked against DuckDB's. Figures are the best of
-//! `--runs` runs of each query; the ratios compare engines within the run.
+//! `--runs` runs of each query, after `--warmup` untimed passes over all of them (1) on every
+//! engine; the ratios compare engines within the run.
 //!
 //! Run (after `cargo build --release -p flotilla -p flotilla-bench` and `scripts/bench-setup`
 //! for the Python packages): `target/release/tpch-files --output BENCHMARKS.md`
@@ -46,6 +47,12 @@ struct Args {
     /// `memory.pool-size=6GB` for SF10 on a small machine).
     #[arg(long, default_value = "")]
     config: String,
+    /// Untimed passes over every query before the timed runs, on every engine: the first
+    /// run of a query in a fresh process pays for what later runs find ready (the
+    /// allocator's memory, taken from the kernel and zeroed, caches of file footers), and
+    /// a cluster's queries are spread over several fresh coordinators.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
 }
 
 /// What one engine measured: best milliseconds and the rows of each query.
@@ -99,6 +106,7 @@ async fn run_flotilla(
     nodes: usize,
     queries: &[(String, String)],
     runs: usize,
+    warmup: usize,
 ) -> Measured {
     let mut measured = Measured::default();
     for coordinator in coordinators {
@@ -117,6 +125,12 @@ async fn run_flotilla(
     };
     client.session.catalog = Some("bench".into());
     client.session.schema = Some(schema.into());
+    for _ in 0..warmup {
+        for (_, sql) in queries {
+            // A failure shows in the timed runs.
+            let _ = client.run(sql, |_| {}).await;
+        }
+    }
     for (name, sql) in queries {
         let mut best = Duration::MAX;
         for _ in 0..runs {
@@ -171,8 +185,15 @@ fn flotilla_engine(
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let coordinators: Vec<String> = cluster.coordinators.iter().map(|node| node.url.clone()).collect();
-    let mut measured =
-        runtime.block_on(run_flotilla(&url, &coordinators, &args.tpch.schema, nodes, queries, args.tpch.runs));
+    let mut measured = runtime.block_on(run_flotilla(
+        &url,
+        &coordinators,
+        &args.tpch.schema,
+        nodes,
+        queries,
+        args.tpch.runs,
+        args.warmup,
+    ));
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     measured.peak_rss = sampler.join().unwrap_or_default();
     drop(cluster);
@@ -238,7 +259,8 @@ fn main() -> Result<(), String> {
         println!("{title}");
         let measured = match engine {
             "duckdb" | "datafusion" => {
-                let reference = reference_times(&args.tpch.python, engine, &data, &args.tpch.queries, args.tpch.runs)?;
+                let reference =
+                    reference_times(&args.tpch.python, engine, &data, &args.tpch.queries, args.tpch.runs, args.warmup)?;
                 versions.insert(engine, format!("{} {} ({} threads)", title, reference.version, reference.threads));
                 Measured::from_reference(&reference, &queries)
             }
@@ -287,6 +309,9 @@ fn report(
     if args.tpch.runs != 2 {
         flags.push_str(&format!(" --runs {}", args.tpch.runs));
     }
+    if args.warmup != 1 {
+        flags.push_str(&format!(" --warmup {}", args.warmup));
+    }
     if !args.config.is_empty() {
         flags.push_str(&format!(" --config '{}'", args.config));
     }
@@ -299,11 +324,13 @@ fn report(
          read by every engine. {references}. Flotilla reads them through a `files` catalog, queries through the \
          Trino protocol: *one process* is a coordinator alone running its own tasks; *cluster* is what `flotilla \
          up` starts (2 resource managers, 2 coordinators, {workers} workers, a gateway; each its own process on \
-         this machine, loopback), queries through the gateway. Best of {runs} runs, milliseconds; answers checked \
-         against DuckDB's.\n\n",
+         this machine, loopback), queries through the gateway. Every engine first runs the 22 queries {warmup} \
+         time(s) untimed (a fresh process's first runs pay for memory and caches later runs find ready), then \
+         each query {runs} times: the best, in milliseconds; answers checked against DuckDB's.\n\n",
         schema = args.tpch.schema,
         workers = args.tpch.workers,
         runs = args.tpch.runs,
+        warmup = args.warmup,
         references = versions.values().cloned().collect::<Vec<_>>().join(", "),
     );
     text.push_str(
