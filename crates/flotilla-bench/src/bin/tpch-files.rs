@@ -324,7 +324,7 @@ fn report(
          read by every engine. {references}. Flotilla reads them through a `files` catalog, queries through the \
          Trino protocol: *one process* is a coordinator alone running its own tasks; *cluster* is what `flotilla \
          up` starts (2 resource managers, 2 coordinators, {workers} workers, a gateway; each its own process on \
-         this machine, loopback), queries through the gateway. Every engine first runs the 22 queries {warmup} \
+         this machine, loopback), queries through the gateway. Every engine first runs the queries {warmup} \
          time(s) untimed (a fresh process's first runs pay for memory and caches later runs find ready), then \
          each query {runs} times: the best, in milliseconds; answers checked against DuckDB's.\n\n",
         schema = args.tpch.schema,
