@@ -131,10 +131,11 @@ struct Layout {
 impl Layout {
     /// The rotated plan's column of the old lower join's output column `column`.
     fn lower(&self, column: usize) -> usize {
-        match (column < self.a, self.into_b) {
-            (true, _) => column,
-            (false, true) => column,
-            (false, false) => column + self.x,
+        // Only `B`'s columns move, past `X`, when `X` joins `A`.
+        if column >= self.a && !self.into_b {
+            column + self.x
+        } else {
+            column
         }
     }
 

@@ -14,13 +14,6 @@ use flotilla::etc;
 use flotilla::local_cluster::{LocalCluster, LocalClusterSpec, Role, READY_MARKER, SECRET_ENV};
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc for every role: DataFusion allocates and frees a batch's buffers by the
-/// thousand per query; with glibc's allocator, malloc/free were ~7% of the CPU samples of a
-/// cluster looping TPC-H q02 (DataFusion's Python bindings, our benchmarks' reference, are
-/// built with mimalloc too).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Flotilla: a distributed SQL engine that speaks the Trino client protocol.
 #[derive(Debug, Parser)]
 #[command(name = "flotilla", version, about, long_about = None)]

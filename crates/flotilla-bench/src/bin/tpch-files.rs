@@ -200,6 +200,15 @@ fn flotilla_engine(
     Ok(measured)
 }
 
+/// `n` times, in words.
+fn times(n: usize) -> String {
+    if n == 1 {
+        "once".into()
+    } else {
+        format!("{n} times")
+    }
+}
+
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
@@ -324,13 +333,19 @@ fn report(
          read by every engine. {references}. Flotilla reads them through a `files` catalog, queries through the \
          Trino protocol: *one process* is a coordinator alone running its own tasks; *cluster* is what `flotilla \
          up` starts (2 resource managers, 2 coordinators, {workers} workers, a gateway; each its own process on \
-         this machine, loopback), queries through the gateway. Every engine first runs the queries {warmup} \
-         time(s) untimed (a fresh process's first runs pay for memory and caches later runs find ready), then \
-         each query {runs} times: the best, in milliseconds; answers checked against DuckDB's.\n\n",
+         this machine, loopback), queries through the gateway. {warmup}Each query runs {runs}: the best, in \
+         milliseconds; answers checked against DuckDB's.\n\n",
         schema = args.tpch.schema,
         workers = args.tpch.workers,
-        runs = args.tpch.runs,
-        warmup = args.warmup,
+        runs = times(args.tpch.runs),
+        warmup = match args.warmup {
+            0 => String::new(),
+            passes => format!(
+                "Every engine first runs the queries {} untimed (a fresh process's first runs pay for memory and \
+                 caches later runs find ready). ",
+                times(passes)
+            ),
+        },
         references = versions.values().cloned().collect::<Vec<_>>().join(", "),
     );
     text.push_str(
