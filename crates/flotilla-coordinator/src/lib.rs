@@ -265,10 +265,17 @@ impl Coordinator {
         let agent = heartbeater(&local, auth, seeds, reporter, &node_config);
         let heartbeat_now = agent.waker();
         registry.notify_changes(heartbeat_now.clone());
-        // Join before serving clients, so the first `/v1/node` already lists this node; a
+        // A view before joining: once the resource managers list this coordinator, gateways
+        // route clients here, and without a view the scheduler knows no worker (the query
+        // fails with NO_NODES_AVAILABLE) and no resource manager to register queries with.
+        // Then join, and fetch again so the first `/v1/node` already lists this node. A
         // resource manager that does not answer yet is no reason not to start.
-        agent.beat_once().await;
-        if let Err(error) = view.refresh().await {
+        let first = view.refresh().await;
+        let viewed = match agent.beat_once().await {
+            0 => first,
+            _ => view.refresh().await,
+        };
+        if let Err(error) = viewed {
             tracing::warn!(%error, "no cluster view yet; starting anyway");
         }
         tasks.push(agent.spawn(shutdown.clone()));
@@ -346,5 +353,69 @@ impl RunningCoordinator {
     /// Resolves when the coordinator has been asked to shut down (for a signal handler).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use axum::http::StatusCode;
+    use flotilla_proto::cluster::{CLUSTER_VIEW_PATH, HEARTBEAT_PATH};
+
+    use super::*;
+
+    /// Gateways route clients to a coordinator as soon as a resource manager lists it, so a
+    /// coordinator must hold a cluster view (its workers) before its first heartbeat: a
+    /// query routed to it in between failed with NO_NODES_AVAILABLE.
+    #[tokio::test]
+    async fn a_coordinator_fetches_the_cluster_view_before_it_announces_itself() {
+        let viewed = Arc::new(AtomicBool::new(false));
+        let beats = Arc::new(AtomicUsize::new(0));
+        let beats_before_a_view = Arc::new(AtomicUsize::new(0));
+        let view = serde_json::json!({
+            "resourceManager": "resource-manager-1", "instance": "i", "generatedAtMs": 0, "nodes": [],
+            "queries": [], "resourceGroups": [], "complete": true,
+            "memory": {"poolBytes": 0, "reservedBytes": 0, "freeBytes": 0},
+        });
+        let app = axum::Router::new()
+            .route(
+                CLUSTER_VIEW_PATH,
+                axum::routing::get({
+                    let viewed = viewed.clone();
+                    move || async move {
+                        viewed.store(true, Ordering::SeqCst);
+                        axum::Json(view)
+                    }
+                }),
+            )
+            .route(
+                HEARTBEAT_PATH,
+                axum::routing::post({
+                    let (viewed, beats, early) = (viewed.clone(), beats.clone(), beats_before_a_view.clone());
+                    move || async move {
+                        beats.fetch_add(1, Ordering::SeqCst);
+                        if !viewed.load(Ordering::SeqCst) {
+                            early.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Not an acknowledgement: the coordinator starts anyway.
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let resource_manager = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let mut config = CoordinatorConfig::default();
+        config.node.discovery_uris = vec![resource_manager];
+        config.node.shared_secret = Some("a-test-secret-long-enough-for-hmac".to_string());
+        let address = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        let running = Coordinator::start(config, Catalogs::defaults(), address).await.unwrap();
+        running.shutdown().await;
+        server.abort();
+
+        assert!(beats.load(Ordering::SeqCst) > 0, "the coordinator never sent a heartbeat");
+        assert_eq!(beats_before_a_view.load(Ordering::SeqCst), 0, "a heartbeat went out before any cluster view");
     }
 }
