@@ -196,6 +196,7 @@ impl Execution {
                 owner.fail(error);
             }
         }
+        query.release_plan(owner);
         drop(slot);
     }
 }

@@ -42,7 +42,7 @@ fn summary(coordinator: &Coordinator, query: &Query, self_uri: &str) -> Value {
         "self": format!("{self_uri}/v1/query/{}", query.id),
         "coordinator": coordinator.local.node_id,
         "warehouse": query.warehouse(),
-        "plan": status.plan.as_ref().map(|plan| datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string()),
+        "plan": status.plan_text(),
         "resourceGroupId": status.resource_group.as_ref().map(|g| g.split('.').collect::<Vec<_>>()),
         "session": {
             "user": query.session.user,
