@@ -13,7 +13,10 @@
 //! Flotilla reads the files through a `files` catalog whose root is the data directory (a
 //! table per file). Every answer is checked against DuckDB's. Figures are the best of
 //! `--runs` runs of each query, after `--warmup` untimed passes over all of them (1) on every
-//! engine; the ratios compare engines within the run.
+//! engine; the ratios compare engines within the run. With `--rounds N` the engines take
+//! turns N times (the order rotated each round, fresh Flotilla processes each round) and
+//! each query's figure is its best over all rounds: on a shared machine a slow minute then
+//! falls on every engine's turn alike instead of on whichever engine ran in it.
 //!
 //! Run (after `cargo build --release -p flotilla -p flotilla-bench` and `scripts/bench-setup`
 //! for the Python packages): `target/release/tpch-files --output BENCHMARKS.md`
@@ -53,6 +56,10 @@ struct Args {
     /// a cluster's queries are spread over several fresh coordinators.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// Times every engine takes its turn (the order rotated each round); each query's
+    /// figure is its best over all rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
 }
 
 /// What one engine measured: best milliseconds and the rows of each query.
@@ -77,6 +84,24 @@ impl Measured {
             }
         }
         measured
+    }
+
+    /// Adds another round's measurements: each query's best time, the largest memory.
+    fn merge(&mut self, other: Measured) {
+        for (name, ms) in other.millis {
+            let best = self.millis.entry(name).or_insert(ms);
+            *best = best.min(ms);
+        }
+        for (name, rows) in other.values {
+            self.values.entry(name).or_insert(rows);
+        }
+        self.failures.extend(other.failures);
+        for (node, bytes) in other.peak_rss {
+            match self.peak_rss.iter_mut().find(|(id, _)| *id == node) {
+                Some((_, peak)) => *peak = (*peak).max(bytes),
+                None => self.peak_rss.push((node, bytes)),
+            }
+        }
     }
 }
 
@@ -261,31 +286,24 @@ fn main() -> Result<(), String> {
 
     let mut results: BTreeMap<&str, Measured> = BTreeMap::new();
     let mut versions = BTreeMap::new();
-    for (engine, title) in ENGINES {
-        if !args.engines.iter().any(|e| e == engine) {
-            continue;
+    let rounds = args.rounds as usize;
+    for round in 0..rounds {
+        let mut order = ENGINES;
+        order.rotate_left(round % ENGINES.len());
+        for (engine, title) in order {
+            if !args.engines.iter().any(|e| e == engine) {
+                continue;
+            }
+            match rounds {
+                1 => println!("{title}"),
+                _ => println!("{title} (round {} of {rounds})", round + 1),
+            }
+            let measured = run_engine(&args, engine, title, &binary, &data, &etc, &work, &queries, &mut versions)?;
+            for (name, error) in &measured.failures {
+                println!("  {name} failed: {error}");
+            }
+            results.entry(engine).or_default().merge(measured);
         }
-        println!("{title}");
-        let measured = match engine {
-            "duckdb" | "datafusion" => {
-                let reference =
-                    reference_times(&args.tpch.python, engine, &data, &args.tpch.queries, args.tpch.runs, args.warmup)?;
-                versions.insert(engine, format!("{} {} ({} threads)", title, reference.version, reference.threads));
-                Measured::from_reference(&reference, &queries)
-            }
-            // A coordinator alone: its own resource manager, and its own tasks.
-            "one" => {
-                flotilla_engine(&args, &binary, local_spec(0, 1, 0, 0, etc.clone(), work.join("logs-one")), &queries)?
-            }
-            _ => {
-                let spec = local_spec(2, 2, args.tpch.workers, 1, etc.clone(), work.join("logs-cluster"));
-                flotilla_engine(&args, &binary, spec, &queries)?
-            }
-        };
-        for (name, error) in &measured.failures {
-            println!("  {name} failed: {error}");
-        }
-        results.insert(engine, measured);
     }
     let _ = std::fs::remove_dir_all(&work);
 
@@ -306,6 +324,37 @@ fn main() -> Result<(), String> {
     }
 }
 
+/// One turn of `engine`: its timed runs of every query.
+#[allow(clippy::too_many_arguments)]
+fn run_engine(
+    args: &Args,
+    engine: &'static str,
+    title: &str,
+    binary: &Path,
+    data: &Path,
+    etc: &Path,
+    work: &Path,
+    queries: &[(String, String)],
+    versions: &mut BTreeMap<&'static str, String>,
+) -> Result<Measured, String> {
+    Ok(match engine {
+        "duckdb" | "datafusion" => {
+            let reference =
+                reference_times(&args.tpch.python, engine, data, &args.tpch.queries, args.tpch.runs, args.warmup)?;
+            versions.insert(engine, format!("{} {} ({} threads)", title, reference.version, reference.threads));
+            Measured::from_reference(&reference, queries)
+        }
+        // A coordinator alone: its own resource manager, and its own tasks.
+        "one" => {
+            flotilla_engine(args, binary, local_spec(0, 1, 0, 0, etc.to_path_buf(), work.join("logs-one")), queries)?
+        }
+        _ => {
+            let spec = local_spec(2, 2, args.tpch.workers, 1, etc.to_path_buf(), work.join("logs-cluster"));
+            flotilla_engine(args, binary, spec, queries)?
+        }
+    })
+}
+
 fn report(
     args: &Args,
     queries: &[(String, String)],
@@ -321,6 +370,9 @@ fn report(
     if args.warmup != 1 {
         flags.push_str(&format!(" --warmup {}", args.warmup));
     }
+    if args.rounds != 1 {
+        flags.push_str(&format!(" --rounds {}", args.rounds));
+    }
     if !args.config.is_empty() {
         flags.push_str(&format!(" --config '{}'", args.config));
     }
@@ -333,11 +385,19 @@ fn report(
          read by every engine. {references}. Flotilla reads them through a `files` catalog, queries through the \
          Trino protocol: *one process* is a coordinator alone running its own tasks; *cluster* is what `flotilla \
          up` starts (2 resource managers, 2 coordinators, {workers} workers, a gateway; each its own process on \
-         this machine, loopback), queries through the gateway. {warmup}Each query runs {runs}: the best, in \
-         milliseconds; answers checked against DuckDB's.\n\n",
+         this machine, loopback), queries through the gateway. {warmup}Each query runs {runs}{rounds}: the best, \
+         in milliseconds; answers checked against DuckDB's.\n\n",
         schema = args.tpch.schema,
         workers = args.tpch.workers,
         runs = times(args.tpch.runs),
+        rounds = match args.rounds {
+            1 => String::new(),
+            n => format!(
+                " in each of {n} rounds (every engine takes its turn each round, warm-up included, in an order rotated from round to \
+                 round, with fresh Flotilla processes: a slow minute of the shared machine falls on every engine \
+                 alike)"
+            ),
+        },
         warmup = match args.warmup {
             0 => String::new(),
             passes => format!(
