@@ -9,11 +9,10 @@
 //! default) keeps that memory for the next queries (A/B on the cluster, the 22 queries best
 //! of 3: 3757 → 3388 ms; BENCHMARKS.md).
 //!
-//! Not solved by it: a process looping one large query (TPC-H q09 at sf1) grows by ~90 MB a
-//! run with either delay (1 s or a minute), taking that much fresh memory from the kernel
-//! each run; what it freed is returned after a pause (the resident size fell from 800 to
-//! 180 MB a minute after the loop). Reading files on the scan's own threads instead of
-//! Tokio's blocking pool did not change it.
+//! A coordinator looping one large query (TPC-H q09 at sf1) grew by ~90 MB a run with either
+//! delay, with mimalloc and with jemalloc alike: not the allocator, but ended queries that
+//! kept their executed plans, and with them their joins' hash tables, for
+//! `query.min-expire-age` (they keep only figures and text now: `Query::release_plan`).
 
 use std::os::raw::c_long;
 use std::time::Duration;
