@@ -57,7 +57,7 @@ pub struct ResourceManager {
     resource_managers: RwLock<Arc<Vec<String>>>,
     /// The last serialized view: every coordinator fetches the view about once a second,
     /// so with many coordinators one serialization serves several of them.
-    serialized_view: Mutex<Option<(Instant, bytes::Bytes)>>,
+    serialized_view: Mutex<Option<(Instant, u64, bytes::Bytes)>>,
     /// Resource group leases, when this resource manager is the admission leader.
     admission: Mutex<LeaseAuthority>,
     /// The cluster's low-memory killer, acting when this one is the admission leader.
@@ -193,17 +193,20 @@ impl ResourceManager {
         leader.then(|| lending.loans(now))
     }
 
-    /// The view as JSON, reused for [`VIEW_REUSE`]: a coordinator's view may be that much
-    /// older than the age it counts from its fetch.
-    fn serialized_view(&self) -> Result<bytes::Bytes, serde_json::Error> {
+    /// The view as JSON, reused for [`VIEW_REUSE`] while the cluster's members and their
+    /// states stay the same: a coordinator's figures of the nodes' load may be that much
+    /// older than the age it counts from its fetch, but a node that has just joined is in
+    /// the next view (a coordinator fetches one right after it joins, to schedule on).
+    pub(crate) fn serialized_view(&self) -> Result<bytes::Bytes, serde_json::Error> {
+        let membership = self.state.lock().membership();
         let mut cached = self.serialized_view.lock();
-        if let Some((built, body)) = cached.as_ref() {
-            if built.elapsed() < VIEW_REUSE {
+        if let Some((built, of, body)) = cached.as_ref() {
+            if built.elapsed() < VIEW_REUSE && *of == membership {
                 return Ok(body.clone());
             }
         }
         let body = bytes::Bytes::from(serde_json::to_vec(&self.view())?);
-        *cached = Some((Instant::now(), body.clone()));
+        *cached = Some((Instant::now(), membership, body.clone()));
         Ok(body)
     }
 

@@ -115,6 +115,9 @@ pub struct ClusterState {
     started: Instant,
     /// A peer that knew every live node has sent all it knows.
     synced: bool,
+    /// Counts changes of who is in the cluster and in what state (a node joined, restarted,
+    /// or reported another state): a view built before such a change is not served again.
+    membership: u64,
 }
 
 /// How long a leader's loans are served after its last push.
@@ -135,7 +138,13 @@ impl ClusterState {
             leader_loans: None,
             started: Instant::now(),
             synced: false,
+            membership: 0,
         }
+    }
+
+    /// Changes so far of the cluster's members and their states (see the field).
+    pub fn membership(&self) -> u64 {
+        self.membership
     }
 
     /// Whether this resource manager knows every live node: every live node heartbeats it
@@ -199,6 +208,7 @@ impl ClusterState {
                 }
             }
             Merge::Replaced => {
+                self.membership += 1;
                 if self.nodes.contains_key(&node_id) {
                     // A restarted coordinator's unfinished queries died with its old life.
                     self.forget_active_queries_of(&node_id);
@@ -210,6 +220,9 @@ impl ClusterState {
             Merge::Advanced => {
                 let local_version = self.bump();
                 if let Some(existing) = self.nodes.get_mut(&node_id) {
+                    if existing.record.state != record.state {
+                        self.membership += 1;
+                    }
                     existing.record = record;
                     existing.last_heard = existing.last_heard.max(heard_at);
                     existing.local_version = local_version;

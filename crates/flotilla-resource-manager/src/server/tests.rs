@@ -203,3 +203,32 @@ async fn a_partitioned_resource_manager_converges_after_the_partition_heals() {
         let _ = task.await;
     }
 }
+
+/// The serialized view is reused for a moment, but never past a node joining or changing
+/// state: a coordinator fetches the view right after joining and schedules on it.
+#[tokio::test]
+async fn a_node_that_joins_is_in_the_next_view_at_once() {
+    let network = Arc::new(Network::default());
+    let auth = Arc::new(InternalAuth::new("a-test-secret-of-some-length", "rm").unwrap());
+    let link = Arc::new(Link { network, from: "rm".to_string() });
+    let manager = ResourceManager::new("rm", "i1", "test", ResourceManagerConfig::default(), auth, link);
+    let served = |manager: &ResourceManager| -> BTreeMap<String, NodeState> {
+        let view: ClusterView = serde_json::from_slice(&manager.serialized_view().unwrap()).unwrap();
+        view.nodes.into_iter().map(|n| (n.node.node_id, n.state)).collect()
+    };
+    let beat = |node: &NodeAnnouncement, seq: u64, state: ReportedState| Heartbeat {
+        node: node.clone(),
+        seq,
+        state,
+        worker: None,
+        coordinator: None,
+    };
+    assert!(served(&manager).is_empty());
+    let worker = announcement("worker-1", NodeRole::Worker);
+    manager.handle_heartbeat(beat(&worker, 1, ReportedState::Active)).unwrap();
+    assert_eq!(served(&manager).get("worker-1"), Some(&NodeState::Active), "a joined node in the next view");
+    // A heartbeat that changes only load may be served a moment later; a new state at once.
+    manager.handle_heartbeat(beat(&worker, 2, ReportedState::Active)).unwrap();
+    manager.handle_heartbeat(beat(&worker, 3, ReportedState::ShuttingDown)).unwrap();
+    assert_eq!(served(&manager).get("worker-1"), Some(&NodeState::ShuttingDown));
+}
