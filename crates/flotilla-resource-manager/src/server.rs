@@ -197,7 +197,7 @@ impl ResourceManager {
     /// states stay the same: a coordinator's figures of the nodes' load may be that much
     /// older than the age it counts from its fetch, but a node that has just joined is in
     /// the next view (a coordinator fetches one right after it joins, to schedule on).
-    pub(crate) fn serialized_view(&self) -> Result<bytes::Bytes, serde_json::Error> {
+    fn serialized_view(&self) -> Result<bytes::Bytes, serde_json::Error> {
         let membership = self.state.lock().membership();
         let mut cached = self.serialized_view.lock();
         if let Some((built, of, body)) = cached.as_ref() {
