@@ -86,14 +86,24 @@ impl Measured {
         measured
     }
 
-    /// Adds another round's measurements: each query's best time, the largest memory.
+    /// Adds another round's measurements: each query's best time, the largest memory; an
+    /// answer that differs from the engine's earlier rounds is a failure (only the first
+    /// round's answers are compared with DuckDB's).
     fn merge(&mut self, other: Measured) {
         for (name, ms) in other.millis {
             let best = self.millis.entry(name).or_insert(ms);
             *best = best.min(ms);
         }
         for (name, rows) in other.values {
-            self.values.entry(name).or_insert(rows);
+            match self.values.get(&name).map(|earlier| same_answer(&rows, earlier)) {
+                Some(Some(difference)) => {
+                    self.failures.insert(name, format!("its answer changed from an earlier round: {difference}"));
+                }
+                Some(None) => {}
+                None => {
+                    self.values.insert(name, rows);
+                }
+            }
         }
         self.failures.extend(other.failures);
         for (node, bytes) in other.peak_rss {
