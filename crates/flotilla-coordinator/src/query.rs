@@ -106,8 +106,8 @@ pub struct QueryStatus {
     pub changes: SessionChanges,
     /// The executed plan, until the query has ended ([`Query::release_plan`]).
     pub plan: Option<Arc<dyn ExecutionPlan>>,
-    /// The plan as text, kept when an ended query lets its plan go.
-    pub plan_text: Option<Arc<str>>,
+    /// The plan as text, kept when an ended query lets its plan go (set only then).
+    pub released_plan: Option<Arc<str>>,
     pub memory: Option<Arc<PeakMemoryPool>>,
     pub scans: Option<Arc<ScanCounters>>,
     pub started: Option<Instant>,
@@ -290,7 +290,7 @@ impl Query {
             update_count: None,
             changes: SessionChanges::default(),
             plan: None,
-            plan_text: None,
+            released_plan: None,
             memory: None,
             scans: None,
             started: None,
@@ -399,7 +399,7 @@ impl Query {
         let done = status.state.is_done();
         let mut figures = self.figures.lock();
         // An ended query's figures are final; they outlive its plan (`release_plan`).
-        let released = done && status.plan.is_none() && status.plan_text.is_some();
+        let released = status.released_plan.is_some();
         if let Some(kept) = figures.as_ref().filter(|kept| (kept.plan == plan_key || released) && kept.done == done) {
             if done || kept.at.elapsed() < FIGURES_MAX_AGE {
                 return (kept.progress, kept.stages.clone());
@@ -425,10 +425,10 @@ impl Query {
         let Some(plan) = status.plan.clone().filter(|_| status.state.is_done()) else { return };
         self.plan_figures(&status);
         drop(status);
-        let text: Arc<str> = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string().into();
+        let text: Arc<str> = render(&plan).into();
         owner.update(|status| {
             status.plan = None;
-            status.plan_text = Some(text);
+            status.released_plan = Some(text);
         });
     }
 
@@ -537,10 +537,15 @@ impl QueryStatus {
     /// The query's plan as text: the executed plan's while it runs, the text kept after.
     pub fn plan_text(&self) -> Option<String> {
         match &self.plan {
-            Some(plan) => Some(datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string()),
-            None => self.plan_text.as_deref().map(str::to_string),
+            Some(plan) => Some(render(plan)),
+            None => self.released_plan.as_deref().map(str::to_string),
         }
     }
+}
+
+/// A plan as `/v1/query/{id}` shows it.
+fn render(plan: &Arc<dyn ExecutionPlan>) -> String {
+    datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string()
 }
 
 impl QueryOwner {
@@ -654,7 +659,7 @@ mod tests {
         let plan = frame.create_physical_plan().await.unwrap();
         let rows = datafusion::physical_plan::collect(Arc::clone(&plan), context.task_ctx()).await.unwrap();
         assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-        let text = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+        let text = render(&plan);
         assert!(text.contains("HashJoinExec"), "{text}");
 
         let (query, owner, _commands) = query();

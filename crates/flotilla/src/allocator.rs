@@ -27,7 +27,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e`, the same in mimalloc v2
 /// and v3; `libmimalloc-sys` names no constant for it): milliseconds freed memory stays
 /// with the allocator before it is returned to the operating system.
-pub(crate) const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Sets mimalloc's purge delay (`memory.allocator-purge-delay`).
 pub fn set_purge_delay(delay: Duration) {
@@ -40,10 +40,19 @@ pub fn set_purge_delay(delay: Duration) {
 mod tests {
     use super::*;
 
+    /// The option is the process's: tests that set it take turns (under `cargo test` they
+    /// share one process).
+    static OPTION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+        OPTION.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The option index is mimalloc's purge delay: its default (1 s in mimalloc v3, this
     /// build's) before it is set, the value set after.
     #[test]
     fn the_purge_delay_is_mimallocs_option() {
+        let _turn = exclusive();
         // SAFETY: reads one of mimalloc's integer options.
         let default = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
         assert_eq!(default, 1000, "mimalloc's purge_delay default; set MIMALLOC_PURGE_DELAY in the environment?");
@@ -79,6 +88,7 @@ mod tests {
     /// as it is freed.
     #[test]
     fn the_delay_decides_whether_freed_memory_stays() {
+        let _turn = exclusive();
         const MB: u64 = 1 << 20;
         set_purge_delay(Duration::from_secs(3600));
         let (before, touched, after) = touch_and_free();

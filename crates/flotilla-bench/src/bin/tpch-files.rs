@@ -293,6 +293,7 @@ fn main() -> Result<(), String> {
     tpch_gen(&binary, scale, &data)?;
     let work = std::env::temp_dir().join(format!("flotilla-tpch-files-{}", std::process::id()));
     let etc = write_etc(&work, &args.tpch.data_dir, &args.config)?;
+    let run = Run { args: &args, binary: &binary, data: &data, etc: &etc, work: &work, queries: &queries };
 
     let mut results: BTreeMap<&str, Measured> = BTreeMap::new();
     let mut versions = BTreeMap::new();
@@ -308,7 +309,7 @@ fn main() -> Result<(), String> {
                 1 => println!("{title}"),
                 _ => println!("{title} (round {} of {rounds})", round + 1),
             }
-            let measured = run_engine(&args, engine, title, &binary, &data, &etc, &work, &queries, &mut versions)?;
+            let measured = run.engine(engine, title, &mut versions)?;
             for (name, error) in &measured.failures {
                 println!("  {name} failed: {error}");
             }
@@ -334,35 +335,46 @@ fn main() -> Result<(), String> {
     }
 }
 
-/// One turn of `engine`: its timed runs of every query.
-#[allow(clippy::too_many_arguments)]
-fn run_engine(
-    args: &Args,
-    engine: &'static str,
-    title: &str,
-    binary: &Path,
-    data: &Path,
-    etc: &Path,
-    work: &Path,
-    queries: &[(String, String)],
-    versions: &mut BTreeMap<&'static str, String>,
-) -> Result<Measured, String> {
-    Ok(match engine {
-        "duckdb" | "datafusion" => {
-            let reference =
-                reference_times(&args.tpch.python, engine, data, &args.tpch.queries, args.tpch.runs, args.warmup)?;
-            versions.insert(engine, format!("{} {} ({} threads)", title, reference.version, reference.threads));
-            Measured::from_reference(&reference, queries)
-        }
-        // A coordinator alone: its own resource manager, and its own tasks.
-        "one" => {
-            flotilla_engine(args, binary, local_spec(0, 1, 0, 0, etc.to_path_buf(), work.join("logs-one")), queries)?
-        }
-        _ => {
-            let spec = local_spec(2, 2, args.tpch.workers, 1, etc.to_path_buf(), work.join("logs-cluster"));
-            flotilla_engine(args, binary, spec, queries)?
-        }
-    })
+/// What every engine's turn reads: the arguments, the `flotilla` binary, the data, the
+/// nodes' `etc/`, the working directory and the queries.
+struct Run<'a> {
+    args: &'a Args,
+    binary: &'a Path,
+    data: &'a Path,
+    etc: &'a Path,
+    work: &'a Path,
+    queries: &'a [(String, String)],
+}
+
+impl Run<'_> {
+    /// One turn of `engine`: its timed runs of every query.
+    fn engine(
+        &self,
+        engine: &'static str,
+        title: &str,
+        versions: &mut BTreeMap<&'static str, String>,
+    ) -> Result<Measured, String> {
+        let Run { args, binary, data, etc, work, queries } = *self;
+        Ok(match engine {
+            "duckdb" | "datafusion" => {
+                let reference =
+                    reference_times(&args.tpch.python, engine, data, &args.tpch.queries, args.tpch.runs, args.warmup)?;
+                versions.insert(engine, format!("{} {} ({} threads)", title, reference.version, reference.threads));
+                Measured::from_reference(&reference, queries)
+            }
+            // A coordinator alone: its own resource manager, and its own tasks.
+            "one" => flotilla_engine(
+                args,
+                binary,
+                local_spec(0, 1, 0, 0, etc.to_path_buf(), work.join("logs-one")),
+                queries,
+            )?,
+            _ => {
+                let spec = local_spec(2, 2, args.tpch.workers, 1, etc.to_path_buf(), work.join("logs-cluster"));
+                flotilla_engine(args, binary, spec, queries)?
+            }
+        })
+    }
 }
 
 fn report(
