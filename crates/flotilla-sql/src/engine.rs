@@ -504,14 +504,18 @@ impl Engine {
             }
             _ => (state, None),
         };
-        let mut plan = state.create_physical_plan(logical).await.map_err(df_error)?;
+        // Optimized once: the distributed session differs from the local one only in what it
+        // plans physically (its join thresholds, rules and planner), so a statement planned
+        // again for this process below reuses the optimized logical plan.
+        let optimized = state.optimize(logical).map_err(df_error)?;
+        let mut plan = state.query_planner().create_physical_plan(&optimized, &state).await.map_err(df_error)?;
         let Some(local) = local else { return Ok((state, plan)) };
         if !crate::distributed::runs_distributed(&plan).map_err(df_error)? {
             // Every stage came out as one task in this process: planned again as one process
             // plans, since the distributed session planned its joins for tasks on workers
             // (LEFT/ANTI joins partitioned where one process collects them: TPC-H q22
             // repartitioned all 1.5M orders in the coordinator).
-            let plan = local.create_physical_plan(logical).await.map_err(df_error)?;
+            let plan = local.query_planner().create_physical_plan(&optimized, &local).await.map_err(df_error)?;
             return Ok((local, plan));
         }
         plan = crate::distributed::read_small_build_sides_in_place(plan).map_err(df_error)?;
