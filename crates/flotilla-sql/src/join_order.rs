@@ -356,7 +356,9 @@ fn rotate(
 /// `lineitem`'s part and supplier; `partsupp` joins `part` first this way (on the part key
 /// `lineitem` shares with it: 43K rows), and `lineitem` that on both keys.
 ///
-/// Unlike [`rotate`], `X` may be of any size: an implied key is what the split adds. A join
+/// Unlike [`rotate`], `X` may be of any size, but at least one key must be implied: `X` then
+/// joins `T` on a column `T` is already joined on (q09's part key), not on one that happens
+/// to be there. A join
 /// whose keys `T` holds directly (what `rotate` moves when `X` is small) moves only when
 /// below it, it splits so: `partsupp` first passes q09's join with `supplier` to reach the
 /// join of `lineitem` and `part`. Joins with filters stay where they are.
@@ -435,7 +437,7 @@ fn split(
             NullEquality::NullEqualsNothing,
             false,
         )?;
-        let new_lower = if implied || !rest.is_empty() {
+        let new_lower = if implied {
             // Smaller than the join it replaces, and still collected: the new upper join
             // builds on it where it built on `T` (TPC-H q09 at sf10: `part` with `partsupp`,
             // estimated 1.6M rows, would have had all of `lineitem` shuffled to join it).
@@ -445,12 +447,17 @@ fn split(
             }
             budget.rotations -= 1;
             sink(Arc::new(joined), depth + 1, budget)?.data
-        } else {
+        } else if rest.is_empty() {
             // `T` holds every key as it is: only if the join splits below.
             match split(&joined, JoinSide::Right, depth + 1, budget)? {
                 Some(split) => split,
                 None => continue,
             }
+        } else {
+            // Keys on both sides and none implied: `X` would join `T` on a column of its own
+            // choosing (TPC-H q05's `supplier` joined `customer` on the nation, 400 suppliers a
+            // customer, where the estimates of the `tpch` tables said smaller).
+            continue;
         };
         // The join below's keys, and the keys that stay with the other side.
         let mut upper_on = lower.on().to_vec();
