@@ -48,7 +48,7 @@ use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::joins::utils::{ColumnIndex, JoinFilter};
-use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -163,6 +163,18 @@ fn join_below(plan: &Arc<dyn ExecutionPlan>) -> Option<(&HashJoinExec, Vec<usize
     Some((movable(lower_plan)?, through))
 }
 
+/// An inner hash join of the kind this rule moves (keys where NULL matches nothing, no
+/// projection of its own), for a rotated plan.
+fn inner_join(
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    on: Vec<(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)>,
+    filter: Option<JoinFilter>,
+    mode: PartitionMode,
+) -> Result<HashJoinExec> {
+    HashJoinExec::try_new(left, right, on, filter, &JoinType::Inner, None, mode, NullEquality::NullEqualsNothing, false)
+}
+
 /// Where each column of the rotated plan `A ⋈ (B ⋈ X)` (or `(A ⋈ X) ⋈ B`) lies.
 struct Layout {
     a: usize,
@@ -189,6 +201,17 @@ impl Layout {
             self.a + self.b + column
         } else {
             self.a + column
+        }
+    }
+
+    /// Every column of the top's output, in the rotated plan: the top read the old lower join
+    /// through `through` (its columns there) on the side other than `sinking`.
+    fn output(&self, sinking: JoinSide, through: &[usize]) -> Vec<usize> {
+        let upper = through.iter().map(|&column| self.lower(column));
+        let x = (0..self.x).map(|column| self.sinking(column));
+        match sinking {
+            JoinSide::Right => upper.chain(x).collect(),
+            _ => x.chain(upper).collect(),
         }
     }
 
@@ -267,15 +290,8 @@ fn rotate(
     let layout = Layout { into_b, ..layout };
     let (target, offset) = if into_b { (lower.right(), layout.a) } else { (lower.left(), 0) };
 
-    // Every column of the top's output, in the rotated plan.
+    let output = layout.output(sinking, &through);
     let from_upper_child = |column: usize| layout.lower(to_lower(column));
-    let upper_columns = upper_child.schema().fields().len();
-    let output: Vec<usize> = match sinking {
-        JoinSide::Right => {
-            (0..upper_columns).map(from_upper_child).chain((0..layout.x).map(|c| layout.sinking(c))).collect()
-        }
-        _ => (0..layout.x).map(|c| layout.sinking(c)).chain((0..upper_columns).map(from_upper_child)).collect(),
-    };
 
     // The top's filter goes with the new lower join if it reads only `T` and `X`, else
     // with the new upper join (which has the lower join's filter, if any: then no rotation).
@@ -311,17 +327,7 @@ fn rotate(
             (key, x_key)
         })
         .collect();
-    let new_lower = HashJoinExec::try_new(
-        Arc::clone(target),
-        Arc::clone(x),
-        on,
-        lower_filter,
-        &JoinType::Inner,
-        None,
-        *top.partition_mode(),
-        NullEquality::NullEqualsNothing,
-        false,
-    )?;
+    let new_lower = inner_join(Arc::clone(target), Arc::clone(x), on, lower_filter, *top.partition_mode())?;
     match (rows(&new_lower), rows(lower)) {
         (Some(new), Some(old)) if new < old => {}
         _ => return Ok(None),
@@ -332,17 +338,7 @@ fn rotate(
         true => (Arc::clone(lower.left()), new_lower),
         false => (new_lower, Arc::clone(lower.right())),
     };
-    let new_upper = HashJoinExec::try_new(
-        left,
-        right,
-        lower.on().to_vec(),
-        upper_filter,
-        &JoinType::Inner,
-        None,
-        *lower.partition_mode(),
-        NullEquality::NullEqualsNothing,
-        false,
-    )?;
+    let new_upper = inner_join(left, right, lower.on().to_vec(), upper_filter, *lower.partition_mode())?;
     let new_upper = sink(Arc::new(new_upper), depth + 1, budget)?.data;
     Ok(Some(restore_columns(new_upper, &output, &top.schema())?))
 }
@@ -423,20 +419,13 @@ fn split(
                 rest.push((column, x_key));
             }
         }
-        if on.is_empty() {
+        // With keys on both sides and none implied, `X` would join `T` on a column of its own
+        // choosing (TPC-H q05's `supplier` joined `customer` on the nation, 400 suppliers a
+        // customer, where the estimates of the `tpch` tables said smaller): no split.
+        if on.is_empty() || (!implied && !rest.is_empty()) {
             continue;
         }
-        let joined = HashJoinExec::try_new(
-            Arc::clone(target),
-            Arc::clone(x),
-            on,
-            None,
-            &JoinType::Inner,
-            None,
-            *top.partition_mode(),
-            NullEquality::NullEqualsNothing,
-            false,
-        )?;
+        let joined = inner_join(Arc::clone(target), Arc::clone(x), on, None, *top.partition_mode())?;
         let new_lower = if implied {
             // Smaller than the join it replaces, and still collected: the new upper join
             // builds on it where it built on `T` (TPC-H q09 at sf10: `part` with `partsupp`,
@@ -447,17 +436,12 @@ fn split(
             }
             budget.rotations -= 1;
             sink(Arc::new(joined), depth + 1, budget)?.data
-        } else if rest.is_empty() {
+        } else {
             // `T` holds every key as it is: only if the join splits below.
             match split(&joined, JoinSide::Right, depth + 1, budget)? {
                 Some(split) => split,
                 None => continue,
             }
-        } else {
-            // Keys on both sides and none implied: `X` would join `T` on a column of its own
-            // choosing (TPC-H q05's `supplier` joined `customer` on the nation, 400 suppliers a
-            // customer, where the estimates of the `tpch` tables said smaller).
-            continue;
         };
         // The join below's keys, and the keys that stay with the other side.
         let mut upper_on = lower.on().to_vec();
@@ -477,27 +461,9 @@ fn split(
             true => (Arc::clone(lower.left()), new_lower),
             false => (new_lower, Arc::clone(lower.right())),
         };
-        let new_upper = HashJoinExec::try_new(
-            left,
-            right,
-            upper_on,
-            None,
-            &JoinType::Inner,
-            None,
-            *lower.partition_mode(),
-            NullEquality::NullEqualsNothing,
-            false,
-        )?;
+        let new_upper = inner_join(left, right, upper_on, None, *lower.partition_mode())?;
         let new_upper = sink(Arc::new(new_upper), depth + 1, budget)?.data;
-        let layout = Layout { a, b, x: x_schema.fields().len(), into_b };
-        let from_upper_child = |column: usize| layout.lower(through[column]);
-        let upper_columns = upper_child.schema().fields().len();
-        let output: Vec<usize> = match sinking {
-            JoinSide::Right => {
-                (0..upper_columns).map(from_upper_child).chain((0..layout.x).map(|c| layout.sinking(c))).collect()
-            }
-            _ => (0..layout.x).map(|c| layout.sinking(c)).chain((0..upper_columns).map(from_upper_child)).collect(),
-        };
+        let output = Layout { a, b, x: x_schema.fields().len(), into_b }.output(sinking, &through);
         return Ok(Some(restore_columns(new_upper, &output, &top.schema())?));
     }
     Ok(None)
